@@ -1,0 +1,522 @@
+//! The manager's domain: nodes, users, their statuses and the operations a
+//! node still has to apply.
+
+use std::fmt;
+use std::str::FromStr;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rand::RngCore as _;
+use serde::{Deserialize, Serialize};
+
+/// Milliseconds since the Unix epoch. Stored as an integer by every backend so
+/// that SQLite and PostgreSQL agree to the millisecond.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Timestamp(pub i64);
+
+impl Timestamp {
+    pub fn now() -> Self {
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or_default();
+        Self(ms)
+    }
+}
+
+/// Error for a string that is not a valid id, status or key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {what}: {value:?}")]
+pub struct ParseError {
+    pub what: &'static str,
+    pub value: String,
+}
+
+macro_rules! uuid_id {
+    ($(#[$doc:meta])* $name:ident, $what:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(uuid::Uuid);
+
+        impl $name {
+            /// A fresh id from 122 random bits (UUID v4): it cannot be guessed.
+            pub fn random() -> Self {
+                Self(uuid::Uuid::new_v4())
+            }
+            pub fn as_uuid(&self) -> uuid::Uuid {
+                self.0
+            }
+            /// The canonical text form: 36 lower-case characters with dashes.
+            pub const TEXT_LEN: usize = 36;
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Display::fmt(&self.0.hyphenated(), f)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({})", stringify!($name), self.0.hyphenated())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = ParseError;
+            /// Only the canonical hyphenated form is accepted, so one id has one spelling.
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                let err = || ParseError { what: $what, value: s.to_owned() };
+                if s.len() != Self::TEXT_LEN {
+                    return Err(err());
+                }
+                let id = uuid::Uuid::try_parse(s).map_err(|_| err())?;
+                if id.hyphenated().to_string() != s {
+                    return Err(err());
+                }
+                Ok(Self(id))
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = ParseError;
+            fn try_from(s: String) -> Result<Self, Self::Error> {
+                s.parse()
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.to_string()
+            }
+        }
+    };
+}
+
+uuid_id!(
+    /// A node's id.
+    NodeId,
+    "node id"
+);
+uuid_id!(
+    /// A user's id. It is also the user's VLESS/VMess id on every node and the
+    /// user's key (`email`) inside the core, and, with the user's name, what
+    /// authorises the user's node-list call: so it is random and never reused.
+    UserId,
+    "user id"
+);
+
+/// The JWE key shared by the manager and one node: 256 random bits, written
+/// as base64url without padding. `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct NodeKey(String);
+
+impl NodeKey {
+    pub const BYTES: usize = 32;
+
+    pub fn random() -> Self {
+        let mut bytes = [0u8; Self::BYTES];
+        rand::rng().fill_bytes(&mut bytes);
+        Self(URL_SAFE_NO_PAD.encode(bytes))
+    }
+
+    /// The key as the operator copies it to the node.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        URL_SAFE_NO_PAD
+            .decode(&self.0)
+            .expect("a NodeKey is valid base64url by construction")
+    }
+}
+
+impl FromStr for NodeKey {
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match URL_SAFE_NO_PAD.decode(s.trim()) {
+            Ok(bytes) if bytes.len() == Self::BYTES => Ok(Self(s.trim().to_owned())),
+            _ => Err(ParseError {
+                what: "node key (32 bytes, base64url)",
+                value: "<redacted>".to_owned(),
+            }),
+        }
+    }
+}
+
+impl fmt::Debug for NodeKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("NodeKey(<redacted>)")
+    }
+}
+
+/// The secret a user presents to Trojan and Shadowsocks inbounds: 192 random
+/// bits as base64url. `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct UserSecret(String);
+
+impl UserSecret {
+    pub fn random() -> Self {
+        let mut bytes = [0u8; 24];
+        rand::rng().fill_bytes(&mut bytes);
+        Self(URL_SAFE_NO_PAD.encode(bytes))
+    }
+    pub fn from_stored(s: String) -> Self {
+        Self(s)
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for UserSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("UserSecret(<redacted>)")
+    }
+}
+
+macro_rules! text_enum {
+    ($(#[$doc:meta])* $name:ident, $what:literal { $($variant:ident),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            /// The spelling used on the wire and in the database.
+            pub fn as_str(&self) -> &'static str {
+                match self { $(Self::$variant => stringify!($variant)),+ }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = ParseError;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $(stringify!($variant) => Ok(Self::$variant),)+
+                    _ => Err(ParseError { what: $what, value: s.to_owned() }),
+                }
+            }
+        }
+    };
+}
+
+text_enum!(
+    /// What a node is doing, as last observed by the manager.
+    ActualStatus, "actual status" { Running, Stopped, Error }
+);
+text_enum!(
+    /// What the operator wants a node to do.
+    RequiredStatus, "required status" { Running, Stopped }
+);
+text_enum!(
+    /// Whether a user is on the nodes.
+    UserStatus, "user status" { Enabled, Disabled }
+);
+text_enum!(
+    /// What a node must do with a user.
+    Operation, "operation" { Add, Delete }
+);
+
+impl From<RequiredStatus> for ActualStatus {
+    fn from(s: RequiredStatus) -> Self {
+        match s {
+            RequiredStatus::Running => ActualStatus::Running,
+            RequiredStatus::Stopped => ActualStatus::Stopped,
+        }
+    }
+}
+
+/// A position in the change log. Every user change (enable, disable, delete)
+/// takes the next sequence number; a node's applied cursor is the newest
+/// sequence number whose change the node is known to have applied.
+pub type Seq = i64;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Node {
+    pub id: NodeId,
+    pub endpoint: String,
+    pub key: NodeKey,
+    pub actual_status: ActualStatus,
+    pub required_status: RequiredStatus,
+    /// The share-link template the node returned on its last successful start.
+    pub user_config_template: Option<String>,
+    /// False while a start/stop is in flight or after one whose result could not be stored.
+    pub state_up_to_date: bool,
+    /// Changes with a sequence number up to this one are applied on the node.
+    pub applied_seq: Seq,
+    pub last_seen: Option<Timestamp>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// The proxy credentials of a user, as sent to the nodes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserCredentials {
+    /// The VLESS/VMess id and the core's key for the user.
+    pub id: UserId,
+    pub name: String,
+    /// The Trojan/Shadowsocks password.
+    pub secret: UserSecret,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    pub id: UserId,
+    pub name: String,
+    pub status: UserStatus,
+    pub secret: UserSecret,
+    /// The sequence number of the user's newest change (0: never changed).
+    pub change_seq: Seq,
+    pub created_at: Timestamp,
+}
+
+impl User {
+    pub fn credentials(&self) -> UserCredentials {
+        UserCredentials {
+            id: self.id,
+            name: self.name.clone(),
+            secret: self.secret.clone(),
+        }
+    }
+}
+
+/// The longest user name accepted, in bytes.
+pub const MAX_USER_NAME_BYTES: usize = 1024;
+/// The longest node endpoint accepted, in bytes.
+pub const MAX_ENDPOINT_BYTES: usize = 2048;
+
+/// A new user, as the storage will keep it. Built with [`NewUser::new`] so the
+/// id and secret are random.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewUser {
+    pub id: UserId,
+    pub name: String,
+    pub secret: UserSecret,
+}
+
+impl NewUser {
+    /// A user with a fresh id and secret. The name must not be empty (after
+    /// trimming) nor longer than [`MAX_USER_NAME_BYTES`].
+    pub fn new(name: impl Into<String>) -> Result<Self, ParseError> {
+        let name = name.into();
+        if name.trim().is_empty() || name.len() > MAX_USER_NAME_BYTES || name.contains('\0') {
+            return Err(ParseError {
+                what: "user name",
+                value: name.chars().take(64).collect(),
+            });
+        }
+        Ok(Self {
+            id: UserId::random(),
+            name,
+            secret: UserSecret::random(),
+        })
+    }
+}
+
+/// A new node, as the storage will keep it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewNode {
+    pub id: NodeId,
+    pub endpoint: String,
+    pub key: NodeKey,
+}
+
+impl NewNode {
+    /// A node with a fresh id and key. The endpoint must be an absolute
+    /// `http://` or `https://` URL with a host.
+    pub fn new(endpoint: impl Into<String>) -> Result<Self, ParseError> {
+        let endpoint = normalize_endpoint(&endpoint.into())?;
+        Ok(Self {
+            id: NodeId::random(),
+            endpoint,
+            key: NodeKey::random(),
+        })
+    }
+}
+
+/// Checks a node endpoint and gives its one canonical spelling (scheme and
+/// host lower-cased, no trailing slash), so the same node cannot be registered
+/// twice under two spellings.
+pub fn normalize_endpoint(raw: &str) -> Result<String, ParseError> {
+    let err = || ParseError {
+        what: "endpoint",
+        value: raw.chars().take(128).collect(),
+    };
+    if raw.len() > MAX_ENDPOINT_BYTES {
+        return Err(err());
+    }
+    let url = url::Url::parse(raw.trim()).map_err(|_| err())?;
+    let ok = matches!(url.scheme(), "http" | "https")
+        && url.host_str().is_some_and(|h| !h.is_empty())
+        && url.username().is_empty()
+        && url.password().is_none()
+        && url.query().is_none()
+        && url.fragment().is_none();
+    if !ok {
+        return Err(err());
+    }
+    Ok(url.as_str().trim_end_matches('/').to_owned())
+}
+
+/// What one node must do with one user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingOperation {
+    pub user: UserCredentials,
+    pub operation: Operation,
+    /// The change this operation comes from.
+    pub seq: Seq,
+}
+
+/// A batch of a node's pending operations, oldest first, newest intent per user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingBatch {
+    pub operations: Vec<PendingOperation>,
+    /// Acknowledging the batch moves the node's cursor here: every change up
+    /// to this sequence number that concerns the node is in this batch.
+    pub up_to_seq: Seq,
+    /// True when more pending operations follow this batch.
+    pub more: bool,
+}
+
+/// What a node needs on `/start`: its row and every enabled user, read in one
+/// consistent snapshot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StartPlan {
+    pub node: Node,
+    pub users: Vec<UserCredentials>,
+    /// The newest change the user list reflects; the node's cursor moves here
+    /// once the start succeeded.
+    pub seq: Seq,
+}
+
+/// A node on which a user is usable right now, for the user-node-list call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeEntry {
+    pub id: NodeId,
+    pub endpoint: String,
+    pub user_config_template: String,
+}
+
+/// The answer to "which nodes can this user use now?".
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserNodes {
+    pub user: User,
+    pub nodes: Vec<NodeEntry>,
+}
+
+/// The fleet-wide counters the reconciler compares nodes against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FleetState {
+    /// The newest change's sequence number.
+    pub last_seq: Seq,
+    /// How many users are enabled.
+    pub enabled_users: u64,
+}
+
+/// A page request: items after `after` (exclusive), in id order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PageRequest {
+    pub after: Option<String>,
+    pub limit: u32,
+}
+
+impl PageRequest {
+    pub const MAX_LIMIT: u32 = 10_000;
+
+    pub fn first(limit: u32) -> Self {
+        Self { after: None, limit }
+    }
+    /// The limit, clamped to 1..=[`Self::MAX_LIMIT`].
+    pub fn clamped_limit(&self) -> u32 {
+        self.limit.clamp(1, Self::MAX_LIMIT)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Pass as `after` to read the next page; `None` on the last page.
+    pub next: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_round_trip_and_reject_other_spellings() {
+        let id = UserId::random();
+        assert_eq!(id.to_string().parse::<UserId>().unwrap(), id);
+        assert!(id.to_string().to_uppercase().parse::<UserId>().is_err());
+        assert!(id.as_uuid().simple().to_string().parse::<UserId>().is_err());
+        assert!("".parse::<NodeId>().is_err());
+    }
+
+    #[test]
+    fn random_ids_differ() {
+        assert_ne!(UserId::random(), UserId::random());
+        assert_ne!(NodeKey::random(), NodeKey::random());
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug() {
+        let key = NodeKey::random();
+        assert!(!format!("{key:?}").contains(key.expose()));
+        let user = NewUser::new("alice").unwrap();
+        assert!(!format!("{user:?}").contains(user.secret.expose()));
+        assert_eq!(key.to_bytes().len(), 32);
+    }
+
+    #[test]
+    fn node_key_parses_only_32_bytes() {
+        let key = NodeKey::random();
+        assert_eq!(key.expose().parse::<NodeKey>().unwrap(), key);
+        assert!("c2hvcnQ".parse::<NodeKey>().is_err());
+    }
+
+    #[test]
+    fn user_names_must_not_be_empty() {
+        assert!(NewUser::new("").is_err());
+        assert!(NewUser::new("   ").is_err());
+        assert!(NewUser::new("x".repeat(MAX_USER_NAME_BYTES + 1)).is_err());
+        assert!(NewUser::new("Вася-🚀").is_ok());
+    }
+
+    #[test]
+    fn endpoints_are_checked_and_normalized() {
+        assert_eq!(
+            normalize_endpoint("HTTP://10.0.0.1:8080/").unwrap(),
+            "http://10.0.0.1:8080"
+        );
+        assert_eq!(
+            normalize_endpoint("https://node.example.com").unwrap(),
+            "https://node.example.com"
+        );
+        assert_eq!(
+            normalize_endpoint("http://[::1]:9000").unwrap(),
+            "http://[::1]:9000"
+        );
+        for bad in [
+            "",
+            "node:8080",
+            "ftp://x",
+            "http://",
+            "http://:80",
+            "http://a b",
+            "http://u:p@host",
+            "http://host:99999",
+            "http://host?x=1",
+        ] {
+            assert!(normalize_endpoint(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}

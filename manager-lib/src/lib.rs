@@ -1,0 +1,16 @@
+//! The xray-manager as a library: the domain, the ports (`Storage`, and in
+//! later modules `NodeTransport` and `Cache`), their in-memory reference
+//! backends, and the storage conformance suite (feature `conformance`).
+//!
+//! ```
+//! use std::sync::Arc;
+//! use manager_lib::storage::{Storage, memory::MemoryStorage};
+//! let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+//! # let _ = storage;
+//! ```
+
+pub mod domain;
+pub mod storage;
+
+#[cfg(feature = "conformance")]
+pub mod conformance;

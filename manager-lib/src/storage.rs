@@ -1,0 +1,258 @@
+//! The `Storage` port: where the manager keeps nodes, users and what each node
+//! still has to apply.
+//!
+//! # The change log and the per-node cursor
+//!
+//! The original design keeps a row per (node, user) pending operation: enabling
+//! one user on a 1,000-node fleet writes 1,000 rows. Here every user change
+//! (enable, disable, delete) takes the next number of one fleet-wide sequence
+//! and stores it on the user (`change_seq`); each node keeps `applied_seq`, the
+//! newest change it is known to have applied. So:
+//!
+//! - a change costs O(1) writes whatever the number of nodes;
+//! - a node's pending operations are the users with `change_seq > applied_seq`,
+//!   each with its newest intent only (add when enabled, delete when disabled or
+//!   deleted), oldest first;
+//! - acknowledging a batch moves the cursor to the batch's `up_to_seq` and never
+//!   backwards, so a change that arrived after the batch was read (it has a
+//!   larger number) stays pending;
+//! - "nothing pending for this user on this node" is `applied_seq >= change_seq`.
+//!
+//! A deleted user leaves a tombstone (its newest change is a delete) until every
+//! node that may still have it has applied the delete; readers never see it.
+//!
+//! Sequence numbers are handed out so that a change with a smaller number is
+//! never committed after a reader saw a larger one (backends serialise the
+//! allocation inside the writing transaction): otherwise a cursor could jump
+//! over a change that was still in flight.
+
+use std::fmt::Debug;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::domain::{
+    ActualStatus, FleetState, NewNode, NewUser, Node, NodeId, Page, PageRequest, PendingBatch,
+    RequiredStatus, Seq, StartPlan, User, UserId, UserNodes, UserStatus,
+};
+
+/// A boxed error from a backend's driver.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What kind of record an error is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Entity {
+    Node,
+    User,
+}
+
+impl std::fmt::Display for Entity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Entity::Node => "node",
+            Entity::User => "user",
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    /// The record does not exist (or is a deleted user's tombstone).
+    #[error("{0} not found")]
+    NotFound(Entity),
+    /// A unique field (a node's endpoint, an id) is already taken.
+    #[error("{0} already exists")]
+    AlreadyExists(Entity),
+    /// The database cannot be reached or refused the connection; retrying
+    /// later can help. The API answers `database unavailable`.
+    #[error("database unavailable: {0}")]
+    Unavailable(#[source] BoxError),
+    /// A stored value could not be read back (a status or id in a bad form).
+    #[error("stored data is invalid: {0}")]
+    Corrupt(String),
+    /// Anything else the backend reported.
+    #[error("storage error: {0}")]
+    Other(#[source] BoxError),
+}
+
+impl StorageError {
+    /// Whether the same call may succeed later without any change on our side.
+    pub fn is_temporary(&self) -> bool {
+        matches!(self, StorageError::Unavailable(_))
+    }
+}
+
+pub type StorageResult<T> = Result<T, StorageError>;
+
+/// Where the manager keeps its state. Object safe; used as `Arc<dyn Storage>`.
+///
+/// Every method is one transaction: it either happens whole or not at all.
+/// Methods that take an id answer [`StorageError::NotFound`] when no such
+/// record exists; deleted users are not found.
+#[async_trait]
+pub trait Storage: Debug + Send + Sync {
+    /// Stores a new node with `actual_status = Stopped`, `required_status =
+    /// Stopped`, no template, `state_up_to_date = true` and its cursor at the
+    /// current newest change (a stopped node has nothing to apply; its start
+    /// sends it every enabled user).
+    ///
+    /// # Contract
+    /// - [`StorageError::AlreadyExists`] when the endpoint (or id) is taken;
+    ///   nothing is written then.
+    /// - The returned node is what a following [`Storage::get_node`] returns.
+    async fn create_node(&self, node: NewNode) -> StorageResult<Node>;
+
+    /// # Contract
+    /// - [`StorageError::NotFound`] when there is no such node.
+    async fn get_node(&self, id: NodeId) -> StorageResult<Node>;
+
+    /// # Contract
+    /// - `Ok(None)` when no node has this exact (already normalised) endpoint.
+    async fn find_node_by_endpoint(&self, endpoint: &str) -> StorageResult<Option<Node>>;
+
+    /// Nodes in id order, a page at a time.
+    ///
+    /// # Contract
+    /// - At most `page.clamped_limit()` nodes, all with an id greater than
+    ///   `page.after` (when given); `next` is `Some` exactly when more follow.
+    /// - Walking the pages visits every node once.
+    async fn list_nodes(&self, page: &PageRequest) -> StorageResult<Page<Node>>;
+
+    /// Deletes the node; its cursor (and so its pending operations) and its
+    /// lease go with it.
+    ///
+    /// # Contract
+    /// - [`StorageError::NotFound`] when there is no such node.
+    async fn delete_node(&self, id: NodeId) -> StorageResult<()>;
+
+    /// Sets what the operator wants the node to do.
+    ///
+    /// # Contract
+    /// - Returns the node as stored after the change.
+    /// - Idempotent; nothing else of the node changes.
+    async fn set_required_status(&self, id: NodeId, status: RequiredStatus) -> StorageResult<Node>;
+
+    /// Marks the node's stored state as not up to date and reads, in the same
+    /// snapshot, the node and every enabled user: what `/start` must send.
+    ///
+    /// # Contract
+    /// - After it, the node is in no user's node list until
+    ///   [`Storage::finish_start`] succeeds.
+    /// - `plan.seq` is the newest change reflected in `plan.users`; every change
+    ///   with a larger number is still pending for the node afterwards.
+    async fn begin_start(&self, id: NodeId) -> StorageResult<StartPlan>;
+
+    /// Records a successful `/start`: actual status Running, the node's
+    /// template, cursor moved to `seq` (never backwards), last seen now, and the
+    /// state up to date again.
+    ///
+    /// # Contract
+    /// - Changes after `seq` stay pending.
+    async fn finish_start(&self, id: NodeId, seq: Seq, template: &str) -> StorageResult<()>;
+
+    /// Marks the node's stored state as not up to date before a `/stop`.
+    ///
+    /// # Contract
+    /// - After it, the node is in no user's node list.
+    async fn begin_stop(&self, id: NodeId) -> StorageResult<Node>;
+
+    /// Records a successful `/stop`: actual status Stopped, last seen now, state
+    /// up to date.
+    async fn finish_stop(&self, id: NodeId) -> StorageResult<()>;
+
+    /// Records what a heartbeat saw: the node's actual status (`Error` when it
+    /// did not answer). A node that answered gets `last_seen = now`.
+    ///
+    /// # Contract
+    /// - Touches neither the cursor, nor the template, nor `state_up_to_date`.
+    /// - A node seen as anything but Running leaves every user's list at once.
+    async fn record_observation(&self, id: NodeId, actual: ActualStatus) -> StorageResult<()>;
+
+    /// Stores a new user, Disabled and on no node (`change_seq = 0`).
+    ///
+    /// # Contract
+    /// - Names need not be unique; [`StorageError::AlreadyExists`] only for a
+    ///   taken id.
+    async fn create_user(&self, user: NewUser) -> StorageResult<User>;
+
+    /// # Contract
+    /// - [`StorageError::NotFound`] when there is no such user or it was deleted.
+    async fn get_user(&self, id: UserId) -> StorageResult<User>;
+
+    /// Users (not deleted ones) in id order, a page at a time; same paging
+    /// contract as [`Storage::list_nodes`].
+    async fn list_users(&self, page: &PageRequest) -> StorageResult<Page<User>>;
+
+    /// Enables or disables a user. When the status changes, the change takes
+    /// the next sequence number: an add (enable) or delete (disable) becomes
+    /// pending for every node, replacing any older intent for this user.
+    ///
+    /// # Contract
+    /// - Atomic: status and pending intent change together or not at all.
+    /// - Setting the status the user already has changes nothing (no new
+    ///   sequence number) and returns the user.
+    /// - O(1) writes, whatever the number of nodes.
+    async fn set_user_status(&self, id: UserId, status: UserStatus) -> StorageResult<User>;
+
+    /// Deletes a user: it is gone from every read at once; a delete becomes
+    /// pending for every node (replacing any older intent) and its tombstone is
+    /// kept until [`Storage::purge_tombstones`] finds every node applied it.
+    ///
+    /// # Contract
+    /// - [`StorageError::NotFound`] when there is no such user (or already deleted).
+    async fn delete_user(&self, id: UserId) -> StorageResult<()>;
+
+    /// The user and the nodes they can use right now: nodes whose actual
+    /// status is Running, whose state is up to date, that have a template and
+    /// that applied the user's newest change; none when the user is disabled.
+    /// Nodes are in id order. One round trip.
+    ///
+    /// # Contract
+    /// - [`StorageError::NotFound`] when there is no such user.
+    async fn user_nodes(&self, id: UserId) -> StorageResult<UserNodes>;
+
+    /// The node's pending operations: the newest intent of every user whose
+    /// newest change the node has not applied, oldest change first, at most
+    /// `limit` (clamped to 1..=10,000) of them.
+    ///
+    /// # Contract
+    /// - Each user appears at most once, with its newest intent.
+    /// - `up_to_seq` is the sequence number of the last operation in the batch
+    ///   (the node's cursor when the batch is empty); `more` says whether
+    ///   operations with a larger number follow.
+    /// - Reads only; two calls without changes in between return the same batch.
+    async fn pending_operations(&self, id: NodeId, limit: u32) -> StorageResult<PendingBatch>;
+
+    /// Records that the node applied every pending operation up to `up_to_seq`:
+    /// its cursor becomes `max(cursor, up_to_seq)`.
+    ///
+    /// # Contract
+    /// - Never moves a cursor backwards, so acknowledging an old batch after a
+    ///   newer one is harmless.
+    /// - A change made after the batch was read is still pending afterwards.
+    async fn ack_operations(&self, id: NodeId, up_to_seq: Seq) -> StorageResult<()>;
+
+    /// The newest change's number and how many users are enabled.
+    async fn fleet_state(&self) -> StorageResult<FleetState>;
+
+    /// Removes the tombstones of deleted users that no node can still hold: a
+    /// tombstone stays while a node that is or should be running has not
+    /// applied it. Returns how many were removed.
+    async fn purge_tombstones(&self) -> StorageResult<u64>;
+
+    /// Leases for manager replicas: takes or renews, for `owner`, up to
+    /// `limit` nodes whose lease is free, expired or already `owner`'s, for
+    /// `ttl`, and returns the nodes `owner` now holds.
+    ///
+    /// # Contract
+    /// - At any moment a node's lease has at most one unexpired owner.
+    /// - Leases held by `owner` are always renewed, even beyond `limit`.
+    /// - Time is the database's clock, so replicas on other hosts agree.
+    async fn claim_nodes(&self, owner: &str, ttl: Duration, limit: u32) -> StorageResult<Vec<Node>>;
+
+    /// Gives up every lease `owner` holds (a clean shutdown).
+    async fn release_nodes(&self, owner: &str) -> StorageResult<()>;
+}
+
+pub mod memory;

@@ -1,0 +1,412 @@
+//! The in-memory reference `Storage`: the contract in its plainest form, for
+//! unit tests and for embedding the manager without a database. Nothing
+//! survives the process.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+
+use crate::domain::{
+    ActualStatus, FleetState, NewNode, NewUser, Node, NodeEntry, NodeId, Operation, Page,
+    PageRequest, PendingBatch, PendingOperation, RequiredStatus, Seq, StartPlan, Timestamp, User,
+    UserId, UserNodes, UserStatus,
+};
+use crate::storage::{Entity, Storage, StorageError, StorageResult};
+
+#[derive(Debug, Default)]
+pub struct MemoryStorage {
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    last_seq: Seq,
+    enabled: u64,
+    nodes: BTreeMap<NodeId, Node>,
+    leases: HashMap<NodeId, (String, Instant)>,
+    /// Users, tombstones included (`deleted == true`).
+    users: BTreeMap<UserId, (User, bool)>,
+    /// change_seq → user, for reading pending operations in order.
+    changes: BTreeMap<Seq, UserId>,
+}
+
+impl MemoryStorage {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave a half-written state:
+        // every method finishes its checks before it writes.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl State {
+    fn node_mut(&mut self, id: NodeId) -> StorageResult<&mut Node> {
+        self.nodes
+            .get_mut(&id)
+            .ok_or(StorageError::NotFound(Entity::Node))
+    }
+
+    fn live_user(&self, id: UserId) -> StorageResult<&User> {
+        match self.users.get(&id) {
+            Some((user, false)) => Ok(user),
+            _ => Err(StorageError::NotFound(Entity::User)),
+        }
+    }
+
+    /// Gives the user the next sequence number; the old change leaves the log.
+    fn bump(&mut self, id: UserId) -> Seq {
+        self.last_seq += 1;
+        let seq = self.last_seq;
+        let (user, _) = self.users.get_mut(&id).expect("checked by the caller");
+        self.changes.remove(&user.change_seq);
+        user.change_seq = seq;
+        self.changes.insert(seq, id);
+        seq
+    }
+}
+
+fn page<T: Clone, K: Ord + ToString + std::str::FromStr>(
+    map: &BTreeMap<K, T>,
+    page: &PageRequest,
+    keep: impl Fn(&T) -> bool,
+) -> Page<T> {
+    let limit = page.clamped_limit() as usize;
+    let after = page.after.as_deref().and_then(|a| a.parse::<K>().ok());
+    let mut iter = map
+        .iter()
+        .filter(|(k, _)| after.as_ref().is_none_or(|a| *k > a))
+        .filter(|(_, v)| keep(v));
+    let items: Vec<(String, T)> = iter
+        .by_ref()
+        .take(limit)
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    let next = if iter.next().is_some() {
+        items.last().map(|(k, _)| k.clone())
+    } else {
+        None
+    };
+    Page {
+        items: items.into_iter().map(|(_, v)| v).collect(),
+        next,
+    }
+}
+
+#[async_trait]
+impl Storage for MemoryStorage {
+    async fn create_node(&self, new: NewNode) -> StorageResult<Node> {
+        let mut st = self.lock();
+        if st.nodes.contains_key(&new.id) || st.nodes.values().any(|n| n.endpoint == new.endpoint) {
+            return Err(StorageError::AlreadyExists(Entity::Node));
+        }
+        let now = Timestamp::now();
+        let node = Node {
+            id: new.id,
+            endpoint: new.endpoint,
+            key: new.key,
+            actual_status: ActualStatus::Stopped,
+            required_status: RequiredStatus::Stopped,
+            user_config_template: None,
+            state_up_to_date: true,
+            applied_seq: st.last_seq,
+            last_seen: None,
+            created_at: now,
+            updated_at: now,
+        };
+        st.nodes.insert(node.id, node.clone());
+        Ok(node)
+    }
+
+    async fn get_node(&self, id: NodeId) -> StorageResult<Node> {
+        let mut st = self.lock();
+        st.node_mut(id).map(|n| n.clone())
+    }
+
+    async fn find_node_by_endpoint(&self, endpoint: &str) -> StorageResult<Option<Node>> {
+        let st = self.lock();
+        Ok(st.nodes.values().find(|n| n.endpoint == endpoint).cloned())
+    }
+
+    async fn list_nodes(&self, req: &PageRequest) -> StorageResult<Page<Node>> {
+        let st = self.lock();
+        Ok(page(&st.nodes, req, |_| true))
+    }
+
+    async fn delete_node(&self, id: NodeId) -> StorageResult<()> {
+        let mut st = self.lock();
+        st.nodes
+            .remove(&id)
+            .ok_or(StorageError::NotFound(Entity::Node))?;
+        st.leases.remove(&id);
+        Ok(())
+    }
+
+    async fn set_required_status(&self, id: NodeId, status: RequiredStatus) -> StorageResult<Node> {
+        let mut st = self.lock();
+        let node = st.node_mut(id)?;
+        if node.required_status != status {
+            node.required_status = status;
+            node.updated_at = Timestamp::now();
+        }
+        Ok(node.clone())
+    }
+
+    async fn begin_start(&self, id: NodeId) -> StorageResult<StartPlan> {
+        let mut st = self.lock();
+        let seq = st.last_seq;
+        let node = st.node_mut(id)?;
+        node.state_up_to_date = false;
+        node.updated_at = Timestamp::now();
+        let node = node.clone();
+        let users = st
+            .users
+            .values()
+            .filter(|(u, deleted)| !deleted && u.status == UserStatus::Enabled)
+            .map(|(u, _)| u.credentials())
+            .collect();
+        Ok(StartPlan { node, users, seq })
+    }
+
+    async fn finish_start(&self, id: NodeId, seq: Seq, template: &str) -> StorageResult<()> {
+        let mut st = self.lock();
+        let node = st.node_mut(id)?;
+        let now = Timestamp::now();
+        node.actual_status = ActualStatus::Running;
+        node.user_config_template = Some(template.to_owned());
+        node.applied_seq = node.applied_seq.max(seq);
+        node.state_up_to_date = true;
+        node.last_seen = Some(now);
+        node.updated_at = now;
+        Ok(())
+    }
+
+    async fn begin_stop(&self, id: NodeId) -> StorageResult<Node> {
+        let mut st = self.lock();
+        let node = st.node_mut(id)?;
+        node.state_up_to_date = false;
+        node.updated_at = Timestamp::now();
+        Ok(node.clone())
+    }
+
+    async fn finish_stop(&self, id: NodeId) -> StorageResult<()> {
+        let mut st = self.lock();
+        let node = st.node_mut(id)?;
+        let now = Timestamp::now();
+        node.actual_status = ActualStatus::Stopped;
+        node.state_up_to_date = true;
+        node.last_seen = Some(now);
+        node.updated_at = now;
+        Ok(())
+    }
+
+    async fn record_observation(&self, id: NodeId, actual: ActualStatus) -> StorageResult<()> {
+        let mut st = self.lock();
+        let node = st.node_mut(id)?;
+        let now = Timestamp::now();
+        if actual != ActualStatus::Error {
+            node.last_seen = Some(now);
+        }
+        if node.actual_status != actual {
+            node.actual_status = actual;
+            node.updated_at = now;
+        }
+        Ok(())
+    }
+
+    async fn create_user(&self, new: NewUser) -> StorageResult<User> {
+        let mut st = self.lock();
+        if st.users.contains_key(&new.id) {
+            return Err(StorageError::AlreadyExists(Entity::User));
+        }
+        let user = User {
+            id: new.id,
+            name: new.name,
+            status: UserStatus::Disabled,
+            secret: new.secret,
+            change_seq: 0,
+            created_at: Timestamp::now(),
+        };
+        st.users.insert(user.id, (user.clone(), false));
+        Ok(user)
+    }
+
+    async fn get_user(&self, id: UserId) -> StorageResult<User> {
+        let st = self.lock();
+        st.live_user(id).cloned()
+    }
+
+    async fn list_users(&self, req: &PageRequest) -> StorageResult<Page<User>> {
+        let st = self.lock();
+        let p = page(&st.users, req, |(_, deleted)| !deleted);
+        Ok(Page {
+            items: p.items.into_iter().map(|(u, _)| u).collect(),
+            next: p.next,
+        })
+    }
+
+    async fn set_user_status(&self, id: UserId, status: UserStatus) -> StorageResult<User> {
+        let mut st = self.lock();
+        let old = st.live_user(id)?.status;
+        if old == status {
+            return st.live_user(id).cloned();
+        }
+        st.bump(id);
+        match status {
+            UserStatus::Enabled => st.enabled += 1,
+            UserStatus::Disabled => st.enabled -= 1,
+        }
+        let (user, _) = st.users.get_mut(&id).expect("checked above");
+        user.status = status;
+        Ok(user.clone())
+    }
+
+    async fn delete_user(&self, id: UserId) -> StorageResult<()> {
+        let mut st = self.lock();
+        if st.live_user(id)?.status == UserStatus::Enabled {
+            st.enabled -= 1;
+        }
+        st.bump(id);
+        let entry = st.users.get_mut(&id).expect("checked above");
+        entry.0.status = UserStatus::Disabled;
+        entry.1 = true;
+        Ok(())
+    }
+
+    async fn user_nodes(&self, id: UserId) -> StorageResult<UserNodes> {
+        let st = self.lock();
+        let user = st.live_user(id)?.clone();
+        let nodes = if user.status == UserStatus::Enabled {
+            st.nodes
+                .values()
+                .filter(|n| {
+                    n.actual_status == ActualStatus::Running
+                        && n.state_up_to_date
+                        && n.applied_seq >= user.change_seq
+                })
+                .filter_map(|n| {
+                    Some(NodeEntry {
+                        id: n.id,
+                        endpoint: n.endpoint.clone(),
+                        user_config_template: n.user_config_template.clone()?,
+                    })
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Ok(UserNodes { user, nodes })
+    }
+
+    async fn pending_operations(&self, id: NodeId, limit: u32) -> StorageResult<PendingBatch> {
+        let mut st = self.lock();
+        let cursor = st.node_mut(id)?.applied_seq;
+        let limit = limit.clamp(1, PageRequest::MAX_LIMIT) as usize;
+        let mut iter = st.changes.range(cursor + 1..);
+        let operations: Vec<PendingOperation> = iter
+            .by_ref()
+            .take(limit)
+            .map(|(seq, uid)| {
+                let (user, deleted) = &st.users[uid];
+                let operation = if !deleted && user.status == UserStatus::Enabled {
+                    Operation::Add
+                } else {
+                    Operation::Delete
+                };
+                PendingOperation {
+                    user: user.credentials(),
+                    operation,
+                    seq: *seq,
+                }
+            })
+            .collect();
+        let more = iter.next().is_some();
+        let up_to_seq = operations.last().map_or(cursor, |op| op.seq);
+        Ok(PendingBatch {
+            operations,
+            up_to_seq,
+            more,
+        })
+    }
+
+    async fn ack_operations(&self, id: NodeId, up_to_seq: Seq) -> StorageResult<()> {
+        let mut st = self.lock();
+        let node = st.node_mut(id)?;
+        node.applied_seq = node.applied_seq.max(up_to_seq);
+        Ok(())
+    }
+
+    async fn fleet_state(&self) -> StorageResult<FleetState> {
+        let st = self.lock();
+        Ok(FleetState {
+            last_seq: st.last_seq,
+            enabled_users: st.enabled,
+        })
+    }
+
+    async fn purge_tombstones(&self) -> StorageResult<u64> {
+        let mut st = self.lock();
+        let horizon = st
+            .nodes
+            .values()
+            .filter(|n| {
+                n.actual_status != ActualStatus::Stopped
+                    || n.required_status != RequiredStatus::Stopped
+            })
+            .map(|n| n.applied_seq)
+            .min()
+            .unwrap_or(Seq::MAX);
+        let dead: Vec<UserId> = st
+            .users
+            .values()
+            .filter(|(u, deleted)| *deleted && u.change_seq <= horizon)
+            .map(|(u, _)| u.id)
+            .collect();
+        for id in &dead {
+            if let Some((user, _)) = st.users.remove(id) {
+                st.changes.remove(&user.change_seq);
+            }
+        }
+        Ok(dead.len() as u64)
+    }
+
+    async fn claim_nodes(
+        &self,
+        owner: &str,
+        ttl: Duration,
+        limit: u32,
+    ) -> StorageResult<Vec<Node>> {
+        let mut st = self.lock();
+        let now = Instant::now();
+        let until = now + ttl;
+        let mut held = Vec::new();
+        let mut taken = 0u32;
+        let ids: Vec<NodeId> = st.nodes.keys().copied().collect();
+        for id in ids {
+            let mine = match st.leases.get(&id) {
+                Some((o, _)) if o == owner => true,
+                Some((_, exp)) if *exp > now => continue,
+                _ if taken < limit => {
+                    taken += 1;
+                    true
+                }
+                _ => false,
+            };
+            if mine {
+                st.leases.insert(id, (owner.to_owned(), until));
+                held.push(st.nodes[&id].clone());
+            }
+        }
+        Ok(held)
+    }
+
+    async fn release_nodes(&self, owner: &str) -> StorageResult<()> {
+        let mut st = self.lock();
+        st.leases.retain(|_, (o, _)| o != owner);
+        Ok(())
+    }
+}
