@@ -249,7 +249,8 @@ pub trait Storage: Debug + Send + Sync {
     /// - At any moment a node's lease has at most one unexpired owner.
     /// - Leases held by `owner` are always renewed, even beyond `limit`.
     /// - Time is the database's clock, so replicas on other hosts agree.
-    async fn claim_nodes(&self, owner: &str, ttl: Duration, limit: u32) -> StorageResult<Vec<Node>>;
+    async fn claim_nodes(&self, owner: &str, ttl: Duration, limit: u32)
+    -> StorageResult<Vec<Node>>;
 
     /// Gives up every lease `owner` holds (a clean shutdown).
     async fn release_nodes(&self, owner: &str) -> StorageResult<()>;
