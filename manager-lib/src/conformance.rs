@@ -51,6 +51,7 @@ macro_rules! storage_conformance_tests {
             failed_calls_change_nothing,
             concurrent_toggles_and_acks_end_in_the_newest_intent,
             leases_have_one_owner_and_expire,
+            serving_nodes_are_the_ones_user_nodes_considers,
         );
     };
     (@each $fresh:expr; $($name:ident),+ $(,)?) => {
@@ -778,4 +779,22 @@ pub async fn leases_have_one_owner_and_expire(s: &dyn Storage) {
     s.release_nodes("replica-2").await.unwrap();
     let freed = s.claim_nodes("replica-3", ttl, 10).await.unwrap();
     assert_eq!(freed.len(), 2);
+}
+
+pub async fn serving_nodes_are_the_ones_user_nodes_considers(s: &dyn Storage) {
+    let a = running_node(s, "http://10.0.0.1:80").await;
+    let b = running_node(s, "http://10.0.0.2:80").await;
+    node(s, "http://10.0.0.3:80").await;
+    s.begin_stop(b.id).await.unwrap();
+    let u = user(s, "alice").await;
+    s.set_user_status(u, UserStatus::Enabled).await.unwrap();
+    drain(s, a.id).await;
+    let serving = s.serving_nodes().await.unwrap();
+    assert_eq!(serving.len(), 1);
+    assert_eq!(serving[0].entry.id, a.id);
+    assert_eq!(
+        serving[0].applied_seq,
+        s.get_node(a.id).await.unwrap().applied_seq
+    );
+    assert_eq!(user_node_ids(s, u).await, vec![a.id]);
 }

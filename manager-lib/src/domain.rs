@@ -406,6 +406,13 @@ pub struct NodeEntry {
     pub user_config_template: String,
 }
 
+/// A node that can serve users now, with its cursor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServingNode {
+    pub entry: NodeEntry,
+    pub applied_seq: Seq,
+}
+
 /// The answer to "which nodes can this user use now?".
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UserNodes {

@@ -9,6 +9,7 @@
 //! # let _ = storage;
 //! ```
 
+pub mod cache;
 pub mod domain;
 pub mod storage;
 

@@ -32,8 +32,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::domain::{
-    ActualStatus, FleetState, NewNode, NewUser, Node, NodeId, Page, PageRequest, PendingBatch,
-    RequiredStatus, Seq, StartPlan, User, UserId, UserNodes, UserStatus,
+    ActualStatus, FleetState, NewNode, NewUser, Node, NodeEntry, NodeId, Page, PageRequest,
+    PendingBatch, RequiredStatus, Seq, ServingNode, StartPlan, User, UserId, UserNodes, UserStatus,
 };
 
 /// A boxed error from a backend's driver.
@@ -254,6 +254,35 @@ pub trait Storage: Debug + Send + Sync {
 
     /// Gives up every lease `owner` holds (a clean shutdown).
     async fn release_nodes(&self, owner: &str) -> StorageResult<()>;
+
+    /// The nodes that can serve users now: actual status Running, state up to
+    /// date, with a template; each with its cursor, in id order. A user is on
+    /// such a node when enabled and `node.applied_seq >= user.change_seq`.
+    ///
+    /// # Contract
+    /// - The same nodes [`Storage::user_nodes`] would consider.
+    async fn serving_nodes(&self) -> StorageResult<Vec<ServingNode>> {
+        let mut out = Vec::new();
+        let mut req = PageRequest::first(PageRequest::MAX_LIMIT);
+        loop {
+            let page = self.list_nodes(&req).await?;
+            out.extend(page.items.into_iter().filter_map(|n| {
+                let serving = n.actual_status == ActualStatus::Running && n.state_up_to_date;
+                Some(ServingNode {
+                    applied_seq: n.applied_seq,
+                    entry: NodeEntry {
+                        id: n.id,
+                        endpoint: n.endpoint,
+                        user_config_template: n.user_config_template.filter(|_| serving)?,
+                    },
+                })
+            }));
+            match page.next {
+                Some(next) => req.after = Some(next),
+                None => return Ok(out),
+            }
+        }
+    }
 }
 
 pub mod memory;
