@@ -1,0 +1,100 @@
+//! The JSON bodies of the node HTTP API, shared by the agent and [`crate::NodeClient`].
+//!
+//! Answers are written in camelCase; requests are also accepted in the
+//! snake_case spelling the original design uses.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// One user as the manager sends it to a node.
+///
+/// `id` is the user's VLESS/VMess id and the core's key (`email`) for the
+/// user; `secret` is the Trojan/Shadowsocks password. `Debug` hides `secret`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireUser {
+    #[serde(alias = "userID", alias = "user_id")]
+    pub id: String,
+    #[serde(alias = "userName", alias = "user_name")]
+    pub name: String,
+    pub secret: String,
+}
+
+impl fmt::Debug for WireUser {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WireUser")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
+}
+
+/// `POST /start`: run the core with exactly these users.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartRequest {
+    pub users: Vec<WireUser>,
+}
+
+/// The answer to `POST /start`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StartResponse {
+    /// The node's share-link pattern for one user (`{{.UserID}}`,
+    /// `{{.UserName}}`, `{{.UserSecret}}`), filled by the manager.
+    #[serde(alias = "user_config_template")]
+    pub user_config_template: String,
+}
+
+/// Whether the core runs, as `GET /status` reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum NodeStatus {
+    Running,
+    Stopped,
+}
+
+/// The answer to `GET /status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusResponse {
+    #[serde(alias = "node_status")]
+    pub node_status: NodeStatus,
+    /// How many users the core really has (see the crate docs for how it is
+    /// counted); the manager re-sends `/start` when it differs from its own count.
+    #[serde(default)]
+    pub users: u64,
+    /// Seconds since the core started (0 when stopped).
+    #[serde(default, alias = "core_uptime_secs")]
+    pub core_uptime_secs: u64,
+    /// How many times the agent saw the core restart behind its back.
+    #[serde(default, alias = "core_restarts")]
+    pub core_restarts: u64,
+}
+
+/// `POST /users/edit`: add and remove users on the running core.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UsersEditRequest {
+    #[serde(default, alias = "add_users")]
+    pub add_users: Vec<WireUser>,
+    /// The ids of the users to remove.
+    #[serde(default, alias = "del_users")]
+    pub del_users: Vec<String>,
+}
+
+/// Every error answer: a short stable text, and optional details.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+impl ErrorBody {
+    pub fn new(error: impl Into<String>) -> Self {
+        Self {
+            error: error.into(),
+            message: None,
+        }
+    }
+}
