@@ -9,9 +9,14 @@
 //! # let _ = storage;
 //! ```
 
+pub mod api;
 pub mod cache;
 pub mod domain;
+pub mod reconcile;
+pub mod service;
+pub mod settings;
 pub mod storage;
+pub mod transport;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;

@@ -1,0 +1,445 @@
+//! The manager's HTTP API (axum), exactly as the SPEC's table, plus delete
+//! calls, paging and bearer-token admin authentication.
+//!
+//! Every error answer is `{"error": "<stable text>", "message": "<details>"}`
+//! and comes from one table, [`ApiError::status_and_text`].
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::domain::{Node, NodeId, PageRequest, User, UserId};
+use crate::service::{Manager, ServiceError};
+use crate::storage::StorageError;
+use crate::transport::TransportError;
+
+/// The largest request body the manager reads.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Items in a list answer when the caller gives no `limit`.
+pub const DEFAULT_PAGE: u32 = 1000;
+
+/// Everything the API answers with other than success.
+#[derive(Debug)]
+pub enum ApiError {
+    Service(ServiceError),
+    BadRequest(String),
+    Unauthorized,
+    NotFound,
+    MethodNotAllowed,
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        Self::Service(e)
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ErrorBody {
+    pub error: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub message: Option<String>,
+}
+
+impl ApiError {
+    /// The one table from errors to status and stable error text.
+    pub fn status_and_text(&self) -> (StatusCode, &str) {
+        use ServiceError as S;
+        match self {
+            Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad request"),
+            Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::NotFound => (StatusCode::NOT_FOUND, "not found"),
+            Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
+            Self::Service(e) => match e {
+                S::InvalidEndpoint(_) => (StatusCode::BAD_REQUEST, "invalid endpoint"),
+                S::InvalidUserName(_) => (StatusCode::BAD_REQUEST, "invalid user name"),
+                S::NodeNotFound => (StatusCode::BAD_REQUEST, "node not exists"),
+                S::UserNotFound => (StatusCode::BAD_REQUEST, "user not exists"),
+                S::UserMismatch => (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "user id and name do not match",
+                ),
+                S::Node(TransportError::Node { status, error, .. }) => (
+                    StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY),
+                    error.as_str(),
+                ),
+                S::Node(TransportError::Unreachable(_)) => {
+                    (StatusCode::BAD_GATEWAY, "node unreachable")
+                }
+                S::Node(_) => (StatusCode::BAD_GATEWAY, "bad node answer"),
+                S::Storage(StorageError::Unavailable(_)) => {
+                    (StatusCode::INTERNAL_SERVER_ERROR, "database unavailable")
+                }
+                S::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal server error"),
+            },
+        }
+    }
+
+    /// Details safe to show the caller; internal errors only go to the log.
+    fn message(&self) -> Option<String> {
+        use ServiceError as S;
+        match self {
+            Self::BadRequest(m) => Some(m.clone()),
+            Self::Service(S::InvalidEndpoint(e)) => Some(e.to_string()),
+            Self::Service(S::InvalidUserName(_)) => {
+                Some("a user name must be 1 to 1024 bytes and not blank".into())
+            }
+            Self::Service(S::Node(TransportError::Node { message, .. })) => message.clone(),
+            Self::Service(S::Node(e @ TransportError::Unreachable(_))) => Some(e.to_string()),
+            _ => None,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, text) = self.status_and_text();
+        if status.is_server_error() {
+            tracing::error!(error = ?self, "request failed");
+        }
+        let body = ErrorBody {
+            error: text.to_owned(),
+            message: self.message(),
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
+/// A JSON body whose every failure (not JSON, wrong fields, too large) is a
+/// 400 `bad request` in the API's error shape.
+#[derive(Debug)]
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::BadRequest(e.body_text()))?;
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|e| ApiError::BadRequest(e.to_string()))
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ApiState {
+    pub manager: Arc<Manager>,
+    admin_token_digest: [u8; 32],
+}
+
+impl ApiState {
+    pub fn new(manager: Arc<Manager>, admin_token: &str) -> Self {
+        Self {
+            manager,
+            admin_token_digest: Sha256::digest(admin_token.as_bytes()).into(),
+        }
+    }
+
+    /// Compares digests in constant time, so the answer's timing says nothing
+    /// about how much of a guess was right.
+    fn token_matches(&self, given: &str) -> bool {
+        let given: [u8; 32] = Sha256::digest(given.as_bytes()).into();
+        given
+            .iter()
+            .zip(self.admin_token_digest.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+    }
+}
+
+async fn require_admin(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    req: Request,
+    next: Next,
+) -> Response {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match token {
+        Some(t) if state.token_matches(t.trim()) => next.run(req).await,
+        _ => ApiError::Unauthorized.into_response(),
+    }
+}
+
+/// The manager's router: admin calls behind the bearer token, the user's
+/// node-list call open.
+pub fn router(state: ApiState) -> Router {
+    let admin = Router::new()
+        .route("/node/new", post(node_new))
+        .route("/node/start", post(node_start))
+        .route("/node/stop", post(node_stop))
+        .route("/node/delete", post(node_delete))
+        .route("/nodes", get(nodes))
+        .route("/user/new", post(user_new))
+        .route("/user/enable", post(user_enable))
+        .route("/user/disable", post(user_disable))
+        .route("/user/delete", post(user_delete))
+        .route("/users", get(users))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
+    Router::new()
+        .merge(admin)
+        .route("/user/{id_name}/nodes", get(user_nodes))
+        .route("/health", get(health))
+        .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// Serves the router on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+fn empty() -> Json<serde_json::Value> {
+    Json(serde_json::json!({}))
+}
+
+#[derive(Deserialize)]
+struct EndpointBody {
+    endpoint: String,
+}
+
+#[derive(Deserialize)]
+struct NodeIdBody {
+    #[serde(rename = "nodeID", alias = "node_id", alias = "nodeId")]
+    node_id: String,
+}
+
+#[derive(Deserialize)]
+struct UserIdBody {
+    #[serde(rename = "userID", alias = "user_id", alias = "userId")]
+    user_id: String,
+}
+
+#[derive(Deserialize)]
+struct UserNameBody {
+    #[serde(rename = "userName", alias = "user_name", alias = "name")]
+    user_name: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct PageQuery {
+    limit: Option<u32>,
+    after: Option<String>,
+}
+
+impl PageQuery {
+    fn page(self) -> PageRequest {
+        PageRequest {
+            after: self.after,
+            limit: self.limit.unwrap_or(DEFAULT_PAGE),
+        }
+    }
+}
+
+/// An id in a bad form names nothing that exists.
+fn node_id(raw: &str) -> ApiResult<NodeId> {
+    raw.parse()
+        .map_err(|_| ApiError::Service(ServiceError::NodeNotFound))
+}
+
+fn user_id(raw: &str) -> ApiResult<UserId> {
+    raw.parse()
+        .map_err(|_| ApiError::Service(ServiceError::UserNotFound))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct NodeCreated {
+    #[serde(rename = "nodeID")]
+    node_id: String,
+    node_key: String,
+}
+
+async fn node_new(
+    State(st): State<ApiState>,
+    JsonBody(body): JsonBody<EndpointBody>,
+) -> ApiResult<Json<NodeCreated>> {
+    let node = st.manager.new_node(&body.endpoint).await?;
+    Ok(Json(NodeCreated {
+        node_id: node.id.to_string(),
+        node_key: node.key.expose().to_owned(),
+    }))
+}
+
+async fn node_start(
+    State(st): State<ApiState>,
+    JsonBody(body): JsonBody<NodeIdBody>,
+) -> ApiResult<impl IntoResponse> {
+    st.manager.start_node(node_id(&body.node_id)?).await?;
+    Ok(empty())
+}
+
+async fn node_stop(
+    State(st): State<ApiState>,
+    JsonBody(body): JsonBody<NodeIdBody>,
+) -> ApiResult<impl IntoResponse> {
+    st.manager.stop_node(node_id(&body.node_id)?).await?;
+    Ok(empty())
+}
+
+async fn node_delete(
+    State(st): State<ApiState>,
+    JsonBody(body): JsonBody<NodeIdBody>,
+) -> ApiResult<impl IntoResponse> {
+    st.manager.delete_node(node_id(&body.node_id)?).await?;
+    Ok(empty())
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct NodeView {
+    id: String,
+    endpoint: String,
+    actual_status: &'static str,
+    required_status: &'static str,
+}
+
+impl From<&Node> for NodeView {
+    fn from(n: &Node) -> Self {
+        Self {
+            id: n.id.to_string(),
+            endpoint: n.endpoint.clone(),
+            actual_status: n.actual_status.as_str(),
+            required_status: n.required_status.as_str(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct NodesView {
+    nodes: Vec<NodeView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next: Option<String>,
+}
+
+async fn nodes(
+    State(st): State<ApiState>,
+    query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<NodesView>> {
+    let Query(q) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let page = st.manager.list_nodes(&q.page()).await?;
+    Ok(Json(NodesView {
+        nodes: page.items.iter().map(NodeView::from).collect(),
+        next: page.next,
+    }))
+}
+
+#[derive(Serialize)]
+struct UserView {
+    id: String,
+    name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<&'static str>,
+}
+
+impl UserView {
+    fn full(u: &User) -> Self {
+        Self {
+            id: u.id.to_string(),
+            name: u.name.clone(),
+            status: Some(u.status.as_str()),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct UserCreated {
+    user: UserView,
+}
+
+async fn user_new(
+    State(st): State<ApiState>,
+    JsonBody(body): JsonBody<UserNameBody>,
+) -> ApiResult<Json<UserCreated>> {
+    let name = body
+        .user_name
+        .ok_or_else(|| ApiError::BadRequest("missing field `userName`".into()))?;
+    let user = st.manager.new_user(&name).await?;
+    Ok(Json(UserCreated {
+        user: UserView {
+            id: user.id.to_string(),
+            name: user.name,
+            status: None,
+        },
+    }))
+}
+
+async fn user_enable(
+    State(st): State<ApiState>,
+    JsonBody(body): JsonBody<UserIdBody>,
+) -> ApiResult<impl IntoResponse> {
+    st.manager.enable_user(user_id(&body.user_id)?).await?;
+    Ok(empty())
+}
+
+async fn user_disable(
+    State(st): State<ApiState>,
+    JsonBody(body): JsonBody<UserIdBody>,
+) -> ApiResult<impl IntoResponse> {
+    st.manager.disable_user(user_id(&body.user_id)?).await?;
+    Ok(empty())
+}
+
+async fn user_delete(
+    State(st): State<ApiState>,
+    JsonBody(body): JsonBody<UserIdBody>,
+) -> ApiResult<impl IntoResponse> {
+    st.manager.delete_user(user_id(&body.user_id)?).await?;
+    Ok(empty())
+}
+
+#[derive(Serialize)]
+struct UsersView {
+    users: Vec<UserView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next: Option<String>,
+}
+
+async fn users(
+    State(st): State<ApiState>,
+    query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<UsersView>> {
+    let Query(q) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let page = st.manager.list_users(&q.page()).await?;
+    Ok(Json(UsersView {
+        users: page.items.iter().map(UserView::full).collect(),
+        next: page.next,
+    }))
+}
+
+async fn user_nodes(
+    State(st): State<ApiState>,
+    path: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<Vec<String>>> {
+    // A path that does not even decode names no user: same answer as a wrong name.
+    let Path(id_name) = path.map_err(|_| ApiError::Service(ServiceError::UserMismatch))?;
+    Ok(Json(st.manager.user_node_list(&id_name).await?))
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok"}))
+}

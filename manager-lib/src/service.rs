@@ -1,0 +1,471 @@
+//! The manager's scenarios, one function each, independent of HTTP: a Rust
+//! program can embed the manager and call them directly.
+//!
+//! Every scenario leaves the database telling the truth or saying "not up to
+//! date": a node call that fails after `begin_start`/`begin_stop` leaves the
+//! node's state not up to date (it is in no user's list), and the heartbeat
+//! ([`crate::reconcile`]) repairs it; pending operations that could not be
+//! pushed stay pending and are retried.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::domain::{
+    ActualStatus, FleetState, NewNode, NewUser, Node, NodeId, Operation, Page, PageRequest,
+    ParseError, RequiredStatus, User, UserId, UserStatus, normalize_endpoint,
+};
+use crate::storage::{Entity, Storage, StorageError};
+use crate::transport::{NodeTransport, TransportError};
+
+/// What a scenario can fail with. [`crate::api`] maps each to one status and
+/// one stable error text.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServiceError {
+    #[error("invalid endpoint: {0}")]
+    InvalidEndpoint(ParseError),
+    #[error("invalid user name")]
+    InvalidUserName(ParseError),
+    #[error("node not exists")]
+    NodeNotFound,
+    #[error("user not exists")]
+    UserNotFound,
+    /// The user-node-list call with an id and a name that do not belong together.
+    #[error("user id and name do not match")]
+    UserMismatch,
+    /// A node call failed; the node's own errors pass through.
+    #[error(transparent)]
+    Node(#[from] TransportError),
+    #[error(transparent)]
+    Storage(StorageError),
+}
+
+impl From<StorageError> for ServiceError {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::NotFound(Entity::Node) => Self::NodeNotFound,
+            StorageError::NotFound(Entity::User) => Self::UserNotFound,
+            other => Self::Storage(other),
+        }
+    }
+}
+
+pub type ServiceResult<T> = Result<T, ServiceError>;
+
+/// Tuning of the manager's node work.
+#[derive(Clone, Debug)]
+pub struct ManagerSettings {
+    /// Pending operations sent to a node in one `/users/edit`.
+    pub edit_batch: u32,
+}
+
+impl Default for ManagerSettings {
+    fn default() -> Self {
+        Self { edit_batch: 1000 }
+    }
+}
+
+/// One in-process lock per node, so this replica never runs two calls that
+/// change the same node at once (a push racing a start could re-add a user the
+/// start just left out). Across replicas the storage lease does the same.
+#[derive(Debug, Default)]
+struct NodeLocks(Mutex<HashMap<NodeId, Arc<tokio::sync::Mutex<()>>>>);
+
+impl NodeLocks {
+    fn get(&self, id: NodeId) -> Arc<tokio::sync::Mutex<()>> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(id).or_default().clone()
+    }
+    fn forget(&self, id: NodeId) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+    }
+}
+
+/// What one reconciliation of a node did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NodeOutcome {
+    Started,
+    Stopped,
+    /// Running as required; this many pending operations were applied.
+    Synced {
+        applied: usize,
+    },
+    /// The node's core had lost users; every user was sent again.
+    Resynced,
+    /// Stopped as required.
+    Idle,
+}
+
+/// The manager: storage and node transport wired together.
+#[derive(Debug)]
+pub struct Manager {
+    storage: Arc<dyn Storage>,
+    transport: Arc<dyn NodeTransport>,
+    settings: ManagerSettings,
+    locks: NodeLocks,
+    nudge: tokio::sync::Notify,
+}
+
+impl Manager {
+    pub fn new(
+        storage: Arc<dyn Storage>,
+        transport: Arc<dyn NodeTransport>,
+        settings: ManagerSettings,
+    ) -> Self {
+        Self {
+            storage,
+            transport,
+            settings,
+            locks: NodeLocks::default(),
+            nudge: tokio::sync::Notify::new(),
+        }
+    }
+
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
+    }
+
+    /// Resolves when a user change asks for pending operations to be pushed
+    /// now rather than at the next heartbeat.
+    pub async fn nudged(&self) {
+        self.nudge.notified().await
+    }
+
+    // ---- nodes ----
+
+    /// Registers a node: a fresh id and key. Idempotent: an endpoint already
+    /// registered returns its node (and key).
+    pub async fn new_node(&self, endpoint: &str) -> ServiceResult<Node> {
+        let endpoint = normalize_endpoint(endpoint).map_err(ServiceError::InvalidEndpoint)?;
+        if let Some(node) = self.storage.find_node_by_endpoint(&endpoint).await? {
+            return Ok(node);
+        }
+        let new = NewNode::new(endpoint.as_str()).map_err(ServiceError::InvalidEndpoint)?;
+        match self.storage.create_node(new).await {
+            Ok(node) => Ok(node),
+            // Two calls raced: the other one's node is the answer.
+            Err(StorageError::AlreadyExists(_)) => self
+                .storage
+                .find_node_by_endpoint(&endpoint)
+                .await?
+                .ok_or(ServiceError::NodeNotFound),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The operator wants the node running: start it now with every enabled user.
+    pub async fn start_node(&self, id: NodeId) -> ServiceResult<()> {
+        self.storage
+            .set_required_status(id, RequiredStatus::Running)
+            .await?;
+        let lock = self.locks.get(id);
+        let _guard = lock.lock().await;
+        self.start_locked(id).await
+    }
+
+    /// The operator wants the node stopped: stop it now.
+    pub async fn stop_node(&self, id: NodeId) -> ServiceResult<()> {
+        self.storage
+            .set_required_status(id, RequiredStatus::Stopped)
+            .await?;
+        let lock = self.locks.get(id);
+        let _guard = lock.lock().await;
+        self.stop_locked(id).await
+    }
+
+    /// Forgets a node. Its core is asked to stop (best effort: a node that
+    /// cannot be reached is deleted all the same, its users stay on it until
+    /// the operator wipes it).
+    pub async fn delete_node(&self, id: NodeId) -> ServiceResult<()> {
+        let node = self.storage.get_node(id).await?;
+        let lock = self.locks.get(id);
+        let _guard = lock.lock().await;
+        if node.actual_status != ActualStatus::Stopped
+            && let Err(e) = self.transport.stop(&node).await
+        {
+            tracing::warn!(node = %id, error = %e, "deleting a node that could not be stopped");
+        }
+        self.storage.delete_node(id).await?;
+        self.locks.forget(id);
+        Ok(())
+    }
+
+    pub async fn list_nodes(&self, page: &PageRequest) -> ServiceResult<Page<Node>> {
+        Ok(self.storage.list_nodes(page).await?)
+    }
+
+    async fn start_locked(&self, id: NodeId) -> ServiceResult<()> {
+        let plan = self.storage.begin_start(id).await?;
+        let template = self.transport.start(&plan.node, &plan.users).await?;
+        self.storage.finish_start(id, plan.seq, &template).await?;
+        Ok(())
+    }
+
+    async fn stop_locked(&self, id: NodeId) -> ServiceResult<()> {
+        let node = self.storage.begin_stop(id).await?;
+        self.transport.stop(&node).await?;
+        self.storage.finish_stop(id).await?;
+        Ok(())
+    }
+
+    // ---- users ----
+
+    /// Creates a user, Disabled and on no node.
+    pub async fn new_user(&self, name: &str) -> ServiceResult<User> {
+        let new = NewUser::new(name).map_err(ServiceError::InvalidUserName)?;
+        Ok(self.storage.create_user(new).await?)
+    }
+
+    /// Enables a user: stored at once, pushed to the nodes this replica holds
+    /// right away, to the rest by their heartbeat.
+    pub async fn enable_user(&self, id: UserId) -> ServiceResult<User> {
+        self.set_user_status(id, UserStatus::Enabled).await
+    }
+
+    pub async fn disable_user(&self, id: UserId) -> ServiceResult<User> {
+        self.set_user_status(id, UserStatus::Disabled).await
+    }
+
+    async fn set_user_status(&self, id: UserId, status: UserStatus) -> ServiceResult<User> {
+        let user = self.storage.set_user_status(id, status).await?;
+        self.nudge.notify_one();
+        Ok(user)
+    }
+
+    /// Deletes a user: gone from every read at once, removed from the nodes
+    /// like a disable.
+    pub async fn delete_user(&self, id: UserId) -> ServiceResult<()> {
+        self.storage.delete_user(id).await?;
+        self.nudge.notify_one();
+        Ok(())
+    }
+
+    pub async fn get_user(&self, id: UserId) -> ServiceResult<User> {
+        Ok(self.storage.get_user(id).await?)
+    }
+
+    pub async fn list_users(&self, page: &PageRequest) -> ServiceResult<Page<User>> {
+        Ok(self.storage.list_users(page).await?)
+    }
+
+    /// The user-node-list call: `id_name` is `<user id>-<user name>` (the id
+    /// is a UUID, so it holds dashes itself: it is the first 36 characters).
+    /// Answers each usable node's template filled for the user. An unknown
+    /// id answers like a wrong name, so the call tells nothing about which
+    /// ids exist.
+    pub async fn user_node_list(&self, id_name: &str) -> ServiceResult<Vec<String>> {
+        let (id, name) = split_id_name(id_name).ok_or(ServiceError::UserMismatch)?;
+        let found = match self.storage.user_nodes(id).await {
+            Ok(found) => found,
+            Err(StorageError::NotFound(_)) => return Err(ServiceError::UserMismatch),
+            Err(e) => return Err(e.into()),
+        };
+        if found.user.name != name {
+            return Err(ServiceError::UserMismatch);
+        }
+        Ok(found
+            .nodes
+            .iter()
+            .map(|n| fill_template(&n.user_config_template, &found.user))
+            .collect())
+    }
+
+    // ---- the heartbeat's work on one node ----
+
+    /// Brings one node to what is required: status → actual status; start or
+    /// stop it when they differ (or its stored state is not up to date);
+    /// otherwise push its pending operations and check that its core still
+    /// has every user (anti-entropy).
+    pub async fn reconcile_node(&self, node: &Node) -> ServiceResult<NodeOutcome> {
+        let lock = self.locks.get(node.id);
+        let _guard = lock.lock().await;
+        // Read after taking the lock: a start may have just finished.
+        let node = self.storage.get_node(node.id).await?;
+        // Read before the status call: with the lock held nothing else changes
+        // the node, so the report's user count matches this cursor.
+        let fleet = self.storage.fleet_state().await?;
+        let report = match self.transport.status(&node).await {
+            Ok(report) => report,
+            Err(e) => {
+                // Unreachable, not authentic, or its core in trouble: not
+                // usable until it answers well again.
+                self.storage
+                    .record_observation(node.id, ActualStatus::Error)
+                    .await?;
+                return Err(e.into());
+            }
+        };
+        let actual = if report.running {
+            ActualStatus::Running
+        } else {
+            ActualStatus::Stopped
+        };
+        match (node.required_status, actual) {
+            (RequiredStatus::Running, ActualStatus::Stopped) => {
+                self.storage.record_observation(node.id, actual).await?;
+                self.start_locked(node.id).await?;
+                return Ok(NodeOutcome::Started);
+            }
+            (RequiredStatus::Stopped, ActualStatus::Running) => {
+                self.storage.record_observation(node.id, actual).await?;
+                self.stop_locked(node.id).await?;
+                return Ok(NodeOutcome::Stopped);
+            }
+            _ => {}
+        }
+        if !node.state_up_to_date {
+            // A start or stop whose result was not stored: do it again.
+            return match node.required_status {
+                RequiredStatus::Running => {
+                    self.start_locked(node.id).await?;
+                    Ok(NodeOutcome::Started)
+                }
+                RequiredStatus::Stopped => {
+                    self.stop_locked(node.id).await?;
+                    Ok(NodeOutcome::Stopped)
+                }
+            };
+        }
+        self.storage.record_observation(node.id, actual).await?;
+        if node.required_status == RequiredStatus::Stopped {
+            return Ok(NodeOutcome::Idle);
+        }
+        if node.applied_seq >= fleet.last_seq && report.users != fleet.enabled_users {
+            tracing::warn!(
+                node = %node.id,
+                has = report.users,
+                expected = fleet.enabled_users,
+                "node's core lost users; sending every user again"
+            );
+            self.start_locked(node.id).await?;
+            return Ok(NodeOutcome::Resynced);
+        }
+        let applied = self.push_locked(&node).await?;
+        Ok(NodeOutcome::Synced { applied })
+    }
+
+    /// Pushes a running node's pending operations now (the fast path after a
+    /// user change). Does nothing for a node that is not serving.
+    pub async fn push_pending(&self, id: NodeId) -> ServiceResult<usize> {
+        let lock = self.locks.get(id);
+        let _guard = lock.lock().await;
+        let node = self.storage.get_node(id).await?;
+        if node.actual_status != ActualStatus::Running
+            || node.required_status != RequiredStatus::Running
+            || !node.state_up_to_date
+        {
+            return Ok(0);
+        }
+        self.push_locked(&node).await
+    }
+
+    async fn push_locked(&self, node: &Node) -> ServiceResult<usize> {
+        let mut applied = 0;
+        loop {
+            let batch = self
+                .storage
+                .pending_operations(node.id, self.settings.edit_batch)
+                .await?;
+            if batch.operations.is_empty() {
+                return Ok(applied);
+            }
+            let mut add = Vec::new();
+            let mut del = Vec::new();
+            for op in &batch.operations {
+                match op.operation {
+                    Operation::Add => add.push(op.user.clone()),
+                    Operation::Delete => del.push(op.user.id),
+                }
+            }
+            self.transport.edit_users(node, &add, &del).await?;
+            self.storage
+                .ack_operations(node.id, batch.up_to_seq)
+                .await?;
+            applied += batch.operations.len();
+            if !batch.more {
+                return Ok(applied);
+            }
+        }
+    }
+
+    /// The fleet counters (for status pages and metrics).
+    pub async fn fleet_state(&self) -> ServiceResult<FleetState> {
+        Ok(self.storage.fleet_state().await?)
+    }
+
+    /// Removes deleted users' tombstones that every node applied.
+    pub async fn purge_tombstones(&self) -> ServiceResult<u64> {
+        Ok(self.storage.purge_tombstones().await?)
+    }
+
+    /// Takes or renews this replica's node leases.
+    pub async fn claim_nodes(&self, owner: &str, ttl: Duration) -> ServiceResult<Vec<Node>> {
+        Ok(self.storage.claim_nodes(owner, ttl, u32::MAX).await?)
+    }
+}
+
+/// Splits `<uuid>-<name>`; `None` when the first 36 characters are not a user
+/// id followed by a dash.
+pub fn split_id_name(id_name: &str) -> Option<(UserId, &str)> {
+    let id = id_name.get(..UserId::TEXT_LEN)?;
+    let name = id_name.get(UserId::TEXT_LEN..)?.strip_prefix('-')?;
+    Some((id.parse().ok()?, name))
+}
+
+/// Fills a node's template for one user: `{{.UserID}}` (also the VLESS/VMess
+/// id), `{{.UserName}}` (percent-encoded, for links), `{{.UserNameRaw}}`, and
+/// `{{.Secret}}` (the Trojan/Shadowsocks password).
+pub fn fill_template(template: &str, user: &User) -> String {
+    let name: String = url::form_urlencoded::byte_serialize(user.name.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20");
+    template
+        .replace("{{.UserID}}", &user.id.to_string())
+        .replace("{{.UserNameRaw}}", &user.name)
+        .replace("{{.UserName}}", &name)
+        .replace("{{.Secret}}", user.secret.expose())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_name_splits_after_the_uuid() {
+        let id = UserId::random();
+        assert_eq!(
+            split_id_name(&format!("{id}-bob-the-builder")),
+            Some((id, "bob-the-builder"))
+        );
+        assert_eq!(split_id_name(&format!("{id}-")), Some((id, "")));
+        assert_eq!(split_id_name(&format!("{id}")), None);
+        assert_eq!(split_id_name(&format!("{id}_bob")), None);
+        assert_eq!(split_id_name("short-bob"), None);
+        assert_eq!(split_id_name("ффффффффффффффффффффффффф-bob"), None);
+        assert_eq!(split_id_name(""), None);
+    }
+
+    #[test]
+    fn templates_are_filled_per_user() {
+        let user = User {
+            id: UserId::random(),
+            name: "Вася Pupkin".into(),
+            status: UserStatus::Enabled,
+            secret: crate::domain::UserSecret::from_stored("s3cret".into()),
+            change_seq: 1,
+            created_at: crate::domain::Timestamp(0),
+        };
+        let out = fill_template(
+            "vless://{{.UserID}}@h:443#{{.UserName}}|{{.UserNameRaw}}|{{.Secret}}",
+            &user,
+        );
+        assert_eq!(
+            out,
+            format!(
+                "vless://{}@h:443#%D0%92%D0%B0%D1%81%D1%8F%20Pupkin|Вася Pupkin|s3cret",
+                user.id
+            )
+        );
+    }
+}

@@ -1,0 +1,214 @@
+//! The manager's settings: typed, with defaults, read from a TOML file and
+//! then from `XM_*` environment variables (env wins). Secrets are redacted in
+//! `Debug`.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// A secret setting; `Debug` never shows it.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ManagerConfig {
+    /// Address of the HTTP API. Env: `XM_LISTEN`.
+    pub listen: SocketAddr,
+    /// Where the default SQLite file and the generated admin token live. Env: `XM_DATA_DIR`.
+    pub data_dir: PathBuf,
+    /// `sqlite://FILE` or `postgres://…`; default: `sqlite://<data_dir>/manager.db`.
+    /// Env: `XM_STORAGE_URL`. May hold a password: never logged.
+    pub storage_url: Option<Secret>,
+    /// `memory` (default) or `redis://…`. Env: `XM_CACHE_URL`.
+    pub cache_url: Secret,
+    /// Time between heartbeats, in milliseconds (default 5000). Env: `XM_HEARTBEAT_MS`.
+    pub heartbeat_ms: u64,
+    /// Timeout of one call to a node, in milliseconds (default 10000). Env: `XM_NODE_TIMEOUT_MS`.
+    pub node_timeout_ms: u64,
+    /// Nodes reconciled at once (default 32). Env: `XM_CONCURRENCY`.
+    pub concurrency: usize,
+    /// The admin bearer token; when unset, one is generated on first start,
+    /// printed once and stored in `<data_dir>/admin-token`. Env: `XM_ADMIN_TOKEN`.
+    pub admin_token: Option<Secret>,
+    /// Logs as JSON lines instead of text. Env: `XM_LOG_JSON`.
+    pub log_json: bool,
+}
+
+impl Default for ManagerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("data"),
+            storage_url: None,
+            cache_url: Secret::new("memory"),
+            heartbeat_ms: 5000,
+            node_timeout_ms: 10_000,
+            concurrency: 32,
+            admin_token: None,
+            log_json: false,
+        }
+    }
+}
+
+impl ManagerConfig {
+    /// Reads `file` (when given) over the defaults, then the `XM_*` variables.
+    pub fn load(file: Option<&Path>) -> Result<Self, String> {
+        let mut cfg: Self = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?
+            }
+            None => Self::default(),
+        };
+        cfg.apply_env(|k| std::env::var(k).ok())?;
+        if cfg.heartbeat_ms == 0 {
+            return Err("heartbeat_ms must be above 0".into());
+        }
+        Ok(cfg)
+    }
+
+    fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> Result<(), String> {
+        fn parse<T: std::str::FromStr>(k: &str, v: String) -> Result<T, String> {
+            v.parse().map_err(|_| format!("{k}: cannot parse {v:?}"))
+        }
+        if let Some(v) = var("XM_LISTEN") {
+            self.listen = parse("XM_LISTEN", v)?;
+        }
+        if let Some(v) = var("XM_DATA_DIR") {
+            self.data_dir = v.into();
+        }
+        if let Some(v) = var("XM_STORAGE_URL") {
+            self.storage_url = Some(Secret(v));
+        }
+        if let Some(v) = var("XM_CACHE_URL") {
+            self.cache_url = Secret(v);
+        }
+        if let Some(v) = var("XM_HEARTBEAT_MS") {
+            self.heartbeat_ms = parse("XM_HEARTBEAT_MS", v)?;
+        }
+        if let Some(v) = var("XM_NODE_TIMEOUT_MS") {
+            self.node_timeout_ms = parse("XM_NODE_TIMEOUT_MS", v)?;
+        }
+        if let Some(v) = var("XM_CONCURRENCY") {
+            self.concurrency = parse("XM_CONCURRENCY", v)?;
+        }
+        if let Some(v) = var("XM_ADMIN_TOKEN") {
+            self.admin_token = Some(Secret(v));
+        }
+        if let Some(v) = var("XM_LOG_JSON") {
+            self.log_json = matches!(v.as_str(), "1" | "true" | "yes");
+        }
+        Ok(())
+    }
+
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_ms)
+    }
+
+    pub fn node_timeout(&self) -> Duration {
+        Duration::from_millis(self.node_timeout_ms)
+    }
+
+    /// The storage URL, with the SQLite default under the data directory.
+    pub fn storage_url(&self) -> String {
+        match &self.storage_url {
+            Some(url) => url.expose().to_owned(),
+            None => format!("sqlite://{}", self.data_dir.join("manager.db").display()),
+        }
+    }
+
+    /// The admin token: the configured one, else the one stored in the data
+    /// directory, else a new random one that is stored (mode 0600). The flag
+    /// says whether it was just generated (the caller prints it once).
+    pub fn admin_token(&self) -> std::io::Result<(Secret, bool)> {
+        if let Some(token) = &self.admin_token {
+            return Ok((token.clone(), false));
+        }
+        let path = self.data_dir.join("admin-token");
+        match std::fs::read_to_string(&path) {
+            Ok(token) if !token.trim().is_empty() => {
+                return Ok((Secret(token.trim().into()), false));
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        std::fs::create_dir_all(&self.data_dir)?;
+        let token = crate::domain::NodeKey::random().expose().to_owned();
+        write_private(&path, token.as_bytes())?;
+        Ok((Secret(token), true))
+    }
+}
+
+/// Writes a file only its owner can read.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    opts.open(path)?.write_all(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_overrides_the_file_and_secrets_are_redacted() {
+        let mut cfg: ManagerConfig =
+            toml::from_str("heartbeat_ms = 3000\nadmin_token = \"hunter2\"").unwrap();
+        assert_eq!(cfg.heartbeat(), Duration::from_secs(3));
+        cfg.apply_env(|k| (k == "XM_HEARTBEAT_MS").then(|| "7000".to_owned()))
+            .unwrap();
+        assert_eq!(cfg.heartbeat(), Duration::from_secs(7));
+        assert!(!format!("{cfg:?}").contains("hunter2"));
+        assert!(cfg.storage_url().starts_with("sqlite://"));
+        assert!(toml::from_str::<ManagerConfig>("nope = 1").is_err());
+        assert!(cfg.apply_env(|_| Some("x".into())).is_err());
+    }
+
+    #[test]
+    fn a_generated_admin_token_is_stored_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = ManagerConfig {
+            data_dir: dir.path().to_owned(),
+            ..ManagerConfig::default()
+        };
+        let (first, generated) = cfg.admin_token().unwrap();
+        assert!(generated);
+        let (again, generated) = cfg.admin_token().unwrap();
+        assert!(!generated);
+        assert_eq!(first, again);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(dir.path().join("admin-token"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! The `NodeTransport` port: how the manager calls a node's agent. The real
+//! one is [`http::HttpTransport`] (JWE over HTTP, through the agent library's
+//! `NodeClient`); [`simulated::SimulatedFleet`] is an in-memory fleet of agents
+//! for tests and benchmarks.
+
+use std::fmt::Debug;
+
+use async_trait::async_trait;
+
+use crate::domain::{Node, UserCredentials, UserId};
+
+pub mod http;
+pub mod simulated;
+
+/// What a node's `/status` says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NodeReport {
+    pub running: bool,
+    /// How many users the node's core really has.
+    pub users: u64,
+    pub core_uptime_secs: u64,
+    pub core_restarts: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// The node answered one of its documented errors; the manager passes it
+    /// through to its caller with the same status and body.
+    #[error("node answered {status}: {error}")]
+    Node {
+        status: u16,
+        error: String,
+        message: Option<String>,
+    },
+    /// The node could not be reached or did not answer in time.
+    #[error("node unreachable: {0}")]
+    Unreachable(String),
+    /// The node's answer was not authentic or not what the protocol says
+    /// (a wrong key ends here too).
+    #[error("bad answer from node: {0}")]
+    Protocol(String),
+}
+
+/// Calls to one node's agent. Object safe; used as `Arc<dyn NodeTransport>`.
+///
+/// # Contract
+/// Every call is idempotent on the node (a repeated `start`, `stop` or edit
+/// is harmless), bounded by a timeout, and reports the node's own errors as
+/// [`TransportError::Node`].
+#[mockall::automock]
+#[async_trait]
+pub trait NodeTransport: Debug + Send + Sync {
+    /// `POST /start`: the node runs its core with exactly `users`; answers the
+    /// node's user config template.
+    async fn start(&self, node: &Node, users: &[UserCredentials])
+    -> Result<String, TransportError>;
+
+    /// `POST /stop`.
+    async fn stop(&self, node: &Node) -> Result<(), TransportError>;
+
+    /// `GET /status`.
+    async fn status(&self, node: &Node) -> Result<NodeReport, TransportError>;
+
+    /// `POST /users/edit`: adds `add`, removes `del`; adding a present user or
+    /// removing a missing one is success.
+    async fn edit_users(
+        &self,
+        node: &Node,
+        add: &[UserCredentials],
+        del: &[UserId],
+    ) -> Result<(), TransportError>;
+}

@@ -1,0 +1,176 @@
+//! An in-memory fleet of simulated node agents, for tests, benchmarks and
+//! trying the manager without real nodes. Each simulated node keeps a running
+//! flag and the set of users its "core" has, like a real agent would, and can
+//! be made unreachable, slow, or have its core lose its users.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::{NodeReport, NodeTransport, TransportError};
+use crate::domain::{Node, UserCredentials, UserId};
+
+#[derive(Debug, Default, Clone)]
+struct SimNode {
+    running: bool,
+    users: HashSet<UserId>,
+    unreachable: bool,
+    delay: Duration,
+    core_restarts: u64,
+    calls: u64,
+}
+
+/// Simulated agents, keyed by endpoint. A node unknown to the fleet answers
+/// as unreachable.
+#[derive(Debug)]
+pub struct SimulatedFleet {
+    nodes: Mutex<HashMap<String, SimNode>>,
+    template: String,
+}
+
+impl Default for SimulatedFleet {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SimulatedFleet {
+    pub fn new() -> Self {
+        Self {
+            nodes: Mutex::new(HashMap::new()),
+            template: "vless://{{.UserID}}@sim:443?security=none#{{.UserName}}".to_owned(),
+        }
+    }
+
+    fn with<T>(&self, endpoint: &str, f: impl FnOnce(&mut SimNode) -> T) -> T {
+        let mut nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
+        f(nodes.entry(endpoint.to_owned()).or_default())
+    }
+
+    /// Brings up an agent (stopped core) at `endpoint`.
+    pub fn add_node(&self, endpoint: &str) {
+        self.with(endpoint, |_| ());
+    }
+
+    /// While unreachable, every call fails as a network error would.
+    pub fn set_unreachable(&self, endpoint: &str, unreachable: bool) {
+        self.with(endpoint, |n| n.unreachable = unreachable);
+    }
+
+    /// Every call to the node takes this long first.
+    pub fn set_delay(&self, endpoint: &str, delay: Duration) {
+        self.with(endpoint, |n| n.delay = delay);
+    }
+
+    /// The core restarts by itself and comes back without its runtime users.
+    pub fn crash_core(&self, endpoint: &str) {
+        self.with(endpoint, |n| {
+            n.users.clear();
+            n.core_restarts += 1;
+        });
+    }
+
+    pub fn is_running(&self, endpoint: &str) -> bool {
+        self.with(endpoint, |n| n.running)
+    }
+
+    /// The users the node's core has now.
+    pub fn users(&self, endpoint: &str) -> HashSet<UserId> {
+        self.with(endpoint, |n| n.users.clone())
+    }
+
+    /// How many calls reached the node.
+    pub fn calls(&self, endpoint: &str) -> u64 {
+        self.with(endpoint, |n| n.calls)
+    }
+
+    async fn call<T>(
+        &self,
+        node: &Node,
+        f: impl FnOnce(&mut SimNode) -> Result<T, TransportError>,
+    ) -> Result<T, TransportError> {
+        let (known, unreachable, delay) = {
+            let nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
+            match nodes.get(&node.endpoint) {
+                Some(n) => (true, n.unreachable, n.delay),
+                None => (false, true, Duration::ZERO),
+            }
+        };
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        if !known || unreachable {
+            return Err(TransportError::Unreachable(format!(
+                "simulated node {} is unreachable",
+                node.endpoint
+            )));
+        }
+        self.with(&node.endpoint, |n| {
+            n.calls += 1;
+            f(n)
+        })
+    }
+}
+
+#[async_trait]
+impl NodeTransport for SimulatedFleet {
+    async fn start(
+        &self,
+        node: &Node,
+        users: &[UserCredentials],
+    ) -> Result<String, TransportError> {
+        let template = self.template.clone();
+        self.call(node, |n| {
+            n.running = true;
+            n.users = users.iter().map(|u| u.id).collect();
+            Ok(template)
+        })
+        .await
+    }
+
+    async fn stop(&self, node: &Node) -> Result<(), TransportError> {
+        self.call(node, |n| {
+            n.running = false;
+            n.users.clear();
+            Ok(())
+        })
+        .await
+    }
+
+    async fn status(&self, node: &Node) -> Result<NodeReport, TransportError> {
+        self.call(node, |n| {
+            Ok(NodeReport {
+                running: n.running,
+                users: n.users.len() as u64,
+                core_uptime_secs: 1,
+                core_restarts: n.core_restarts,
+            })
+        })
+        .await
+    }
+
+    async fn edit_users(
+        &self,
+        node: &Node,
+        add: &[UserCredentials],
+        del: &[UserId],
+    ) -> Result<(), TransportError> {
+        self.call(node, |n| {
+            if !n.running {
+                return Err(TransportError::Node {
+                    status: 500,
+                    error: "xray service unavailable".to_owned(),
+                    message: None,
+                });
+            }
+            n.users.extend(add.iter().map(|u| u.id));
+            for id in del {
+                n.users.remove(id);
+            }
+            Ok(())
+        })
+        .await
+    }
+}

@@ -1,0 +1,592 @@
+//! The scenarios and the heartbeat against node calls and storage writes
+//! that fail at each step: every case converges once the fault clears, with
+//! nothing lost and no user left on a node they were removed from.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use manager_lib::domain::*;
+use manager_lib::reconcile::{Reconciler, ReconcilerSettings};
+use manager_lib::service::{Manager, ManagerSettings, NodeOutcome, ServiceError};
+use manager_lib::storage::memory::MemoryStorage;
+use manager_lib::storage::{Storage, StorageError, StorageResult};
+use manager_lib::transport::simulated::SimulatedFleet;
+use manager_lib::transport::{MockNodeTransport, NodeReport, NodeTransport, TransportError};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Step {
+    Start,
+    Stop,
+    Status,
+    Edit,
+    FinishStart,
+    FinishStop,
+    Ack,
+}
+
+/// Faults to inject: how many more times each step fails.
+#[derive(Debug, Default)]
+struct Faults(Mutex<HashMap<Step, u32>>);
+
+impl Faults {
+    fn fail(&self, step: Step, times: u32) {
+        self.0.lock().unwrap().insert(step, times);
+    }
+    fn clear(&self) {
+        self.0.lock().unwrap().clear();
+    }
+    fn hit(&self, step: Step) -> bool {
+        let mut map = self.0.lock().unwrap();
+        match map.get_mut(&step) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The simulated fleet, with node calls failing on demand. A failing `edit`
+/// or `start` fails before reaching the node; `Ack`/`FinishStart` failures
+/// happen in storage after the node call succeeded.
+#[derive(Debug)]
+struct FaultyFleet {
+    fleet: Arc<SimulatedFleet>,
+    faults: Arc<Faults>,
+}
+
+fn node_down() -> TransportError {
+    TransportError::Unreachable("injected fault".into())
+}
+
+#[async_trait]
+impl NodeTransport for FaultyFleet {
+    async fn start(
+        &self,
+        node: &Node,
+        users: &[UserCredentials],
+    ) -> Result<String, TransportError> {
+        if self.faults.hit(Step::Start) {
+            return Err(node_down());
+        }
+        self.fleet.start(node, users).await
+    }
+    async fn stop(&self, node: &Node) -> Result<(), TransportError> {
+        if self.faults.hit(Step::Stop) {
+            return Err(node_down());
+        }
+        self.fleet.stop(node).await
+    }
+    async fn status(&self, node: &Node) -> Result<NodeReport, TransportError> {
+        if self.faults.hit(Step::Status) {
+            return Err(node_down());
+        }
+        self.fleet.status(node).await
+    }
+    async fn edit_users(
+        &self,
+        node: &Node,
+        add: &[UserCredentials],
+        del: &[UserId],
+    ) -> Result<(), TransportError> {
+        if self.faults.hit(Step::Edit) {
+            return Err(node_down());
+        }
+        self.fleet.edit_users(node, add, del).await
+    }
+}
+
+/// Memory storage whose chosen writes fail as a lost database would.
+#[derive(Debug)]
+struct FaultyStorage {
+    inner: MemoryStorage,
+    faults: Arc<Faults>,
+}
+
+impl FaultyStorage {
+    fn check(&self, step: Step) -> StorageResult<()> {
+        if self.faults.hit(step) {
+            return Err(StorageError::Unavailable("injected fault".into()));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Storage for FaultyStorage {
+    async fn create_node(&self, n: NewNode) -> StorageResult<Node> {
+        self.inner.create_node(n).await
+    }
+    async fn get_node(&self, id: NodeId) -> StorageResult<Node> {
+        self.inner.get_node(id).await
+    }
+    async fn find_node_by_endpoint(&self, e: &str) -> StorageResult<Option<Node>> {
+        self.inner.find_node_by_endpoint(e).await
+    }
+    async fn list_nodes(&self, p: &PageRequest) -> StorageResult<Page<Node>> {
+        self.inner.list_nodes(p).await
+    }
+    async fn delete_node(&self, id: NodeId) -> StorageResult<()> {
+        self.inner.delete_node(id).await
+    }
+    async fn set_required_status(&self, id: NodeId, s: RequiredStatus) -> StorageResult<Node> {
+        self.inner.set_required_status(id, s).await
+    }
+    async fn begin_start(&self, id: NodeId) -> StorageResult<StartPlan> {
+        self.inner.begin_start(id).await
+    }
+    async fn finish_start(&self, id: NodeId, seq: Seq, t: &str) -> StorageResult<()> {
+        self.check(Step::FinishStart)?;
+        self.inner.finish_start(id, seq, t).await
+    }
+    async fn begin_stop(&self, id: NodeId) -> StorageResult<Node> {
+        self.inner.begin_stop(id).await
+    }
+    async fn finish_stop(&self, id: NodeId) -> StorageResult<()> {
+        self.check(Step::FinishStop)?;
+        self.inner.finish_stop(id).await
+    }
+    async fn record_observation(&self, id: NodeId, a: ActualStatus) -> StorageResult<()> {
+        self.inner.record_observation(id, a).await
+    }
+    async fn create_user(&self, u: NewUser) -> StorageResult<User> {
+        self.inner.create_user(u).await
+    }
+    async fn get_user(&self, id: UserId) -> StorageResult<User> {
+        self.inner.get_user(id).await
+    }
+    async fn list_users(&self, p: &PageRequest) -> StorageResult<Page<User>> {
+        self.inner.list_users(p).await
+    }
+    async fn set_user_status(&self, id: UserId, s: UserStatus) -> StorageResult<User> {
+        self.inner.set_user_status(id, s).await
+    }
+    async fn delete_user(&self, id: UserId) -> StorageResult<()> {
+        self.inner.delete_user(id).await
+    }
+    async fn user_nodes(&self, id: UserId) -> StorageResult<UserNodes> {
+        self.inner.user_nodes(id).await
+    }
+    async fn pending_operations(&self, id: NodeId, l: u32) -> StorageResult<PendingBatch> {
+        self.inner.pending_operations(id, l).await
+    }
+    async fn ack_operations(&self, id: NodeId, s: Seq) -> StorageResult<()> {
+        self.check(Step::Ack)?;
+        self.inner.ack_operations(id, s).await
+    }
+    async fn fleet_state(&self) -> StorageResult<FleetState> {
+        self.inner.fleet_state().await
+    }
+    async fn purge_tombstones(&self) -> StorageResult<u64> {
+        self.inner.purge_tombstones().await
+    }
+    async fn claim_nodes(&self, o: &str, t: Duration, l: u32) -> StorageResult<Vec<Node>> {
+        self.inner.claim_nodes(o, t, l).await
+    }
+    async fn release_nodes(&self, o: &str) -> StorageResult<()> {
+        self.inner.release_nodes(o).await
+    }
+}
+
+struct World {
+    manager: Arc<Manager>,
+    reconciler: Reconciler,
+    fleet: Arc<SimulatedFleet>,
+    faults: Arc<Faults>,
+    storage: Arc<dyn Storage>,
+}
+
+impl World {
+    fn new() -> Self {
+        let faults = Arc::new(Faults::default());
+        let fleet = Arc::new(SimulatedFleet::new());
+        let storage: Arc<dyn Storage> = Arc::new(FaultyStorage {
+            inner: MemoryStorage::new(),
+            faults: faults.clone(),
+        });
+        let transport = Arc::new(FaultyFleet {
+            fleet: fleet.clone(),
+            faults: faults.clone(),
+        });
+        let manager = Arc::new(Manager::new(
+            storage.clone(),
+            transport,
+            ManagerSettings::default(),
+        ));
+        let reconciler = Reconciler::new(
+            manager.clone(),
+            ReconcilerSettings {
+                interval: Duration::from_millis(100),
+                ..ReconcilerSettings::default()
+            },
+        );
+        Self {
+            manager,
+            reconciler,
+            fleet,
+            faults,
+            storage,
+        }
+    }
+
+    async fn running_node(&self, endpoint: &str) -> Node {
+        self.fleet.add_node(endpoint);
+        let node = self.manager.new_node(endpoint).await.unwrap();
+        self.manager.start_node(node.id).await.unwrap();
+        node
+    }
+
+    async fn enabled_user(&self, name: &str) -> User {
+        let user = self.manager.new_user(name).await.unwrap();
+        self.manager.enable_user(user.id).await.unwrap()
+    }
+
+    async fn heartbeat_until_converged(&self) {
+        for _ in 0..20 {
+            self.reconciler.heartbeat().await;
+            if self.diverged().await.is_none() {
+                return;
+            }
+        }
+        panic!("no convergence: {}", self.diverged().await.unwrap());
+    }
+
+    /// What differs between the database's intent and the fleet, if anything.
+    async fn diverged(&self) -> Option<String> {
+        let users = self
+            .storage
+            .list_users(&PageRequest::first(10_000))
+            .await
+            .unwrap()
+            .items;
+        let enabled: HashSet<UserId> = users
+            .iter()
+            .filter(|u| u.status == UserStatus::Enabled)
+            .map(|u| u.id)
+            .collect();
+        let nodes = self
+            .storage
+            .list_nodes(&PageRequest::first(10_000))
+            .await
+            .unwrap()
+            .items;
+        for node in &nodes {
+            let on_core = self.fleet.users(&node.endpoint);
+            let running = self.fleet.is_running(&node.endpoint);
+            match node.required_status {
+                RequiredStatus::Running => {
+                    if !running || on_core != enabled {
+                        return Some(format!(
+                            "{}: running={running} core={on_core:?} enabled={enabled:?}",
+                            node.endpoint
+                        ));
+                    }
+                    if node.actual_status != ActualStatus::Running || !node.state_up_to_date {
+                        return Some(format!("{}: stored {node:?}", node.endpoint));
+                    }
+                    let pending = self.storage.pending_operations(node.id, 100).await.unwrap();
+                    if !pending.operations.is_empty() {
+                        return Some(format!("{}: pending {pending:?}", node.endpoint));
+                    }
+                }
+                RequiredStatus::Stopped => {
+                    if running || node.actual_status != ActualStatus::Stopped {
+                        return Some(format!("{}: should be stopped", node.endpoint));
+                    }
+                }
+            }
+        }
+        for user in &users {
+            let listed: HashSet<NodeId> = self
+                .storage
+                .user_nodes(user.id)
+                .await
+                .unwrap()
+                .nodes
+                .iter()
+                .map(|n| n.id)
+                .collect();
+            let expected: HashSet<NodeId> = if user.status == UserStatus::Enabled {
+                nodes
+                    .iter()
+                    .filter(|n| n.required_status == RequiredStatus::Running)
+                    .map(|n| n.id)
+                    .collect()
+            } else {
+                HashSet::new()
+            };
+            if listed != expected {
+                return Some(format!(
+                    "user {} lists {listed:?}, expected {expected:?}",
+                    user.name
+                ));
+            }
+        }
+        None
+    }
+
+    async fn listed(&self, user: UserId) -> usize {
+        self.storage.user_nodes(user).await.unwrap().nodes.len()
+    }
+}
+
+#[tokio::test]
+async fn a_start_that_fails_at_the_node_is_repaired_by_the_heartbeat() {
+    let w = World::new();
+    let alice = w.enabled_user("alice").await;
+    w.fleet.add_node("http://n1");
+    let node = w.manager.new_node("http://n1").await.unwrap();
+    w.faults.fail(Step::Start, 1);
+    let err = w.manager.start_node(node.id).await.unwrap_err();
+    assert!(matches!(
+        err,
+        ServiceError::Node(TransportError::Unreachable(_))
+    ));
+    assert_eq!(w.listed(alice.id).await, 0);
+    assert!(!w.storage.get_node(node.id).await.unwrap().state_up_to_date);
+    w.heartbeat_until_converged().await;
+    assert_eq!(w.listed(alice.id).await, 1);
+}
+
+#[tokio::test]
+async fn a_start_whose_result_cannot_be_stored_is_redone() {
+    let w = World::new();
+    let alice = w.enabled_user("alice").await;
+    w.fleet.add_node("http://n1");
+    let node = w.manager.new_node("http://n1").await.unwrap();
+    w.faults.fail(Step::FinishStart, 1);
+    let err = w.manager.start_node(node.id).await.unwrap_err();
+    assert!(matches!(
+        err,
+        ServiceError::Storage(StorageError::Unavailable(_))
+    ));
+    // The node runs, but the database says "not up to date": nobody is sent there.
+    assert!(w.fleet.is_running("http://n1"));
+    assert_eq!(w.listed(alice.id).await, 0);
+    w.heartbeat_until_converged().await;
+}
+
+#[tokio::test]
+async fn a_stop_that_fails_is_repaired_by_the_heartbeat() {
+    let w = World::new();
+    let alice = w.enabled_user("alice").await;
+    let node = w.running_node("http://n1").await;
+    assert_eq!(w.listed(alice.id).await, 1);
+    w.faults.fail(Step::Stop, 1);
+    assert!(w.manager.stop_node(node.id).await.is_err());
+    assert_eq!(w.listed(alice.id).await, 0, "a stopping node serves nobody");
+    w.heartbeat_until_converged().await;
+    assert!(!w.fleet.is_running("http://n1"));
+}
+
+#[tokio::test]
+async fn a_stop_whose_result_cannot_be_stored_is_redone() {
+    let w = World::new();
+    let node = w.running_node("http://n1").await;
+    w.faults.fail(Step::FinishStop, 1);
+    assert!(w.manager.stop_node(node.id).await.is_err());
+    w.heartbeat_until_converged().await;
+    assert_eq!(
+        w.storage.get_node(node.id).await.unwrap().actual_status,
+        ActualStatus::Stopped
+    );
+}
+
+#[tokio::test]
+async fn an_enable_that_cannot_be_pushed_stays_pending_then_lands() {
+    let w = World::new();
+    w.running_node("http://n1").await;
+    w.running_node("http://n2").await;
+    w.faults.fail(Step::Edit, 3);
+    let alice = w.enabled_user("alice").await;
+    w.reconciler.heartbeat().await;
+    assert!(
+        w.listed(alice.id).await < 2,
+        "a node that failed the push does not list the user"
+    );
+    w.faults.clear();
+    w.heartbeat_until_converged().await;
+    assert_eq!(w.listed(alice.id).await, 2);
+}
+
+#[tokio::test]
+async fn a_disable_that_cannot_be_pushed_still_hides_the_user_and_lands_later() {
+    let w = World::new();
+    w.running_node("http://n1").await;
+    let alice = w.enabled_user("alice").await;
+    w.heartbeat_until_converged().await;
+    assert!(w.fleet.users("http://n1").contains(&alice.id));
+    w.faults.fail(Step::Edit, 2);
+    w.manager.disable_user(alice.id).await.unwrap();
+    assert_eq!(w.listed(alice.id).await, 0, "off every list at once");
+    w.reconciler.heartbeat().await;
+    w.heartbeat_until_converged().await;
+    assert!(!w.fleet.users("http://n1").contains(&alice.id));
+}
+
+#[tokio::test]
+async fn an_ack_that_cannot_be_stored_resends_the_operations() {
+    let w = World::new();
+    w.running_node("http://n1").await;
+    let alice = w.enabled_user("alice").await;
+    w.faults.fail(Step::Ack, 1);
+    let bob = w.manager.new_user("bob").await.unwrap();
+    w.manager.enable_user(bob.id).await.unwrap();
+    w.manager.disable_user(alice.id).await.unwrap();
+    w.heartbeat_until_converged().await;
+    assert_eq!(w.fleet.users("http://n1"), HashSet::from([bob.id]));
+}
+
+#[tokio::test]
+async fn an_unreachable_node_leaves_every_list_and_comes_back() {
+    let w = World::new();
+    let node = w.running_node("http://n1").await;
+    let alice = w.enabled_user("alice").await;
+    w.heartbeat_until_converged().await;
+    assert_eq!(w.listed(alice.id).await, 1);
+    w.fleet.set_unreachable("http://n1", true);
+    w.reconciler.heartbeat().await;
+    assert_eq!(
+        w.storage.get_node(node.id).await.unwrap().actual_status,
+        ActualStatus::Error
+    );
+    assert_eq!(w.listed(alice.id).await, 0);
+    // Changes made meanwhile land once it is back.
+    let bob = w.enabled_user("bob").await;
+    w.fleet.set_unreachable("http://n1", false);
+    w.heartbeat_until_converged().await;
+    assert_eq!(w.listed(bob.id).await, 1);
+}
+
+#[tokio::test]
+async fn a_core_that_lost_its_users_gets_them_all_again() {
+    let w = World::new();
+    let node = w.running_node("http://n1").await;
+    let alice = w.enabled_user("alice").await;
+    let bob = w.enabled_user("bob").await;
+    w.heartbeat_until_converged().await;
+    w.fleet.crash_core("http://n1");
+    assert!(w.fleet.users("http://n1").is_empty());
+    let outcome = w.manager.reconcile_node(&node).await.unwrap();
+    assert_eq!(outcome, NodeOutcome::Resynced);
+    assert_eq!(
+        w.fleet.users("http://n1"),
+        HashSet::from([alice.id, bob.id])
+    );
+    w.heartbeat_until_converged().await;
+}
+
+#[tokio::test]
+async fn a_node_that_stopped_by_itself_is_started_again() {
+    let w = World::new();
+    let node = w.running_node("http://n1").await;
+    w.enabled_user("alice").await;
+    w.heartbeat_until_converged().await;
+    w.fleet.stop(&node).await.unwrap();
+    let outcome = w.manager.reconcile_node(&node).await.unwrap();
+    assert_eq!(outcome, NodeOutcome::Started);
+    w.heartbeat_until_converged().await;
+}
+
+#[tokio::test]
+async fn a_deleted_user_is_removed_from_the_nodes() {
+    let w = World::new();
+    w.running_node("http://n1").await;
+    let alice = w.enabled_user("alice").await;
+    w.heartbeat_until_converged().await;
+    w.faults.fail(Step::Edit, 1);
+    w.manager.delete_user(alice.id).await.unwrap();
+    w.heartbeat_until_converged().await;
+    assert!(w.fleet.users("http://n1").is_empty());
+}
+
+#[tokio::test]
+async fn the_status_call_failing_marks_error_and_retries() {
+    let w = World::new();
+    let node = w.running_node("http://n1").await;
+    w.faults.fail(Step::Status, 2);
+    let report = w.reconciler.heartbeat().await;
+    assert_eq!(report.failed, 1);
+    assert_eq!(
+        w.storage.get_node(node.id).await.unwrap().actual_status,
+        ActualStatus::Error
+    );
+    w.heartbeat_until_converged().await;
+}
+
+#[tokio::test]
+async fn a_nudge_pushes_an_enable_without_waiting_for_the_heartbeat() {
+    let w = World::new();
+    w.running_node("http://n1").await;
+    let reconciler = Arc::new(Reconciler::new(
+        w.manager.clone(),
+        ReconcilerSettings {
+            interval: Duration::from_secs(3600),
+            ..ReconcilerSettings::default()
+        },
+    ));
+    let stop = tokio_util_free_shutdown();
+    let task = tokio::spawn(reconciler.clone().run(stop.1));
+    // The first tick fires at once and claims the node; then only nudges work.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while w.fleet.calls("http://n1") < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "first heartbeat never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let alice = w.enabled_user("alice").await;
+    while !w.fleet.users("http://n1").contains(&alice.id) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "enable never pushed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let _ = stop.0.send(());
+    task.await.unwrap();
+}
+
+fn tokio_util_free_shutdown() -> (
+    tokio::sync::oneshot::Sender<()>,
+    impl std::future::Future<Output = ()> + Send,
+) {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    (tx, async move {
+        let _ = rx.await;
+    })
+}
+
+#[tokio::test]
+async fn a_node_error_is_passed_through_from_start() {
+    let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+    let mut transport = MockNodeTransport::new();
+    transport.expect_start().returning(|_, _| {
+        Err(TransportError::Node {
+            status: 503,
+            error: "xray service initializing".into(),
+            message: None,
+        })
+    });
+    let manager = Manager::new(
+        storage.clone(),
+        Arc::new(transport),
+        ManagerSettings::default(),
+    );
+    let node = manager.new_node("http://n1").await.unwrap();
+    let err = manager.start_node(node.id).await.unwrap_err();
+    match err {
+        ServiceError::Node(TransportError::Node { status, error, .. }) => {
+            assert_eq!(status, 503);
+            assert_eq!(error, "xray service initializing");
+        }
+        other => panic!("{other:?}"),
+    }
+    let stored = storage.get_node(node.id).await.unwrap();
+    assert_eq!(stored.required_status, RequiredStatus::Running);
+    assert!(!stored.state_up_to_date);
+}
