@@ -4,6 +4,34 @@
 //! The cache holds small byte values under string keys with a time to live.
 //! It is an optimisation only: every error of a cache is logged and answered
 //! from storage, never returned to a client.
+//!
+//! # Design of [`CachedStorage`]
+//!
+//! [`Storage::user_nodes`](crate::storage::Storage::user_nodes) is what every
+//! client calls, often; the answer is the user's row plus the nodes serving
+//! now that applied the user's newest change. The two halves are cached
+//! differently because they behave differently:
+//!
+//! - **The serving-node set** is small (at most thousands of nodes) and
+//!   changes on every heartbeat (status, cursor). Each replica keeps it in
+//!   process, reads it again from the storage when it is older than
+//!   `nodes_ttl`, one read at a time, and drops it at once on any node write
+//!   made through it. A node change made by another replica shows within
+//!   `nodes_ttl`.
+//! - **User rows** are many and change rarely. They live in the shared
+//!   [`Cache`] (Redis when several replicas run, [`MemoryCache`] for one)
+//!   under `u:<id>` for `user_ttl`, one heartbeat. A write through any
+//!   replica invalidates the shared key at once, so every replica sees it; a
+//!   write that raced with another replica's cache fill, or a change made
+//!   outside the manager, is stale for at most `user_ttl`.
+//!
+//! The answer is then computed exactly as the storage would: no nodes for a
+//! disabled user, else the serving nodes with `applied_seq >= change_seq`, in
+//! id order. Absent users are not cached, so a deleted user is not found at
+//! once through the replica that deleted it and within `user_ttl` elsewhere.
+//!
+//! Cached rows hold the user's secret (the cache is trusted like the
+//! database); logs never show keys or values.
 
 use std::fmt::Debug;
 use std::time::Duration;
@@ -45,3 +73,12 @@ pub trait Cache: Debug + Send + Sync {
     ///   the old value.
     async fn invalidate(&self, key: &str) -> CacheResult<()>;
 }
+
+mod decorator;
+mod memory;
+
+pub use decorator::{CacheStats, CachedStorage, CachedStorageSettings};
+pub use memory::MemoryCache;
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
