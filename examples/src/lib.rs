@@ -1,2 +1,132 @@
-//! Examples of using the xray-manager libraries from another Rust program;
-//! each example in `examples/` starts with the command that runs it.
+//! Examples of using the xray-manager libraries from another Rust program.
+//!
+//! - `examples/embedded.rs`: a service that mounts the manager's API inside its
+//!   own axum router and runs the heartbeat on its own tokio runtime.
+//! - [`CountingStorage`] (this file): a custom `Storage` backend, here a
+//!   decorator that counts calls over any other backend; `tests/conformance.rs`
+//!   runs the storage conformance suite on it, as every backend must.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use manager_lib::domain::{
+    ActualStatus, FleetState, NewNode, NewUser, Node, NodeId, Page, PageRequest, PendingBatch,
+    RequiredStatus, Seq, StartPlan, User, UserId, UserNodes, UserStatus,
+};
+use manager_lib::storage::{Storage, StorageResult};
+
+/// A `Storage` that forwards to another one and counts reads and writes.
+#[derive(Debug)]
+pub struct CountingStorage {
+    inner: Arc<dyn Storage>,
+    reads: AtomicU64,
+    writes: AtomicU64,
+}
+
+impl CountingStorage {
+    pub fn new(inner: Arc<dyn Storage>) -> Self {
+        Self {
+            inner,
+            reads: AtomicU64::new(0),
+            writes: AtomicU64::new(0),
+        }
+    }
+
+    /// (reads, writes) so far.
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.reads.load(Ordering::Relaxed),
+            self.writes.load(Ordering::Relaxed),
+        )
+    }
+
+    fn read(&self) -> &dyn Storage {
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        self.inner.as_ref()
+    }
+
+    fn write(&self) -> &dyn Storage {
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        self.inner.as_ref()
+    }
+}
+
+#[async_trait]
+impl Storage for CountingStorage {
+    async fn create_node(&self, node: NewNode) -> StorageResult<Node> {
+        self.write().create_node(node).await
+    }
+    async fn get_node(&self, id: NodeId) -> StorageResult<Node> {
+        self.read().get_node(id).await
+    }
+    async fn find_node_by_endpoint(&self, endpoint: &str) -> StorageResult<Option<Node>> {
+        self.read().find_node_by_endpoint(endpoint).await
+    }
+    async fn list_nodes(&self, page: &PageRequest) -> StorageResult<Page<Node>> {
+        self.read().list_nodes(page).await
+    }
+    async fn delete_node(&self, id: NodeId) -> StorageResult<()> {
+        self.write().delete_node(id).await
+    }
+    async fn set_required_status(&self, id: NodeId, s: RequiredStatus) -> StorageResult<Node> {
+        self.write().set_required_status(id, s).await
+    }
+    async fn begin_start(&self, id: NodeId) -> StorageResult<StartPlan> {
+        self.write().begin_start(id).await
+    }
+    async fn finish_start(&self, id: NodeId, seq: Seq, template: &str) -> StorageResult<()> {
+        self.write().finish_start(id, seq, template).await
+    }
+    async fn begin_stop(&self, id: NodeId) -> StorageResult<Node> {
+        self.write().begin_stop(id).await
+    }
+    async fn finish_stop(&self, id: NodeId) -> StorageResult<()> {
+        self.write().finish_stop(id).await
+    }
+    async fn record_observation(&self, id: NodeId, actual: ActualStatus) -> StorageResult<()> {
+        self.write().record_observation(id, actual).await
+    }
+    async fn create_user(&self, user: NewUser) -> StorageResult<User> {
+        self.write().create_user(user).await
+    }
+    async fn get_user(&self, id: UserId) -> StorageResult<User> {
+        self.read().get_user(id).await
+    }
+    async fn list_users(&self, page: &PageRequest) -> StorageResult<Page<User>> {
+        self.read().list_users(page).await
+    }
+    async fn set_user_status(&self, id: UserId, status: UserStatus) -> StorageResult<User> {
+        self.write().set_user_status(id, status).await
+    }
+    async fn delete_user(&self, id: UserId) -> StorageResult<()> {
+        self.write().delete_user(id).await
+    }
+    async fn user_nodes(&self, id: UserId) -> StorageResult<UserNodes> {
+        self.read().user_nodes(id).await
+    }
+    async fn pending_operations(&self, id: NodeId, limit: u32) -> StorageResult<PendingBatch> {
+        self.read().pending_operations(id, limit).await
+    }
+    async fn ack_operations(&self, id: NodeId, up_to_seq: Seq) -> StorageResult<()> {
+        self.write().ack_operations(id, up_to_seq).await
+    }
+    async fn fleet_state(&self) -> StorageResult<FleetState> {
+        self.read().fleet_state().await
+    }
+    async fn purge_tombstones(&self) -> StorageResult<u64> {
+        self.write().purge_tombstones().await
+    }
+    async fn claim_nodes(
+        &self,
+        owner: &str,
+        ttl: Duration,
+        limit: u32,
+    ) -> StorageResult<Vec<Node>> {
+        self.write().claim_nodes(owner, ttl, limit).await
+    }
+    async fn release_nodes(&self, owner: &str) -> StorageResult<()> {
+        self.write().release_nodes(owner).await
+    }
+}
