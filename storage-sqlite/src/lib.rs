@@ -1,1 +1,727 @@
-//! `Storage` on SQLite. Being written.
+//! manager-lib's [`Storage`] on SQLite (sqlx, WAL): the embedded default
+//! backend, one file on the manager's host.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), manager_lib::storage::StorageError> {
+//! use std::sync::Arc;
+//! use manager_lib::storage::Storage;
+//! let storage: Arc<dyn Storage> =
+//!     Arc::new(storage_sqlite::SqliteStorage::connect("sqlite://manager.db").await?);
+//! # let _ = storage;
+//! # Ok(()) }
+//! ```
+//!
+//! Writes go through one connection (a pool of one): SQLite admits a single
+//! writer anyway, and queueing writers in the pool is fairer and faster than
+//! letting them spin in SQLite's busy handler. Each write transaction starts
+//! with `BEGIN IMMEDIATE`, so it takes the write lock before reading and
+//! another process writing the same file makes it wait (`busy_timeout`)
+//! rather than fail on a lock upgrade. Reads use a pool of up to
+//! [`READERS`] connections, which WAL lets run next to the writer.
+
+mod error;
+mod rows;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use manager_lib::domain::{
+    ActualStatus, FleetState, NewNode, NewUser, Node, NodeEntry, NodeId, Operation, Page,
+    PageRequest, PendingBatch, PendingOperation, RequiredStatus, Seq, ServingNode, StartPlan,
+    Timestamp, User, UserId, UserNodes, UserStatus,
+};
+use manager_lib::storage::{Entity, Storage, StorageError, StorageResult};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Row as _, Sqlite, Transaction};
+
+use crate::error::{db_error, migrate_error};
+use crate::rows::{NODE_COLUMNS, USER_COLUMNS, node_from_row, parse, user_from_row};
+
+/// How many connections read at the same time.
+pub const READERS: u32 = 8;
+/// How long a statement waits for another connection's lock before failing.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a call waits for a free pooled connection.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// [`Storage`] on one SQLite database file.
+#[derive(Clone)]
+pub struct SqliteStorage {
+    /// Takes every write transaction.
+    writer: SqlitePool,
+    /// Serves reads; the same pool as `writer` when built by
+    /// [`SqliteStorage::from_pool`] or for an in-memory database.
+    reader: SqlitePool,
+    filename: PathBuf,
+}
+
+impl fmt::Debug for SqliteStorage {
+    // Only the file name: connect options may carry pragmas such as a cipher key.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteStorage")
+            .field("filename", &self.filename)
+            .field("writer_connections", &self.writer.size())
+            .field("reader_connections", &self.reader.size())
+            .finish()
+    }
+}
+
+impl SqliteStorage {
+    /// Opens (creating it if missing) the database at `url`, for example
+    /// `sqlite:///var/lib/xray-manager/manager.db` or `sqlite://manager.db`,
+    /// and brings its schema up to date. `sqlite::memory:` gives a private
+    /// in-memory database that lives as long as the returned value.
+    ///
+    /// A file that cannot be opened or created gives
+    /// [`StorageError::Unavailable`].
+    pub async fn connect(url: &str) -> StorageResult<Self> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|e| db_error(e, None))?
+            .create_if_missing(true)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true)
+            .synchronous(SqliteSynchronous::Normal);
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        if in_memory {
+            // Every connection to a private in-memory database is its own
+            // database: keep exactly one, forever.
+            let pool = SqlitePoolOptions::new()
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .acquire_timeout(ACQUIRE_TIMEOUT)
+                .connect_with(options)
+                .await
+                .map_err(|e| db_error(e, None))?;
+            return Self::from_pool(pool).await;
+        }
+
+        // WAL is a property of the file; switching to it needs a lock that
+        // busy_timeout cannot wait for, so only the writer asks for it, once.
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options.clone().journal_mode(SqliteJournalMode::Wal))
+            .await
+            .map_err(|e| db_error(e, None))?;
+        MIGRATOR.run(&writer).await.map_err(migrate_error)?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(READERS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options.create_if_missing(false))
+            .await
+            .map_err(|e| db_error(e, None))?;
+        Ok(Self {
+            filename: writer.connect_options().get_filename().to_path_buf(),
+            writer,
+            reader,
+        })
+    }
+
+    /// Uses `pool` for reads and writes, after bringing its schema up to
+    /// date. The pool's options should set a `busy_timeout` and WAL journal
+    /// when several connections share the file.
+    pub async fn from_pool(pool: SqlitePool) -> StorageResult<Self> {
+        MIGRATOR.run(&pool).await.map_err(migrate_error)?;
+        Ok(Self {
+            filename: pool.connect_options().get_filename().to_path_buf(),
+            writer: pool.clone(),
+            reader: pool,
+        })
+    }
+
+    /// Closes every connection; later calls answer `Unavailable`.
+    pub async fn close(&self) {
+        self.writer.close().await;
+        self.reader.close().await;
+    }
+
+    /// A write transaction holding the database's write lock from its start.
+    async fn write(&self) -> StorageResult<Transaction<'static, Sqlite>> {
+        self.writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(|e| db_error(e, None))
+    }
+
+    /// A read transaction: its statements see one snapshot.
+    async fn read(&self) -> StorageResult<Transaction<'static, Sqlite>> {
+        self.reader.begin().await.map_err(|e| db_error(e, None))
+    }
+}
+
+async fn commit(tx: Transaction<'static, Sqlite>) -> StorageResult<()> {
+    tx.commit().await.map_err(|e| db_error(e, None))
+}
+
+/// The text form of a page's `after`, or "" (before every id). An `after`
+/// that is no id of this kind starts from the beginning, as in memory.
+fn page_after<K: FromStr + ToString>(page: &PageRequest) -> String {
+    page.after
+        .as_deref()
+        .and_then(|a| a.parse::<K>().ok())
+        .map(|k| k.to_string())
+        .unwrap_or_default()
+}
+
+/// Splits the `limit + 1` rows read into a page and its `next` cursor.
+fn into_page<T>(mut items: Vec<T>, limit: usize, id: impl Fn(&T) -> String) -> Page<T> {
+    let next = if items.len() > limit {
+        items.truncate(limit);
+        items.last().map(id)
+    } else {
+        None
+    };
+    Page { items, next }
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Takes the next sequence number and adds `enabled_delta` to the enabled
+/// count, inside the caller's write transaction.
+async fn next_seq(tx: &mut Transaction<'static, Sqlite>, enabled_delta: i64) -> StorageResult<Seq> {
+    sqlx::query_scalar(
+        "UPDATE meta SET last_seq = last_seq + 1, enabled_users = enabled_users + ?1 \
+         WHERE id = 1 RETURNING last_seq",
+    )
+    .bind(enabled_delta)
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(|e| db_error(e, None))
+}
+
+/// The live (not deleted) user's status, in the caller's transaction.
+async fn live_user_status(
+    tx: &mut Transaction<'static, Sqlite>,
+    id: UserId,
+) -> StorageResult<UserStatus> {
+    let status: String =
+        sqlx::query_scalar("SELECT status FROM users WHERE id = ?1 AND deleted = 0")
+            .bind(id.to_string())
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(|e| db_error(e, Some(Entity::User)))?;
+    parse(&status)
+}
+
+#[async_trait]
+impl Storage for SqliteStorage {
+    async fn create_node(&self, new: NewNode) -> StorageResult<Node> {
+        let now = Timestamp::now().0;
+        let mut tx = self.write().await?;
+        let row = sqlx::query(&format!(
+            "INSERT INTO nodes (id, endpoint, key, actual_status, required_status, \
+                 user_config_template, state_up_to_date, applied_seq, last_seen, \
+                 created_at, updated_at) \
+             SELECT ?1, ?2, ?3, 'Stopped', 'Stopped', NULL, 1, last_seq, NULL, ?4, ?4 \
+             FROM meta WHERE id = 1 \
+             RETURNING {NODE_COLUMNS}"
+        ))
+        .bind(new.id.to_string())
+        .bind(&new.endpoint)
+        .bind(new.key.expose())
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| db_error(e, Some(Entity::Node)))?;
+        let node = node_from_row(&row)?;
+        commit(tx).await?;
+        Ok(node)
+    }
+
+    async fn get_node(&self, id: NodeId) -> StorageResult<Node> {
+        let row = sqlx::query(&format!("SELECT {NODE_COLUMNS} FROM nodes WHERE id = ?1"))
+            .bind(id.to_string())
+            .fetch_one(&self.reader)
+            .await
+            .map_err(|e| db_error(e, Some(Entity::Node)))?;
+        node_from_row(&row)
+    }
+
+    async fn find_node_by_endpoint(&self, endpoint: &str) -> StorageResult<Option<Node>> {
+        let row = sqlx::query(&format!(
+            "SELECT {NODE_COLUMNS} FROM nodes WHERE endpoint = ?1"
+        ))
+        .bind(endpoint)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(|e| db_error(e, Some(Entity::Node)))?;
+        row.as_ref().map(node_from_row).transpose()
+    }
+
+    async fn list_nodes(&self, page: &PageRequest) -> StorageResult<Page<Node>> {
+        let limit = page.clamped_limit();
+        let rows = sqlx::query(&format!(
+            "SELECT {NODE_COLUMNS} FROM nodes WHERE id > ?1 ORDER BY id LIMIT ?2"
+        ))
+        .bind(page_after::<NodeId>(page))
+        .bind(i64::from(limit) + 1)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(|e| db_error(e, Some(Entity::Node)))?;
+        let nodes = rows
+            .iter()
+            .map(node_from_row)
+            .collect::<StorageResult<_>>()?;
+        Ok(into_page(nodes, limit as usize, |n: &Node| {
+            n.id.to_string()
+        }))
+    }
+
+    async fn delete_node(&self, id: NodeId) -> StorageResult<()> {
+        let mut tx = self.write().await?;
+        let done = sqlx::query("DELETE FROM nodes WHERE id = ?1")
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| db_error(e, Some(Entity::Node)))?;
+        if done.rows_affected() == 0 {
+            return Err(StorageError::NotFound(Entity::Node));
+        }
+        commit(tx).await
+    }
+
+    async fn set_required_status(&self, id: NodeId, status: RequiredStatus) -> StorageResult<Node> {
+        let mut tx = self.write().await?;
+        let row = sqlx::query(&format!(
+            "UPDATE nodes SET \
+                 updated_at = CASE WHEN required_status = ?2 THEN updated_at ELSE ?3 END, \
+                 required_status = ?2 \
+             WHERE id = ?1 RETURNING {NODE_COLUMNS}"
+        ))
+        .bind(id.to_string())
+        .bind(status.as_str())
+        .bind(Timestamp::now().0)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| db_error(e, Some(Entity::Node)))?;
+        let node = node_from_row(&row)?;
+        commit(tx).await?;
+        Ok(node)
+    }
+
+    async fn begin_start(&self, id: NodeId) -> StorageResult<StartPlan> {
+        let mut tx = self.write().await?;
+        let row = sqlx::query(&format!(
+            "UPDATE nodes SET state_up_to_date = 0, updated_at = ?2 \
+             WHERE id = ?1 RETURNING {NODE_COLUMNS}"
+        ))
+        .bind(id.to_string())
+        .bind(Timestamp::now().0)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| db_error(e, Some(Entity::Node)))?;
+        let node = node_from_row(&row)?;
+        let seq: Seq = sqlx::query_scalar("SELECT last_seq FROM meta WHERE id = 1")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| db_error(e, None))?;
+        let rows = sqlx::query(&format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE status = 'Enabled' ORDER BY id"
+        ))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(|e| db_error(e, Some(Entity::User)))?;
+        let users = rows
+            .iter()
+            .map(|r| user_from_row(r).map(|u| u.credentials()))
+            .collect::<StorageResult<_>>()?;
+        commit(tx).await?;
+        Ok(StartPlan { node, users, seq })
+    }
+
+    async fn finish_start(&self, id: NodeId, seq: Seq, template: &str) -> StorageResult<()> {
+        let mut tx = self.write().await?;
+        let done = sqlx::query(
+            "UPDATE nodes SET actual_status = 'Running', user_config_template = ?3, \
+                 applied_seq = MAX(applied_seq, ?2), state_up_to_date = 1, \
+                 last_seen = ?4, updated_at = ?4 \
+             WHERE id = ?1",
+        )
+        .bind(id.to_string())
+        .bind(seq)
+        .bind(template)
+        .bind(Timestamp::now().0)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| db_error(e, Some(Entity::Node)))?;
+        if done.rows_affected() == 0 {
+            return Err(StorageError::NotFound(Entity::Node));
+        }
+        commit(tx).await
+    }
+
+    async fn begin_stop(&self, id: NodeId) -> StorageResult<Node> {
+        let mut tx = self.write().await?;
+        let row = sqlx::query(&format!(
+            "UPDATE nodes SET state_up_to_date = 0, updated_at = ?2 \
+             WHERE id = ?1 RETURNING {NODE_COLUMNS}"
+        ))
+        .bind(id.to_string())
+        .bind(Timestamp::now().0)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| db_error(e, Some(Entity::Node)))?;
+        let node = node_from_row(&row)?;
+        commit(tx).await?;
+        Ok(node)
+    }
+
+    async fn finish_stop(&self, id: NodeId) -> StorageResult<()> {
+        let mut tx = self.write().await?;
+        let done = sqlx::query(
+            "UPDATE nodes SET actual_status = 'Stopped', state_up_to_date = 1, \
+                 last_seen = ?2, updated_at = ?2 \
+             WHERE id = ?1",
+        )
+        .bind(id.to_string())
+        .bind(Timestamp::now().0)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| db_error(e, Some(Entity::Node)))?;
+        if done.rows_affected() == 0 {
+            return Err(StorageError::NotFound(Entity::Node));
+        }
+        commit(tx).await
+    }
+
+    async fn record_observation(&self, id: NodeId, actual: ActualStatus) -> StorageResult<()> {
+        let mut tx = self.write().await?;
+        let done = sqlx::query(
+            "UPDATE nodes SET \
+                 last_seen = CASE WHEN ?2 = 'Error' THEN last_seen ELSE ?3 END, \
+                 updated_at = CASE WHEN actual_status = ?2 THEN updated_at ELSE ?3 END, \
+                 actual_status = ?2 \
+             WHERE id = ?1",
+        )
+        .bind(id.to_string())
+        .bind(actual.as_str())
+        .bind(Timestamp::now().0)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| db_error(e, Some(Entity::Node)))?;
+        if done.rows_affected() == 0 {
+            return Err(StorageError::NotFound(Entity::Node));
+        }
+        commit(tx).await
+    }
+
+    async fn create_user(&self, new: NewUser) -> StorageResult<User> {
+        let mut tx = self.write().await?;
+        let row = sqlx::query(&format!(
+            "INSERT INTO users (id, name, status, secret, change_seq, deleted, created_at) \
+             VALUES (?1, ?2, 'Disabled', ?3, 0, 0, ?4) \
+             RETURNING {USER_COLUMNS}"
+        ))
+        .bind(new.id.to_string())
+        .bind(&new.name)
+        .bind(new.secret.expose())
+        .bind(Timestamp::now().0)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| db_error(e, Some(Entity::User)))?;
+        let user = user_from_row(&row)?;
+        commit(tx).await?;
+        Ok(user)
+    }
+
+    async fn get_user(&self, id: UserId) -> StorageResult<User> {
+        let row = sqlx::query(&format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE id = ?1 AND deleted = 0"
+        ))
+        .bind(id.to_string())
+        .fetch_one(&self.reader)
+        .await
+        .map_err(|e| db_error(e, Some(Entity::User)))?;
+        user_from_row(&row)
+    }
+
+    async fn list_users(&self, page: &PageRequest) -> StorageResult<Page<User>> {
+        let limit = page.clamped_limit();
+        let rows = sqlx::query(&format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE id > ?1 AND deleted = 0 ORDER BY id LIMIT ?2"
+        ))
+        .bind(page_after::<UserId>(page))
+        .bind(i64::from(limit) + 1)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(|e| db_error(e, Some(Entity::User)))?;
+        let users = rows
+            .iter()
+            .map(user_from_row)
+            .collect::<StorageResult<_>>()?;
+        Ok(into_page(users, limit as usize, |u: &User| {
+            u.id.to_string()
+        }))
+    }
+
+    async fn set_user_status(&self, id: UserId, status: UserStatus) -> StorageResult<User> {
+        let mut tx = self.write().await?;
+        let old = live_user_status(&mut tx, id).await?;
+        let row = if old == status {
+            sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1"))
+                .bind(id.to_string())
+                .fetch_one(&mut *tx)
+                .await
+        } else {
+            let delta = match status {
+                UserStatus::Enabled => 1,
+                UserStatus::Disabled => -1,
+            };
+            let seq = next_seq(&mut tx, delta).await?;
+            sqlx::query(&format!(
+                "UPDATE users SET status = ?2, change_seq = ?3 WHERE id = ?1 \
+                 RETURNING {USER_COLUMNS}"
+            ))
+            .bind(id.to_string())
+            .bind(status.as_str())
+            .bind(seq)
+            .fetch_one(&mut *tx)
+            .await
+        }
+        .map_err(|e| db_error(e, Some(Entity::User)))?;
+        let user = user_from_row(&row)?;
+        commit(tx).await?;
+        Ok(user)
+    }
+
+    async fn delete_user(&self, id: UserId) -> StorageResult<()> {
+        let mut tx = self.write().await?;
+        let delta = match live_user_status(&mut tx, id).await? {
+            UserStatus::Enabled => -1,
+            UserStatus::Disabled => 0,
+        };
+        let seq = next_seq(&mut tx, delta).await?;
+        sqlx::query(
+            "UPDATE users SET status = 'Disabled', deleted = 1, change_seq = ?2 WHERE id = ?1",
+        )
+        .bind(id.to_string())
+        .bind(seq)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| db_error(e, Some(Entity::User)))?;
+        commit(tx).await
+    }
+
+    async fn user_nodes(&self, id: UserId) -> StorageResult<UserNodes> {
+        // One statement: the user's row, repeated once per usable node (or
+        // once with NULL node columns when there is none).
+        let rows = sqlx::query(&format!(
+            "SELECT {user_cols}, n.id AS node_id, n.endpoint AS node_endpoint, \
+                 n.user_config_template AS node_template \
+             FROM users u \
+             LEFT JOIN nodes n ON u.status = 'Enabled' \
+                 AND n.actual_status = 'Running' AND n.state_up_to_date = 1 \
+                 AND n.user_config_template IS NOT NULL AND n.applied_seq >= u.change_seq \
+             WHERE u.id = ?1 AND u.deleted = 0 \
+             ORDER BY n.id",
+            user_cols = rows::USER_COLUMNS_U,
+        ))
+        .bind(id.to_string())
+        .fetch_all(&self.reader)
+        .await
+        .map_err(|e| db_error(e, Some(Entity::User)))?;
+        let first = rows.first().ok_or(StorageError::NotFound(Entity::User))?;
+        let user = user_from_row(first)?;
+        let mut nodes = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let node_id: Option<String> = row
+                .try_get("node_id")
+                .map_err(|e| db_error(e, Some(Entity::Node)))?;
+            let Some(node_id) = node_id else { continue };
+            nodes.push(NodeEntry {
+                id: parse(&node_id)?,
+                endpoint: row
+                    .try_get("node_endpoint")
+                    .map_err(|e| db_error(e, Some(Entity::Node)))?,
+                user_config_template: row
+                    .try_get("node_template")
+                    .map_err(|e| db_error(e, Some(Entity::Node)))?,
+            });
+        }
+        Ok(UserNodes { user, nodes })
+    }
+
+    async fn pending_operations(&self, id: NodeId, limit: u32) -> StorageResult<PendingBatch> {
+        let limit = limit.clamp(1, PageRequest::MAX_LIMIT) as usize;
+        let mut tx = self.read().await?;
+        let cursor: Seq = sqlx::query_scalar("SELECT applied_seq FROM nodes WHERE id = ?1")
+            .bind(id.to_string())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| db_error(e, Some(Entity::Node)))?;
+        let rows = sqlx::query(&format!(
+            "SELECT {USER_COLUMNS}, deleted FROM users \
+             WHERE change_seq > ?1 ORDER BY change_seq LIMIT ?2"
+        ))
+        .bind(cursor)
+        .bind(limit as i64 + 1)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(|e| db_error(e, Some(Entity::User)))?;
+        commit(tx).await?;
+        let more = rows.len() > limit;
+        let mut operations = Vec::with_capacity(rows.len().min(limit));
+        for row in rows.iter().take(limit) {
+            let user = user_from_row(row)?;
+            let deleted: bool = row
+                .try_get("deleted")
+                .map_err(|e| db_error(e, Some(Entity::User)))?;
+            let operation = if !deleted && user.status == UserStatus::Enabled {
+                Operation::Add
+            } else {
+                Operation::Delete
+            };
+            operations.push(PendingOperation {
+                seq: user.change_seq,
+                user: user.credentials(),
+                operation,
+            });
+        }
+        let up_to_seq = operations.last().map_or(cursor, |op| op.seq);
+        Ok(PendingBatch {
+            operations,
+            up_to_seq,
+            more,
+        })
+    }
+
+    async fn ack_operations(&self, id: NodeId, up_to_seq: Seq) -> StorageResult<()> {
+        let mut tx = self.write().await?;
+        let done = sqlx::query("UPDATE nodes SET applied_seq = MAX(applied_seq, ?2) WHERE id = ?1")
+            .bind(id.to_string())
+            .bind(up_to_seq)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| db_error(e, Some(Entity::Node)))?;
+        if done.rows_affected() == 0 {
+            return Err(StorageError::NotFound(Entity::Node));
+        }
+        commit(tx).await
+    }
+
+    async fn fleet_state(&self) -> StorageResult<FleetState> {
+        let (last_seq, enabled): (Seq, i64) =
+            sqlx::query_as("SELECT last_seq, enabled_users FROM meta WHERE id = 1")
+                .fetch_one(&self.reader)
+                .await
+                .map_err(|e| db_error(e, None))?;
+        let enabled_users = u64::try_from(enabled)
+            .map_err(|_| StorageError::Corrupt(format!("enabled_users is {enabled}")))?;
+        Ok(FleetState {
+            last_seq,
+            enabled_users,
+        })
+    }
+
+    async fn purge_tombstones(&self) -> StorageResult<u64> {
+        let mut tx = self.write().await?;
+        // The horizon: the oldest cursor among nodes that are or should be
+        // running (a node stopped on purpose is rebuilt from scratch on start).
+        let done = sqlx::query(
+            "DELETE FROM users WHERE deleted = 1 AND change_seq <= COALESCE( \
+                 (SELECT MIN(applied_seq) FROM nodes \
+                  WHERE actual_status <> 'Stopped' OR required_status <> 'Stopped'), \
+                 9223372036854775807)",
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| db_error(e, Some(Entity::User)))?;
+        commit(tx).await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn claim_nodes(
+        &self,
+        owner: &str,
+        ttl: Duration,
+        limit: u32,
+    ) -> StorageResult<Vec<Node>> {
+        // SQLite lives on one host: its clock is this process's clock.
+        let now = Timestamp::now().0;
+        let until = now.saturating_add(millis(ttl));
+        let mut tx = self.write().await?;
+        sqlx::query("UPDATE nodes SET lease_until = ?2 WHERE lease_owner = ?1")
+            .bind(owner)
+            .bind(until)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| db_error(e, Some(Entity::Node)))?;
+        sqlx::query(
+            "UPDATE nodes SET lease_owner = ?1, lease_until = ?2 WHERE id IN ( \
+                 SELECT id FROM nodes \
+                 WHERE (lease_owner IS NULL OR lease_until IS NULL OR lease_until <= ?3) \
+                     AND lease_owner IS NOT ?1 \
+                 ORDER BY id LIMIT ?4)",
+        )
+        .bind(owner)
+        .bind(until)
+        .bind(now)
+        .bind(i64::from(limit))
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| db_error(e, Some(Entity::Node)))?;
+        let rows = sqlx::query(&format!(
+            "SELECT {NODE_COLUMNS} FROM nodes WHERE lease_owner = ?1 ORDER BY id"
+        ))
+        .bind(owner)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(|e| db_error(e, Some(Entity::Node)))?;
+        let nodes = rows
+            .iter()
+            .map(node_from_row)
+            .collect::<StorageResult<_>>()?;
+        commit(tx).await?;
+        Ok(nodes)
+    }
+
+    async fn release_nodes(&self, owner: &str) -> StorageResult<()> {
+        let mut tx = self.write().await?;
+        sqlx::query(
+            "UPDATE nodes SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ?1",
+        )
+        .bind(owner)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| db_error(e, Some(Entity::Node)))?;
+        commit(tx).await
+    }
+
+    async fn serving_nodes(&self) -> StorageResult<Vec<ServingNode>> {
+        // The same node conditions as `user_nodes`, minus the user's.
+        let rows = sqlx::query(
+            "SELECT id, endpoint, user_config_template, applied_seq FROM nodes \
+             WHERE actual_status = 'Running' AND state_up_to_date = 1 \
+                 AND user_config_template IS NOT NULL \
+             ORDER BY id",
+        )
+        .fetch_all(&self.reader)
+        .await
+        .map_err(|e| db_error(e, Some(Entity::Node)))?;
+        rows.iter()
+            .map(|row| {
+                let get = |e| db_error(e, Some(Entity::Node));
+                let id: &str = row.try_get("id").map_err(get)?;
+                Ok(ServingNode {
+                    entry: NodeEntry {
+                        id: parse(id)?,
+                        endpoint: row.try_get("endpoint").map_err(get)?,
+                        user_config_template: row.try_get("user_config_template").map_err(get)?,
+                    },
+                    applied_seq: row.try_get("applied_seq").map_err(get)?,
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,181 @@
+//! What only the SQLite backend has to show: a file that outlives the
+//! process, migrations, many writers on one file, and errors from the file
+//! system.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{fresh_storage, url_in};
+use manager_lib::domain::{NewNode, NewUser, Operation, RequiredStatus, UserStatus};
+use manager_lib::storage::{Storage, StorageError};
+use storage_sqlite::SqliteStorage;
+
+#[tokio::test]
+async fn data_survives_close_and_reopen() {
+    let f = fresh_storage().await;
+    let s = &f.storage;
+    let node = s
+        .create_node(NewNode::new("http://10.0.0.1:8080").unwrap())
+        .await
+        .unwrap();
+    s.set_required_status(node.id, RequiredStatus::Running)
+        .await
+        .unwrap();
+    let user = s.create_user(NewUser::new("alice").unwrap()).await.unwrap();
+    let user = s
+        .set_user_status(user.id, UserStatus::Enabled)
+        .await
+        .unwrap();
+    let node = s.get_node(node.id).await.unwrap();
+    let fleet = s.fleet_state().await.unwrap();
+    s.close().await;
+
+    let reopened = SqliteStorage::connect(&f.url()).await.unwrap();
+    assert_eq!(reopened.get_node(node.id).await.unwrap(), node);
+    assert_eq!(reopened.get_user(user.id).await.unwrap(), user);
+    assert_eq!(reopened.fleet_state().await.unwrap(), fleet);
+    let pending = reopened.pending_operations(node.id, 10).await.unwrap();
+    assert_eq!(pending.operations.len(), 1);
+    assert_eq!(pending.operations[0].operation, Operation::Add);
+    assert_eq!(pending.operations[0].user, user.credentials());
+}
+
+#[tokio::test]
+async fn closed_storage_is_unavailable() {
+    let f = fresh_storage().await;
+    f.storage.close().await;
+    let err = f.storage.fleet_state().await.unwrap_err();
+    assert!(err.is_temporary(), "{err:?}");
+    let err = f
+        .storage
+        .create_user(NewUser::new("bob").unwrap())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StorageError::Unavailable(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn migrations_run_twice_are_harmless() {
+    let f = fresh_storage().await;
+    let user = f
+        .storage
+        .create_user(NewUser::new("alice").unwrap())
+        .await
+        .unwrap();
+    // A second process opening the same file runs the migrator again.
+    let second = SqliteStorage::connect(&f.url()).await.unwrap();
+    assert_eq!(second.get_user(user.id).await.unwrap(), user);
+    let third = SqliteStorage::connect(&f.url()).await.unwrap();
+    assert_eq!(third.fleet_state().await.unwrap().last_seq, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_concurrent_writers_never_see_busy() {
+    let f = fresh_storage().await;
+    // Two handles on one file act as two processes: they only agree through
+    // SQLite's own locks (BEGIN IMMEDIATE and busy_timeout).
+    let other = Arc::new(SqliteStorage::connect(&f.url()).await.unwrap());
+    let handles: [Arc<SqliteStorage>; 2] = [f.storage.clone(), other];
+    let mut tasks = tokio::task::JoinSet::new();
+    for task in 0..16 {
+        let s = handles[task % 2].clone();
+        tasks.spawn(async move {
+            for i in 0..50 {
+                let user = s
+                    .create_user(NewUser::new(format!("user-{task}-{i}")).unwrap())
+                    .await?;
+                s.set_user_status(user.id, UserStatus::Enabled).await?;
+            }
+            Ok::<_, StorageError>(())
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap().expect("no writer fails");
+    }
+    let fleet = f.storage.fleet_state().await.unwrap();
+    assert_eq!(fleet.enabled_users, 16 * 50);
+    assert_eq!(fleet.last_seq, 16 * 50);
+    // Every enable took its own sequence number.
+    let node = f
+        .storage
+        .create_node(NewNode::new("http://10.0.0.1:80").unwrap())
+        .await
+        .unwrap();
+    f.storage.ack_operations(node.id, 0).await.unwrap();
+    assert_eq!(f.storage.get_node(node.id).await.unwrap().applied_seq, 800);
+}
+
+#[tokio::test]
+async fn a_path_that_cannot_be_opened_is_unavailable() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("plain-file");
+    std::fs::write(&file, b"not a directory").unwrap();
+    let url = format!("sqlite://{}", file.join("sub").join("manager.db").display());
+    let err = SqliteStorage::connect(&url).await.unwrap_err();
+    assert!(matches!(err, StorageError::Unavailable(_)), "{err:?}");
+
+    let url = format!(
+        "sqlite://{}",
+        dir.path().join("missing").join("manager.db").display()
+    );
+    let err = SqliteStorage::connect(&url).await.unwrap_err();
+    assert!(err.is_temporary(), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_file_that_is_not_a_database_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("manager.db"), vec![b'x'; 8192]).unwrap();
+    let err = SqliteStorage::connect(&url_in(&dir)).await.unwrap_err();
+    assert!(matches!(err, StorageError::Corrupt(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn long_and_unicode_names_round_trip() {
+    let f = fresh_storage().await;
+    let names = [
+        "Вася-🚀 ½ 中文 \u{200d} 'quoted' \"double\" ; DROP TABLE users; --".to_owned(),
+        "é".repeat(manager_lib::domain::MAX_USER_NAME_BYTES / 2),
+        "x".repeat(manager_lib::domain::MAX_USER_NAME_BYTES),
+    ];
+    for name in names {
+        let created = f
+            .storage
+            .create_user(NewUser::new(name.clone()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(created.name, name);
+        let read = f.storage.get_user(created.id).await.unwrap();
+        assert_eq!(read, created);
+        let listed = f.storage.user_nodes(created.id).await.unwrap().user;
+        assert_eq!(listed.name, name);
+    }
+}
+
+#[tokio::test]
+async fn in_memory_database_keeps_its_data_across_calls() {
+    let s = SqliteStorage::connect("sqlite::memory:").await.unwrap();
+    let user = s.create_user(NewUser::new("alice").unwrap()).await.unwrap();
+    s.set_user_status(user.id, UserStatus::Enabled)
+        .await
+        .unwrap();
+    assert_eq!(s.fleet_state().await.unwrap().enabled_users, 1);
+    assert_eq!(
+        s.get_user(user.id).await.unwrap().status,
+        UserStatus::Enabled
+    );
+}
+
+#[tokio::test]
+async fn debug_shows_no_secrets() {
+    let f = fresh_storage().await;
+    let node = f
+        .storage
+        .create_node(NewNode::new("http://10.0.0.1:80").unwrap())
+        .await
+        .unwrap();
+    let shown = format!("{:?} {:?}", f.storage, node);
+    assert!(shown.contains("manager.db"), "{shown}");
+    assert!(!shown.contains(node.key.expose()), "{shown}");
+}
