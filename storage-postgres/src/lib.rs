@@ -1,1 +1,696 @@
-//! `Storage` on PostgreSQL. Being written.
+//! manager-lib's [`Storage`] on PostgreSQL: a sqlx pool, migrations embedded
+//! in the binary and run on connect, and the change log described in
+//! [`manager_lib::storage`] with its sequence taken from a locked row.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), manager_lib::storage::StorageError> {
+//! use std::sync::Arc;
+//! use manager_lib::storage::Storage;
+//! let storage: Arc<dyn Storage> =
+//!     Arc::new(storage_postgres::PgStorage::connect("postgres://postgres@127.0.0.1/xm").await?);
+//! # let _ = storage; Ok(()) }
+//! ```
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use manager_lib::domain::{
+    ActualStatus, FleetState, NewNode, NewUser, Node, NodeId, Operation, Page, PageRequest,
+    PendingBatch, PendingOperation, RequiredStatus, Seq, ServingNode, StartPlan, Timestamp, User,
+    UserId, UserNodes, UserStatus,
+};
+use manager_lib::storage::{Entity, Storage, StorageError, StorageResult};
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Postgres, Transaction};
+
+mod error;
+mod rows;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+use error::{map_err, map_migrate_err};
+use rows::{node_columns, user_columns};
+
+/// The schema, embedded so a binary carries its own migrations.
+static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// How long getting a connection may take before a call answers
+/// [`StorageError::Unavailable`]. The pool retries a refused connection until
+/// then, so a database that restarts quickly is not an error.
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The default number of pooled connections.
+pub const MAX_CONNECTIONS: u32 = 16;
+
+/// A [`Storage`] on PostgreSQL. Cheap to clone (the pool is shared).
+#[derive(Clone)]
+pub struct PgStorage {
+    pool: PgPool,
+}
+
+impl fmt::Debug for PgStorage {
+    // Only where the database is: the connect options hold the password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let options = self.pool.connect_options();
+        f.debug_struct("PgStorage")
+            .field("host", &options.get_host())
+            .field("port", &options.get_port())
+            .field("database", &options.get_database())
+            .field("connections", &self.pool.size())
+            .finish()
+    }
+}
+
+impl PgStorage {
+    /// The pool settings [`PgStorage::connect`] uses: bounded acquire time so
+    /// a down database answers [`StorageError::Unavailable`] instead of hanging.
+    pub fn pool_options() -> PgPoolOptions {
+        PgPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+    }
+
+    /// Connects to `url` (`postgres://user:password@host:port/database`) and
+    /// brings the schema up to date. Several managers may connect at once:
+    /// the migrator holds an advisory lock while it migrates.
+    ///
+    /// A malformed URL is [`StorageError::Other`]; an unreachable database is
+    /// [`StorageError::Unavailable`] after at most [`ACQUIRE_TIMEOUT`].
+    pub async fn connect(url: &str) -> StorageResult<Self> {
+        let options: PgConnectOptions = url.parse().map_err(|e| map_err(Entity::Node, e))?;
+        let pool = Self::pool_options()
+            .connect_with(options)
+            .await
+            .map_err(|e| map_err(Entity::Node, e))?;
+        let storage = Self::from_pool(pool);
+        storage.migrate().await?;
+        let options = storage.pool.connect_options();
+        tracing::info!(
+            host = options.get_host(),
+            port = options.get_port(),
+            database = options.get_database(),
+            "PostgreSQL storage ready, schema up to date"
+        );
+        Ok(storage)
+    }
+
+    /// Uses an existing pool as is; call [`PgStorage::migrate`] before use
+    /// unless the schema is known to be current.
+    pub fn from_pool(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// Brings the schema up to date (idempotent; safe to run concurrently).
+    pub async fn migrate(&self) -> StorageResult<()> {
+        MIGRATOR.run(&self.pool).await.map_err(map_migrate_err)
+    }
+
+    /// The pool, for callers that share it (health checks, admin tools).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Closes every connection; later calls answer [`StorageError::Unavailable`].
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn begin(&self) -> StorageResult<Transaction<'static, Postgres>> {
+        self.pool
+            .begin()
+            .await
+            .map_err(|e| map_err(Entity::Node, e))
+    }
+}
+
+fn node_err(e: sqlx::Error) -> StorageError {
+    map_err(Entity::Node, e)
+}
+
+fn user_err(e: sqlx::Error) -> StorageError {
+    map_err(Entity::User, e)
+}
+
+fn now_ms() -> i64 {
+    Timestamp::now().0
+}
+
+/// `after` as an id: a cursor that is not one starts from the beginning, like
+/// the reference backend.
+fn page_after<T: std::str::FromStr>(page: &PageRequest) -> Option<T> {
+    page.after.as_deref().and_then(|a| a.parse().ok())
+}
+
+/// Turns `limit + 1` fetched rows into a page.
+fn into_page<T>(
+    rows: Vec<PgRow>,
+    limit: usize,
+    decode: impl Fn(&PgRow) -> StorageResult<T>,
+    key: impl Fn(&T) -> String,
+) -> StorageResult<Page<T>> {
+    let more = rows.len() > limit;
+    let items = rows
+        .iter()
+        .take(limit)
+        .map(decode)
+        .collect::<StorageResult<Vec<T>>>()?;
+    let next = if more { items.last().map(key) } else { None };
+    Ok(Page { items, next })
+}
+
+/// Takes the next change number, adjusting the enabled-user count by
+/// `enabled_delta` in the same statement. The row lock this takes is held
+/// until the transaction ends, which is what orders commits by number.
+async fn next_seq(tx: &mut Transaction<'_, Postgres>, enabled_delta: i64) -> StorageResult<Seq> {
+    sqlx::query_scalar(
+        "UPDATE meta SET last_seq = last_seq + 1, enabled_users = enabled_users + $1 \
+         RETURNING last_seq",
+    )
+    .bind(enabled_delta)
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(node_err)
+}
+
+/// Locks a live (not deleted) user's row for the rest of the transaction.
+/// Every change locks the user before `meta`, so changes cannot deadlock.
+async fn lock_live_user(tx: &mut Transaction<'_, Postgres>, id: UserId) -> StorageResult<User> {
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        user_columns!(),
+        " FROM users WHERE id = $1::uuid AND NOT deleted FOR UPDATE"
+    ))
+    .bind(id.to_string())
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(user_err)?
+    .ok_or(StorageError::NotFound(Entity::User))?;
+    rows::user(&row)
+}
+
+async fn commit(tx: Transaction<'_, Postgres>) -> StorageResult<()> {
+    tx.commit().await.map_err(node_err)
+}
+
+#[async_trait]
+impl Storage for PgStorage {
+    async fn create_node(&self, new: NewNode) -> StorageResult<Node> {
+        // The cursor starts at the newest committed change: a stopped node has
+        // nothing to apply, and a change still in flight gets a larger number,
+        // so it stays pending for the new node.
+        let row = sqlx::query(concat!(
+            "INSERT INTO nodes (id, endpoint, node_key, actual_status, required_status, \
+             user_config_template, state_up_to_date, applied_seq, last_seen, created_at, \
+             updated_at) \
+             SELECT $1::uuid, $2, $3, 'Stopped', 'Stopped', NULL, TRUE, last_seq, NULL, $4, $4 \
+             FROM meta RETURNING ",
+            node_columns!()
+        ))
+        .bind(new.id.to_string())
+        .bind(&new.endpoint)
+        .bind(new.key.expose())
+        .bind(now_ms())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(node_err)?;
+        rows::node(&row)
+    }
+
+    async fn get_node(&self, id: NodeId) -> StorageResult<Node> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            node_columns!(),
+            " FROM nodes WHERE id = $1::uuid"
+        ))
+        .bind(id.to_string())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(node_err)?;
+        rows::node(&row)
+    }
+
+    async fn find_node_by_endpoint(&self, endpoint: &str) -> StorageResult<Option<Node>> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            node_columns!(),
+            " FROM nodes WHERE endpoint = $1"
+        ))
+        .bind(endpoint)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(node_err)?;
+        row.as_ref().map(rows::node).transpose()
+    }
+
+    async fn list_nodes(&self, page: &PageRequest) -> StorageResult<Page<Node>> {
+        let limit = page.clamped_limit() as usize;
+        // Two statements rather than `$1 IS NULL OR id > $1`, so each keeps an
+        // index scan under a generic plan. The limit is the last parameter.
+        let query = match page_after::<NodeId>(page) {
+            Some(after) => sqlx::query(concat!(
+                "SELECT ",
+                node_columns!(),
+                " FROM nodes WHERE id > $1::uuid ORDER BY id LIMIT $2"
+            ))
+            .bind(after.to_string()),
+            None => sqlx::query(concat!(
+                "SELECT ",
+                node_columns!(),
+                " FROM nodes ORDER BY id LIMIT $1"
+            )),
+        };
+        let rows = query
+            .bind(limit as i64 + 1)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(node_err)?;
+        into_page(rows, limit, rows::node, |n| n.id.to_string())
+    }
+
+    async fn delete_node(&self, id: NodeId) -> StorageResult<()> {
+        let done = sqlx::query("DELETE FROM nodes WHERE id = $1::uuid")
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await
+            .map_err(node_err)?;
+        if done.rows_affected() == 0 {
+            return Err(StorageError::NotFound(Entity::Node));
+        }
+        Ok(())
+    }
+
+    async fn set_required_status(&self, id: NodeId, status: RequiredStatus) -> StorageResult<Node> {
+        // SET expressions see the row before the update, so updated_at moves
+        // only when the status really changes.
+        let row = sqlx::query(concat!(
+            "UPDATE nodes SET required_status = $2, \
+             updated_at = CASE WHEN required_status = $2 THEN updated_at ELSE $3 END \
+             WHERE id = $1::uuid RETURNING ",
+            node_columns!()
+        ))
+        .bind(id.to_string())
+        .bind(status.as_str())
+        .bind(now_ms())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(node_err)?;
+        rows::node(&row)
+    }
+
+    async fn begin_start(&self, id: NodeId) -> StorageResult<StartPlan> {
+        let mut tx = self.begin().await?;
+        // FOR SHARE waits for a change in flight to commit and keeps any new
+        // change from taking a number until we commit: the user list read
+        // below (a later snapshot, READ COMMITTED) reflects exactly the
+        // changes up to `seq`, and later ones stay pending for the node.
+        let seq: Seq = sqlx::query_scalar("SELECT last_seq FROM meta FOR SHARE")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(node_err)?;
+        let row = sqlx::query(concat!(
+            "UPDATE nodes SET state_up_to_date = FALSE, updated_at = $2 \
+             WHERE id = $1::uuid RETURNING ",
+            node_columns!()
+        ))
+        .bind(id.to_string())
+        .bind(now_ms())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(node_err)?;
+        let node = rows::node(&row)?;
+        let users = sqlx::query(
+            "SELECT id::text AS id, name, secret FROM users \
+             WHERE status = 'Enabled' AND NOT deleted ORDER BY id",
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(user_err)?
+        .iter()
+        .map(rows::credentials)
+        .collect::<StorageResult<Vec<_>>>()?;
+        commit(tx).await?;
+        Ok(StartPlan { node, users, seq })
+    }
+
+    async fn finish_start(&self, id: NodeId, seq: Seq, template: &str) -> StorageResult<()> {
+        let done = sqlx::query(
+            "UPDATE nodes SET actual_status = 'Running', user_config_template = $3, \
+             applied_seq = GREATEST(applied_seq, $2), state_up_to_date = TRUE, \
+             last_seen = $4, updated_at = $4 WHERE id = $1::uuid",
+        )
+        .bind(id.to_string())
+        .bind(seq)
+        .bind(template)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await
+        .map_err(node_err)?;
+        if done.rows_affected() == 0 {
+            return Err(StorageError::NotFound(Entity::Node));
+        }
+        Ok(())
+    }
+
+    async fn begin_stop(&self, id: NodeId) -> StorageResult<Node> {
+        let row = sqlx::query(concat!(
+            "UPDATE nodes SET state_up_to_date = FALSE, updated_at = $2 \
+             WHERE id = $1::uuid RETURNING ",
+            node_columns!()
+        ))
+        .bind(id.to_string())
+        .bind(now_ms())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(node_err)?;
+        rows::node(&row)
+    }
+
+    async fn finish_stop(&self, id: NodeId) -> StorageResult<()> {
+        let done = sqlx::query(
+            "UPDATE nodes SET actual_status = 'Stopped', state_up_to_date = TRUE, \
+             last_seen = $2, updated_at = $2 WHERE id = $1::uuid",
+        )
+        .bind(id.to_string())
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await
+        .map_err(node_err)?;
+        if done.rows_affected() == 0 {
+            return Err(StorageError::NotFound(Entity::Node));
+        }
+        Ok(())
+    }
+
+    async fn record_observation(&self, id: NodeId, actual: ActualStatus) -> StorageResult<()> {
+        let done = sqlx::query(
+            "UPDATE nodes SET actual_status = $2, \
+             last_seen = CASE WHEN $2 = 'Error' THEN last_seen ELSE $3 END, \
+             updated_at = CASE WHEN actual_status = $2 THEN updated_at ELSE $3 END \
+             WHERE id = $1::uuid",
+        )
+        .bind(id.to_string())
+        .bind(actual.as_str())
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await
+        .map_err(node_err)?;
+        if done.rows_affected() == 0 {
+            return Err(StorageError::NotFound(Entity::Node));
+        }
+        Ok(())
+    }
+
+    async fn create_user(&self, new: NewUser) -> StorageResult<User> {
+        let row = sqlx::query(concat!(
+            "INSERT INTO users (id, name, status, secret, change_seq, deleted, created_at) \
+             VALUES ($1::uuid, $2, 'Disabled', $3, 0, FALSE, $4) RETURNING ",
+            user_columns!()
+        ))
+        .bind(new.id.to_string())
+        .bind(&new.name)
+        .bind(new.secret.expose())
+        .bind(now_ms())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(user_err)?;
+        rows::user(&row)
+    }
+
+    async fn get_user(&self, id: UserId) -> StorageResult<User> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            user_columns!(),
+            " FROM users WHERE id = $1::uuid AND NOT deleted"
+        ))
+        .bind(id.to_string())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(user_err)?;
+        rows::user(&row)
+    }
+
+    async fn list_users(&self, page: &PageRequest) -> StorageResult<Page<User>> {
+        let limit = page.clamped_limit() as usize;
+        let query = match page_after::<UserId>(page) {
+            Some(after) => sqlx::query(concat!(
+                "SELECT ",
+                user_columns!(),
+                " FROM users WHERE id > $1::uuid AND NOT deleted ORDER BY id LIMIT $2"
+            ))
+            .bind(after.to_string()),
+            None => sqlx::query(concat!(
+                "SELECT ",
+                user_columns!(),
+                " FROM users WHERE NOT deleted ORDER BY id LIMIT $1"
+            )),
+        };
+        let rows = query
+            .bind(limit as i64 + 1)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(user_err)?;
+        into_page(rows, limit, rows::user, |u| u.id.to_string())
+    }
+
+    async fn set_user_status(&self, id: UserId, status: UserStatus) -> StorageResult<User> {
+        let mut tx = self.begin().await?;
+        let user = lock_live_user(&mut tx, id).await?;
+        if user.status == status {
+            commit(tx).await?;
+            return Ok(user);
+        }
+        let delta = match status {
+            UserStatus::Enabled => 1,
+            UserStatus::Disabled => -1,
+        };
+        let seq = next_seq(&mut tx, delta).await?;
+        let row = sqlx::query(concat!(
+            "UPDATE users SET status = $2, change_seq = $3 WHERE id = $1::uuid RETURNING ",
+            user_columns!()
+        ))
+        .bind(id.to_string())
+        .bind(status.as_str())
+        .bind(seq)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(user_err)?;
+        let user = rows::user(&row)?;
+        commit(tx).await?;
+        Ok(user)
+    }
+
+    async fn delete_user(&self, id: UserId) -> StorageResult<()> {
+        let mut tx = self.begin().await?;
+        let user = lock_live_user(&mut tx, id).await?;
+        let delta = if user.status == UserStatus::Enabled {
+            -1
+        } else {
+            0
+        };
+        let seq = next_seq(&mut tx, delta).await?;
+        sqlx::query(
+            "UPDATE users SET status = 'Disabled', deleted = TRUE, change_seq = $2 \
+             WHERE id = $1::uuid",
+        )
+        .bind(id.to_string())
+        .bind(seq)
+        .execute(&mut *tx)
+        .await
+        .map_err(user_err)?;
+        commit(tx).await
+    }
+
+    async fn user_nodes(&self, id: UserId) -> StorageResult<UserNodes> {
+        // One round trip: the user's row joined with the nodes that can serve
+        // it; a user on no node still yields one row (with NULL node columns),
+        // and no row at all means no such user.
+        let rows = sqlx::query(
+            "SELECT u.id::text AS id, u.name, u.status, u.secret, u.change_seq, u.created_at, \
+             n.id::text AS node_id, n.endpoint, n.user_config_template \
+             FROM users u \
+             LEFT JOIN nodes n ON u.status = 'Enabled' \
+               AND n.actual_status = 'Running' \
+               AND n.state_up_to_date \
+               AND n.user_config_template IS NOT NULL \
+               AND n.applied_seq >= u.change_seq \
+             WHERE u.id = $1::uuid AND NOT u.deleted \
+             ORDER BY n.id",
+        )
+        .bind(id.to_string())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(user_err)?;
+        let first = rows.first().ok_or(StorageError::NotFound(Entity::User))?;
+        let user = rows::user(first)?;
+        let mut nodes = Vec::with_capacity(rows.len());
+        for row in &rows {
+            nodes.extend(rows::node_entry(row)?);
+        }
+        Ok(UserNodes { user, nodes })
+    }
+
+    async fn pending_operations(&self, id: NodeId, limit: u32) -> StorageResult<PendingBatch> {
+        let limit = limit.clamp(1, PageRequest::MAX_LIMIT) as usize;
+        // One statement, so the cursor and the changes come from one snapshot.
+        // Fetches one more than asked to learn whether more follow.
+        let rows = sqlx::query(
+            "SELECT n.applied_seq, u.id::text AS id, u.name, u.secret, u.status, u.deleted, \
+             u.change_seq \
+             FROM nodes n \
+             LEFT JOIN LATERAL ( \
+               SELECT id, name, secret, status, deleted, change_seq FROM users \
+               WHERE change_seq > n.applied_seq ORDER BY change_seq LIMIT $2 \
+             ) u ON TRUE \
+             WHERE n.id = $1::uuid \
+             ORDER BY u.change_seq",
+        )
+        .bind(id.to_string())
+        .bind(limit as i64 + 1)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(node_err)?;
+        let first = rows.first().ok_or(StorageError::NotFound(Entity::Node))?;
+        let cursor: Seq = rows::col(first, "applied_seq")?;
+        let mut operations = Vec::with_capacity(rows.len().min(limit));
+        for row in rows.iter().take(limit) {
+            let Some(seq) = rows::col::<Option<Seq>>(row, "change_seq")? else {
+                break;
+            };
+            let deleted: bool = rows::col(row, "deleted")?;
+            let status: UserStatus = rows::parse(rows::col::<&str>(row, "status")?)?;
+            let operation = if !deleted && status == UserStatus::Enabled {
+                Operation::Add
+            } else {
+                Operation::Delete
+            };
+            operations.push(PendingOperation {
+                user: rows::credentials(row)?,
+                operation,
+                seq,
+            });
+        }
+        let more = rows.len() > limit;
+        let up_to_seq = operations.last().map_or(cursor, |op| op.seq);
+        Ok(PendingBatch {
+            operations,
+            up_to_seq,
+            more,
+        })
+    }
+
+    async fn ack_operations(&self, id: NodeId, up_to_seq: Seq) -> StorageResult<()> {
+        let done = sqlx::query(
+            "UPDATE nodes SET applied_seq = GREATEST(applied_seq, $2) WHERE id = $1::uuid",
+        )
+        .bind(id.to_string())
+        .bind(up_to_seq)
+        .execute(&self.pool)
+        .await
+        .map_err(node_err)?;
+        if done.rows_affected() == 0 {
+            return Err(StorageError::NotFound(Entity::Node));
+        }
+        Ok(())
+    }
+
+    async fn fleet_state(&self) -> StorageResult<FleetState> {
+        let row = sqlx::query("SELECT last_seq, enabled_users FROM meta")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(node_err)?;
+        let enabled: i64 = rows::col(&row, "enabled_users")?;
+        Ok(FleetState {
+            last_seq: rows::col(&row, "last_seq")?,
+            enabled_users: u64::try_from(enabled)
+                .map_err(|_| StorageError::Corrupt(format!("enabled_users = {enabled}")))?,
+        })
+    }
+
+    async fn purge_tombstones(&self) -> StorageResult<u64> {
+        // A node that is stopped and meant to stay stopped holds no users (its
+        // core restarts empty and a start sends every enabled user), so only
+        // the other nodes' cursors keep tombstones alive.
+        let done = sqlx::query(
+            "DELETE FROM users WHERE deleted AND change_seq <= COALESCE( \
+               (SELECT min(applied_seq) FROM nodes \
+                WHERE actual_status <> 'Stopped' OR required_status <> 'Stopped'), \
+               9223372036854775807)",
+        )
+        .execute(&self.pool)
+        .await
+        .map_err(user_err)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn claim_nodes(
+        &self,
+        owner: &str,
+        ttl: Duration,
+        limit: u32,
+    ) -> StorageResult<Vec<Node>> {
+        // One statement on the database clock. `free` locks up to `limit`
+        // unowned or expired nodes, skipping rows another replica is claiming
+        // right now; the UPDATE re-checks the lease on the newest row version,
+        // so a lease another replica took meanwhile is never overwritten.
+        let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+        let rows = sqlx::query(concat!(
+            "WITH free AS ( \
+               SELECT id FROM nodes \
+               WHERE lease_owner IS NULL OR (lease_owner <> $1 AND lease_until <= now()) \
+               ORDER BY id LIMIT $3 \
+               FOR UPDATE SKIP LOCKED \
+             ), claimed AS ( \
+               UPDATE nodes SET lease_owner = $1, \
+                 lease_until = now() + $2 * interval '1 millisecond' \
+               WHERE (lease_owner = $1 OR id IN (SELECT id FROM free)) \
+                 AND (lease_owner = $1 OR lease_owner IS NULL OR lease_until <= now()) \
+               RETURNING ",
+            node_columns!(),
+            ") SELECT * FROM claimed ORDER BY id"
+        ))
+        .bind(owner)
+        .bind(ttl_ms)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(node_err)?;
+        rows.iter().map(rows::node).collect()
+    }
+
+    async fn release_nodes(&self, owner: &str) -> StorageResult<()> {
+        sqlx::query(
+            "UPDATE nodes SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = $1",
+        )
+        .bind(owner)
+        .execute(&self.pool)
+        .await
+        .map_err(node_err)?;
+        Ok(())
+    }
+
+    async fn serving_nodes(&self) -> StorageResult<Vec<ServingNode>> {
+        // The node half of `user_nodes`' join condition, in one query.
+        let rows = sqlx::query(
+            "SELECT id::text AS node_id, endpoint, user_config_template, applied_seq \
+             FROM nodes \
+             WHERE actual_status = 'Running' AND state_up_to_date \
+               AND user_config_template IS NOT NULL \
+             ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(node_err)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            if let Some(entry) = rows::node_entry(row)? {
+                out.push(ServingNode {
+                    entry,
+                    applied_seq: rows::col(row, "applied_seq")?,
+                });
+            }
+        }
+        Ok(out)
+    }
+}

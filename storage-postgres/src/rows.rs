@@ -1,0 +1,93 @@
+//! Reading rows back into domain values. A value that does not parse (a
+//! status, an id or a key in a bad form) is [`StorageError::Corrupt`].
+
+use std::str::FromStr;
+
+use manager_lib::domain::{
+    Node, NodeEntry, ParseError, Timestamp, User, UserCredentials, UserSecret,
+};
+use manager_lib::storage::{Entity, StorageError, StorageResult};
+use sqlx::postgres::PgRow;
+use sqlx::{Decode, Postgres, Row, Type};
+
+use crate::error::map_err;
+
+/// The node columns every query that returns a node selects, in this spelling.
+macro_rules! node_columns {
+    () => {
+        "id::text AS id, endpoint, node_key, actual_status, required_status, \
+         user_config_template, state_up_to_date, applied_seq, last_seen, created_at, updated_at"
+    };
+}
+
+/// The user columns every query that returns a user selects.
+macro_rules! user_columns {
+    () => {
+        "id::text AS id, name, status, secret, change_seq, created_at"
+    };
+}
+
+pub(crate) use {node_columns, user_columns};
+
+pub(crate) fn col<'r, T>(row: &'r PgRow, name: &str) -> StorageResult<T>
+where
+    T: Decode<'r, Postgres> + Type<Postgres>,
+{
+    row.try_get(name).map_err(|e| map_err(Entity::Node, e))
+}
+
+pub(crate) fn parse<T: FromStr<Err = ParseError>>(text: &str) -> StorageResult<T> {
+    text.parse()
+        .map_err(|e: ParseError| StorageError::Corrupt(e.to_string()))
+}
+
+fn parse_col<T: FromStr<Err = ParseError>>(row: &PgRow, name: &str) -> StorageResult<T> {
+    parse(col::<&str>(row, name)?)
+}
+
+pub(crate) fn node(row: &PgRow) -> StorageResult<Node> {
+    Ok(Node {
+        id: parse_col(row, "id")?,
+        endpoint: col(row, "endpoint")?,
+        key: parse_col(row, "node_key")?,
+        actual_status: parse_col(row, "actual_status")?,
+        required_status: parse_col(row, "required_status")?,
+        user_config_template: col(row, "user_config_template")?,
+        state_up_to_date: col(row, "state_up_to_date")?,
+        applied_seq: col(row, "applied_seq")?,
+        last_seen: col::<Option<i64>>(row, "last_seen")?.map(Timestamp),
+        created_at: Timestamp(col(row, "created_at")?),
+        updated_at: Timestamp(col(row, "updated_at")?),
+    })
+}
+
+pub(crate) fn user(row: &PgRow) -> StorageResult<User> {
+    Ok(User {
+        id: parse_col(row, "id")?,
+        name: col(row, "name")?,
+        status: parse_col(row, "status")?,
+        secret: UserSecret::from_stored(col(row, "secret")?),
+        change_seq: col(row, "change_seq")?,
+        created_at: Timestamp(col(row, "created_at")?),
+    })
+}
+
+pub(crate) fn credentials(row: &PgRow) -> StorageResult<UserCredentials> {
+    Ok(UserCredentials {
+        id: parse_col(row, "id")?,
+        name: col(row, "name")?,
+        secret: UserSecret::from_stored(col(row, "secret")?),
+    })
+}
+
+/// The node half of a `user_nodes` row; `None` for the row of a user on no node.
+pub(crate) fn node_entry(row: &PgRow) -> StorageResult<Option<NodeEntry>> {
+    let Some(id) = col::<Option<&str>>(row, "node_id")? else {
+        return Ok(None);
+    };
+    Ok(Some(NodeEntry {
+        id: parse(id)?,
+        endpoint: col(row, "endpoint")?,
+        user_config_template: col(row, "user_config_template")?,
+    }))
+}
