@@ -1,0 +1,439 @@
+//! The core's configuration: the operator's base config, the inbounds the
+//! agent manages in it, and the generated config (base + the agent's users)
+//! the core is started with.
+
+use std::io::{self, BufWriter, Write};
+use std::path::Path;
+
+use serde::Serialize;
+use serde_json::Value;
+use xray_core_client::{Account, CoreUser, Flavor, ShadowsocksCipher};
+
+use crate::wire::WireUser;
+
+/// The protocols whose users the agent manages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    Vless,
+    Vmess,
+    Trojan,
+    Shadowsocks,
+}
+
+impl Protocol {
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "vless" => Some(Self::Vless),
+            "vmess" => Some(Self::Vmess),
+            "trojan" => Some(Self::Trojan),
+            "shadowsocks" => Some(Self::Shadowsocks),
+            _ => None,
+        }
+    }
+
+    /// Whether the user's id is the protocol's credential (a UUID).
+    pub fn uses_uuid(self) -> bool {
+        matches!(self, Self::Vless | Self::Vmess)
+    }
+}
+
+/// An inbound of the base config whose users the agent manages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManagedInbound {
+    pub tag: String,
+    pub protocol: Protocol,
+    /// VLESS flow given to every user (e.g. `xtls-rprx-vision`), or empty.
+    pub flow: String,
+    /// Shadowsocks only: the inbound's cipher, as in the config and as a type.
+    pub method: String,
+    cipher: Option<ShadowsocksCipher>,
+    /// The operator's own clients, kept in the generated config but not
+    /// counted as the agent's users.
+    static_clients: Vec<String>,
+}
+
+impl ManagedInbound {
+    /// How many clients the base config itself gives this inbound.
+    pub fn static_clients(&self) -> u64 {
+        self.static_clients.len() as u64
+    }
+
+    /// `user` as the core's API wants it for this inbound.
+    pub fn core_user(&self, user: &WireUser) -> CoreUser {
+        let account = match self.protocol {
+            Protocol::Vless => Account::Vless {
+                id: user.id.clone(),
+                flow: self.flow.clone(),
+            },
+            Protocol::Vmess => Account::Vmess {
+                id: user.id.clone(),
+            },
+            Protocol::Trojan => Account::Trojan {
+                password: user.secret.clone(),
+            },
+            Protocol::Shadowsocks => Account::Shadowsocks {
+                password: user.secret.clone(),
+                cipher: self.cipher.unwrap_or(ShadowsocksCipher::Aes256Gcm),
+            },
+        };
+        CoreUser {
+            email: user.id.clone(),
+            level: 0,
+            account,
+        }
+    }
+
+    fn write_client(&self, out: &mut impl Write, user: &WireUser) -> io::Result<()> {
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Client<'a> {
+            #[serde(skip_serializing_if = "Option::is_none")]
+            id: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            alter_id: Option<u32>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            flow: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            password: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            method: Option<&'a str>,
+            email: &'a str,
+            level: u32,
+        }
+        let mut client = Client {
+            id: None,
+            alter_id: None,
+            flow: None,
+            password: None,
+            method: None,
+            email: &user.id,
+            level: 0,
+        };
+        match self.protocol {
+            Protocol::Vless => {
+                client.id = Some(&user.id);
+                client.flow = Some(self.flow.as_str()).filter(|f| !f.is_empty());
+            }
+            Protocol::Vmess => {
+                client.id = Some(&user.id);
+                client.alter_id = Some(0);
+            }
+            Protocol::Trojan => client.password = Some(&user.secret),
+            Protocol::Shadowsocks => {
+                client.password = Some(&user.secret);
+                client.method = Some(&self.method);
+            }
+        }
+        serde_json::to_writer(out, &client).map_err(io::Error::other)
+    }
+}
+
+/// The base config is not usable.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("base config is not JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("base config: {0}")]
+    Invalid(String),
+    #[error("cannot read or write a config file: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// The operator's base config, prepared so that the generated config can be
+/// written for 100,000 users without building it in memory.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    /// The serialized base config cut where each managed inbound's
+    /// `settings.clients` array goes: `pieces.len() == inbounds.len() + 1`.
+    pieces: Vec<String>,
+    inbounds: Vec<ManagedInbound>,
+}
+
+fn placeholder(i: usize) -> String {
+    format!("@@xray-node-agent:clients:{i}@@")
+}
+
+fn ss_cipher(method: &str) -> Option<ShadowsocksCipher> {
+    match method.to_ascii_lowercase().as_str() {
+        "aes-128-gcm" => Some(ShadowsocksCipher::Aes128Gcm),
+        "aes-256-gcm" => Some(ShadowsocksCipher::Aes256Gcm),
+        "chacha20-poly1305" | "chacha20-ietf-poly1305" => Some(ShadowsocksCipher::Chacha20Poly1305),
+        "xchacha20-poly1305" | "xchacha20-ietf-poly1305" => {
+            Some(ShadowsocksCipher::Xchacha20Poly1305)
+        }
+        _ => None,
+    }
+}
+
+impl CoreConfig {
+    /// Reads the base config and finds the managed inbounds: every inbound
+    /// with a tag whose protocol is VLESS, VMess, Trojan or (where the core
+    /// holds several users in one inbound) Shadowsocks, except the API's.
+    /// Gives the warnings about inbounds it skipped. `vless_flow` is given to
+    /// every VLESS user.
+    pub fn parse(
+        base: &str,
+        flavor: Flavor,
+        vless_flow: &str,
+    ) -> Result<(Self, Vec<String>), ConfigError> {
+        let mut root: Value = serde_json::from_str(base)?;
+        let api_tag = root
+            .pointer("/api/tag")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let Some(inbounds) = root.get_mut("inbounds").and_then(Value::as_array_mut) else {
+            return Err(ConfigError::Invalid("no `inbounds` array".into()));
+        };
+        let mut managed = Vec::new();
+        let mut warnings = Vec::new();
+        for inbound in inbounds.iter_mut() {
+            let protocol = inbound
+                .get("protocol")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let Some(protocol) = Protocol::parse(protocol) else {
+                continue;
+            };
+            let tag = inbound
+                .get("tag")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned();
+            if tag.is_empty() {
+                warnings.push(format!(
+                    "a {protocol:?} inbound has no tag: its users cannot be managed; skipped"
+                ));
+                continue;
+            }
+            if api_tag.as_deref() == Some(tag.as_str()) {
+                continue;
+            }
+            if !inbound.get("settings").is_some_and(Value::is_object) {
+                inbound["settings"] = Value::Object(Default::default());
+            }
+            let settings = &mut inbound["settings"];
+            let mut method = String::new();
+            let mut cipher = None;
+            if protocol == Protocol::Shadowsocks {
+                if flavor == Flavor::V2ray {
+                    warnings.push(format!(
+                        "shadowsocks inbound {tag}: V2Ray holds one user per Shadowsocks inbound; skipped"
+                    ));
+                    continue;
+                }
+                method = settings
+                    .get("method")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned();
+                cipher = ss_cipher(&method);
+                if cipher.is_none() {
+                    warnings.push(format!(
+                        "shadowsocks inbound {tag}: method {method:?} cannot hold managed users \
+                         (use aes-128-gcm, aes-256-gcm, chacha20-poly1305 or xchacha20-poly1305); skipped"
+                    ));
+                    continue;
+                }
+            }
+            let static_clients = match settings.get("clients") {
+                None | Some(Value::Null) => Vec::new(),
+                Some(Value::Array(clients)) => clients
+                    .iter()
+                    .map(serde_json::to_string)
+                    .collect::<Result<_, _>>()?,
+                Some(_) => {
+                    return Err(ConfigError::Invalid(format!(
+                        "inbound {tag}: settings.clients is not an array"
+                    )));
+                }
+            };
+            settings["clients"] = Value::String(placeholder(managed.len()));
+            managed.push(ManagedInbound {
+                tag,
+                protocol,
+                flow: if protocol == Protocol::Vless {
+                    vless_flow.to_owned()
+                } else {
+                    String::new()
+                },
+                method,
+                cipher,
+                static_clients,
+            });
+        }
+        if managed.is_empty() {
+            warnings.push("no managed inbound: users are accepted but go nowhere".into());
+        }
+        let text = serde_json::to_string_pretty(&root)?;
+        let mut pieces = Vec::with_capacity(managed.len() + 1);
+        let mut rest = text.as_str();
+        for i in 0..managed.len() {
+            let marker = format!("\"{}\"", placeholder(i));
+            let (before, after) = rest.split_once(&marker).ok_or_else(|| {
+                ConfigError::Invalid("the base config contains the agent's placeholder".into())
+            })?;
+            pieces.push(before.to_owned());
+            rest = after;
+        }
+        pieces.push(rest.to_owned());
+        Ok((
+            Self {
+                pieces,
+                inbounds: managed,
+            },
+            warnings,
+        ))
+    }
+
+    pub fn inbounds(&self) -> &[ManagedInbound] {
+        &self.inbounds
+    }
+
+    /// Whether some managed inbound takes the user id as a UUID credential.
+    pub fn needs_uuid_ids(&self) -> bool {
+        self.inbounds.iter().any(|i| i.protocol.uses_uuid())
+    }
+
+    /// Writes the generated config: the base config with `users` added to
+    /// every managed inbound's clients.
+    pub fn render<'a, I>(&self, out: &mut impl Write, users: I) -> io::Result<()>
+    where
+        I: IntoIterator<Item = &'a WireUser> + Clone,
+    {
+        for (i, inbound) in self.inbounds.iter().enumerate() {
+            out.write_all(self.pieces[i].as_bytes())?;
+            out.write_all(b"[")?;
+            let mut first = true;
+            for client in &inbound.static_clients {
+                if !first {
+                    out.write_all(b",")?;
+                }
+                first = false;
+                out.write_all(client.as_bytes())?;
+            }
+            for user in users.clone() {
+                if !first {
+                    out.write_all(b",")?;
+                }
+                first = false;
+                out.write_all(b"\n")?;
+                inbound.write_client(out, user)?;
+            }
+            out.write_all(b"]")?;
+        }
+        out.write_all(self.pieces[self.inbounds.len()].as_bytes())?;
+        out.write_all(b"\n")
+    }
+
+    /// Writes the generated config to `path` atomically (a temporary file in
+    /// the same directory, made 0600 and synced, then renamed over `path`), so
+    /// the core never reads half a file and nobody else reads the users'
+    /// credentials.
+    pub fn write_atomic<'a, I>(&self, path: &Path, users: I) -> Result<(), ConfigError>
+    where
+        I: IntoIterator<Item = &'a WireUser> + Clone,
+    {
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let tmp = tempfile::Builder::new()
+            .prefix(".xna-config-")
+            .tempfile_in(dir)?;
+        set_private(tmp.path())?;
+        {
+            let mut out = BufWriter::with_capacity(1 << 20, tmp.as_file());
+            self.render(&mut out, users)?;
+            out.flush()?;
+        }
+        tmp.as_file().sync_all()?;
+        tmp.persist(path).map_err(|e| ConfigError::Io(e.error))?;
+        Ok(())
+    }
+}
+
+#[cfg(unix)]
+fn set_private(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+}
+
+#[cfg(not(unix))]
+fn set_private(_path: &Path) -> io::Result<()> {
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"{
+      "api": {"tag": "api", "services": ["HandlerService", "StatsService"]},
+      "inbounds": [
+        {"tag": "api", "protocol": "dokodemo-door", "settings": {"address": "127.0.0.1"}},
+        {"tag": "vless-in", "protocol": "vless", "settings": {"decryption": "none"}},
+        {"tag": "vmess-in", "protocol": "vmess", "settings": {"clients": [{"id": "static", "email": "op"}]}},
+        {"tag": "tr-in", "protocol": "trojan"},
+        {"tag": "ss-in", "protocol": "shadowsocks", "settings": {"method": "aes-256-gcm"}},
+        {"tag": "ss22", "protocol": "shadowsocks", "settings": {"method": "2022-blake3-aes-128-gcm"}}
+      ],
+      "outbounds": [{"protocol": "freedom"}]
+    }"#;
+
+    fn user(id: &str) -> WireUser {
+        WireUser {
+            id: id.into(),
+            name: format!("name-{id}"),
+            secret: format!("secret-{id}"),
+        }
+    }
+
+    #[test]
+    fn finds_managed_inbounds_and_skips_the_rest() {
+        let (cfg, warnings) = CoreConfig::parse(BASE, Flavor::Xray, "xtls-rprx-vision").unwrap();
+        let tags: Vec<_> = cfg.inbounds().iter().map(|i| i.tag.as_str()).collect();
+        assert_eq!(tags, ["vless-in", "vmess-in", "tr-in", "ss-in"]);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        let (cfg, warnings) = CoreConfig::parse(BASE, Flavor::V2ray, "").unwrap();
+        assert_eq!(cfg.inbounds().len(), 3);
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+    }
+
+    #[test]
+    fn generated_config_holds_every_user_in_every_inbound() {
+        let (cfg, _) = CoreConfig::parse(BASE, Flavor::Xray, "xtls-rprx-vision").unwrap();
+        let users = [user("a"), user("b")];
+        let mut out = Vec::new();
+        cfg.render(&mut out, users.iter()).unwrap();
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        let clients = |i: usize| {
+            v["inbounds"][i]["settings"]["clients"]
+                .as_array()
+                .unwrap()
+                .clone()
+        };
+        assert_eq!(clients(1)[0]["id"], "a");
+        assert_eq!(clients(1)[0]["flow"], "xtls-rprx-vision");
+        assert_eq!(clients(1)[1]["email"], "b");
+        assert_eq!(clients(2).len(), 3, "static client kept");
+        assert_eq!(clients(2)[1]["alterId"], 0);
+        assert_eq!(clients(3)[0]["password"], "secret-a");
+        assert_eq!(clients(4)[1]["method"], "aes-256-gcm");
+        assert!(v["inbounds"][5]["settings"].get("clients").is_none());
+        assert_eq!(v["outbounds"][0]["protocol"], "freedom");
+    }
+
+    #[test]
+    fn generated_config_with_no_users_is_valid_json() {
+        let (cfg, _) = CoreConfig::parse(BASE, Flavor::Xray, "").unwrap();
+        let mut out = Vec::new();
+        cfg.render(&mut out, std::iter::empty::<&WireUser>())
+            .unwrap();
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            v["inbounds"][1]["settings"]["clients"],
+            Value::Array(vec![])
+        );
+    }
+}

@@ -1,0 +1,105 @@
+//! systemd: `systemctl start|stop|restart|is-active <unit>`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::{
+    DEFAULT_COMMAND_TIMEOUT, ServiceControl, ServiceError, ServiceStatus, expect_success,
+    run_command,
+};
+
+/// The core as a systemd unit. The unit's own restart policy may bring the
+/// core back after a crash; the agent notices that through the core's uptime.
+#[derive(Debug, Clone)]
+pub struct SystemdService {
+    unit: String,
+    systemctl: PathBuf,
+    timeout: Duration,
+}
+
+impl SystemdService {
+    pub fn new(unit: impl Into<String>) -> Self {
+        Self {
+            unit: unit.into(),
+            systemctl: PathBuf::from("systemctl"),
+            timeout: DEFAULT_COMMAND_TIMEOUT,
+        }
+    }
+
+    /// Uses another `systemctl` (a full path, or a wrapper such as one that
+    /// adds `--user`).
+    pub fn with_systemctl(mut self, program: impl Into<PathBuf>) -> Self {
+        self.systemctl = program.into();
+        self
+    }
+
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    async fn run(&self, verb: &str) -> Result<(), ServiceError> {
+        let args = [verb, self.unit.as_str()];
+        let output = run_command(&self.systemctl, &args, self.timeout).await?;
+        expect_success(&self.systemctl, &args, output).map(drop)
+    }
+}
+
+/// Maps `systemctl is-active` output to a status.
+fn parse_is_active(state: &str) -> Option<ServiceStatus> {
+    match state {
+        "active" | "reloading" => Some(ServiceStatus::Running),
+        "activating" => Some(ServiceStatus::Initializing),
+        "inactive" | "failed" | "deactivating" | "unknown" => Some(ServiceStatus::Stopped),
+        _ => None,
+    }
+}
+
+#[async_trait]
+impl ServiceControl for SystemdService {
+    async fn start(&self) -> Result<(), ServiceError> {
+        self.run("start").await
+    }
+
+    async fn stop(&self) -> Result<(), ServiceError> {
+        self.run("stop").await
+    }
+
+    async fn restart(&self) -> Result<(), ServiceError> {
+        self.run("restart").await
+    }
+
+    async fn status(&self) -> Result<ServiceStatus, ServiceError> {
+        // is-active exits non-zero for anything but "active": read stdout.
+        let args = ["is-active", self.unit.as_str()];
+        let output = run_command(&self.systemctl, &args, self.timeout).await?;
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let state = stdout.lines().next().unwrap_or("").trim();
+        parse_is_active(state).ok_or_else(|| ServiceError::UnexpectedOutput {
+            program: self.systemctl.display().to_string(),
+            output: format!(
+                "{state:?} / {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            ),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn is_active_states_map_to_statuses() {
+        assert_eq!(parse_is_active("active"), Some(ServiceStatus::Running));
+        assert_eq!(
+            parse_is_active("activating"),
+            Some(ServiceStatus::Initializing)
+        );
+        assert_eq!(parse_is_active("inactive"), Some(ServiceStatus::Stopped));
+        assert_eq!(parse_is_active("failed"), Some(ServiceStatus::Stopped));
+        assert_eq!(parse_is_active(""), None);
+    }
+}
