@@ -59,3 +59,6 @@ CREATE TABLE users (
 -- A node's pending operations:
 --     WHERE change_seq > $cursor ORDER BY change_seq LIMIT $n
 CREATE INDEX users_change_seq_idx ON users (change_seq);
+
+-- purge_tombstones: the few deleted users, without scanning the live ones.
+CREATE INDEX users_tombstones_idx ON users (change_seq) WHERE deleted;

@@ -316,3 +316,39 @@ async fn two_test_databases_are_separate() {
         .unwrap();
     assert!(page.items.is_empty());
 }
+
+/// Not a test of its own: `without_a_database_the_helper_fails_loudly` runs
+/// it in a child process with no reachable database.
+#[tokio::test]
+#[ignore = "run in a child process by without_a_database_the_helper_fails_loudly"]
+async fn child_asks_for_a_database() {
+    TestDatabase::new().await;
+}
+
+#[test]
+fn without_a_database_the_helper_fails_loudly() {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "child_asks_for_a_database",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env("CI", "true")
+        .env(
+            storage_postgres::testing::TEST_DATABASE_URL,
+            format!("postgres://postgres@127.0.0.1:{}/postgres", closed_port()),
+        )
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "the child passed:\n{text}");
+    assert!(text.contains("no PostgreSQL for the tests"), "{text}");
+    assert!(text.contains("CI=true"), "{text}");
+    assert!(text.contains("1 failed"), "the child never ran:\n{text}");
+}
