@@ -1,4 +1,251 @@
-//! `Cache` on Redis for the manager's hot user-node-list query, shared by all
-//! manager replicas that point at the same Redis.
+//! `Cache` on Redis for the manager's hot user-node-list call, shared by all
+//! manager replicas that point at the same Redis: an invalidation by one
+//! replica is seen by every other at once.
 //!
-//! Filled by the manager issue; this crate compiles so the workspace does.
+//! ```no_run
+//! # async fn run() -> Result<(), manager_lib::cache::CacheError> {
+//! use std::sync::Arc;
+//! use manager_lib::cache::Cache;
+//! let cache: Arc<dyn Cache> = Arc::new(cache_redis::RedisCache::connect("redis://127.0.0.1:6379").await?);
+//! # let _ = cache; Ok(()) }
+//! ```
+//!
+//! Every key is prefixed with a namespace (`xm:` by default), values are
+//! stored with `SET key value PX ttl`, and every call has a timeout: the
+//! cache is an optimisation, so a slow or dead Redis must cost little. The
+//! connection is a [`ConnectionManager`], which reconnects by itself.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use manager_lib::cache::{Cache, CacheError, CacheResult};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{ErrorKind, RedisError};
+
+/// How a [`RedisCache`] talks to Redis.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RedisCacheSettings {
+    /// Prepended to every key, so several deployments (or tests) can share
+    /// one Redis.
+    pub namespace: String,
+    /// The longest a `get`, `put` or `invalidate` may take once connected;
+    /// after it the call fails with [`CacheError::Unavailable`].
+    pub timeout: Duration,
+    /// The longest one connection attempt may take.
+    pub connect_timeout: Duration,
+    /// After a failed first connection, calls fail at once for this long
+    /// instead of each trying to connect again.
+    pub retry_after: Duration,
+}
+
+impl Default for RedisCacheSettings {
+    fn default() -> Self {
+        Self {
+            namespace: "xm:".to_owned(),
+            timeout: Duration::from_millis(250),
+            connect_timeout: Duration::from_secs(1),
+            retry_after: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Redis refuses an expiry past its clock's range; ten years is "forever"
+/// for a cache, and a shorter ttl keeps the contract ("at most `ttl`").
+const MAX_TTL_MILLIS: u64 = 10 * 365 * 24 * 3600 * 1000;
+
+/// A [`Cache`] on Redis.
+pub struct RedisCache {
+    client: redis::Client,
+    settings: RedisCacheSettings,
+    conn: tokio::sync::OnceCell<ConnectionManager>,
+    /// When the last first-connection attempt failed.
+    failed_at: std::sync::Mutex<Option<Instant>>,
+}
+
+impl RedisCache {
+    /// Connects to `url` (`redis://[:password@]host[:port][/db]`) with the
+    /// default settings.
+    ///
+    /// # Errors
+    /// [`CacheError::Unavailable`] when Redis cannot be reached,
+    /// [`CacheError::Other`] for a URL that is not a Redis URL.
+    pub async fn connect(url: &str) -> Result<Self, CacheError> {
+        Self::connect_with(url, RedisCacheSettings::default()).await
+    }
+
+    /// Connects to `url` now, with `settings`.
+    ///
+    /// # Errors
+    /// As [`RedisCache::connect`].
+    pub async fn connect_with(url: &str, settings: RedisCacheSettings) -> Result<Self, CacheError> {
+        let cache = Self::lazy(url, settings)?;
+        cache.connection().await?;
+        Ok(cache)
+    }
+
+    /// A cache that connects on its first call (and, after a failure, on the
+    /// first call after `retry_after`): a manager can start while Redis is
+    /// down and answer from its storage meanwhile.
+    ///
+    /// # Errors
+    /// [`CacheError::Other`] for a URL that is not a Redis URL.
+    pub fn lazy(url: &str, settings: RedisCacheSettings) -> Result<Self, CacheError> {
+        // The driver's error may quote the URL, which can hold a password.
+        let client = redis::Client::open(url)
+            .map_err(|_| CacheError::Other("not a valid redis:// URL".into()))?;
+        Ok(Self {
+            client,
+            settings,
+            conn: tokio::sync::OnceCell::new(),
+            failed_at: std::sync::Mutex::new(None),
+        })
+    }
+
+    pub fn settings(&self) -> &RedisCacheSettings {
+        &self.settings
+    }
+
+    fn key(&self, key: &str) -> String {
+        format!("{}{key}", self.settings.namespace)
+    }
+
+    /// The connection, made on first use. Only one caller connects at a
+    /// time; the others wait for its result.
+    async fn connection(&self) -> CacheResult<ConnectionManager> {
+        if let Some(conn) = self.conn.get() {
+            return Ok(conn.clone());
+        }
+        let recently_failed = self
+            .failed_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|at| at.elapsed() < self.settings.retry_after);
+        if recently_failed {
+            return Err(CacheError::Unavailable(
+                "redis unreachable at the last attempt".into(),
+            ));
+        }
+        let connect = async {
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(self.settings.connect_timeout)
+                .set_response_timeout(self.settings.timeout)
+                // One attempt per (re)connection, no backoff sleeps: a
+                // refused connection fails the call at once, and the next
+                // call after a failure starts a new attempt.
+                .set_number_of_retries(0);
+            match tokio::time::timeout(
+                self.settings.connect_timeout,
+                ConnectionManager::new_with_config(self.client.clone(), config),
+            )
+            .await
+            {
+                Ok(Ok(conn)) => Ok(conn),
+                Ok(Err(e)) => Err(map_error(e)),
+                Err(_) => Err(CacheError::Unavailable(
+                    "connecting to redis timed out".into(),
+                )),
+            }
+        };
+        match self.conn.get_or_try_init(|| connect).await {
+            Ok(conn) => Ok(conn.clone()),
+            Err(e) => {
+                *self.failed_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+                Err(e)
+            }
+        }
+    }
+
+    /// Runs one command with the call timeout.
+    async fn run<T, F, Fut>(&self, call: F) -> CacheResult<T>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let conn = self.connection().await?;
+        match tokio::time::timeout(self.settings.timeout, call(conn)).await {
+            Ok(result) => result.map_err(map_error),
+            Err(_) => Err(CacheError::Unavailable("redis call timed out".into())),
+        }
+    }
+}
+
+/// Connection trouble (refused, dropped, timed out, a server still loading
+/// or failing over) is [`CacheError::Unavailable`]; anything else, such as a
+/// command the server refused, is [`CacheError::Other`].
+fn map_error(e: RedisError) -> CacheError {
+    let unavailable = e.is_io_error()
+        || e.is_timeout()
+        || e.is_connection_refusal()
+        || e.is_connection_dropped()
+        || e.is_unrecoverable_error()
+        || matches!(
+            e.kind(),
+            ErrorKind::BusyLoadingError
+                | ErrorKind::TryAgain
+                | ErrorKind::MasterDown
+                | ErrorKind::ClusterDown
+        );
+    if unavailable {
+        CacheError::Unavailable(Box::new(e))
+    } else {
+        CacheError::Other(Box::new(e))
+    }
+}
+
+impl std::fmt::Debug for RedisCache {
+    // The client is left out: its connection info holds the password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisCache")
+            .field("settings", &self.settings)
+            .field("connected", &self.conn.initialized())
+            .finish()
+    }
+}
+
+#[async_trait]
+impl Cache for RedisCache {
+    async fn get(&self, key: &str) -> CacheResult<Option<Vec<u8>>> {
+        let key = self.key(key);
+        self.run(|mut conn| async move {
+            redis::cmd("GET")
+                .arg(key)
+                .query_async::<Option<Vec<u8>>>(&mut conn)
+                .await
+        })
+        .await
+    }
+
+    async fn put(&self, key: &str, value: Vec<u8>, ttl: Duration) -> CacheResult<()> {
+        if ttl.is_zero() {
+            // `PX 0` is an error in Redis; an entry that is already expired
+            // is no entry.
+            return self.invalidate(key).await;
+        }
+        let millis = u64::try_from(ttl.as_millis())
+            .unwrap_or(u64::MAX)
+            .clamp(1, MAX_TTL_MILLIS);
+        let key = self.key(key);
+        self.run(|mut conn| async move {
+            redis::cmd("SET")
+                .arg(key)
+                .arg(value)
+                .arg("PX")
+                .arg(millis)
+                .query_async::<()>(&mut conn)
+                .await
+        })
+        .await
+    }
+
+    async fn invalidate(&self, key: &str) -> CacheResult<()> {
+        let key = self.key(key);
+        self.run(|mut conn| async move {
+            redis::cmd("DEL")
+                .arg(key)
+                .query_async::<()>(&mut conn)
+                .await
+        })
+        .await
+    }
+}
