@@ -328,7 +328,12 @@ impl CoreClient {
             grpc.unary(request, path, codec)
                 .await
                 .map(tonic::Response::into_inner)
-                .map_err(CoreError::from)
+                .map_err(|status| match CoreError::from(status) {
+                    CoreError::Unavailable(why) => {
+                        CoreError::Unavailable(format!("{}: {why}", self.addr))
+                    }
+                    other => other,
+                })
         };
         // The endpoint's own timeouts do not cover waiting for the channel to
         // become ready, so bound the whole call here.

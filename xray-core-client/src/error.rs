@@ -203,7 +203,9 @@ mod tests {
 
     #[test]
     fn wrong_type_prefix_is_other_with_the_text() {
-        let text = "Serial: Unknown type: xray.app.proxyman.command.AddUserOperation";
+        // As V2Ray 4.34 answers an Xray-flavored AddUserOperation.
+        let text = "v2ray.com/core/app/proxyman/command: unknown operation > \
+                    Serial: Unknown type: xray.app.proxyman.command.AddUserOperation";
         assert_eq!(unknown(text), CoreError::Other(text.into()));
     }
 
