@@ -1,0 +1,196 @@
+//! `xmctl`'s flags and commands (clap derive).
+
+use std::path::PathBuf;
+
+use clap::builder::TypedValueParser;
+use clap::{Args, Parser, Subcommand};
+
+use super::config::Token;
+use super::import::DEFAULT_CONCURRENCY;
+
+/// Shown at the end of every `--help`.
+pub const EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0  success
+  1  usage or config error (bad flags, unreadable config or CSV, no token)
+  2  the manager rejected the request (4xx; its error text is printed)
+  3  authentication failed (401: the manager refused the admin token)
+  4  the manager could not be reached (connection failed or timed out)
+  5  the manager failed (5xx) or gave an answer that is not its API
+  6  `user import` finished, but some rows failed
+
+Settings come from flags, then XMCTL_* variables, then the config file
+(`url = \"…\"`, `token = \"…\"`), then defaults.";
+
+/// Administer an xray-manager: nodes, users, bulk imports and health.
+#[derive(Debug, Parser)]
+#[command(name = "xmctl", version, after_help = EXIT_CODES_HELP)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command takes.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// The manager's base URL [default: http://127.0.0.1:8080]
+    #[arg(long, env = "XMCTL_URL", global = true, value_name = "URL")]
+    pub url: Option<String>,
+    /// The manager's admin token. Prefer XMCTL_TOKEN or the config file: a
+    /// flag is visible to other local users in the process list
+    #[arg(
+        long,
+        env = "XMCTL_TOKEN",
+        hide_env_values = true,
+        global = true,
+        value_name = "TOKEN",
+        value_parser = parse_token
+    )]
+    pub token: Option<Token>,
+    /// TOML file with `url` and `token` [default: ~/.config/xmctl/config.toml,
+    /// read if present]
+    #[arg(long, env = "XMCTL_CONFIG", global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print machine-readable JSON (the API's answers) instead of tables
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Seconds to wait for each answer from the manager [default: 30]
+    #[arg(long, global = true, value_name = "SECONDS")]
+    pub timeout: Option<f64>,
+}
+
+fn parse_token(raw: &str) -> Result<Token, String> {
+    Ok(Token::new(raw))
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Register, start, stop, delete and list nodes
+    #[command(subcommand, after_help = EXIT_CODES_HELP)]
+    Node(NodeCommand),
+    /// Create, enable, disable, delete, list and import users
+    #[command(subcommand, after_help = EXIT_CODES_HELP)]
+    User(UserCommand),
+    /// The manager's health, nodes by actual status and users by status
+    #[command(after_help = EXIT_CODES_HELP)]
+    Status(PageArgs),
+}
+
+/// How many items to ask for per page when listing.
+#[derive(Debug, Args, Clone, Copy)]
+pub struct PageArgs {
+    /// Items fetched per request; every page is fetched until the end
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub page_size: u32,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// Register the node agent at ENDPOINT; prints the node's id and key
+    /// (registering an endpoint again prints the same node)
+    #[command(after_help = EXIT_CODES_HELP)]
+    Add {
+        /// The agent's address, e.g. https://node1.example.com:8443
+        endpoint: String,
+    },
+    /// Ask the node to run its proxy core (with every enabled user)
+    #[command(after_help = EXIT_CODES_HELP)]
+    Start {
+        /// The node's id, as `node add` or `node list` shows it
+        id: String,
+    },
+    /// Ask the node to stop its proxy core
+    #[command(after_help = EXIT_CODES_HELP)]
+    Stop {
+        /// The node's id
+        id: String,
+    },
+    /// Forget the node
+    #[command(after_help = EXIT_CODES_HELP)]
+    Delete {
+        /// The node's id
+        id: String,
+    },
+    /// List every node with its actual and required status
+    #[command(after_help = EXIT_CODES_HELP)]
+    List(PageArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user (disabled until `user enable`); prints its id
+    #[command(after_help = EXIT_CODES_HELP)]
+    Add {
+        /// The user's name (1 to 1024 bytes, not blank; names may repeat)
+        name: String,
+    },
+    /// Put the user on every node
+    #[command(after_help = EXIT_CODES_HELP)]
+    Enable {
+        /// The user's id
+        id: String,
+    },
+    /// Take the user off every node
+    #[command(after_help = EXIT_CODES_HELP)]
+    Disable {
+        /// The user's id
+        id: String,
+    },
+    /// Forget the user
+    #[command(after_help = EXIT_CODES_HELP)]
+    Delete {
+        /// The user's id
+        id: String,
+    },
+    /// List every user with its status
+    #[command(after_help = EXIT_CODES_HELP)]
+    List(PageArgs),
+    /// The user's connection links, as the user's client fetches them (no
+    /// token needed)
+    #[command(after_help = EXIT_CODES_HELP)]
+    Nodes {
+        /// The user's id
+        id: String,
+        /// The user's name (must match the id)
+        name: String,
+    },
+    /// Create users from a CSV file with a `name` column and an optional
+    /// `enabled` column (true/false); prints a summary with each failed line
+    #[command(after_help = EXIT_CODES_HELP)]
+    Import {
+        /// The CSV file (first line is the header; `-` reads stdin)
+        file: PathBuf,
+        /// Rows sent to the manager at once
+        #[arg(long, default_value_t = DEFAULT_CONCURRENCY,
+              value_parser = clap::value_parser!(u16).range(1..=256).map(usize::from))]
+        concurrency: usize,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_tree_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_flags_work_after_the_subcommand() {
+        let cli = Cli::try_parse_from(["xmctl", "user", "list", "--json", "--url", "http://x:1"])
+            .expect("parses");
+        assert!(cli.global.json);
+        assert_eq!(cli.global.url.as_deref(), Some("http://x:1"));
+        assert!(matches!(cli.command, Command::User(UserCommand::List(p)) if p.page_size == 1000));
+    }
+
+    #[test]
+    fn parsed_flags_never_show_the_token() {
+        let cli = Cli::try_parse_from(["xmctl", "--token", "hunter2", "status"]).expect("parses");
+        assert!(!format!("{cli:?}").contains("hunter2"));
+    }
+}

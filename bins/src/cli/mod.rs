@@ -1,0 +1,185 @@
+//! `xmctl`, the admin CLI of xray-manager: a typed client over the manager's
+//! HTTP API ([`client`]), its output as tables or JSON ([`output`]) and the
+//! bulk user import from CSV ([`import`]). The binary only parses flags and
+//! calls [`run`].
+//!
+//! ```text
+//! XMCTL_URL=http://127.0.0.1:8080 XMCTL_TOKEN=… xmctl user list --json
+//! ```
+//!
+//! Settings: flag, then `XMCTL_URL` / `XMCTL_TOKEN` / `XMCTL_CONFIG`, then the
+//! config file (`url`, `token`; default `~/.config/xmctl/config.toml` when it
+//! exists), then `http://127.0.0.1:8080`. The token is never printed.
+//!
+//! # Exit codes
+//!
+//! | code | meaning |
+//! |---|---|
+//! | 0 | success |
+//! | 1 | usage or config error (bad flags, unreadable config or CSV, no token) |
+//! | 2 | the manager rejected the request (4xx; its error text is printed) |
+//! | 3 | authentication failed (401) |
+//! | 4 | the manager could not be reached (connection failed or timed out) |
+//! | 5 | the manager failed (5xx) or answered something that is not its API |
+//! | 6 | `user import` finished, but some rows failed |
+
+pub mod args;
+pub mod client;
+pub mod config;
+pub mod error;
+pub mod import;
+pub mod output;
+
+use std::io::IsTerminal;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use self::args::{Cli, Command, NodeCommand, UserCommand};
+use self::client::Client;
+use self::error::{CliError, exit};
+use self::output::emit;
+
+/// Runs one parsed command, prints its result (stdout) or error (stderr),
+/// and returns the process exit code.
+pub async fn run(cli: Cli) -> u8 {
+    match execute(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("xmctl: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+async fn execute(cli: Cli) -> Result<u8, CliError> {
+    let g = cli.global;
+    let settings = config::resolve(
+        g.url,
+        g.token.map(|t| t.expose().to_owned()),
+        g.config.as_deref(),
+        g.timeout,
+    )?;
+    let client = Client::new(&settings)?;
+    let json = g.json;
+
+    match cli.command {
+        Command::Node(cmd) => match cmd {
+            NodeCommand::Add { endpoint } => {
+                let node = client.node_new(&endpoint).await?;
+                show(json, &node, output::node_created(&node));
+            }
+            NodeCommand::Start { id } => {
+                let answer = client.node_start(&id).await?;
+                show(json, &answer, format!("node {id}: started"));
+            }
+            NodeCommand::Stop { id } => {
+                let answer = client.node_stop(&id).await?;
+                show(json, &answer, format!("node {id}: stopped"));
+            }
+            NodeCommand::Delete { id } => {
+                let answer = client.node_delete(&id).await?;
+                show(json, &answer, format!("node {id}: deleted"));
+            }
+            NodeCommand::List(page) => {
+                let nodes = client.all_nodes(page.page_size).await?;
+                show(
+                    json,
+                    &serde_json::json!({ "nodes": nodes }),
+                    output::nodes_table(&nodes),
+                );
+            }
+        },
+        Command::User(cmd) => match cmd {
+            UserCommand::Add { name } => {
+                let created = client.user_new(&name).await?;
+                show(json, &created, output::user_created(&created.user));
+            }
+            UserCommand::Enable { id } => {
+                let answer = client.user_enable(&id).await?;
+                show(json, &answer, format!("user {id}: enabled"));
+            }
+            UserCommand::Disable { id } => {
+                let answer = client.user_disable(&id).await?;
+                show(json, &answer, format!("user {id}: disabled"));
+            }
+            UserCommand::Delete { id } => {
+                let answer = client.user_delete(&id).await?;
+                show(json, &answer, format!("user {id}: deleted"));
+            }
+            UserCommand::List(page) => {
+                let users = client.all_users(page.page_size).await?;
+                show(
+                    json,
+                    &serde_json::json!({ "users": users }),
+                    output::users_table(&users),
+                );
+            }
+            UserCommand::Nodes { id, name } => {
+                let links = client.user_nodes(&id, &name).await?;
+                show(json, &links, output::links(&links));
+            }
+            UserCommand::Import { file, concurrency } => {
+                return import_file(&client, &file, concurrency, json).await;
+            }
+        },
+        Command::Status(page) => {
+            let health = client.health().await?;
+            let nodes = client.all_nodes(page.page_size).await?;
+            let users = client.all_users(page.page_size).await?;
+            let report = output::StatusReport::new(client.base_url(), health, &nodes, &users);
+            show(json, &report, report.human());
+        }
+    }
+    Ok(exit::SUCCESS)
+}
+
+async fn import_file(
+    client: &Client,
+    file: &std::path::Path,
+    concurrency: usize,
+    json: bool,
+) -> Result<u8, CliError> {
+    if !client.has_token() {
+        // Fail before reading a large file, with the same text as any admin call.
+        return Err(CliError::Usage(
+            "no admin token: pass --token, set XMCTL_TOKEN, or put `token` in the config file"
+                .into(),
+        ));
+    }
+    let (rows, bad) = if file.as_os_str() == "-" {
+        import::read_rows(std::io::stdin().lock())?
+    } else {
+        let f = std::fs::File::open(file)
+            .map_err(|e| CliError::Usage(format!("cannot open {}: {e}", file.display())))?;
+        import::read_rows(std::io::BufReader::new(f))?
+    };
+    let total = (rows.len() + bad.len()) as u64;
+    let progress = if json || !std::io::stderr().is_terminal() {
+        ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::hidden())
+    } else {
+        let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+        if let Ok(style) =
+            ProgressStyle::with_template("{bar:40} {pos}/{len} users ({per_sec}, eta {eta})")
+        {
+            bar.set_style(style);
+        }
+        bar
+    };
+    let (summary, abort) = import::import(client, &rows, bad, concurrency, &progress).await;
+    progress.finish_and_clear();
+    if json {
+        emit(&output::json(&summary));
+    } else {
+        emit(&output::import_summary(&summary));
+    }
+    match abort {
+        Some(e) => Err(e),
+        None if summary.failed > 0 => Ok(exit::IMPORT_FAILURES),
+        None => Ok(exit::SUCCESS),
+    }
+}
+
+/// Prints the API's answer with `--json`, else the text for people.
+fn show<T: serde::Serialize + ?Sized>(json: bool, value: &T, human: String) {
+    emit(&if json { output::json(value) } else { human });
+}

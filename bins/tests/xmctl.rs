@@ -1,0 +1,682 @@
+//! The real `xmctl` binary against a real manager (in-memory storage,
+//! simulated fleet) served in-process on 127.0.0.1:0.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use manager_lib::api::{self, ApiState};
+use manager_lib::service::{Manager, ManagerSettings};
+use manager_lib::storage::memory::MemoryStorage;
+use manager_lib::transport::simulated::SimulatedFleet;
+use serde_json::Value;
+use tempfile::TempDir;
+
+const TOKEN: &str = "TOKEN-for-xmctl-tests";
+
+/// A manager on a free port, and a clean `$HOME` so no real config file of
+/// the machine leaks into a test.
+struct Harness {
+    url: String,
+    fleet: Arc<SimulatedFleet>,
+    home: TempDir,
+}
+
+#[derive(Debug)]
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:?}"))
+    }
+
+    fn assert_code(&self, code: i32) -> &Self {
+        assert_eq!(self.code, code, "unexpected exit code: {self:?}");
+        self
+    }
+}
+
+async fn start_manager() -> Harness {
+    start_manager_with(|r| r).await
+}
+
+async fn start_manager_with(wrap: impl FnOnce(Router) -> Router) -> Harness {
+    let fleet = Arc::new(SimulatedFleet::new());
+    let manager = Manager::new(
+        Arc::new(MemoryStorage::new()),
+        fleet.clone(),
+        ManagerSettings::default(),
+    );
+    let router = wrap(api::router(ApiState::new(Arc::new(manager), TOKEN)));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a free port");
+    let addr = listener.local_addr().expect("local addr");
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    Harness {
+        url: format!("http://{addr}"),
+        fleet,
+        home: tempfile::tempdir().expect("temp home"),
+    }
+}
+
+/// Runs the binary with only the given variables (plus a clean `HOME`).
+async fn run_xmctl(home: &Path, args: &[&str], envs: &[(&str, &str)]) -> Run {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_xmctl"));
+    cmd.args(args).env_clear().env("HOME", home);
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .expect("join")
+        .expect("run xmctl");
+    Run {
+        code: out.status.code().expect("exited, not killed"),
+        stdout: String::from_utf8(out.stdout).expect("utf-8 stdout"),
+        stderr: String::from_utf8(out.stderr).expect("utf-8 stderr"),
+    }
+}
+
+impl Harness {
+    /// `xmctl` with this manager's URL and the right token in the environment.
+    async fn xmctl(&self, args: &[&str]) -> Run {
+        run_xmctl(
+            self.home.path(),
+            args,
+            &[("XMCTL_URL", &self.url), ("XMCTL_TOKEN", TOKEN)],
+        )
+        .await
+    }
+
+    async fn add_node(&self, endpoint: &str) -> String {
+        let run = self.xmctl(&["node", "add", endpoint, "--json"]).await;
+        run.assert_code(0);
+        run.json()["nodeID"].as_str().expect("nodeID").to_owned()
+    }
+
+    async fn add_user(&self, name: &str) -> String {
+        let run = self.xmctl(&["user", "add", name, "--json"]).await;
+        run.assert_code(0);
+        let v = run.json();
+        assert_eq!(v["user"]["name"], name);
+        v["user"]["id"].as_str().expect("user id").to_owned()
+    }
+
+    async fn users(&self) -> Vec<Value> {
+        let run = self.xmctl(&["user", "list", "--json"]).await;
+        run.assert_code(0);
+        run.json()["users"].as_array().expect("users array").clone()
+    }
+
+    fn write(&self, name: &str, text: &str) -> std::path::PathBuf {
+        let path = self.home.path().join(name);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&path, text).expect("write file");
+        path
+    }
+}
+
+/// A port nothing listens on.
+async fn closed_port_url() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    drop(listener);
+    format!("http://{addr}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_add_prints_id_and_key_and_is_idempotent() {
+    let h = start_manager().await;
+    let human = h.xmctl(&["node", "add", "http://node-a.test:9000"]).await;
+    human.assert_code(0);
+    assert!(human.stdout.contains("node id:"), "{human:?}");
+    assert!(human.stdout.contains("node key:"), "{human:?}");
+
+    let again = h
+        .xmctl(&["node", "add", "http://node-a.test:9000", "--json"])
+        .await;
+    again.assert_code(0);
+    let v = again.json();
+    let id = v["nodeID"].as_str().expect("nodeID");
+    let key = v["nodeKey"].as_str().expect("nodeKey");
+    assert!(
+        human.stdout.contains(id) && human.stdout.contains(key),
+        "same node twice"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_start_runs_the_node_and_list_shows_it() {
+    let h = start_manager().await;
+    let endpoint = "http://node-a.test:9000";
+    h.fleet.add_node(endpoint);
+    let id = h.add_node(endpoint).await;
+
+    let listed = h.xmctl(&["node", "list", "--json"]).await;
+    listed.assert_code(0);
+    let nodes = listed.json()["nodes"].as_array().expect("nodes").clone();
+    assert_eq!(nodes.len(), 1);
+    assert_eq!(nodes[0]["id"], id.as_str());
+    assert_eq!(nodes[0]["endpoint"], endpoint);
+    assert_eq!(nodes[0]["requiredStatus"], "Stopped");
+
+    h.xmctl(&["node", "start", &id]).await.assert_code(0);
+    assert!(h.fleet.is_running(endpoint));
+
+    let table = h.xmctl(&["node", "list"]).await;
+    table.assert_code(0);
+    assert!(table.stdout.contains(&id), "{table:?}");
+    assert!(table.stdout.contains(endpoint), "{table:?}");
+    assert!(table.stdout.contains("Running"), "{table:?}");
+
+    h.xmctl(&["node", "stop", &id]).await.assert_code(0);
+    assert!(!h.fleet.is_running(endpoint));
+    h.xmctl(&["node", "delete", &id]).await.assert_code(0);
+    let after = h.xmctl(&["node", "list", "--json"]).await;
+    assert_eq!(after.json()["nodes"], serde_json::json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starting_an_unreachable_node_is_a_server_error() {
+    let h = start_manager().await;
+    // Not added to the fleet: the simulated agent does not answer.
+    let id = h.add_node("http://nowhere.test:9000").await;
+    let run = h.xmctl(&["node", "start", &id]).await;
+    run.assert_code(5);
+    assert!(run.stderr.contains("node unreachable"), "{run:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_follow_every_page() {
+    let h = start_manager().await;
+    for i in 0..5 {
+        h.add_node(&format!("http://node-{i}.test:9000")).await;
+        h.add_user(&format!("user-{i}")).await;
+    }
+    let nodes = h
+        .xmctl(&["node", "list", "--page-size", "2", "--json"])
+        .await;
+    nodes.assert_code(0);
+    assert_eq!(nodes.json()["nodes"].as_array().expect("nodes").len(), 5);
+    let users = h
+        .xmctl(&["user", "list", "--page-size", "2", "--json"])
+        .await;
+    users.assert_code(0);
+    let names: Vec<_> = users.json()["users"]
+        .as_array()
+        .expect("users")
+        .iter()
+        .map(|u| u["name"].as_str().expect("name").to_owned())
+        .collect();
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        (0..5).map(|i| format!("user-{i}")).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_add_enable_list_and_nodes() {
+    let h = start_manager().await;
+    let endpoint = "http://node-a.test:9000";
+    h.fleet.add_node(endpoint);
+    let node = h.add_node(endpoint).await;
+
+    let human = h.xmctl(&["user", "add", "alice"]).await;
+    human.assert_code(0);
+    assert!(human.stdout.contains("alice"), "{human:?}");
+    let id = h.add_user("bob").await;
+    assert_eq!(h.users().await.len(), 2);
+
+    h.xmctl(&["user", "enable", &id]).await.assert_code(0);
+    let bob = h
+        .users()
+        .await
+        .into_iter()
+        .find(|u| u["id"] == id.as_str())
+        .expect("bob listed");
+    assert_eq!(bob["status"], "Enabled");
+    let table = h.xmctl(&["user", "list"]).await;
+    assert!(
+        table.stdout.contains(&id) && table.stdout.contains("Enabled"),
+        "{table:?}"
+    );
+
+    // Starting the node puts every enabled user on it.
+    h.xmctl(&["node", "start", &node]).await.assert_code(0);
+    // The user's own call needs no token.
+    let links = run_xmctl(
+        h.home.path(),
+        &["user", "nodes", &id, "bob", "--json"],
+        &[("XMCTL_URL", &h.url)],
+    )
+    .await;
+    links.assert_code(0);
+    let links = links.json();
+    let links = links.as_array().expect("array of links");
+    assert_eq!(links.len(), 1);
+    let link = links[0].as_str().expect("link");
+    assert!(link.contains(&id) && link.contains("bob"), "{link}");
+
+    let mismatch = h.xmctl(&["user", "nodes", &id, "not-bob"]).await;
+    mismatch.assert_code(2);
+    assert!(
+        mismatch.stderr.contains("user id and name do not match"),
+        "{mismatch:?}"
+    );
+
+    h.xmctl(&["user", "disable", &id]).await.assert_code(0);
+    h.xmctl(&["user", "delete", &id]).await.assert_code(0);
+    assert_eq!(h.users().await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_user_is_rejected_with_exit_2() {
+    let h = start_manager().await;
+    let run = h
+        .xmctl(&["user", "enable", "00000000-0000-4000-8000-000000000000"])
+        .await;
+    run.assert_code(2);
+    assert!(run.stderr.contains("user not exists"), "{run:?}");
+    assert!(run.stdout.is_empty(), "{run:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_token_exits_3_and_is_never_printed() {
+    let h = start_manager().await;
+    let secret = "wrong-token-s3cr3t";
+    for args in [
+        &["node", "list"][..],
+        &["user", "add", "x", "--json"][..],
+        &["status"][..],
+    ] {
+        let run = run_xmctl(
+            h.home.path(),
+            args,
+            &[("XMCTL_URL", &h.url), ("XMCTL_TOKEN", secret)],
+        )
+        .await;
+        run.assert_code(3);
+        assert!(run.stderr.contains("authentication failed"), "{run:?}");
+        assert!(
+            !run.stdout.contains(secret) && !run.stderr.contains(secret),
+            "{run:?}"
+        );
+    }
+    // Not even the help, which lists the variables.
+    let help = run_xmctl(h.home.path(), &["--help"], &[("XMCTL_TOKEN", secret)]).await;
+    help.assert_code(0);
+    assert!(help.stdout.contains("XMCTL_TOKEN"), "{help:?}");
+    assert!(!help.stdout.contains(secret), "{help:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_token_for_an_admin_call_is_a_usage_error() {
+    let h = start_manager().await;
+    let run = run_xmctl(h.home.path(), &["user", "list"], &[("XMCTL_URL", &h.url)]).await;
+    run.assert_code(1);
+    assert!(run.stderr.contains("no admin token"), "{run:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_manager_exits_4() {
+    let home = tempfile::tempdir().expect("home");
+    let url = closed_port_url().await;
+    let run = run_xmctl(
+        home.path(),
+        &["status", "--timeout", "5"],
+        &[("XMCTL_URL", &url), ("XMCTL_TOKEN", TOKEN)],
+    )
+    .await;
+    run.assert_code(4);
+    assert!(
+        run.stderr.contains("could not reach the manager"),
+        "{run:?}"
+    );
+    assert!(!run.stderr.contains(TOKEN), "{run:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_errors_exit_1() {
+    let home = tempfile::tempdir().expect("home");
+    for args in [
+        &["frobnicate"][..],
+        &["node", "add"][..],
+        &["user", "import", "x.csv", "--concurrency", "0"][..],
+        &["--url", "ftp://x", "user", "list"][..],
+        &["--timeout", "0", "status"][..],
+    ] {
+        let run = run_xmctl(home.path(), args, &[("XMCTL_TOKEN", TOKEN)]).await;
+        assert_eq!(run.code, 1, "{args:?}: {run:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_counts_nodes_and_users_by_status() {
+    let h = start_manager().await;
+    let up = "http://node-up.test:9000";
+    h.fleet.add_node(up);
+    let running = h.add_node(up).await;
+    h.add_node("http://node-down.test:9000").await;
+    h.xmctl(&["node", "start", &running]).await.assert_code(0);
+    let alice = h.add_user("alice").await;
+    h.add_user("bob").await;
+    h.add_user("carol").await;
+    h.xmctl(&["user", "enable", &alice]).await.assert_code(0);
+
+    let run = h.xmctl(&["status", "--json"]).await;
+    run.assert_code(0);
+    let v = run.json();
+    assert_eq!(v["health"]["status"], "ok");
+    assert_eq!(v["nodes"]["total"], 2);
+    assert_eq!(v["nodes"]["byActualStatus"]["Running"], 1);
+    assert_eq!(v["nodes"]["byActualStatus"]["Error"], 0);
+    assert_eq!(v["users"]["total"], 3);
+    assert_eq!(v["users"]["byStatus"]["Enabled"], 1);
+    assert_eq!(v["users"]["byStatus"]["Disabled"], 2);
+
+    let human = h.xmctl(&["status"]).await;
+    human.assert_code(0);
+    assert!(human.stdout.contains("ok"), "{human:?}");
+    assert!(
+        human.stdout.contains("Running") && human.stdout.contains("Disabled"),
+        "{human:?}"
+    );
+}
+
+/// 50 rows, names empty on lines 11 and 31 (the header is line 1), every
+/// third row asks to be enabled.
+fn fifty_rows_two_bad() -> (String, usize) {
+    let mut csv = String::from("name,enabled\n");
+    let mut want_enabled = 0;
+    for i in 0..50 {
+        let line = i + 2;
+        let enabled = i % 3 == 0;
+        let name = if line == 11 || line == 31 {
+            String::new()
+        } else {
+            if enabled {
+                want_enabled += 1;
+            }
+            format!("imported-{i}")
+        };
+        csv.push_str(&format!("{name},{enabled}\n"));
+    }
+    (csv, want_enabled)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_reports_bad_lines_and_exits_6() {
+    let h = start_manager().await;
+    let (csv, want_enabled) = fifty_rows_two_bad();
+    let file = h.write("users.csv", &csv);
+
+    let run = h
+        .xmctl(&[
+            "user",
+            "import",
+            file.to_str().expect("utf-8 path"),
+            "--json",
+        ])
+        .await;
+    run.assert_code(6);
+    let v = run.json();
+    assert_eq!(v["created"], 48);
+    assert_eq!(v["enabled"], want_enabled);
+    assert_eq!(v["failed"], 2);
+    let failures = v["failures"].as_array().expect("failures");
+    let lines: Vec<_> = failures.iter().map(|f| f["line"].as_u64()).collect();
+    assert_eq!(lines, vec![Some(11), Some(31)]);
+    assert!(
+        failures.iter().all(|f| f["error"] == "invalid user name"),
+        "{failures:?}"
+    );
+    assert_eq!(v["users"].as_array().expect("users").len(), 48);
+
+    let users = h.users().await;
+    assert_eq!(users.len(), 48);
+    let enabled = users.iter().filter(|u| u["status"] == "Enabled").count();
+    assert_eq!(enabled, want_enabled);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_summary_for_people_names_each_bad_line() {
+    let h = start_manager().await;
+    let (csv, _) = fifty_rows_two_bad();
+    let file = h.write("users.csv", &csv);
+    let run = h
+        .xmctl(&["user", "import", file.to_str().expect("utf-8 path")])
+        .await;
+    run.assert_code(6);
+    assert!(run.stdout.contains("created: 48"), "{run:?}");
+    assert!(run.stdout.contains("failed: 2"), "{run:?}");
+    let failure_lines: Vec<_> = run
+        .stdout
+        .lines()
+        .filter(|l| l.contains("invalid user name"))
+        .collect();
+    assert_eq!(failure_lines.len(), 2, "{run:?}");
+    assert!(
+        failure_lines[0].contains("11") && failure_lines[1].contains("31"),
+        "{run:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_import_exits_0() {
+    let h = start_manager().await;
+    let file = h.write("ok.csv", "name\nann\nben\n");
+    let run = h
+        .xmctl(&[
+            "user",
+            "import",
+            file.to_str().expect("utf-8 path"),
+            "--json",
+        ])
+        .await;
+    run.assert_code(0);
+    assert_eq!(run.json()["created"], 2);
+    assert_eq!(run.json()["enabled"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_with_a_wrong_token_stops_with_exit_3() {
+    let h = start_manager().await;
+    let (csv, _) = fifty_rows_two_bad();
+    let file = h.write("users.csv", &csv);
+    let run = run_xmctl(
+        h.home.path(),
+        &[
+            "user",
+            "import",
+            file.to_str().expect("utf-8 path"),
+            "--json",
+        ],
+        &[("XMCTL_URL", &h.url), ("XMCTL_TOKEN", "wrong")],
+    )
+    .await;
+    run.assert_code(3);
+    let v = run.json();
+    assert_eq!(v["created"], 0);
+    assert!(
+        v["aborted"]
+            .as_str()
+            .expect("aborted")
+            .contains("authentication"),
+        "{v}"
+    );
+    assert!(h.users().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_without_a_name_column_exits_1() {
+    let h = start_manager().await;
+    let file = h.write("bad.csv", "user,enabled\nann,true\n");
+    let run = h
+        .xmctl(&["user", "import", file.to_str().expect("utf-8 path")])
+        .await;
+    run.assert_code(1);
+    assert!(run.stderr.contains("no `name` column"), "{run:?}");
+    assert!(h.users().await.is_empty());
+}
+
+/// Holds every user call until `limit` are in flight at once, then lets all
+/// through, and records the most ever in flight: the import must reach the
+/// limit (else it would hang here) and never pass it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_keeps_at_most_concurrency_requests_in_flight() {
+    #[derive(Default)]
+    struct Gate {
+        in_flight: AtomicUsize,
+        max: AtomicUsize,
+        open: tokio::sync::Notify,
+        opened: std::sync::atomic::AtomicBool,
+    }
+    const LIMIT: usize = 4;
+    let gate = Arc::new(Gate::default());
+    let g = gate.clone();
+    let h = start_manager_with(move |router| {
+        router.layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| {
+                let g = g.clone();
+                async move {
+                    let now = g.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                    g.max.fetch_max(now, Ordering::SeqCst);
+                    if now >= LIMIT {
+                        g.opened.store(true, Ordering::SeqCst);
+                        g.open.notify_waiters();
+                    }
+                    // A client that never reaches the limit fails the
+                    // assertion below instead of hanging the test.
+                    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+                    while !g.opened.load(Ordering::SeqCst) {
+                        let wait = g.open.notified();
+                        if g.opened.load(Ordering::SeqCst) {
+                            break;
+                        }
+                        if tokio::time::timeout_at(deadline, wait).await.is_err() {
+                            g.opened.store(true, Ordering::SeqCst);
+                            g.open.notify_waiters();
+                        }
+                    }
+                    let resp = next.run(req).await;
+                    g.in_flight.fetch_sub(1, Ordering::SeqCst);
+                    resp
+                }
+            },
+        ))
+    })
+    .await;
+    let (csv, _) = fifty_rows_two_bad();
+    let file = h.write("users.csv", &csv);
+    let run = h
+        .xmctl(&[
+            "user",
+            "import",
+            file.to_str().expect("utf-8 path"),
+            "--concurrency",
+            "4",
+            "--json",
+        ])
+        .await;
+    run.assert_code(6);
+    assert_eq!(run.json()["created"], 48);
+    assert_eq!(gate.max.load(Ordering::SeqCst), LIMIT);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_file_then_env_then_flag() {
+    let h = start_manager().await;
+    let dead = closed_port_url().await;
+    let config = h.write(
+        "xmctl.toml",
+        &format!("url = \"{}\"\ntoken = \"{TOKEN}\"\n", h.url),
+    );
+    let config = config.to_str().expect("utf-8 path");
+    let home = h.home.path();
+
+    // The file alone is enough.
+    run_xmctl(home, &["--config", config, "user", "list"], &[])
+        .await
+        .assert_code(0);
+    // The environment wins over the file…
+    run_xmctl(
+        home,
+        &["--config", config, "user", "list"],
+        &[("XMCTL_TOKEN", "wrong")],
+    )
+    .await
+    .assert_code(3);
+    run_xmctl(
+        home,
+        &["--config", config, "user", "list"],
+        &[("XMCTL_URL", &dead)],
+    )
+    .await
+    .assert_code(4);
+    // …and a flag wins over the environment.
+    run_xmctl(
+        home,
+        &["--config", config, "--token", TOKEN, "user", "list"],
+        &[("XMCTL_TOKEN", "wrong")],
+    )
+    .await
+    .assert_code(0);
+    run_xmctl(
+        home,
+        &["--config", config, "--url", &h.url, "user", "list"],
+        &[("XMCTL_URL", &dead)],
+    )
+    .await
+    .assert_code(0);
+    // XMCTL_CONFIG names the file too.
+    run_xmctl(home, &["user", "list"], &[("XMCTL_CONFIG", config)])
+        .await
+        .assert_code(0);
+    // An explicit file that is missing is a usage error.
+    run_xmctl(
+        home,
+        &["--config", "/nonexistent/xmctl.toml", "user", "list"],
+        &[],
+    )
+    .await
+    .assert_code(1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_config_file_is_read_when_present() {
+    let h = start_manager().await;
+    // Without it: the default URL and no token.
+    run_xmctl(h.home.path(), &["user", "list"], &[])
+        .await
+        .assert_code(1);
+    h.write(
+        ".config/xmctl/config.toml",
+        &format!("url = \"{}\"\ntoken = \"{TOKEN}\"\n", h.url),
+    );
+    run_xmctl(h.home.path(), &["user", "list", "--json"], &[])
+        .await
+        .assert_code(0);
+    // XDG_CONFIG_HOME moves it.
+    let elsewhere = tempfile::tempdir().expect("xdg dir");
+    let xdg = elsewhere.path().to_str().expect("utf-8 path");
+    run_xmctl(
+        h.home.path(),
+        &["user", "list"],
+        &[("XDG_CONFIG_HOME", xdg)],
+    )
+    .await
+    .assert_code(1);
+}
