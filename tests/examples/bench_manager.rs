@@ -1,0 +1,365 @@
+//! Run with: cargo run --release -p tests --example bench_manager -- <scenario> [options]
+//!
+//! The manager's benchmarks (figures, not pass/fail tests), on a simulated
+//! fleet so 1,000 nodes fit on one machine:
+//!
+//! - `writes --nodes N --users U`: user creation + enable through the
+//!   manager's scenarios, 64 at a time; a change's cost must not grow with N.
+//! - `enable-latency --nodes 10 --samples S`: from `enable_user` returning to
+//!   the user being on every node's core (the nudged push), p50/p99.
+//! - `burst --nodes 1000 --users 10000`: 10,000 enables, time until every
+//!   node's core has every user.
+//! - `node-list --users 1000000 --nodes 1000 --serving K`: seeds (once, kept in
+//!   the storage file/database), serves the manager's API on 127.0.0.1, and
+//!   loads `GET /user/{id}-{name}/nodes` with `wrk` (64 connections, random
+//!   users); prints wrk's figures and the process's resident memory.
+//!
+//! Common options: `--storage URL` (default an SQLite file under target/),
+//! `--cache memory|redis://…`.
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use manager_lib::cache::{Cache, CachedStorage, CachedStorageSettings, MemoryCache};
+use manager_lib::domain::{NewUser, RequiredStatus, UserStatus};
+use manager_lib::reconcile::{Reconciler, ReconcilerSettings};
+use manager_lib::service::{Manager, ManagerSettings};
+use manager_lib::storage::Storage;
+use manager_lib::transport::simulated::SimulatedFleet;
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+struct Opts(HashMap<String, String>);
+
+impl Opts {
+    fn get(&self, key: &str, default: &str) -> String {
+        self.0
+            .get(key)
+            .cloned()
+            .unwrap_or_else(|| default.to_owned())
+    }
+    fn num(&self, key: &str, default: usize) -> usize {
+        self.get(key, &default.to_string()).parse().expect(key)
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let mut args = std::env::args().skip(1);
+    let scenario = args.next().unwrap_or_default();
+    let mut opts = HashMap::new();
+    while let Some(k) = args.next() {
+        let v = args.next().unwrap_or_default();
+        opts.insert(k.trim_start_matches("--").to_owned(), v);
+    }
+    let opts = Opts(opts);
+    match scenario.as_str() {
+        "writes" => writes(&opts).await,
+        "enable-latency" => enable_latency(&opts).await,
+        "burst" => burst(&opts).await,
+        "node-list" => node_list(&opts).await,
+        _ => {
+            eprintln!(
+                "scenarios: writes | enable-latency | burst | node-list (see the file's doc)"
+            );
+            std::process::exit(1);
+        }
+    }
+}
+
+async fn open_storage(opts: &Opts, name: &str) -> Result<Arc<dyn Storage>> {
+    let default = format!("sqlite://target/bench-{name}.db");
+    let url = opts.get("storage", &default);
+    Ok(if url.starts_with("sqlite://") {
+        Arc::new(storage_sqlite::SqliteStorage::connect(&url).await?)
+    } else {
+        Arc::new(storage_postgres::PgStorage::connect(&url).await?)
+    })
+}
+
+async fn open_cache(opts: &Opts) -> Result<Arc<dyn Cache>> {
+    let url = opts.get("cache", "memory");
+    Ok(if url == "memory" {
+        Arc::new(MemoryCache::new())
+    } else {
+        Arc::new(cache_redis::RedisCache::connect(&url).await?)
+    })
+}
+
+fn fresh_sqlite(name: &str) {
+    for ext in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("target/bench-{name}.db{ext}"));
+    }
+}
+
+/// A fleet of `n` simulated nodes, registered and started.
+async fn fleet(
+    manager: &Manager,
+    fleet: &SimulatedFleet,
+    n: usize,
+) -> Result<Vec<manager_lib::domain::Node>> {
+    let mut nodes = Vec::with_capacity(n);
+    for i in 0..n {
+        let endpoint = format!("http://sim-{i}.bench:9000");
+        fleet.add_node(&endpoint);
+        let node = manager.new_node(&endpoint).await?;
+        manager.start_node(node.id).await?;
+        nodes.push(node);
+    }
+    Ok(nodes)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+async fn writes(opts: &Opts) -> Result<()> {
+    let nodes = opts.num("nodes", 10);
+    let users = opts.num("users", 20_000);
+    let name = format!("writes-{nodes}");
+    fresh_sqlite(&name);
+    let storage = open_storage(opts, &name).await?;
+    let sim = Arc::new(SimulatedFleet::new());
+    let manager = Arc::new(Manager::new(
+        storage,
+        sim.clone(),
+        ManagerSettings::default(),
+    ));
+    fleet(&manager, &sim, nodes).await?;
+    let start = Instant::now();
+    let per_task = users / 64;
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in 0..64 {
+        let manager = manager.clone();
+        tasks.spawn(async move {
+            for i in 0..per_task {
+                let user = manager.new_user(&format!("user-{t}-{i}")).await.unwrap();
+                manager.enable_user(user.id).await.unwrap();
+            }
+        });
+    }
+    tasks.join_all().await;
+    let took = start.elapsed();
+    let done = per_task * 64;
+    println!(
+        "writes: {done} users created+enabled with {nodes} nodes in {:.2?}: {:.0} users/s",
+        took,
+        done as f64 / took.as_secs_f64()
+    );
+    Ok(())
+}
+
+async fn running_manager(
+    opts: &Opts,
+    name: &str,
+    nodes: usize,
+) -> Result<(
+    Arc<Manager>,
+    Arc<SimulatedFleet>,
+    Vec<manager_lib::domain::Node>,
+)> {
+    fresh_sqlite(name);
+    let storage = open_storage(opts, name).await?;
+    let sim = Arc::new(SimulatedFleet::new());
+    let manager = Arc::new(Manager::new(
+        storage,
+        sim.clone(),
+        ManagerSettings::default(),
+    ));
+    let nodes = fleet(&manager, &sim, nodes).await?;
+    let reconciler = Arc::new(Reconciler::new(
+        manager.clone(),
+        ReconcilerSettings {
+            interval: Duration::from_secs(5),
+            concurrency: 64,
+            ..ReconcilerSettings::default()
+        },
+    ));
+    // The first heartbeat claims the nodes; after that, nudges push.
+    reconciler.heartbeat().await;
+    tokio::spawn(reconciler.run(std::future::pending()));
+    Ok((manager, sim, nodes))
+}
+
+async fn enable_latency(opts: &Opts) -> Result<()> {
+    let nodes_n = opts.num("nodes", 10);
+    let samples = opts.num("samples", 500);
+    let (manager, sim, nodes) = running_manager(opts, "latency", nodes_n).await?;
+    let mut lat = Vec::with_capacity(samples);
+    for i in 0..samples {
+        let user = manager.new_user(&format!("u{i}")).await?;
+        let start = Instant::now();
+        manager.enable_user(user.id).await?;
+        while !nodes
+            .iter()
+            .all(|n| sim.users(&n.endpoint).contains(&user.id))
+        {
+            tokio::task::yield_now().await;
+        }
+        lat.push(start.elapsed());
+    }
+    lat.sort();
+    println!(
+        "enable-to-applied on {nodes_n} nodes, {samples} samples: p50 {:.2?} p99 {:.2?} max {:.2?}",
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99),
+        lat[lat.len() - 1]
+    );
+    Ok(())
+}
+
+async fn burst(opts: &Opts) -> Result<()> {
+    let nodes_n = opts.num("nodes", 1000);
+    let users = opts.num("users", 10_000);
+    let (manager, sim, nodes) = running_manager(opts, "burst", nodes_n).await?;
+    let mut ids = Vec::with_capacity(users);
+    for i in 0..users {
+        ids.push(manager.new_user(&format!("u{i}")).await?.id);
+    }
+    let start = Instant::now();
+    for id in &ids {
+        manager.enable_user(*id).await?;
+    }
+    let stored = start.elapsed();
+    while !nodes.iter().all(|n| sim.users(&n.endpoint).len() == users) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!(
+        "burst: {users} enables stored in {stored:.2?}, applied on all {nodes_n} nodes after {:.2?}",
+        start.elapsed()
+    );
+    Ok(())
+}
+
+fn rss_kib() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+async fn node_list(opts: &Opts) -> Result<()> {
+    let users_n = opts.num("users", 1_000_000);
+    let nodes_n = opts.num("nodes", 1000);
+    let serving = opts.num("serving", nodes_n);
+    let name = format!("nodelist-{users_n}-{nodes_n}");
+    let storage = open_storage(opts, &name).await?;
+    let sim = Arc::new(SimulatedFleet::new());
+    let paths_file = format!("target/bench-{name}.paths");
+    let fleet_state = storage.fleet_state().await?;
+    if fleet_state.enabled_users < users_n as u64 {
+        eprintln!("seeding {users_n} users and {nodes_n} nodes (once)…");
+        let manager = Manager::new(storage.clone(), sim.clone(), ManagerSettings::default());
+        for i in 0..nodes_n {
+            let endpoint = format!("http://sim-{i}.bench:9000");
+            sim.add_node(&endpoint);
+            let node = manager.new_node(&endpoint).await?;
+            if i < serving {
+                manager.start_node(node.id).await?;
+            }
+        }
+        let mut paths = std::io::BufWriter::new(std::fs::File::create(&paths_file)?);
+        let started = Instant::now();
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(1024);
+        let per_task = users_n / 8;
+        for t in 0..8 {
+            let storage = storage.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                for i in 0..per_task {
+                    let user = storage
+                        .create_user(NewUser::new(format!("user-{t}-{i}")).unwrap())
+                        .await
+                        .unwrap();
+                    storage
+                        .set_user_status(user.id, UserStatus::Enabled)
+                        .await
+                        .unwrap();
+                    tx.send(format!("/user/{}-{}/nodes", user.id, user.name))
+                        .await
+                        .unwrap();
+                }
+            });
+        }
+        drop(tx);
+        let mut n = 0;
+        while let Some(p) = rx.recv().await {
+            writeln!(paths, "{p}")?;
+            n += 1;
+            if n % 100_000 == 0 {
+                eprintln!(
+                    "  {n} users ({:.0}/s)",
+                    n as f64 / started.elapsed().as_secs_f64()
+                );
+            }
+        }
+        paths.flush()?;
+        let last = storage.fleet_state().await?.last_seq;
+        let mut req = manager_lib::domain::PageRequest::first(10_000);
+        loop {
+            let page = storage.list_nodes(&req).await?;
+            for node in &page.items {
+                if node.required_status == RequiredStatus::Running {
+                    storage.ack_operations(node.id, last).await?;
+                }
+            }
+            match page.next {
+                Some(next) => req.after = Some(next),
+                None => break,
+            }
+        }
+        eprintln!("seeded in {:.1?}", started.elapsed());
+    }
+    let cache = open_cache(opts).await?;
+    let cached: Arc<dyn Storage> = Arc::new(CachedStorage::new(
+        storage,
+        cache,
+        CachedStorageSettings::default(),
+    ));
+    let manager = Arc::new(Manager::new(cached, sim, ManagerSettings::default()));
+    let app = manager_lib::api::router(manager_lib::api::ApiState::new(manager, "bench"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let (rss0, _) = rss_kib();
+    eprintln!(
+        "serving on {addr}; resident memory before load: {} MiB",
+        rss0 / 1024
+    );
+
+    let script = format!("target/bench-{name}.lua");
+    std::fs::write(
+        &script,
+        format!(
+            r#"local paths = {{}}
+for line in io.lines("{paths_file}") do paths[#paths + 1] = line end
+math.randomseed(os.time())
+request = function()
+  return wrk.format("GET", paths[math.random(#paths)])
+end
+"#
+        ),
+    )?;
+    let duration = opts.get("duration", "20s");
+    let out = tokio::process::Command::new("wrk")
+        .args(["-t2", "-c64", "-d", &duration, "--latency", "-s", &script])
+        .arg(format!("http://{addr}"))
+        .output()
+        .await?;
+    println!("{}", String::from_utf8_lossy(&out.stdout));
+    let (rss, hwm) = rss_kib();
+    println!(
+        "manager resident memory: now {} MiB, peak {} MiB (this process also holds the bench's seeding data)",
+        rss / 1024,
+        hwm / 1024
+    );
+    Ok(())
+}
