@@ -1,0 +1,167 @@
+//! Wiring the agent from [`Settings`] and serving its API.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use xray_core_client::CoreClient;
+
+use crate::agent::{Agent, AgentOptions};
+use crate::api::{AppState, router};
+use crate::config::{ConfigError, CoreConfig};
+use crate::core::{CoreApi, CoreApiProbe};
+use crate::service::{
+    LaunchctlService, ProcessService, ProcessSettings, ServiceControl, SystemdService,
+};
+use crate::settings::{Backend, Settings, SettingsError};
+
+/// Why the agent could not start or serve.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    #[error("base config {path}: {source}")]
+    BaseConfig {
+        path: String,
+        #[source]
+        source: ConfigError,
+    },
+    #[error("core API client: {0}")]
+    Core(#[from] xray_core_client::CoreError),
+    #[error("serving: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The agent's parts, wired from settings.
+#[derive(Debug)]
+pub struct Node {
+    pub state: Arc<AppState>,
+    pub agent: Arc<Agent>,
+    pub service: Arc<dyn ServiceControl>,
+    /// The supervised core, with the `process` backend.
+    pub process: Option<Arc<ProcessService>>,
+}
+
+impl Node {
+    /// Reads the base config and builds the core client, the service backend
+    /// and the agent. Logs (without secrets) which inbounds it manages.
+    pub fn build(settings: &Settings) -> Result<Self, ServeError> {
+        let key = settings.node_key()?;
+        let flavor = settings.flavor()?;
+        let base_path = &settings.core.base_config;
+        let base_error = |source| ServeError::BaseConfig {
+            path: base_path.display().to_string(),
+            source,
+        };
+        let base = std::fs::read_to_string(base_path).map_err(|e| base_error(e.into()))?;
+        let (config, warnings) =
+            CoreConfig::parse(&base, flavor, &settings.vless_flow).map_err(base_error)?;
+        for warning in warnings {
+            tracing::warn!("{warning}");
+        }
+        for inbound in config.inbounds() {
+            tracing::info!(tag = %inbound.tag, protocol = ?inbound.protocol, "managed inbound");
+        }
+        let core: Arc<dyn CoreApi> = Arc::new(CoreClient::new(
+            &settings.core.api_address,
+            flavor,
+            Duration::from_millis(settings.core.api_timeout_ms),
+        )?);
+        let mut process = None;
+        let service: Arc<dyn ServiceControl> = match settings.service.backend {
+            Backend::Process => {
+                let mut process_settings =
+                    ProcessSettings::new(&settings.core.binary, settings.core_args()?);
+                process_settings.stop_timeout =
+                    Duration::from_secs(settings.core.stop_timeout_secs);
+                let service = Arc::new(
+                    ProcessService::new(process_settings)
+                        .with_readiness(Arc::new(CoreApiProbe(core.clone()))),
+                );
+                process = Some(service.clone());
+                service
+            }
+            Backend::Systemd => Arc::new(SystemdService::new(&settings.service.unit)),
+            Backend::Launchctl => Arc::new(LaunchctlService::new(
+                &settings.service.label,
+                &settings.service.domain,
+                &settings.service.plist,
+            )),
+        };
+        let mut options = AgentOptions::new(&settings.core.generated_config);
+        options.user_config_template = settings.user_config_template.clone();
+        options.start_timeout = settings.start_timeout();
+        options.flush_delay = Duration::from_millis(settings.config_flush_ms);
+        options.monitor_interval = Duration::from_secs(settings.monitor_interval_secs.max(1));
+        let agent = Arc::new(Agent::new(service.clone(), core, config, options));
+        let state =
+            Arc::new(AppState::new(agent.clone(), key).with_body_limit(settings.body_limit));
+        Ok(Self {
+            state,
+            agent,
+            service,
+            process,
+        })
+    }
+
+    /// Serves the API on `listener` until `shutdown` resolves; then stops the
+    /// background tasks and, with the `process` backend, the core.
+    pub async fn serve(
+        self,
+        settings: &Settings,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
+        let background = CancellationToken::new();
+        let tasks = self.agent.spawn_background(background.clone());
+        let app = router(self.state.clone());
+        let address = listener.local_addr()?;
+        let served = match &settings.tls {
+            None => {
+                tracing::info!(%address, "node API listening (plain HTTP)");
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            }
+            Some(tls) => {
+                let config =
+                    axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key)
+                        .await?;
+                let handle = axum_server::Handle::new();
+                let stopper = handle.clone();
+                tokio::spawn(async move {
+                    shutdown.await;
+                    stopper.graceful_shutdown(Some(Duration::from_secs(10)));
+                });
+                tracing::info!(%address, "node API listening (HTTPS)");
+                axum_server::from_tcp_rustls(listener.into_std()?, config)
+                    .handle(handle)
+                    .serve(app.into_make_service())
+                    .await
+            }
+        };
+        background.cancel();
+        let _ = tasks.await;
+        if let Some(process) = &self.process {
+            if let Err(e) = process.stop().await {
+                tracing::error!(error = %e, "cannot stop the core");
+            }
+        }
+        served?;
+        Ok(())
+    }
+}
+
+/// Builds the agent from `settings` and serves it on `listener` until
+/// `shutdown` resolves.
+pub async fn serve(
+    settings: Settings,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let node = Node::build(&settings)?;
+    node.serve(&settings, listener, shutdown).await
+}

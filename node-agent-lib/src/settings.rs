@@ -1,0 +1,394 @@
+//! The agent's settings: a TOML file, then `XNA_…` environment overrides.
+//!
+//! ```toml
+//! listen = "0.0.0.0:8443"
+//! node_key_file = "/etc/xray-node-agent/node.key"   # or node_key = "…", or XNA_NODE_KEY
+//! flavor = "xray"                                    # or "v2ray"
+//! user_config_template = "vless://{{.UserID}}@vpn.example.com:443?security=tls#{{.UserName}}"
+//!
+//! [core]
+//! binary = "/usr/local/bin/xray"
+//! args = ["run", "-c", "{config}"]                   # {config}: the generated config
+//! base_config = "/etc/xray-node-agent/base.json"
+//! generated_config = "/var/lib/xray-node-agent/core.json"
+//! api_address = "127.0.0.1:10085"
+//!
+//! [service]
+//! backend = "process"                                # or "systemd" (unit), "launchctl" (label, domain, plist)
+//!
+//! [tls]                                              # optional
+//! cert = "/etc/xray-node-agent/cert.pem"
+//! key = "/etc/xray-node-agent/key.pem"
+//! ```
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use xray_core_client::Flavor;
+
+use crate::envelope::NodeKey;
+
+/// A setting that must not appear in logs or `Debug`.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Settings could not be loaded or are inconsistent.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SettingsError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid settings file: {0}")]
+    Toml(#[from] toml::de::Error),
+    #[error("invalid setting {name}: {reason}")]
+    Invalid { name: &'static str, reason: String },
+}
+
+fn invalid(name: &'static str, reason: impl Into<String>) -> SettingsError {
+    SettingsError::Invalid {
+        name,
+        reason: reason.into(),
+    }
+}
+
+/// Everything the agent needs to run.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Where the node API listens (`XNA_LISTEN`).
+    pub listen: SocketAddr,
+    /// The node key, inline (`XNA_NODE_KEY`).
+    pub node_key: Option<Secret>,
+    /// A file holding the node key (`XNA_NODE_KEY_FILE`).
+    pub node_key_file: Option<PathBuf>,
+    /// `xray` or `v2ray` (`XNA_FLAVOR`).
+    pub flavor: String,
+    /// Returned by `/start` (`XNA_USER_CONFIG_TEMPLATE`).
+    pub user_config_template: String,
+    /// VLESS flow given to every user, e.g. `xtls-rprx-vision` (`XNA_VLESS_FLOW`).
+    pub vless_flow: String,
+    pub core: CoreSettings,
+    pub service: ServiceSettings,
+    pub tls: Option<TlsSettings>,
+    /// Largest accepted request body in bytes (`XNA_BODY_LIMIT`).
+    pub body_limit: usize,
+    /// Coalescing window of the generated-config writer, ms (`XNA_CONFIG_FLUSH_MS`).
+    pub config_flush_ms: u64,
+    /// How often the agent checks whether the core restarted, s (`XNA_MONITOR_INTERVAL_SECS`).
+    pub monitor_interval_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CoreSettings {
+    /// The core binary, for the `process` backend (`XNA_CORE_BINARY`).
+    pub binary: PathBuf,
+    /// Its arguments; `{config}` stands for `generated_config`. Empty: the
+    /// flavor's usual `run -c {config}` / `-config {config}` (`XNA_CORE_ARGS`,
+    /// space-separated).
+    pub args: Vec<String>,
+    /// The operator's base config (`XNA_BASE_CONFIG`).
+    pub base_config: PathBuf,
+    /// Where the agent writes the config the core runs (`XNA_GENERATED_CONFIG`).
+    pub generated_config: PathBuf,
+    /// The core's gRPC API (`XNA_API_ADDRESS`).
+    pub api_address: String,
+    /// How long `/start` waits for the core's API, s (`XNA_START_TIMEOUT_SECS`).
+    pub start_timeout_secs: u64,
+    /// SIGTERM → SIGKILL delay for the `process` backend, s.
+    pub stop_timeout_secs: u64,
+    /// Timeout of one gRPC call to the core, ms.
+    pub api_timeout_ms: u64,
+}
+
+/// Which backend starts and stops the core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    Process,
+    Systemd,
+    Launchctl,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServiceSettings {
+    /// `process`, `systemd` or `launchctl` (`XNA_SERVICE_BACKEND`).
+    pub backend: Backend,
+    /// systemd unit (`XNA_SERVICE_UNIT`).
+    pub unit: String,
+    /// launchd label, domain and property list (`XNA_SERVICE_LABEL`, …).
+    pub label: String,
+    pub domain: String,
+    pub plist: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8443)),
+            node_key: None,
+            node_key_file: None,
+            flavor: "xray".into(),
+            user_config_template: String::new(),
+            vless_flow: String::new(),
+            core: CoreSettings::default(),
+            service: ServiceSettings::default(),
+            tls: None,
+            body_limit: crate::api::DEFAULT_BODY_LIMIT,
+            config_flush_ms: 500,
+            monitor_interval_secs: 5,
+        }
+    }
+}
+
+impl Default for CoreSettings {
+    fn default() -> Self {
+        Self {
+            binary: PathBuf::from("/usr/local/bin/xray"),
+            args: Vec::new(),
+            base_config: PathBuf::from("/etc/xray-node-agent/base.json"),
+            generated_config: PathBuf::from("/var/lib/xray-node-agent/core.json"),
+            api_address: "127.0.0.1:10085".into(),
+            start_timeout_secs: 30,
+            stop_timeout_secs: 5,
+            api_timeout_ms: 5000,
+        }
+    }
+}
+
+impl Default for ServiceSettings {
+    fn default() -> Self {
+        Self {
+            backend: Backend::Process,
+            unit: "xray.service".into(),
+            label: "com.xray.core".into(),
+            domain: "system".into(),
+            plist: PathBuf::from("/Library/LaunchDaemons/com.xray.core.plist"),
+        }
+    }
+}
+
+impl Settings {
+    /// Defaults, then the TOML file if given, then `XNA_…` variables.
+    pub fn load(file: Option<&Path>) -> Result<Self, SettingsError> {
+        let mut settings = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| SettingsError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                Self::from_toml(&text)?
+            }
+            None => Self::default(),
+        };
+        settings.apply_env(std::env::vars())?;
+        Ok(settings)
+    }
+
+    pub fn from_toml(text: &str) -> Result<Self, SettingsError> {
+        Ok(toml::from_str(text)?)
+    }
+
+    /// Applies the `XNA_…` overrides found in `vars`.
+    pub fn apply_env(
+        &mut self,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<(), SettingsError> {
+        let number = |name: &'static str, v: &str| {
+            v.trim()
+                .parse::<u64>()
+                .map_err(|e| invalid(name, e.to_string()))
+        };
+        for (name, value) in vars {
+            let Some(key) = name.strip_prefix("XNA_") else {
+                continue;
+            };
+            match key {
+                "LISTEN" => {
+                    self.listen = value.parse().map_err(|e: std::net::AddrParseError| {
+                        invalid("XNA_LISTEN", e.to_string())
+                    })?;
+                }
+                "NODE_KEY" => self.node_key = Some(Secret(value)),
+                "NODE_KEY_FILE" => self.node_key_file = Some(value.into()),
+                "FLAVOR" => self.flavor = value,
+                "USER_CONFIG_TEMPLATE" => self.user_config_template = value,
+                "VLESS_FLOW" => self.vless_flow = value,
+                "CORE_BINARY" => self.core.binary = value.into(),
+                "CORE_ARGS" => {
+                    self.core.args = value.split_whitespace().map(str::to_owned).collect()
+                }
+                "BASE_CONFIG" => self.core.base_config = value.into(),
+                "GENERATED_CONFIG" => self.core.generated_config = value.into(),
+                "API_ADDRESS" => self.core.api_address = value,
+                "START_TIMEOUT_SECS" => {
+                    self.core.start_timeout_secs = number("XNA_START_TIMEOUT_SECS", &value)?
+                }
+                "SERVICE_BACKEND" => {
+                    self.service.backend = match value.trim() {
+                        "process" => Backend::Process,
+                        "systemd" => Backend::Systemd,
+                        "launchctl" => Backend::Launchctl,
+                        other => {
+                            return Err(invalid(
+                                "XNA_SERVICE_BACKEND",
+                                format!("unknown backend {other:?}"),
+                            ));
+                        }
+                    }
+                }
+                "SERVICE_UNIT" => self.service.unit = value,
+                "SERVICE_LABEL" => self.service.label = value,
+                "SERVICE_DOMAIN" => self.service.domain = value,
+                "SERVICE_PLIST" => self.service.plist = value.into(),
+                "TLS_CERT" | "TLS_KEY" => {
+                    let tls = self.tls.get_or_insert_with(|| TlsSettings {
+                        cert: PathBuf::new(),
+                        key: PathBuf::new(),
+                    });
+                    if key == "TLS_CERT" {
+                        tls.cert = value.into();
+                    } else {
+                        tls.key = value.into();
+                    }
+                }
+                "BODY_LIMIT" => {
+                    self.body_limit = usize::try_from(number("XNA_BODY_LIMIT", &value)?)
+                        .map_err(|e| invalid("XNA_BODY_LIMIT", e.to_string()))?;
+                }
+                "CONFIG_FLUSH_MS" => self.config_flush_ms = number("XNA_CONFIG_FLUSH_MS", &value)?,
+                "MONITOR_INTERVAL_SECS" => {
+                    self.monitor_interval_secs = number("XNA_MONITOR_INTERVAL_SECS", &value)?;
+                }
+                _ => tracing::warn!(variable = %name, "unknown XNA_ variable ignored"),
+            }
+        }
+        Ok(())
+    }
+
+    pub fn flavor(&self) -> Result<Flavor, SettingsError> {
+        self.flavor
+            .parse()
+            .map_err(|e: xray_core_client::ParseFlavorError| invalid("flavor", e.to_string()))
+    }
+
+    /// The node key: inline, else from `node_key_file`.
+    pub fn node_key(&self) -> Result<NodeKey, SettingsError> {
+        let text = match (&self.node_key, &self.node_key_file) {
+            (Some(inline), _) => inline.expose().to_owned(),
+            (None, Some(path)) => {
+                std::fs::read_to_string(path).map_err(|source| SettingsError::Read {
+                    path: path.clone(),
+                    source,
+                })?
+            }
+            (None, None) => {
+                return Err(invalid(
+                    "node_key",
+                    "give node_key, node_key_file or XNA_NODE_KEY",
+                ));
+            }
+        };
+        text.trim()
+            .parse()
+            .map_err(|e: crate::envelope::InvalidKey| invalid("node_key", e.to_string()))
+    }
+
+    /// The core's arguments with `{config}` filled in.
+    pub fn core_args(&self) -> Result<Vec<String>, SettingsError> {
+        let config = self.core.generated_config.display().to_string();
+        let args: Vec<String> = if self.core.args.is_empty() {
+            match self.flavor()? {
+                Flavor::V2ray => vec!["-config".into(), "{config}".into()],
+                _ => vec!["run".into(), "-c".into(), "{config}".into()],
+            }
+        } else {
+            self.core.args.clone()
+        };
+        Ok(args
+            .into_iter()
+            .map(|a| a.replace("{config}", &config))
+            .collect())
+    }
+
+    pub fn start_timeout(&self) -> Duration {
+        Duration::from_secs(self.core.start_timeout_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_then_env_overrides() {
+        let mut s = Settings::from_toml(
+            r#"
+            listen = "127.0.0.1:9000"
+            flavor = "v2ray"
+            [core]
+            binary = "/usr/bin/v2ray"
+            generated_config = "/tmp/gen.json"
+            [service]
+            backend = "systemd"
+            unit = "v2ray.service"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(s.core_args().unwrap(), ["-config", "/tmp/gen.json"]);
+        s.apply_env([
+            ("XNA_LISTEN".to_owned(), "127.0.0.1:9001".to_owned()),
+            (
+                "XNA_NODE_KEY".to_owned(),
+                NodeKey::random().expose_base64url(),
+            ),
+            ("PATH".to_owned(), "/bin".to_owned()),
+        ])
+        .unwrap();
+        assert_eq!(s.listen.port(), 9001);
+        assert_eq!(s.service.backend, Backend::Systemd);
+        assert!(s.node_key().is_ok());
+        assert!(!format!("{s:?}").contains(s.node_key.as_ref().unwrap().expose()));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_keys_are_refused() {
+        assert!(Settings::from_toml("lisen = \"x\"").is_err());
+        let s = Settings {
+            node_key: Some(Secret::new("too-short")),
+            ..Settings::default()
+        };
+        assert!(s.node_key().is_err());
+    }
+}

@@ -1,0 +1,285 @@
+//! The JWE envelope through the router: every forged, stale or misdirected
+//! request is a bare 401 and reaches neither the service nor the core (the
+//! mocks have no expectations, so any call would panic).
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::http::StatusCode;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use common::*;
+use josekit::jwe::{self, A256KW, Dir, JweHeader};
+use node_agent_lib::core::MockCoreApi;
+use node_agent_lib::envelope::{self, NodeKey};
+use node_agent_lib::service::{MockServiceControl, ServiceStatus};
+use serde_json::{Value, json};
+
+/// A node whose ports must never be called.
+fn untouchable() -> TestNode {
+    node(
+        Arc::new(MockServiceControl::new()),
+        Arc::new(MockCoreApi::new()),
+    )
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A token built by hand: any header claims, `dir` encryption under `key`
+/// unless the header says otherwise.
+fn forge(key: &[u8], header: Value, payload: &[u8]) -> String {
+    let mut h = JweHeader::new();
+    for (name, value) in header.as_object().unwrap() {
+        h.set_claim(name, Some(value.clone())).unwrap();
+    }
+    match h.algorithm() {
+        Some("A256KW") => {
+            jwe::serialize_compact(payload, &h, &A256KW.encrypter_from_bytes(key).unwrap()).unwrap()
+        }
+        _ => jwe::serialize_compact(payload, &h, &Dir.encrypter_from_bytes(key).unwrap()).unwrap(),
+    }
+}
+
+fn claims(method: &str, path: &str, iat: u64, exp: u64) -> Value {
+    json!({"alg": "dir", "enc": "A256GCM", "htm": method, "htu": path, "iat": iat, "exp": exp,
+           "jti": "AAAAAAAAAAAAAAAAAAAAAA"})
+}
+
+fn key_bytes(key: &NodeKey) -> Vec<u8> {
+    URL_SAFE_NO_PAD.decode(key.expose_base64url()).unwrap()
+}
+
+async fn assert_unauthorized(node: &TestNode, method: &str, path: &str, token: &str) {
+    let (status, body) = send(&node.router, request_with_token(method, path, token)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        body,
+        json!({"error": "unauthorized"}),
+        "no detail for the caller"
+    );
+}
+
+#[tokio::test]
+async fn a_good_request_gets_a_sealed_answer_bound_to_it() {
+    let mut service = MockServiceControl::new();
+    service
+        .expect_status()
+        .returning(|| Ok(ServiceStatus::Stopped));
+    let node = node(Arc::new(service), Arc::new(MockCoreApi::new()));
+    let answer = call(&node, "GET", "/status", &Value::Null).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.json.unwrap()["nodeStatus"], "Stopped");
+}
+
+#[tokio::test]
+async fn an_answer_does_not_open_for_another_request() {
+    let mut service = MockServiceControl::new();
+    service
+        .expect_status()
+        .returning(|| Ok(ServiceStatus::Stopped));
+    let node = node(Arc::new(service), Arc::new(MockCoreApi::new()));
+    let (request, _jti) = sealed(&node.key, "GET", "/status", b"");
+    let (status, body) = send(&node.router, request).await;
+    let body = std::str::from_utf8(&body).unwrap();
+    assert!(envelope::open_response(&node.key, body, "another-jti-0000", status.as_u16()).is_err());
+    assert!(envelope::open_response(&NodeKey::random(), body, "x", status.as_u16()).is_err());
+}
+
+#[tokio::test]
+async fn no_token_is_unauthorized() {
+    let node = untouchable();
+    assert_unauthorized(&node, "POST", "/start", "").await;
+    let request = axum::http::Request::get("/status")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let (status, _) = send(&node.router, request).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn garbage_token_is_unauthorized() {
+    let node = untouchable();
+    assert_unauthorized(&node, "POST", "/start", "not.a.jwe.at.all").await;
+    assert_unauthorized(&node, "GET", "/status", "{\"users\":[]}").await;
+}
+
+#[tokio::test]
+async fn another_nodes_key_is_unauthorized() {
+    let node = untouchable();
+    let other = NodeKey::random();
+    let s = envelope::seal_request(
+        &other,
+        "POST",
+        "/start",
+        b"{\"users\":[]}",
+        SystemTime::now(),
+    )
+    .unwrap();
+    assert_unauthorized(&node, "POST", "/start", &s.token).await;
+}
+
+#[tokio::test]
+async fn a_wrong_key_of_another_length_is_unauthorized() {
+    let node = untouchable();
+    let n = now_secs();
+    let mut header = claims("POST", "/stop", n, n + 30);
+    header["enc"] = json!("A128GCM");
+    let token = forge(&[7u8; 16], header, b"");
+    assert_unauthorized(&node, "POST", "/stop", &token).await;
+}
+
+#[tokio::test]
+async fn tampered_ciphertext_is_unauthorized() {
+    let node = untouchable();
+    let s = envelope::seal_request(
+        &node.key,
+        "POST",
+        "/start",
+        b"{\"users\":[]}",
+        SystemTime::now(),
+    )
+    .unwrap();
+    let mut parts: Vec<String> = s.token.split('.').map(str::to_owned).collect();
+    let mut ciphertext = URL_SAFE_NO_PAD.decode(&parts[3]).unwrap();
+    ciphertext[0] ^= 1;
+    parts[3] = URL_SAFE_NO_PAD.encode(ciphertext);
+    assert_unauthorized(&node, "POST", "/start", &parts.join(".")).await;
+}
+
+#[tokio::test]
+async fn tampered_header_is_unauthorized() {
+    let node = untouchable();
+    // Sealed for /stop; the attacker rewrites htu to /start in the header.
+    let s = envelope::seal_request(&node.key, "POST", "/stop", b"", SystemTime::now()).unwrap();
+    let mut parts: Vec<String> = s.token.split('.').map(str::to_owned).collect();
+    let mut header: Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(&parts[0]).unwrap()).unwrap();
+    header["htu"] = json!("/start");
+    parts[0] = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).unwrap());
+    assert_unauthorized(&node, "POST", "/start", &parts.join(".")).await;
+}
+
+#[tokio::test]
+async fn expired_request_is_unauthorized() {
+    let node = untouchable();
+    let old = SystemTime::now() - Duration::from_secs(200);
+    let s = envelope::seal_request(&node.key, "POST", "/stop", b"", old).unwrap();
+    assert_unauthorized(&node, "POST", "/stop", &s.token).await;
+}
+
+#[tokio::test]
+async fn request_from_the_future_is_unauthorized() {
+    let node = untouchable();
+    let later = SystemTime::now() + Duration::from_secs(200);
+    let s = envelope::seal_request(&node.key, "POST", "/stop", b"", later).unwrap();
+    assert_unauthorized(&node, "POST", "/stop", &s.token).await;
+}
+
+#[tokio::test]
+async fn request_valid_for_too_long_is_unauthorized() {
+    let node = untouchable();
+    let n = now_secs();
+    let token = forge(
+        &key_bytes(&node.key),
+        claims("POST", "/stop", n, n + 3600),
+        b"",
+    );
+    assert_unauthorized(&node, "POST", "/stop", &token).await;
+}
+
+#[tokio::test]
+async fn request_without_jti_is_unauthorized() {
+    let node = untouchable();
+    let n = now_secs();
+    let mut header = claims("POST", "/stop", n, n + 30);
+    header.as_object_mut().unwrap().remove("jti");
+    let token = forge(&key_bytes(&node.key), header, b"");
+    assert_unauthorized(&node, "POST", "/stop", &token).await;
+}
+
+#[tokio::test]
+async fn replayed_request_is_unauthorized() {
+    let mut service = MockServiceControl::new();
+    service
+        .expect_status()
+        .times(1)
+        .returning(|| Ok(ServiceStatus::Stopped));
+    let node = node(Arc::new(service), Arc::new(MockCoreApi::new()));
+    let s = envelope::seal_request(&node.key, "GET", "/status", b"", SystemTime::now()).unwrap();
+    let (first, _) = send(&node.router, request_with_token("GET", "/status", &s.token)).await;
+    assert_eq!(first, StatusCode::OK);
+    assert_unauthorized(&node, "GET", "/status", &s.token).await;
+}
+
+#[tokio::test]
+async fn request_for_another_path_is_unauthorized() {
+    let node = untouchable();
+    let s = envelope::seal_request(
+        &node.key,
+        "POST",
+        "/stop",
+        b"{\"users\":[]}",
+        SystemTime::now(),
+    )
+    .unwrap();
+    assert_unauthorized(&node, "POST", "/start", &s.token).await;
+    assert_unauthorized(&node, "POST", "/users/edit", &s.token).await;
+}
+
+#[tokio::test]
+async fn request_for_another_method_is_unauthorized() {
+    let node = untouchable();
+    // Sealed for POST /status, sent as GET /status.
+    let s = envelope::seal_request(&node.key, "POST", "/status", b"", SystemTime::now()).unwrap();
+    assert_unauthorized(&node, "GET", "/status", &s.token).await;
+}
+
+#[tokio::test]
+async fn alg_none_is_unauthorized() {
+    let node = untouchable();
+    let s = envelope::seal_request(&node.key, "POST", "/stop", b"", SystemTime::now()).unwrap();
+    let mut parts: Vec<String> = s.token.split('.').map(str::to_owned).collect();
+    let mut header: Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(&parts[0]).unwrap()).unwrap();
+    header["alg"] = json!("none");
+    parts[0] = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).unwrap());
+    assert_unauthorized(&node, "POST", "/stop", &parts.join(".")).await;
+    // And an unencrypted "token" with alg none and the payload in clear.
+    let n = now_secs();
+    let mut header = claims("POST", "/stop", n, n + 30);
+    header["alg"] = json!("none");
+    let clear = format!(
+        "{}..{}.{}.",
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).unwrap()),
+        URL_SAFE_NO_PAD.encode([0u8; 12]),
+        URL_SAFE_NO_PAD.encode(b"{}")
+    );
+    assert_unauthorized(&node, "POST", "/stop", &clear).await;
+}
+
+#[tokio::test]
+async fn other_algorithms_under_the_right_key_are_unauthorized() {
+    let node = untouchable();
+    let key = key_bytes(&node.key);
+    let n = now_secs();
+    // Key wrapping with the node key: decryptable in principle, but not `dir`.
+    let mut header = claims("POST", "/stop", n, n + 30);
+    header["alg"] = json!("A256KW");
+    assert_unauthorized(&node, "POST", "/stop", &forge(&key, header, b"")).await;
+    // `dir` with another content encryption (a 256-bit key fits A128CBC-HS128).
+    let mut header = claims("POST", "/stop", n, n + 30);
+    header["enc"] = json!("A128CBC-HS256");
+    assert_unauthorized(&node, "POST", "/stop", &forge(&key, header, b"")).await;
+    // Compression is refused too.
+    let mut header = claims("POST", "/stop", n, n + 30);
+    header["zip"] = json!("DEF");
+    assert_unauthorized(&node, "POST", "/stop", &forge(&key, header, b"")).await;
+}
