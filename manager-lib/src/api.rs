@@ -4,6 +4,7 @@
 //! Every error answer is `{"error": "<stable text>", "message": "<details>"}`
 //! and comes from one table, [`ApiError::status_and_text`].
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -19,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::domain::{Node, NodeId, PageRequest, User, UserId};
+use crate::ratelimit::{self, RateLimit, RateLimiter};
 use crate::service::{Manager, ServiceError};
 use crate::storage::StorageError;
 use crate::transport::TransportError;
@@ -36,6 +38,7 @@ pub enum ApiError {
     Unauthorized,
     NotFound,
     MethodNotAllowed,
+    TooManyRequests,
 }
 
 impl From<ServiceError> for ApiError {
@@ -60,6 +63,7 @@ impl ApiError {
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Self::NotFound => (StatusCode::NOT_FOUND, "not found"),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
+            Self::TooManyRequests => (StatusCode::TOO_MANY_REQUESTS, "too many requests"),
             Self::Service(e) => match e {
                 S::InvalidEndpoint(_) => (StatusCode::BAD_REQUEST, "invalid endpoint"),
                 S::InvalidUserName(_) => (StatusCode::BAD_REQUEST, "invalid user name"),
@@ -137,6 +141,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
 pub struct ApiState {
     pub manager: Arc<Manager>,
     admin_token_digest: [u8; 32],
+    rate_limiter: Option<Arc<RateLimiter>>,
 }
 
 impl ApiState {
@@ -144,7 +149,15 @@ impl ApiState {
         Self {
             manager,
             admin_token_digest: Sha256::digest(admin_token.as_bytes()).into(),
+            rate_limiter: Some(Arc::new(RateLimiter::new(RateLimit::default()))),
         }
+    }
+
+    /// The per-client limit on the user's node-list call; `None` turns it
+    /// off (e.g. behind a proxy that limits, or for a benchmark).
+    pub fn with_rate_limit(mut self, limit: Option<RateLimit>) -> Self {
+        self.rate_limiter = limit.map(|l| Arc::new(RateLimiter::new(l)));
+        self
     }
 
     /// Compares digests in constant time, so the answer's timing says nothing
@@ -190,9 +203,16 @@ pub fn router(state: ApiState) -> Router {
         .route("/user/delete", post(user_delete))
         .route("/users", get(users))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
+    let mut node_list = get(user_nodes);
+    if let Some(limiter) = &state.rate_limiter {
+        node_list = node_list.route_layer(middleware::from_fn_with_state(
+            limiter.clone(),
+            ratelimit::limit_by_client,
+        ));
+    }
     Router::new()
         .merge(admin)
-        .route("/user/{id_name}/nodes", get(user_nodes))
+        .route("/user/{id_name}/nodes", node_list)
         .route("/health", get(health))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
@@ -200,15 +220,19 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
-/// Serves the router on `listener` until `shutdown` resolves.
+/// Serves the router on `listener` until `shutdown` resolves, with each
+/// peer's address known to the node-list rate limit.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }
 
 type ApiResult<T> = Result<T, ApiError>;

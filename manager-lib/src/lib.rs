@@ -12,6 +12,7 @@
 pub mod api;
 pub mod cache;
 pub mod domain;
+pub mod ratelimit;
 pub mod reconcile;
 pub mod service;
 pub mod settings;
