@@ -291,6 +291,8 @@ impl Settings {
                 "MONITOR_INTERVAL_SECS" => {
                     self.monitor_interval_secs = number("XNA_MONITOR_INTERVAL_SECS", &value)?;
                 }
+                // Read by the binary's flag parser.
+                "CONFIG" => {}
                 _ => tracing::warn!(variable = %name, "unknown XNA_ variable ignored"),
             }
         }

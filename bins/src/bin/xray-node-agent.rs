@@ -1,0 +1,90 @@
+//! `xray-node-agent`: the node agent's binary. Reads its settings (a TOML
+//! file, then `XNA_*` variables), starts the core through the chosen service
+//! backend, and serves the JWE-protected node API until SIGTERM/SIGINT.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use node_agent_lib::{Settings, serve};
+use tracing_subscriber::EnvFilter;
+
+/// The xray-manager node agent: runs the proxy core with the manager's users.
+///
+/// Every setting lives in the TOML file and can be overridden by a variable:
+/// listen (XNA_LISTEN), node_key / node_key_file (XNA_NODE_KEY,
+/// XNA_NODE_KEY_FILE), flavor "xray"|"v2ray" (XNA_FLAVOR),
+/// user_config_template (XNA_USER_CONFIG_TEMPLATE), vless_flow
+/// (XNA_VLESS_FLOW); [core] binary, args ("{config}" = the generated config),
+/// base_config, generated_config, api_address (XNA_CORE_BINARY,
+/// XNA_CORE_ARGS, XNA_BASE_CONFIG, XNA_GENERATED_CONFIG, XNA_API_ADDRESS);
+/// [service] backend "process"|"systemd"|"launchctl", unit, label, domain,
+/// plist (XNA_SERVICE_*); [tls] cert, key (XNA_TLS_CERT, XNA_TLS_KEY).
+#[derive(Parser, Debug)]
+#[command(version, verbatim_doc_comment)]
+struct Args {
+    /// TOML settings file (see above); without it, defaults and XNA_*
+    /// variables only.
+    #[arg(long, short, env = "XNA_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log as JSON lines instead of text (filter with RUST_LOG, default info).
+    #[arg(long)]
+    log_json: bool,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    if args.log_json {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("xray-node-agent: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let settings = Settings::load(args.config.as_deref())?;
+    let listener = tokio::net::TcpListener::bind(settings.listen).await?;
+    serve(settings, listener, shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!("cannot listen for SIGINT: {e}");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::error!("cannot listen for SIGTERM: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+    tracing::info!("shutting down");
+}
