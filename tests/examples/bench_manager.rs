@@ -318,6 +318,9 @@ async fn node_list(opts: &Opts) -> Result<()> {
         }
         eprintln!("seeded in {:.1?}", started.elapsed());
     }
+    if opts.0.contains_key("seed-only") {
+        return Ok(());
+    }
     let cache = open_cache(opts).await?;
     let cached: Arc<dyn Storage> = Arc::new(CachedStorage::new(
         storage,

@@ -97,3 +97,5 @@ impl TcpProxy {
         Ok(())
     }
 }
+
+pub mod fleet;

@@ -1,0 +1,313 @@
+//! The real binaries as child processes: `xray-manager` and `xray-node-agent`
+//! (process backend, a real v2ray core each), all on 127.0.0.1.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+use tokio::process::{Child, Command};
+use xray_core_client::testing::{ServerPorts, free_port, server_config};
+
+use crate::wait_for;
+
+/// A binary of this workspace, built next to the running test
+/// (`cargo nextest run --workspace` builds them all).
+pub fn workspace_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>/deps");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is not built: run `cargo build -p bins` (or the workspace's tests)",
+        path.display()
+    );
+    path
+}
+
+fn signal(child: &Child, sig: Signal) {
+    if let Some(pid) = child.id() {
+        let _ = kill(Pid::from_raw(pid as i32), sig);
+    }
+}
+
+/// A running `xray-manager`.
+#[derive(Debug)]
+pub struct ManagerProcess {
+    child: Child,
+    pub url: String,
+    pub token: String,
+    http: reqwest::Client,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl ManagerProcess {
+    /// Starts the manager with `env` on top of: listen on 127.0.0.1:0, a data
+    /// directory of its own (the default SQLite file lives there), a known
+    /// admin token, a heartbeat of `heartbeat_ms`.
+    pub async fn start(heartbeat_ms: u64, env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().to_owned();
+        Self::start_in(&path, heartbeat_ms, env, Some(dir)).await
+    }
+
+    /// Like [`ManagerProcess::start`], with the data directory at `data`
+    /// (kept across restarts by the caller).
+    pub async fn start_in(
+        data: &Path,
+        heartbeat_ms: u64,
+        env: &[(&str, &str)],
+        owned: Option<tempfile::TempDir>,
+    ) -> Self {
+        let token = "whole-system-admin-token".to_owned();
+        let mut cmd = Command::new(workspace_binary("xray-manager"));
+        cmd.env("XM_LISTEN", "127.0.0.1:0")
+            .env("XM_DATA_DIR", data)
+            .env("XM_ADMIN_TOKEN", &token)
+            .env("XM_HEARTBEAT_MS", heartbeat_ms.to_string())
+            .env("XM_NODE_TIMEOUT_MS", "5000")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn xray-manager");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(addr) = line.strip_prefix("xray-manager listening on ") {
+                    return addr.to_owned();
+                }
+            }
+            panic!("xray-manager exited before listening");
+        })
+        .await
+        .expect("xray-manager did not start listening in time");
+        // Keep draining stdout so the child never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Self {
+            child,
+            url: format!("http://{addr}"),
+            token,
+            http: reqwest::Client::new(),
+            _dir: owned,
+        }
+    }
+
+    /// SIGKILL: no clean shutdown, leases stay until they expire.
+    pub async fn kill(&mut self) {
+        signal(&self.child, Signal::SIGKILL);
+        let _ = self.child.wait().await;
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> (u16, Value) {
+        let resp = req
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("manager answers");
+        let status = resp.status().as_u16();
+        let body = resp.json().await.unwrap_or(Value::Null);
+        (status, body)
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.send(self.http.post(format!("{}{path}", self.url)).json(&body))
+            .await
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.send(self.http.get(format!("{}{path}", self.url)))
+            .await
+    }
+
+    /// Registers a node; answers (id, key).
+    pub async fn new_node(&self, endpoint: &str) -> (String, String) {
+        let (status, body) = self.post("/node/new", json!({"endpoint": endpoint})).await;
+        assert_eq!(status, 200, "{body}");
+        (
+            body["nodeID"].as_str().unwrap().to_owned(),
+            body["nodeKey"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// The links a user gets, or the status when not 200.
+    pub async fn user_links(&self, id: &str, name: &str) -> Result<Vec<String>, u16> {
+        let resp = self
+            .http
+            .get(format!("{}/user/{id}-{name}/nodes", self.url))
+            .send()
+            .await
+            .expect("manager answers");
+        if resp.status() != 200 {
+            return Err(resp.status().as_u16());
+        }
+        Ok(resp.json().await.expect("a JSON list"))
+    }
+
+    /// A node's actual status as `GET /nodes` shows it.
+    pub async fn node_status(&self, id: &str) -> String {
+        let (_, body) = self.get("/nodes").await;
+        body["nodes"]
+            .as_array()
+            .and_then(|nodes| nodes.iter().find(|n| n["id"] == id))
+            .map(|n| n["actualStatus"].as_str().unwrap_or_default().to_owned())
+            .unwrap_or_default()
+    }
+}
+
+/// A running `xray-node-agent` with its own v2ray core (process backend).
+#[derive(Debug)]
+pub struct AgentProcess {
+    child: Option<Child>,
+    pub endpoint: String,
+    pub ports: ServerPorts,
+    config: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl AgentProcess {
+    /// Writes the agent's settings (a v2ray base config with VLESS and VMess
+    /// inbounds) and starts it with `key`.
+    pub async fn start(key: &str, core: &Path) -> Self {
+        Self::start_at(key, core, free_port()).await
+    }
+
+    /// Like [`AgentProcess::start`], listening on `listen` (a port the caller
+    /// registered with the manager before the key existed).
+    pub async fn start_at(key: &str, core: &Path, listen: u16) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ports = ServerPorts::free();
+        let base = dir.path().join("base.json");
+        std::fs::write(&base, server_config(&ports, &[]).to_string()).unwrap();
+        let config = dir.path().join("agent.toml");
+        let flavor = xray_core_client::testing::binary_flavor(core);
+        let settings = format!(
+            r#"listen = "127.0.0.1:{listen}"
+node_key = "{key}"
+flavor = "{flavor}"
+user_config_template = "vless://{{{{.UserID}}}}@127.0.0.1:{vless}?encryption=none&type=tcp#{{{{.UserName}}}}"
+config_flush_ms = 50
+monitor_interval_secs = 1
+
+[core]
+binary = "{core}"
+base_config = "{base}"
+generated_config = "{generated}"
+api_address = "127.0.0.1:{api}"
+start_timeout_secs = 20
+
+[service]
+backend = "process"
+"#,
+            vless = ports.vless,
+            core = core.display(),
+            base = base.display(),
+            generated = dir.path().join("core.json").display(),
+            api = ports.api,
+        );
+        std::fs::write(&config, settings).unwrap();
+        let mut agent = Self {
+            child: None,
+            endpoint: format!("http://127.0.0.1:{listen}"),
+            ports,
+            config,
+            _dir: dir,
+        };
+        agent.restart().await;
+        agent
+    }
+
+    /// Starts the agent process again (same settings, ports and key).
+    pub async fn restart(&mut self) {
+        let child = Command::new(workspace_binary("xray-node-agent"))
+            .arg("--config")
+            .arg(&self.config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn xray-node-agent");
+        self.child = Some(child);
+        let addr = self.endpoint.trim_start_matches("http://").to_owned();
+        wait_for("the agent to listen", Duration::from_secs(30), || {
+            let addr = addr.clone();
+            async move { tokio::net::TcpStream::connect(addr).await.ok() }
+        })
+        .await;
+    }
+
+    /// SIGTERM: the agent stops its core and exits.
+    pub async fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            signal(&child, Signal::SIGTERM);
+            let _ = tokio::time::timeout(Duration::from_secs(20), child.wait()).await;
+        }
+    }
+
+    /// SIGKILL of the agent's core (its child process); the agent's
+    /// supervisor restarts it.
+    pub fn kill_core(&self) -> bool {
+        let Some(pid) = self.child.as_ref().and_then(|c| c.id()) else {
+            return false;
+        };
+        // Scan /proc for the processes whose parent is the agent.
+        let mut killed = false;
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            // "pid (comm) state ppid ..."
+            let ppid = stat
+                .rsplit(')')
+                .next()
+                .and_then(|rest| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
+            let child = entry.file_name().to_string_lossy().parse::<i32>();
+            if let (Some(ppid), Ok(child)) = (ppid, child)
+                && ppid == pid
+            {
+                killed |= kill(Pid::from_raw(child), Signal::SIGKILL).is_ok();
+            }
+        }
+        killed
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        // kill_on_drop kills the agent; its core is its child and would be
+        // orphaned, so end the agent politely first.
+        if let Some(child) = &self.child {
+            signal(child, Signal::SIGTERM);
+            if let Some(pid) = child.id() {
+                let deadline = std::time::Instant::now() + Duration::from_secs(10);
+                while std::time::Instant::now() < deadline && is_alive(pid) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
+    }
+}
+
+/// Whether `pid` still runs (an exited child not yet reaped is a zombie).
+fn is_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .and_then(|rest| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
