@@ -44,6 +44,9 @@ pub struct ManagerProcess {
     pub url: String,
     pub token: String,
     http: reqwest::Client,
+    data: PathBuf,
+    heartbeat_ms: u64,
+    env: Vec<(String, String)>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -66,41 +69,32 @@ impl ManagerProcess {
         owned: Option<tempfile::TempDir>,
     ) -> Self {
         let token = "whole-system-admin-token".to_owned();
-        let mut cmd = Command::new(workspace_binary("xray-manager"));
-        cmd.env("XM_LISTEN", "127.0.0.1:0")
-            .env("XM_DATA_DIR", data)
-            .env("XM_ADMIN_TOKEN", &token)
-            .env("XM_HEARTBEAT_MS", heartbeat_ms.to_string())
-            .env("XM_NODE_TIMEOUT_MS", "5000")
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("spawn xray-manager");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let addr = tokio::time::timeout(Duration::from_secs(60), async {
-            while let Ok(Some(line)) = lines.next_line().await {
-                if let Some(addr) = line.strip_prefix("xray-manager listening on ") {
-                    return addr.to_owned();
-                }
-            }
-            panic!("xray-manager exited before listening");
-        })
-        .await
-        .expect("xray-manager did not start listening in time");
-        // Keep draining stdout so the child never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let (child, url) = spawn_manager(data, heartbeat_ms, &env, &token).await;
         Self {
             child,
-            url: format!("http://{addr}"),
+            url,
             token,
             http: reqwest::Client::new(),
+            data: data.to_owned(),
+            heartbeat_ms,
+            env,
             _dir: owned,
         }
+    }
+
+    /// Starts the manager again on the same data directory and settings
+    /// (SIGKILLing it first if it still runs); it listens on a new port, so
+    /// `url` changes.
+    pub async fn restart(&mut self) {
+        self.kill().await;
+        let (child, url) =
+            spawn_manager(&self.data, self.heartbeat_ms, &self.env, &self.token).await;
+        self.child = child;
+        self.url = url;
     }
 
     /// SIGKILL: no clean shutdown, leases stay until they expire.
@@ -163,6 +157,44 @@ impl ManagerProcess {
             .map(|n| n["actualStatus"].as_str().unwrap_or_default().to_owned())
             .unwrap_or_default()
     }
+}
+
+/// Spawns `xray-manager` and waits for the address it listens on.
+async fn spawn_manager(
+    data: &Path,
+    heartbeat_ms: u64,
+    env: &[(String, String)],
+    token: &str,
+) -> (Child, String) {
+    let mut cmd = Command::new(workspace_binary("xray-manager"));
+    cmd.env("XM_LISTEN", "127.0.0.1:0")
+        .env("XM_DATA_DIR", data)
+        .env("XM_ADMIN_TOKEN", token)
+        .env("XM_HEARTBEAT_MS", heartbeat_ms.to_string())
+        .env("XM_NODE_TIMEOUT_MS", "5000")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn xray-manager");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let addr = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(addr) = line.strip_prefix("xray-manager listening on ") {
+                return addr.to_owned();
+            }
+        }
+        panic!("xray-manager exited before listening");
+    })
+    .await
+    .expect("xray-manager did not start listening in time");
+    // Keep draining stdout so the child never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, format!("http://{addr}"))
 }
 
 /// A running `xray-node-agent` with its own v2ray core (process backend).
@@ -253,6 +285,38 @@ backend = "process"
             signal(&child, Signal::SIGTERM);
             let _ = tokio::time::timeout(Duration::from_secs(20), child.wait()).await;
         }
+    }
+
+    /// SIGKILL of the agent and then of its core: the node's processes die
+    /// at once, as in a crash of the machine. (The core alone would survive
+    /// its agent and keep the API port, which the next agent could not bind.)
+    pub async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            signal(&child, Signal::SIGKILL);
+            let _ = child.wait().await;
+        }
+        // The orphaned core is found by its generated config, unique to this agent.
+        let generated = self._dir.path().join("core.json");
+        let needle = generated.to_string_lossy().into_owned();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+                continue;
+            };
+            let matches = cmdline
+                .split(|b| *b == 0)
+                .any(|arg| arg == needle.as_bytes());
+            if matches {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+    }
+
+    /// Whether the agent process was started and not stopped or killed since.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
     }
 
     /// SIGKILL of the agent's core (its child process); the agent's

@@ -5,8 +5,10 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
@@ -32,13 +34,15 @@ where
 
 /// A TCP proxy on 127.0.0.1 in front of `target`: `cut()` closes the port and
 /// every open connection (the service behind it looks dead), `restore()`
-/// opens the same port again.
+/// opens the same port again, and `set_delay` makes the answers slow.
 #[derive(Debug)]
 pub struct TcpProxy {
     addr: SocketAddr,
     target: SocketAddr,
     task: Mutex<Option<JoinHandle<()>>>,
     conns: Arc<std::sync::Mutex<Vec<JoinHandle<()>>>>,
+    /// Milliseconds each chunk from the target waits before it is passed on.
+    delay_ms: Arc<AtomicU64>,
 }
 
 impl TcpProxy {
@@ -50,6 +54,7 @@ impl TcpProxy {
             target,
             task: Mutex::new(None),
             conns: Arc::default(),
+            delay_ms: Arc::default(),
         };
         *proxy.task.lock().await = Some(proxy.accept_loop(listener));
         Ok(proxy)
@@ -59,17 +64,35 @@ impl TcpProxy {
         self.addr
     }
 
+    /// Every chunk the target sends (on open and new connections) waits
+    /// `delay` before it reaches the client: a slow service. Zero: no delay.
+    pub fn set_delay(&self, delay: Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.delay_ms.store(ms, Ordering::Relaxed);
+    }
+
     fn accept_loop(&self, listener: TcpListener) -> JoinHandle<()> {
         let target = self.target;
         let conns = self.conns.clone();
+        let delay = self.delay_ms.clone();
         tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
+            while let Ok((inbound, _)) = listener.accept().await {
+                let delay = delay.clone();
                 let conn = tokio::spawn(async move {
-                    if let Ok(mut outbound) = TcpStream::connect(target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    if let Ok(outbound) = TcpStream::connect(target).await {
+                        let _ = inbound.set_nodelay(true);
+                        let _ = outbound.set_nodelay(true);
+                        let (in_read, in_write) = inbound.into_split();
+                        let (out_read, out_write) = outbound.into_split();
+                        tokio::join!(
+                            pump(in_read, out_write, None),
+                            pump(out_read, in_write, Some(delay)),
+                        );
                     }
                 });
-                conns.lock().unwrap().push(conn);
+                let mut conns = conns.lock().unwrap();
+                conns.retain(|c| !c.is_finished());
+                conns.push(conn);
             }
         })
     }
@@ -98,4 +121,30 @@ impl TcpProxy {
     }
 }
 
+/// Copies one direction until EOF or an error, then closes the writing side;
+/// with `delay`, each chunk waits that long first.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    delay: Option<Arc<AtomicU64>>,
+) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if let Some(ms) = delay.as_ref().map(|d| d.load(Ordering::Relaxed))
+            && ms > 0
+        {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
+}
+
+pub mod chaos;
 pub mod fleet;

@@ -1,0 +1,89 @@
+//! The chaos suite: admin calls through the real manager while its processes,
+//! its database path, agents, cores and node paths fail at random; then the
+//! fleet must converge to exactly what was acknowledged. Seeded: the seed is
+//! printed first, and on failure with the line to replay it. CI-sized by
+//! default; `scripts/chaos.sh` and `docs/chaos.md` describe longer runs.
+
+use std::sync::Arc;
+
+use manager_lib::domain::PageRequest;
+use manager_lib::storage::Storage;
+use storage_postgres::PgStorage;
+use storage_postgres::testing::TestDatabase;
+use tests::chaos::{self, ChaosSettings, DbNode, DbReader, DbSnapshot, DbUser};
+use xray_core_client::testing::v2ray_binary;
+
+/// Reads users and nodes straight from PostgreSQL, not through a manager.
+fn reader(storage: PgStorage) -> DbReader {
+    let storage = Arc::new(storage);
+    Arc::new(move || {
+        let storage = storage.clone();
+        Box::pin(async move {
+            let mut snapshot = DbSnapshot::default();
+            let mut after = None;
+            loop {
+                let page = storage
+                    .list_users(&PageRequest {
+                        after,
+                        limit: PageRequest::MAX_LIMIT,
+                    })
+                    .await
+                    .map_err(|e| e.to_string())?;
+                snapshot.users.extend(page.items.iter().map(|u| DbUser {
+                    id: u.id.to_string(),
+                    name: u.name.clone(),
+                    status: u.status.as_str().to_owned(),
+                }));
+                match page.next {
+                    Some(next) => after = Some(next),
+                    None => break,
+                }
+            }
+            let mut after = None;
+            loop {
+                let page = storage
+                    .list_nodes(&PageRequest {
+                        after,
+                        limit: PageRequest::MAX_LIMIT,
+                    })
+                    .await
+                    .map_err(|e| e.to_string())?;
+                snapshot.nodes.extend(page.items.iter().map(|n| DbNode {
+                    id: n.id.to_string(),
+                    endpoint: n.endpoint.clone(),
+                    required_status: n.required_status.as_str().to_owned(),
+                }));
+                match page.next {
+                    Some(next) => after = Some(next),
+                    None => break,
+                }
+            }
+            Ok(snapshot)
+        })
+    })
+}
+
+async fn chaos_run(name: &str, replicas: usize) {
+    let settings = ChaosSettings::from_env(name, replicas);
+    let Some(core) = v2ray_binary() else {
+        eprintln!("skipping {name}: no v2ray binary (CI=true fails instead)");
+        return;
+    };
+    let db = TestDatabase::new().await;
+    let direct = db.storage().await; // the schema, and the checker's own connection
+    let report = chaos::run(settings, core, db.url(), reader(direct)).await;
+    assert!(
+        report.acked > 0,
+        "no operation was acknowledged: {report:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_single_manager() {
+    chaos_run("chaos_single_manager", 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_two_replicas() {
+    chaos_run("chaos_two_replicas", 2).await;
+}
