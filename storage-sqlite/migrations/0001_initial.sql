@@ -62,3 +62,20 @@ CREATE INDEX users_enabled ON users (id) WHERE status = 'Enabled';
 
 -- purge_tombstones looks at deleted users only.
 CREATE INDEX users_tombstones ON users (change_seq) WHERE deleted = 1;
+
+-- Every user change (enable, disable, delete) is one UPDATE of the user that
+-- sets `change_seq = meta.last_seq + 1`. This trigger, part of that same
+-- statement and so of its transaction, hands the number out and keeps the
+-- enabled count: a change is whole or absent, costs one statement, and no
+-- status can change without a new sequence number (the check aborts it).
+CREATE TRIGGER users_change AFTER UPDATE OF status, deleted, change_seq ON users
+BEGIN
+    SELECT RAISE(ABORT, 'a user change must take change_seq = meta.last_seq + 1')
+    WHERE NEW.change_seq IS NOT (SELECT last_seq + 1 FROM meta WHERE id = 1);
+    UPDATE meta SET
+        last_seq = NEW.change_seq,
+        enabled_users = enabled_users
+            + (NEW.status = 'Enabled' AND NEW.deleted = 0)
+            - (OLD.status = 'Enabled' AND OLD.deleted = 0)
+    WHERE id = 1;
+END;

@@ -13,10 +13,15 @@
 //!
 //! Writes go through one connection (a pool of one): SQLite admits a single
 //! writer anyway, and queueing writers in the pool is fairer and faster than
-//! letting them spin in SQLite's busy handler. Each write transaction starts
-//! with `BEGIN IMMEDIATE`, so it takes the write lock before reading and
-//! another process writing the same file makes it wait (`busy_timeout`)
-//! rather than fail on a lock upgrade. Reads use a pool of up to
+//! letting them spin in SQLite's busy handler. A write of several statements
+//! runs in a transaction opened with `BEGIN IMMEDIATE`, so it holds the write
+//! lock before it reads, and another process writing the same file makes it
+//! wait (`busy_timeout`) instead of failing on a lock upgrade. A write of one
+//! statement runs on its own: SQLite then takes the write lock as the
+//! statement starts, with the same waiting, and two round trips to the
+//! connection's thread are saved. User changes are such single statements:
+//! the trigger `users_change` (see the migration) takes the sequence number
+//! and counts enabled users inside the statement. Reads use a pool of up to
 //! [`READERS`] connections, which WAL lets run next to the writer.
 
 mod error;
@@ -35,12 +40,15 @@ use manager_lib::domain::{
 };
 use manager_lib::storage::{Entity, Storage, StorageError, StorageResult};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteQueryResult,
+    SqliteSynchronous,
 };
 use sqlx::{Row as _, Sqlite, Transaction};
 
 use crate::error::{db_error, migrate_error};
-use crate::rows::{NODE_COLUMNS, USER_COLUMNS, node_from_row, parse, user_from_row};
+use crate::rows::{
+    NODE_COLUMNS, USER_COLUMNS, USER_COLUMNS_U, node_from_row, parse, user_from_row,
+};
 
 /// How many connections read at the same time.
 pub const READERS: u32 = 8;
@@ -54,7 +62,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// [`Storage`] on one SQLite database file.
 #[derive(Clone)]
 pub struct SqliteStorage {
-    /// Takes every write transaction.
+    /// Takes every write.
     writer: SqlitePool,
     /// Serves reads; the same pool as `writer` when built by
     /// [`SqliteStorage::from_pool`] or for an in-memory database.
@@ -80,7 +88,8 @@ impl SqliteStorage {
     /// in-memory database that lives as long as the returned value.
     ///
     /// A file that cannot be opened or created gives
-    /// [`StorageError::Unavailable`].
+    /// [`StorageError::Unavailable`]; a file that is not a database,
+    /// [`StorageError::Corrupt`].
     pub async fn connect(url: &str) -> StorageResult<Self> {
         let options = SqliteConnectOptions::from_str(url)
             .map_err(|e| db_error(e, None))?
@@ -88,16 +97,20 @@ impl SqliteStorage {
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true)
             .synchronous(SqliteSynchronous::Normal);
-        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
-        if in_memory {
+        // A local file does not drop connections: no ping before each use.
+        let pool = || {
+            SqlitePoolOptions::new()
+                .acquire_timeout(ACQUIRE_TIMEOUT)
+                .test_before_acquire(false)
+        };
+        if url.contains(":memory:") || url.contains("mode=memory") {
             // Every connection to a private in-memory database is its own
             // database: keep exactly one, forever.
-            let pool = SqlitePoolOptions::new()
+            let pool = pool()
                 .max_connections(1)
                 .min_connections(1)
                 .idle_timeout(None)
                 .max_lifetime(None)
-                .acquire_timeout(ACQUIRE_TIMEOUT)
                 .connect_with(options)
                 .await
                 .map_err(|e| db_error(e, None))?;
@@ -106,16 +119,19 @@ impl SqliteStorage {
 
         // WAL is a property of the file; switching to it needs a lock that
         // busy_timeout cannot wait for, so only the writer asks for it, once.
-        let writer = SqlitePoolOptions::new()
+        // The one writer connection stays open: reopening it would redo the
+        // pragmas and lose its prepared statements.
+        let writer = pool()
             .max_connections(1)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
             .connect_with(options.clone().journal_mode(SqliteJournalMode::Wal))
             .await
             .map_err(|e| db_error(e, None))?;
         MIGRATOR.run(&writer).await.map_err(migrate_error)?;
-        let reader = SqlitePoolOptions::new()
+        let reader = pool()
             .max_connections(READERS)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options.create_if_missing(false))
             .await
             .map_err(|e| db_error(e, None))?;
@@ -127,8 +143,8 @@ impl SqliteStorage {
     }
 
     /// Uses `pool` for reads and writes, after bringing its schema up to
-    /// date. The pool's options should set a `busy_timeout` and WAL journal
-    /// when several connections share the file.
+    /// date. The pool's options should set a `busy_timeout`, and the WAL
+    /// journal when several connections share the file.
     pub async fn from_pool(pool: SqlitePool) -> StorageResult<Self> {
         MIGRATOR.run(&pool).await.map_err(migrate_error)?;
         Ok(Self {
@@ -145,6 +161,7 @@ impl SqliteStorage {
     }
 
     /// A write transaction holding the database's write lock from its start.
+    /// Dropping it uncommitted rolls it back.
     async fn write(&self) -> StorageResult<Transaction<'static, Sqlite>> {
         self.writer
             .begin_with("BEGIN IMMEDIATE")
@@ -152,9 +169,21 @@ impl SqliteStorage {
             .map_err(|e| db_error(e, None))
     }
 
-    /// A read transaction: its statements see one snapshot.
-    async fn read(&self) -> StorageResult<Transaction<'static, Sqlite>> {
-        self.reader.begin().await.map_err(|e| db_error(e, None))
+    /// Runs one writing statement about `entity` on its own (see the crate
+    /// docs); [`StorageError::NotFound`] when it touched no row.
+    async fn write_one<'q>(
+        &self,
+        query: sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+        entity: Entity,
+    ) -> StorageResult<SqliteQueryResult> {
+        let done = query
+            .execute(&self.writer)
+            .await
+            .map_err(|e| db_error(e, Some(entity)))?;
+        if done.rows_affected() == 0 {
+            return Err(StorageError::NotFound(entity));
+        }
+        Ok(done)
     }
 }
 
@@ -187,38 +216,9 @@ fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// Takes the next sequence number and adds `enabled_delta` to the enabled
-/// count, inside the caller's write transaction.
-async fn next_seq(tx: &mut Transaction<'static, Sqlite>, enabled_delta: i64) -> StorageResult<Seq> {
-    sqlx::query_scalar(
-        "UPDATE meta SET last_seq = last_seq + 1, enabled_users = enabled_users + ?1 \
-         WHERE id = 1 RETURNING last_seq",
-    )
-    .bind(enabled_delta)
-    .fetch_one(&mut **tx)
-    .await
-    .map_err(|e| db_error(e, None))
-}
-
-/// The live (not deleted) user's status, in the caller's transaction.
-async fn live_user_status(
-    tx: &mut Transaction<'static, Sqlite>,
-    id: UserId,
-) -> StorageResult<UserStatus> {
-    let status: String =
-        sqlx::query_scalar("SELECT status FROM users WHERE id = ?1 AND deleted = 0")
-            .bind(id.to_string())
-            .fetch_one(&mut **tx)
-            .await
-            .map_err(|e| db_error(e, Some(Entity::User)))?;
-    parse(&status)
-}
-
 #[async_trait]
 impl Storage for SqliteStorage {
     async fn create_node(&self, new: NewNode) -> StorageResult<Node> {
-        let now = Timestamp::now().0;
-        let mut tx = self.write().await?;
         let row = sqlx::query(&format!(
             "INSERT INTO nodes (id, endpoint, key, actual_status, required_status, \
                  user_config_template, state_up_to_date, applied_seq, last_seen, \
@@ -230,13 +230,11 @@ impl Storage for SqliteStorage {
         .bind(new.id.to_string())
         .bind(&new.endpoint)
         .bind(new.key.expose())
-        .bind(now)
-        .fetch_one(&mut *tx)
+        .bind(Timestamp::now().0)
+        .fetch_one(&self.writer)
         .await
         .map_err(|e| db_error(e, Some(Entity::Node)))?;
-        let node = node_from_row(&row)?;
-        commit(tx).await?;
-        Ok(node)
+        node_from_row(&row)
     }
 
     async fn get_node(&self, id: NodeId) -> StorageResult<Node> {
@@ -279,20 +277,11 @@ impl Storage for SqliteStorage {
     }
 
     async fn delete_node(&self, id: NodeId) -> StorageResult<()> {
-        let mut tx = self.write().await?;
-        let done = sqlx::query("DELETE FROM nodes WHERE id = ?1")
-            .bind(id.to_string())
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| db_error(e, Some(Entity::Node)))?;
-        if done.rows_affected() == 0 {
-            return Err(StorageError::NotFound(Entity::Node));
-        }
-        commit(tx).await
+        let query = sqlx::query("DELETE FROM nodes WHERE id = ?1").bind(id.to_string());
+        self.write_one(query, Entity::Node).await.map(drop)
     }
 
     async fn set_required_status(&self, id: NodeId, status: RequiredStatus) -> StorageResult<Node> {
-        let mut tx = self.write().await?;
         let row = sqlx::query(&format!(
             "UPDATE nodes SET \
                  updated_at = CASE WHEN required_status = ?2 THEN updated_at ELSE ?3 END, \
@@ -302,12 +291,10 @@ impl Storage for SqliteStorage {
         .bind(id.to_string())
         .bind(status.as_str())
         .bind(Timestamp::now().0)
-        .fetch_one(&mut *tx)
+        .fetch_one(&self.writer)
         .await
         .map_err(|e| db_error(e, Some(Entity::Node)))?;
-        let node = node_from_row(&row)?;
-        commit(tx).await?;
-        Ok(node)
+        node_from_row(&row)
     }
 
     async fn begin_start(&self, id: NodeId) -> StorageResult<StartPlan> {
@@ -326,6 +313,7 @@ impl Storage for SqliteStorage {
             .fetch_one(&mut *tx)
             .await
             .map_err(|e| db_error(e, None))?;
+        // Tombstones are never 'Enabled'; this reads the partial index users_enabled.
         let rows = sqlx::query(&format!(
             "SELECT {USER_COLUMNS} FROM users WHERE status = 'Enabled' ORDER BY id"
         ))
@@ -341,8 +329,7 @@ impl Storage for SqliteStorage {
     }
 
     async fn finish_start(&self, id: NodeId, seq: Seq, template: &str) -> StorageResult<()> {
-        let mut tx = self.write().await?;
-        let done = sqlx::query(
+        let query = sqlx::query(
             "UPDATE nodes SET actual_status = 'Running', user_config_template = ?3, \
                  applied_seq = MAX(applied_seq, ?2), state_up_to_date = 1, \
                  last_seen = ?4, updated_at = ?4 \
@@ -351,53 +338,36 @@ impl Storage for SqliteStorage {
         .bind(id.to_string())
         .bind(seq)
         .bind(template)
-        .bind(Timestamp::now().0)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| db_error(e, Some(Entity::Node)))?;
-        if done.rows_affected() == 0 {
-            return Err(StorageError::NotFound(Entity::Node));
-        }
-        commit(tx).await
+        .bind(Timestamp::now().0);
+        self.write_one(query, Entity::Node).await.map(drop)
     }
 
     async fn begin_stop(&self, id: NodeId) -> StorageResult<Node> {
-        let mut tx = self.write().await?;
         let row = sqlx::query(&format!(
             "UPDATE nodes SET state_up_to_date = 0, updated_at = ?2 \
              WHERE id = ?1 RETURNING {NODE_COLUMNS}"
         ))
         .bind(id.to_string())
         .bind(Timestamp::now().0)
-        .fetch_one(&mut *tx)
+        .fetch_one(&self.writer)
         .await
         .map_err(|e| db_error(e, Some(Entity::Node)))?;
-        let node = node_from_row(&row)?;
-        commit(tx).await?;
-        Ok(node)
+        node_from_row(&row)
     }
 
     async fn finish_stop(&self, id: NodeId) -> StorageResult<()> {
-        let mut tx = self.write().await?;
-        let done = sqlx::query(
+        let query = sqlx::query(
             "UPDATE nodes SET actual_status = 'Stopped', state_up_to_date = 1, \
                  last_seen = ?2, updated_at = ?2 \
              WHERE id = ?1",
         )
         .bind(id.to_string())
-        .bind(Timestamp::now().0)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| db_error(e, Some(Entity::Node)))?;
-        if done.rows_affected() == 0 {
-            return Err(StorageError::NotFound(Entity::Node));
-        }
-        commit(tx).await
+        .bind(Timestamp::now().0);
+        self.write_one(query, Entity::Node).await.map(drop)
     }
 
     async fn record_observation(&self, id: NodeId, actual: ActualStatus) -> StorageResult<()> {
-        let mut tx = self.write().await?;
-        let done = sqlx::query(
+        let query = sqlx::query(
             "UPDATE nodes SET \
                  last_seen = CASE WHEN ?2 = 'Error' THEN last_seen ELSE ?3 END, \
                  updated_at = CASE WHEN actual_status = ?2 THEN updated_at ELSE ?3 END, \
@@ -406,18 +376,11 @@ impl Storage for SqliteStorage {
         )
         .bind(id.to_string())
         .bind(actual.as_str())
-        .bind(Timestamp::now().0)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| db_error(e, Some(Entity::Node)))?;
-        if done.rows_affected() == 0 {
-            return Err(StorageError::NotFound(Entity::Node));
-        }
-        commit(tx).await
+        .bind(Timestamp::now().0);
+        self.write_one(query, Entity::Node).await.map(drop)
     }
 
     async fn create_user(&self, new: NewUser) -> StorageResult<User> {
-        let mut tx = self.write().await?;
         let row = sqlx::query(&format!(
             "INSERT INTO users (id, name, status, secret, change_seq, deleted, created_at) \
              VALUES (?1, ?2, 'Disabled', ?3, 0, 0, ?4) \
@@ -427,12 +390,10 @@ impl Storage for SqliteStorage {
         .bind(&new.name)
         .bind(new.secret.expose())
         .bind(Timestamp::now().0)
-        .fetch_one(&mut *tx)
+        .fetch_one(&self.writer)
         .await
         .map_err(|e| db_error(e, Some(Entity::User)))?;
-        let user = user_from_row(&row)?;
-        commit(tx).await?;
-        Ok(user)
+        user_from_row(&row)
     }
 
     async fn get_user(&self, id: UserId) -> StorageResult<User> {
@@ -466,66 +427,49 @@ impl Storage for SqliteStorage {
     }
 
     async fn set_user_status(&self, id: UserId, status: UserStatus) -> StorageResult<User> {
-        let mut tx = self.write().await?;
-        let old = live_user_status(&mut tx, id).await?;
-        let row = if old == status {
-            sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1"))
-                .bind(id.to_string())
-                .fetch_one(&mut *tx)
-                .await
-        } else {
-            let delta = match status {
-                UserStatus::Enabled => 1,
-                UserStatus::Disabled => -1,
-            };
-            let seq = next_seq(&mut tx, delta).await?;
-            sqlx::query(&format!(
-                "UPDATE users SET status = ?2, change_seq = ?3 WHERE id = ?1 \
-                 RETURNING {USER_COLUMNS}"
-            ))
-            .bind(id.to_string())
-            .bind(status.as_str())
-            .bind(seq)
-            .fetch_one(&mut *tx)
-            .await
-        }
+        // One statement: the trigger users_change hands out the sequence
+        // number named here and counts the enabled users, atomically.
+        let changed = sqlx::query(&format!(
+            "UPDATE users SET status = ?2, \
+                 change_seq = (SELECT last_seq + 1 FROM meta WHERE id = 1) \
+             WHERE id = ?1 AND deleted = 0 AND status <> ?2 \
+             RETURNING {USER_COLUMNS}"
+        ))
+        .bind(id.to_string())
+        .bind(status.as_str())
+        .fetch_optional(&self.writer)
+        .await
         .map_err(|e| db_error(e, Some(Entity::User)))?;
-        let user = user_from_row(&row)?;
-        commit(tx).await?;
-        Ok(user)
+        match changed {
+            Some(row) => user_from_row(&row),
+            // Already so, or no such user: nothing to write.
+            None => self.get_user(id).await,
+        }
     }
 
     async fn delete_user(&self, id: UserId) -> StorageResult<()> {
-        let mut tx = self.write().await?;
-        let delta = match live_user_status(&mut tx, id).await? {
-            UserStatus::Enabled => -1,
-            UserStatus::Disabled => 0,
-        };
-        let seq = next_seq(&mut tx, delta).await?;
-        sqlx::query(
-            "UPDATE users SET status = 'Disabled', deleted = 1, change_seq = ?2 WHERE id = ?1",
+        // One statement, as in set_user_status.
+        let query = sqlx::query(
+            "UPDATE users SET status = 'Disabled', deleted = 1, \
+                 change_seq = (SELECT last_seq + 1 FROM meta WHERE id = 1) \
+             WHERE id = ?1 AND deleted = 0",
         )
-        .bind(id.to_string())
-        .bind(seq)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| db_error(e, Some(Entity::User)))?;
-        commit(tx).await
+        .bind(id.to_string());
+        self.write_one(query, Entity::User).await.map(drop)
     }
 
     async fn user_nodes(&self, id: UserId) -> StorageResult<UserNodes> {
-        // One statement: the user's row, repeated once per usable node (or
-        // once with NULL node columns when there is none).
+        // One statement: the user's row (by primary key), repeated once per
+        // usable node, or once with NULL node columns when there is none.
         let rows = sqlx::query(&format!(
-            "SELECT {user_cols}, n.id AS node_id, n.endpoint AS node_endpoint, \
+            "SELECT {USER_COLUMNS_U}, n.id AS node_id, n.endpoint AS node_endpoint, \
                  n.user_config_template AS node_template \
              FROM users u \
              LEFT JOIN nodes n ON u.status = 'Enabled' \
                  AND n.actual_status = 'Running' AND n.state_up_to_date = 1 \
                  AND n.user_config_template IS NOT NULL AND n.applied_seq >= u.change_seq \
              WHERE u.id = ?1 AND u.deleted = 0 \
-             ORDER BY n.id",
-            user_cols = rows::USER_COLUMNS_U,
+             ORDER BY n.id"
         ))
         .bind(id.to_string())
         .fetch_all(&self.reader)
@@ -533,20 +477,16 @@ impl Storage for SqliteStorage {
         .map_err(|e| db_error(e, Some(Entity::User)))?;
         let first = rows.first().ok_or(StorageError::NotFound(Entity::User))?;
         let user = user_from_row(first)?;
+        let get = |e| db_error(e, Some(Entity::Node));
         let mut nodes = Vec::with_capacity(rows.len());
         for row in &rows {
-            let node_id: Option<String> = row
-                .try_get("node_id")
-                .map_err(|e| db_error(e, Some(Entity::Node)))?;
-            let Some(node_id) = node_id else { continue };
+            let Some(node_id) = row.try_get::<Option<&str>, _>("node_id").map_err(get)? else {
+                continue;
+            };
             nodes.push(NodeEntry {
-                id: parse(&node_id)?,
-                endpoint: row
-                    .try_get("node_endpoint")
-                    .map_err(|e| db_error(e, Some(Entity::Node)))?,
-                user_config_template: row
-                    .try_get("node_template")
-                    .map_err(|e| db_error(e, Some(Entity::Node)))?,
+                id: parse(node_id)?,
+                endpoint: row.try_get("node_endpoint").map_err(get)?,
+                user_config_template: row.try_get("node_template").map_err(get)?,
             });
         }
         Ok(UserNodes { user, nodes })
@@ -554,29 +494,31 @@ impl Storage for SqliteStorage {
 
     async fn pending_operations(&self, id: NodeId, limit: u32) -> StorageResult<PendingBatch> {
         let limit = limit.clamp(1, PageRequest::MAX_LIMIT) as usize;
-        let mut tx = self.read().await?;
-        let cursor: Seq = sqlx::query_scalar("SELECT applied_seq FROM nodes WHERE id = ?1")
-            .bind(id.to_string())
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(|e| db_error(e, Some(Entity::Node)))?;
+        // One statement, so the cursor and the changes are one snapshot: the
+        // node's row (by primary key), joined with the users after its cursor
+        // in change order (index users_change_seq), or once with NULL user
+        // columns when nothing is pending.
         let rows = sqlx::query(&format!(
-            "SELECT {USER_COLUMNS}, deleted FROM users \
-             WHERE change_seq > ?1 ORDER BY change_seq LIMIT ?2"
+            "SELECT n.applied_seq AS cursor, {USER_COLUMNS_U}, u.deleted AS deleted \
+             FROM nodes n LEFT JOIN users u ON u.change_seq > n.applied_seq \
+             WHERE n.id = ?1 ORDER BY u.change_seq LIMIT ?2"
         ))
-        .bind(cursor)
+        .bind(id.to_string())
         .bind(limit as i64 + 1)
-        .fetch_all(&mut *tx)
+        .fetch_all(&self.reader)
         .await
-        .map_err(|e| db_error(e, Some(Entity::User)))?;
-        commit(tx).await?;
+        .map_err(|e| db_error(e, Some(Entity::Node)))?;
+        let first = rows.first().ok_or(StorageError::NotFound(Entity::Node))?;
+        let get = |e| db_error(e, Some(Entity::User));
+        let cursor: Seq = first.try_get("cursor").map_err(get)?;
         let more = rows.len() > limit;
         let mut operations = Vec::with_capacity(rows.len().min(limit));
         for row in rows.iter().take(limit) {
+            if row.try_get::<Option<&str>, _>("id").map_err(get)?.is_none() {
+                break;
+            }
             let user = user_from_row(row)?;
-            let deleted: bool = row
-                .try_get("deleted")
-                .map_err(|e| db_error(e, Some(Entity::User)))?;
+            let deleted: bool = row.try_get("deleted").map_err(get)?;
             let operation = if !deleted && user.status == UserStatus::Enabled {
                 Operation::Add
             } else {
@@ -597,17 +539,11 @@ impl Storage for SqliteStorage {
     }
 
     async fn ack_operations(&self, id: NodeId, up_to_seq: Seq) -> StorageResult<()> {
-        let mut tx = self.write().await?;
-        let done = sqlx::query("UPDATE nodes SET applied_seq = MAX(applied_seq, ?2) WHERE id = ?1")
-            .bind(id.to_string())
-            .bind(up_to_seq)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| db_error(e, Some(Entity::Node)))?;
-        if done.rows_affected() == 0 {
-            return Err(StorageError::NotFound(Entity::Node));
-        }
-        commit(tx).await
+        let query =
+            sqlx::query("UPDATE nodes SET applied_seq = MAX(applied_seq, ?2) WHERE id = ?1")
+                .bind(id.to_string())
+                .bind(up_to_seq);
+        self.write_one(query, Entity::Node).await.map(drop)
     }
 
     async fn fleet_state(&self) -> StorageResult<FleetState> {
@@ -625,19 +561,17 @@ impl Storage for SqliteStorage {
     }
 
     async fn purge_tombstones(&self) -> StorageResult<u64> {
-        let mut tx = self.write().await?;
         // The horizon: the oldest cursor among nodes that are or should be
-        // running (a node stopped on purpose is rebuilt from scratch on start).
+        // running (a node stopped on purpose gets every user afresh on start).
         let done = sqlx::query(
             "DELETE FROM users WHERE deleted = 1 AND change_seq <= COALESCE( \
                  (SELECT MIN(applied_seq) FROM nodes \
                   WHERE actual_status <> 'Stopped' OR required_status <> 'Stopped'), \
                  9223372036854775807)",
         )
-        .execute(&mut *tx)
+        .execute(&self.writer)
         .await
         .map_err(|e| db_error(e, Some(Entity::User)))?;
-        commit(tx).await?;
         Ok(done.rows_affected())
     }
 
@@ -687,15 +621,14 @@ impl Storage for SqliteStorage {
     }
 
     async fn release_nodes(&self, owner: &str) -> StorageResult<()> {
-        let mut tx = self.write().await?;
         sqlx::query(
             "UPDATE nodes SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ?1",
         )
         .bind(owner)
-        .execute(&mut *tx)
+        .execute(&self.writer)
         .await
         .map_err(|e| db_error(e, Some(Entity::Node)))?;
-        commit(tx).await
+        Ok(())
     }
 
     async fn serving_nodes(&self) -> StorageResult<Vec<ServingNode>> {
@@ -709,13 +642,12 @@ impl Storage for SqliteStorage {
         .fetch_all(&self.reader)
         .await
         .map_err(|e| db_error(e, Some(Entity::Node)))?;
+        let get = |e| db_error(e, Some(Entity::Node));
         rows.iter()
             .map(|row| {
-                let get = |e| db_error(e, Some(Entity::Node));
-                let id: &str = row.try_get("id").map_err(get)?;
                 Ok(ServingNode {
                     entry: NodeEntry {
-                        id: parse(id)?,
+                        id: parse(row.try_get::<&str, _>("id").map_err(get)?)?,
                         endpoint: row.try_get("endpoint").map_err(get)?,
                         user_config_template: row.try_get("user_config_template").map_err(get)?,
                     },

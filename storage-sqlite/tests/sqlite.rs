@@ -5,9 +5,10 @@
 mod common;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use common::{fresh_storage, url_in};
-use manager_lib::domain::{NewNode, NewUser, Operation, RequiredStatus, UserStatus};
+use manager_lib::domain::{NewNode, NewUser, Operation, PageRequest, RequiredStatus, UserStatus};
 use manager_lib::storage::{Storage, StorageError};
 use storage_sqlite::SqliteStorage;
 
@@ -178,4 +179,78 @@ async fn debug_shows_no_secrets() {
     let shown = format!("{:?} {:?}", f.storage, node);
     assert!(shown.contains("manager.db"), "{shown}");
     assert!(!shown.contains(node.key.expose()), "{shown}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_calls_leave_no_half_change_behind() {
+    let f = fresh_storage().await;
+    let s = &f.storage;
+    let mut ids = Vec::new();
+    for i in 0..100 {
+        ids.push(
+            s.create_user(NewUser::new(format!("u{i}")).unwrap())
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    // Dropped at different points: before, inside or after the transaction.
+    for (i, id) in ids.iter().enumerate() {
+        let wait = Duration::from_micros((i as u64 % 20) * 40);
+        let _ = tokio::time::timeout(wait, s.set_user_status(*id, UserStatus::Enabled)).await;
+    }
+    let users = s.list_users(&PageRequest::first(1000)).await.unwrap().items;
+    let mut seqs: Vec<i64> = users
+        .iter()
+        .filter(|u| u.status == UserStatus::Enabled)
+        .map(|u| u.change_seq)
+        .collect();
+    seqs.sort_unstable();
+    let fleet = s.fleet_state().await.unwrap();
+    assert_eq!(fleet.enabled_users, seqs.len() as u64);
+    assert_eq!(seqs, (1..=fleet.last_seq).collect::<Vec<_>>());
+    // The writer is not left inside an abandoned transaction.
+    for id in &ids {
+        s.set_user_status(*id, UserStatus::Enabled).await.unwrap();
+    }
+    assert_eq!(s.fleet_state().await.unwrap().enabled_users, 100);
+}
+
+#[tokio::test]
+async fn a_stored_value_that_does_not_parse_is_corrupt() {
+    let f = fresh_storage().await;
+    let pool = sqlx::SqlitePool::connect(&f.url()).await.unwrap();
+    sqlx::query(
+        "INSERT INTO users (id, name, status, secret, change_seq, deleted, created_at) \
+         VALUES ('not-a-uuid', 'x', 'Disabled', 's', 0, 0, 0)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    let err = f
+        .storage
+        .list_users(&PageRequest::first(10))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StorageError::Corrupt(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn from_pool_migrates_and_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(dir.path().join("pooled.db"))
+        .create_if_missing(true);
+    let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+    let s = SqliteStorage::from_pool(pool).await.unwrap();
+    let user = s.create_user(NewUser::new("alice").unwrap()).await.unwrap();
+    assert_eq!(
+        s.set_user_status(user.id, UserStatus::Enabled)
+            .await
+            .unwrap()
+            .change_seq,
+        1
+    );
+    assert_eq!(s.user_nodes(user.id).await.unwrap().user.id, user.id);
 }
