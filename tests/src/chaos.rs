@@ -1099,7 +1099,7 @@ impl Harness {
             let replica = round % self.replicas.len();
             round += 1;
             let (diffs, expected) = match self.read_view(replica).await {
-                Some(view) => self.check_view(&view).await,
+                Some(view) => self.check_view(&view, replica).await,
                 None => (
                     vec![format!("replica {replica}: cannot read users/nodes")],
                     None,
@@ -1305,7 +1305,7 @@ impl Harness {
     }
 
     /// The model against the manager's view, then checks 2 and 3.
-    async fn check_view(&self, view: &View) -> (Vec<String>, Option<Expected>) {
+    async fn check_view(&self, view: &View, replica: usize) -> (Vec<String>, Option<Expected>) {
         let mut diffs = Vec::new();
         let mut expected = Expected::default();
         {
@@ -1418,7 +1418,7 @@ impl Harness {
         for (id, (name, status)) in &expected.users {
             k += 1;
             let client = &self.list_clients[k % self.list_clients.len()];
-            let links = match self.node_list(client, id, name).await {
+            let links = match self.node_list(replica, client, id, name).await {
                 Ok(links) => links,
                 Err(e) => {
                     diffs.push(format!("user {id} ({name}): node list: {e}"));
@@ -1457,7 +1457,7 @@ impl Harness {
             k += 1;
             let client = &self.list_clients[k % self.list_clients.len()];
             let name = self.model_name(id);
-            match self.node_list(client, id, &name).await {
+            match self.node_list(replica, client, id, &name).await {
                 Err(e) if e.starts_with("status 422") => {}
                 other => diffs.push(format!(
                     "user {id} ({name}) deleted: node list answered {other:?}, expected 422"
@@ -1480,11 +1480,12 @@ impl Harness {
 
     async fn node_list(
         &self,
+        replica: usize,
         client: &reqwest::Client,
         id: &str,
         name: &str,
     ) -> Result<Vec<String>, String> {
-        let url = format!("{}/user/{id}-{name}/nodes", self.url(0));
+        let url = format!("{}/user/{id}-{name}/nodes", self.url(replica));
         let resp = client.get(url).send().await.map_err(|e| e.to_string())?;
         let status = resp.status().as_u16();
         if status != 200 {
