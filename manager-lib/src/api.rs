@@ -137,11 +137,21 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ApiState {
     pub manager: Arc<Manager>,
     admin_token_digest: [u8; 32],
     rate_limiter: Option<Arc<RateLimiter>>,
+}
+
+impl std::fmt::Debug for ApiState {
+    // Not even the token's digest: an unsalted hash of a short token can be guessed offline.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiState")
+            .field("admin_token", &"<redacted>")
+            .field("rate_limited", &self.rate_limiter.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl ApiState {

@@ -52,6 +52,12 @@ pub struct ManagerConfig {
     pub admin_token: Option<Secret>,
     /// Logs as JSON lines instead of text. Env: `XM_LOG_JSON`.
     pub log_json: bool,
+    /// User node-list calls a client address may make per second, 0 for no
+    /// limit (default 20). Env: `XM_NODE_LIST_RATE`.
+    pub node_list_rate: u32,
+    /// Calls a client may make at once before the rate applies (default 40).
+    /// Env: `XM_NODE_LIST_BURST`.
+    pub node_list_burst: u32,
 }
 
 impl Default for ManagerConfig {
@@ -66,6 +72,8 @@ impl Default for ManagerConfig {
             concurrency: 32,
             admin_token: None,
             log_json: false,
+            node_list_rate: 20,
+            node_list_burst: 40,
         }
     }
 }
@@ -116,10 +124,25 @@ impl ManagerConfig {
         if let Some(v) = var("XM_ADMIN_TOKEN") {
             self.admin_token = Some(Secret(v));
         }
+        if let Some(v) = var("XM_NODE_LIST_RATE") {
+            self.node_list_rate = parse("XM_NODE_LIST_RATE", v)?;
+        }
+        if let Some(v) = var("XM_NODE_LIST_BURST") {
+            self.node_list_burst = parse("XM_NODE_LIST_BURST", v)?;
+        }
         if let Some(v) = var("XM_LOG_JSON") {
             self.log_json = matches!(v.as_str(), "1" | "true" | "yes");
         }
         Ok(())
+    }
+
+    /// The per-client limit of the user node-list call, `None` when off.
+    pub fn node_list_limit(&self) -> Option<crate::ratelimit::RateLimit> {
+        (self.node_list_rate > 0).then(|| crate::ratelimit::RateLimit {
+            per_second: self.node_list_rate,
+            burst: self.node_list_burst.max(1),
+            ..crate::ratelimit::RateLimit::default()
+        })
     }
 
     pub fn heartbeat(&self) -> Duration {

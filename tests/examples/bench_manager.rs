@@ -328,7 +328,9 @@ async fn node_list(opts: &Opts) -> Result<()> {
         CachedStorageSettings::default(),
     ));
     let manager = Arc::new(Manager::new(cached, sim, ManagerSettings::default()));
-    let app = manager_lib::api::router(manager_lib::api::ApiState::new(manager, "bench"));
+    let app = manager_lib::api::router(
+        manager_lib::api::ApiState::new(manager, "bench").with_rate_limit(None),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move { axum::serve(listener, app).await });

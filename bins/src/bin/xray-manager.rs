@@ -23,7 +23,8 @@ struct Args {
     /// TOML settings file; every setting can also come from its `XM_*`
     /// variable (XM_LISTEN, XM_DATA_DIR, XM_STORAGE_URL, XM_CACHE_URL,
     /// XM_HEARTBEAT_MS, XM_NODE_TIMEOUT_MS, XM_CONCURRENCY, XM_ADMIN_TOKEN,
-    /// XM_LOG_JSON), which wins over the file.
+    /// XM_LOG_JSON, XM_NODE_LIST_RATE, XM_NODE_LIST_BURST), which wins over
+    /// the file.
     #[arg(long, short, env = "XM_CONFIG")]
     config: Option<PathBuf>,
 }
@@ -102,7 +103,8 @@ async fn run(args: Args) -> Result<(), String> {
     let shutdown = CancellationToken::new();
     tokio::spawn(bins::cancel_on_signal(shutdown.clone()));
     let heartbeat = tokio::spawn(reconciler.run(shutdown.clone().cancelled_owned()));
-    let router = api::router(ApiState::new(manager, token.expose()));
+    let state = ApiState::new(manager, token.expose()).with_rate_limit(cfg.node_list_limit());
+    let router = api::router(state);
     api::serve(listener, router, shutdown.clone().cancelled_owned())
         .await
         .map_err(|e| e.to_string())?;
