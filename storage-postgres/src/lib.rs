@@ -1,6 +1,22 @@
 //! manager-lib's [`Storage`] on PostgreSQL: a sqlx pool, migrations embedded
 //! in the binary and run on connect, and the change log described in
-//! [`manager_lib::storage`] with its sequence taken from a locked row.
+//! [`manager_lib::storage`].
+//!
+//! # How change numbers keep their meaning without serialising writers
+//!
+//! A change takes its number from a SEQUENCE while holding an advisory lock in
+//! shared mode (writers do not block each other, so their commits are flushed
+//! together). A reader that hands out or stores a cursor first takes that lock
+//! exclusively, which waits until every change in flight has ended, and then
+//! reads the newest committed number `H` in a later statement: every change
+//! numbered `<= H` is then committed (or rolled back), and every later change
+//! gets a larger number. The exclusive lock is held for one short statement
+//! only, inside one round trip (see [`PgStorage::settled_state`]); everything
+//! else the reader does happens afterwards, bounded by `H`. The full argument
+//! is in `migrations/20250601000000_change_sequence.sql`.
+//!
+//! The enabled-user count is striped over 64 rows so that no row is shared by
+//! all writers, and `create_user` touches no shared row at all.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), manager_lib::storage::StorageError> {
@@ -23,7 +39,6 @@ use manager_lib::domain::{
 use manager_lib::storage::{Entity, Storage, StorageError, StorageResult};
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::{Postgres, Transaction};
 
 mod error;
 mod rows;
@@ -42,7 +57,15 @@ static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The default number of pooled connections.
-pub const MAX_CONNECTIONS: u32 = 16;
+///
+/// Changes are cheap on the server (no shared row) and spend most of their
+/// time waiting for the WAL flush, which PostgreSQL shares among the commits
+/// waiting for it: throughput grows with the number of changes in flight, so
+/// with one change per connection the pool is the limit. Sized for one
+/// manager next to a server with the default `max_connections = 100`;
+/// several replicas need a larger server limit (connections are opened only
+/// when needed, so a quiet replica holds few).
+pub const MAX_CONNECTIONS: u32 = 64;
 
 /// A [`Storage`] on PostgreSQL. Cheap to clone (the pool is shared).
 #[derive(Clone)]
@@ -117,12 +140,59 @@ impl PgStorage {
         self.pool.close().await;
     }
 
-    async fn begin(&self) -> StorageResult<Transaction<'static, Postgres>> {
-        self.pool
-            .begin()
+    /// The newest change `H` such that every change numbered `<= H` has
+    /// ended (so a cursor may move up to it), and the enabled-user count as
+    /// of exactly those changes.
+    ///
+    /// One round trip, one implicit transaction: the first statement waits
+    /// for the exclusive change lock (every change in flight has ended), the
+    /// second reads with a new snapshot taken after that, and the lock goes
+    /// with the transaction at once. New writers queue behind the lock while
+    /// it waits for the changes in flight and for that second, index-only
+    /// statement: no network round trip happens while it is held.
+    async fn settled_state(&self) -> StorageResult<FleetState> {
+        let rows = sqlx::raw_sql(SETTLED_STATE)
+            .fetch_all(&self.pool)
             .await
-            .map_err(|e| map_err(Entity::Node, e))
+            .map_err(node_err)?;
+        // The first row is the lock call's (void) result.
+        let row = rows.last().filter(|_| rows.len() == 2).ok_or_else(|| {
+            StorageError::Corrupt("the change state query answered no row".into())
+        })?;
+        let last_seq: Option<Seq> = rows::col(row, "last_seq")?;
+        let enabled: i64 = rows::col(row, "enabled_users")?;
+        Ok(FleetState {
+            last_seq: last_seq
+                .ok_or_else(|| StorageError::Corrupt("the meta row is missing".into()))?,
+            enabled_users: u64::try_from(enabled)
+                .map_err(|_| StorageError::Corrupt(format!("enabled_users = {enabled}")))?,
+        })
     }
+}
+
+/// See [`PgStorage::settled_state`]. Sent with the simple query protocol
+/// (no parameters) so both statements go in one message; READ COMMITTED
+/// gives each statement its own snapshot.
+const SETTLED_STATE: &str = "SELECT xm_wait_for_changes(); \
+     SELECT GREATEST((SELECT max(change_seq) FROM users), \
+                     (SELECT floor_seq FROM meta)) AS last_seq, \
+            (SELECT COALESCE(sum(enabled), 0) FROM enabled_stripes)::bigint AS enabled_users";
+
+/// The stripe of the enabled-user count a change adds its delta to: one no
+/// other transaction holds right now (so writers do not queue on it), or any
+/// stripe when all are taken.
+///
+/// It is picked in a CTE of its own (`pick`, one row per counted change) that
+/// the count's UPDATE joins, never in that UPDATE's WHERE: when the UPDATE
+/// finds its row changed by a concurrent commit it rechecks the row
+/// (EvalPlanQual), and a stripe chosen in its own WHERE was seen to lose
+/// deltas under concurrency then; a joined CTE row is carried as is.
+macro_rules! free_stripe {
+    () => {
+        "COALESCE( \
+           (SELECT stripe FROM enabled_stripes ORDER BY random() LIMIT 1 FOR UPDATE SKIP LOCKED), \
+           (SELECT stripe FROM enabled_stripes ORDER BY random() LIMIT 1)) AS stripe"
+    };
 }
 
 fn node_err(e: sqlx::Error) -> StorageError {
@@ -160,58 +230,26 @@ fn into_page<T>(
     Ok(Page { items, next })
 }
 
-/// Takes the next change number, adjusting the enabled-user count by
-/// `enabled_delta` in the same statement. The row lock this takes is held
-/// until the transaction ends, which is what orders commits by number.
-async fn next_seq(tx: &mut Transaction<'_, Postgres>, enabled_delta: i64) -> StorageResult<Seq> {
-    sqlx::query_scalar(
-        "UPDATE meta SET last_seq = last_seq + 1, enabled_users = enabled_users + $1 \
-         RETURNING last_seq",
-    )
-    .bind(enabled_delta)
-    .fetch_one(&mut **tx)
-    .await
-    .map_err(node_err)
-}
-
-/// Locks a live (not deleted) user's row for the rest of the transaction.
-/// Every change locks the user before `meta`, so changes cannot deadlock.
-async fn lock_live_user(tx: &mut Transaction<'_, Postgres>, id: UserId) -> StorageResult<User> {
-    let row = sqlx::query(concat!(
-        "SELECT ",
-        user_columns!(),
-        " FROM users WHERE id = $1::uuid AND NOT deleted FOR UPDATE"
-    ))
-    .bind(id.to_string())
-    .fetch_optional(&mut **tx)
-    .await
-    .map_err(user_err)?
-    .ok_or(StorageError::NotFound(Entity::User))?;
-    rows::user(&row)
-}
-
-async fn commit(tx: Transaction<'_, Postgres>) -> StorageResult<()> {
-    tx.commit().await.map_err(node_err)
-}
-
 #[async_trait]
 impl Storage for PgStorage {
     async fn create_node(&self, new: NewNode) -> StorageResult<Node> {
-        // The cursor starts at the newest committed change: a stopped node has
-        // nothing to apply, and a change still in flight gets a larger number,
-        // so it stays pending for the new node.
+        // The cursor starts at the newest settled change: a stopped node has
+        // nothing to apply, and a change still in flight or made later has a
+        // larger number, so it stays pending for the new node.
+        let settled = self.settled_state().await?;
         let row = sqlx::query(concat!(
             "INSERT INTO nodes (id, endpoint, node_key, actual_status, required_status, \
              user_config_template, state_up_to_date, applied_seq, last_seen, created_at, \
              updated_at) \
-             SELECT $1::uuid, $2, $3, 'Stopped', 'Stopped', NULL, TRUE, last_seq, NULL, $4, $4 \
-             FROM meta RETURNING ",
+             VALUES ($1::uuid, $2, $3, 'Stopped', 'Stopped', NULL, TRUE, $5, NULL, $4, $4) \
+             RETURNING ",
             node_columns!()
         ))
         .bind(new.id.to_string())
         .bind(&new.endpoint)
         .bind(new.key.expose())
         .bind(now_ms())
+        .bind(settled.last_seq)
         .fetch_one(&self.pool)
         .await
         .map_err(node_err)?;
@@ -300,15 +338,16 @@ impl Storage for PgStorage {
     }
 
     async fn begin_start(&self, id: NodeId) -> StorageResult<StartPlan> {
-        let mut tx = self.begin().await?;
-        // FOR SHARE waits for a change in flight to commit and keeps any new
-        // change from taking a number until we commit: the user list read
-        // below (a later snapshot, READ COMMITTED) reflects exactly the
-        // changes up to `seq`, and later ones stay pending for the node.
-        let seq: Seq = sqlx::query_scalar("SELECT last_seq FROM meta FOR SHARE")
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(node_err)?;
+        // Three steps, none holding a lock across a round trip:
+        // 1. the node leaves every user's list (committed at once);
+        // 2. `seq` = the newest settled change: every change <= seq ended;
+        // 3. the enabled users, read with a snapshot taken after 2.
+        // The users therefore reflect every change <= seq, plus possibly some
+        // later ones; those have numbers > seq, so they stay pending after
+        // `finish_start(seq)` and the node applies each user's newest intent
+        // again (adds and deletes are idempotent on the node). Reading the
+        // users under the lock instead would stop every writer for as long
+        // as the list takes to read.
         let row = sqlx::query(concat!(
             "UPDATE nodes SET state_up_to_date = FALSE, updated_at = $2 \
              WHERE id = $1::uuid RETURNING ",
@@ -316,21 +355,21 @@ impl Storage for PgStorage {
         ))
         .bind(id.to_string())
         .bind(now_ms())
-        .fetch_one(&mut *tx)
+        .fetch_one(&self.pool)
         .await
         .map_err(node_err)?;
         let node = rows::node(&row)?;
+        let seq = self.settled_state().await?.last_seq;
         let users = sqlx::query(
             "SELECT id::text AS id, name, secret FROM users \
              WHERE status = 'Enabled' AND NOT deleted ORDER BY id",
         )
-        .fetch_all(&mut *tx)
+        .fetch_all(&self.pool)
         .await
         .map_err(user_err)?
         .iter()
         .map(rows::credentials)
         .collect::<StorageResult<Vec<_>>>()?;
-        commit(tx).await?;
         Ok(StartPlan { node, users, seq })
     }
 
@@ -455,51 +494,83 @@ impl Storage for PgStorage {
     }
 
     async fn set_user_status(&self, id: UserId, status: UserStatus) -> StorageResult<User> {
-        let mut tx = self.begin().await?;
-        let user = lock_live_user(&mut tx, id).await?;
-        if user.status == status {
-            commit(tx).await?;
-            return Ok(user);
-        }
-        let delta = match status {
+        // One statement, one round trip, autocommit:
+        // - `target` takes the shared change lock (xm_change_lock() in the
+        //   filter, before the row lock: see the migration) and locks the
+        //   live user, reading its newest version;
+        // - `changed` gives it the new status and the next number only when
+        //   the status really changes;
+        // - `pick` and `counted` add the delta to a free stripe of the
+        //   count, only then (see `free_stripe!` for why two CTEs).
+        // The answer is the changed user, or the unchanged one, or no row
+        // when there is no such user.
+        let delta: i64 = match status {
             UserStatus::Enabled => 1,
             UserStatus::Disabled => -1,
         };
-        let seq = next_seq(&mut tx, delta).await?;
         let row = sqlx::query(concat!(
-            "UPDATE users SET status = $2, change_seq = $3 WHERE id = $1::uuid RETURNING ",
-            user_columns!()
+            "WITH target AS ( \
+               SELECT id, name, status, secret, change_seq, created_at FROM users \
+               WHERE id = $1::uuid AND NOT deleted AND xm_change_lock() \
+               FOR UPDATE \
+             ), changed AS ( \
+               UPDATE users u SET status = $2, change_seq = xm_next_change_seq() \
+               FROM target t WHERE u.id = t.id AND t.status <> $2 \
+               RETURNING u.id, u.name, u.status, u.secret, u.change_seq, u.created_at \
+             ), pick AS ( \
+               SELECT ",
+            free_stripe!(),
+            " FROM changed \
+             ), counted AS ( \
+               UPDATE enabled_stripes s SET enabled = s.enabled + $3 \
+               FROM pick p WHERE s.stripe = p.stripe \
+             ) SELECT ",
+            user_columns!(),
+            " FROM changed UNION ALL SELECT ",
+            user_columns!(),
+            " FROM target WHERE NOT EXISTS (SELECT 1 FROM changed)"
         ))
         .bind(id.to_string())
         .bind(status.as_str())
-        .bind(seq)
-        .fetch_one(&mut *tx)
+        .bind(delta)
+        .fetch_optional(&self.pool)
         .await
-        .map_err(user_err)?;
-        let user = rows::user(&row)?;
-        commit(tx).await?;
-        Ok(user)
+        .map_err(user_err)?
+        .ok_or(StorageError::NotFound(Entity::User))?;
+        rows::user(&row)
     }
 
     async fn delete_user(&self, id: UserId) -> StorageResult<()> {
-        let mut tx = self.begin().await?;
-        let user = lock_live_user(&mut tx, id).await?;
-        let delta = if user.status == UserStatus::Enabled {
-            -1
-        } else {
-            0
-        };
-        let seq = next_seq(&mut tx, delta).await?;
-        sqlx::query(
-            "UPDATE users SET status = 'Disabled', deleted = TRUE, change_seq = $2 \
-             WHERE id = $1::uuid",
-        )
+        // One statement, as in `set_user_status`: lock (shared change lock
+        // first), tombstone with the next number, and one enabled user less
+        // when the user was enabled.
+        let deleted: i64 = sqlx::query_scalar(concat!(
+            "WITH target AS ( \
+               SELECT id, status FROM users \
+               WHERE id = $1::uuid AND NOT deleted AND xm_change_lock() \
+               FOR UPDATE \
+             ), changed AS ( \
+               UPDATE users u SET status = 'Disabled', deleted = TRUE, \
+                 change_seq = xm_next_change_seq() \
+               FROM target t WHERE u.id = t.id \
+               RETURNING t.status AS was \
+             ), pick AS ( \
+               SELECT ",
+            free_stripe!(),
+            " FROM changed WHERE was = 'Enabled' \
+             ), counted AS ( \
+               UPDATE enabled_stripes s SET enabled = s.enabled - 1 \
+               FROM pick p WHERE s.stripe = p.stripe \
+             ) SELECT count(*) FROM changed"
+        ))
         .bind(id.to_string())
-        .bind(seq)
-        .execute(&mut *tx)
+        .fetch_one(&self.pool)
         .await
         .map_err(user_err)?;
-        commit(tx).await
+        if deleted == 0 {
+            return Err(StorageError::NotFound(Entity::User));
+        }
+        Ok(())
     }
 
     async fn user_nodes(&self, id: UserId) -> StorageResult<UserNodes> {
@@ -533,8 +604,14 @@ impl Storage for PgStorage {
 
     async fn pending_operations(&self, id: NodeId, limit: u32) -> StorageResult<PendingBatch> {
         let limit = limit.clamp(1, PageRequest::MAX_LIMIT) as usize;
-        // One statement, so the cursor and the changes come from one snapshot.
-        // Fetches one more than asked to learn whether more follow.
+        // Only changes up to the settled horizon may go in the batch: a
+        // larger number may have a smaller one still in flight below it, and
+        // acknowledging it would skip that one. Changes above the horizon
+        // that are already visible stay for the next batch (`more`).
+        let horizon = self.settled_state().await?.last_seq;
+        // One statement, so the cursor and the changes come from one snapshot
+        // (taken after the horizon's). Fetches one more than asked to learn
+        // whether more follow.
         let rows = sqlx::query(
             "SELECT n.applied_seq, u.id::text AS id, u.name, u.secret, u.status, u.deleted, \
              u.change_seq \
@@ -554,10 +631,15 @@ impl Storage for PgStorage {
         let first = rows.first().ok_or(StorageError::NotFound(Entity::Node))?;
         let cursor: Seq = rows::col(first, "applied_seq")?;
         let mut operations = Vec::with_capacity(rows.len().min(limit));
+        let mut past_horizon = false;
         for row in rows.iter().take(limit) {
             let Some(seq) = rows::col::<Option<Seq>>(row, "change_seq")? else {
                 break;
             };
+            if seq > horizon {
+                past_horizon = true;
+                break;
+            }
             let deleted: bool = rows::col(row, "deleted")?;
             let status: UserStatus = rows::parse(rows::col::<&str>(row, "status")?)?;
             let operation = if !deleted && status == UserStatus::Enabled {
@@ -571,7 +653,7 @@ impl Storage for PgStorage {
                 seq,
             });
         }
-        let more = rows.len() > limit;
+        let more = past_horizon || rows.len() > limit;
         let up_to_seq = operations.last().map_or(cursor, |op| op.seq);
         Ok(PendingBatch {
             operations,
@@ -596,32 +678,31 @@ impl Storage for PgStorage {
     }
 
     async fn fleet_state(&self) -> StorageResult<FleetState> {
-        let row = sqlx::query("SELECT last_seq, enabled_users FROM meta")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(node_err)?;
-        let enabled: i64 = rows::col(&row, "enabled_users")?;
-        Ok(FleetState {
-            last_seq: rows::col(&row, "last_seq")?,
-            enabled_users: u64::try_from(enabled)
-                .map_err(|_| StorageError::Corrupt(format!("enabled_users = {enabled}")))?,
-        })
+        self.settled_state().await
     }
 
     async fn purge_tombstones(&self) -> StorageResult<u64> {
         // A node that is stopped and meant to stay stopped holds no users (its
         // core restarts empty and a start sends every enabled user), so only
-        // the other nodes' cursors keep tombstones alive.
-        let done = sqlx::query(
-            "DELETE FROM users WHERE deleted AND change_seq <= COALESCE( \
-               (SELECT min(applied_seq) FROM nodes \
-                WHERE actual_status <> 'Stopped' OR required_status <> 'Stopped'), \
-               9223372036854775807)",
+        // the other nodes' cursors keep tombstones alive. The newest removed
+        // number goes to meta.floor_seq, so the newest change never moves
+        // backwards when its tombstone goes.
+        let removed: i64 = sqlx::query_scalar(
+            "WITH gone AS ( \
+               DELETE FROM users WHERE deleted AND change_seq <= COALESCE( \
+                 (SELECT min(applied_seq) FROM nodes \
+                  WHERE actual_status <> 'Stopped' OR required_status <> 'Stopped'), \
+                 9223372036854775807) \
+               RETURNING change_seq \
+             ), floor AS ( \
+               UPDATE meta SET floor_seq = GREATEST(floor_seq, (SELECT max(change_seq) FROM gone)) \
+               WHERE EXISTS (SELECT 1 FROM gone) \
+             ) SELECT count(*) FROM gone",
         )
-        .execute(&self.pool)
+        .fetch_one(&self.pool)
         .await
         .map_err(user_err)?;
-        Ok(done.rows_affected())
+        Ok(u64::try_from(removed).unwrap_or_default())
     }
 
     async fn claim_nodes(

@@ -352,3 +352,369 @@ fn without_a_database_the_helper_fails_loudly() {
     assert!(text.contains("CI=true"), "{text}");
     assert!(text.contains("1 failed"), "the child never ran:\n{text}");
 }
+
+/// A simulated node: what it would hold after applying `batch`.
+fn apply(on: &mut HashSet<UserId>, batch: &manager_lib::domain::PendingBatch) {
+    for op in &batch.operations {
+        match op.operation {
+            Operation::Add => on.insert(op.user.id),
+            Operation::Delete => on.remove(&op.user.id),
+        };
+    }
+}
+
+/// A node that is Running with every current user applied.
+async fn started_node(s: &dyn Storage, endpoint: &str) -> NodeId {
+    let node = s
+        .create_node(NewNode::new(endpoint).unwrap())
+        .await
+        .unwrap();
+    s.set_required_status(node.id, RequiredStatus::Running)
+        .await
+        .unwrap();
+    let plan = s.begin_start(node.id).await.unwrap();
+    s.finish_start(node.id, plan.seq, "vless://{{.UserID}}")
+        .await
+        .unwrap();
+    node.id
+}
+
+/// Reads a batch, applies it, acknowledges it; until nothing is pending.
+async fn drain(s: &dyn Storage, node: NodeId, on: &mut HashSet<UserId>) {
+    loop {
+        let batch = s.pending_operations(node, 25).await.unwrap();
+        apply(on, &batch);
+        s.ack_operations(node, batch.up_to_seq).await.unwrap();
+        if batch.operations.is_empty() && !batch.more {
+            return;
+        }
+    }
+}
+
+/// The users that are enabled now, read one by one.
+async fn enabled_users(s: &dyn Storage, ids: &[UserId]) -> HashSet<UserId> {
+    let mut enabled = HashSet::new();
+    for id in ids {
+        match s.get_user(*id).await {
+            Ok(u) if u.status == UserStatus::Enabled => {
+                enabled.insert(*id);
+            }
+            Ok(_) | Err(StorageError::NotFound(_)) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    enabled
+}
+
+/// The model is the conformance suite's
+/// `concurrent_toggles_and_acks_end_in_the_newest_intent`, much bigger:
+/// three replicas (pools) with eight writers each enable, disable and delete
+/// users while two nodes, each read and acknowledged through its own pool,
+/// apply every batch as it comes. A cursor that jumped over a change still in
+/// flight would leave a node with a wrong user set at the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_changing_users_while_nodes_apply_batches_end_in_the_enabled_users() {
+    const REPLICAS: usize = 3;
+    const WRITERS_PER_REPLICA: usize = 8;
+    const USERS: usize = 160;
+    const ROUNDS: usize = 40;
+
+    let db = TestDatabase::new().await;
+    let mut replicas = Vec::new();
+    for _ in 0..REPLICAS {
+        replicas.push(Arc::new(db.storage().await));
+    }
+    let ids = Arc::new(users(replicas[0].as_ref(), USERS).await);
+    let node_storages = [Arc::new(db.storage().await), Arc::new(db.storage().await)];
+    let mut nodes = Vec::new();
+    for (i, s) in node_storages.iter().enumerate() {
+        nodes.push(started_node(s.as_ref(), &format!("http://10.0.1.{i}:80")).await);
+    }
+
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut appliers = Vec::new();
+    for (s, node) in node_storages.iter().cloned().zip(nodes.iter().copied()) {
+        let done = done.clone();
+        appliers.push(tokio::spawn(async move {
+            let mut on = HashSet::new();
+            let mut acked: Seq = 0;
+            let mut batches = 0u64;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                let batch = s.pending_operations(node, 7).await.unwrap();
+                assert!(batch.up_to_seq >= acked, "a batch went backwards");
+                acked = batch.up_to_seq;
+                apply(&mut on, &batch);
+                s.ack_operations(node, batch.up_to_seq).await.unwrap();
+                batches += 1;
+                tokio::task::yield_now().await;
+            }
+            drain(s.as_ref(), node, &mut on).await;
+            (on, batches)
+        }));
+    }
+
+    let mut writers = Vec::new();
+    for w in 0..REPLICAS * WRITERS_PER_REPLICA {
+        let s = replicas[w % REPLICAS].clone();
+        let ids = ids.clone();
+        writers.push(tokio::spawn(async move {
+            for round in 0..ROUNDS {
+                // Writers overlap on users, so the same user is changed from
+                // several replicas at once.
+                let id = ids[(w * 7 + round * 13) % ids.len()];
+                let result = match (w + round) % 11 {
+                    0 => s.delete_user(id).await,
+                    r if r % 2 == 0 => s.set_user_status(id, UserStatus::Enabled).await.map(drop),
+                    _ => s.set_user_status(id, UserStatus::Disabled).await.map(drop),
+                };
+                match result {
+                    Ok(()) | Err(StorageError::NotFound(_)) => {}
+                    Err(e) => panic!("writer {w}: {e}"),
+                }
+            }
+        }));
+    }
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+
+    let enabled = enabled_users(replicas[0].as_ref(), &ids).await;
+    assert!(
+        !enabled.is_empty() && enabled.len() < USERS,
+        "the workload toggles both ways"
+    );
+    for applier in appliers {
+        let (on, batches) = applier.await.unwrap();
+        assert!(batches > 1, "the node read while the writers wrote");
+        assert_eq!(
+            on, enabled,
+            "a node must end with exactly the enabled users"
+        );
+    }
+    let fleet = replicas[1].fleet_state().await.unwrap();
+    assert_eq!(fleet.enabled_users, enabled.len() as u64);
+    for node in nodes {
+        let node = replicas[2].get_node(node).await.unwrap();
+        assert_eq!(
+            node.applied_seq, fleet.last_seq,
+            "every node applied everything"
+        );
+    }
+    for id in enabled {
+        assert_eq!(replicas[2].user_nodes(id).await.unwrap().nodes.len(), 2);
+    }
+}
+
+/// Polls `condition` until it holds or `ANSWER_WITHIN` passes.
+async fn wait_until<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + ANSWER_WITHIN;
+    while !condition().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Sessions waiting for an advisory lock (the change lock is the only one
+/// the storage takes).
+async fn advisory_waiters(s: &PgStorage) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted \
+         AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .fetch_one(s.pool())
+    .await
+    .unwrap()
+}
+
+/// The invariant itself, step by step: a change that took its number but has
+/// not committed keeps readers from handing out a batch, even when a change
+/// with a larger number has already committed; once it commits, the batch
+/// holds both, so the acknowledged cursor skips neither.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_change_in_flight_holds_back_readers_until_it_commits() {
+    let fixture = PgFixture::new().await;
+    let s = fixture.storage().clone();
+    let node = started_node(s.as_ref(), "http://10.0.0.1:80").await;
+    let slow = s.create_user(NewUser::new("slow").unwrap()).await.unwrap();
+    let fast = s.create_user(NewUser::new("fast").unwrap()).await.unwrap();
+
+    // Another session changes `slow` the way the storage does (shared change
+    // lock, next number, count) and stays in its transaction.
+    let mut in_flight = s.pool().begin().await.unwrap();
+    let slow_seq: Seq = sqlx::query_scalar(
+        "UPDATE users SET status = 'Enabled', change_seq = xm_next_change_seq() \
+         WHERE id = $1::uuid AND xm_change_lock() RETURNING change_seq",
+    )
+    .bind(slow.id.to_string())
+    .fetch_one(&mut *in_flight)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE enabled_stripes SET enabled = enabled + 1 WHERE stripe = 0")
+        .execute(&mut *in_flight)
+        .await
+        .unwrap();
+
+    // Writers are not blocked by it: `fast` gets a larger number and commits.
+    let fast_seq = s
+        .set_user_status(fast.id, UserStatus::Enabled)
+        .await
+        .unwrap()
+        .change_seq;
+    assert!(fast_seq > slow_seq);
+
+    // A reader waits, instead of answering a batch with `fast` alone.
+    let reader = {
+        let s = s.clone();
+        tokio::spawn(async move { s.pending_operations(node, 100).await.unwrap() })
+    };
+    wait_until("the reader waits for the change lock", || async {
+        advisory_waiters(&s).await == 1
+    })
+    .await;
+    assert!(!reader.is_finished());
+
+    in_flight.commit().await.unwrap();
+    let batch = tokio::time::timeout(ANSWER_WITHIN, reader)
+        .await
+        .expect("the reader answers once the change committed")
+        .unwrap();
+    let seen: Vec<(UserId, Seq)> = batch
+        .operations
+        .iter()
+        .map(|op| (op.user.id, op.seq))
+        .collect();
+    assert_eq!(seen, vec![(slow.id, slow_seq), (fast.id, fast_seq)]);
+    assert_eq!(batch.up_to_seq, fast_seq);
+    let fleet = s.fleet_state().await.unwrap();
+    assert_eq!((fleet.last_seq, fleet.enabled_users), (fast_seq, 2));
+}
+
+/// A change that took a number and rolled back leaves a gap; readers pass it.
+#[tokio::test]
+async fn a_rolled_back_change_leaves_a_gap_readers_pass() {
+    let fixture = PgFixture::new().await;
+    let s = fixture.storage();
+    let node = started_node(s.as_ref(), "http://10.0.0.1:80").await;
+    let u = s.create_user(NewUser::new("u").unwrap()).await.unwrap();
+    let mut tx = s.pool().begin().await.unwrap();
+    let lost: Seq = sqlx::query_scalar("SELECT xm_next_change_seq()")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    let user = s.set_user_status(u.id, UserStatus::Enabled).await.unwrap();
+    assert!(user.change_seq > lost);
+    let batch = s.pending_operations(node, 10).await.unwrap();
+    assert_eq!(batch.operations.len(), 1);
+    assert_eq!(batch.up_to_seq, user.change_seq);
+    assert_eq!(s.fleet_state().await.unwrap().last_seq, user.change_seq);
+}
+
+/// The newest change never moves backwards when purge removes its tombstone.
+#[tokio::test]
+async fn purging_the_newest_tombstone_keeps_the_newest_change() {
+    let fixture = PgFixture::new().await;
+    let s = fixture.storage();
+    let u = s.create_user(NewUser::new("u").unwrap()).await.unwrap();
+    s.set_user_status(u.id, UserStatus::Enabled).await.unwrap();
+    s.delete_user(u.id).await.unwrap();
+    let before = s.fleet_state().await.unwrap();
+    assert_eq!((before.last_seq, before.enabled_users), (2, 0));
+    // No node can hold the user: the tombstone goes.
+    assert_eq!(s.purge_tombstones().await.unwrap(), 1);
+    assert_eq!(s.fleet_state().await.unwrap(), before);
+    let node = s
+        .create_node(NewNode::new("http://10.0.0.1:80").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(node.applied_seq, before.last_seq);
+    let v = s.create_user(NewUser::new("v").unwrap()).await.unwrap();
+    let v = s.set_user_status(v.id, UserStatus::Enabled).await.unwrap();
+    assert_eq!(v.change_seq, before.last_seq + 1);
+}
+
+/// A database made by the first schema (numbers from `meta.last_seq`)
+/// migrates: numbering continues after the old counter, the count starts
+/// from the users, and what was pending stays pending.
+#[tokio::test]
+async fn a_database_on_the_first_schema_migrates_and_keeps_counting() {
+    let db = TestDatabase::new().await;
+    let only_first = std::env::temp_dir().join(format!("{}-migrations", db.name()));
+    std::fs::create_dir_all(&only_first).unwrap();
+    std::fs::copy(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/migrations/20250101000000_initial.sql"
+        ),
+        only_first.join("20250101000000_initial.sql"),
+    )
+    .unwrap();
+    let pool = PgPoolOptions::new().connect(db.url()).await.unwrap();
+    sqlx::migrate::Migrator::new(only_first.as_path())
+        .await
+        .unwrap()
+        .run(&pool)
+        .await
+        .unwrap();
+    std::fs::remove_dir_all(&only_first).unwrap();
+    // The old code's state: five changes made (the newest, 5, on a purged
+    // tombstone), two users enabled, a node that applied up to 3.
+    let (a, b, c) = (UserId::random(), UserId::random(), UserId::random());
+    sqlx::query(
+        "INSERT INTO users (id, name, status, secret, change_seq, created_at) VALUES \
+         ($1::uuid, 'a', 'Enabled', 's', 2, 0), ($2::uuid, 'b', 'Enabled', 's', 4, 0), \
+         ($3::uuid, 'c', 'Disabled', 's', 0, 0)",
+    )
+    .bind(a.to_string())
+    .bind(b.to_string())
+    .bind(c.to_string())
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE meta SET last_seq = 5, enabled_users = 2")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let node = NodeId::random();
+    sqlx::query(
+        "INSERT INTO nodes (id, endpoint, node_key, actual_status, required_status, \
+         user_config_template, state_up_to_date, applied_seq, created_at, updated_at) \
+         VALUES ($1::uuid, 'http://10.0.0.1:80', $2, 'Running', 'Running', 't', TRUE, 3, 0, 0)",
+    )
+    .bind(node.to_string())
+    .bind(manager_lib::domain::NodeKey::random().expose())
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+
+    let s = db.storage().await;
+    let fleet = s.fleet_state().await.unwrap();
+    assert_eq!((fleet.last_seq, fleet.enabled_users), (5, 2));
+    let batch = s.pending_operations(node, 10).await.unwrap();
+    let pending: Vec<(UserId, Seq)> = batch
+        .operations
+        .iter()
+        .map(|op| (op.user.id, op.seq))
+        .collect();
+    assert_eq!(pending, vec![(b, 4)]);
+    let c = s.set_user_status(c, UserStatus::Enabled).await.unwrap();
+    assert_eq!(c.change_seq, 6);
+    assert_eq!(s.fleet_state().await.unwrap().enabled_users, 3);
+    let old_columns: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM information_schema.columns \
+         WHERE table_name = 'meta' AND column_name IN ('last_seq', 'enabled_users')",
+    )
+    .fetch_one(s.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        old_columns, 0,
+        "an old binary must fail instead of numbering on its own"
+    );
+}
