@@ -11,21 +11,36 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Writes go through one connection (a pool of one): SQLite admits a single
-//! writer anyway, and queueing writers in the pool is fairer and faster than
-//! letting them spin in SQLite's busy handler. A write of several statements
-//! runs in a transaction opened with `BEGIN IMMEDIATE`, so it holds the write
-//! lock before it reads, and another process writing the same file makes it
-//! wait (`busy_timeout`) instead of failing on a lock upgrade. A write of one
-//! statement runs on its own: SQLite then takes the write lock as the
-//! statement starts, with the same waiting, and two round trips to the
-//! connection's thread are saved. User changes are such single statements:
-//! the trigger `users_change` (see the migration) takes the sequence number
-//! and counts enabled users inside the statement. Reads use a pool of up to
-//! [`READERS`] connections, which WAL lets run next to the writer.
+//! Writes are committed in groups. One task owns the write connection;
+//! every write is handed to it and waits for its answer. The task takes all
+//! writes queued at that moment (at most [`MAX_BATCH`], without waiting for
+//! more), runs them in one `BEGIN IMMEDIATE` transaction, each inside its own
+//! `SAVEPOINT` so that a write that fails (a taken id, a missing row) is
+//! undone alone and answered with its own error, then `COMMIT`s once and
+//! answers every caller. Nothing is answered before its commit; a failed
+//! commit answers every write of the batch with its error. A commit costs far
+//! more than a short statement on most disks, so concurrent writers share it.
+//! `BEGIN IMMEDIATE` takes the write lock before the first read, so another
+//! process writing the same file makes the batch wait (`busy_timeout`)
+//! instead of failing on a lock upgrade.
+//!
+//! Sequence numbers stay in commit order: the writes of a batch take them in
+//! the order they run, and readers see a whole batch or none of it. User
+//! changes are single statements: the trigger `users_change` (see the
+//! migration) takes the sequence number and counts enabled users inside the
+//! statement.
+//!
+//! A caller that stops waiting (drops its future) after its write was queued
+//! may still have it committed, exactly as when a connection is lost after a
+//! commit: the outcome is unknown to it and a retry must be harmless. A write
+//! whose caller left before its batch started is skipped.
+//!
+//! Reads use a pool of up to [`READERS`] connections, which WAL lets run next
+//! to the writer.
 
 mod error;
 mod rows;
+mod writer;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -43,12 +58,14 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteQueryResult,
     SqliteSynchronous,
 };
-use sqlx::{Row as _, Sqlite, Transaction};
+use sqlx::{Row as _, SqliteConnection};
 
 use crate::error::{db_error, migrate_error};
 use crate::rows::{
     NODE_COLUMNS, USER_COLUMNS, USER_COLUMNS_U, node_from_row, parse, user_from_row,
 };
+pub use crate::writer::MAX_BATCH;
+use crate::writer::{BoxFuture, Writer};
 
 /// How many connections read at the same time.
 pub const READERS: u32 = 8;
@@ -62,7 +79,9 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// [`Storage`] on one SQLite database file.
 #[derive(Clone)]
 pub struct SqliteStorage {
-    /// Takes every write.
+    /// The group-commit task's queue.
+    writes: Writer,
+    /// The write connection, used by the writer task only.
     writer: SqlitePool,
     /// Serves reads; the same pool as `writer` when built by
     /// [`SqliteStorage::from_pool`] or for an in-memory database.
@@ -137,6 +156,7 @@ impl SqliteStorage {
             .map_err(|e| db_error(e, None))?;
         Ok(Self {
             filename: writer.connect_options().get_filename().to_path_buf(),
+            writes: Writer::spawn(writer.clone()),
             writer,
             reader,
         })
@@ -145,10 +165,14 @@ impl SqliteStorage {
     /// Uses `pool` for reads and writes, after bringing its schema up to
     /// date. The pool's options should set a `busy_timeout`, and the WAL
     /// journal when several connections share the file.
+    ///
+    /// Like [`SqliteStorage::connect`], this starts the writer task on the
+    /// current Tokio runtime: the storage serves writes while that runtime runs.
     pub async fn from_pool(pool: SqlitePool) -> StorageResult<Self> {
         MIGRATOR.run(&pool).await.map_err(migrate_error)?;
         Ok(Self {
             filename: pool.connect_options().get_filename().to_path_buf(),
+            writes: Writer::spawn(pool.clone()),
             writer: pool.clone(),
             reader: pool,
         })
@@ -160,35 +184,25 @@ impl SqliteStorage {
         self.reader.close().await;
     }
 
-    /// A write transaction holding the database's write lock from its start.
-    /// Dropping it uncommitted rolls it back.
-    async fn write(&self) -> StorageResult<Transaction<'static, Sqlite>> {
-        self.writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(|e| db_error(e, None))
-    }
-
-    /// Runs one writing statement about `entity` on its own (see the crate
-    /// docs); [`StorageError::NotFound`] when it touched no row.
-    async fn write_one<'q>(
-        &self,
-        query: sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
-        entity: Entity,
-    ) -> StorageResult<SqliteQueryResult> {
-        let done = query
-            .execute(&self.writer)
-            .await
-            .map_err(|e| db_error(e, Some(entity)))?;
-        if done.rows_affected() == 0 {
-            return Err(StorageError::NotFound(entity));
-        }
-        Ok(done)
+    /// Runs `work` on the write connection, in the next group commit (see
+    /// the crate docs), and answers once it is committed.
+    async fn write<T, F>(&self, work: F) -> StorageResult<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, StorageResult<T>>
+            + Send
+            + 'static,
+    {
+        self.writes.write(work).await
     }
 }
 
-async fn commit(tx: Transaction<'static, Sqlite>) -> StorageResult<()> {
-    tx.commit().await.map_err(|e| db_error(e, None))
+/// [`StorageError::NotFound`] when a write about `entity` touched no row.
+fn touched(done: SqliteQueryResult, entity: Entity) -> StorageResult<()> {
+    if done.rows_affected() == 0 {
+        return Err(StorageError::NotFound(entity));
+    }
+    Ok(())
 }
 
 /// The text form of a page's `after`, or "" (before every id). An `after`
@@ -219,22 +233,27 @@ fn millis(d: Duration) -> i64 {
 #[async_trait]
 impl Storage for SqliteStorage {
     async fn create_node(&self, new: NewNode) -> StorageResult<Node> {
-        let row = sqlx::query(&format!(
-            "INSERT INTO nodes (id, endpoint, key, actual_status, required_status, \
-                 user_config_template, state_up_to_date, applied_seq, last_seen, \
-                 created_at, updated_at) \
-             SELECT ?1, ?2, ?3, 'Stopped', 'Stopped', NULL, 1, last_seq, NULL, ?4, ?4 \
-             FROM meta WHERE id = 1 \
-             RETURNING {NODE_COLUMNS}"
-        ))
-        .bind(new.id.to_string())
-        .bind(&new.endpoint)
-        .bind(new.key.expose())
-        .bind(Timestamp::now().0)
-        .fetch_one(&self.writer)
+        self.write(move |conn| {
+            Box::pin(async move {
+                let row = sqlx::query(&format!(
+                    "INSERT INTO nodes (id, endpoint, key, actual_status, required_status, \
+                         user_config_template, state_up_to_date, applied_seq, last_seen, \
+                         created_at, updated_at) \
+                     SELECT ?1, ?2, ?3, 'Stopped', 'Stopped', NULL, 1, last_seq, NULL, ?4, ?4 \
+                     FROM meta WHERE id = 1 \
+                     RETURNING {NODE_COLUMNS}"
+                ))
+                .bind(new.id.to_string())
+                .bind(&new.endpoint)
+                .bind(new.key.expose())
+                .bind(Timestamp::now().0)
+                .fetch_one(conn)
+                .await
+                .map_err(|e| db_error(e, Some(Entity::Node)))?;
+                node_from_row(&row)
+            })
+        })
         .await
-        .map_err(|e| db_error(e, Some(Entity::Node)))?;
-        node_from_row(&row)
     }
 
     async fn get_node(&self, id: NodeId) -> StorageResult<Node> {
@@ -277,123 +296,175 @@ impl Storage for SqliteStorage {
     }
 
     async fn delete_node(&self, id: NodeId) -> StorageResult<()> {
-        let query = sqlx::query("DELETE FROM nodes WHERE id = ?1").bind(id.to_string());
-        self.write_one(query, Entity::Node).await.map(drop)
+        self.write(move |conn| {
+            Box::pin(async move {
+                let done = sqlx::query("DELETE FROM nodes WHERE id = ?1")
+                    .bind(id.to_string())
+                    .execute(conn)
+                    .await
+                    .map_err(|e| db_error(e, Some(Entity::Node)))?;
+                touched(done, Entity::Node)
+            })
+        })
+        .await
     }
 
     async fn set_required_status(&self, id: NodeId, status: RequiredStatus) -> StorageResult<Node> {
-        let row = sqlx::query(&format!(
-            "UPDATE nodes SET \
-                 updated_at = CASE WHEN required_status = ?2 THEN updated_at ELSE ?3 END, \
-                 required_status = ?2 \
-             WHERE id = ?1 RETURNING {NODE_COLUMNS}"
-        ))
-        .bind(id.to_string())
-        .bind(status.as_str())
-        .bind(Timestamp::now().0)
-        .fetch_one(&self.writer)
+        self.write(move |conn| {
+            Box::pin(async move {
+                let row = sqlx::query(&format!(
+                    "UPDATE nodes SET \
+                         updated_at = CASE WHEN required_status = ?2 THEN updated_at ELSE ?3 END, \
+                         required_status = ?2 \
+                     WHERE id = ?1 RETURNING {NODE_COLUMNS}"
+                ))
+                .bind(id.to_string())
+                .bind(status.as_str())
+                .bind(Timestamp::now().0)
+                .fetch_one(conn)
+                .await
+                .map_err(|e| db_error(e, Some(Entity::Node)))?;
+                node_from_row(&row)
+            })
+        })
         .await
-        .map_err(|e| db_error(e, Some(Entity::Node)))?;
-        node_from_row(&row)
     }
 
     async fn begin_start(&self, id: NodeId) -> StorageResult<StartPlan> {
-        let mut tx = self.write().await?;
-        let row = sqlx::query(&format!(
-            "UPDATE nodes SET state_up_to_date = 0, updated_at = ?2 \
-             WHERE id = ?1 RETURNING {NODE_COLUMNS}"
-        ))
-        .bind(id.to_string())
-        .bind(Timestamp::now().0)
-        .fetch_one(&mut *tx)
+        self.write(move |conn| {
+            Box::pin(async move {
+                let row = sqlx::query(&format!(
+                    "UPDATE nodes SET state_up_to_date = 0, updated_at = ?2 \
+                     WHERE id = ?1 RETURNING {NODE_COLUMNS}"
+                ))
+                .bind(id.to_string())
+                .bind(Timestamp::now().0)
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(|e| db_error(e, Some(Entity::Node)))?;
+                let node = node_from_row(&row)?;
+                let seq: Seq = sqlx::query_scalar("SELECT last_seq FROM meta WHERE id = 1")
+                    .fetch_one(&mut *conn)
+                    .await
+                    .map_err(|e| db_error(e, None))?;
+                // Tombstones are never 'Enabled'; this reads the partial index users_enabled.
+                let rows = sqlx::query(&format!(
+                    "SELECT {USER_COLUMNS} FROM users WHERE status = 'Enabled' ORDER BY id"
+                ))
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(|e| db_error(e, Some(Entity::User)))?;
+                let users = rows
+                    .iter()
+                    .map(|r| user_from_row(r).map(|u| u.credentials()))
+                    .collect::<StorageResult<_>>()?;
+                Ok(StartPlan { node, users, seq })
+            })
+        })
         .await
-        .map_err(|e| db_error(e, Some(Entity::Node)))?;
-        let node = node_from_row(&row)?;
-        let seq: Seq = sqlx::query_scalar("SELECT last_seq FROM meta WHERE id = 1")
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(|e| db_error(e, None))?;
-        // Tombstones are never 'Enabled'; this reads the partial index users_enabled.
-        let rows = sqlx::query(&format!(
-            "SELECT {USER_COLUMNS} FROM users WHERE status = 'Enabled' ORDER BY id"
-        ))
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(|e| db_error(e, Some(Entity::User)))?;
-        let users = rows
-            .iter()
-            .map(|r| user_from_row(r).map(|u| u.credentials()))
-            .collect::<StorageResult<_>>()?;
-        commit(tx).await?;
-        Ok(StartPlan { node, users, seq })
     }
 
     async fn finish_start(&self, id: NodeId, seq: Seq, template: &str) -> StorageResult<()> {
-        let query = sqlx::query(
-            "UPDATE nodes SET actual_status = 'Running', user_config_template = ?3, \
-                 applied_seq = MAX(applied_seq, ?2), state_up_to_date = 1, \
-                 last_seen = ?4, updated_at = ?4 \
-             WHERE id = ?1",
-        )
-        .bind(id.to_string())
-        .bind(seq)
-        .bind(template)
-        .bind(Timestamp::now().0);
-        self.write_one(query, Entity::Node).await.map(drop)
+        let template = template.to_owned();
+        self.write(move |conn| {
+            Box::pin(async move {
+                let done = sqlx::query(
+                    "UPDATE nodes SET actual_status = 'Running', user_config_template = ?3, \
+                         applied_seq = MAX(applied_seq, ?2), state_up_to_date = 1, \
+                         last_seen = ?4, updated_at = ?4 \
+                     WHERE id = ?1",
+                )
+                .bind(id.to_string())
+                .bind(seq)
+                .bind(template)
+                .bind(Timestamp::now().0)
+                .execute(conn)
+                .await
+                .map_err(|e| db_error(e, Some(Entity::Node)))?;
+                touched(done, Entity::Node)
+            })
+        })
+        .await
     }
 
     async fn begin_stop(&self, id: NodeId) -> StorageResult<Node> {
-        let row = sqlx::query(&format!(
-            "UPDATE nodes SET state_up_to_date = 0, updated_at = ?2 \
-             WHERE id = ?1 RETURNING {NODE_COLUMNS}"
-        ))
-        .bind(id.to_string())
-        .bind(Timestamp::now().0)
-        .fetch_one(&self.writer)
+        self.write(move |conn| {
+            Box::pin(async move {
+                let row = sqlx::query(&format!(
+                    "UPDATE nodes SET state_up_to_date = 0, updated_at = ?2 \
+                     WHERE id = ?1 RETURNING {NODE_COLUMNS}"
+                ))
+                .bind(id.to_string())
+                .bind(Timestamp::now().0)
+                .fetch_one(conn)
+                .await
+                .map_err(|e| db_error(e, Some(Entity::Node)))?;
+                node_from_row(&row)
+            })
+        })
         .await
-        .map_err(|e| db_error(e, Some(Entity::Node)))?;
-        node_from_row(&row)
     }
 
     async fn finish_stop(&self, id: NodeId) -> StorageResult<()> {
-        let query = sqlx::query(
-            "UPDATE nodes SET actual_status = 'Stopped', state_up_to_date = 1, \
-                 last_seen = ?2, updated_at = ?2 \
-             WHERE id = ?1",
-        )
-        .bind(id.to_string())
-        .bind(Timestamp::now().0);
-        self.write_one(query, Entity::Node).await.map(drop)
+        self.write(move |conn| {
+            Box::pin(async move {
+                let done = sqlx::query(
+                    "UPDATE nodes SET actual_status = 'Stopped', state_up_to_date = 1, \
+                         last_seen = ?2, updated_at = ?2 \
+                     WHERE id = ?1",
+                )
+                .bind(id.to_string())
+                .bind(Timestamp::now().0)
+                .execute(conn)
+                .await
+                .map_err(|e| db_error(e, Some(Entity::Node)))?;
+                touched(done, Entity::Node)
+            })
+        })
+        .await
     }
 
     async fn record_observation(&self, id: NodeId, actual: ActualStatus) -> StorageResult<()> {
-        let query = sqlx::query(
-            "UPDATE nodes SET \
-                 last_seen = CASE WHEN ?2 = 'Error' THEN last_seen ELSE ?3 END, \
-                 updated_at = CASE WHEN actual_status = ?2 THEN updated_at ELSE ?3 END, \
-                 actual_status = ?2 \
-             WHERE id = ?1",
-        )
-        .bind(id.to_string())
-        .bind(actual.as_str())
-        .bind(Timestamp::now().0);
-        self.write_one(query, Entity::Node).await.map(drop)
+        self.write(move |conn| {
+            Box::pin(async move {
+                let done = sqlx::query(
+                    "UPDATE nodes SET \
+                         last_seen = CASE WHEN ?2 = 'Error' THEN last_seen ELSE ?3 END, \
+                         updated_at = CASE WHEN actual_status = ?2 THEN updated_at ELSE ?3 END, \
+                         actual_status = ?2 \
+                     WHERE id = ?1",
+                )
+                .bind(id.to_string())
+                .bind(actual.as_str())
+                .bind(Timestamp::now().0)
+                .execute(conn)
+                .await
+                .map_err(|e| db_error(e, Some(Entity::Node)))?;
+                touched(done, Entity::Node)
+            })
+        })
+        .await
     }
 
     async fn create_user(&self, new: NewUser) -> StorageResult<User> {
-        let row = sqlx::query(&format!(
-            "INSERT INTO users (id, name, status, secret, change_seq, deleted, created_at) \
-             VALUES (?1, ?2, 'Disabled', ?3, 0, 0, ?4) \
-             RETURNING {USER_COLUMNS}"
-        ))
-        .bind(new.id.to_string())
-        .bind(&new.name)
-        .bind(new.secret.expose())
-        .bind(Timestamp::now().0)
-        .fetch_one(&self.writer)
+        self.write(move |conn| {
+            Box::pin(async move {
+                let row = sqlx::query(&format!(
+                    "INSERT INTO users (id, name, status, secret, change_seq, deleted, created_at) \
+                     VALUES (?1, ?2, 'Disabled', ?3, 0, 0, ?4) \
+                     RETURNING {USER_COLUMNS}"
+                ))
+                .bind(new.id.to_string())
+                .bind(&new.name)
+                .bind(new.secret.expose())
+                .bind(Timestamp::now().0)
+                .fetch_one(conn)
+                .await
+                .map_err(|e| db_error(e, Some(Entity::User)))?;
+                user_from_row(&row)
+            })
+        })
         .await
-        .map_err(|e| db_error(e, Some(Entity::User)))?;
-        user_from_row(&row)
     }
 
     async fn get_user(&self, id: UserId) -> StorageResult<User> {
@@ -427,35 +498,56 @@ impl Storage for SqliteStorage {
     }
 
     async fn set_user_status(&self, id: UserId, status: UserStatus) -> StorageResult<User> {
-        // One statement: the trigger users_change hands out the sequence
-        // number named here and counts the enabled users, atomically.
-        let changed = sqlx::query(&format!(
-            "UPDATE users SET status = ?2, \
-                 change_seq = (SELECT last_seq + 1 FROM meta WHERE id = 1) \
-             WHERE id = ?1 AND deleted = 0 AND status <> ?2 \
-             RETURNING {USER_COLUMNS}"
-        ))
-        .bind(id.to_string())
-        .bind(status.as_str())
-        .fetch_optional(&self.writer)
+        self.write(move |conn| {
+            Box::pin(async move {
+                // One statement: the trigger users_change hands out the
+                // sequence number named here and counts the enabled users.
+                let changed = sqlx::query(&format!(
+                    "UPDATE users SET status = ?2, \
+                         change_seq = (SELECT last_seq + 1 FROM meta WHERE id = 1) \
+                     WHERE id = ?1 AND deleted = 0 AND status <> ?2 \
+                     RETURNING {USER_COLUMNS}"
+                ))
+                .bind(id.to_string())
+                .bind(status.as_str())
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(|e| db_error(e, Some(Entity::User)))?;
+                let row = match changed {
+                    Some(row) => row,
+                    // Already so, or no such user: read it in the same
+                    // transaction, which sees the writes before it.
+                    None => sqlx::query(&format!(
+                        "SELECT {USER_COLUMNS} FROM users WHERE id = ?1 AND deleted = 0"
+                    ))
+                    .bind(id.to_string())
+                    .fetch_one(&mut *conn)
+                    .await
+                    .map_err(|e| db_error(e, Some(Entity::User)))?,
+                };
+                user_from_row(&row)
+            })
+        })
         .await
-        .map_err(|e| db_error(e, Some(Entity::User)))?;
-        match changed {
-            Some(row) => user_from_row(&row),
-            // Already so, or no such user: nothing to write.
-            None => self.get_user(id).await,
-        }
     }
 
     async fn delete_user(&self, id: UserId) -> StorageResult<()> {
-        // One statement, as in set_user_status.
-        let query = sqlx::query(
-            "UPDATE users SET status = 'Disabled', deleted = 1, \
-                 change_seq = (SELECT last_seq + 1 FROM meta WHERE id = 1) \
-             WHERE id = ?1 AND deleted = 0",
-        )
-        .bind(id.to_string());
-        self.write_one(query, Entity::User).await.map(drop)
+        self.write(move |conn| {
+            Box::pin(async move {
+                // One statement, as in set_user_status.
+                let done = sqlx::query(
+                    "UPDATE users SET status = 'Disabled', deleted = 1, \
+                         change_seq = (SELECT last_seq + 1 FROM meta WHERE id = 1) \
+                     WHERE id = ?1 AND deleted = 0",
+                )
+                .bind(id.to_string())
+                .execute(conn)
+                .await
+                .map_err(|e| db_error(e, Some(Entity::User)))?;
+                touched(done, Entity::User)
+            })
+        })
+        .await
     }
 
     async fn user_nodes(&self, id: UserId) -> StorageResult<UserNodes> {
@@ -539,11 +631,20 @@ impl Storage for SqliteStorage {
     }
 
     async fn ack_operations(&self, id: NodeId, up_to_seq: Seq) -> StorageResult<()> {
-        let query =
-            sqlx::query("UPDATE nodes SET applied_seq = MAX(applied_seq, ?2) WHERE id = ?1")
+        self.write(move |conn| {
+            Box::pin(async move {
+                let done = sqlx::query(
+                    "UPDATE nodes SET applied_seq = MAX(applied_seq, ?2) WHERE id = ?1",
+                )
                 .bind(id.to_string())
-                .bind(up_to_seq);
-        self.write_one(query, Entity::Node).await.map(drop)
+                .bind(up_to_seq)
+                .execute(conn)
+                .await
+                .map_err(|e| db_error(e, Some(Entity::Node)))?;
+                touched(done, Entity::Node)
+            })
+        })
+        .await
     }
 
     async fn fleet_state(&self) -> StorageResult<FleetState> {
@@ -561,18 +662,24 @@ impl Storage for SqliteStorage {
     }
 
     async fn purge_tombstones(&self) -> StorageResult<u64> {
-        // The horizon: the oldest cursor among nodes that are or should be
-        // running (a node stopped on purpose gets every user afresh on start).
-        let done = sqlx::query(
-            "DELETE FROM users WHERE deleted = 1 AND change_seq <= COALESCE( \
-                 (SELECT MIN(applied_seq) FROM nodes \
-                  WHERE actual_status <> 'Stopped' OR required_status <> 'Stopped'), \
-                 9223372036854775807)",
-        )
-        .execute(&self.writer)
+        self.write(|conn| {
+            Box::pin(async move {
+                // The horizon: the oldest cursor among nodes that are or
+                // should be running (a node stopped on purpose gets every
+                // user afresh on start).
+                let done = sqlx::query(
+                    "DELETE FROM users WHERE deleted = 1 AND change_seq <= COALESCE( \
+                         (SELECT MIN(applied_seq) FROM nodes \
+                          WHERE actual_status <> 'Stopped' OR required_status <> 'Stopped'), \
+                         9223372036854775807)",
+                )
+                .execute(conn)
+                .await
+                .map_err(|e| db_error(e, Some(Entity::User)))?;
+                Ok(done.rows_affected())
+            })
+        })
         .await
-        .map_err(|e| db_error(e, Some(Entity::User)))?;
-        Ok(done.rows_affected())
     }
 
     async fn claim_nodes(
@@ -581,54 +688,61 @@ impl Storage for SqliteStorage {
         ttl: Duration,
         limit: u32,
     ) -> StorageResult<Vec<Node>> {
-        // SQLite lives on one host: its clock is this process's clock.
-        let now = Timestamp::now().0;
-        let until = now.saturating_add(millis(ttl));
-        let mut tx = self.write().await?;
-        sqlx::query("UPDATE nodes SET lease_until = ?2 WHERE lease_owner = ?1")
-            .bind(owner)
-            .bind(until)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| db_error(e, Some(Entity::Node)))?;
-        sqlx::query(
-            "UPDATE nodes SET lease_owner = ?1, lease_until = ?2 WHERE id IN ( \
-                 SELECT id FROM nodes \
-                 WHERE (lease_owner IS NULL OR lease_until IS NULL OR lease_until <= ?3) \
-                     AND lease_owner IS NOT ?1 \
-                 ORDER BY id LIMIT ?4)",
-        )
-        .bind(owner)
-        .bind(until)
-        .bind(now)
-        .bind(i64::from(limit))
-        .execute(&mut *tx)
+        let owner = owner.to_owned();
+        self.write(move |conn| {
+            Box::pin(async move {
+                // SQLite lives on one host: its clock is this process's clock.
+                let now = Timestamp::now().0;
+                let until = now.saturating_add(millis(ttl));
+                sqlx::query("UPDATE nodes SET lease_until = ?2 WHERE lease_owner = ?1")
+                    .bind(&owner)
+                    .bind(until)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(|e| db_error(e, Some(Entity::Node)))?;
+                sqlx::query(
+                    "UPDATE nodes SET lease_owner = ?1, lease_until = ?2 WHERE id IN ( \
+                         SELECT id FROM nodes \
+                         WHERE (lease_owner IS NULL OR lease_until IS NULL OR lease_until <= ?3) \
+                             AND lease_owner IS NOT ?1 \
+                         ORDER BY id LIMIT ?4)",
+                )
+                .bind(&owner)
+                .bind(until)
+                .bind(now)
+                .bind(i64::from(limit))
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| db_error(e, Some(Entity::Node)))?;
+                let rows = sqlx::query(&format!(
+                    "SELECT {NODE_COLUMNS} FROM nodes WHERE lease_owner = ?1 ORDER BY id"
+                ))
+                .bind(&owner)
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(|e| db_error(e, Some(Entity::Node)))?;
+                rows.iter().map(node_from_row).collect()
+            })
+        })
         .await
-        .map_err(|e| db_error(e, Some(Entity::Node)))?;
-        let rows = sqlx::query(&format!(
-            "SELECT {NODE_COLUMNS} FROM nodes WHERE lease_owner = ?1 ORDER BY id"
-        ))
-        .bind(owner)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(|e| db_error(e, Some(Entity::Node)))?;
-        let nodes = rows
-            .iter()
-            .map(node_from_row)
-            .collect::<StorageResult<_>>()?;
-        commit(tx).await?;
-        Ok(nodes)
     }
 
     async fn release_nodes(&self, owner: &str) -> StorageResult<()> {
-        sqlx::query(
-            "UPDATE nodes SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ?1",
-        )
-        .bind(owner)
-        .execute(&self.writer)
+        let owner = owner.to_owned();
+        self.write(move |conn| {
+            Box::pin(async move {
+                sqlx::query(
+                    "UPDATE nodes SET lease_owner = NULL, lease_until = NULL \
+                     WHERE lease_owner = ?1",
+                )
+                .bind(owner)
+                .execute(conn)
+                .await
+                .map_err(|e| db_error(e, Some(Entity::Node)))?;
+                Ok(())
+            })
+        })
         .await
-        .map_err(|e| db_error(e, Some(Entity::Node)))?;
-        Ok(())
     }
 
     async fn serving_nodes(&self) -> StorageResult<Vec<ServingNode>> {
