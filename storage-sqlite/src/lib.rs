@@ -38,6 +38,7 @@
 //! Reads use a pool of up to [`READERS`] connections, which WAL lets run next
 //! to the writer.
 
+pub mod backup;
 mod error;
 mod rows;
 mod writer;
@@ -64,8 +65,8 @@ use crate::error::{db_error, migrate_error};
 use crate::rows::{
     NODE_COLUMNS, USER_COLUMNS, USER_COLUMNS_U, node_from_row, parse, user_from_row,
 };
-pub use crate::writer::MAX_BATCH;
 use crate::writer::{BoxFuture, Writer};
+pub use crate::writer::{MAX_BATCH, WriteStats};
 
 /// How many connections read at the same time.
 pub const READERS: u32 = 8;
@@ -176,6 +177,12 @@ impl SqliteStorage {
             writer: pool.clone(),
             reader: pool,
         })
+    }
+
+    /// What the group-commit writer did so far: how many transactions it
+    /// committed, how many writes they held, how many wait now.
+    pub fn write_stats(&self) -> WriteStats {
+        self.writes.stats()
     }
 
     /// Closes every connection; later calls answer `Unavailable`.

@@ -20,6 +20,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use manager_lib::storage::{BoxError, Entity, StorageError, StorageResult};
 use sqlx::pool::PoolConnection;
@@ -37,10 +38,31 @@ pub const MAX_BATCH: usize = 256;
 /// How many writes may wait for the writer before callers wait to queue.
 const QUEUE: usize = 4 * MAX_BATCH;
 
+/// What the writer did so far: see [`crate::SqliteStorage::write_stats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriteStats {
+    /// Batches taken from the queue (committed, failed or running).
+    pub batches: u64,
+    /// Transactions committed.
+    pub commits: u64,
+    /// Writes run in those transactions, the ones undone alone included.
+    pub writes: u64,
+    /// Writes waiting for the writer right now.
+    pub queued: usize,
+}
+
+#[derive(Default)]
+struct Counters {
+    batches: AtomicU64,
+    commits: AtomicU64,
+    writes: AtomicU64,
+}
+
 /// The handle callers write through; the task stops when every handle is gone.
 #[derive(Clone)]
 pub(crate) struct Writer {
     jobs: mpsc::Sender<Box<dyn Job>>,
+    counters: Arc<Counters>,
 }
 
 impl Writer {
@@ -48,8 +70,18 @@ impl Writer {
     /// connection from `pool` for each batch.
     pub(crate) fn spawn(pool: SqlitePool) -> Self {
         let (jobs, queue) = mpsc::channel(QUEUE);
-        tokio::spawn(run(pool, queue));
-        Self { jobs }
+        let counters = Arc::new(Counters::default());
+        tokio::spawn(run(pool, queue, counters.clone()));
+        Self { jobs, counters }
+    }
+
+    pub(crate) fn stats(&self) -> WriteStats {
+        WriteStats {
+            batches: self.counters.batches.load(Ordering::Relaxed),
+            commits: self.counters.commits.load(Ordering::Relaxed),
+            writes: self.counters.writes.load(Ordering::Relaxed),
+            queued: self.jobs.max_capacity() - self.jobs.capacity(),
+        }
     }
 
     /// Runs `work` in the next batch and answers once that batch committed.
@@ -145,18 +177,23 @@ where
     }
 }
 
-async fn run(pool: SqlitePool, mut queue: mpsc::Receiver<Box<dyn Job>>) {
+async fn run(pool: SqlitePool, mut queue: mpsc::Receiver<Box<dyn Job>>, counters: Arc<Counters>) {
     let mut taken = Vec::with_capacity(MAX_BATCH);
     // Whatever is queued, at once: a lone caller never waits for company.
     while queue.recv_many(&mut taken, MAX_BATCH).await > 0 {
         let batch: VecDeque<_> = taken.drain(..).filter(|job| !job.abandoned()).collect();
         if !batch.is_empty() {
-            run_batch(&pool, batch).await;
+            counters.batches.fetch_add(1, Ordering::Relaxed);
+            if let Some(writes) = run_batch(&pool, batch).await {
+                counters.commits.fetch_add(1, Ordering::Relaxed);
+                counters.writes.fetch_add(writes, Ordering::Relaxed);
+            }
         }
     }
 }
 
-async fn run_batch(pool: &SqlitePool, mut batch: VecDeque<Box<dyn Job>>) {
+/// Runs one batch; how many writes it committed (`None` when it did not).
+async fn run_batch(pool: &SqlitePool, mut batch: VecDeque<Box<dyn Job>>) -> Option<u64> {
     let mut conn = match pool.acquire().await {
         Ok(conn) => conn,
         Err(e) => return fail_all(Vec::new(), batch, db_error(e, None)),
@@ -173,7 +210,8 @@ async fn run_batch(pool: &SqlitePool, mut batch: VecDeque<Box<dyn Job>>) {
             let done = job.run(&mut conn).await;
             if done.outcome != Outcome::Done {
                 rollback(&mut conn).await;
-                return (done.answer)(None);
+                (done.answer)(None);
+                return None;
             }
             ran.push(done);
         }
@@ -218,9 +256,11 @@ async fn run_batch(pool: &SqlitePool, mut batch: VecDeque<Box<dyn Job>>) {
         return fail_all(ran, batch, db_error(e, None));
     }
     drop(conn);
+    let writes = ran.len() as u64;
     for done in ran {
         (done.answer)(None);
     }
+    Some(writes)
 }
 
 async fn exec(conn: &mut PoolConnection<Sqlite>, sql: &'static str) -> Result<(), sqlx::Error> {
@@ -237,8 +277,9 @@ async fn rollback(conn: &mut PoolConnection<Sqlite>) {
 }
 
 /// Answers every caller of a batch that did not commit with `err`; a write
-/// that failed on its own keeps its own error.
-fn fail_all(ran: Vec<Ran>, rest: VecDeque<Box<dyn Job>>, err: StorageError) {
+/// that failed on its own keeps its own error. Returns `None`: nothing of
+/// the batch was committed.
+fn fail_all(ran: Vec<Ran>, rest: VecDeque<Box<dyn Job>>, err: StorageError) -> Option<u64> {
     tracing::warn!(error = %err, writes = ran.len() + rest.len(), "write batch not committed");
     let copies = Copies::new(err);
     for done in ran {
@@ -247,6 +288,7 @@ fn fail_all(ran: Vec<Ran>, rest: VecDeque<Box<dyn Job>>, err: StorageError) {
     for job in rest {
         job.fail(copies.get());
     }
+    None
 }
 
 /// One error told to many callers: the same kind and message for each.

@@ -254,3 +254,248 @@ async fn from_pool_migrates_and_serves() {
     );
     assert_eq!(s.user_nodes(user.id).await.unwrap().user.id, user.id);
 }
+
+/// Holds the database's write lock from another connection, as a second
+/// process would, so that writes queue up behind the writer's `BEGIN`.
+struct WriteLock(sqlx::pool::PoolConnection<sqlx::Sqlite>, sqlx::SqlitePool);
+
+impl WriteLock {
+    async fn take(url: &str) -> Self {
+        let pool = sqlx::SqlitePool::connect(url).await.unwrap();
+        let mut conn = pool.acquire().await.unwrap();
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        Self(conn, pool)
+    }
+
+    async fn release(mut self) {
+        sqlx::query("ROLLBACK").execute(&mut *self.0).await.unwrap();
+        drop(self.0);
+        self.1.close().await;
+    }
+}
+
+/// Polls until `done(stats)` holds.
+async fn wait_for(s: &SqliteStorage, done: impl Fn(storage_sqlite::WriteStats) -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !done(s.write_stats()) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{:?}",
+            s.write_stats()
+        );
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_that_fails_in_a_batch_is_undone_alone() {
+    let f = fresh_storage().await;
+    let s = f.storage.clone();
+    let taken = NewUser::new("taken").unwrap();
+    s.create_user(taken.clone()).await.unwrap();
+    let node = s
+        .create_node(NewNode::new("http://10.0.0.1:80").unwrap())
+        .await
+        .unwrap();
+
+    let lock = WriteLock::take(&f.url()).await;
+    let before = s.write_stats();
+    // Blocks the writer on the lock; everything after it queues.
+    let first = tokio::spawn({
+        let s = s.clone();
+        async move { s.create_user(NewUser::new("first").unwrap()).await }
+    });
+    wait_for(&s, |now| now.batches > before.batches).await;
+    let mut fresh = Vec::new();
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let s = s.clone();
+        let new = if i == 7 {
+            taken.clone()
+        } else {
+            let new = NewUser::new(format!("u{i}")).unwrap();
+            fresh.push(new.clone());
+            new
+        };
+        tasks.push(tokio::spawn(async move {
+            let user = s.create_user(new).await?;
+            s.set_user_status(user.id, UserStatus::Enabled).await
+        }));
+    }
+    // Queued while the writer waits too: a duplicate endpoint and a missing node.
+    let dup_node = tokio::spawn({
+        let s = s.clone();
+        async move {
+            s.create_node(NewNode::new("http://10.0.0.1:80").unwrap())
+                .await
+        }
+    });
+    let missing = tokio::spawn({
+        let s = s.clone();
+        async move {
+            s.ack_operations(manager_lib::domain::NodeId::random(), 5)
+                .await
+        }
+    });
+    wait_for(&s, |now| now.queued == 22).await;
+    lock.release().await;
+
+    first.await.unwrap().unwrap();
+    let mut enabled = Vec::new();
+    for (i, task) in tasks.into_iter().enumerate() {
+        let result = task.await.unwrap();
+        if i == 7 {
+            assert!(
+                matches!(
+                    result,
+                    Err(StorageError::AlreadyExists(
+                        manager_lib::storage::Entity::User
+                    ))
+                ),
+                "{result:?}"
+            );
+        } else {
+            enabled.push(result.unwrap());
+        }
+    }
+    assert!(matches!(
+        dup_node.await.unwrap(),
+        Err(StorageError::AlreadyExists(
+            manager_lib::storage::Entity::Node
+        ))
+    ));
+    assert!(matches!(
+        missing.await.unwrap(),
+        Err(StorageError::NotFound(manager_lib::storage::Entity::Node))
+    ));
+
+    // The first write alone, then the 22 queued creates in one transaction
+    // (the enables follow in later ones).
+    let after = s.write_stats();
+    assert!(after.commits >= before.commits + 2, "{before:?} {after:?}");
+    assert!(
+        after.commits - before.commits < after.writes - before.writes,
+        "writes shared commits: {before:?} {after:?}"
+    );
+    for new in &fresh {
+        assert_eq!(
+            s.get_user(new.id).await.unwrap().status,
+            UserStatus::Enabled
+        );
+    }
+    assert_eq!(s.get_user(taken.id).await.unwrap().name, "taken");
+    let mut seqs: Vec<i64> = enabled.iter().map(|u| u.change_seq).collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=19).collect::<Vec<_>>());
+    let fleet = s.fleet_state().await.unwrap();
+    assert_eq!((fleet.last_seq, fleet.enabled_users), (19, 19));
+    assert_eq!(
+        s.pending_operations(node.id, 100)
+            .await
+            .unwrap()
+            .operations
+            .len(),
+        19
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_concurrent_writers_share_commits_and_keep_sequence_order() {
+    let f = fresh_storage().await;
+    let s = f.storage.clone();
+    let node = s
+        .create_node(NewNode::new("http://10.0.0.1:80").unwrap())
+        .await
+        .unwrap();
+    let before = s.write_stats();
+    let mut tasks = tokio::task::JoinSet::new();
+    for task in 0..64 {
+        let s = s.clone();
+        tasks.spawn(async move {
+            let mut seqs = Vec::new();
+            for i in 0..20 {
+                let user = s
+                    .create_user(NewUser::new(format!("user-{task}-{i}")).unwrap())
+                    .await?;
+                seqs.push(
+                    s.set_user_status(user.id, UserStatus::Enabled)
+                        .await?
+                        .change_seq,
+                );
+            }
+            Ok::<_, StorageError>(seqs)
+        });
+    }
+    let mut seqs = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        let mine = done.unwrap().expect("no writer fails");
+        // One caller's changes take increasing numbers.
+        assert!(mine.windows(2).all(|w| w[0] < w[1]), "{mine:?}");
+        seqs.extend(mine);
+    }
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=64 * 20).collect::<Vec<_>>());
+    let fleet = s.fleet_state().await.unwrap();
+    assert_eq!((fleet.last_seq, fleet.enabled_users), (1280, 1280));
+    let after = s.write_stats();
+    assert_eq!(after.writes - before.writes, 2 * 64 * 20);
+    assert!(
+        after.commits - before.commits < after.writes - before.writes,
+        "{before:?} {after:?}"
+    );
+    // The log, read in order, holds every change once.
+    let batch = s.pending_operations(node.id, 10_000).await.unwrap();
+    let logged: Vec<i64> = batch.operations.iter().map(|o| o.seq).collect();
+    assert_eq!(logged, (1..=1280).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_that_gives_up_does_not_wedge_the_writer() {
+    let f = fresh_storage().await;
+    let s = f.storage.clone();
+    let lock = WriteLock::take(&f.url()).await;
+    let before = s.write_stats();
+    let running = NewUser::new("running").unwrap();
+    let queued = NewUser::new("queued").unwrap();
+    let kept = NewUser::new("kept").unwrap();
+    // Taken by the writer, which then waits on the lock.
+    let first = tokio::spawn({
+        let (s, new) = (s.clone(), running.clone());
+        async move { s.create_user(new).await }
+    });
+    wait_for(&s, |now| now.batches > before.batches).await;
+    let second = tokio::spawn({
+        let (s, new) = (s.clone(), queued.clone());
+        async move { s.create_user(new).await }
+    });
+    wait_for(&s, |now| now.queued == 1).await;
+    let third = tokio::spawn({
+        let (s, new) = (s.clone(), kept.clone());
+        async move { s.create_user(new).await }
+    });
+    wait_for(&s, |now| now.queued == 2).await;
+    // Both callers give up while their writes wait.
+    first.abort();
+    second.abort();
+    assert!(first.await.unwrap_err().is_cancelled());
+    assert!(second.await.unwrap_err().is_cancelled());
+    lock.release().await;
+
+    assert_eq!(third.await.unwrap().unwrap().id, kept.id);
+    // The write already running was committed, as after a lost connection;
+    // the one still queued was skipped.
+    assert_eq!(s.get_user(running.id).await.unwrap().name, "running");
+    assert!(matches!(
+        s.get_user(queued.id).await,
+        Err(StorageError::NotFound(_))
+    ));
+    // The writer goes on.
+    let user = s.create_user(NewUser::new("after").unwrap()).await.unwrap();
+    s.set_user_status(user.id, UserStatus::Enabled)
+        .await
+        .unwrap();
+    assert_eq!(s.fleet_state().await.unwrap().enabled_users, 1);
+}
