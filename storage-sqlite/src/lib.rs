@@ -42,6 +42,7 @@ pub mod backup;
 mod error;
 mod rows;
 mod writer;
+pub mod backup;
 
 use std::fmt;
 use std::path::PathBuf;

@@ -25,8 +25,30 @@ struct Args {
     /// XM_HEARTBEAT_MS, XM_NODE_TIMEOUT_MS, XM_CONCURRENCY, XM_ADMIN_TOKEN,
     /// XM_LOG_JSON, XM_NODE_LIST_RATE, XM_NODE_LIST_BURST), which wins over
     /// the file.
-    #[arg(long, short, env = "XM_CONFIG")]
+    #[arg(long, short, env = "XM_CONFIG", global = true)]
     config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Serve the API and run the heartbeat (what runs without a command).
+    Serve,
+    /// Write a consistent copy of the SQLite database to FILE while the
+    /// manager may be running (for PostgreSQL use `pg_dump`).
+    Backup {
+        /// Where to write the copy; must not exist.
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Put a backup back in place of the SQLite database; stop the manager
+    /// first. The replaced database is kept as `<file>.before-restore`.
+    Restore {
+        /// The backup file to restore.
+        #[arg(long)]
+        from: PathBuf,
+    },
 }
 
 #[tokio::main]
@@ -45,8 +67,46 @@ async fn run(args: Args) -> Result<(), String> {
     let cfg = ManagerConfig::load(args.config.as_deref())?;
     bins::init_tracing(cfg.log_json);
     std::fs::create_dir_all(&cfg.data_dir).map_err(|e| format!("data dir: {e}"))?;
-
     let url = cfg.storage_url();
+    let sqlite_only = || {
+        if url.starts_with("sqlite://") {
+            Ok(())
+        } else {
+            Err("backup and restore handle the SQLite storage; for PostgreSQL use pg_dump and pg_restore".to_owned())
+        }
+    };
+    match args.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(cfg, url).await,
+        Command::Backup { to } => {
+            sqlite_only()?;
+            let inv = storage_sqlite::backup::backup(&url, &to)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!(
+                "backup written to {}: {} nodes, {} users",
+                to.display(),
+                inv.nodes,
+                inv.users
+            );
+            Ok(())
+        }
+        Command::Restore { from } => {
+            sqlite_only()?;
+            let inv = storage_sqlite::backup::restore(&from, &url)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!(
+                "restored {}: {} nodes, {} users",
+                from.display(),
+                inv.nodes,
+                inv.users
+            );
+            Ok(())
+        }
+    }
+}
+
+async fn serve(cfg: ManagerConfig, url: String) -> Result<(), String> {
     let storage: Arc<dyn Storage> = match url.split_once("://").map(|(s, _)| s) {
         Some("sqlite") => Arc::new(
             storage_sqlite::SqliteStorage::connect(&url)
