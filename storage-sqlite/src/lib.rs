@@ -42,7 +42,6 @@ pub mod backup;
 mod error;
 mod rows;
 mod writer;
-pub mod backup;
 
 use std::fmt;
 use std::path::PathBuf;
