@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::sync::{Mutex, Notify};
+use tokio::sync::{Mutex, Notify, RwLock};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -96,6 +96,8 @@ impl AgentOptions {
 const RESTART_SLACK: Duration = Duration::from_millis(1500);
 /// How many writes of the generated config are remembered for self-healing.
 const FLUSH_HISTORY: usize = 64;
+/// How many per-user locks edits are spread over.
+const STRIPES: usize = 64;
 
 /// The node agent: owns the desired users and drives the service and the core.
 #[derive(Debug)]
@@ -106,6 +108,12 @@ pub struct Agent {
     options: AgentOptions,
     /// Held by `/start` and `/stop`; a second one meanwhile gets 503.
     transition: Mutex<()>,
+    /// Runtime edits hold it shared, so edits of different users reach the
+    /// core concurrently; start, stop and self-healing hold it exclusively.
+    gate: RwLock<()>,
+    /// Serialises edits of the same user (by a hash of the id).
+    stripes: Vec<Mutex<()>>,
+    /// Short critical sections only, except under an exclusive `gate`.
     state: Mutex<State>,
     writer: Mutex<Flushes>,
     dirty: Notify,
@@ -126,6 +134,9 @@ struct State {
     changes_floor: u64,
     /// When the core we know started (estimated from its uptime).
     core_started: Option<Instant>,
+    /// Bumped by every `/start` and `/stop`: a heal decided before one of
+    /// them is void.
+    epoch: u64,
     /// When the core restarted by itself and putting its users back failed:
     /// the config seq it started from, and how many users it holds.
     heal_from: Option<(u64, u64)>,
@@ -171,6 +182,8 @@ impl Agent {
             config: Arc::new(config),
             options,
             transition: Mutex::new(()),
+            gate: RwLock::new(()),
+            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             state: Mutex::new(State::default()),
             writer: Mutex::new(Flushes::default()),
             dirty: Notify::new(),
@@ -230,6 +243,7 @@ impl Agent {
         let Ok(_transition) = self.transition.try_lock() else {
             return Err(AgentError::Initializing);
         };
+        let _gate = self.gate.write().await;
         let mut state = self.state.lock().await;
         state.users = users
             .into_iter()
@@ -240,6 +254,7 @@ impl Agent {
         state.changes_floor = state.seq;
         state.running = true;
         state.heal_from = None;
+        state.epoch += 1;
         self.flush_now(&state).await?;
         self.service.restart().await.map_err(AgentError::Service)?;
         let uptime = self.wait_ready().await?;
@@ -256,6 +271,7 @@ impl Agent {
         let Ok(_transition) = self.transition.try_lock() else {
             return Err(AgentError::Initializing);
         };
+        let _gate = self.gate.write().await;
         let mut state = self.state.lock().await;
         self.service.stop().await.map_err(AgentError::Service)?;
         state.running = false;
@@ -265,6 +281,7 @@ impl Agent {
         state.changes_floor = state.seq;
         state.heal_from = None;
         state.core_started = None;
+        state.epoch += 1;
         tracing::info!("core stopped");
         Ok(())
     }
@@ -287,7 +304,8 @@ impl Agent {
             }
             Observed::Running { uptime } => uptime,
         };
-        let state = self.check_restart(uptime).await?;
+        self.check_restart(uptime).await?;
+        let state = self.state.lock().await;
         let own_count = match state.heal_from {
             Some((_, users)) => users,
             None => state.users.len() as u64,
@@ -307,26 +325,37 @@ impl Agent {
     /// the rewrite of the generated config.
     pub async fn edit_users(&self, edit: UsersEditRequest) -> Result<(), AgentError> {
         self.validate(&edit.add_users)?;
-        let mut state = self.state.lock().await;
-        let result = self.apply_edit(&mut state, edit).await;
-        drop(state);
+        let _gate = self.gate.read().await;
+        let mut stripes: Vec<usize> = edit
+            .del_users
+            .iter()
+            .chain(edit.add_users.iter().map(|u| &u.id))
+            .map(|id| stripe_of(id))
+            .collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let mut guards = Vec::with_capacity(stripes.len());
+        for i in stripes {
+            guards.push(self.stripes[i].lock().await);
+        }
+        let result = self.apply_edit(edit).await;
+        drop(guards);
         self.dirty.notify_one();
         result
     }
 
-    async fn apply_edit(
-        &self,
-        state: &mut State,
-        edit: UsersEditRequest,
-    ) -> Result<(), AgentError> {
+    /// Core calls happen without the state lock (other users' edits run
+    /// meanwhile); each user's change is recorded once the core took it.
+    async fn apply_edit(&self, edit: UsersEditRequest) -> Result<(), AgentError> {
         for id in edit.del_users {
             self.remove_everywhere(&id).await?;
+            let mut state = self.state.lock().await;
             if let Some((key, _)) = state.users.remove_entry(id.as_str()) {
                 state.record_change(key);
             }
         }
         for user in edit.add_users {
-            let old = state.users.get(user.id.as_str()).cloned();
+            let old = self.state.lock().await.users.get(user.id.as_str()).cloned();
             if old.as_deref() == Some(&user) {
                 // Already ours: make sure the core has it (idempotent).
                 self.add_everywhere(&user).await?;
@@ -338,6 +367,7 @@ impl Agent {
             }
             self.add_everywhere(&user).await?;
             let key: Arc<str> = Arc::from(user.id.as_str());
+            let mut state = self.state.lock().await;
             state.users.insert(key.clone(), Arc::new(user));
             state.record_change(key);
         }
@@ -405,10 +435,7 @@ impl Agent {
 
     /// Compares the core's start time with the one we know; if it moved, the
     /// core restarted behind our back: count it and put the users back.
-    async fn check_restart(
-        &self,
-        uptime: u32,
-    ) -> Result<tokio::sync::MutexGuard<'_, State>, AgentError> {
+    async fn check_restart(&self, uptime: u32) -> Result<(), AgentError> {
         let mut state = self.state.lock().await;
         let started = started_at(uptime);
         let restarted = match (state.core_started, started) {
@@ -418,6 +445,7 @@ impl Agent {
         if state.core_started.is_none() || restarted {
             state.core_started = started;
         }
+        let mut full = false;
         if restarted {
             self.restarts.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(uptime, "the core restarted by itself");
@@ -425,17 +453,28 @@ impl Agent {
                 let core_start = started.unwrap_or_else(Instant::now);
                 match self.base_of(core_start, &state).await {
                     Some(flush) => state.heal_from = Some((flush.seq, flush.users)),
-                    None => {
-                        self.heal_by_restart(&mut state).await?;
-                        return Ok(state);
-                    }
+                    None => full = true,
                 }
             }
         }
-        if state.running && state.heal_from.is_some() {
-            self.heal(&mut state).await;
+        if !state.running || (!full && state.heal_from.is_none()) {
+            return Ok(());
         }
-        Ok(state)
+        // Healing excludes edits: let the ones in flight finish (and record
+        // their changes), then re-apply.
+        let epoch = state.epoch;
+        drop(state);
+        let _gate = self.gate.write().await;
+        let mut state = self.state.lock().await;
+        if !state.running || state.epoch != epoch {
+            return Ok(()); // started or stopped meanwhile
+        }
+        if full {
+            self.heal_by_restart(&mut state).await
+        } else {
+            self.heal(&mut state).await;
+            Ok(())
+        }
     }
 
     /// The newest write of the generated config that the core, started at
@@ -621,7 +660,7 @@ impl Agent {
         };
         drop(transition);
         if let Observed::Running { uptime } = self.observe().await? {
-            drop(self.check_restart(uptime).await?);
+            self.check_restart(uptime).await?;
         }
         Ok(())
     }
@@ -644,6 +683,13 @@ impl State {
         }
         self.changes_floor = seq;
     }
+}
+
+fn stripe_of(id: &str) -> usize {
+    use std::hash::{Hash as _, Hasher as _};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    id.hash(&mut hasher);
+    (hasher.finish() % STRIPES as u64) as usize
 }
 
 /// The moment a core with `uptime` seconds started.
