@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
+use tracing::Instrument as _;
 
 use crate::domain::{Node, NodeId};
 use crate::service::{Manager, NodeOutcome, ServiceError};
@@ -105,6 +106,7 @@ impl Reconciler {
     }
 
     /// One heartbeat over the nodes this replica holds.
+    #[tracing::instrument(name = "heartbeat", skip(self), fields(owner = %self.settings.owner))]
     pub async fn heartbeat(&self) -> PassReport {
         let nodes = match self
             .manager
@@ -138,7 +140,10 @@ impl Reconciler {
             ..PassReport::default()
         };
         let results: Vec<(NodeId, Result<NodeOutcome, ServiceError>)> = futures::stream::iter(due)
-            .map(|node| async move { (node.id, self.manager.reconcile_node(&node).await) })
+            .map(|node| {
+                let span = tracing::info_span!("reconcile", node = %node.id);
+                async move { (node.id, self.manager.reconcile_node(&node).await) }.instrument(span)
+            })
             .buffer_unordered(self.settings.concurrency.max(1))
             .collect()
             .await;
