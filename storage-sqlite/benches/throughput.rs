@@ -1,7 +1,8 @@
 //! Run with: cargo bench -p storage-sqlite --bench throughput
 //!
 //! Throughput of the SQLite backend on the hot paths: creating and enabling
-//! users (target: more than 5,000 users/s), `user_nodes` (an index lookup
+//! users (target: more than 5,000 users/s with 64 callers; writes share
+//! commits, see `write_stats`), `user_nodes` (an index lookup
 //! whatever the number of users) and reading a node's pending operations.
 //! `XM_BENCH_USERS` sets how many users (default 20,000).
 
@@ -57,29 +58,42 @@ async fn main() {
     }
     rate("create + enable, one task", users, started);
 
-    let started = Instant::now();
-    let tasks = 8;
-    let per_task = users / tasks;
-    let mut set = tokio::task::JoinSet::new();
     let s = std::sync::Arc::new(s);
-    for t in 0..tasks {
-        let s = s.clone();
-        set.spawn(async move {
-            for i in 0..per_task {
-                let user = s
-                    .create_user(NewUser::new(format!("c-{t}-{i}")).unwrap())
-                    .await
-                    .unwrap();
-                s.set_user_status(user.id, UserStatus::Enabled)
-                    .await
-                    .unwrap();
-            }
-        });
+    for tasks in [8, 64] {
+        let before = s.write_stats();
+        let started = Instant::now();
+        let per_task = users / tasks;
+        let mut set = tokio::task::JoinSet::new();
+        for t in 0..tasks {
+            let s = s.clone();
+            set.spawn(async move {
+                for i in 0..per_task {
+                    let user = s
+                        .create_user(NewUser::new(format!("c{tasks}-{t}-{i}")).unwrap())
+                        .await
+                        .unwrap();
+                    s.set_user_status(user.id, UserStatus::Enabled)
+                        .await
+                        .unwrap();
+                }
+            });
+        }
+        while let Some(done) = set.join_next().await {
+            done.unwrap();
+        }
+        rate(
+            &format!("create + enable, {tasks} tasks"),
+            per_task * tasks,
+            started,
+        );
+        let after = s.write_stats();
+        let commits = after.commits - before.commits;
+        println!(
+            "{:<40} {commits:>8} commits, {:.1} writes each",
+            "",
+            (after.writes - before.writes) as f64 / commits.max(1) as f64
+        );
     }
-    while let Some(done) = set.join_next().await {
-        done.unwrap();
-    }
-    rate("create + enable, 8 tasks", per_task * tasks, started);
 
     let started = Instant::now();
     for id in &ids {

@@ -56,7 +56,7 @@ use manager_lib::domain::{
 };
 use manager_lib::storage::{Entity, Storage, StorageError, StorageResult};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteQueryResult,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
 use sqlx::{Row as _, SqliteConnection};
@@ -65,7 +65,7 @@ use crate::error::{db_error, migrate_error};
 use crate::rows::{
     NODE_COLUMNS, USER_COLUMNS, USER_COLUMNS_U, node_from_row, parse, user_from_row,
 };
-use crate::writer::{BoxFuture, Writer};
+use crate::writer::{Args, BoxFuture, Writer};
 pub use crate::writer::{MAX_BATCH, WriteStats};
 
 /// How many connections read at the same time.
@@ -204,12 +204,9 @@ impl SqliteStorage {
     }
 }
 
-/// [`StorageError::NotFound`] when a write about `entity` touched no row.
-fn touched(done: SqliteQueryResult, entity: Entity) -> StorageResult<()> {
-    if done.rows_affected() == 0 {
-        return Err(StorageError::NotFound(entity));
-    }
-    Ok(())
+/// The row a write returned, or [`StorageError::NotFound`] when it touched none.
+fn found(row: Option<SqliteRow>, entity: Entity) -> StorageResult<SqliteRow> {
+    row.ok_or(StorageError::NotFound(entity))
 }
 
 /// The text form of a page's `after`, or "" (before every id). An `after`
@@ -240,27 +237,24 @@ fn millis(d: Duration) -> i64 {
 #[async_trait]
 impl Storage for SqliteStorage {
     async fn create_node(&self, new: NewNode) -> StorageResult<Node> {
-        self.write(move |conn| {
-            Box::pin(async move {
-                let row = sqlx::query(&format!(
-                    "INSERT INTO nodes (id, endpoint, key, actual_status, required_status, \
-                         user_config_template, state_up_to_date, applied_seq, last_seen, \
-                         created_at, updated_at) \
-                     SELECT ?1, ?2, ?3, 'Stopped', 'Stopped', NULL, 1, last_seq, NULL, ?4, ?4 \
-                     FROM meta WHERE id = 1 \
-                     RETURNING {NODE_COLUMNS}"
-                ))
-                .bind(new.id.to_string())
-                .bind(&new.endpoint)
-                .bind(new.key.expose())
-                .bind(Timestamp::now().0)
-                .fetch_one(conn)
-                .await
-                .map_err(|e| db_error(e, Some(Entity::Node)))?;
-                node_from_row(&row)
+        let sql = format!(
+            "INSERT INTO nodes (id, endpoint, key, actual_status, required_status, \
+                 user_config_template, state_up_to_date, applied_seq, last_seen, \
+                 created_at, updated_at) \
+             SELECT ?1, ?2, ?3, 'Stopped', 'Stopped', NULL, 1, last_seq, NULL, ?4, ?4 \
+             FROM meta WHERE id = 1 \
+             RETURNING {NODE_COLUMNS}"
+        );
+        let args = Args::default()
+            .bind(new.id.to_string())
+            .bind(new.endpoint)
+            .bind(new.key.expose().to_owned())
+            .bind(Timestamp::now().0);
+        self.writes
+            .statement(sql, args, Some(Entity::Node), |row| {
+                node_from_row(&found(row, Entity::Node)?)
             })
-        })
-        .await
+            .await
     }
 
     async fn get_node(&self, id: NodeId) -> StorageResult<Node> {
@@ -303,38 +297,31 @@ impl Storage for SqliteStorage {
     }
 
     async fn delete_node(&self, id: NodeId) -> StorageResult<()> {
-        self.write(move |conn| {
-            Box::pin(async move {
-                let done = sqlx::query("DELETE FROM nodes WHERE id = ?1")
-                    .bind(id.to_string())
-                    .execute(conn)
-                    .await
-                    .map_err(|e| db_error(e, Some(Entity::Node)))?;
-                touched(done, Entity::Node)
+        let sql = "DELETE FROM nodes WHERE id = ?1 RETURNING 1".to_owned();
+        let args = Args::default().bind(id.to_string());
+        self.writes
+            .statement(sql, args, Some(Entity::Node), |row| {
+                found(row, Entity::Node).map(drop)
             })
-        })
-        .await
+            .await
     }
 
     async fn set_required_status(&self, id: NodeId, status: RequiredStatus) -> StorageResult<Node> {
-        self.write(move |conn| {
-            Box::pin(async move {
-                let row = sqlx::query(&format!(
-                    "UPDATE nodes SET \
-                         updated_at = CASE WHEN required_status = ?2 THEN updated_at ELSE ?3 END, \
-                         required_status = ?2 \
-                     WHERE id = ?1 RETURNING {NODE_COLUMNS}"
-                ))
-                .bind(id.to_string())
-                .bind(status.as_str())
-                .bind(Timestamp::now().0)
-                .fetch_one(conn)
-                .await
-                .map_err(|e| db_error(e, Some(Entity::Node)))?;
-                node_from_row(&row)
+        let sql = format!(
+            "UPDATE nodes SET \
+                 updated_at = CASE WHEN required_status = ?2 THEN updated_at ELSE ?3 END, \
+                 required_status = ?2 \
+             WHERE id = ?1 RETURNING {NODE_COLUMNS}"
+        );
+        let args = Args::default()
+            .bind(id.to_string())
+            .bind(status.as_str())
+            .bind(Timestamp::now().0);
+        self.writes
+            .statement(sql, args, Some(Entity::Node), |row| {
+                node_from_row(&found(row, Entity::Node)?)
             })
-        })
-        .await
+            .await
     }
 
     async fn begin_start(&self, id: NodeId) -> StorageResult<StartPlan> {
@@ -372,106 +359,87 @@ impl Storage for SqliteStorage {
     }
 
     async fn finish_start(&self, id: NodeId, seq: Seq, template: &str) -> StorageResult<()> {
-        let template = template.to_owned();
-        self.write(move |conn| {
-            Box::pin(async move {
-                let done = sqlx::query(
-                    "UPDATE nodes SET actual_status = 'Running', user_config_template = ?3, \
-                         applied_seq = MAX(applied_seq, ?2), state_up_to_date = 1, \
-                         last_seen = ?4, updated_at = ?4 \
-                     WHERE id = ?1",
-                )
-                .bind(id.to_string())
-                .bind(seq)
-                .bind(template)
-                .bind(Timestamp::now().0)
-                .execute(conn)
-                .await
-                .map_err(|e| db_error(e, Some(Entity::Node)))?;
-                touched(done, Entity::Node)
+        let sql = "UPDATE nodes SET actual_status = 'Running', user_config_template = ?3, \
+                 applied_seq = MAX(applied_seq, ?2), state_up_to_date = 1, \
+                 last_seen = ?4, updated_at = ?4 \
+             WHERE id = ?1 RETURNING 1"
+            .to_owned();
+        let args = Args::default()
+            .bind(id.to_string())
+            .bind(seq)
+            .bind(template.to_owned())
+            .bind(Timestamp::now().0);
+        self.writes
+            .statement(sql, args, Some(Entity::Node), |row| {
+                found(row, Entity::Node).map(drop)
             })
-        })
-        .await
+            .await
     }
 
     async fn begin_stop(&self, id: NodeId) -> StorageResult<Node> {
-        self.write(move |conn| {
-            Box::pin(async move {
-                let row = sqlx::query(&format!(
-                    "UPDATE nodes SET state_up_to_date = 0, updated_at = ?2 \
-                     WHERE id = ?1 RETURNING {NODE_COLUMNS}"
-                ))
-                .bind(id.to_string())
-                .bind(Timestamp::now().0)
-                .fetch_one(conn)
-                .await
-                .map_err(|e| db_error(e, Some(Entity::Node)))?;
-                node_from_row(&row)
+        let sql = format!(
+            "UPDATE nodes SET state_up_to_date = 0, updated_at = ?2 \
+             WHERE id = ?1 RETURNING {NODE_COLUMNS}"
+        );
+        let args = Args::default()
+            .bind(id.to_string())
+            .bind(Timestamp::now().0);
+        self.writes
+            .statement(sql, args, Some(Entity::Node), |row| {
+                node_from_row(&found(row, Entity::Node)?)
             })
-        })
-        .await
+            .await
     }
 
     async fn finish_stop(&self, id: NodeId) -> StorageResult<()> {
-        self.write(move |conn| {
-            Box::pin(async move {
-                let done = sqlx::query(
-                    "UPDATE nodes SET actual_status = 'Stopped', state_up_to_date = 1, \
-                         last_seen = ?2, updated_at = ?2 \
-                     WHERE id = ?1",
-                )
-                .bind(id.to_string())
-                .bind(Timestamp::now().0)
-                .execute(conn)
-                .await
-                .map_err(|e| db_error(e, Some(Entity::Node)))?;
-                touched(done, Entity::Node)
+        let sql = "UPDATE nodes SET actual_status = 'Stopped', state_up_to_date = 1, \
+                 last_seen = ?2, updated_at = ?2 \
+             WHERE id = ?1 RETURNING 1"
+            .to_owned();
+        let args = Args::default()
+            .bind(id.to_string())
+            .bind(Timestamp::now().0);
+        self.writes
+            .statement(sql, args, Some(Entity::Node), |row| {
+                found(row, Entity::Node).map(drop)
             })
-        })
-        .await
+            .await
     }
 
     async fn record_observation(&self, id: NodeId, actual: ActualStatus) -> StorageResult<()> {
-        self.write(move |conn| {
-            Box::pin(async move {
-                let done = sqlx::query(
-                    "UPDATE nodes SET \
-                         last_seen = CASE WHEN ?2 = 'Error' THEN last_seen ELSE ?3 END, \
-                         updated_at = CASE WHEN actual_status = ?2 THEN updated_at ELSE ?3 END, \
-                         actual_status = ?2 \
-                     WHERE id = ?1",
-                )
-                .bind(id.to_string())
-                .bind(actual.as_str())
-                .bind(Timestamp::now().0)
-                .execute(conn)
-                .await
-                .map_err(|e| db_error(e, Some(Entity::Node)))?;
-                touched(done, Entity::Node)
+        let sql = "UPDATE nodes SET \
+                 last_seen = CASE WHEN ?2 = 'Error' THEN last_seen ELSE ?3 END, \
+                 updated_at = CASE WHEN actual_status = ?2 THEN updated_at ELSE ?3 END, \
+                 actual_status = ?2 \
+             WHERE id = ?1 RETURNING 1"
+            .to_owned();
+        let args = Args::default()
+            .bind(id.to_string())
+            .bind(actual.as_str())
+            .bind(Timestamp::now().0);
+        self.writes
+            .statement(sql, args, Some(Entity::Node), |row| {
+                found(row, Entity::Node).map(drop)
             })
-        })
-        .await
+            .await
     }
 
     async fn create_user(&self, new: NewUser) -> StorageResult<User> {
-        self.write(move |conn| {
-            Box::pin(async move {
-                let row = sqlx::query(&format!(
-                    "INSERT INTO users (id, name, status, secret, change_seq, deleted, created_at) \
-                     VALUES (?1, ?2, 'Disabled', ?3, 0, 0, ?4) \
-                     RETURNING {USER_COLUMNS}"
-                ))
-                .bind(new.id.to_string())
-                .bind(&new.name)
-                .bind(new.secret.expose())
-                .bind(Timestamp::now().0)
-                .fetch_one(conn)
-                .await
-                .map_err(|e| db_error(e, Some(Entity::User)))?;
-                user_from_row(&row)
+        let sql = format!(
+            "INSERT INTO users (id, name, status, secret, change_seq, deleted, created_at) \
+             VALUES (?1, ?2, 'Disabled', ?3, 0, 0, ?4) \
+             RETURNING {USER_COLUMNS}"
+        );
+        let args = Args::default()
+            .bind(new.id.to_string())
+            .bind(new.name)
+            .bind(new.secret.expose().to_owned())
+            .bind(Timestamp::now().0);
+        self.writes
+            .statement(sql, args, Some(Entity::User), |row| {
+                user_from_row(&found(row, Entity::User)?)
             })
-        })
-        .await
+            .await
     }
 
     async fn get_user(&self, id: UserId) -> StorageResult<User> {
@@ -505,56 +473,41 @@ impl Storage for SqliteStorage {
     }
 
     async fn set_user_status(&self, id: UserId, status: UserStatus) -> StorageResult<User> {
-        self.write(move |conn| {
-            Box::pin(async move {
-                // One statement: the trigger users_change hands out the
-                // sequence number named here and counts the enabled users.
-                let changed = sqlx::query(&format!(
-                    "UPDATE users SET status = ?2, \
-                         change_seq = (SELECT last_seq + 1 FROM meta WHERE id = 1) \
-                     WHERE id = ?1 AND deleted = 0 AND status <> ?2 \
-                     RETURNING {USER_COLUMNS}"
-                ))
-                .bind(id.to_string())
-                .bind(status.as_str())
-                .fetch_optional(&mut *conn)
-                .await
-                .map_err(|e| db_error(e, Some(Entity::User)))?;
-                let row = match changed {
-                    Some(row) => row,
-                    // Already so, or no such user: read it in the same
-                    // transaction, which sees the writes before it.
-                    None => sqlx::query(&format!(
-                        "SELECT {USER_COLUMNS} FROM users WHERE id = ?1 AND deleted = 0"
-                    ))
-                    .bind(id.to_string())
-                    .fetch_one(&mut *conn)
-                    .await
-                    .map_err(|e| db_error(e, Some(Entity::User)))?,
-                };
-                user_from_row(&row)
+        // One statement: the trigger users_change hands out the sequence
+        // number named here and counts the enabled users, atomically.
+        let sql = format!(
+            "UPDATE users SET status = ?2, \
+                 change_seq = (SELECT last_seq + 1 FROM meta WHERE id = 1) \
+             WHERE id = ?1 AND deleted = 0 AND status <> ?2 \
+             RETURNING {USER_COLUMNS}"
+        );
+        let args = Args::default().bind(id.to_string()).bind(status.as_str());
+        let changed = self
+            .writes
+            .statement(sql, args, Some(Entity::User), |row| {
+                row.as_ref().map(user_from_row).transpose()
             })
-        })
-        .await
+            .await?;
+        match changed {
+            Some(user) => Ok(user),
+            // Already so, or no such user: nothing was written. Read after
+            // the (empty) write committed, so no older state is seen.
+            None => self.get_user(id).await,
+        }
     }
 
     async fn delete_user(&self, id: UserId) -> StorageResult<()> {
-        self.write(move |conn| {
-            Box::pin(async move {
-                // One statement, as in set_user_status.
-                let done = sqlx::query(
-                    "UPDATE users SET status = 'Disabled', deleted = 1, \
-                         change_seq = (SELECT last_seq + 1 FROM meta WHERE id = 1) \
-                     WHERE id = ?1 AND deleted = 0",
-                )
-                .bind(id.to_string())
-                .execute(conn)
-                .await
-                .map_err(|e| db_error(e, Some(Entity::User)))?;
-                touched(done, Entity::User)
+        // One statement, as in set_user_status.
+        let sql = "UPDATE users SET status = 'Disabled', deleted = 1, \
+                 change_seq = (SELECT last_seq + 1 FROM meta WHERE id = 1) \
+             WHERE id = ?1 AND deleted = 0 RETURNING 1"
+            .to_owned();
+        let args = Args::default().bind(id.to_string());
+        self.writes
+            .statement(sql, args, Some(Entity::User), |row| {
+                found(row, Entity::User).map(drop)
             })
-        })
-        .await
+            .await
     }
 
     async fn user_nodes(&self, id: UserId) -> StorageResult<UserNodes> {
@@ -638,20 +591,14 @@ impl Storage for SqliteStorage {
     }
 
     async fn ack_operations(&self, id: NodeId, up_to_seq: Seq) -> StorageResult<()> {
-        self.write(move |conn| {
-            Box::pin(async move {
-                let done = sqlx::query(
-                    "UPDATE nodes SET applied_seq = MAX(applied_seq, ?2) WHERE id = ?1",
-                )
-                .bind(id.to_string())
-                .bind(up_to_seq)
-                .execute(conn)
-                .await
-                .map_err(|e| db_error(e, Some(Entity::Node)))?;
-                touched(done, Entity::Node)
+        let sql = "UPDATE nodes SET applied_seq = MAX(applied_seq, ?2) WHERE id = ?1 RETURNING 1"
+            .to_owned();
+        let args = Args::default().bind(id.to_string()).bind(up_to_seq);
+        self.writes
+            .statement(sql, args, Some(Entity::Node), |row| {
+                found(row, Entity::Node).map(drop)
             })
-        })
-        .await
+            .await
     }
 
     async fn fleet_state(&self) -> StorageResult<FleetState> {
@@ -735,21 +682,13 @@ impl Storage for SqliteStorage {
     }
 
     async fn release_nodes(&self, owner: &str) -> StorageResult<()> {
-        let owner = owner.to_owned();
-        self.write(move |conn| {
-            Box::pin(async move {
-                sqlx::query(
-                    "UPDATE nodes SET lease_owner = NULL, lease_until = NULL \
-                     WHERE lease_owner = ?1",
-                )
-                .bind(owner)
-                .execute(conn)
-                .await
-                .map_err(|e| db_error(e, Some(Entity::Node)))?;
-                Ok(())
-            })
-        })
-        .await
+        let sql = "UPDATE nodes SET lease_owner = NULL, lease_until = NULL \
+             WHERE lease_owner = ?1"
+            .to_owned();
+        let args = Args::default().bind(owner.to_owned());
+        self.writes
+            .statement(sql, args, Some(Entity::Node), |_| Ok(()))
+            .await
     }
 
     async fn serving_nodes(&self) -> StorageResult<Vec<ServingNode>> {

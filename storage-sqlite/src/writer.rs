@@ -1,12 +1,14 @@
 //! Group commit: one task owns the write connection and runs every write
 //! waiting for it in one transaction.
 //!
-//! A caller hands the task its write (a closure over the connection) and a
+//! A caller hands the task its write (one statement with its arguments, or a
+//! closure over the connection for writes of several statements) and a
 //! oneshot for the answer. The task takes every write queued at that moment
 //! (at most [`MAX_BATCH`]; it never waits for more to arrive), opens one
 //! `BEGIN IMMEDIATE` transaction, runs each write inside its own
 //! `SAVEPOINT` (a write that fails is rolled back to it, alone, and its caller
-//! gets its error), `COMMIT`s once and only then answers every caller. A
+//! gets its error; a single statement is sent together with its `SAVEPOINT`,
+//! so a write costs one round trip to the connection's thread), `COMMIT`s once and only then answers every caller. A
 //! failed `COMMIT`, or a failure that may have ended the transaction (an
 //! error that [`StorageError::is_temporary`]), answers every caller of the
 //! batch with that error: nothing of the batch was committed.
@@ -24,7 +26,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use manager_lib::storage::{BoxError, Entity, StorageError, StorageResult};
 use sqlx::pool::PoolConnection;
-use sqlx::{Sqlite, SqliteConnection, SqlitePool};
+use sqlx::sqlite::{SqliteArguments, SqliteRow};
+use sqlx::{Arguments as _, Sqlite, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::db_error;
@@ -101,6 +104,58 @@ impl Writer {
             .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
+
+    /// Runs one statement (`sql` with `args`; errors are about `entity`) in
+    /// the next batch and hands its first row, if any, to `then`; answers
+    /// once that batch committed. Write `RETURNING` to learn whether a row
+    /// was touched: the count of changes is not reliable when the statement
+    /// is sent with its savepoint.
+    pub(crate) async fn statement<T, F>(
+        &self,
+        sql: String,
+        args: Args,
+        entity: Option<Entity>,
+        then: F,
+    ) -> StorageResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(Option<SqliteRow>) -> StorageResult<T> + Send + 'static,
+    {
+        if let Some(e) = args.error {
+            return Err(StorageError::Other(e));
+        }
+        let (reply, answer) = oneshot::channel();
+        let job = Statement {
+            sql,
+            args: args.args,
+            entity,
+            then,
+            reply,
+        };
+        self.jobs.send(Box::new(job)).await.map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+}
+
+/// A statement's arguments, owned so that they can travel to the writer.
+#[derive(Default)]
+pub(crate) struct Args {
+    args: SqliteArguments<'static>,
+    error: Option<BoxError>,
+}
+
+impl Args {
+    pub(crate) fn bind<T>(mut self, value: T) -> Self
+    where
+        T: sqlx::Encode<'static, Sqlite> + sqlx::Type<Sqlite> + Send + 'static,
+    {
+        if self.error.is_none() {
+            if let Err(e) = self.args.add(value) {
+                self.error = Some(e);
+            }
+        }
+        self
+    }
 }
 
 /// The writer task is gone (its runtime shut down).
@@ -112,8 +167,14 @@ fn stopped() -> StorageError {
 trait Job: Send {
     /// Whether its caller stopped waiting before it ran.
     fn abandoned(&self) -> bool;
-    /// Runs the write; the answer waits for the batch's end.
-    fn run<'c>(self: Box<Self>, conn: &'c mut SqliteConnection) -> BoxFuture<'c, Ran>;
+    /// Runs `lead` (statements the writer needs first: the transaction's
+    /// `BEGIN` or the write's `SAVEPOINT`), then the write; the answer waits
+    /// for the batch's end.
+    fn run<'c>(
+        self: Box<Self>,
+        conn: &'c mut SqliteConnection,
+        lead: &'static str,
+    ) -> BoxFuture<'c, Ran>;
     /// Answers without running (the batch failed before reaching it).
     fn fail(self: Box<Self>, err: StorageError);
 }
@@ -149,31 +210,101 @@ where
         self.reply.is_closed()
     }
 
-    fn run<'c>(self: Box<Self>, conn: &'c mut SqliteConnection) -> BoxFuture<'c, Ran> {
+    fn run<'c>(
+        self: Box<Self>,
+        conn: &'c mut SqliteConnection,
+        lead: &'static str,
+    ) -> BoxFuture<'c, Ran> {
         let Write { work, reply } = *self;
         Box::pin(async move {
-            let result = work(conn).await;
-            let outcome = match &result {
-                Ok(_) => Outcome::Done,
-                Err(e) if e.is_temporary() => Outcome::Broke,
-                Err(_) => Outcome::Failed,
+            let lead = match lead {
+                "" => Ok(()),
+                lead => sqlx::query(lead).execute(&mut *conn).await.map(drop),
             };
-            Ran {
-                outcome,
-                answer: Box::new(move |batch_error| {
-                    let result = match (result, batch_error) {
-                        (Ok(_), Some(err)) => Err(err),
-                        (result, _) => result,
-                    };
-                    // The caller may have given up: nothing to tell then.
-                    let _ = reply.send(result);
-                }),
-            }
+            let result = match lead {
+                Ok(()) => work(conn).await,
+                Err(e) => Err(db_error(e, None)),
+            };
+            ran(result, reply)
         })
     }
 
     fn fail(self: Box<Self>, err: StorageError) {
         let _ = self.reply.send(Err(err));
+    }
+}
+
+/// A write of one statement.
+struct Statement<T, F> {
+    sql: String,
+    args: SqliteArguments<'static>,
+    entity: Option<Entity>,
+    then: F,
+    reply: oneshot::Sender<StorageResult<T>>,
+}
+
+impl<T, F> Job for Statement<T, F>
+where
+    T: Send + 'static,
+    F: FnOnce(Option<SqliteRow>) -> StorageResult<T> + Send + 'static,
+{
+    fn abandoned(&self) -> bool {
+        self.reply.is_closed()
+    }
+
+    fn run<'c>(
+        self: Box<Self>,
+        conn: &'c mut SqliteConnection,
+        lead: &'static str,
+    ) -> BoxFuture<'c, Ran> {
+        let Statement {
+            sql,
+            args,
+            entity,
+            then,
+            reply,
+        } = *self;
+        Box::pin(async move {
+            // One round trip: the lead's statements run first, return no
+            // row, and a failure of theirs ends the query.
+            let sql = if lead.is_empty() {
+                sql
+            } else {
+                format!("{lead}{sql}")
+            };
+            let result = sqlx::query_with(&sql, args)
+                .fetch_optional(conn)
+                .await
+                .map_err(|e| db_error(e, entity))
+                .and_then(then);
+            ran(result, reply)
+        })
+    }
+
+    fn fail(self: Box<Self>, err: StorageError) {
+        let _ = self.reply.send(Err(err));
+    }
+}
+
+fn ran<T: Send + 'static>(
+    result: StorageResult<T>,
+    reply: oneshot::Sender<StorageResult<T>>,
+) -> Ran {
+    let outcome = match &result {
+        Ok(_) => Outcome::Done,
+        Err(e) if e.is_temporary() => Outcome::Broke,
+        Err(_) => Outcome::Failed,
+    };
+    Ran {
+        outcome,
+        answer: Box::new(move |batch_error| {
+            let result = match (result, batch_error) {
+                (Ok(_), Some(err)) => Err(err),
+                (result, _) => result,
+            };
+            // The caller may have given up: nothing to tell then.
+            let _ = reply.send(result);
+        }),
     }
 }
 
@@ -198,17 +329,14 @@ async fn run_batch(pool: &SqlitePool, mut batch: VecDeque<Box<dyn Job>>) -> Opti
         Ok(conn) => conn,
         Err(e) => return fail_all(Vec::new(), batch, db_error(e, None)),
     };
-    if let Err(e) = exec(&mut conn, "BEGIN IMMEDIATE").await {
-        // Not in a transaction we could use: make sure none is left open.
-        rollback(&mut conn).await;
-        return fail_all(Vec::new(), batch, db_error(e, None));
-    }
     let mut ran = Vec::with_capacity(batch.len());
     if batch.len() == 1 {
-        // Alone, the transaction is the write's savepoint.
+        // Alone, the transaction is the write's savepoint, and its BEGIN
+        // travels with the write.
         if let Some(job) = batch.pop_front() {
-            let done = job.run(&mut conn).await;
+            let done = job.run(&mut conn, "BEGIN IMMEDIATE; ").await;
             if done.outcome != Outcome::Done {
+                // Whether or not the BEGIN went through: end the transaction.
                 rollback(&mut conn).await;
                 (done.answer)(None);
                 return None;
@@ -216,26 +344,21 @@ async fn run_batch(pool: &SqlitePool, mut batch: VecDeque<Box<dyn Job>>) -> Opti
             ran.push(done);
         }
     } else {
-        // Whether savepoint `w` is open (after a write that succeeded).
-        let mut open = false;
+        if let Err(e) = exec(&mut conn, "BEGIN IMMEDIATE").await {
+            // Not in a transaction we could use: make sure none is left open.
+            rollback(&mut conn).await;
+            return fail_all(Vec::new(), batch, db_error(e, None));
+        }
+        // Savepoints nest (none is released before the COMMIT), so `w` is
+        // always the current write's. Its SAVEPOINT can only fail for lack of
+        // memory, which ends the batch like any temporary error.
         while let Some(job) = batch.pop_front() {
-            let mark = if open {
-                "RELEASE w; SAVEPOINT w"
-            } else {
-                "SAVEPOINT w"
-            };
-            if let Err(e) = exec(&mut conn, mark).await {
-                batch.push_front(job);
-                rollback(&mut conn).await;
-                return fail_all(ran, batch, db_error(e, None));
-            }
-            let done = job.run(&mut conn).await;
+            let done = job.run(&mut conn, "SAVEPOINT w; ").await;
             let outcome = done.outcome;
             ran.push(done);
             match outcome {
-                Outcome::Done => open = true,
+                Outcome::Done => {}
                 Outcome::Failed => {
-                    open = false;
                     if let Err(e) = exec(&mut conn, "ROLLBACK TO w; RELEASE w").await {
                         rollback(&mut conn).await;
                         return fail_all(ran, batch, db_error(e, None));
