@@ -164,7 +164,7 @@ async fn serve(cfg: ManagerConfig, url: String) -> Result<(), String> {
     tokio::spawn(bins::cancel_on_signal(shutdown.clone()));
     let heartbeat = tokio::spawn(reconciler.run(shutdown.clone().cancelled_owned()));
     let state = ApiState::new(manager, token.expose()).with_rate_limit(cfg.node_list_limit());
-    let router = api::router(state);
+    let router = api::router(state).layer(bins::request_trace_layer());
     api::serve(listener, router, shutdown.clone().cancelled_owned())
         .await
         .map_err(|e| e.to_string())?;
