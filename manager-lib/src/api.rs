@@ -18,8 +18,10 @@ use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::domain::{Node, NodeId, PageRequest, User, UserId};
+use crate::metrics::{self, ManagerMetrics};
 use crate::ratelimit::{self, RateLimit, RateLimiter};
 use crate::service::{Manager, ServiceError};
 use crate::storage::StorageError;
@@ -47,9 +49,12 @@ impl From<ServiceError> for ApiError {
     }
 }
 
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+/// Every error answer.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 pub struct ErrorBody {
+    /// A short stable text, e.g. `node not exists`.
     pub error: String,
+    /// Details, when safe to show.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub message: Option<String>,
 }
@@ -142,6 +147,7 @@ pub struct ApiState {
     pub manager: Arc<Manager>,
     admin_token_digest: [u8; 32],
     rate_limiter: Option<Arc<RateLimiter>>,
+    metrics: Option<Arc<ManagerMetrics>>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -150,6 +156,7 @@ impl std::fmt::Debug for ApiState {
         f.debug_struct("ApiState")
             .field("admin_token", &"<redacted>")
             .field("rate_limited", &self.rate_limiter.is_some())
+            .field("metrics", &self.metrics.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -160,7 +167,16 @@ impl ApiState {
             manager,
             admin_token_digest: Sha256::digest(admin_token.as_bytes()).into(),
             rate_limiter: Some(Arc::new(RateLimiter::new(RateLimit::default()))),
+            metrics: None,
         }
+    }
+
+    /// Records every request in `metrics` and serves `GET /metrics` behind
+    /// the admin token (for a tokenless scrape, serve
+    /// [`metrics::router`] on a private address instead or as well).
+    pub fn with_metrics(mut self, metrics: Arc<ManagerMetrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// The per-client limit on the user's node-list call; `None` turns it
@@ -198,10 +214,31 @@ async fn require_admin(
     }
 }
 
+/// Every route of [`router`] (method, path template), in one place: the
+/// OpenAPI document must list exactly these. `/metrics` is routed only with
+/// [`ApiState::with_metrics`]; `/docs` also serves the UI's assets below it.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("POST", "/node/new"),
+    ("POST", "/node/start"),
+    ("POST", "/node/stop"),
+    ("POST", "/node/delete"),
+    ("GET", "/nodes"),
+    ("POST", "/user/new"),
+    ("POST", "/user/enable"),
+    ("POST", "/user/disable"),
+    ("POST", "/user/delete"),
+    ("GET", "/users"),
+    ("GET", "/user/{id_name}/nodes"),
+    ("GET", "/health"),
+    ("GET", "/metrics"),
+    ("GET", "/openapi.json"),
+    ("GET", "/docs"),
+];
+
 /// The manager's router: admin calls behind the bearer token, the user's
-/// node-list call open.
+/// node-list call, the health check and the API's documentation open.
 pub fn router(state: ApiState) -> Router {
-    let admin = Router::new()
+    let mut admin = Router::new()
         .route("/node/new", post(node_new))
         .route("/node/start", post(node_start))
         .route("/node/stop", post(node_stop))
@@ -211,8 +248,11 @@ pub fn router(state: ApiState) -> Router {
         .route("/user/enable", post(user_enable))
         .route("/user/disable", post(user_disable))
         .route("/user/delete", post(user_delete))
-        .route("/users", get(users))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
+        .route("/users", get(users));
+    if let Some(m) = &state.metrics {
+        admin = admin.route("/metrics", get(metrics::scrape).with_state(m.clone()));
+    }
+    let admin = admin.route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
     let mut node_list = get(user_nodes);
     if let Some(limiter) = &state.rate_limiter {
         node_list = node_list.route_layer(middleware::from_fn_with_state(
@@ -220,14 +260,21 @@ pub fn router(state: ApiState) -> Router {
             ratelimit::limit_by_client,
         ));
     }
-    Router::new()
+    let mut app = Router::new()
         .merge(admin)
         .route("/user/{id_name}/nodes", node_list)
         .route("/health", get(health))
+        .merge(crate::openapi::docs_router())
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(state)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
+    if let Some(m) = &state.metrics {
+        app = app.layer(middleware::from_fn_with_state(
+            m.clone(),
+            metrics::track_requests,
+        ));
+    }
+    app.with_state(state)
 }
 
 /// Serves the router on `listener` until `shutdown` resolves, with each
@@ -251,32 +298,41 @@ fn empty() -> Json<serde_json::Value> {
     Json(serde_json::json!({}))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct EndpointBody {
+    /// The node agent's base URL, e.g. `https://node1.example.com:8443`.
     endpoint: String,
 }
 
-#[derive(Deserialize)]
+/// `node_id` and `nodeId` are accepted too.
+#[derive(Deserialize, ToSchema)]
 struct NodeIdBody {
     #[serde(rename = "nodeID", alias = "node_id", alias = "nodeId")]
     node_id: String,
 }
 
-#[derive(Deserialize)]
+/// `user_id` and `userId` are accepted too.
+#[derive(Deserialize, ToSchema)]
 struct UserIdBody {
     #[serde(rename = "userID", alias = "user_id", alias = "userId")]
     user_id: String,
 }
 
-#[derive(Deserialize)]
+/// `user_name` and `name` are accepted too.
+#[derive(Deserialize, ToSchema)]
 struct UserNameBody {
+    /// 1 to 1024 bytes, not blank; names need not be unique.
     #[serde(rename = "userName", alias = "user_name", alias = "name")]
+    #[schema(required = true, value_type = String)]
     user_name: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct PageQuery {
+    /// Items in the answer (default 1000).
     limit: Option<u32>,
+    /// The `next` value of the previous page.
     after: Option<String>,
 }
 
@@ -300,14 +356,29 @@ fn user_id(raw: &str) -> ApiResult<UserId> {
         .map_err(|_| ApiError::Service(ServiceError::UserNotFound))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct NodeCreated {
     #[serde(rename = "nodeID")]
     node_id: String,
+    /// The node's JWE key (base64url): give it to the node's agent.
     node_key: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/node/new",
+    tag = "admin",
+    summary = "Register a node (idempotent by endpoint)",
+    request_body = EndpointBody,
+    responses(
+        (status = 200, description = "the node (new, or the existing one with this endpoint)", body = NodeCreated),
+        (status = 400, description = "`invalid endpoint`, or a `bad request`", body = ErrorBody),
+        (status = 401, description = "missing or wrong admin token", body = ErrorBody),
+        (status = 500, description = "`database unavailable` or `internal server error`", body = ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
 async fn node_new(
     State(st): State<ApiState>,
     JsonBody(body): JsonBody<EndpointBody>,
@@ -319,6 +390,21 @@ async fn node_new(
     }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/node/start",
+    tag = "admin",
+    summary = "Start a node's core with every enabled user",
+    request_body = NodeIdBody,
+    responses(
+        (status = 200, description = "started", body = Object),
+        (status = 400, description = "`node not exists`, or a `bad request`", body = ErrorBody),
+        (status = 502, description = "`node unreachable` or `bad node answer`; a node's own error answer is passed through with its status", body = ErrorBody),
+        (status = 401, description = "missing or wrong admin token", body = ErrorBody),
+        (status = 500, description = "`database unavailable` or `internal server error`", body = ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
 async fn node_start(
     State(st): State<ApiState>,
     JsonBody(body): JsonBody<NodeIdBody>,
@@ -327,6 +413,21 @@ async fn node_start(
     Ok(empty())
 }
 
+#[utoipa::path(
+    post,
+    path = "/node/stop",
+    tag = "admin",
+    summary = "Stop a node's core",
+    request_body = NodeIdBody,
+    responses(
+        (status = 200, description = "stopped", body = Object),
+        (status = 400, description = "`node not exists`, or a `bad request`", body = ErrorBody),
+        (status = 502, description = "`node unreachable` or `bad node answer`; a node's own error answer is passed through with its status", body = ErrorBody),
+        (status = 401, description = "missing or wrong admin token", body = ErrorBody),
+        (status = 500, description = "`database unavailable` or `internal server error`", body = ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
 async fn node_stop(
     State(st): State<ApiState>,
     JsonBody(body): JsonBody<NodeIdBody>,
@@ -335,6 +436,21 @@ async fn node_stop(
     Ok(empty())
 }
 
+#[utoipa::path(
+    post,
+    path = "/node/delete",
+    tag = "admin",
+    summary = "Stop (if possible) and forget a node",
+    request_body = NodeIdBody,
+    responses(
+        (status = 200, description = "deleted", body = Object),
+        (status = 400, description = "`node not exists`, or a `bad request`", body = ErrorBody),
+        (status = 502, description = "`node unreachable` or `bad node answer`; a node's own error answer is passed through with its status", body = ErrorBody),
+        (status = 401, description = "missing or wrong admin token", body = ErrorBody),
+        (status = 500, description = "`database unavailable` or `internal server error`", body = ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
 async fn node_delete(
     State(st): State<ApiState>,
     JsonBody(body): JsonBody<NodeIdBody>,
@@ -343,12 +459,14 @@ async fn node_delete(
     Ok(empty())
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct NodeView {
     id: String,
     endpoint: String,
+    #[schema(schema_with = crate::openapi::actual_status)]
     actual_status: &'static str,
+    #[schema(schema_with = crate::openapi::required_status)]
     required_status: &'static str,
 }
 
@@ -363,13 +481,28 @@ impl From<&Node> for NodeView {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct NodesView {
     nodes: Vec<NodeView>,
+    /// Present when there are more: pass it as `after`.
     #[serde(skip_serializing_if = "Option::is_none")]
     next: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/nodes",
+    tag = "admin",
+    summary = "List nodes, in id order, a page at a time",
+    params(PageQuery),
+    responses(
+        (status = 200, description = "a page of nodes", body = NodesView),
+        (status = 400, description = "`bad request` (query)", body = ErrorBody),
+        (status = 401, description = "missing or wrong admin token", body = ErrorBody),
+        (status = 500, description = "`database unavailable` or `internal server error`", body = ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
 async fn nodes(
     State(st): State<ApiState>,
     query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
@@ -382,11 +515,13 @@ async fn nodes(
     }))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct UserView {
     id: String,
     name: String,
+    /// In lists only.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = crate::openapi::user_status)]
     status: Option<&'static str>,
 }
 
@@ -400,11 +535,25 @@ impl UserView {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct UserCreated {
     user: UserView,
 }
 
+#[utoipa::path(
+    post,
+    path = "/user/new",
+    tag = "admin",
+    summary = "Create a user (Disabled, on no node); names may repeat",
+    request_body = UserNameBody,
+    responses(
+        (status = 200, description = "the new user", body = UserCreated),
+        (status = 400, description = "`invalid user name`, or a `bad request` (e.g. no name)", body = ErrorBody),
+        (status = 401, description = "missing or wrong admin token", body = ErrorBody),
+        (status = 500, description = "`database unavailable` or `internal server error`", body = ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
 async fn user_new(
     State(st): State<ApiState>,
     JsonBody(body): JsonBody<UserNameBody>,
@@ -422,6 +571,20 @@ async fn user_new(
     }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/user/enable",
+    tag = "admin",
+    summary = "Enable a user: on some nodes now, on the rest in the background",
+    request_body = UserIdBody,
+    responses(
+        (status = 200, description = "enabled", body = Object),
+        (status = 400, description = "`user not exists`, or a `bad request`", body = ErrorBody),
+        (status = 401, description = "missing or wrong admin token", body = ErrorBody),
+        (status = 500, description = "`database unavailable` or `internal server error`", body = ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
 async fn user_enable(
     State(st): State<ApiState>,
     JsonBody(body): JsonBody<UserIdBody>,
@@ -430,6 +593,20 @@ async fn user_enable(
     Ok(empty())
 }
 
+#[utoipa::path(
+    post,
+    path = "/user/disable",
+    tag = "admin",
+    summary = "Disable a user",
+    request_body = UserIdBody,
+    responses(
+        (status = 200, description = "disabled", body = Object),
+        (status = 400, description = "`user not exists`, or a `bad request`", body = ErrorBody),
+        (status = 401, description = "missing or wrong admin token", body = ErrorBody),
+        (status = 500, description = "`database unavailable` or `internal server error`", body = ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
 async fn user_disable(
     State(st): State<ApiState>,
     JsonBody(body): JsonBody<UserIdBody>,
@@ -438,6 +615,20 @@ async fn user_disable(
     Ok(empty())
 }
 
+#[utoipa::path(
+    post,
+    path = "/user/delete",
+    tag = "admin",
+    summary = "Disable and forget a user",
+    request_body = UserIdBody,
+    responses(
+        (status = 200, description = "deleted", body = Object),
+        (status = 400, description = "`user not exists`, or a `bad request`", body = ErrorBody),
+        (status = 401, description = "missing or wrong admin token", body = ErrorBody),
+        (status = 500, description = "`database unavailable` or `internal server error`", body = ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
 async fn user_delete(
     State(st): State<ApiState>,
     JsonBody(body): JsonBody<UserIdBody>,
@@ -446,13 +637,28 @@ async fn user_delete(
     Ok(empty())
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct UsersView {
     users: Vec<UserView>,
+    /// Present when there are more: pass it as `after`.
     #[serde(skip_serializing_if = "Option::is_none")]
     next: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/users",
+    tag = "admin",
+    summary = "List users, in id order, a page at a time",
+    params(PageQuery),
+    responses(
+        (status = 200, description = "a page of users", body = UsersView),
+        (status = 400, description = "`bad request` (query)", body = ErrorBody),
+        (status = 401, description = "missing or wrong admin token", body = ErrorBody),
+        (status = 500, description = "`database unavailable` or `internal server error`", body = ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
 async fn users(
     State(st): State<ApiState>,
     query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
@@ -465,6 +671,20 @@ async fn users(
     }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/user/{id_name}/nodes",
+    tag = "user",
+    summary = "The user's filled configs for the nodes usable now",
+    description = "Authorised by knowing the user's id and name; rate-limited per client address.",
+    params(("id_name" = String, Path, description = "`<userID>-<userName>` (the id may itself contain `-`)")),
+    responses(
+        (status = 200, description = "one filled template per node the user can use now", body = Vec<String>),
+        (status = 422, description = "`user id and name do not match`", body = ErrorBody),
+        (status = 429, description = "`too many requests`", body = ErrorBody),
+        (status = 500, description = "`database unavailable` or `internal server error`", body = ErrorBody),
+    )
+)]
 async fn user_nodes(
     State(st): State<ApiState>,
     path: Result<Path<String>, PathRejection>,
@@ -474,6 +694,13 @@ async fn user_nodes(
     Ok(Json(st.manager.user_node_list(&id_name).await?))
 }
 
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "operations",
+    summary = "Liveness: the process answers",
+    responses((status = 200, description = "`{\"status\":\"ok\"}`", body = Object))
+)]
 async fn health() -> Json<serde_json::Value> {
     Json(serde_json::json!({"status": "ok"}))
 }

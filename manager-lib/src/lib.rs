@@ -12,6 +12,8 @@
 pub mod api;
 pub mod cache;
 pub mod domain;
+pub mod metrics;
+pub mod openapi;
 pub mod ratelimit;
 pub mod reconcile;
 pub mod service;

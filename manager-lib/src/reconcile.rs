@@ -17,6 +17,7 @@ use futures::StreamExt as _;
 use tracing::Instrument as _;
 
 use crate::domain::{Node, NodeId};
+use crate::metrics::ManagerMetrics;
 use crate::service::{Manager, NodeOutcome, ServiceError};
 
 #[derive(Clone, Debug)]
@@ -63,6 +64,7 @@ pub struct Reconciler {
     settings: ReconcilerSettings,
     backoff: Mutex<HashMap<NodeId, Backoff>>,
     held: Mutex<Vec<NodeId>>,
+    metrics: Option<Arc<ManagerMetrics>>,
 }
 
 impl Reconciler {
@@ -72,7 +74,14 @@ impl Reconciler {
             settings,
             backoff: Mutex::new(HashMap::new()),
             held: Mutex::new(Vec::new()),
+            metrics: None,
         }
+    }
+
+    /// Records each node's reconciliation (duration, failures) in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<ManagerMetrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     fn lease_ttl(&self) -> Duration {
@@ -142,7 +151,16 @@ impl Reconciler {
         let results: Vec<(NodeId, Result<NodeOutcome, ServiceError>)> = futures::stream::iter(due)
             .map(|node| {
                 let span = tracing::info_span!("reconcile", node = %node.id);
-                async move { (node.id, self.manager.reconcile_node(&node).await) }.instrument(span)
+                async move {
+                    let started = Instant::now();
+                    let result = self.manager.reconcile_node(&node).await;
+                    if let Some(metrics) = &self.metrics {
+                        let id = node.id.to_string();
+                        metrics.record_heartbeat(&id, started.elapsed(), result.is_ok());
+                    }
+                    (node.id, result)
+                }
+                .instrument(span)
             })
             .buffer_unordered(self.settings.concurrency.max(1))
             .collect()

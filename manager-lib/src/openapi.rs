@@ -1,0 +1,155 @@
+//! The manager API's OpenAPI 3 document, generated from the handlers'
+//! annotations in [`crate::api`], and the routes that serve it:
+//! `GET /openapi.json` and a Swagger UI at `/docs` (its assets are built into
+//! the binary; nothing is fetched from the network). Both are open: they
+//! describe the API and reveal no data.
+//!
+//! ```
+//! let doc = manager_lib::openapi::document();
+//! assert!(doc.paths.paths.contains_key("/node/new"));
+//! ```
+
+use axum::Router;
+use utoipa::Modify;
+use utoipa::OpenApi;
+use utoipa::openapi::path::{HttpMethod, OperationBuilder};
+use utoipa::openapi::response::ResponseBuilder;
+use utoipa::openapi::schema::{ObjectBuilder, Type};
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{Content, OpenApi as Document};
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::api;
+
+/// Where the document is served.
+pub const DOCUMENT_PATH: &str = "/openapi.json";
+/// Where the Swagger UI is served.
+pub const UI_PATH: &str = "/docs";
+/// The name of the admin bearer token's security scheme.
+pub const ADMIN_SCHEME: &str = "admin_token";
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "xray-manager",
+        description = "The control plane of a fleet of Xray/V2Ray nodes: nodes, users, and each user's usable node configs.\n\nAdmin calls need `Authorization: Bearer <admin token>`. Every error answer is `{\"error\": \"<stable text>\", \"message\": \"<details, optional>\"}`; a body that is not the expected JSON gets 400 `bad request`."
+    ),
+    paths(
+        api::node_new,
+        api::node_start,
+        api::node_stop,
+        api::node_delete,
+        api::nodes,
+        api::user_new,
+        api::user_enable,
+        api::user_disable,
+        api::user_delete,
+        api::users,
+        api::user_nodes,
+        api::health,
+    ),
+    modifiers(&Operations),
+    tags(
+        (name = "admin", description = "Nodes and users; bearer token required"),
+        (name = "user", description = "The call a user's client makes"),
+        (name = "operations", description = "Health, metrics and this documentation"),
+    )
+)]
+struct ApiDoc;
+
+/// The manager API's OpenAPI document.
+pub fn document() -> Document {
+    ApiDoc::openapi()
+}
+
+/// `GET /openapi.json` and the Swagger UI under `/docs`, for any router state.
+pub fn docs_router<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    SwaggerUi::new(UI_PATH)
+        .url(DOCUMENT_PATH, document())
+        .into()
+}
+
+/// The admin token's scheme, and the routes that no handler annotation
+/// describes: `/metrics` and the documentation itself.
+struct Operations;
+
+impl Modify for Operations {
+    fn modify(&self, doc: &mut Document) {
+        doc.components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme(
+                ADMIN_SCHEME,
+                SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+            );
+        let text = |description: &str, content_type: &str| {
+            ResponseBuilder::new().description(description).content(
+                content_type,
+                Content::new(Some(ObjectBuilder::new().schema_type(Type::String))),
+            )
+        };
+        doc.paths.add_path_operation(
+            "/metrics",
+            vec![HttpMethod::Get],
+            OperationBuilder::new()
+                .tag("operations")
+                .summary(Some("Prometheus metrics"))
+                .description(Some(
+                    "OpenMetrics text. Needs the admin token here; with `metrics_listen` set, also served without a token on that address.",
+                ))
+                .response(
+                    "200",
+                    text("the metrics", crate::metrics::CONTENT_TYPE),
+                )
+                .response("401", ResponseBuilder::new().description("missing or wrong admin token"))
+                .security(SecurityRequirement::new(ADMIN_SCHEME, Vec::<String>::new())),
+        );
+        doc.paths.add_path_operation(
+            DOCUMENT_PATH,
+            vec![HttpMethod::Get],
+            OperationBuilder::new()
+                .tag("operations")
+                .summary(Some("This OpenAPI document"))
+                .response(
+                    "200",
+                    ResponseBuilder::new().description("the document").content(
+                        "application/json",
+                        Content::new(Some(ObjectBuilder::new().schema_type(Type::Object))),
+                    ),
+                ),
+        );
+        doc.paths.add_path_operation(
+            UI_PATH,
+            vec![HttpMethod::Get],
+            OperationBuilder::new()
+                .tag("operations")
+                .summary(Some(
+                    "Swagger UI over this document (assets under `/docs/`)",
+                ))
+                .response(
+                    "303",
+                    ResponseBuilder::new().description("redirect to `/docs/`, the UI's page"),
+                ),
+        );
+    }
+}
+
+fn text_enum(values: &[&str]) -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(values.iter().copied()))
+}
+
+/// The schema of a node's `actualStatus`.
+pub(crate) fn actual_status() -> ObjectBuilder {
+    text_enum(&["Running", "Stopped", "Error"])
+}
+
+/// The schema of a node's `requiredStatus`.
+pub(crate) fn required_status() -> ObjectBuilder {
+    text_enum(&["Running", "Stopped"])
+}
+
+/// The schema of a user's `status`.
+pub(crate) fn user_status() -> ObjectBuilder {
+    text_enum(&["Enabled", "Disabled"])
+}
