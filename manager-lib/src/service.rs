@@ -161,6 +161,11 @@ impl Manager {
             .await?;
         let lock = self.locks.get(id);
         let _guard = lock.lock().await;
+        // The heartbeat may have started it while we waited for the lock.
+        let node = self.storage.get_node(id).await?;
+        if node.actual_status == ActualStatus::Running && node.state_up_to_date {
+            return Ok(());
+        }
         self.start_locked(id).await
     }
 
@@ -171,6 +176,10 @@ impl Manager {
             .await?;
         let lock = self.locks.get(id);
         let _guard = lock.lock().await;
+        let node = self.storage.get_node(id).await?;
+        if node.actual_status == ActualStatus::Stopped && node.state_up_to_date {
+            return Ok(());
+        }
         self.stop_locked(id).await
     }
 

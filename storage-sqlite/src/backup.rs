@@ -56,6 +56,13 @@ pub async fn backup(url: &str, to: &Path) -> StorageResult<Inventory> {
         .await
         .map_err(|e| db_error(e, None))?;
     conn.close().await.map_err(|e| db_error(e, None))?;
+    // The copy holds node keys and user secrets: only its owner may read it.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| StorageError::Other(e.into()))?;
+    }
     inventory_of(to).await
 }
 

@@ -60,6 +60,11 @@ async fn a_restored_backup_holds_every_node_and_user() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("3 nodes, 25 users"));
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&backup).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "a backup holds secrets");
+    }
     // A second backup to the same file is refused rather than overwriting it.
     let again = manager_command(data.path(), &["backup", "--to", backup.to_str().unwrap()]);
     assert!(!again.status.success());

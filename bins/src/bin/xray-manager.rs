@@ -18,7 +18,10 @@ use tokio_util::sync::CancellationToken;
 
 /// The xray-manager control plane: nodes, users, heartbeat and HTTP API.
 #[derive(Parser, Debug)]
-#[command(version, about, long_about = None)]
+#[command(
+    version,
+    about = "The xray-manager control plane: nodes, users, heartbeat and HTTP API."
+)]
 struct Args {
     /// TOML settings file; every setting can also come from its `XM_*`
     /// variable (XM_LISTEN, XM_DATA_DIR, XM_STORAGE_URL, XM_CACHE_URL,
