@@ -55,7 +55,20 @@ impl AppState {
     }
 }
 
-/// The node API's routes.
+/// Every route of [`router`] (method, path), in one place: the OpenAPI
+/// document must list exactly these. `/docs` also serves the UI's assets
+/// below it.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("POST", "/start"),
+    ("POST", "/stop"),
+    ("GET", "/status"),
+    ("POST", "/users/edit"),
+    ("GET", "/openapi.json"),
+    ("GET", "/docs"),
+];
+
+/// The node API's routes, and its open documentation
+/// ([`crate::openapi`]); every API call is JWE-only.
 pub fn router(state: Arc<AppState>) -> Router {
     let limit = state.body_limit;
     Router::new()
@@ -64,6 +77,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/status", get(status))
         .route("/users/edit", post(edit_users))
         .layer(DefaultBodyLimit::max(limit))
+        .merge(crate::openapi::docs_router())
         .with_state(state)
 }
 
@@ -193,6 +207,20 @@ fn to_json(value: &impl Serialize) -> Result<Vec<u8>, AgentError> {
     serde_json::to_vec(value).map_err(|e| AgentError::Internal(e.to_string()))
 }
 
+#[utoipa::path(
+    post,
+    path = "/start",
+    summary = "Run the core with exactly these users",
+    request_body(content = String, content_type = "application/jose", description = "A compact JWE (`dir`, `A256GCM`) whose plaintext is a `StartRequest`."),
+    responses(
+        (status = 200, description = "Sealed: a compact JWE whose plaintext is a `StartResponse`.", content_type = "application/jose", body = String),
+        (status = 400, description = "Sealed: a compact JWE whose plaintext is an `ErrorBody`: `bad request`.", content_type = "application/jose", body = String),
+        (status = 503, description = "Sealed: a compact JWE whose plaintext is an `ErrorBody`: `xray service initializing` (a start or stop is in progress).", content_type = "application/jose", body = String),
+        (status = 500, description = "Sealed: a compact JWE whose plaintext is an `ErrorBody`: `xray service error`.", content_type = "application/jose", body = String),
+        (status = 401, description = "Not sealed: the request's envelope is missing, invalid, expired or replayed.", body = ErrorBody),
+    ),
+    security(("node_jwe" = []))
+)]
 async fn start(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
     let request = match s.open(&Method::POST, "/start", &headers, &body) {
         Ok(request) => request,
@@ -210,6 +238,19 @@ async fn start(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) 
     s.seal(&request, "/start", result)
 }
 
+#[utoipa::path(
+    post,
+    path = "/stop",
+    summary = "Stop the core",
+    request_body(content = String, content_type = "application/jose", description = "A compact JWE (`dir`, `A256GCM`) whose plaintext is empty or `{}`."),
+    responses(
+        (status = 200, description = "Sealed: a compact JWE whose plaintext is empty.", content_type = "application/jose", body = String),
+        (status = 503, description = "Sealed: a compact JWE whose plaintext is an `ErrorBody`: `xray service initializing` (a start or stop is in progress).", content_type = "application/jose", body = String),
+        (status = 500, description = "Sealed: a compact JWE whose plaintext is an `ErrorBody`: `xray service error`.", content_type = "application/jose", body = String),
+        (status = 401, description = "Not sealed: the request's envelope is missing, invalid, expired or replayed.", body = ErrorBody),
+    ),
+    security(("node_jwe" = []))
+)]
 async fn stop(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
     let request = match s.open(&Method::POST, "/stop", &headers, &body) {
         Ok(request) => request,
@@ -219,6 +260,19 @@ async fn stop(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -
     s.seal(&request, "/stop", result)
 }
 
+#[utoipa::path(
+    get,
+    path = "/status",
+    summary = "Whether the core runs, and its users",
+    params(("Authorization" = String, Header, description = "`JWE <compact JWE>` whose plaintext is empty; the envelope binds method, path, time and a single-use `jti`.")),
+    responses(
+        (status = 200, description = "Sealed: a compact JWE whose plaintext is a `StatusResponse`.", content_type = "application/jose", body = String),
+        (status = 503, description = "Sealed: a compact JWE whose plaintext is an `ErrorBody`: `xray service initializing` (a start or stop is in progress).", content_type = "application/jose", body = String),
+        (status = 500, description = "Sealed: a compact JWE whose plaintext is an `ErrorBody`: `xray service status error`.", content_type = "application/jose", body = String),
+        (status = 401, description = "Not sealed: the request's envelope is missing, invalid, expired or replayed.", body = ErrorBody),
+    ),
+    security(("node_jwe" = []))
+)]
 async fn status(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     let request = match s.open(&Method::GET, "/status", &headers, &[]) {
         Ok(request) => request,
@@ -231,6 +285,19 @@ async fn status(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Response 
     s.seal(&request, "/status", result)
 }
 
+#[utoipa::path(
+    post,
+    path = "/users/edit",
+    summary = "Add and remove users on the running core",
+    request_body(content = String, content_type = "application/jose", description = "A compact JWE (`dir`, `A256GCM`) whose plaintext is a `UsersEditRequest`."),
+    responses(
+        (status = 200, description = "Sealed: a compact JWE whose plaintext is empty.", content_type = "application/jose", body = String),
+        (status = 400, description = "Sealed: a compact JWE whose plaintext is an `ErrorBody`: `bad request`.", content_type = "application/jose", body = String),
+        (status = 500, description = "Sealed: a compact JWE whose plaintext is an `ErrorBody`: `xray service unavailable` (the core's API does not answer) or `xray service error`.", content_type = "application/jose", body = String),
+        (status = 401, description = "Not sealed: the request's envelope is missing, invalid, expired or replayed.", body = ErrorBody),
+    ),
+    security(("node_jwe" = []))
+)]
 async fn edit_users(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
     let request = match s.open(&Method::POST, "/users/edit", &headers, &body) {
         Ok(request) => request,

@@ -63,6 +63,8 @@ pub mod client;
 pub mod config;
 pub mod core;
 pub mod envelope;
+pub mod metrics;
+pub mod openapi;
 pub mod server;
 pub mod service;
 pub mod settings;

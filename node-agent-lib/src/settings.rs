@@ -99,6 +99,10 @@ pub struct Settings {
     pub config_flush_ms: u64,
     /// How often the agent checks whether the core restarted, s (`XNA_MONITOR_INTERVAL_SECS`).
     pub monitor_interval_secs: u64,
+    /// Where Prometheus metrics are served, without authentication: keep it
+    /// private (e.g. `127.0.0.1:9101`). Unset (the default): no metrics
+    /// (`XNA_METRICS_LISTEN`).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -168,6 +172,7 @@ impl Default for Settings {
             body_limit: crate::api::DEFAULT_BODY_LIMIT,
             config_flush_ms: 500,
             monitor_interval_secs: 5,
+            metrics_listen: None,
         }
     }
 }
@@ -290,6 +295,14 @@ impl Settings {
                 "CONFIG_FLUSH_MS" => self.config_flush_ms = number("XNA_CONFIG_FLUSH_MS", &value)?,
                 "MONITOR_INTERVAL_SECS" => {
                     self.monitor_interval_secs = number("XNA_MONITOR_INTERVAL_SECS", &value)?;
+                }
+                "METRICS_LISTEN" => {
+                    self.metrics_listen = match value.trim() {
+                        "" => None,
+                        v => Some(v.parse().map_err(|e: std::net::AddrParseError| {
+                            invalid("XNA_METRICS_LISTEN", e.to_string())
+                        })?),
+                    };
                 }
                 // Read by the binary's flag parser.
                 "CONFIG" => {}

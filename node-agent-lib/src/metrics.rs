@@ -1,0 +1,158 @@
+//! Prometheus metrics of the agent: whether the core runs, how many users it
+//! has, and how often it restarted behind the agent's back: the same facts
+//! as `/status`, read at scrape time. Served by [`router`] on a separate
+//! address (`metrics_listen`, off by default), since the node API accepts
+//! only JWE.
+//!
+//! ```no_run
+//! # async fn demo(agent: std::sync::Arc<node_agent_lib::Agent>) -> std::io::Result<()> {
+//! use std::sync::Arc;
+//! use node_agent_lib::metrics::{AgentMetrics, router};
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:9101").await?;
+//! axum::serve(listener, router(Arc::new(AgentMetrics::new(agent)))).await
+//! # }
+//! ```
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::agent::Agent;
+use crate::wire::NodeStatus;
+
+/// The `Content-Type` of a scrape's answer.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The agent's metrics registry.
+pub struct AgentMetrics {
+    agent: Arc<Agent>,
+    registry: Registry,
+    core_up: Gauge,
+    core_users: Gauge,
+    core_uptime: Gauge,
+    status_ok: Gauge,
+    /// One scrape at a time, so the gauges and their rendering agree.
+    scrape: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for AgentMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentMetrics").finish_non_exhaustive()
+    }
+}
+
+/// The restart counter, read from the agent at scrape time.
+#[derive(Debug)]
+struct Restarts(Arc<Agent>);
+
+impl Collector for Restarts {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let counter = ConstCounter::new(self.0.core_restarts());
+        let metric = encoder.encode_descriptor(
+            "core_restarts",
+            "Times the agent saw the core restart behind its back",
+            None,
+            counter.metric_type(),
+        )?;
+        counter.encode(metric)
+    }
+}
+
+impl AgentMetrics {
+    pub fn new(agent: Arc<Agent>) -> Self {
+        let mut registry = Registry::with_prefix("xray_agent");
+        let core_up = Gauge::default();
+        registry.register(
+            "core_up",
+            "1 when the core runs, 0 when stopped (kept from the last successful look while status_ok is 0)",
+            core_up.clone(),
+        );
+        let core_users = Gauge::default();
+        registry.register(
+            "core_users",
+            "Users the core has (as /status reports them)",
+            core_users.clone(),
+        );
+        let core_uptime = Gauge::default();
+        registry.register(
+            "core_uptime_seconds",
+            "Seconds since the core started (0 when stopped)",
+            core_uptime.clone(),
+        );
+        let status_ok = Gauge::default();
+        registry.register(
+            "status_ok",
+            "1 when the last scrape could tell the core's status, 0 when a start/stop was in progress or the service or core failed to answer",
+            status_ok.clone(),
+        );
+        registry.register_collector(Box::new(Restarts(agent.clone())));
+        Self {
+            agent,
+            registry,
+            core_up,
+            core_users,
+            core_uptime,
+            status_ok,
+            scrape: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Asks the agent for its status (as `/status` does, restart detection
+    /// included) and renders every series.
+    pub async fn render(&self) -> String {
+        let _one_at_a_time = self.scrape.lock().await;
+        match self.agent.status().await {
+            Ok(status) => {
+                let running = status.node_status == NodeStatus::Running;
+                self.core_up.set(i64::from(running));
+                self.core_users.set(clamp(status.users));
+                self.core_uptime.set(clamp(status.core_uptime_secs));
+                self.status_ok.set(1);
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "metrics: no status");
+                self.status_ok.set(0);
+            }
+        }
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+fn clamp(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+async fn scrape(State(metrics): State<Arc<AgentMetrics>>) -> Response {
+    let body = metrics.render().await;
+    (StatusCode::OK, [(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response()
+}
+
+/// `GET /metrics`, unauthenticated: serve it on a private address only.
+pub fn router(metrics: Arc<AgentMetrics>) -> Router {
+    Router::new()
+        .route("/metrics", get(scrape))
+        .with_state(metrics)
+}
+
+/// Serves [`router`] on `listener` until `shutdown` resolves.
+pub async fn serve(
+    metrics: Arc<AgentMetrics>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(metrics))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
