@@ -58,6 +58,10 @@ pub struct ManagerConfig {
     /// Calls a client may make at once before the rate applies (default 40).
     /// Env: `XM_NODE_LIST_BURST`.
     pub node_list_burst: u32,
+    /// A second address serving only `GET /metrics`, without the admin
+    /// token: keep it private. Unset (the default): metrics are on the API
+    /// address, behind the token. Env: `XM_METRICS_LISTEN`.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Default for ManagerConfig {
@@ -74,6 +78,7 @@ impl Default for ManagerConfig {
             log_json: false,
             node_list_rate: 20,
             node_list_burst: 40,
+            metrics_listen: None,
         }
     }
 }
@@ -129,6 +134,12 @@ impl ManagerConfig {
         }
         if let Some(v) = var("XM_NODE_LIST_BURST") {
             self.node_list_burst = parse("XM_NODE_LIST_BURST", v)?;
+        }
+        if let Some(v) = var("XM_METRICS_LISTEN") {
+            self.metrics_listen = match v.trim() {
+                "" => None,
+                v => Some(parse("XM_METRICS_LISTEN", v.to_owned())?),
+            };
         }
         if let Some(v) = var("XM_LOG_JSON") {
             self.log_json = matches!(v.as_str(), "1" | "true" | "yes");
@@ -209,6 +220,13 @@ mod tests {
         assert!(!format!("{cfg:?}").contains("hunter2"));
         assert!(cfg.storage_url().starts_with("sqlite://"));
         assert!(toml::from_str::<ManagerConfig>("nope = 1").is_err());
+        assert_eq!(cfg.metrics_listen, None);
+        cfg.apply_env(|k| (k == "XM_METRICS_LISTEN").then(|| "127.0.0.1:9100".to_owned()))
+            .unwrap();
+        assert_eq!(
+            cfg.metrics_listen,
+            Some(SocketAddr::from(([127, 0, 0, 1], 9100)))
+        );
         assert!(cfg.apply_env(|_| Some("x".into())).is_err());
     }
 

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use clap::Parser;
 use manager_lib::api::{self, ApiState};
 use manager_lib::cache::{Cache, CachedStorage, CachedStorageSettings, MemoryCache};
+use manager_lib::metrics::{self, ManagerMetrics};
 use manager_lib::reconcile::{Reconciler, ReconcilerSettings};
 use manager_lib::service::{Manager, ManagerSettings};
 use manager_lib::settings::ManagerConfig;
@@ -26,7 +27,8 @@ struct Args {
     /// TOML settings file; every setting can also come from its `XM_*`
     /// variable (XM_LISTEN, XM_DATA_DIR, XM_STORAGE_URL, XM_CACHE_URL,
     /// XM_HEARTBEAT_MS, XM_NODE_TIMEOUT_MS, XM_CONCURRENCY, XM_ADMIN_TOKEN,
-    /// XM_LOG_JSON, XM_NODE_LIST_RATE, XM_NODE_LIST_BURST), which wins over
+    /// XM_LOG_JSON, XM_NODE_LIST_RATE, XM_NODE_LIST_BURST, XM_METRICS_LISTEN),
+    /// which wins over
     /// the file.
     #[arg(long, short, env = "XM_CONFIG", global = true)]
     config: Option<PathBuf>,
@@ -136,9 +138,11 @@ async fn serve(cfg: ManagerConfig, url: String) -> Result<(), String> {
         user_ttl: cfg.heartbeat(),
         nodes_ttl: cfg.heartbeat().min(std::time::Duration::from_secs(1)),
     };
-    let storage: Arc<dyn Storage> = Arc::new(CachedStorage::new(storage, cache, cached));
+    let cached = Arc::new(CachedStorage::new(storage, cache, cached));
+    let storage: Arc<dyn Storage> = cached.clone();
     let transport = Arc::new(HttpTransport::new(cfg.node_timeout()));
     let manager = Arc::new(Manager::new(storage, transport, ManagerSettings::default()));
+    let metrics = Arc::new(ManagerMetrics::with_cache(manager.clone(), cached));
 
     let (token, generated) = cfg.admin_token().map_err(|e| format!("admin token: {e}"))?;
     if generated {
@@ -148,14 +152,17 @@ async fn serve(cfg: ManagerConfig, url: String) -> Result<(), String> {
             token.expose()
         );
     }
-    let reconciler = Arc::new(Reconciler::new(
-        manager.clone(),
-        ReconcilerSettings {
-            interval: cfg.heartbeat(),
-            concurrency: cfg.concurrency,
-            ..ReconcilerSettings::default()
-        },
-    ));
+    let reconciler = Arc::new(
+        Reconciler::new(
+            manager.clone(),
+            ReconcilerSettings {
+                interval: cfg.heartbeat(),
+                concurrency: cfg.concurrency,
+                ..ReconcilerSettings::default()
+            },
+        )
+        .with_metrics(metrics.clone()),
+    );
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .map_err(|e| format!("listen on {}: {e}", cfg.listen))?;
@@ -166,7 +173,22 @@ async fn serve(cfg: ManagerConfig, url: String) -> Result<(), String> {
     let shutdown = CancellationToken::new();
     tokio::spawn(bins::cancel_on_signal(shutdown.clone()));
     let heartbeat = tokio::spawn(reconciler.run(shutdown.clone().cancelled_owned()));
-    let state = ApiState::new(manager, token.expose()).with_rate_limit(cfg.node_list_limit());
+    if let Some(at) = cfg.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(at)
+            .await
+            .map_err(|e| format!("metrics_listen on {at}: {e}"))?;
+        tracing::info!(addr = %at, "metrics served without a token");
+        let stop = shutdown.clone().cancelled_owned();
+        let router = metrics::router(metrics.clone());
+        tokio::spawn(async move {
+            if let Err(e) = api::serve(listener, router, stop).await {
+                tracing::error!(error = %e, "metrics listener failed");
+            }
+        });
+    }
+    let state = ApiState::new(manager, token.expose())
+        .with_rate_limit(cfg.node_list_limit())
+        .with_metrics(metrics);
     let router = api::router(state).layer(bins::request_trace_layer());
     api::serve(listener, router, shutdown.clone().cancelled_owned())
         .await

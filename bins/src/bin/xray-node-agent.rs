@@ -4,9 +4,12 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Parser;
-use node_agent_lib::{Settings, serve};
+use node_agent_lib::metrics::{self, AgentMetrics};
+use node_agent_lib::{Node, Settings};
+use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 /// The xray-manager node agent: runs the proxy core with the manager's users.
@@ -19,7 +22,9 @@ use tracing_subscriber::EnvFilter;
 /// base_config, generated_config, api_address (XNA_CORE_BINARY,
 /// XNA_CORE_ARGS, XNA_BASE_CONFIG, XNA_GENERATED_CONFIG, XNA_API_ADDRESS);
 /// [service] backend "process"|"systemd"|"launchctl", unit, label, domain,
-/// plist (XNA_SERVICE_*); [tls] cert, key (XNA_TLS_CERT, XNA_TLS_KEY).
+/// plist (XNA_SERVICE_*); [tls] cert, key (XNA_TLS_CERT, XNA_TLS_KEY);
+/// metrics_listen, a private address for Prometheus metrics, off by
+/// default (XNA_METRICS_LISTEN).
 #[derive(Parser, Debug)]
 #[command(version, verbatim_doc_comment)]
 struct Args {
@@ -55,7 +60,26 @@ async fn main() -> ExitCode {
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let settings = Settings::load(args.config.as_deref())?;
     let listener = tokio::net::TcpListener::bind(settings.listen).await?;
-    serve(settings, listener, shutdown_signal()).await?;
+    let node = Node::build(&settings)?;
+    let shutdown = CancellationToken::new();
+    let on_signal = shutdown.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        on_signal.cancel();
+    });
+    if let Some(at) = settings.metrics_listen {
+        let metrics_listener = tokio::net::TcpListener::bind(at).await?;
+        tracing::info!(addr = %at, "metrics served without authentication");
+        let agent_metrics = Arc::new(AgentMetrics::new(node.agent.clone()));
+        let stop = shutdown.clone().cancelled_owned();
+        tokio::spawn(async move {
+            if let Err(e) = metrics::serve(agent_metrics, metrics_listener, stop).await {
+                tracing::error!(error = %e, "metrics listener failed");
+            }
+        });
+    }
+    node.serve(&settings, listener, shutdown.cancelled_owned())
+        .await?;
     tracing::info!("stopped");
     Ok(())
 }
