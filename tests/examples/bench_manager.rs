@@ -324,7 +324,9 @@ async fn node_list(opts: &Opts) -> Result<()> {
     // `--trim K`: only the first K nodes keep serving (the others are marked
     // as being stopped), for answers of K links instead of one per node.
     if let Some(keep) = opts.0.get("trim").and_then(|k| k.parse::<usize>().ok()) {
-        let nodes = storage.list_nodes(&manager_lib::domain::PageRequest::first(10_000)).await?;
+        let nodes = storage
+            .list_nodes(&manager_lib::domain::PageRequest::first(10_000))
+            .await?;
         for node in nodes.items.iter().skip(keep) {
             storage.begin_stop(node.id).await?;
         }
