@@ -92,7 +92,10 @@ async fn main() {
         .env("XNA_GENERATED_CONFIG", dir.path().join("core.json"))
         .env("XNA_API_ADDRESS", format!("127.0.0.1:{}", ports.api))
         .env("XNA_SERVICE_BACKEND", "process")
-        .env("RUST_LOG", "warn")
+        .env(
+            "RUST_LOG",
+            std::env::var("BENCH_AGENT_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdout(Stdio::null())
         .kill_on_drop(true)
         .spawn()

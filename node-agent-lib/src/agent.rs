@@ -255,12 +255,16 @@ impl Agent {
         state.running = true;
         state.heal_from = None;
         state.epoch += 1;
+        let begun = Instant::now();
         self.flush_now(&state).await?;
+        let written = begun.elapsed();
         self.service.restart().await.map_err(AgentError::Service)?;
         let uptime = self.wait_ready().await?;
         state.core_started = started_at(uptime);
         tracing::info!(
             users = state.users.len(),
+            config_ms = u64::try_from(written.as_millis()).unwrap_or(u64::MAX),
+            total_ms = u64::try_from(begun.elapsed().as_millis()).unwrap_or(u64::MAX),
             "core started with the manager's users"
         );
         Ok(())
