@@ -116,7 +116,9 @@ impl SqliteStorage {
             .create_if_missing(true)
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true)
-            .synchronous(SqliteSynchronous::Normal);
+            .synchronous(SqliteSynchronous::Normal)
+            // Statement journals (one per write's savepoint) stay in memory.
+            .pragma("temp_store", "memory");
         // A local file does not drop connections: no ping before each use.
         let pool = || {
             SqlitePoolOptions::new()

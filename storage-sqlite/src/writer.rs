@@ -349,17 +349,27 @@ async fn run_batch(pool: &SqlitePool, mut batch: VecDeque<Box<dyn Job>>) -> Opti
             rollback(&mut conn).await;
             return fail_all(Vec::new(), batch, db_error(e, None));
         }
-        // Savepoints nest (none is released before the COMMIT), so `w` is
-        // always the current write's. Its SAVEPOINT can only fail for lack of
-        // memory, which ends the batch like any temporary error.
+        // Each write gets a savepoint, released by the next write's lead
+        // once it succeeded (so SQLite's statement journal stays small).
+        // Names alternate: should a lead fail half way, the failed write's
+        // `ROLLBACK TO` finds no savepoint of its name (the batch then fails
+        // whole) rather than undoing the write before it.
+        let mut open = false;
+        let mut turn = 0;
         while let Some(job) = batch.pop_front() {
-            let done = job.run(&mut conn, "SAVEPOINT w; ").await;
+            turn ^= 1;
+            let lead = match open {
+                false => SAVEPOINT[turn],
+                true => RELEASE_SAVEPOINT[turn],
+            };
+            let done = job.run(&mut conn, lead).await;
             let outcome = done.outcome;
             ran.push(done);
             match outcome {
-                Outcome::Done => {}
+                Outcome::Done => open = true,
                 Outcome::Failed => {
-                    if let Err(e) = exec(&mut conn, "ROLLBACK TO w; RELEASE w").await {
+                    open = false;
+                    if let Err(e) = exec(&mut conn, ROLLBACK_TO[turn]).await {
                         rollback(&mut conn).await;
                         return fail_all(ran, batch, db_error(e, None));
                     }
@@ -385,6 +395,14 @@ async fn run_batch(pool: &SqlitePool, mut batch: VecDeque<Box<dyn Job>>) -> Opti
     }
     Some(writes)
 }
+
+/// The lead of a write after none or after a failed one, by name.
+const SAVEPOINT: [&str; 2] = ["SAVEPOINT a; ", "SAVEPOINT b; "];
+/// The lead of a write after one that succeeded (whose savepoint had the
+/// other name).
+const RELEASE_SAVEPOINT: [&str; 2] = ["RELEASE b; SAVEPOINT a; ", "RELEASE a; SAVEPOINT b; "];
+/// Undoes a failed write.
+const ROLLBACK_TO: [&str; 2] = ["ROLLBACK TO a; RELEASE a", "ROLLBACK TO b; RELEASE b"];
 
 async fn exec(conn: &mut PoolConnection<Sqlite>, sql: &'static str) -> Result<(), sqlx::Error> {
     sqlx::query(sql).execute(&mut **conn).await.map(drop)
