@@ -328,20 +328,11 @@ backend = "process"
         // Scan /proc for the processes whose parent is the agent.
         let mut killed = false;
         for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-                continue;
-            };
-            // "pid (comm) state ppid ..."
-            let ppid = stat
-                .rsplit(')')
-                .next()
-                .and_then(|rest| rest.split_whitespace().nth(1))
-                .and_then(|p| p.parse::<u32>().ok());
-            let child = entry.file_name().to_string_lossy().parse::<i32>();
-            if let (Some(ppid), Ok(child)) = (ppid, child)
-                && ppid == pid
+            let child = entry.file_name().to_string_lossy().parse::<u32>();
+            if let Ok(child) = child
+                && proc_stat(child).is_some_and(|(_, ppid)| ppid == pid)
             {
-                killed |= kill(Pid::from_raw(child), Signal::SIGKILL).is_ok();
+                killed |= kill(Pid::from_raw(child as i32), Signal::SIGKILL).is_ok();
             }
         }
         killed
@@ -366,12 +357,15 @@ impl Drop for AgentProcess {
 
 /// Whether `pid` still runs (an exited child not yet reaped is a zombie).
 fn is_alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit(')')
-            .next()
-            .and_then(|rest| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X"),
-        Err(_) => false,
-    }
+    proc_stat(pid).is_some_and(|(state, _)| state != 'Z' && state != 'X')
+}
+
+/// A process's state letter and parent pid, from `/proc/PID/stat`
+/// ("pid (comm) state ppid ...", where comm may itself hold spaces or parentheses).
+fn proc_stat(pid: u32) -> Option<(char, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let mut fields = stat.rsplit(')').next()?.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    Some((state, ppid))
 }
