@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use manager_lib::domain::PageRequest;
+use manager_lib::domain::{Page, PageRequest};
 use manager_lib::storage::{Storage, StorageError, StorageResult};
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Connection as _, SqliteConnection};
@@ -70,31 +70,34 @@ pub async fn backup(url: &str, to: &Path) -> StorageResult<Inventory> {
 /// also proves it is a manager database of a known schema).
 pub async fn inventory_of(path: &Path) -> StorageResult<Inventory> {
     let storage = SqliteStorage::connect(&format!("sqlite://{}", path.display())).await?;
+    let s = &storage;
     let count = async {
-        let mut inv = Inventory { nodes: 0, users: 0 };
-        let mut req = PageRequest::first(PageRequest::MAX_LIMIT);
-        loop {
-            let page = storage.list_nodes(&req).await?;
-            inv.nodes += page.items.len() as u64;
-            match page.next {
-                Some(next) => req.after = Some(next),
-                None => break,
-            }
-        }
-        let mut req = PageRequest::first(PageRequest::MAX_LIMIT);
-        loop {
-            let page = storage.list_users(&req).await?;
-            inv.users += page.items.len() as u64;
-            match page.next {
-                Some(next) => req.after = Some(next),
-                None => break,
-            }
-        }
-        Ok::<_, StorageError>(inv)
+        Ok::<_, StorageError>(Inventory {
+            nodes: count_all(|req| async move { s.list_nodes(&req).await }).await?,
+            users: count_all(|req| async move { s.list_users(&req).await }).await?,
+        })
     }
     .await;
     storage.close().await;
     count
+}
+
+/// Walks every page of a list and counts its items.
+async fn count_all<T, F, Fut>(mut list: F) -> StorageResult<u64>
+where
+    F: FnMut(PageRequest) -> Fut,
+    Fut: std::future::Future<Output = StorageResult<Page<T>>>,
+{
+    let mut total = 0;
+    let mut req = PageRequest::first(PageRequest::MAX_LIMIT);
+    loop {
+        let page = list(req.clone()).await?;
+        total += page.items.len() as u64;
+        match page.next {
+            Some(next) => req.after = Some(next),
+            None => return Ok(total),
+        }
+    }
 }
 
 /// Replaces the database at `url` with the backup `from`. The manager must
