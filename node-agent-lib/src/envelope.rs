@@ -214,7 +214,32 @@ fn algorithms_accepted(header: &serde_json::Map<String, Value>) -> bool {
         && !header.contains_key("crit")
 }
 
+/// The compact form `dir` + `A256GCM` must have: five base64url segments,
+/// an empty encrypted key, a 96-bit IV and a 128-bit tag. Checked before
+/// josekit sees the token: OpenSSL panics on an empty IV ("an IV is required
+/// for this cipher"), which a forged token could otherwise trigger.
+fn well_formed(token: &str) -> Result<(), String> {
+    let segments: Vec<&str> = token.split('.').collect();
+    let [_, encrypted_key, iv, _, tag] = segments.as_slice() else {
+        return Err("not five segments".into());
+    };
+    let decoded_len = |segment: &str| {
+        URL_SAFE_NO_PAD
+            .decode(segment)
+            .map(|b| b.len())
+            .map_err(|_| "a segment is not base64url".to_owned())
+    };
+    if !encrypted_key.is_empty() {
+        return Err("an encrypted key with `dir`".into());
+    }
+    if decoded_len(iv)? != 12 || decoded_len(tag)? != 16 {
+        return Err("wrong IV or tag length for A256GCM".into());
+    }
+    Ok(())
+}
+
 fn decrypt(key: &NodeKey, token: &str) -> Result<Vec<u8>, String> {
+    well_formed(token)?;
     let decrypter = Dir
         .decrypter_from_bytes(key.bytes())
         .map_err(|e| e.to_string())?;
