@@ -283,3 +283,16 @@ async fn other_algorithms_under_the_right_key_are_unauthorized() {
     header["zip"] = json!("DEF");
     assert_unauthorized(&node, "POST", "/stop", &forge(&key, header, b"")).await;
 }
+
+/// Found by `jwe_mutations`: an empty IV made OpenSSL panic inside josekit.
+#[tokio::test]
+async fn an_empty_or_short_iv_or_tag_is_unauthorized() {
+    let node = untouchable();
+    let s = envelope::seal_request(&node.key, "POST", "/stop", b"", SystemTime::now()).unwrap();
+    let parts: Vec<&str> = s.token.split('.').collect();
+    for (segment, value) in [(2, ""), (2, "AAAA"), (4, ""), (4, "AAAA"), (1, "AAAA")] {
+        let mut forged: Vec<&str> = parts.clone();
+        forged[segment] = value;
+        assert_unauthorized(&node, "POST", "/stop", &forged.join(".")).await;
+    }
+}
