@@ -109,6 +109,9 @@ impl Storage for CountingStorage {
     async fn pending_operations(&self, id: NodeId, limit: u32) -> StorageResult<PendingBatch> {
         self.read().pending_operations(id, limit).await
     }
+    async fn changes_after(&self, after: Seq, limit: u32) -> StorageResult<PendingBatch> {
+        self.read().changes_after(after, limit).await
+    }
     async fn ack_operations(&self, id: NodeId, up_to_seq: Seq) -> StorageResult<()> {
         self.write().ack_operations(id, up_to_seq).await
     }

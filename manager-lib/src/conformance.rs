@@ -40,6 +40,7 @@ macro_rules! storage_conformance_tests {
             ack_never_drops_a_newer_intent,
             ack_never_moves_the_cursor_back,
             pending_batches_are_ordered_and_limited,
+            changes_after_a_cursor_are_that_nodes_pending_batch,
             start_plan_hides_the_node_until_finished,
             start_moves_the_cursor_to_the_plan,
             stop_hides_the_node,
@@ -435,6 +436,49 @@ pub async fn pending_batches_are_ordered_and_limited(s: &dyn Storage) {
     let empty = s.pending_operations(n.id, 100).await.unwrap();
     assert!(empty.operations.is_empty());
     assert_eq!(empty.up_to_seq, rest.up_to_seq);
+}
+
+pub async fn changes_after_a_cursor_are_that_nodes_pending_batch(s: &dyn Storage) {
+    let n = node(s, "http://10.0.0.1:80").await;
+    let empty = s.changes_after(0, 10).await.unwrap();
+    assert!(empty.operations.is_empty() && !empty.more);
+    assert_eq!(empty.up_to_seq, 0);
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        let id = user(s, &format!("u{i}")).await;
+        s.set_user_status(id, UserStatus::Enabled).await.unwrap();
+        ids.push(id);
+    }
+    // Newest intent only: u0 disabled again, u1 deleted.
+    s.set_user_status(ids[0], UserStatus::Disabled)
+        .await
+        .unwrap();
+    s.delete_user(ids[1]).await.unwrap();
+    // At every cursor the node passes through, in batches of 3, the log
+    // read without the node gives the node's own batch.
+    loop {
+        let cursor = s.get_node(n.id).await.unwrap().applied_seq;
+        let own = s.pending_operations(n.id, 3).await.unwrap();
+        let shared = s.changes_after(cursor, 3).await.unwrap();
+        assert_eq!(shared, own, "cursor {cursor}");
+        if own.operations.is_empty() {
+            break;
+        }
+        s.ack_operations(n.id, own.up_to_seq).await.unwrap();
+    }
+    let all = s.changes_after(0, 100).await.unwrap();
+    assert_eq!(all.operations.len(), 7, "each user once");
+    let op_of = |id| {
+        all.operations
+            .iter()
+            .find(|o| o.user.id == id)
+            .map(|o| o.operation)
+    };
+    assert_eq!(op_of(ids[0]), Some(Operation::Delete));
+    assert_eq!(op_of(ids[1]), Some(Operation::Delete));
+    assert_eq!(op_of(ids[2]), Some(Operation::Add));
+    assert!(all.operations.windows(2).all(|w| w[0].seq < w[1].seq));
+    assert_eq!(all.up_to_seq, all.operations.last().unwrap().seq);
 }
 
 pub async fn start_plan_hides_the_node_until_finished(s: &dyn Storage) {

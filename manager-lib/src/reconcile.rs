@@ -193,13 +193,20 @@ impl Reconciler {
     /// Pushes pending operations to every node this replica holds, now.
     pub async fn push_held(&self) {
         let held = self.held.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        futures::stream::iter(held)
-            .for_each_concurrent(self.settings.concurrency.max(1), |id| async move {
-                if let Err(e) = self.manager.push_pending(id).await {
-                    tracing::debug!(node = %id, error = %e, "push failed; the heartbeat retries");
+        match self
+            .manager
+            .push_pending_many(&held, self.settings.concurrency)
+            .await
+        {
+            Ok(results) => {
+                for (id, result) in results {
+                    if let Err(e) = result {
+                        tracing::debug!(node = %id, error = %e, "push failed; the heartbeat retries");
+                    }
                 }
-            })
-            .await;
+            }
+            Err(e) => tracing::debug!(error = %e, "push failed; the heartbeat retries"),
+        }
     }
 
     fn backoff_clear(&self, id: NodeId) {

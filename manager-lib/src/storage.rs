@@ -224,6 +224,19 @@ pub trait Storage: Debug + Send + Sync {
     /// - Reads only; two calls without changes in between return the same batch.
     async fn pending_operations(&self, id: NodeId, limit: u32) -> StorageResult<PendingBatch>;
 
+    /// The pending operations of a node whose cursor is `after`, without a
+    /// node: the change log read once for many nodes (a node with a larger
+    /// cursor takes the batch's operations numbered above its own cursor).
+    /// Oldest change first, at most `limit` (clamped to 1..=10,000).
+    ///
+    /// # Contract
+    /// - For a node whose cursor is `after`, the same batch as
+    ///   [`Storage::pending_operations`] with the same `limit`.
+    /// - `up_to_seq` is the last operation's number (`after` when empty);
+    ///   every change numbered up to it is in the batch or superseded by a
+    ///   newer change of the same user that is.
+    async fn changes_after(&self, after: Seq, limit: u32) -> StorageResult<PendingBatch>;
+
     /// Records that the node applied every pending operation up to `up_to_seq`:
     /// its cursor becomes `max(cursor, up_to_seq)`.
     ///

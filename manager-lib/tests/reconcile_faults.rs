@@ -173,6 +173,9 @@ impl Storage for FaultyStorage {
     async fn pending_operations(&self, id: NodeId, l: u32) -> StorageResult<PendingBatch> {
         self.inner.pending_operations(id, l).await
     }
+    async fn changes_after(&self, after: Seq, l: u32) -> StorageResult<PendingBatch> {
+        self.inner.changes_after(after, l).await
+    }
     async fn ack_operations(&self, id: NodeId, s: Seq) -> StorageResult<()> {
         self.check(Step::Ack)?;
         self.inner.ack_operations(id, s).await
@@ -589,4 +592,129 @@ async fn a_node_error_is_passed_through_from_start() {
     let stored = storage.get_node(node.id).await.unwrap();
     assert_eq!(stored.required_status, RequiredStatus::Running);
     assert!(!stored.state_up_to_date);
+}
+
+/// A world whose manager sends at most `edit_batch` operations per call.
+fn world_with_batch(edit_batch: u32) -> World {
+    let mut w = World::new();
+    w.manager = Arc::new(Manager::new(
+        w.storage.clone(),
+        Arc::new(FaultyFleet {
+            fleet: w.fleet.clone(),
+            faults: w.faults.clone(),
+        }),
+        ManagerSettings { edit_batch },
+    ));
+    w
+}
+
+#[tokio::test]
+async fn a_fleet_wide_push_brings_nodes_at_different_cursors_to_the_newest_intent() {
+    let w = world_with_batch(3);
+    let a = w.running_node("http://a").await;
+    let mut users = Vec::new();
+    for i in 0..4 {
+        users.push(w.enabled_user(&format!("early{i}")).await);
+        if i == 1 {
+            w.manager.push_pending(a.id).await.unwrap();
+        }
+    }
+    // b starts later with the early users; c is stopped, d registered only.
+    let b = w.running_node("http://b").await;
+    let c = w.running_node("http://c").await;
+    w.manager.stop_node(c.id).await.unwrap();
+    w.fleet.add_node("http://d");
+    let d = w.manager.new_node("http://d").await.unwrap();
+    for i in 0..7 {
+        users.push(w.enabled_user(&format!("late{i}")).await);
+    }
+    w.manager.disable_user(users[0].id).await.unwrap();
+    w.manager.delete_user(users[5].id).await.unwrap();
+    assert!(
+        w.storage.get_node(a.id).await.unwrap().applied_seq
+            < w.storage.get_node(b.id).await.unwrap().applied_seq,
+        "the nodes start from different cursors"
+    );
+
+    let results = w
+        .manager
+        .push_pending_many(&[a.id, b.id, c.id, d.id], 2)
+        .await
+        .unwrap();
+    // a had the first two early users: it takes the other two, the seven
+    // late ones (one of them deleted since: still one operation) and the
+    // first user's disable. b's start carried the four early users.
+    assert_eq!(results.len(), 2, "only the serving nodes: {results:?}");
+    assert_eq!(*results[&a.id].as_ref().unwrap(), 10);
+    assert_eq!(*results[&b.id].as_ref().unwrap(), 8);
+    let expected: HashSet<UserId> = users
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 0 && *i != 5)
+        .map(|(_, u)| u.id)
+        .collect();
+    for node in [&a, &b] {
+        assert_eq!(w.fleet.users(&node.endpoint), expected, "{}", node.endpoint);
+        let pending = w.storage.pending_operations(node.id, 100).await.unwrap();
+        assert!(pending.operations.is_empty(), "{pending:?}");
+    }
+    assert!(
+        w.fleet.users("http://c").is_empty(),
+        "a stopped node gets nothing"
+    );
+    assert!(
+        w.fleet.users("http://d").is_empty(),
+        "a node never started gets nothing"
+    );
+}
+
+#[tokio::test]
+async fn a_fleet_wide_push_that_fails_on_one_node_leaves_its_changes_pending() {
+    let w = World::new();
+    let a = w.running_node("http://a").await;
+    let b = w.running_node("http://b").await;
+    let alice = w.enabled_user("alice").await;
+    w.faults.fail(Step::Edit, 1);
+    let results = w.manager.push_pending_many(&[a.id, b.id], 1).await.unwrap();
+    let failed: Vec<NodeId> = results
+        .iter()
+        .filter(|(_, r)| r.is_err())
+        .map(|(id, _)| *id)
+        .collect();
+    assert_eq!(failed.len(), 1, "{results:?}");
+    let failed = w.storage.get_node(failed[0]).await.unwrap();
+    assert!(!w.fleet.users(&failed.endpoint).contains(&alice.id));
+    let pending = w.storage.pending_operations(failed.id, 10).await.unwrap();
+    assert_eq!(
+        pending.operations.len(),
+        1,
+        "still pending on the failed node"
+    );
+    // The other node has her, and the next push (or heartbeat) lands the rest.
+    w.manager.push_pending_many(&[a.id, b.id], 1).await.unwrap();
+    w.heartbeat_until_converged().await;
+}
+
+#[tokio::test]
+async fn a_fleet_wide_push_whose_ack_cannot_be_stored_resends() {
+    let w = World::new();
+    let a = w.running_node("http://a").await;
+    let alice = w.enabled_user("alice").await;
+    w.faults.fail(Step::Ack, 1);
+    let results = w.manager.push_pending_many(&[a.id], 4).await.unwrap();
+    assert!(results[&a.id].is_err());
+    // Applied but not acknowledged: still pending, sent again, no harm.
+    assert!(w.fleet.users("http://a").contains(&alice.id));
+    assert_eq!(
+        w.storage
+            .pending_operations(a.id, 10)
+            .await
+            .unwrap()
+            .operations
+            .len(),
+        1
+    );
+    let results = w.manager.push_pending_many(&[a.id], 4).await.unwrap();
+    assert_eq!(*results[&a.id].as_ref().unwrap(), 1);
+    w.heartbeat_until_converged().await;
 }

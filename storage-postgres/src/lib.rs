@@ -630,36 +630,23 @@ impl Storage for PgStorage {
         .map_err(node_err)?;
         let first = rows.first().ok_or(StorageError::NotFound(Entity::Node))?;
         let cursor: Seq = rows::col(first, "applied_seq")?;
-        let mut operations = Vec::with_capacity(rows.len().min(limit));
-        let mut past_horizon = false;
-        for row in rows.iter().take(limit) {
-            let Some(seq) = rows::col::<Option<Seq>>(row, "change_seq")? else {
-                break;
-            };
-            if seq > horizon {
-                past_horizon = true;
-                break;
-            }
-            let deleted: bool = rows::col(row, "deleted")?;
-            let status: UserStatus = rows::parse(rows::col::<&str>(row, "status")?)?;
-            let operation = if !deleted && status == UserStatus::Enabled {
-                Operation::Add
-            } else {
-                Operation::Delete
-            };
-            operations.push(PendingOperation {
-                user: rows::credentials(row)?,
-                operation,
-                seq,
-            });
-        }
-        let more = past_horizon || rows.len() > limit;
-        let up_to_seq = operations.last().map_or(cursor, |op| op.seq);
-        Ok(PendingBatch {
-            operations,
-            up_to_seq,
-            more,
-        })
+        batch_from_rows(&rows, cursor, horizon, limit)
+    }
+
+    async fn changes_after(&self, after: Seq, limit: u32) -> StorageResult<PendingBatch> {
+        let limit = limit.clamp(1, PageRequest::MAX_LIMIT) as usize;
+        // The settled horizon, as in `pending_operations`.
+        let horizon = self.settled_state().await?.last_seq;
+        let rows = sqlx::query(
+            "SELECT id::text AS id, name, secret, status, deleted, change_seq FROM users \
+             WHERE change_seq > $1 ORDER BY change_seq LIMIT $2",
+        )
+        .bind(after)
+        .bind(limit as i64 + 1)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(user_err)?;
+        batch_from_rows(&rows, after, horizon, limit)
     }
 
     async fn ack_operations(&self, id: NodeId, up_to_seq: Seq) -> StorageResult<()> {
@@ -774,4 +761,45 @@ impl Storage for PgStorage {
         }
         Ok(out)
     }
+}
+
+/// A batch from rows of users in change order (a row with a NULL
+/// `change_seq` ends it) for a cursor at `cursor`, cut at the settled
+/// `horizon`; `rows` may hold one row past `limit`.
+fn batch_from_rows(
+    rows: &[sqlx::postgres::PgRow],
+    cursor: Seq,
+    horizon: Seq,
+    limit: usize,
+) -> StorageResult<PendingBatch> {
+    let mut operations = Vec::with_capacity(rows.len().min(limit));
+    let mut past_horizon = false;
+    for row in rows.iter().take(limit) {
+        let Some(seq) = rows::col::<Option<Seq>>(row, "change_seq")? else {
+            break;
+        };
+        if seq > horizon {
+            past_horizon = true;
+            break;
+        }
+        let deleted: bool = rows::col(row, "deleted")?;
+        let status: UserStatus = rows::parse(rows::col::<&str>(row, "status")?)?;
+        let operation = if !deleted && status == UserStatus::Enabled {
+            Operation::Add
+        } else {
+            Operation::Delete
+        };
+        operations.push(PendingOperation {
+            user: rows::credentials(row)?,
+            operation,
+            seq,
+        });
+    }
+    let more = past_horizon || rows.len() > limit;
+    let up_to_seq = operations.last().map_or(cursor, |op| op.seq);
+    Ok(PendingBatch {
+        operations,
+        up_to_seq,
+        more,
+    })
 }

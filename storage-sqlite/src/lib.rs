@@ -563,33 +563,24 @@ impl Storage for SqliteStorage {
         .await
         .map_err(|e| db_error(e, Some(Entity::Node)))?;
         let first = rows.first().ok_or(StorageError::NotFound(Entity::Node))?;
-        let get = |e| db_error(e, Some(Entity::User));
-        let cursor: Seq = first.try_get("cursor").map_err(get)?;
-        let more = rows.len() > limit;
-        let mut operations = Vec::with_capacity(rows.len().min(limit));
-        for row in rows.iter().take(limit) {
-            if row.try_get::<Option<&str>, _>("id").map_err(get)?.is_none() {
-                break;
-            }
-            let user = user_from_row(row)?;
-            let deleted: bool = row.try_get("deleted").map_err(get)?;
-            let operation = if !deleted && user.status == UserStatus::Enabled {
-                Operation::Add
-            } else {
-                Operation::Delete
-            };
-            operations.push(PendingOperation {
-                seq: user.change_seq,
-                user: user.credentials(),
-                operation,
-            });
-        }
-        let up_to_seq = operations.last().map_or(cursor, |op| op.seq);
-        Ok(PendingBatch {
-            operations,
-            up_to_seq,
-            more,
-        })
+        let cursor: Seq = first
+            .try_get("cursor")
+            .map_err(|e| db_error(e, Some(Entity::Node)))?;
+        batch_from_rows(&rows, cursor, limit)
+    }
+
+    async fn changes_after(&self, after: Seq, limit: u32) -> StorageResult<PendingBatch> {
+        let limit = limit.clamp(1, PageRequest::MAX_LIMIT) as usize;
+        let rows = sqlx::query(&format!(
+            "SELECT {USER_COLUMNS_U}, u.deleted AS deleted FROM users u \
+             WHERE u.change_seq > ?1 ORDER BY u.change_seq LIMIT ?2"
+        ))
+        .bind(after)
+        .bind(limit as i64 + 1)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(|e| db_error(e, Some(Entity::User)))?;
+        batch_from_rows(&rows, after, limit)
     }
 
     async fn ack_operations(&self, id: NodeId, up_to_seq: Seq) -> StorageResult<()> {
@@ -718,4 +709,35 @@ impl Storage for SqliteStorage {
             })
             .collect()
     }
+}
+
+/// A batch from rows of users in change order (a row with NULL user columns
+/// ends it), for a cursor at `cursor`; `rows` may hold one row past `limit`.
+fn batch_from_rows(rows: &[SqliteRow], cursor: Seq, limit: usize) -> StorageResult<PendingBatch> {
+    let get = |e| db_error(e, Some(Entity::User));
+    let more = rows.len() > limit;
+    let mut operations = Vec::with_capacity(rows.len().min(limit));
+    for row in rows.iter().take(limit) {
+        if row.try_get::<Option<&str>, _>("id").map_err(get)?.is_none() {
+            break;
+        }
+        let user = user_from_row(row)?;
+        let deleted: bool = row.try_get("deleted").map_err(get)?;
+        let operation = if !deleted && user.status == UserStatus::Enabled {
+            Operation::Add
+        } else {
+            Operation::Delete
+        };
+        operations.push(PendingOperation {
+            seq: user.change_seq,
+            user: user.credentials(),
+            operation,
+        });
+    }
+    let up_to_seq = operations.last().map_or(cursor, |op| op.seq);
+    Ok(PendingBatch {
+        operations,
+        up_to_seq,
+        more,
+    })
 }

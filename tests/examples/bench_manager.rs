@@ -269,8 +269,8 @@ async fn node_list(opts: &Opts) -> Result<()> {
         let mut paths = std::io::BufWriter::new(std::fs::File::create(&paths_file)?);
         let started = Instant::now();
         let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(1024);
-        let per_task = users_n / 8;
-        for t in 0..8 {
+        let per_task = users_n / 64;
+        for t in 0..64 {
             let storage = storage.clone();
             let tx = tx.clone();
             tokio::spawn(async move {

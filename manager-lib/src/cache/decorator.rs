@@ -446,6 +446,10 @@ impl Storage for CachedStorage {
         self.inner.pending_operations(id, limit).await
     }
 
+    async fn changes_after(&self, after: Seq, limit: u32) -> StorageResult<PendingBatch> {
+        self.inner.changes_after(after, limit).await
+    }
+
     async fn ack_operations(&self, id: NodeId, up_to_seq: Seq) -> StorageResult<()> {
         let r = self.inner.ack_operations(id, up_to_seq).await;
         self.nodes.invalidate();

@@ -97,6 +97,36 @@ fn page<T: Clone, K: Ord + ToString + std::str::FromStr>(
     }
 }
 
+/// The batch of changes after `cursor` (see `Storage::changes_after`).
+fn changes_after(st: &State, cursor: Seq, limit: u32) -> PendingBatch {
+    let limit = limit.clamp(1, PageRequest::MAX_LIMIT) as usize;
+    let mut iter = st.changes.range(cursor + 1..);
+    let operations: Vec<PendingOperation> = iter
+        .by_ref()
+        .take(limit)
+        .map(|(seq, uid)| {
+            let (user, deleted) = &st.users[uid];
+            let operation = if !deleted && user.status == UserStatus::Enabled {
+                Operation::Add
+            } else {
+                Operation::Delete
+            };
+            PendingOperation {
+                user: user.credentials(),
+                operation,
+                seq: *seq,
+            }
+        })
+        .collect();
+    let more = iter.next().is_some();
+    let up_to_seq = operations.last().map_or(cursor, |op| op.seq);
+    PendingBatch {
+        operations,
+        up_to_seq,
+        more,
+    }
+}
+
 #[async_trait]
 impl Storage for MemoryStorage {
     async fn create_node(&self, new: NewNode) -> StorageResult<Node> {
@@ -305,32 +335,11 @@ impl Storage for MemoryStorage {
     async fn pending_operations(&self, id: NodeId, limit: u32) -> StorageResult<PendingBatch> {
         let mut st = self.lock();
         let cursor = st.node_mut(id)?.applied_seq;
-        let limit = limit.clamp(1, PageRequest::MAX_LIMIT) as usize;
-        let mut iter = st.changes.range(cursor + 1..);
-        let operations: Vec<PendingOperation> = iter
-            .by_ref()
-            .take(limit)
-            .map(|(seq, uid)| {
-                let (user, deleted) = &st.users[uid];
-                let operation = if !deleted && user.status == UserStatus::Enabled {
-                    Operation::Add
-                } else {
-                    Operation::Delete
-                };
-                PendingOperation {
-                    user: user.credentials(),
-                    operation,
-                    seq: *seq,
-                }
-            })
-            .collect();
-        let more = iter.next().is_some();
-        let up_to_seq = operations.last().map_or(cursor, |op| op.seq);
-        Ok(PendingBatch {
-            operations,
-            up_to_seq,
-            more,
-        })
+        Ok(changes_after(&st, cursor, limit))
+    }
+
+    async fn changes_after(&self, after: Seq, limit: u32) -> StorageResult<PendingBatch> {
+        Ok(changes_after(&self.lock(), after, limit))
     }
 
     async fn ack_operations(&self, id: NodeId, up_to_seq: Seq) -> StorageResult<()> {
