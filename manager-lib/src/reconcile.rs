@@ -153,7 +153,7 @@ impl Reconciler {
                 let span = tracing::info_span!("reconcile", node = %node.id);
                 async move {
                     let started = Instant::now();
-                    let result = self.manager.reconcile_node(&node).await;
+                    let result = self.manager.check_node(&node).await;
                     if let Some(metrics) = &self.metrics {
                         let id = node.id.to_string();
                         metrics.record_heartbeat(&id, started.elapsed(), result.is_ok());
@@ -165,6 +165,36 @@ impl Reconciler {
             .buffer_unordered(self.settings.concurrency.max(1))
             .collect()
             .await;
+        // The nodes in sync get their pending operations in one fleet-wide
+        // push (the change log read once, not once per node).
+        let in_sync: Vec<NodeId> = results
+            .iter()
+            .filter(|(_, r)| matches!(r, Ok(NodeOutcome::InSync)))
+            .map(|(id, _)| *id)
+            .collect();
+        let mut pushed = match self
+            .manager
+            .push_pending_many(&in_sync, self.settings.concurrency)
+            .await
+        {
+            Ok(pushed) => pushed,
+            Err(e) => {
+                // The node list or the log could not be read: the database's
+                // trouble, not the nodes' (no backoff); the next beat retries.
+                tracing::warn!(error = %e, "heartbeat: cannot push pending operations");
+                HashMap::new()
+            }
+        };
+        let results = results.into_iter().map(|(id, result)| match result {
+            Ok(NodeOutcome::InSync) => (
+                id,
+                pushed
+                    .remove(&id)
+                    .unwrap_or(Ok(0))
+                    .map(|applied| NodeOutcome::Synced { applied }),
+            ),
+            other => (id, other),
+        });
         for (id, result) in results {
             match result {
                 Ok(outcome) => {

@@ -96,6 +96,9 @@ pub enum NodeOutcome {
     Resynced,
     /// Stopped as required.
     Idle,
+    /// Running as required with every user its cursor says; pending
+    /// operations not pushed yet (only from [`Manager::check_node`]).
+    InSync,
 }
 
 /// The manager: storage and node transport wired together.
@@ -288,6 +291,26 @@ impl Manager {
     /// otherwise push its pending operations and check that its core still
     /// has every user (anti-entropy).
     pub async fn reconcile_node(&self, node: &Node) -> ServiceResult<NodeOutcome> {
+        match self.check_node(node).await? {
+            NodeOutcome::InSync => {
+                let lock = self.locks.get(node.id);
+                let _guard = lock.lock().await;
+                let node = self.storage.get_node(node.id).await?;
+                if !is_serving(&node) {
+                    return Ok(NodeOutcome::Synced { applied: 0 });
+                }
+                let applied = self.push_locked(&node).await?;
+                Ok(NodeOutcome::Synced { applied })
+            }
+            outcome => Ok(outcome),
+        }
+    }
+
+    /// [`Manager::reconcile_node`] but for the push: a node found running,
+    /// up to date and with every user its cursor says is `InSync`, and its
+    /// pending operations are left to the caller (the heartbeat pushes to
+    /// all such nodes at once with [`Manager::push_pending_many`]).
+    pub async fn check_node(&self, node: &Node) -> ServiceResult<NodeOutcome> {
         let lock = self.locks.get(node.id);
         let _guard = lock.lock().await;
         // Read after taking the lock: a start may have just finished.
@@ -351,8 +374,7 @@ impl Manager {
             self.start_locked(node.id).await?;
             return Ok(NodeOutcome::Resynced);
         }
-        let applied = self.push_locked(&node).await?;
-        Ok(NodeOutcome::Synced { applied })
+        Ok(NodeOutcome::InSync)
     }
 
     /// Pushes a running node's pending operations now (the fast path after a

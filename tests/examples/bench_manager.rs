@@ -7,8 +7,8 @@
 //!   manager's scenarios, 64 at a time; a change's cost must not grow with N.
 //! - `enable-latency --nodes 10 --samples S`: from `enable_user` returning to
 //!   the user being on every node's core (the nudged push), p50/p99.
-//! - `burst --nodes 1000 --users 10000`: 10,000 enables, time until every
-//!   node's core has every user.
+//! - `burst --nodes 1000 --users 10000 [--parallel P]`: 10,000 enables (P at
+//!   a time, default 1), time until every node's core has every user.
 //! - `node-list --users 1000000 --nodes 1000 --serving K`: seeds (once, kept in
 //!   the storage file/database), serves the manager's API on 127.0.0.1, and
 //!   loads `GET /user/{id}-{name}/nodes` with `wrk` (64 connections, random
@@ -218,16 +218,30 @@ async fn burst(opts: &Opts) -> Result<()> {
     for i in 0..users {
         ids.push(manager.new_user(&format!("u{i}")).await?.id);
     }
+    // `--parallel P`: enables in flight at once (1: one after another, as
+    // one script would; more: as many admin clients or `xmctl import` would).
+    let parallel = opts.num("parallel", 1).max(1);
     let start = Instant::now();
-    for id in &ids {
-        manager.enable_user(*id).await?;
+    let chunks: Vec<Vec<_>> = ids
+        .chunks(ids.len().div_ceil(parallel))
+        .map(<[_]>::to_vec)
+        .collect();
+    let mut tasks = tokio::task::JoinSet::new();
+    for chunk in chunks {
+        let manager = manager.clone();
+        tasks.spawn(async move {
+            for id in chunk {
+                manager.enable_user(id).await.unwrap();
+            }
+        });
     }
+    tasks.join_all().await;
     let stored = start.elapsed();
     while !nodes.iter().all(|n| sim.users(&n.endpoint).len() == users) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     println!(
-        "burst: {users} enables stored in {stored:.2?}, applied on all {nodes_n} nodes after {:.2?}",
+        "burst: {users} enables ({parallel} in flight) stored in {stored:.2?}, applied on all {nodes_n} nodes after {:.2?}",
         start.elapsed()
     );
     Ok(())
