@@ -563,9 +563,9 @@ pub async fn user_nodes_lists_only_nodes_that_applied_the_user(s: &dyn Storage) 
     assert_eq!(got.user.name, "alice");
     assert_eq!(got.nodes.len(), 1);
     assert_eq!(got.nodes[0].id, a.id);
-    assert_eq!(got.nodes[0].endpoint, a.endpoint);
+    assert_eq!(&*got.nodes[0].endpoint, a.endpoint);
     assert_eq!(
-        got.nodes[0].user_config_template,
+        &*got.nodes[0].user_config_template,
         "vless://{{.UserID}}@host#{{.UserName}}"
     );
     drain(s, b.id).await;

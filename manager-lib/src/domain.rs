@@ -399,11 +399,12 @@ pub struct StartPlan {
 }
 
 /// A node on which a user is usable right now, for the user-node-list call.
+/// Shared text: the cache's snapshot hands the same entries to every call.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeEntry {
     pub id: NodeId,
-    pub endpoint: String,
-    pub user_config_template: String,
+    pub endpoint: std::sync::Arc<str>,
+    pub user_config_template: std::sync::Arc<str>,
 }
 
 /// A node that can serve users now, with its cursor.

@@ -617,15 +617,56 @@ pub fn split_id_name(id_name: &str) -> Option<(UserId, &str)> {
 /// Fills a node's template for one user: `{{.UserID}}` (also the VLESS/VMess
 /// id), `{{.UserName}}` (percent-encoded, for links), `{{.UserNameRaw}}`, and
 /// `{{.Secret}}` (the Trojan/Shadowsocks password).
+///
+/// One pass over the template into one buffer (this runs once per node per
+/// node-list call): what a placeholder is replaced with is never scanned
+/// again, so a user named `{{.Secret}}` stays named so. Unknown `{{…}}`
+/// text is kept as it is.
 pub fn fill_template(template: &str, user: &User) -> String {
-    let name: String = url::form_urlencoded::byte_serialize(user.name.as_bytes())
-        .collect::<String>()
-        .replace('+', "%20");
-    template
-        .replace("{{.UserID}}", &user.id.to_string())
-        .replace("{{.UserNameRaw}}", &user.name)
-        .replace("{{.UserName}}", &name)
-        .replace("{{.Secret}}", user.secret.expose())
+    const PLACEHOLDERS: [&str; 4] = [
+        "{{.UserID}}",
+        "{{.UserNameRaw}}",
+        "{{.UserName}}",
+        "{{.Secret}}",
+    ];
+    let mut out = String::with_capacity(template.len() + 64);
+    let mut rest = template;
+    while let Some(at) = rest.find("{{.") {
+        out.push_str(&rest[..at]);
+        rest = &rest[at..];
+        match PLACEHOLDERS.iter().position(|p| rest.starts_with(p)) {
+            Some(which) => {
+                match which {
+                    0 => {
+                        let mut id = uuid::Uuid::encode_buffer();
+                        out.push_str(user.id.as_uuid().hyphenated().encode_lower(&mut id));
+                    }
+                    1 => out.push_str(&user.name),
+                    2 => push_name_encoded(&mut out, &user.name),
+                    _ => out.push_str(user.secret.expose()),
+                }
+                rest = &rest[PLACEHOLDERS[which].len()..];
+            }
+            None => {
+                out.push_str("{{.");
+                rest = &rest[3..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The name percent-encoded for a link's fragment: form encoding with
+/// spaces as `%20`.
+fn push_name_encoded(out: &mut String, name: &str) {
+    for piece in url::form_urlencoded::byte_serialize(name.as_bytes()) {
+        if piece == "+" {
+            out.push_str("%20");
+        } else {
+            out.push_str(piece);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -668,5 +709,27 @@ mod tests {
                 user.id
             )
         );
+    }
+
+    #[test]
+    fn what_a_placeholder_brings_is_not_filled_again() {
+        let user = User {
+            id: UserId::random(),
+            name: "{{.Secret}} + {{.UserID}}".into(),
+            status: UserStatus::Enabled,
+            secret: crate::domain::UserSecret::from_stored("s3cret".into()),
+            change_seq: 1,
+            created_at: crate::domain::Timestamp(0),
+        };
+        assert_eq!(
+            fill_template("{{.UserNameRaw}}|{{.Unknown}}|{{.|{{.Secret}}", &user),
+            "{{.Secret}} + {{.UserID}}|{{.Unknown}}|{{.|s3cret"
+        );
+        assert_eq!(
+            fill_template("#{{.UserName}}", &user),
+            "#%7B%7B.Secret%7D%7D%20%2B%20%7B%7B.UserID%7D%7D"
+        );
+        assert_eq!(fill_template("", &user), "");
+        assert_eq!(fill_template("no placeholders", &user), "no placeholders");
     }
 }

@@ -285,8 +285,8 @@ pub trait Storage: Debug + Send + Sync {
                     applied_seq: n.applied_seq,
                     entry: NodeEntry {
                         id: n.id,
-                        endpoint: n.endpoint,
-                        user_config_template: n.user_config_template.filter(|_| serving)?,
+                        endpoint: n.endpoint.into(),
+                        user_config_template: n.user_config_template.filter(|_| serving)?.into(),
                     },
                 })
             }));

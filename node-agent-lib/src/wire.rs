@@ -41,7 +41,8 @@ pub struct StartRequest {
 #[serde(rename_all = "camelCase")]
 pub struct StartResponse {
     /// The node's share-link pattern for one user (`{{.UserID}}`,
-    /// `{{.UserName}}`, `{{.UserSecret}}`), filled by the manager.
+    /// `{{.UserName}}`, `{{.UserNameRaw}}`, `{{.Secret}}`), filled by the
+    /// manager.
     #[serde(alias = "user_config_template")]
     pub user_config_template: String,
 }

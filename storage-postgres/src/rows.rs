@@ -87,7 +87,7 @@ pub(crate) fn node_entry(row: &PgRow) -> StorageResult<Option<NodeEntry>> {
     };
     Ok(Some(NodeEntry {
         id: parse(id)?,
-        endpoint: col(row, "endpoint")?,
-        user_config_template: col(row, "user_config_template")?,
+        endpoint: col::<&str>(row, "endpoint")?.into(),
+        user_config_template: col::<&str>(row, "user_config_template")?.into(),
     }))
 }

@@ -539,8 +539,8 @@ impl Storage for SqliteStorage {
             };
             nodes.push(NodeEntry {
                 id: parse(node_id)?,
-                endpoint: row.try_get("node_endpoint").map_err(get)?,
-                user_config_template: row.try_get("node_template").map_err(get)?,
+                endpoint: row.try_get::<&str, _>("node_endpoint").map_err(get)?.into(),
+                user_config_template: row.try_get::<&str, _>("node_template").map_err(get)?.into(),
             });
         }
         Ok(UserNodes { user, nodes })
@@ -701,8 +701,11 @@ impl Storage for SqliteStorage {
                 Ok(ServingNode {
                     entry: NodeEntry {
                         id: parse(row.try_get::<&str, _>("id").map_err(get)?)?,
-                        endpoint: row.try_get("endpoint").map_err(get)?,
-                        user_config_template: row.try_get("user_config_template").map_err(get)?,
+                        endpoint: row.try_get::<&str, _>("endpoint").map_err(get)?.into(),
+                        user_config_template: row
+                            .try_get::<&str, _>("user_config_template")
+                            .map_err(get)?
+                            .into(),
                     },
                     applied_seq: row.try_get("applied_seq").map_err(get)?,
                 })

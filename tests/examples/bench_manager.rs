@@ -15,7 +15,8 @@
 //!   users); prints wrk's figures and the process's resident memory.
 //!
 //! Common options: `--storage URL` (default an SQLite file under target/),
-//! `--cache memory|redis://…`.
+//! `--cache memory|redis://…|none|off` (none: the decorator over a cache that
+//! keeps nothing; off: node-list without the decorator).
 
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -79,9 +80,28 @@ async fn open_storage(opts: &Opts, name: &str) -> Result<Arc<dyn Storage>> {
     })
 }
 
+/// A cache that keeps nothing: the decorator's cost without the cache's.
+#[derive(Debug)]
+struct NoCache;
+
+#[async_trait::async_trait]
+impl Cache for NoCache {
+    async fn get(&self, _: &str) -> manager_lib::cache::CacheResult<Option<Vec<u8>>> {
+        Ok(None)
+    }
+    async fn put(&self, _: &str, _: Vec<u8>, _: Duration) -> manager_lib::cache::CacheResult<()> {
+        Ok(())
+    }
+    async fn invalidate(&self, _: &str) -> manager_lib::cache::CacheResult<()> {
+        Ok(())
+    }
+}
+
 async fn open_cache(opts: &Opts) -> Result<Arc<dyn Cache>> {
     let url = opts.get("cache", "memory");
-    Ok(if url == "memory" {
+    Ok(if url == "none" {
+        Arc::new(NoCache)
+    } else if url == "memory" {
         Arc::new(MemoryCache::new())
     } else {
         Arc::new(cache_redis::RedisCache::connect(&url).await?)
@@ -345,12 +365,16 @@ async fn node_list(opts: &Opts) -> Result<()> {
             storage.begin_stop(node.id).await?;
         }
     }
-    let cache = open_cache(opts).await?;
-    let cached: Arc<dyn Storage> = Arc::new(CachedStorage::new(
-        storage,
-        cache,
-        CachedStorageSettings::default(),
-    ));
+    // `--cache off`: the storage alone, to see what the cache adds.
+    let cached: Arc<dyn Storage> = if opts.get("cache", "memory") == "off" {
+        storage
+    } else {
+        Arc::new(CachedStorage::new(
+            storage,
+            open_cache(opts).await?,
+            CachedStorageSettings::default(),
+        ))
+    };
     let manager = Arc::new(Manager::new(cached, sim, ManagerSettings::default()));
     let app = manager_lib::api::router(
         manager_lib::api::ApiState::new(manager, "bench").with_rate_limit(None),
@@ -378,8 +402,18 @@ end
         ),
     )?;
     let duration = opts.get("duration", "20s");
+    let connections = opts.get("connections", "64");
     let out = tokio::process::Command::new("wrk")
-        .args(["-t2", "-c64", "-d", &duration, "--latency", "-s", &script])
+        .args([
+            "-t2",
+            "-c",
+            &connections,
+            "-d",
+            &duration,
+            "--latency",
+            "-s",
+            &script,
+        ])
         .arg(format!("http://{addr}"))
         .output()
         .await?;

@@ -321,8 +321,8 @@ impl Storage for MemoryStorage {
                 .filter_map(|n| {
                     Some(NodeEntry {
                         id: n.id,
-                        endpoint: n.endpoint.clone(),
-                        user_config_template: n.user_config_template.clone()?,
+                        endpoint: n.endpoint.as_str().into(),
+                        user_config_template: n.user_config_template.as_deref()?.into(),
                     })
                 })
                 .collect()
