@@ -40,6 +40,7 @@
 
 pub mod backup;
 mod error;
+mod point_reads;
 mod rows;
 mod writer;
 
@@ -82,6 +83,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 pub struct SqliteStorage {
     /// The group-commit task's queue.
     writes: Writer,
+    /// Grouped point reads of users (the node-list call's one read).
+    user_reads: point_reads::PointReads,
     /// The write connection, used by the writer task only.
     writer: SqlitePool,
     /// Serves reads; the same pool as `writer` when built by
@@ -160,6 +163,7 @@ impl SqliteStorage {
         Ok(Self {
             filename: writer.connect_options().get_filename().to_path_buf(),
             writes: Writer::spawn(writer.clone()),
+            user_reads: point_reads::PointReads::spawn(reader.clone()),
             writer,
             reader,
         })
@@ -176,6 +180,7 @@ impl SqliteStorage {
         Ok(Self {
             filename: pool.connect_options().get_filename().to_path_buf(),
             writes: Writer::spawn(pool.clone()),
+            user_reads: point_reads::PointReads::spawn(pool.clone()),
             writer: pool.clone(),
             reader: pool,
         })
@@ -445,14 +450,7 @@ impl Storage for SqliteStorage {
     }
 
     async fn get_user(&self, id: UserId) -> StorageResult<User> {
-        let row = sqlx::query(&format!(
-            "SELECT {USER_COLUMNS} FROM users WHERE id = ?1 AND deleted = 0"
-        ))
-        .bind(id.to_string())
-        .fetch_one(&self.reader)
-        .await
-        .map_err(|e| db_error(e, Some(Entity::User)))?;
-        user_from_row(&row)
+        self.user_reads.user(id).await
     }
 
     async fn list_users(&self, page: &PageRequest) -> StorageResult<Page<User>> {

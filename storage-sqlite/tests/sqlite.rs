@@ -499,3 +499,43 @@ async fn a_caller_that_gives_up_does_not_wedge_the_writer() {
         .unwrap();
     assert_eq!(s.fleet_state().await.unwrap().enabled_users, 1);
 }
+
+/// Many concurrent point reads go out in groups: each caller still gets its
+/// own user, a deleted or unknown id is not found, the same id asked twice
+/// at once answers both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_point_reads_each_get_their_own_answer() {
+    use manager_lib::domain::UserId;
+    let f = fresh_storage().await;
+    let s = f.storage.clone();
+    let mut users = Vec::new();
+    for i in 0..40 {
+        users.push(
+            s.create_user(NewUser::new(format!("user {i}")).unwrap())
+                .await
+                .unwrap(),
+        );
+    }
+    s.delete_user(users[7].id).await.unwrap();
+    let mut asks: Vec<(UserId, Option<String>)> = users
+        .iter()
+        .enumerate()
+        .map(|(i, u)| (u.id, (i != 7).then(|| u.name.clone())))
+        .collect();
+    asks.push((UserId::random(), None));
+    asks.push((users[3].id, Some("user 3".into())));
+    for _ in 0..20 {
+        let mut tasks = tokio::task::JoinSet::new();
+        for (id, expected) in asks.clone() {
+            let s = s.clone();
+            tasks.spawn(async move { (s.get_user(id).await, expected) });
+        }
+        while let Some(joined) = tasks.join_next().await {
+            match joined.unwrap() {
+                (Ok(user), Some(name)) => assert_eq!(user.name, name),
+                (Err(StorageError::NotFound(_)), None) => {}
+                (got, expected) => panic!("got {got:?}, expected {expected:?}"),
+            }
+        }
+    }
+}

@@ -287,7 +287,13 @@ async fn node_list(opts: &Opts) -> Result<()> {
     let name = format!("nodelist-{users_n}-{nodes_n}");
     let storage = open_storage(opts, &name).await?;
     let sim = Arc::new(SimulatedFleet::new());
-    let paths_file = format!("target/bench-{name}.paths");
+    // One paths file per storage: the users differ.
+    let backend = if opts.get("storage", "sqlite").starts_with("sqlite") {
+        "sqlite"
+    } else {
+        "postgres"
+    };
+    let paths_file = format!("target/bench-{name}-{backend}.paths");
     let fleet_state = storage.fleet_state().await?;
     if fleet_state.enabled_users < users_n as u64 {
         eprintln!("seeding {users_n} users and {nodes_n} nodes (once)…");
@@ -351,6 +357,22 @@ async fn node_list(opts: &Opts) -> Result<()> {
             }
         }
         eprintln!("seeded in {:.1?}", started.elapsed());
+    }
+    if !std::path::Path::new(&paths_file).exists() {
+        // Seeded earlier but the paths are gone: list them again.
+        let mut paths = std::io::BufWriter::new(std::fs::File::create(&paths_file)?);
+        let mut req = manager_lib::domain::PageRequest::first(10_000);
+        loop {
+            let page = storage.list_users(&req).await?;
+            for user in &page.items {
+                writeln!(paths, "/user/{}-{}/nodes", user.id, user.name)?;
+            }
+            match page.next {
+                Some(next) => req.after = Some(next),
+                None => break,
+            }
+        }
+        paths.flush()?;
     }
     if opts.0.contains_key("seed-only") {
         return Ok(());
