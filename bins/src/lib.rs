@@ -2,6 +2,7 @@
 //! builds the backends and calls a library's `serve`. What they share lives here.
 
 pub mod cli;
+pub mod manager;
 
 use tokio_util::sync::CancellationToken;
 

@@ -14,6 +14,8 @@
 //!   loads `GET /user/{id}-{name}/nodes` with `wrk` (64 connections, random
 //!   users); prints wrk's figures and the process's resident memory.
 //!
+//! `node-list --baseline 1` runs the same load on `GET /health`.
+//!
 //! Common options: `--storage URL` (default an SQLite file under target/),
 //! `--cache memory|redis://…|none|off` (none: the decorator over a cache that
 //! keeps nothing; off: node-list without the decorator).
@@ -411,11 +413,18 @@ async fn node_list(opts: &Opts) -> Result<()> {
     );
 
     let script = format!("target/bench-{name}.lua");
+    // `--baseline 1`: the same load on `GET /health` (no storage, no cache),
+    // for what the machine and the load generator allow at all.
+    let paths_source = if opts.0.contains_key("baseline") {
+        "paths[1] = \"/health\"".to_owned()
+    } else {
+        format!(r#"for line in io.lines("{paths_file}") do paths[#paths + 1] = line end"#)
+    };
     std::fs::write(
         &script,
         format!(
             r#"local paths = {{}}
-for line in io.lines("{paths_file}") do paths[#paths + 1] = line end
+{paths_source}
 math.randomseed(os.time())
 request = function()
   return wrk.format("GET", paths[math.random(#paths)])
