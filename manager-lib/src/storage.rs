@@ -298,4 +298,5 @@ pub trait Storage: Debug + Send + Sync {
     }
 }
 
+pub mod grouped;
 pub mod memory;

@@ -28,6 +28,7 @@
 //! ```
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -46,6 +47,7 @@ mod rows;
 pub mod testing;
 
 use error::{map_err, map_migrate_err};
+use manager_lib::storage::grouped::GroupedReads;
 use rows::{node_columns, user_columns};
 
 /// The schema, embedded so a binary carries its own migrations.
@@ -71,7 +73,13 @@ pub const MAX_CONNECTIONS: u32 = 64;
 #[derive(Clone)]
 pub struct PgStorage {
     pool: PgPool,
+    /// Grouped point reads of users (the node-list call's one read),
+    /// started on first use so `from_pool` needs no runtime.
+    user_reads: Arc<std::sync::OnceLock<GroupedReads>>,
 }
+
+/// Point reads of users in flight at once (each holds a pooled connection).
+const CONCURRENT_USER_READS: usize = 8;
 
 impl fmt::Debug for PgStorage {
     // Only where the database is: the connect options hold the password.
@@ -122,7 +130,25 @@ impl PgStorage {
     /// Uses an existing pool as is; call [`PgStorage::migrate`] before use
     /// unless the schema is known to be current.
     pub fn from_pool(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            user_reads: Arc::default(),
+        }
+    }
+
+    /// Reads the live users among `ids` in one statement.
+    async fn read_users(pool: PgPool, ids: Vec<UserId>) -> StorageResult<Vec<User>> {
+        let ids: Vec<String> = ids.iter().map(UserId::to_string).collect();
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            user_columns!(),
+            " FROM users WHERE id = ANY($1::text[]::uuid[]) AND NOT deleted"
+        ))
+        .bind(ids)
+        .fetch_all(&pool)
+        .await
+        .map_err(user_err)?;
+        rows.iter().map(rows::user).collect()
     }
 
     /// Brings the schema up to date (idempotent; safe to run concurrently).
@@ -458,16 +484,16 @@ impl Storage for PgStorage {
     }
 
     async fn get_user(&self, id: UserId) -> StorageResult<User> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            user_columns!(),
-            " FROM users WHERE id = $1::uuid AND NOT deleted"
-        ))
-        .bind(id.to_string())
-        .fetch_one(&self.pool)
-        .await
-        .map_err(user_err)?;
-        rows::user(&row)
+        let pool = &self.pool;
+        self.user_reads
+            .get_or_init(|| {
+                let pool = pool.clone();
+                GroupedReads::spawn(CONCURRENT_USER_READS, move |ids| {
+                    Self::read_users(pool.clone(), ids)
+                })
+            })
+            .user(id)
+            .await
     }
 
     async fn list_users(&self, page: &PageRequest) -> StorageResult<Page<User>> {

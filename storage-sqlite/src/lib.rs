@@ -84,7 +84,7 @@ pub struct SqliteStorage {
     /// The group-commit task's queue.
     writes: Writer,
     /// Grouped point reads of users (the node-list call's one read).
-    user_reads: point_reads::PointReads,
+    user_reads: manager_lib::storage::grouped::GroupedReads,
     /// The write connection, used by the writer task only.
     writer: SqlitePool,
     /// Serves reads; the same pool as `writer` when built by
@@ -163,7 +163,7 @@ impl SqliteStorage {
         Ok(Self {
             filename: writer.connect_options().get_filename().to_path_buf(),
             writes: Writer::spawn(writer.clone()),
-            user_reads: point_reads::PointReads::spawn(reader.clone()),
+            user_reads: point_reads::spawn(reader.clone()),
             writer,
             reader,
         })
@@ -180,7 +180,7 @@ impl SqliteStorage {
         Ok(Self {
             filename: pool.connect_options().get_filename().to_path_buf(),
             writes: Writer::spawn(pool.clone()),
-            user_reads: point_reads::PointReads::spawn(pool.clone()),
+            user_reads: point_reads::spawn(pool.clone()),
             writer: pool.clone(),
             reader: pool,
         })
