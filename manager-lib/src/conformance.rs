@@ -39,6 +39,7 @@ macro_rules! storage_conformance_tests {
             setting_the_same_status_changes_nothing,
             ack_never_drops_a_newer_intent,
             ack_never_moves_the_cursor_back,
+            acks_for_many_nodes_move_each_cursor_forward_only,
             pending_batches_are_ordered_and_limited,
             changes_after_a_cursor_are_that_nodes_pending_batch,
             start_plan_hides_the_node_until_finished,
@@ -383,6 +384,48 @@ pub async fn ack_never_drops_a_newer_intent(s: &dyn Storage) {
         .map(|op| (op.user.id, op.operation))
         .collect();
     assert_eq!(ops, vec![(alice, Operation::Delete), (bob, Operation::Add)]);
+}
+
+pub async fn acks_for_many_nodes_move_each_cursor_forward_only(s: &dyn Storage) {
+    let a = node(s, "http://10.0.0.1:80").await;
+    let b = node(s, "http://10.0.0.2:80").await;
+    let c = node(s, "http://10.0.0.3:80").await;
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        let id = user(s, &format!("u{i}")).await;
+        s.set_user_status(id, UserStatus::Enabled).await.unwrap();
+        ids.push(id);
+    }
+    let seqs: Vec<_> = s
+        .pending_operations(a.id, 10)
+        .await
+        .unwrap()
+        .operations
+        .iter()
+        .map(|o| o.seq)
+        .collect();
+    s.ack_operations(c.id, seqs[3]).await.unwrap();
+    let gone = node(s, "http://10.0.0.4:80").await;
+    s.delete_node(gone.id).await.unwrap();
+    // a twice (the larger counts), b once, c behind its cursor, a deleted node.
+    s.ack_operations_many(&[
+        (a.id, seqs[2]),
+        (b.id, seqs[0]),
+        (a.id, seqs[1]),
+        (c.id, seqs[1]),
+        (gone.id, seqs[3]),
+    ])
+    .await
+    .unwrap();
+    let pending = |id| async move { s.pending_operations(id, 10).await.unwrap().operations.len() };
+    assert_eq!(
+        pending(a.id).await,
+        1,
+        "a acknowledged up to the third change"
+    );
+    assert_eq!(pending(b.id).await, 3, "b acknowledged the first change");
+    assert_eq!(pending(c.id).await, 0, "c's cursor did not move back");
+    s.ack_operations_many(&[]).await.unwrap();
 }
 
 pub async fn ack_never_moves_the_cursor_back(s: &dyn Storage) {

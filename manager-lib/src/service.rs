@@ -418,16 +418,43 @@ impl Manager {
             if log.seqs.is_empty() {
                 break;
             }
-            let round: Vec<(NodeId, ServiceResult<usize>)> = futures::stream::iter(nodes)
-                .map(|node| {
-                    let log = &log;
-                    async move { (node.id, self.push_from_log(node.id, log).await) }
-                })
-                .buffer_unordered(concurrency.max(1))
-                .collect()
-                .await;
+            // Each node's last acknowledgement goes to one writer that stores
+            // whatever has come in by then in one statement, while the
+            // pushes go on (a slow node delays nobody's acknowledgement).
+            let (acks, mut acked) = tokio::sync::mpsc::unbounded_channel::<(NodeId, Seq)>();
+            let pushes = async move {
+                let log = &log;
+                let round: Vec<(NodeId, ServiceResult<usize>)> = futures::stream::iter(nodes)
+                    .map(|node| {
+                        let acks = acks.clone();
+                        async move { (node.id, self.push_from_log(node.id, log, &acks).await) }
+                    })
+                    .buffer_unordered(concurrency.max(1))
+                    .collect()
+                    .await;
+                (round, log.more)
+            };
+            let store_acks = async {
+                let mut failed: HashMap<NodeId, String> = HashMap::new();
+                let mut taken = Vec::with_capacity(1024);
+                while acked.recv_many(&mut taken, 1024).await > 0 {
+                    if let Err(e) = self.storage.ack_operations_many(&taken).await {
+                        failed.extend(taken.iter().map(|(id, _)| (*id, e.to_string())));
+                    }
+                    taken.clear();
+                }
+                failed
+            };
+            let ((round, more), ack_failed) = tokio::join!(pushes, store_acks);
             let mut progressed = false;
-            for (id, result) in round {
+            for (id, mut result) in round {
+                if let (Ok(_), Some(e)) = (&result, ack_failed.get(&id)) {
+                    // Applied but not recorded: still pending, sent again
+                    // by the next push (harmless).
+                    result = Err(ServiceError::Storage(StorageError::Unavailable(
+                        e.clone().into(),
+                    )));
+                }
                 match &result {
                     Ok(n) => progressed |= *n > 0,
                     Err(_) => {
@@ -443,7 +470,7 @@ impl Manager {
             // Another round only when the log was cut short and this one
             // moved something (a PostgreSQL change still settling is left to
             // the next push).
-            if !log.more || !progressed {
+            if !more || !progressed {
                 break;
             }
         }
@@ -470,7 +497,14 @@ impl Manager {
     }
 
     /// One node's share of a change log read for many nodes.
-    async fn push_from_log(&self, id: NodeId, log: &ChangeLog) -> ServiceResult<usize> {
+    /// Every acknowledgement but the last goes to the storage at once; the
+    /// last goes to `acks`, stored by the caller with the other nodes'.
+    async fn push_from_log(
+        &self,
+        id: NodeId,
+        log: &ChangeLog,
+        acks: &tokio::sync::mpsc::UnboundedSender<(NodeId, Seq)>,
+    ) -> ServiceResult<usize> {
         let lock = self.locks.get(id);
         let _guard = lock.lock().await;
         // The cursor as it is now, under the lock: a start or another push
@@ -491,9 +525,14 @@ impl Manager {
             let (add, del) = log.slices(log.seqs[from], log.seqs[to - 1]);
             self.transport.edit_users(&node, add, del).await?;
             // Every change up to this number is in the log up to `to`.
-            self.storage
-                .ack_operations(node.id, log.seqs[to - 1])
-                .await?;
+            let up_to = log.seqs[to - 1];
+            if to == log.seqs.len() {
+                // Stored after the lock is released: until then a push sees
+                // the older cursor and sends these again, which is harmless.
+                let _ = acks.send((node.id, up_to));
+            } else {
+                self.storage.ack_operations(node.id, up_to).await?;
+            }
             applied += to - from;
             from = to;
         }

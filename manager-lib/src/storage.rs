@@ -246,6 +246,24 @@ pub trait Storage: Debug + Send + Sync {
     /// - A change made after the batch was read is still pending afterwards.
     async fn ack_operations(&self, id: NodeId, up_to_seq: Seq) -> StorageResult<()>;
 
+    /// [`Storage::ack_operations`] for many nodes in one transaction (one
+    /// statement where the backend can): after a fleet-wide push, one write
+    /// instead of one per node.
+    ///
+    /// # Contract
+    /// - Each listed node's cursor becomes `max(cursor, seq)`; with a node
+    ///   listed twice, the larger number counts.
+    /// - Nodes that no longer exist are skipped (deleted meanwhile).
+    async fn ack_operations_many(&self, acks: &[(NodeId, Seq)]) -> StorageResult<()> {
+        for (id, seq) in acks {
+            match self.ack_operations(*id, *seq).await {
+                Ok(()) | Err(StorageError::NotFound(Entity::Node)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
     /// The newest change's number and how many users are enabled.
     async fn fleet_state(&self) -> StorageResult<FleetState>;
 
@@ -300,3 +318,14 @@ pub trait Storage: Debug + Send + Sync {
 
 pub mod grouped;
 pub mod memory;
+
+/// The acknowledgements with each node once, at its largest number (for
+/// backends implementing [`Storage::ack_operations_many`] in one statement).
+pub fn largest_per_node(acks: &[(NodeId, Seq)]) -> Vec<(NodeId, Seq)> {
+    let mut largest: std::collections::BTreeMap<NodeId, Seq> = std::collections::BTreeMap::new();
+    for (id, seq) in acks {
+        let at = largest.entry(*id).or_insert(*seq);
+        *at = (*at).max(*seq);
+    }
+    largest.into_iter().collect()
+}

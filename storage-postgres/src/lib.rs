@@ -48,6 +48,7 @@ pub mod testing;
 
 use error::{map_err, map_migrate_err};
 use manager_lib::storage::grouped::GroupedReads;
+use manager_lib::storage::largest_per_node;
 use rows::{node_columns, user_columns};
 
 /// The schema, embedded so a binary carries its own migrations.
@@ -687,6 +688,30 @@ impl Storage for PgStorage {
         if done.rows_affected() == 0 {
             return Err(StorageError::NotFound(Entity::Node));
         }
+        Ok(())
+    }
+
+    async fn ack_operations_many(&self, acks: &[(NodeId, Seq)]) -> StorageResult<()> {
+        if acks.is_empty() {
+            return Ok(());
+        }
+        // One statement for every node (replicas hold different nodes, so
+        // two batches rarely touch the same rows; a deadlock PostgreSQL
+        // breaks fails one push, which the next one repeats).
+        let (ids, seqs): (Vec<String>, Vec<Seq>) = largest_per_node(acks)
+            .into_iter()
+            .map(|(id, seq)| (id.to_string(), seq))
+            .unzip();
+        sqlx::query(
+            "UPDATE nodes n SET applied_seq = GREATEST(n.applied_seq, a.seq) \
+             FROM unnest($1::text[], $2::bigint[]) AS a(id, seq) \
+             WHERE n.id = a.id::uuid",
+        )
+        .bind(ids)
+        .bind(seqs)
+        .execute(&self.pool)
+        .await
+        .map_err(node_err)?;
         Ok(())
     }
 

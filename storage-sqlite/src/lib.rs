@@ -68,6 +68,7 @@ use crate::rows::{
 };
 use crate::writer::{Args, BoxFuture, Writer};
 pub use crate::writer::{MAX_BATCH, WriteStats};
+use manager_lib::storage::largest_per_node;
 
 /// How many connections read at the same time.
 pub const READERS: u32 = 8;
@@ -589,6 +590,25 @@ impl Storage for SqliteStorage {
             .statement(sql, args, Some(Entity::Node), |row| {
                 found(row, Entity::Node).map(drop)
             })
+            .await
+    }
+
+    async fn ack_operations_many(&self, acks: &[(NodeId, Seq)]) -> StorageResult<()> {
+        if acks.is_empty() {
+            return Ok(());
+        }
+        // One statement: the pairs as a JSON array, the larger number per node.
+        let pairs: Vec<(String, Seq)> = largest_per_node(acks)
+            .into_iter()
+            .map(|(id, seq)| (id.to_string(), seq))
+            .collect();
+        let sql = "UPDATE nodes SET applied_seq = MAX(nodes.applied_seq, a.seq) \
+             FROM (SELECT value ->> 0 AS id, value ->> 1 AS seq FROM json_each(?1)) AS a \
+             WHERE nodes.id = a.id"
+            .to_owned();
+        let args = Args::default().bind(serde_json::to_string(&pairs).expect("pairs serialize"));
+        self.writes
+            .statement(sql, args, Some(Entity::Node), |_| Ok(()))
             .await
     }
 

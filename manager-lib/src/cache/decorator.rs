@@ -456,6 +456,12 @@ impl Storage for CachedStorage {
         r
     }
 
+    async fn ack_operations_many(&self, acks: &[(NodeId, Seq)]) -> StorageResult<()> {
+        let r = self.inner.ack_operations_many(acks).await;
+        self.nodes.invalidate();
+        r
+    }
+
     async fn fleet_state(&self) -> StorageResult<FleetState> {
         self.inner.fleet_state().await
     }
