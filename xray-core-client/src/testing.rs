@@ -34,9 +34,39 @@ pub const VMESS_TAG: &str = "vmess-in";
 const START_DEADLINE: Duration = Duration::from_secs(20);
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
 
-/// A port that was free a moment ago on 127.0.0.1 (bind to port 0, read it,
-/// release it).
+/// A port that was free a moment ago on 127.0.0.1, for a server the test
+/// starts next.
+///
+/// Taken from 20000–31999, below Linux's default ephemeral range
+/// (32768–60999): a port from `bind(0)` can be taken by any process's next
+/// outgoing connection before the server binds it (seen in the chaos suite
+/// as a core that never came up). Never the same port twice in one process;
+/// each process starts at its own offset, so parallel test binaries rarely
+/// meet. Falls back to `bind(0)` when the range is exhausted.
 pub fn free_port() -> u16 {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    static HANDED_OUT: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        (std::process::id().wrapping_mul(2_654_435_761)) % SPAN,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..SPAN {
+        let port = (LOW + NEXT.fetch_add(1, Ordering::SeqCst) % SPAN) as u16;
+        let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+        if handed_out.contains(&port) {
+            continue;
+        }
+        if StdTcpListener::bind(("127.0.0.1", port)).is_ok() {
+            handed_out.push(port);
+            return port;
+        }
+    }
     StdTcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
