@@ -159,12 +159,15 @@ fn apply(token: &str, m: &Mutation) -> Option<String> {
             text.insert(at % (token.len() + 1), *ch);
             // A character that lands in a segment's unused trailing bits may
             // decode to the same bytes; that is the same token, not a forgery.
-            let same = text.split('.').count() == 5
-                && text
-                    .split('.')
-                    .map(|s| URL_SAFE_NO_PAD.decode(s).ok())
-                    .collect::<Option<Vec<_>>>()
-                    .is_some_and(|d| d == segments);
+            // Whitespace around the token is not part of it (both ends
+            // trim it), so a space at either end is the same token too.
+            let same = text.trim() == token
+                || text.split('.').count() == 5
+                    && text
+                        .split('.')
+                        .map(|s| URL_SAFE_NO_PAD.decode(s).ok())
+                        .collect::<Option<Vec<_>>>()
+                        .is_some_and(|d| d == segments);
             if same {
                 return None;
             }
