@@ -296,3 +296,22 @@ async fn an_empty_or_short_iv_or_tag_is_unauthorized() {
         assert_unauthorized(&node, "POST", "/stop", &forged.join(".")).await;
     }
 }
+
+/// Compact JWE has no base64 padding, no whitespace inside: a `=` or a space
+/// at the end of any segment is not the same token.
+#[tokio::test]
+async fn padding_or_spaces_inside_the_token_are_unauthorized() {
+    for segment in 0..5 {
+        for extra in ["=", "==", " ", "\t"] {
+            let node = untouchable();
+            let s =
+                envelope::seal_request(&node.key, "POST", "/stop", b"", SystemTime::now()).unwrap();
+            let mut parts: Vec<String> = s.token.split('.').map(str::to_owned).collect();
+            if segment == 4 && extra.trim().is_empty() {
+                continue; // trailing whitespace around the token is trimmed
+            }
+            parts[segment].push_str(extra);
+            assert_unauthorized(&node, "POST", "/stop", &parts.join(".")).await;
+        }
+    }
+}
