@@ -122,9 +122,10 @@ pub struct CoreSettings {
     pub api_address: String,
     /// How long `/start` waits for the core's API, s (`XNA_START_TIMEOUT_SECS`).
     pub start_timeout_secs: u64,
-    /// SIGTERM → SIGKILL delay for the `process` backend, s.
+    /// SIGTERM → SIGKILL delay for the `process` backend, s
+    /// (`XNA_STOP_TIMEOUT_SECS`).
     pub stop_timeout_secs: u64,
-    /// Timeout of one gRPC call to the core, ms.
+    /// Timeout of one gRPC call to the core, ms (`XNA_API_TIMEOUT_MS`).
     pub api_timeout_ms: u64,
 }
 
@@ -259,6 +260,12 @@ impl Settings {
                 "API_ADDRESS" => self.core.api_address = value,
                 "START_TIMEOUT_SECS" => {
                     self.core.start_timeout_secs = number("XNA_START_TIMEOUT_SECS", &value)?
+                }
+                "STOP_TIMEOUT_SECS" => {
+                    self.core.stop_timeout_secs = number("XNA_STOP_TIMEOUT_SECS", &value)?
+                }
+                "API_TIMEOUT_MS" => {
+                    self.core.api_timeout_ms = number("XNA_API_TIMEOUT_MS", &value)?
                 }
                 "SERVICE_BACKEND" => {
                     self.service.backend = match value.trim() {

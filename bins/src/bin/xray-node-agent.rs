@@ -18,8 +18,10 @@ use tokio_util::sync::CancellationToken;
 /// XNA_NODE_KEY_FILE), flavor "xray"|"v2ray" (XNA_FLAVOR),
 /// user_config_template (XNA_USER_CONFIG_TEMPLATE), vless_flow
 /// (XNA_VLESS_FLOW); [core] binary, args ("{config}" = the generated config),
-/// base_config, generated_config, api_address (XNA_CORE_BINARY,
-/// XNA_CORE_ARGS, XNA_BASE_CONFIG, XNA_GENERATED_CONFIG, XNA_API_ADDRESS);
+/// base_config, generated_config, api_address, start_timeout_secs,
+/// stop_timeout_secs, api_timeout_ms (XNA_CORE_BINARY, XNA_CORE_ARGS,
+/// XNA_BASE_CONFIG, XNA_GENERATED_CONFIG, XNA_API_ADDRESS,
+/// XNA_START_TIMEOUT_SECS, XNA_STOP_TIMEOUT_SECS, XNA_API_TIMEOUT_MS);
 /// [service] backend "process"|"systemd"|"launchctl", unit, label, domain,
 /// plist (XNA_SERVICE_*); [tls] cert, key (XNA_TLS_CERT, XNA_TLS_KEY);
 /// metrics_listen, a private address for Prometheus metrics, off by
