@@ -1,16 +1,16 @@
 //! The manager's HTTP contract, row by row of the SPEC's table, through the
 //! real router (`oneshot`), with in-memory storage and a simulated fleet.
 
+mod common;
+
 use std::sync::Arc;
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::StatusCode;
 use manager_lib::api::{ApiState, router};
 use manager_lib::service::{Manager, ManagerSettings};
 use manager_lib::storage::memory::MemoryStorage;
 use manager_lib::transport::simulated::SimulatedFleet;
 use serde_json::{Value, json};
-use tower::ServiceExt as _;
 
 const TOKEN: &str = "test-admin-token";
 
@@ -42,19 +42,8 @@ impl Api {
         body: Option<&str>,
         token: Option<&str>,
     ) -> (StatusCode, Value) {
-        let mut req = Request::builder().method(method).uri(path);
-        if let Some(t) = token {
-            req = req.header("authorization", format!("Bearer {t}"));
-        }
-        let req = req
-            .header("content-type", "application/json")
-            .body(Body::from(body.unwrap_or("").to_owned()))
-            .unwrap();
-        let resp = self.router.clone().oneshot(req).await.unwrap();
-        let status = resp.status();
-        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
-            .await
-            .unwrap();
+        let (status, bytes) =
+            common::send(&self.router, method, path, body.unwrap_or(""), token).await;
         let value = if bytes.is_empty() {
             Value::Null
         } else {
@@ -75,24 +64,11 @@ impl Api {
     }
 
     async fn new_user(&self, name: &str) -> String {
-        let (status, body) = self
-            .admin("POST", "/user/new", json!({"userName": name}))
-            .await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-        body["user"]["id"].as_str().unwrap().to_owned()
+        common::new_user(&self.router, TOKEN, name).await
     }
 
     async fn running_node(&self, endpoint: &str) -> String {
-        self.fleet.add_node(endpoint);
-        let (_, body) = self
-            .admin("POST", "/node/new", json!({"endpoint": endpoint}))
-            .await;
-        let id = body["nodeID"].as_str().unwrap().to_owned();
-        let (status, _) = self
-            .admin("POST", "/node/start", json!({"nodeID": id}))
-            .await;
-        assert_eq!(status, StatusCode::OK);
-        id
+        common::running_node(&self.router, TOKEN, &self.fleet, endpoint).await
     }
 }
 

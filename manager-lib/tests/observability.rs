@@ -1,12 +1,13 @@
 //! The manager's OpenAPI document and Prometheus metrics, through the real
 //! router (`oneshot`), with in-memory storage and a simulated fleet.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::StatusCode;
 use manager_lib::api::{ApiState, ROUTES, router};
 use manager_lib::cache::{CachedStorage, CachedStorageSettings, MemoryCache};
 use manager_lib::metrics::{self, ManagerMetrics};
@@ -16,7 +17,6 @@ use manager_lib::storage::Storage;
 use manager_lib::storage::memory::MemoryStorage;
 use manager_lib::transport::simulated::SimulatedFleet;
 use serde_json::{Value, json};
-use tower::ServiceExt as _;
 
 const TOKEN: &str = "observability-admin-token";
 
@@ -66,31 +66,15 @@ impl Api {
     }
 
     async fn admin(&self, method: &str, path: &str, body: Value) -> (StatusCode, Value) {
-        let body = (method == "POST").then_some(body);
-        let (status, text) = self.call(method, path, body, Some(TOKEN)).await;
-        let value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        (status, value)
+        common::admin(&self.router, TOKEN, method, path, body).await
     }
 
     async fn new_user(&self, name: &str) -> String {
-        let (status, body) = self
-            .admin("POST", "/user/new", json!({"userName": name}))
-            .await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-        body["user"]["id"].as_str().unwrap().to_owned()
+        common::new_user(&self.router, TOKEN, name).await
     }
 
     async fn running_node(&self, endpoint: &str) -> String {
-        self.fleet.add_node(endpoint);
-        let (_, body) = self
-            .admin("POST", "/node/new", json!({"endpoint": endpoint}))
-            .await;
-        let id = body["nodeID"].as_str().unwrap().to_owned();
-        let (status, _) = self
-            .admin("POST", "/node/start", json!({"nodeID": id}))
-            .await;
-        assert_eq!(status, StatusCode::OK);
-        id
+        common::running_node(&self.router, TOKEN, &self.fleet, endpoint).await
     }
 
     async fn scrape(&self) -> Metrics {
@@ -107,21 +91,9 @@ async fn call(
     body: Option<Value>,
     token: Option<&str>,
 ) -> (StatusCode, String) {
-    let mut req = Request::builder().method(method).uri(path);
-    if let Some(t) = token {
-        req = req.header("authorization", format!("Bearer {t}"));
-    }
     let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let req = req
-        .header("content-type", "application/json")
-        .body(Body::from(body))
-        .unwrap();
-    let resp = router.clone().oneshot(req).await.unwrap();
-    let status = resp.status();
-    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
-        .await
-        .unwrap();
-    (status, String::from_utf8(bytes.to_vec()).unwrap())
+    let (status, bytes) = common::send(router, method, path, &body, token).await;
+    (status, String::from_utf8(bytes).unwrap())
 }
 
 /// One sample: `name{labels} value`.
