@@ -480,24 +480,15 @@ impl Manager {
     /// The nodes among `ids` that are serving and should be, in one read of
     /// the node table.
     async fn serving_among(&self, ids: &HashSet<NodeId>) -> ServiceResult<Vec<Node>> {
-        let mut out = Vec::new();
-        let mut req = PageRequest::first(PageRequest::MAX_LIMIT);
-        loop {
-            let page = self.storage.list_nodes(&req).await?;
-            out.extend(
-                page.items
-                    .into_iter()
-                    .filter(|n| ids.contains(&n.id) && is_serving(n)),
-            );
-            match page.next {
-                Some(next) => req.after = Some(next),
-                None => return Ok(out),
-            }
-        }
+        let nodes = crate::storage::all_nodes(self.storage.as_ref()).await?;
+        Ok(nodes
+            .into_iter()
+            .filter(|n| ids.contains(&n.id) && is_serving(n))
+            .collect())
     }
 
-    /// One node's share of a change log read for many nodes.
-    /// Every acknowledgement but the last goes to the storage at once; the
+    /// One node's share of a change log read for many nodes. Every
+    /// acknowledgement but the last goes to the storage at once; the
     /// last goes to `acks`, stored by the caller with the other nodes'.
     async fn push_from_log(
         &self,

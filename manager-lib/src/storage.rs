@@ -293,11 +293,10 @@ pub trait Storage: Debug + Send + Sync {
     /// # Contract
     /// - The same nodes [`Storage::user_nodes`] would consider.
     async fn serving_nodes(&self) -> StorageResult<Vec<ServingNode>> {
-        let mut out = Vec::new();
-        let mut req = PageRequest::first(PageRequest::MAX_LIMIT);
-        loop {
-            let page = self.list_nodes(&req).await?;
-            out.extend(page.items.into_iter().filter_map(|n| {
+        let nodes = all_nodes(self).await?;
+        Ok(nodes
+            .into_iter()
+            .filter_map(|n| {
                 let serving = n.actual_status == ActualStatus::Running && n.state_up_to_date;
                 Some(ServingNode {
                     applied_seq: n.applied_seq,
@@ -307,11 +306,21 @@ pub trait Storage: Debug + Send + Sync {
                         user_config_template: n.user_config_template.filter(|_| serving)?.into(),
                     },
                 })
-            }));
-            match page.next {
-                Some(next) => req.after = Some(next),
-                None => return Ok(out),
-            }
+            })
+            .collect())
+    }
+}
+
+/// Every node, in id order, every page of [`Storage::list_nodes`] read.
+pub async fn all_nodes<S: Storage + ?Sized>(storage: &S) -> StorageResult<Vec<Node>> {
+    let mut out = Vec::new();
+    let mut req = PageRequest::first(PageRequest::MAX_LIMIT);
+    loop {
+        let page = storage.list_nodes(&req).await?;
+        out.extend(page.items);
+        match page.next {
+            Some(next) => req.after = Some(next),
+            None => return Ok(out),
         }
     }
 }
