@@ -154,34 +154,20 @@ async fn main() {
     .unwrap();
     let t = Instant::now();
     for i in 0..edits_n {
-        let u = user(users_n + 2 * edits_n + i);
-        let core_user = xray_core_client::CoreUser {
-            email: u.id.clone(),
-            level: 0,
-            account: xray_core_client::Account::Vless {
-                id: u.id,
-                flow: String::new(),
-            },
-        };
-        api.add_user(xray_core_client::testing::VLESS_TAG, &core_user)
-            .await
-            .expect("core add");
+        api.add_user(
+            xray_core_client::testing::VLESS_TAG,
+            &vless_user(users_n + 2 * edits_n + i),
+        )
+        .await
+        .expect("core add");
     }
     let core_rate = edits_n as f64 / t.elapsed().as_secs_f64();
     let t = Instant::now();
     futures::stream::iter(0..edits_n)
         .map(|i| {
             let api = api.clone();
-            let u = user(users_n + 3 * edits_n + i);
+            let core_user = vless_user(users_n + 3 * edits_n + i);
             async move {
-                let core_user = xray_core_client::CoreUser {
-                    email: u.id.clone(),
-                    level: 0,
-                    account: xray_core_client::Account::Vless {
-                        id: u.id,
-                        flow: String::new(),
-                    },
-                };
                 api.add_user(xray_core_client::testing::VLESS_TAG, &core_user)
                     .await
             }
@@ -212,4 +198,17 @@ async fn main() {
         nix::sys::signal::Signal::SIGTERM,
     );
     let _ = tokio::time::timeout(Duration::from_secs(10), agent.wait()).await;
+}
+
+/// User `n` as the core's API takes it, on the VLESS inbound.
+fn vless_user(n: usize) -> xray_core_client::CoreUser {
+    let u = user(n);
+    xray_core_client::CoreUser {
+        email: u.id.clone(),
+        level: 0,
+        account: xray_core_client::Account::Vless {
+            id: u.id,
+            flow: String::new(),
+        },
+    }
 }
