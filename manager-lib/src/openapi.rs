@@ -21,10 +21,10 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::api;
 
-/// Where the document is served.
-pub const DOCUMENT_PATH: &str = "/openapi.json";
-/// Where the Swagger UI is served.
-pub const UI_PATH: &str = "/docs";
+use node_agent_lib::openapi::describe_docs_routes;
+/// Where the document and the Swagger UI are served: the same places as
+/// on the node agent.
+pub use node_agent_lib::openapi::{DOCUMENT_PATH, UI_PATH};
 /// The name of the admin bearer token's security scheme.
 pub const ADMIN_SCHEME: &str = "admin_token";
 
@@ -103,33 +103,7 @@ impl Modify for Operations {
                 .response("401", ResponseBuilder::new().description("missing or wrong admin token"))
                 .security(SecurityRequirement::new(ADMIN_SCHEME, Vec::<String>::new())),
         );
-        doc.paths.add_path_operation(
-            DOCUMENT_PATH,
-            vec![HttpMethod::Get],
-            OperationBuilder::new()
-                .tag("operations")
-                .summary(Some("This OpenAPI document"))
-                .response(
-                    "200",
-                    ResponseBuilder::new().description("the document").content(
-                        "application/json",
-                        Content::new(Some(ObjectBuilder::new().schema_type(Type::Object))),
-                    ),
-                ),
-        );
-        doc.paths.add_path_operation(
-            UI_PATH,
-            vec![HttpMethod::Get],
-            OperationBuilder::new()
-                .tag("operations")
-                .summary(Some(
-                    "Swagger UI over this document (assets under `/docs/`)",
-                ))
-                .response(
-                    "303",
-                    ResponseBuilder::new().description("redirect to `/docs/`, the UI's page"),
-                ),
-        );
+        describe_docs_routes(doc, Some("operations"), "This OpenAPI document");
     }
 }
 

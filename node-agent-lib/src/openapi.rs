@@ -226,30 +226,42 @@ impl Modify for Envelope {
                 );
             }
         }
-        doc.paths.add_path_operation(
-            DOCUMENT_PATH,
-            vec![HttpMethod::Get],
-            OperationBuilder::new()
-                .summary(Some("This OpenAPI document (not encrypted)"))
-                .response(
-                    "200",
-                    ResponseBuilder::new().description("the document").content(
-                        "application/json",
-                        Content::new(Some(ObjectBuilder::new().schema_type(Type::Object))),
-                    ),
-                ),
-        );
-        doc.paths.add_path_operation(
-            UI_PATH,
-            vec![HttpMethod::Get],
-            OperationBuilder::new()
-                .summary(Some(
-                    "Swagger UI over this document (assets under `/docs/`)",
-                ))
-                .response(
-                    "303",
-                    ResponseBuilder::new().description("redirect to `/docs/`, the UI's page"),
-                ),
-        );
+        describe_docs_routes(doc, None, "This OpenAPI document (not encrypted)");
     }
+}
+
+/// Adds [`DOCUMENT_PATH`] and [`UI_PATH`] themselves to `doc` (no handler
+/// annotation describes them), under `tag` when given. The manager's
+/// document uses it too.
+pub fn describe_docs_routes(doc: &mut Document, tag: Option<&str>, document_summary: &str) {
+    let operation = || {
+        let builder = OperationBuilder::new();
+        match tag {
+            Some(tag) => builder.tag(tag),
+            None => builder,
+        }
+    };
+    doc.paths.add_path_operation(
+        DOCUMENT_PATH,
+        vec![HttpMethod::Get],
+        operation().summary(Some(document_summary)).response(
+            "200",
+            ResponseBuilder::new().description("the document").content(
+                "application/json",
+                Content::new(Some(ObjectBuilder::new().schema_type(Type::Object))),
+            ),
+        ),
+    );
+    doc.paths.add_path_operation(
+        UI_PATH,
+        vec![HttpMethod::Get],
+        operation()
+            .summary(Some(
+                "Swagger UI over this document (assets under `/docs/`)",
+            ))
+            .response(
+                "303",
+                ResponseBuilder::new().description("redirect to `/docs/`, the UI's page"),
+            ),
+    );
 }
