@@ -292,16 +292,9 @@ impl Manager {
     /// has every user (anti-entropy).
     pub async fn reconcile_node(&self, node: &Node) -> ServiceResult<NodeOutcome> {
         match self.check_node(node).await? {
-            NodeOutcome::InSync => {
-                let lock = self.locks.get(node.id);
-                let _guard = lock.lock().await;
-                let node = self.storage.get_node(node.id).await?;
-                if !is_serving(&node) {
-                    return Ok(NodeOutcome::Synced { applied: 0 });
-                }
-                let applied = self.push_locked(&node).await?;
-                Ok(NodeOutcome::Synced { applied })
-            }
+            NodeOutcome::InSync => Ok(NodeOutcome::Synced {
+                applied: self.push_pending(node.id).await?,
+            }),
             outcome => Ok(outcome),
         }
     }
