@@ -42,14 +42,15 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 
 mod error;
+mod grouped;
 mod rows;
 #[cfg(feature = "testing")]
 pub mod testing;
 
 use error::{map_err, map_migrate_err};
-use manager_lib::storage::grouped::GroupedReads;
+use grouped::UserCalls;
 use manager_lib::storage::largest_per_node;
-use rows::{node_columns, user_columns};
+use rows::{free_stripe, node_columns, user_columns};
 
 /// The schema, embedded so a binary carries its own migrations.
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
@@ -74,13 +75,10 @@ pub const MAX_CONNECTIONS: u32 = 64;
 #[derive(Clone)]
 pub struct PgStorage {
     pool: PgPool,
-    /// Grouped point reads of users (the node-list call's one read),
-    /// started on first use so `from_pool` needs no runtime.
-    user_reads: Arc<std::sync::OnceLock<GroupedReads>>,
+    /// Grouped point reads, creations and status changes of users (see
+    /// `grouped`), started on first use so `from_pool` needs no runtime.
+    user_calls: Arc<std::sync::OnceLock<UserCalls>>,
 }
-
-/// Point reads of users in flight at once (each holds a pooled connection).
-const CONCURRENT_USER_READS: usize = 8;
 
 impl fmt::Debug for PgStorage {
     // Only where the database is: the connect options hold the password.
@@ -133,23 +131,12 @@ impl PgStorage {
     pub fn from_pool(pool: PgPool) -> Self {
         Self {
             pool,
-            user_reads: Arc::default(),
+            user_calls: Arc::default(),
         }
     }
 
-    /// Reads the live users among `ids` in one statement.
-    async fn read_users(pool: PgPool, ids: Vec<UserId>) -> StorageResult<Vec<User>> {
-        let ids: Vec<String> = ids.iter().map(UserId::to_string).collect();
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            user_columns!(),
-            " FROM users WHERE id = ANY($1::text[]::uuid[]) AND NOT deleted"
-        ))
-        .bind(ids)
-        .fetch_all(&pool)
-        .await
-        .map_err(user_err)?;
-        rows.iter().map(rows::user).collect()
+    fn user_calls(&self) -> &UserCalls {
+        self.user_calls.get_or_init(|| UserCalls::spawn(&self.pool))
     }
 
     /// Brings the schema up to date (idempotent; safe to run concurrently).
@@ -205,28 +192,11 @@ const SETTLED_STATE: &str = "SELECT xm_wait_for_changes(); \
                      (SELECT floor_seq FROM meta)) AS last_seq, \
             (SELECT COALESCE(sum(enabled), 0) FROM enabled_stripes)::bigint AS enabled_users";
 
-/// The stripe of the enabled-user count a change adds its delta to: one no
-/// other transaction holds right now (so writers do not queue on it), or any
-/// stripe when all are taken.
-///
-/// It is picked in a CTE of its own (`pick`, one row per counted change) that
-/// the count's UPDATE joins, never in that UPDATE's WHERE: when the UPDATE
-/// finds its row changed by a concurrent commit it rechecks the row
-/// (EvalPlanQual), and a stripe chosen in its own WHERE was seen to lose
-/// deltas under concurrency then; a joined CTE row is carried as is.
-macro_rules! free_stripe {
-    () => {
-        "COALESCE( \
-           (SELECT stripe FROM enabled_stripes ORDER BY random() LIMIT 1 FOR UPDATE SKIP LOCKED), \
-           (SELECT stripe FROM enabled_stripes ORDER BY random() LIMIT 1)) AS stripe"
-    };
-}
-
 fn node_err(e: sqlx::Error) -> StorageError {
     map_err(Entity::Node, e)
 }
 
-fn user_err(e: sqlx::Error) -> StorageError {
+pub(crate) fn user_err(e: sqlx::Error) -> StorageError {
     map_err(Entity::User, e)
 }
 
@@ -469,32 +439,11 @@ impl Storage for PgStorage {
     }
 
     async fn create_user(&self, new: NewUser) -> StorageResult<User> {
-        let row = sqlx::query(concat!(
-            "INSERT INTO users (id, name, status, secret, change_seq, deleted, created_at) \
-             VALUES ($1::uuid, $2, 'Disabled', $3, 0, FALSE, $4) RETURNING ",
-            user_columns!()
-        ))
-        .bind(new.id.to_string())
-        .bind(&new.name)
-        .bind(new.secret.expose())
-        .bind(now_ms())
-        .fetch_one(&self.pool)
-        .await
-        .map_err(user_err)?;
-        rows::user(&row)
+        self.user_calls().create(new).await
     }
 
     async fn get_user(&self, id: UserId) -> StorageResult<User> {
-        let pool = &self.pool;
-        self.user_reads
-            .get_or_init(|| {
-                let pool = pool.clone();
-                GroupedReads::spawn(CONCURRENT_USER_READS, move |ids| {
-                    Self::read_users(pool.clone(), ids)
-                })
-            })
-            .user(id)
-            .await
+        self.user_calls().reads.user(id).await
     }
 
     async fn list_users(&self, page: &PageRequest) -> StorageResult<Page<User>> {
@@ -521,50 +470,8 @@ impl Storage for PgStorage {
     }
 
     async fn set_user_status(&self, id: UserId, status: UserStatus) -> StorageResult<User> {
-        // One statement, one round trip, autocommit:
-        // - `target` takes the shared change lock (xm_change_lock() in the
-        //   filter, before the row lock: see the migration) and locks the
-        //   live user, reading its newest version;
-        // - `changed` gives it the new status and the next number only when
-        //   the status really changes;
-        // - `pick` and `counted` add the delta to a free stripe of the
-        //   count, only then (see `free_stripe!` for why two CTEs).
-        // The answer is the changed user, or the unchanged one, or no row
-        // when there is no such user.
-        let delta: i64 = match status {
-            UserStatus::Enabled => 1,
-            UserStatus::Disabled => -1,
-        };
-        let row = sqlx::query(concat!(
-            "WITH target AS ( \
-               SELECT id, name, status, secret, change_seq, created_at FROM users \
-               WHERE id = $1::uuid AND NOT deleted AND xm_change_lock() \
-               FOR UPDATE \
-             ), changed AS ( \
-               UPDATE users u SET status = $2, change_seq = xm_next_change_seq() \
-               FROM target t WHERE u.id = t.id AND t.status <> $2 \
-               RETURNING u.id, u.name, u.status, u.secret, u.change_seq, u.created_at \
-             ), pick AS ( \
-               SELECT ",
-            free_stripe!(),
-            " FROM changed \
-             ), counted AS ( \
-               UPDATE enabled_stripes s SET enabled = s.enabled + $3 \
-               FROM pick p WHERE s.stripe = p.stripe \
-             ) SELECT ",
-            user_columns!(),
-            " FROM changed UNION ALL SELECT ",
-            user_columns!(),
-            " FROM target WHERE NOT EXISTS (SELECT 1 FROM changed)"
-        ))
-        .bind(id.to_string())
-        .bind(status.as_str())
-        .bind(delta)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(user_err)?
-        .ok_or(StorageError::NotFound(Entity::User))?;
-        rows::user(&row)
+        // Grouped with other callers' changes: see `grouped::set_statuses`.
+        self.user_calls().set_status(id, status).await
     }
 
     async fn delete_user(&self, id: UserId) -> StorageResult<()> {

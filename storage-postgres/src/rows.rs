@@ -27,7 +27,24 @@ macro_rules! user_columns {
     };
 }
 
-pub(crate) use {node_columns, user_columns};
+/// The stripe of the enabled-user count a change adds its delta to: one no
+/// other transaction holds right now (so writers do not queue on it), or any
+/// stripe when all are taken.
+///
+/// It is picked in a CTE of its own (`pick`, one row per counted change) that
+/// the count's UPDATE joins, never in that UPDATE's WHERE: when the UPDATE
+/// finds its row changed by a concurrent commit it rechecks the row
+/// (EvalPlanQual), and a stripe chosen in its own WHERE was seen to lose
+/// deltas under concurrency then; a joined CTE row is carried as is.
+macro_rules! free_stripe {
+    () => {
+        "COALESCE( \
+           (SELECT stripe FROM enabled_stripes ORDER BY random() LIMIT 1 FOR UPDATE SKIP LOCKED), \
+           (SELECT stripe FROM enabled_stripes ORDER BY random() LIMIT 1)) AS stripe"
+    };
+}
+
+pub(crate) use {free_stripe, node_columns, user_columns};
 
 pub(crate) fn col<'r, T>(row: &'r PgRow, name: &str) -> StorageResult<T>
 where

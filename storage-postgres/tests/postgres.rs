@@ -66,6 +66,95 @@ async fn replicas_enabling_users_concurrently_get_distinct_gap_free_numbers() {
     assert_eq!(fleet.enabled_users, ids.len() as u64);
 }
 
+/// One storage, many callers at once, so creations and status changes go
+/// in groups (one statement for many callers): each caller still gets its
+/// own answer. Two creations with one id: one is created, the other is
+/// `AlreadyExists`. The same user asked by several callers at once ends in
+/// one of the asked statuses and each answer shows its caller's status; an
+/// unknown or deleted user is `NotFound`; the enabled count is the users'.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_callers_at_once_each_get_their_own_answer() {
+    let db = TestDatabase::new().await;
+    let storage = Arc::new(db.storage().await);
+
+    let new: Vec<NewUser> = (0..120)
+        .map(|i| NewUser::new(format!("grouped-{i}")).unwrap())
+        .collect();
+    let mut creating = tokio::task::JoinSet::new();
+    for user in new.iter().cloned().chain([new[7].clone(), new[42].clone()]) {
+        let storage = storage.clone();
+        creating.spawn(async move { (user.id, storage.create_user(user).await) });
+    }
+    let mut created = HashSet::new();
+    let mut taken = Vec::new();
+    while let Some(joined) = creating.join_next().await {
+        match joined.unwrap() {
+            (id, Ok(user)) => {
+                assert_eq!(user.id, id);
+                assert_eq!(user.status, UserStatus::Disabled);
+                assert!(created.insert(id), "{id} created twice");
+            }
+            (id, Err(StorageError::AlreadyExists(Entity::User))) => taken.push(id),
+            (id, other) => panic!("{id}: {other:?}"),
+        }
+    }
+    taken.sort_unstable();
+    let mut twice = vec![new[7].id, new[42].id];
+    twice.sort_unstable();
+    assert_eq!(taken, twice);
+    assert_eq!(created.len(), new.len());
+    for user in &new {
+        let stored = storage.get_user(user.id).await.unwrap();
+        assert_eq!(
+            (stored.name.as_str(), stored.secret.expose()),
+            (user.name.as_str(), user.secret.expose())
+        );
+    }
+
+    let ids: Vec<UserId> = new.iter().map(|u| u.id).collect();
+    let deleted = ids[0];
+    storage.delete_user(deleted).await.unwrap();
+    let unknown = UserId::random();
+    let mut changing = tokio::task::JoinSet::new();
+    for round in 0..4 {
+        for (i, id) in ids.iter().copied().chain([deleted, unknown]).enumerate() {
+            let status = if (i + round) % 3 == 0 {
+                UserStatus::Disabled
+            } else {
+                UserStatus::Enabled
+            };
+            let storage = storage.clone();
+            changing.spawn(async move { (id, status, storage.set_user_status(id, status).await) });
+        }
+    }
+    let mut asked: std::collections::HashMap<UserId, HashSet<UserStatus>> = Default::default();
+    while let Some(joined) = changing.join_next().await {
+        match joined.unwrap() {
+            (id, status, Ok(user)) => {
+                assert_eq!(user.id, id);
+                assert_eq!(user.status, status, "the answer shows the caller's change");
+                asked.entry(id).or_default().insert(status);
+            }
+            (id, _, Err(StorageError::NotFound(Entity::User))) => {
+                assert!(id == deleted || id == unknown, "{id} not found")
+            }
+            (id, _, other) => panic!("{id}: {other:?}"),
+        }
+    }
+    assert_eq!(asked.len(), ids.len() - 1);
+    let mut enabled = 0;
+    for (id, statuses) in &asked {
+        let user = storage.get_user(*id).await.unwrap();
+        assert!(
+            statuses.contains(&user.status),
+            "{id} ended in a status nobody asked for"
+        );
+        enabled += u64::from(user.status == UserStatus::Enabled);
+    }
+    let fleet = storage.fleet_state().await.unwrap();
+    assert_eq!(fleet.enabled_users, enabled);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_replicas_never_hold_the_same_node() {
     let db = TestDatabase::new().await;

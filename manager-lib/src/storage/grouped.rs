@@ -1,12 +1,17 @@
-//! Point reads of users, grouped, for backends to build `get_user` on.
+//! Grouped calls, for backends whose every statement costs far more than
+//! the row it touches.
 //!
-//! The user-node-list call reads one user row per request, and each
-//! statement costs a round trip (to SQLite's connection thread, or over the
-//! network to PostgreSQL) that dwarfs the lookup itself. Callers queue their
-//! id; a task takes whatever is queued as soon as one of `concurrent` slots
-//! is free and hands it to the backend's `read`, which looks every id up in
-//! one statement. A lone caller goes alone at once; under load the queue
-//! fills while the slots are busy, and many rows come back for one trip.
+//! The user-node-list call reads one user row per request, and a write
+//! changes one user; each statement costs a round trip (to SQLite's
+//! connection thread, or over the network to PostgreSQL) and, on
+//! PostgreSQL, a parse, plan and commit that dwarf the row itself. Callers
+//! queue their request; a task takes whatever is queued as soon as one of
+//! `concurrent` slots is free and hands it all to the backend, which serves
+//! it in one statement. A lone caller goes alone at once; under load the
+//! queue fills while the slots are busy, and many requests share one trip.
+//!
+//! [`Grouped`] is the general form; [`GroupedReads`] the point reads of
+//! users built on it.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -17,26 +22,101 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use crate::domain::{User, UserId};
 use crate::storage::{Entity, StorageError, StorageResult};
 
-/// The most ids one statement takes.
+/// The most ids one grouped read takes.
 pub const MAX_GROUP: usize = 256;
 
-type Waiter = (UserId, oneshot::Sender<StorageResult<User>>);
+type Waiter<Req, Out> = (Req, oneshot::Sender<Out>);
 
-/// The handle callers read through; the task stops when every handle is gone.
-#[derive(Clone)]
-pub struct GroupedReads {
-    queue: mpsc::Sender<Waiter>,
+/// Requests of many callers, served a group at a time by one function. The
+/// task stops when every handle is gone.
+pub struct Grouped<Req, Out> {
+    queue: mpsc::Sender<Waiter<Req, Out>>,
 }
 
-impl std::fmt::Debug for GroupedReads {
+impl<Req, Out> Clone for Grouped<Req, Out> {
+    fn clone(&self) -> Self {
+        Self {
+            queue: self.queue.clone(),
+        }
+    }
+}
+
+impl<Req, Out> std::fmt::Debug for Grouped<Req, Out> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GroupedReads")
+        f.debug_struct("Grouped")
             .field(
                 "queued",
                 &(self.queue.max_capacity() - self.queue.capacity()),
             )
             .finish()
     }
+}
+
+impl<Req: Send + 'static, Out: Send + 'static> Grouped<Req, Out> {
+    /// Starts the task on the current Tokio runtime. `serve` gets 1 to
+    /// `max_group` requests, in the order they were queued, and answers each,
+    /// in the same order; at most `concurrent` groups are served at once. A
+    /// caller that gave up before its group was taken is left out of it.
+    pub fn spawn<F, Fut>(concurrent: usize, max_group: usize, serve: F) -> Self
+    where
+        F: Fn(Vec<Req>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Vec<Out>> + Send + 'static,
+    {
+        let max_group = max_group.max(1);
+        let (queue, rx) = mpsc::channel(4 * max_group);
+        tokio::spawn(run(concurrent.max(1), max_group, Arc::new(serve), rx));
+        Self { queue }
+    }
+
+    /// The answer to `request`, or `None` when the task has stopped (the
+    /// runtime is shutting down) or `serve` gave no answer for it.
+    pub async fn call(&self, request: Req) -> Option<Out> {
+        let (reply, answer) = oneshot::channel();
+        self.queue.send((request, reply)).await.ok()?;
+        answer.await.ok()
+    }
+}
+
+async fn run<Req, Out, F, Fut>(
+    concurrent: usize,
+    max_group: usize,
+    serve: Arc<F>,
+    mut queue: mpsc::Receiver<Waiter<Req, Out>>,
+) where
+    Req: Send + 'static,
+    Out: Send + 'static,
+    F: Fn(Vec<Req>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Vec<Out>> + Send + 'static,
+{
+    let slots = Arc::new(Semaphore::new(concurrent));
+    let mut taken = Vec::with_capacity(max_group);
+    loop {
+        // A free slot first, then everything queued by then.
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        if queue.recv_many(&mut taken, max_group).await == 0 {
+            return;
+        }
+        let (requests, replies): (Vec<Req>, Vec<oneshot::Sender<Out>>) =
+            taken.drain(..).filter(|(_, r)| !r.is_closed()).unzip();
+        if requests.is_empty() {
+            continue;
+        }
+        let serving = serve(requests);
+        tokio::spawn(async move {
+            for (reply, out) in replies.into_iter().zip(serving.await) {
+                let _ = reply.send(out);
+            }
+            drop(slot);
+        });
+    }
+}
+
+/// Point reads of users, grouped: see the module's doc.
+#[derive(Clone, Debug)]
+pub struct GroupedReads {
+    reads: Grouped<UserId, StorageResult<User>>,
 }
 
 impl GroupedReads {
@@ -49,76 +129,48 @@ impl GroupedReads {
         F: Fn(Vec<UserId>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = StorageResult<Vec<User>>> + Send + 'static,
     {
-        let (queue, rx) = mpsc::channel(4 * MAX_GROUP);
-        tokio::spawn(run(concurrent.max(1), Arc::new(read), rx));
-        Self { queue }
+        let reads = Grouped::spawn(concurrent, MAX_GROUP, move |asked: Vec<UserId>| {
+            let mut ids = asked.clone();
+            ids.sort_unstable();
+            ids.dedup();
+            let reading = read(ids);
+            async move { answer(&asked, reading.await) }
+        });
+        Self { reads }
     }
 
     /// The live user `id`, or [`StorageError::NotFound`].
     pub async fn user(&self, id: UserId) -> StorageResult<User> {
-        let (reply, answer) = oneshot::channel();
-        self.queue.send((id, reply)).await.map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
+        self.reads.call(id).await.unwrap_or_else(|| Err(stopped()))
     }
 }
 
-fn stopped() -> StorageError {
+/// The error a caller gets when the storage's task is gone.
+pub fn stopped() -> StorageError {
     StorageError::Unavailable("the storage was closed".into())
 }
 
-async fn run<F, Fut>(concurrent: usize, read: Arc<F>, mut queue: mpsc::Receiver<Waiter>)
-where
-    F: Fn(Vec<UserId>) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = StorageResult<Vec<User>>> + Send + 'static,
-{
-    let slots = Arc::new(Semaphore::new(concurrent));
-    let mut taken = Vec::with_capacity(MAX_GROUP);
-    loop {
-        // A free slot first, then everything queued by then.
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            return;
-        };
-        if queue.recv_many(&mut taken, MAX_GROUP).await == 0 {
-            return;
-        }
-        let group: Vec<Waiter> = taken.drain(..).filter(|(_, r)| !r.is_closed()).collect();
-        if group.is_empty() {
-            continue;
-        }
-        let mut ids: Vec<UserId> = group.iter().map(|(id, _)| *id).collect();
-        ids.sort_unstable();
-        ids.dedup();
-        let reading = read(ids);
-        tokio::spawn(async move {
-            answer(group, reading.await);
-            drop(slot);
-        });
-    }
-}
-
-fn answer(group: Vec<Waiter>, read: StorageResult<Vec<User>>) {
+/// One answer per asked id, in order, from one read's result.
+fn answer(asked: &[UserId], read: StorageResult<Vec<User>>) -> Vec<StorageResult<User>> {
     let users = match read {
         Ok(users) => users,
-        Err(error) => {
-            for (_, reply) in group {
-                let _ = reply.send(Err(copy_of(&error)));
-            }
-            return;
-        }
+        Err(error) => return asked.iter().map(|_| Err(copy_of(&error))).collect(),
     };
     let found: HashMap<UserId, User> = users.into_iter().map(|u| (u.id, u)).collect();
-    for (id, reply) in group {
-        let answer = found
-            .get(&id)
-            .cloned()
-            .ok_or(StorageError::NotFound(Entity::User));
-        let _ = reply.send(answer);
-    }
+    asked
+        .iter()
+        .map(|id| {
+            found
+                .get(id)
+                .cloned()
+                .ok_or(StorageError::NotFound(Entity::User))
+        })
+        .collect()
 }
 
-/// The same error for another caller (errors hold boxed sources, which do
-/// not clone): same kind, same text.
-fn copy_of(error: &StorageError) -> StorageError {
+/// The same error for another caller of a group (errors hold boxed sources,
+/// which do not clone): same kind, same text.
+pub fn copy_of(error: &StorageError) -> StorageError {
     match error {
         StorageError::NotFound(entity) => StorageError::NotFound(*entity),
         StorageError::AlreadyExists(entity) => StorageError::AlreadyExists(*entity),
