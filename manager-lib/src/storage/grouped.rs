@@ -241,6 +241,57 @@ mod tests {
         );
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn answers_go_back_in_order_and_a_caller_that_gave_up_is_left_out() {
+        let (release, released) = tokio::sync::watch::channel(false);
+        let groups = Arc::new(Mutex::new(Vec::<Vec<u32>>::new()));
+        let g = groups.clone();
+        // One slot; every group waits for `release`, so callers queue.
+        let grouped = Grouped::spawn(1, 16, move |asked: Vec<u32>| {
+            g.lock().unwrap().push(asked.clone());
+            let mut released = released.clone();
+            async move {
+                let _ = released.wait_for(|r| *r).await;
+                asked.iter().map(|n| n * 10).collect::<Vec<u32>>()
+            }
+        });
+        let first = tokio::spawn({
+            let grouped = grouped.clone();
+            async move { grouped.call(1).await }
+        });
+        until(|| groups.lock().unwrap().len() == 1).await;
+        // Queued behind the first group: 2 gives up, 3 and 4 wait.
+        let gave_up = tokio::spawn({
+            let grouped = grouped.clone();
+            async move { grouped.call(2).await }
+        });
+        let mut waiting = Vec::new();
+        for n in [3, 4] {
+            let grouped = grouped.clone();
+            waiting.push(tokio::spawn(async move { grouped.call(n).await }));
+        }
+        until(|| grouped.queue.max_capacity() - grouped.queue.capacity() == 3).await;
+        gave_up.abort();
+        let _ = gave_up.await;
+        release.send(true).unwrap();
+        assert_eq!(first.await.unwrap(), Some(10));
+        for (task, want) in waiting.into_iter().zip([30, 40]) {
+            assert_eq!(task.await.unwrap(), Some(want));
+        }
+        assert_eq!(*groups.lock().unwrap(), vec![vec![1], vec![3, 4]]);
+    }
+
+    async fn until(condition: impl Fn() -> bool) {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !condition() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "not reached in 10 s"
+            );
+            tokio::task::yield_now().await;
+        }
+    }
+
     #[tokio::test]
     async fn a_failed_read_fails_every_caller_in_its_group_with_the_same_kind() {
         let reads = GroupedReads::spawn(2, |_ids: Vec<UserId>| async {
