@@ -16,10 +16,12 @@
 //! connection is a [`ConnectionManager`], which reconnects by itself.
 
 use std::future::Future;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use manager_lib::cache::{Cache, CacheError, CacheResult};
+use manager_lib::grouped::Grouped;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{ErrorKind, RedisError};
 
@@ -55,7 +57,30 @@ impl Default for RedisCacheSettings {
 const MAX_TTL_MILLIS: u64 = 10 * 365 * 24 * 3600 * 1000;
 
 /// A [`Cache`] on Redis.
+///
+/// Gets and puts are grouped (see [`manager_lib::grouped`]): the calls
+/// queued while earlier ones are on the wire go together, the gets as one
+/// `MGET`, the puts as one pipeline of `SET … PX`, so under load one round
+/// trip and one read on each side serve many callers. A lone call goes at
+/// once. A put's call returns once its group was stored.
 pub struct RedisCache {
+    link: Arc<Link>,
+    gets: OnceLock<Gets>,
+    puts: OnceLock<Puts>,
+}
+
+/// Keys to get; each answer is the value or nothing.
+type Gets = Grouped<String, CacheResult<Option<Vec<u8>>>>;
+/// Keys to set, with their values and time to live in milliseconds.
+type Puts = Grouped<(String, Vec<u8>, u64), CacheResult<()>>;
+
+/// Groups of gets, and of puts, on the wire at once.
+const CONCURRENT_GROUPS: usize = 2;
+/// The most keys one group takes.
+const MAX_GROUP: usize = 256;
+
+/// The connection, shared by the calls and the grouping tasks.
+struct Link {
     client: redis::Client,
     settings: RedisCacheSettings,
     conn: tokio::sync::OnceCell<ConnectionManager>,
@@ -95,19 +120,122 @@ impl RedisCache {
         let client = redis::Client::open(url)
             .map_err(|_| CacheError::Other("not a valid redis:// URL".into()))?;
         Ok(Self {
-            client,
-            settings,
-            conn: tokio::sync::OnceCell::new(),
-            failed_at: std::sync::Mutex::new(None),
+            link: Arc::new(Link {
+                client,
+                settings,
+                conn: tokio::sync::OnceCell::new(),
+                failed_at: std::sync::Mutex::new(None),
+            }),
+            gets: OnceLock::new(),
+            puts: OnceLock::new(),
         })
     }
 
     pub fn settings(&self) -> &RedisCacheSettings {
-        &self.settings
+        &self.link.settings
     }
 
+    async fn connection(&self) -> CacheResult<ConnectionManager> {
+        self.link.connection().await
+    }
+
+    /// The get groups, started on first use (on the caller's runtime).
+    fn gets(&self) -> &Gets {
+        self.gets.get_or_init(|| {
+            let link = self.link.clone();
+            Grouped::spawn(CONCURRENT_GROUPS, MAX_GROUP, move |keys: Vec<String>| {
+                let link = link.clone();
+                async move {
+                    let n = keys.len();
+                    let got = link
+                        .run(|mut conn| async move {
+                            redis::cmd("MGET")
+                                .arg(&keys)
+                                .query_async::<Vec<Option<Vec<u8>>>>(&mut conn)
+                                .await
+                        })
+                        .await;
+                    match got {
+                        Ok(values) if values.len() == n => values.into_iter().map(Ok).collect(),
+                        Ok(values) => each(
+                            n,
+                            &CacheError::Other(
+                                format!("MGET of {n} keys answered {} values", values.len()).into(),
+                            ),
+                        ),
+                        Err(e) => each(n, &e),
+                    }
+                }
+            })
+        })
+    }
+
+    /// The put groups, started on first use.
+    fn puts(&self) -> &Puts {
+        self.puts.get_or_init(|| {
+            let link = self.link.clone();
+            Grouped::spawn(
+                CONCURRENT_GROUPS,
+                MAX_GROUP,
+                move |entries: Vec<(String, Vec<u8>, u64)>| {
+                    let link = link.clone();
+                    async move {
+                        let n = entries.len();
+                        let mut pipe = redis::pipe();
+                        for (key, value, millis) in entries {
+                            pipe.cmd("SET")
+                                .arg(key)
+                                .arg(value)
+                                .arg("PX")
+                                .arg(millis)
+                                .ignore();
+                        }
+                        match link
+                            .run(|mut conn| async move { pipe.query_async::<()>(&mut conn).await })
+                            .await
+                        {
+                            Ok(()) => (0..n).map(|_| Ok(())).collect(),
+                            Err(e) => each(n, &e),
+                        }
+                    }
+                },
+            )
+        })
+    }
+}
+
+/// `error` for each of `n` callers of a group (errors do not clone): same
+/// kind, same text.
+fn each<T>(n: usize, error: &CacheError) -> Vec<CacheResult<T>> {
+    (0..n)
+        .map(|_| {
+            Err(match error {
+                CacheError::Unavailable(e) => CacheError::Unavailable(e.to_string().into()),
+                other => CacheError::Other(other.to_string().into()),
+            })
+        })
+        .collect()
+}
+
+impl Link {
     fn key(&self, key: &str) -> String {
         format!("{}{key}", self.settings.namespace)
+    }
+
+    /// A grouped call's answer, waiting no longer than a call alone could:
+    /// a connection attempt and the call timeout, whatever the queue.
+    async fn bounded<T>(
+        &self,
+        call: impl Future<Output = Option<CacheResult<T>>>,
+    ) -> CacheResult<T> {
+        let limit = self.settings.connect_timeout + self.settings.timeout;
+        match tokio::time::timeout(limit, call).await {
+            Ok(Some(answer)) => answer,
+            Ok(None) => Err(CacheError::Unavailable(
+                "the cache's task has stopped".into(),
+            )),
+            Err(_) => Err(CacheError::Unavailable("redis call timed out".into())),
+        }
     }
 
     /// The connection, made on first use. Only one caller connects at a
@@ -197,8 +325,8 @@ impl std::fmt::Debug for RedisCache {
     // The client is left out: its connection info holds the password.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisCache")
-            .field("settings", &self.settings)
-            .field("connected", &self.conn.initialized())
+            .field("settings", &self.link.settings)
+            .field("connected", &self.link.conn.initialized())
             .finish()
     }
 }
@@ -206,14 +334,8 @@ impl std::fmt::Debug for RedisCache {
 #[async_trait]
 impl Cache for RedisCache {
     async fn get(&self, key: &str) -> CacheResult<Option<Vec<u8>>> {
-        let key = self.key(key);
-        self.run(|mut conn| async move {
-            redis::cmd("GET")
-                .arg(key)
-                .query_async::<Option<Vec<u8>>>(&mut conn)
-                .await
-        })
-        .await
+        let key = self.link.key(key);
+        self.link.bounded(self.gets().call(key)).await
     }
 
     async fn put(&self, key: &str, value: Vec<u8>, ttl: Duration) -> CacheResult<()> {
@@ -225,27 +347,21 @@ impl Cache for RedisCache {
         let millis = u64::try_from(ttl.as_millis())
             .unwrap_or(u64::MAX)
             .clamp(1, MAX_TTL_MILLIS);
-        let key = self.key(key);
-        self.run(|mut conn| async move {
-            redis::cmd("SET")
-                .arg(key)
-                .arg(value)
-                .arg("PX")
-                .arg(millis)
-                .query_async::<()>(&mut conn)
-                .await
-        })
-        .await
+        let key = self.link.key(key);
+        self.link
+            .bounded(self.puts().call((key, value, millis)))
+            .await
     }
 
     async fn invalidate(&self, key: &str) -> CacheResult<()> {
-        let key = self.key(key);
-        self.run(|mut conn| async move {
-            redis::cmd("DEL")
-                .arg(key)
-                .query_async::<()>(&mut conn)
-                .await
-        })
-        .await
+        let key = self.link.key(key);
+        self.link
+            .run(|mut conn| async move {
+                redis::cmd("DEL")
+                    .arg(key)
+                    .query_async::<()>(&mut conn)
+                    .await
+            })
+            .await
     }
 }

@@ -161,6 +161,51 @@ async fn keys_live_under_the_namespace() {
     a.invalidate("u:1").await.unwrap();
 }
 
+/// Gets and puts of many callers at once go in groups (one MGET, one
+/// pipeline): each caller still gets its own key's value, a missing key is
+/// missing, and each put is stored with its own ttl.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_callers_at_once_each_get_their_own_answer() {
+    let Some(redis) = test_redis().await else {
+        return;
+    };
+    let cache = Arc::new(
+        RedisCache::connect_with(&redis.url, fresh_settings())
+            .await
+            .unwrap(),
+    );
+    let value = |i: usize| format!("value-{i}").repeat(1 + i % 7).into_bytes();
+    let mut puts = tokio::task::JoinSet::new();
+    for i in 0..600 {
+        let cache = cache.clone();
+        let ttl = if i % 2 == 0 {
+            LONG
+        } else {
+            Duration::from_millis(1)
+        };
+        puts.spawn(async move { cache.put(&format!("k{i}"), value(i), ttl).await });
+    }
+    while let Some(put) = puts.join_next().await {
+        put.unwrap().unwrap();
+    }
+    // The 1 ms entries expire; wait until the first of them is gone.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while cache.get("k599").await.unwrap().is_some() {
+        assert!(std::time::Instant::now() < deadline, "k599 never expired");
+        tokio::task::yield_now().await;
+    }
+    let mut gets = tokio::task::JoinSet::new();
+    for i in 0..700 {
+        let cache = cache.clone();
+        gets.spawn(async move { (i, cache.get(&format!("k{i}")).await.unwrap()) });
+    }
+    while let Some(got) = gets.join_next().await {
+        let (i, got) = got.unwrap();
+        let want = (i < 600 && i % 2 == 0).then(|| value(i));
+        assert_eq!(got, want, "k{i}");
+    }
+}
+
 #[tokio::test]
 async fn replicas_see_each_others_user_writes_at_once_through_redis() {
     let Some(redis) = test_redis().await else {

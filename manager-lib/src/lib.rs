@@ -12,6 +12,7 @@
 pub mod api;
 pub mod cache;
 pub mod domain;
+pub mod grouped;
 pub mod metrics;
 pub mod openapi;
 pub mod ratelimit;

@@ -24,7 +24,7 @@ use crate::rows::{self, free_stripe, user_columns};
 use crate::user_err;
 
 /// Point reads in flight at once (each holds a pooled connection).
-const CONCURRENT_READS: usize = 8;
+const CONCURRENT_READS: usize = 2;
 /// Groups of creations, and of status changes, in flight at once: two, so
 /// one group runs while the other waits for its commit, and callers queue
 /// behind them into large groups. Measured with 64 callers on two cores
