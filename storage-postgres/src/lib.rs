@@ -18,6 +18,10 @@
 //! The enabled-user count is striped over 64 rows so that no row is shared by
 //! all writers, and `create_user` touches no shared row at all.
 //!
+//! User creations, status changes and point reads of callers that come at
+//! the same time go in groups: one statement (and one commit) for many
+//! callers, each of whom still gets their own answer (module `grouped`).
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), manager_lib::storage::StorageError> {
 //! use std::sync::Arc;
@@ -62,13 +66,12 @@ pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The default number of pooled connections.
 ///
-/// Changes are cheap on the server (no shared row) and spend most of their
-/// time waiting for the WAL flush, which PostgreSQL shares among the commits
-/// waiting for it: throughput grows with the number of changes in flight, so
-/// with one change per connection the pool is the limit. Sized for one
-/// manager next to a server with the default `max_connections = 100`;
-/// several replicas need a larger server limit (connections are opened only
-/// when needed, so a quiet replica holds few).
+/// User creations, status changes and point reads go in groups and hold at
+/// most six connections between them (see `grouped`); the rest serve the
+/// reconciler's node calls, which run up to its concurrency at once, and
+/// the admin API. Sized for one manager next to a server with the default
+/// `max_connections = 100`; several replicas need a larger server limit
+/// (connections are opened only when needed, so a quiet replica holds few).
 pub const MAX_CONNECTIONS: u32 = 64;
 
 /// A [`Storage`] on PostgreSQL. Cheap to clone (the pool is shared).
