@@ -17,14 +17,6 @@ use node_agent_lib::envelope::{self, NodeKey};
 use node_agent_lib::service::{MockServiceControl, ServiceStatus};
 use serde_json::{Value, json};
 
-/// A node whose ports must never be called.
-fn untouchable() -> TestNode {
-    node(
-        Arc::new(MockServiceControl::new()),
-        Arc::new(MockCoreApi::new()),
-    )
-}
-
 fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -207,12 +199,7 @@ async fn request_without_jti_is_unauthorized() {
 
 #[tokio::test]
 async fn replayed_request_is_unauthorized() {
-    let mut service = MockServiceControl::new();
-    service
-        .expect_status()
-        .times(1)
-        .returning(|| Ok(ServiceStatus::Stopped));
-    let node = node(Arc::new(service), Arc::new(MockCoreApi::new()));
+    let node = answering_one_status();
     let s = envelope::seal_request(&node.key, "GET", "/status", b"", SystemTime::now()).unwrap();
     let (first, _) = send(&node.router, request_with_token("GET", "/status", &s.token)).await;
     assert_eq!(first, StatusCode::OK);

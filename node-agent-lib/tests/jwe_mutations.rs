@@ -10,16 +10,13 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::SystemTime;
 
 use axum::http::StatusCode;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::*;
-use node_agent_lib::core::MockCoreApi;
 use node_agent_lib::envelope;
-use node_agent_lib::service::{MockServiceControl, ServiceStatus};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
@@ -177,21 +174,6 @@ fn apply(token: &str, m: &Mutation) -> Option<String> {
     (mutated != token).then_some(mutated)
 }
 
-/// A node whose ports panic on any call.
-fn untouchable() -> TestNode {
-    node(
-        Arc::new(MockServiceControl::new()),
-        Arc::new(MockCoreApi::new()),
-    )
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
@@ -235,12 +217,7 @@ proptest! {
 /// above is not passing because the test's tokens are bad to begin with.
 #[test]
 fn the_unmutated_token_is_accepted() {
-    let mut service = MockServiceControl::new();
-    service
-        .expect_status()
-        .times(1)
-        .returning(|| Ok(ServiceStatus::Stopped));
-    let node = node(Arc::new(service), Arc::new(MockCoreApi::new()));
+    let node = answering_one_status();
     let sealed =
         envelope::seal_request(&node.key, "GET", "/status", b"", SystemTime::now()).unwrap();
     let (status, _) = runtime().block_on(send(

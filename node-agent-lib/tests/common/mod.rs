@@ -11,9 +11,9 @@ use axum::http::{Request, StatusCode, header};
 use node_agent_lib::agent::{Agent, AgentOptions};
 use node_agent_lib::api::{AppState, router};
 use node_agent_lib::config::CoreConfig;
-use node_agent_lib::core::{CoreApi, Flavor};
+use node_agent_lib::core::{CoreApi, Flavor, MockCoreApi};
 use node_agent_lib::envelope::{self, NodeKey};
-use node_agent_lib::service::ServiceControl;
+use node_agent_lib::service::{MockServiceControl, ServiceControl, ServiceStatus};
 use node_agent_lib::wire::WireUser;
 use serde_json::Value;
 use tower::ServiceExt as _;
@@ -60,6 +60,33 @@ pub fn options(dir: &tempfile::TempDir) -> AgentOptions {
 
 pub fn node(service: Arc<dyn ServiceControl>, core: Arc<dyn CoreApi>) -> TestNode {
     node_with(service, core, |_| {})
+}
+
+/// A node whose ports must never be called (the mocks have no
+/// expectations, so any call panics).
+pub fn untouchable() -> TestNode {
+    node(
+        Arc::new(MockServiceControl::new()),
+        Arc::new(MockCoreApi::new()),
+    )
+}
+
+/// A node whose service answers one status call, `Stopped`, and nothing else.
+pub fn answering_one_status() -> TestNode {
+    let mut service = MockServiceControl::new();
+    service
+        .expect_status()
+        .times(1)
+        .returning(|| Ok(ServiceStatus::Stopped));
+    node(Arc::new(service), Arc::new(MockCoreApi::new()))
+}
+
+/// A single-threaded runtime for property tests, which are not async.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 pub fn node_with(
