@@ -30,38 +30,28 @@ const ERROR_TEXTS: &[&str] = &[
 
 /// A node whose service and core accept everything, counting each call.
 fn counting_node(calls: Arc<AtomicUsize>) -> TestNode {
+    // Each changing call succeeds and counts.
+    fn counted<E>(calls: &Arc<AtomicUsize>) -> impl Fn() -> Result<(), E> + use<E> {
+        let calls = calls.clone();
+        move || {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+    }
     let mut service = MockServiceControl::new();
-    let c = calls.clone();
-    service.expect_restart().returning(move || {
-        c.fetch_add(1, Ordering::SeqCst);
-        Ok(())
-    });
-    let c = calls.clone();
-    service.expect_start().returning(move || {
-        c.fetch_add(1, Ordering::SeqCst);
-        Ok(())
-    });
-    let c = calls.clone();
-    service.expect_stop().returning(move || {
-        c.fetch_add(1, Ordering::SeqCst);
-        Ok(())
-    });
+    service.expect_restart().returning(counted(&calls));
+    service.expect_start().returning(counted(&calls));
+    service.expect_stop().returning(counted(&calls));
     service
         .expect_status()
         .returning(|| Ok(ServiceStatus::Running));
     let mut core = MockCoreApi::new();
     core.expect_uptime_secs().returning(|| Ok(100));
     core.expect_users_count().returning(|_| Ok(None));
-    let c = calls.clone();
-    core.expect_add_user().returning(move |_, _| {
-        c.fetch_add(1, Ordering::SeqCst);
-        Ok(())
-    });
-    let c = calls;
-    core.expect_remove_user().returning(move |_, _| {
-        c.fetch_add(1, Ordering::SeqCst);
-        Ok(())
-    });
+    let add = counted(&calls);
+    core.expect_add_user().returning(move |_, _| add());
+    let remove = counted(&calls);
+    core.expect_remove_user().returning(move |_, _| remove());
     node(Arc::new(service), Arc::new(core))
 }
 
