@@ -711,16 +711,21 @@ mod tests {
         assert_eq!(split_id_name(""), None);
     }
 
-    #[test]
-    fn templates_are_filled_per_user() {
-        let user = User {
+    /// An enabled user with secret `s3cret`.
+    fn enabled_user_named(name: &str) -> User {
+        User {
             id: UserId::random(),
-            name: "Вася Pupkin".into(),
+            name: name.into(),
             status: UserStatus::Enabled,
             secret: crate::domain::UserSecret::from_stored("s3cret".into()),
             change_seq: 1,
             created_at: crate::domain::Timestamp(0),
-        };
+        }
+    }
+
+    #[test]
+    fn templates_are_filled_per_user() {
+        let user = enabled_user_named("Вася Pupkin");
         let out = fill_template(
             "vless://{{.UserID}}@h:443#{{.UserName}}|{{.UserNameRaw}}|{{.Secret}}",
             &user,
@@ -736,14 +741,7 @@ mod tests {
 
     #[test]
     fn what_a_placeholder_brings_is_not_filled_again() {
-        let user = User {
-            id: UserId::random(),
-            name: "{{.Secret}} + {{.UserID}}".into(),
-            status: UserStatus::Enabled,
-            secret: crate::domain::UserSecret::from_stored("s3cret".into()),
-            change_seq: 1,
-            created_at: crate::domain::Timestamp(0),
-        };
+        let user = enabled_user_named("{{.Secret}} + {{.UserID}}");
         assert_eq!(
             fill_template("{{.UserNameRaw}}|{{.Unknown}}|{{.|{{.Secret}}", &user),
             "{{.Secret}} + {{.UserID}}|{{.Unknown}}|{{.|s3cret"
