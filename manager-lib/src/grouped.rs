@@ -30,13 +30,17 @@ impl<Req, Out> Clone for Grouped<Req, Out> {
     }
 }
 
+impl<Req, Out> Grouped<Req, Out> {
+    /// Requests queued and not yet taken into a group.
+    pub fn queued(&self) -> usize {
+        self.queue.max_capacity() - self.queue.capacity()
+    }
+}
+
 impl<Req, Out> std::fmt::Debug for Grouped<Req, Out> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Grouped")
-            .field(
-                "queued",
-                &(self.queue.max_capacity() - self.queue.capacity()),
-            )
+            .field("queued", &self.queued())
             .finish()
     }
 }
@@ -103,7 +107,7 @@ async fn run<Req, Out, F, Fut>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::Mutex;
 
     use super::*;
@@ -137,7 +141,7 @@ mod tests {
             let grouped = grouped.clone();
             waiting.push(tokio::spawn(async move { grouped.call(n).await }));
         }
-        until(|| grouped.queue.max_capacity() - grouped.queue.capacity() == 3).await;
+        until(|| grouped.queued() == 3).await;
         gave_up.abort();
         let _ = gave_up.await;
         release.send(true).unwrap();
@@ -148,7 +152,7 @@ mod tests {
         assert_eq!(*groups.lock().unwrap(), vec![vec![1], vec![3, 4]]);
     }
 
-    async fn until(condition: impl Fn() -> bool) {
+    pub(crate) async fn until(condition: impl Fn() -> bool) {
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
         while !condition() {
             assert!(

@@ -86,6 +86,7 @@ mod tests {
 
     use super::*;
     use crate::domain::{Timestamp, UserSecret, UserStatus};
+    use crate::grouped::tests::until;
 
     fn user(id: UserId) -> User {
         User {
@@ -102,8 +103,10 @@ mod tests {
     async fn callers_waiting_together_share_one_read_and_each_gets_their_answer() {
         let known: Vec<UserId> = (0..50).map(|_| UserId::random()).collect();
         let groups = Arc::new(Mutex::new(Vec::<usize>::new()));
+        let (release, released) = tokio::sync::watch::channel(false);
         let (k, g) = (known.clone(), groups.clone());
-        // One slot and a slow read: everyone queued meanwhile goes next, together.
+        // One slot, and every read waits for `release`: everyone queued
+        // while the first read waits goes next, together.
         let reads = GroupedReads::spawn(1, move |ids: Vec<UserId>| {
             g.lock().unwrap().push(ids.len());
             let found: Vec<User> = ids
@@ -111,17 +114,25 @@ mod tests {
                 .filter(|id| k.contains(id))
                 .map(|id| user(*id))
                 .collect();
+            let mut released = released.clone();
             async move {
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                let _ = released.wait_for(|r| *r).await;
                 Ok(found)
             }
         });
         let unknown = UserId::random();
         let mut tasks = tokio::task::JoinSet::new();
-        for id in known.iter().copied().chain([unknown, known[0]]) {
+        let mut callers = known.iter().copied().chain([unknown, known[0]]);
+        let first = callers.next().unwrap();
+        let r = reads.clone();
+        tasks.spawn(async move { (first, r.user(first).await) });
+        until(|| groups.lock().unwrap().len() == 1).await;
+        for id in callers {
             let reads = reads.clone();
             tasks.spawn(async move { (id, reads.user(id).await) });
         }
+        until(|| reads.reads.queued() == 51).await;
+        release.send(true).unwrap();
         while let Some(joined) = tasks.join_next().await {
             match joined.unwrap() {
                 (id, Ok(u)) => assert_eq!(u.id, id),
