@@ -47,9 +47,12 @@ pub async fn open_cache(url: &str) -> Result<Arc<dyn Cache>, String> {
 pub async fn serve(cfg: ManagerConfig, url: String) -> Result<(), String> {
     let storage = open_storage(&url).await?;
     let cache = open_cache(cfg.cache_url.expose()).await?;
+    // User rows stay cached until they change (every change is marked, see
+    // `CachedStorage`); the node set and the change feed are read again at
+    // least once a heartbeat.
     let cached = CachedStorageSettings {
-        user_ttl: cfg.heartbeat(),
         nodes_ttl: cfg.heartbeat().min(std::time::Duration::from_secs(1)),
+        ..CachedStorageSettings::default()
     };
     let cached = Arc::new(CachedStorage::new(storage, cache, cached));
     let storage: Arc<dyn Storage> = cached.clone();

@@ -14,6 +14,12 @@
 //! stored with `SET key value PX ttl`, and every call has a timeout: the
 //! cache is an optimisation, so a slow or dead Redis must cost little. The
 //! connection is a [`ConnectionManager`], which reconnects by itself.
+//!
+//! Each stored value starts with a 17-byte header: `v` (a value) or `m` (a
+//! mark of [`Cache::mark_changed`]), then its version as 16 hex digits of
+//! the version with its sign bit flipped, so that comparing two headers as
+//! strings compares the versions as numbers. A versioned write is one Lua
+//! script (`EVAL`) that compares and sets in one step on the server.
 
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
@@ -71,8 +77,65 @@ pub struct RedisCache {
 
 /// Keys to get; each answer is the value or nothing.
 type Gets = Grouped<String, CacheResult<Option<Vec<u8>>>>;
-/// Keys to set, with their values and time to live in milliseconds.
-type Puts = Grouped<(String, Vec<u8>, u64), CacheResult<()>>;
+/// Values (header included) to store; see [`Write`].
+type Puts = Grouped<Write, CacheResult<()>>;
+
+/// One write of a put group.
+struct Write {
+    key: String,
+    /// Header and value.
+    entry: Vec<u8>,
+    millis: u64,
+    /// Through [`VERSIONED_SET`] rather than a plain `SET`.
+    versioned: bool,
+}
+
+/// The header's first byte for a value, and for a mark.
+const VALUE: u8 = b'v';
+const MARK: u8 = b'm';
+const HEADER_LEN: usize = 17;
+
+/// Sets `KEYS[1]` to `ARGV[1]` (header and value) for `ARGV[2]` ms unless
+/// the key holds a newer entry: a larger version, or the same version when
+/// the key holds a value or the new entry is a mark (the rule of
+/// `manager_lib::cache::newer`). Headers compare as strings.
+const VERSIONED_SET: &str = r"
+local cur = redis.call('GET', KEYS[1])
+if cur and string.len(cur) >= 17 then
+  local cur_v = string.sub(cur, 2, 17)
+  local new_v = string.sub(ARGV[1], 2, 17)
+  local cur_mark = string.sub(cur, 1, 1) == 'm'
+  local new_mark = string.sub(ARGV[1], 1, 1) == 'm'
+  if cur_v > new_v or (cur_v == new_v and not (cur_mark and not new_mark)) then
+    return 0
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+";
+
+/// `kind`, then `version` as 16 hex digits with the sign bit flipped, then
+/// `value`.
+fn entry(kind: u8, version: i64, value: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_LEN + value.len());
+    out.push(kind);
+    let ordered = (version as u64) ^ (1 << 63);
+    out.extend_from_slice(format!("{ordered:016x}").as_bytes());
+    out.extend_from_slice(value);
+    out
+}
+
+/// The value of a stored entry; `None` for a mark or an entry this cache
+/// did not write.
+fn value_of(stored: Vec<u8>) -> Option<Vec<u8>> {
+    (stored.len() >= HEADER_LEN && stored[0] == VALUE).then(|| stored[HEADER_LEN..].to_vec())
+}
+
+fn ttl_millis(ttl: Duration) -> u64 {
+    u64::try_from(ttl.as_millis())
+        .unwrap_or(u64::MAX)
+        .clamp(1, MAX_TTL_MILLIS)
+}
 
 /// Groups of gets, and of puts, on the wire at once.
 const CONCURRENT_GROUPS: usize = 2;
@@ -156,7 +219,10 @@ impl RedisCache {
                         })
                         .await;
                     match got {
-                        Ok(values) if values.len() == n => values.into_iter().map(Ok).collect(),
+                        Ok(values) if values.len() == n => values
+                            .into_iter()
+                            .map(|v| Ok(v.and_then(value_of)))
+                            .collect(),
                         Ok(values) => each(
                             n,
                             &CacheError::Other(
@@ -174,32 +240,38 @@ impl RedisCache {
     fn puts(&self) -> &Puts {
         self.puts.get_or_init(|| {
             let link = self.link.clone();
-            Grouped::spawn(
-                CONCURRENT_GROUPS,
-                MAX_GROUP,
-                move |entries: Vec<(String, Vec<u8>, u64)>| {
-                    let link = link.clone();
-                    async move {
-                        let n = entries.len();
-                        let mut pipe = redis::pipe();
-                        for (key, value, millis) in entries {
+            Grouped::spawn(CONCURRENT_GROUPS, MAX_GROUP, move |writes: Vec<Write>| {
+                let link = link.clone();
+                async move {
+                    let n = writes.len();
+                    let mut pipe = redis::pipe();
+                    for w in writes {
+                        if w.versioned {
+                            pipe.cmd("EVAL")
+                                .arg(VERSIONED_SET)
+                                .arg(1)
+                                .arg(w.key)
+                                .arg(w.entry)
+                                .arg(w.millis)
+                                .ignore();
+                        } else {
                             pipe.cmd("SET")
-                                .arg(key)
-                                .arg(value)
+                                .arg(w.key)
+                                .arg(w.entry)
                                 .arg("PX")
-                                .arg(millis)
+                                .arg(w.millis)
                                 .ignore();
                         }
-                        match link
-                            .run(|mut conn| async move { pipe.query_async::<()>(&mut conn).await })
-                            .await
-                        {
-                            Ok(()) => (0..n).map(|_| Ok(())).collect(),
-                            Err(e) => each(n, &e),
-                        }
                     }
-                },
-            )
+                    match link
+                        .run(|mut conn| async move { pipe.query_async::<()>(&mut conn).await })
+                        .await
+                    {
+                        Ok(()) => (0..n).map(|_| Ok(())).collect(),
+                        Err(e) => each(n, &e),
+                    }
+                }
+            })
         })
     }
 }
@@ -339,17 +411,7 @@ impl Cache for RedisCache {
     }
 
     async fn put(&self, key: &str, value: Vec<u8>, ttl: Duration) -> CacheResult<()> {
-        if ttl.is_zero() {
-            // `PX 0` is an error in Redis; an entry that is already expired
-            // is no entry.
-            return self.invalidate(key).await;
-        }
-        let millis = u64::try_from(ttl.as_millis())
-            .unwrap_or(u64::MAX)
-            .clamp(1, MAX_TTL_MILLIS);
-        let key = self.link.key(key);
-        self.link
-            .bounded(self.puts().call((key, value, millis)))
+        self.write(key, entry(VALUE, i64::MIN, &value), ttl, false)
             .await
     }
 
@@ -363,5 +425,49 @@ impl Cache for RedisCache {
                     .await
             })
             .await
+    }
+
+    async fn put_versioned(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        version: i64,
+        ttl: Duration,
+    ) -> CacheResult<()> {
+        self.write(key, entry(VALUE, version, &value), ttl, true)
+            .await
+    }
+
+    async fn mark_changed(&self, key: &str, version: i64, ttl: Duration) -> CacheResult<()> {
+        self.write(key, entry(MARK, version, &[]), ttl, true).await
+    }
+}
+
+impl RedisCache {
+    /// One write through the put groups.
+    async fn write(
+        &self,
+        key: &str,
+        entry: Vec<u8>,
+        ttl: Duration,
+        versioned: bool,
+    ) -> CacheResult<()> {
+        if ttl.is_zero() {
+            // `PX 0` is an error in Redis; an entry that is already expired
+            // is no entry. (A versioned write with no time to live leaves
+            // nothing either way.)
+            return if versioned {
+                Ok(())
+            } else {
+                self.invalidate(key).await
+            };
+        }
+        let write = Write {
+            key: self.link.key(key),
+            entry,
+            millis: ttl_millis(ttl),
+            versioned,
+        };
+        self.link.bounded(self.puts().call(write)).await
     }
 }

@@ -20,15 +20,36 @@
 //!   `nodes_ttl`.
 //! - **User rows** are many and change rarely. They live in the shared
 //!   [`Cache`] (Redis when several replicas run, [`MemoryCache`] for one)
-//!   under `u:<id>` for `user_ttl`, one heartbeat. A write through any
-//!   replica invalidates the shared key at once, so every replica sees it; a
-//!   write that raced with another replica's cache fill, or a change made
-//!   outside the manager, is stale for at most `user_ttl`.
+//!   under `u:<generation>:<id>` until they change (`user_ttl`, an hour by
+//!   default, only bounds the cache's size). Three things keep them true:
+//!   - **Versions.** A row is stored with [`Cache::put_versioned`] at its
+//!     `change_seq`; a write through any replica leaves a mark of the new
+//!     number with [`Cache::mark_changed`] (`Seq::MAX` for a deletion). A
+//!     fill that read the row before the change and lands after the mark is
+//!     refused by the cache itself, whichever replica sent it.
+//!   - **The change feed.** A write whose mark was lost (the cache call
+//!     failed or timed out, the replica died) is marked by every replica's
+//!     follower: each refresh of the node set first reads
+//!     [`Storage::changes_after`](crate::storage::Storage::changes_after)
+//!     from the replica's place in the feed and marks every change in it.
+//!     Until a follow has marked everything it read, the replica answers
+//!     user rows from the storage, not the cache. So a change made through
+//!     another replica shows within `nodes_ttl`, even when its own mark was
+//!     lost.
+//!   - **Generations.** `u:feed` names the generation in use and the number
+//!     up to which its changes are marked. A replica that starts joins it
+//!     and marks the changes after it; without it (a new or flushed cache),
+//!     or when the database's newest change is older than it (a restored
+//!     backup), the replica starts a new generation: an empty cache, the old
+//!     rows left to expire. A follower more than 100,000 changes behind
+//!     does the same rather than mark them all.
+//!
+//!   A change made in the database without the manager, and without a new
+//!   `change_seq`, is not seen until the row leaves the cache.
 //!
 //! The answer is then computed exactly as the storage would: no nodes for a
 //! disabled user, else the serving nodes with `applied_seq >= change_seq`, in
-//! id order. Absent users are not cached, so a deleted user is not found at
-//! once through the replica that deleted it and within `user_ttl` elsewhere.
+//! id order. Absent users are not cached.
 //!
 //! Cached rows hold the user's secret (the cache is trusted like the
 //! database); logs never show keys or values.
@@ -72,6 +93,43 @@ pub trait Cache: Debug + Send + Sync {
     /// - After it returns, no `get` on any client of the same cache returns
     ///   the old value.
     async fn invalidate(&self, key: &str) -> CacheResult<()>;
+
+    /// Stores `value` under `key` as the state of the thing it describes at
+    /// `version`, unless the key holds something newer: a value of a larger
+    /// version, or a mark ([`Cache::mark_changed`]) of an equal or larger one.
+    /// The check and the write are one atomic step for every client of the
+    /// cache, so two processes filling and changing the same key in any order
+    /// leave the newest state, never an older one.
+    ///
+    /// # Contract
+    /// - Refused silently (still `Ok`) when the key holds something newer.
+    /// - A value stored with [`Cache::put`] counts as older than any version.
+    /// - Otherwise as [`Cache::put`].
+    async fn put_versioned(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        version: i64,
+        ttl: Duration,
+    ) -> CacheResult<()>;
+
+    /// Records that what `key` describes changed at `version`: `get` answers
+    /// `None`, and a later [`Cache::put_versioned`] of an older version is
+    /// refused, for `ttl` or until a value of `version` or newer is put.
+    ///
+    /// # Contract
+    /// - Refused silently (still `Ok`) when the key holds a value or a mark
+    ///   of `version` or newer: marking never hides a state at least as new.
+    async fn mark_changed(&self, key: &str, version: i64, ttl: Duration) -> CacheResult<()>;
+}
+
+/// Whether an entry of `version` (a mark when `mark`) wins over a write of
+/// `new_version` (a mark when `new_mark`): a larger version always wins; at
+/// the same version only a value replaces a mark. The one rule of
+/// [`Cache::put_versioned`] and [`Cache::mark_changed`], for backends that
+/// check it in process.
+pub fn newer(version: i64, mark: bool, new_version: i64, new_mark: bool) -> bool {
+    version > new_version || (version == new_version && (!mark || new_mark))
 }
 
 mod decorator;

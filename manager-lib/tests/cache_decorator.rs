@@ -168,6 +168,12 @@ impl Cache for DownCache {
     async fn invalidate(&self, _: &str) -> CacheResult<()> {
         Err(CacheError::Unavailable("connection refused".into()))
     }
+    async fn put_versioned(&self, _: &str, _: Vec<u8>, _: i64, _: Duration) -> CacheResult<()> {
+        Err(CacheError::Unavailable("connection refused".into()))
+    }
+    async fn mark_changed(&self, _: &str, _: i64, _: Duration) -> CacheResult<()> {
+        Err(CacheError::Unavailable("connection refused".into()))
+    }
 }
 
 #[tokio::test]
@@ -190,8 +196,8 @@ async fn a_failing_cache_is_answered_from_storage() {
     assert!(stats.errors >= 3, "{stats:?}");
 }
 
-/// A shared cache whose next `put` is held until the test lets it go, to
-/// force a read that races with a write.
+/// A shared cache whose next fill (`put_versioned`) is held until the test
+/// lets it go, to force a read that races with a write.
 #[derive(Debug, Default)]
 struct GatedCache {
     inner: MemoryCache,
@@ -204,15 +210,27 @@ impl Cache for GatedCache {
         self.inner.get(key).await
     }
     async fn put(&self, key: &str, value: Vec<u8>, ttl: Duration) -> CacheResult<()> {
+        self.inner.put(key, value, ttl).await
+    }
+    async fn invalidate(&self, key: &str) -> CacheResult<()> {
+        self.inner.invalidate(key).await
+    }
+    async fn put_versioned(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        version: i64,
+        ttl: Duration,
+    ) -> CacheResult<()> {
         let gate = self.gate.lock().unwrap().take();
         if let Some((arrived, release)) = gate {
             arrived.send(()).unwrap();
             release.await.unwrap();
         }
-        self.inner.put(key, value, ttl).await
+        self.inner.put_versioned(key, value, version, ttl).await
     }
-    async fn invalidate(&self, key: &str) -> CacheResult<()> {
-        self.inner.invalidate(key).await
+    async fn mark_changed(&self, key: &str, version: i64, ttl: Duration) -> CacheResult<()> {
+        self.inner.mark_changed(key, version, ttl).await
     }
 }
 
@@ -259,4 +277,103 @@ async fn debug_never_shows_the_user_secret() {
     let got = cached.user_nodes(u).await.unwrap();
     let shown = format!("{cached:?} {got:?}");
     assert!(!shown.contains(got.user.secret.expose()), "{shown}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_read_before_another_replicas_write_is_refused_by_its_mark() {
+    let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+    let cache = Arc::new(GatedCache::default());
+    let a = Arc::new(CachedStorage::new(
+        storage.clone(),
+        cache.clone(),
+        long_ttls(),
+    ));
+    let b = Arc::new(CachedStorage::new(storage, cache.clone(), long_ttls()));
+    let (n, u) = serving_node_with_user(a.as_ref()).await;
+    let (arrived_tx, arrived_rx) = oneshot::channel();
+    let (release_tx, release_rx) = oneshot::channel();
+    *cache.gate.lock().unwrap() = Some((arrived_tx, release_rx));
+
+    // Replica b read the enabled row and is about to cache it...
+    let reader = tokio::spawn({
+        let b = b.clone();
+        async move { node_ids(b.as_ref(), u).await }
+    });
+    arrived_rx.await.unwrap();
+    // ...when replica a disables the user; then b's put lands. b's own
+    // epoch saw nothing: only the mark a left can refuse the old row.
+    a.set_user_status(u, UserStatus::Disabled).await.unwrap();
+    release_tx.send(()).unwrap();
+    assert_eq!(reader.await.unwrap(), vec![n], "answered as read");
+
+    for replica in [&a, &b] {
+        let got = replica.user_nodes(u).await.unwrap();
+        assert_eq!(got.user.status, UserStatus::Disabled, "stale row was kept");
+        assert!(got.nodes.is_empty());
+    }
+    // The newer row is cached and shared.
+    let hits = b.stats().hits;
+    assert!(node_ids(b.as_ref(), u).await.is_empty());
+    assert_eq!(b.stats().hits, hits + 1, "{:?}", b.stats());
+}
+
+/// A replica's view of a shared cache in which its own marks and
+/// invalidations fail (a write whose cache call was lost), the rest working.
+#[derive(Debug)]
+struct LosesWrites(Arc<dyn Cache>);
+
+#[async_trait]
+impl Cache for LosesWrites {
+    async fn get(&self, key: &str) -> CacheResult<Option<Vec<u8>>> {
+        self.0.get(key).await
+    }
+    async fn put(&self, key: &str, value: Vec<u8>, ttl: Duration) -> CacheResult<()> {
+        self.0.put(key, value, ttl).await
+    }
+    async fn invalidate(&self, _: &str) -> CacheResult<()> {
+        Err(CacheError::Unavailable("connection reset".into()))
+    }
+    async fn put_versioned(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        version: i64,
+        ttl: Duration,
+    ) -> CacheResult<()> {
+        self.0.put_versioned(key, value, version, ttl).await
+    }
+    async fn mark_changed(&self, _: &str, _: i64, _: Duration) -> CacheResult<()> {
+        Err(CacheError::Unavailable("connection reset".into()))
+    }
+}
+
+#[tokio::test]
+async fn a_change_whose_mark_was_lost_shows_on_another_replica_within_nodes_ttl() {
+    let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+    let shared: Arc<dyn Cache> = Arc::new(MemoryCache::new());
+    let settings = CachedStorageSettings {
+        user_ttl: Duration::from_secs(600),
+        nodes_ttl: Duration::from_millis(200),
+    };
+    let b = CachedStorage::new(storage.clone(), shared.clone(), settings.clone());
+    let (n, u) = serving_node_with_user(&b).await;
+    assert_eq!(node_ids(&b, u).await, vec![n]);
+    assert_eq!(node_ids(&b, u).await, vec![n]);
+    assert!(b.stats().hits >= 1, "cached: {:?}", b.stats());
+
+    let a = CachedStorage::new(storage, Arc::new(LosesWrites(shared)), settings);
+    a.set_user_status(u, UserStatus::Disabled).await.unwrap();
+    assert!(a.stats().errors >= 1, "the mark failed: {:?}", a.stats());
+    // b's follower reads the change from the feed and marks it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !node_ids(&b, u).await.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stale row outlived nodes_ttl: {:?}",
+            b.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let got = b.user_nodes(u).await.unwrap();
+    assert_eq!(got.user.status, UserStatus::Disabled);
 }

@@ -14,7 +14,10 @@
 //!   loads `GET /user/{id}-{name}/nodes` with `wrk` (64 connections, random
 //!   users); prints wrk's figures and the process's resident memory.
 //!
-//! `node-list --baseline 1` runs the same load on `GET /health`.
+//! `node-list --baseline 1` runs the same load on `GET /health`;
+//! `--warm 1` first reads every user's list once through the cache (the
+//! steady state of polling clients); `--hot K` requests only the first K
+//! users; `--user-ttl S` sets how long user rows stay cached.
 //!
 //! Common options: `--storage URL` (default an SQLite file under target/),
 //! `--cache memory|redis://…|none|off` (none: the decorator over a cache that
@@ -82,6 +85,39 @@ async fn open_storage(opts: &Opts, name: &str) -> Result<Arc<dyn Storage>> {
     })
 }
 
+/// `--warm 1`: reads every user's list once through the cache, 64 at a time,
+/// before the load: the steady state of a fleet whose clients poll, where
+/// every row is cached (user rows stay cached until they change).
+async fn warm(cached: &Arc<dyn Storage>, paths_file: &str) -> Result<()> {
+    let ids: Vec<manager_lib::domain::UserId> = std::fs::read_to_string(paths_file)?
+        .lines()
+        .map(|p| p["/user/".len()..][..36].parse())
+        .collect::<std::result::Result<_, _>>()?;
+    let started = Instant::now();
+    let ids = Arc::new(ids);
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..64 {
+        let (cached, ids, next) = (cached.clone(), ids.clone(), next.clone());
+        tasks.spawn(async move {
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(id) = ids.get(i) else { break };
+                cached.user_nodes(*id).await.expect("user_nodes");
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done?;
+    }
+    eprintln!(
+        "warmed {} users' lists in {:.1?}",
+        ids.len(),
+        started.elapsed()
+    );
+    Ok(())
+}
+
 /// A cache that keeps nothing: the decorator's cost without the cache's.
 #[derive(Debug)]
 struct NoCache;
@@ -95,6 +131,23 @@ impl Cache for NoCache {
         Ok(())
     }
     async fn invalidate(&self, _: &str) -> manager_lib::cache::CacheResult<()> {
+        Ok(())
+    }
+    async fn put_versioned(
+        &self,
+        _: &str,
+        _: Vec<u8>,
+        _: i64,
+        _: Duration,
+    ) -> manager_lib::cache::CacheResult<()> {
+        Ok(())
+    }
+    async fn mark_changed(
+        &self,
+        _: &str,
+        _: i64,
+        _: Duration,
+    ) -> manager_lib::cache::CacheResult<()> {
         Ok(())
     }
 }
@@ -396,9 +449,18 @@ async fn node_list(opts: &Opts) -> Result<()> {
         Arc::new(CachedStorage::new(
             storage,
             open_cache(opts).await?,
-            CachedStorageSettings::default(),
+            match opts.0.get("user-ttl") {
+                Some(secs) => CachedStorageSettings {
+                    user_ttl: Duration::from_secs(secs.parse()?),
+                    ..CachedStorageSettings::default()
+                },
+                None => CachedStorageSettings::default(),
+            },
         ))
     };
+    if opts.0.contains_key("warm") {
+        warm(&cached, &paths_file).await?;
+    }
     let manager = Arc::new(Manager::new(cached, sim, ManagerSettings::default()));
     let app = manager_lib::api::router(
         manager_lib::api::ApiState::new(manager, "bench").with_rate_limit(None),
@@ -418,7 +480,13 @@ async fn node_list(opts: &Opts) -> Result<()> {
     let paths_source = if opts.0.contains_key("baseline") {
         "paths[1] = \"/health\"".to_owned()
     } else {
-        format!(r#"for line in io.lines("{paths_file}") do paths[#paths + 1] = line end"#)
+        let hot = opts.num("hot", usize::MAX);
+        format!(
+            r#"for line in io.lines("{paths_file}") do
+  if #paths >= {hot} then break end
+  paths[#paths + 1] = line
+end"#
+        )
     };
     std::fs::write(
         &script,

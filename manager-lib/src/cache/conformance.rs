@@ -32,6 +32,11 @@ macro_rules! cache_conformance_tests {
             overwrite_replaces_the_value_and_the_ttl,
             binary_values_round_trip,
             keys_are_distinct,
+            a_versioned_put_never_replaces_a_newer_value,
+            a_mark_hides_the_value_and_refuses_older_values,
+            a_mark_never_hides_a_value_as_new_or_newer,
+            a_plain_value_is_older_than_any_version,
+            versioned_writes_at_once_leave_the_newest,
         );
     };
     ($fresh:expr) => {
@@ -161,4 +166,127 @@ pub async fn keys_are_distinct(c: &dyn Cache) {
     c.invalidate("a").await.unwrap();
     assert_eq!(c.get("a").await.unwrap(), None);
     assert_eq!(c.get("a:").await.unwrap(), Some(vec![1]));
+}
+
+/// The value of version `v` in the versioned behaviours.
+fn of(v: i64) -> Vec<u8> {
+    format!("row-{v}").into_bytes()
+}
+
+pub async fn a_versioned_put_never_replaces_a_newer_value(c: &dyn Cache) {
+    c.put_versioned("k", of(2), 2, LONG).await.unwrap();
+    c.put_versioned("k", of(1), 1, LONG).await.unwrap();
+    assert_eq!(c.get("k").await.unwrap(), Some(of(2)), "older put refused");
+    c.put_versioned("k", b"other".to_vec(), 2, LONG)
+        .await
+        .unwrap();
+    assert_eq!(c.get("k").await.unwrap(), Some(of(2)), "same version kept");
+    c.put_versioned("k", of(3), 3, LONG).await.unwrap();
+    assert_eq!(c.get("k").await.unwrap(), Some(of(3)), "newer put stored");
+    // Negative and extreme versions order as numbers.
+    c.put_versioned("n", of(-5), -5, LONG).await.unwrap();
+    c.put_versioned("n", of(-7), -7, LONG).await.unwrap();
+    assert_eq!(c.get("n").await.unwrap(), Some(of(-5)));
+    c.put_versioned("n", of(i64::MAX), i64::MAX, LONG)
+        .await
+        .unwrap();
+    c.put_versioned("n", of(i64::MAX - 1), i64::MAX - 1, LONG)
+        .await
+        .unwrap();
+    assert_eq!(c.get("n").await.unwrap(), Some(of(i64::MAX)));
+}
+
+pub async fn a_mark_hides_the_value_and_refuses_older_values(c: &dyn Cache) {
+    c.put_versioned("k", of(5), 5, LONG).await.unwrap();
+    c.put("other", b"o".to_vec(), LONG).await.unwrap();
+    c.mark_changed("k", 6, LONG).await.unwrap();
+    assert_eq!(c.get("k").await.unwrap(), None, "a mark is no value");
+    assert_eq!(c.get("other").await.unwrap(), Some(b"o".to_vec()));
+    // A fill that read the row before the change lands after the mark.
+    c.put_versioned("k", of(5), 5, LONG).await.unwrap();
+    assert_eq!(c.get("k").await.unwrap(), None, "older value refused");
+    // A mark on a key never set refuses older values too.
+    c.mark_changed("fresh", 9, LONG).await.unwrap();
+    c.put_versioned("fresh", of(8), 8, LONG).await.unwrap();
+    assert_eq!(c.get("fresh").await.unwrap(), None);
+    // The state the mark stands for, and newer ones, are stored.
+    c.put_versioned("k", of(6), 6, LONG).await.unwrap();
+    assert_eq!(c.get("k").await.unwrap(), Some(of(6)));
+    c.mark_changed("fresh", 9, LONG).await.unwrap();
+    c.put_versioned("fresh", of(10), 10, LONG).await.unwrap();
+    assert_eq!(c.get("fresh").await.unwrap(), Some(of(10)));
+    // A mark ends with its ttl.
+    c.mark_changed("short", 1, SHORT).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        c.put_versioned("short", of(0), 0, LONG).await.unwrap();
+        if c.get("short").await.unwrap().is_some() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the mark outlived its ttl"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+pub async fn a_mark_never_hides_a_value_as_new_or_newer(c: &dyn Cache) {
+    c.put_versioned("k", of(7), 7, LONG).await.unwrap();
+    c.mark_changed("k", 6, LONG).await.unwrap();
+    assert_eq!(c.get("k").await.unwrap(), Some(of(7)), "older mark");
+    c.mark_changed("k", 7, LONG).await.unwrap();
+    assert_eq!(c.get("k").await.unwrap(), Some(of(7)), "same version");
+    c.mark_changed("k", 8, LONG).await.unwrap();
+    assert_eq!(c.get("k").await.unwrap(), None, "newer mark");
+    // Invalidating removes a mark as it removes a value.
+    c.invalidate("k").await.unwrap();
+    c.put_versioned("k", of(1), 1, LONG).await.unwrap();
+    assert_eq!(c.get("k").await.unwrap(), Some(of(1)));
+}
+
+pub async fn a_plain_value_is_older_than_any_version(c: &dyn Cache) {
+    c.put("k", b"plain".to_vec(), LONG).await.unwrap();
+    c.put_versioned("k", of(i64::MIN + 1), i64::MIN + 1, LONG)
+        .await
+        .unwrap();
+    assert_eq!(c.get("k").await.unwrap(), Some(of(i64::MIN + 1)));
+    c.put("j", b"plain".to_vec(), LONG).await.unwrap();
+    c.mark_changed("j", 0, LONG).await.unwrap();
+    assert_eq!(c.get("j").await.unwrap(), None);
+    // A plain put replaces whatever is there, marks included.
+    c.put("j", b"again".to_vec(), LONG).await.unwrap();
+    assert_eq!(c.get("j").await.unwrap(), Some(b"again".to_vec()));
+}
+
+pub async fn versioned_writes_at_once_leave_the_newest(c: &dyn Cache) {
+    // Versions 0..200 in a scrambled order, all in flight together, with a
+    // mark in the middle: whatever order they land in, the newest wins.
+    let versions: Vec<i64> = (0..200).map(|i| (i * 73) % 200).collect();
+    let writes = versions.iter().map(|&v| async move {
+        if v == 150 {
+            c.mark_changed("k", v, LONG).await
+        } else {
+            c.put_versioned("k", of(v), v, LONG).await
+        }
+    });
+    for done in futures::future::join_all(writes).await {
+        done.unwrap();
+    }
+    assert_eq!(c.get("k").await.unwrap(), Some(of(199)));
+    let marks = (0..100).map(|v| c.mark_changed("m", v, LONG));
+    let puts = (0..100).map(|v| c.put_versioned("m", of(v), v, LONG));
+    let (marks, puts) = futures::future::join(
+        futures::future::join_all(marks),
+        futures::future::join_all(puts),
+    )
+    .await;
+    for done in marks.into_iter().chain(puts) {
+        done.unwrap();
+    }
+    assert_eq!(
+        c.get("m").await.unwrap(),
+        Some(of(99)),
+        "the value of the newest version beats its mark"
+    );
 }

@@ -15,25 +15,27 @@ use crate::domain::{
     RequiredStatus, Seq, ServingNode, StartPlan, Timestamp, User, UserId, UserNodes, UserSecret,
     UserStatus,
 };
-use crate::storage::{Storage, StorageResult};
+use crate::storage::{Storage, StorageError, StorageResult};
 
 /// How long [`CachedStorage`] trusts what it cached.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CachedStorageSettings {
-    /// How long a user row stays in the shared cache: the longest time a
-    /// change made by another replica (or outside the manager) can go unseen.
-    /// One heartbeat.
+    /// How long a user row (or a mark of a change) stays in the cache. It
+    /// bounds the cache's size, not staleness: every change is marked in the
+    /// cache by the replica that made it and again by every replica's feed
+    /// follower within `nodes_ttl` (see the [module documentation](super)).
     pub user_ttl: Duration,
-    /// How long a replica keeps its set of serving nodes without asking the
-    /// storage again. Local writes drop it at once; this bounds how long a
-    /// node change made by another replica goes unseen.
+    /// How long a replica keeps its set of serving nodes, and its place in
+    /// the change feed, without asking the storage again. Local writes drop
+    /// the set at once; this bounds how long a change made by another
+    /// replica goes unseen.
     pub nodes_ttl: Duration,
 }
 
 impl Default for CachedStorageSettings {
     fn default() -> Self {
         Self {
-            user_ttl: Duration::from_secs(5),
+            user_ttl: Duration::from_secs(3600),
             nodes_ttl: Duration::from_secs(1),
         }
     }
@@ -82,8 +84,58 @@ struct NodeSet {
     /// Moved on by every local node write (after it, successful or not).
     generation: AtomicU64,
     current: RwLock<Option<Snapshot>>,
-    /// Held while reading the set from the storage: one read at a time.
-    refresh: futures::lock::Mutex<()>,
+    /// Held while reading the set and following the change feed: one
+    /// refresh at a time.
+    refresh: futures::lock::Mutex<Feed>,
+}
+
+/// Where this replica is in the change feed.
+#[derive(Debug, Default)]
+struct Feed {
+    /// The generation of the cached rows this replica reads and writes
+    /// (part of every row key); 0 before the feed started.
+    generation: u64,
+    /// Every change numbered up to here is marked in the cache under
+    /// `generation`.
+    cursor: Seq,
+}
+
+/// The shared record of a generation and how far its changes are marked,
+/// so a replica that starts takes the rows already cached (and the changes
+/// it must still mark) rather than a cold cache.
+const FEED_KEY: &str = "u:feed";
+/// How long a mark of a change stays: far longer than a fill can take from
+/// its read to its put landing (fills older than [`FILL_AGE`] are not put),
+/// and short enough that a burst of changes does not fill the cache with
+/// marks.
+const MARK_TTL: Duration = Duration::from_secs(60);
+/// A row read longer ago than this is not cached: a mark that refused it may
+/// have expired.
+const FILL_AGE: Duration = Duration::from_secs(15);
+/// Changes read from the feed per call.
+const FEED_PAGE: u32 = 10_000;
+/// More pages than this behind, and a new generation (an empty cache) is
+/// cheaper than marking every change.
+const FEED_PAGES: usize = 10;
+
+fn encode_feed(feed: &Feed) -> Vec<u8> {
+    let mut out = Vec::with_capacity(17);
+    out.push(USER_ROW_V1);
+    out.extend_from_slice(&feed.generation.to_le_bytes());
+    out.extend_from_slice(&feed.cursor.to_le_bytes());
+    out
+}
+
+fn decode_feed(bytes: &[u8]) -> Option<Feed> {
+    let (&[USER_ROW_V1], rest) = bytes.split_at_checked(1)? else {
+        return None;
+    };
+    let (generation, cursor) = rest.split_at_checked(8)?;
+    Some(Feed {
+        generation: u64::from_le_bytes(generation.try_into().ok()?),
+        cursor: Seq::from_le_bytes(cursor.try_into().ok()?),
+    })
+    .filter(|f| f.generation != 0)
 }
 
 impl NodeSet {
@@ -124,6 +176,11 @@ pub struct CachedStorage {
     /// reader that saw it move does not cache the row it read before.
     users_epoch: AtomicU64,
     nodes: NodeSet,
+    /// The feed's generation, for the row keys; 0 until the feed started.
+    row_generation: AtomicU64,
+    /// Whether the last follow of the feed marked every change it read: the
+    /// cache answers user rows only while it did.
+    following: std::sync::atomic::AtomicBool,
     counters: Counters,
 }
 
@@ -139,6 +196,8 @@ impl CachedStorage {
             settings,
             users_epoch: AtomicU64::new(0),
             nodes: NodeSet::default(),
+            row_generation: AtomicU64::new(0),
+            following: std::sync::atomic::AtomicBool::new(false),
             counters: Counters::default(),
         }
     }
@@ -167,7 +226,14 @@ impl CachedStorage {
 
     /// The user's row: from the cache, else from the storage (then cached).
     async fn user_row(&self, id: UserId) -> StorageResult<User> {
-        let key = user_key(id);
+        let generation = self.row_generation.load(Ordering::SeqCst);
+        if generation == 0 || !self.following.load(Ordering::SeqCst) {
+            // Changes made elsewhere may not be marked: the cache cannot be
+            // trusted until a follow of the feed succeeds.
+            bump(&self.counters.misses);
+            return self.inner.get_user(id).await;
+        }
+        let key = user_key(generation, id);
         let mut cache_ok = true;
         match self.cache.get(&key).await {
             Ok(Some(bytes)) => match decode_user(id, &bytes) {
@@ -190,18 +256,28 @@ impl CachedStorage {
         }
         bump(&self.counters.misses);
         let epoch = self.users_epoch.load(Ordering::SeqCst);
+        let read_at = Instant::now();
         let user = self.inner.get_user(id).await?;
-        if cache_ok && self.users_epoch.load(Ordering::SeqCst) == epoch {
+        if cache_ok
+            && self.users_epoch.load(Ordering::SeqCst) == epoch
+            && read_at.elapsed() < FILL_AGE
+        {
+            // Versioned: a change marked since the read (by any replica)
+            // refuses this older row.
             match self
                 .cache
-                .put(&key, encode_user(&user), self.settings.user_ttl)
+                .put_versioned(
+                    &key,
+                    encode_user(&user),
+                    user.change_seq,
+                    self.settings.user_ttl,
+                )
                 .await
             {
                 Ok(()) => {
-                    // A local write that ran while we read may have
-                    // invalidated the key before our put stored the old row:
-                    // take it back. (A write that moves the epoch later
-                    // invalidates after our put by itself.)
+                    // A local write whose result is unknown (it failed, yet
+                    // may have committed) removes the key without a version:
+                    // if one ran while we read, take our row back.
                     if self.users_epoch.load(Ordering::SeqCst) != epoch {
                         self.invalidate_key(&key).await;
                     }
@@ -218,11 +294,151 @@ impl CachedStorage {
         }
     }
 
-    /// Called after every write attempt on a user, whatever its result: a
-    /// write that timed out may still have been committed.
-    async fn invalidate_user(&self, id: UserId) {
+    fn mark_ttl(&self) -> Duration {
+        MARK_TTL.min(self.settings.user_ttl)
+    }
+
+    /// Called after every write attempt on a user, whatever its result:
+    /// `changed_at` is the change's number when the write succeeded (the
+    /// user's new `change_seq`, `Seq::MAX` for a deletion), `None` when its
+    /// result is unknown (a write that failed may still have committed).
+    async fn user_written(&self, id: UserId, changed_at: Option<Seq>) {
         self.users_epoch.fetch_add(1, Ordering::SeqCst);
-        self.invalidate_key(&user_key(id)).await;
+        let Some(generation) = self.generation().await else {
+            // No generation yet (the storage is unreachable): this replica
+            // has no rows, and the other replicas' followers mark the change.
+            return;
+        };
+        let key = user_key(generation, id);
+        match changed_at {
+            Some(seq) => {
+                if let Err(e) = self.cache.mark_changed(&key, seq, self.mark_ttl()).await {
+                    self.cache_failed("mark", &e);
+                }
+            }
+            None => self.invalidate_key(&key).await,
+        }
+    }
+
+    /// The feed's generation, starting the feed if it has not started.
+    async fn generation(&self) -> Option<u64> {
+        match self.row_generation.load(Ordering::SeqCst) {
+            0 => {
+                let mut feed = self.nodes.refresh.lock().await;
+                if feed.generation == 0 {
+                    let last = match self.inner.fleet_state().await {
+                        Ok(state) => state.last_seq,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot start following the change feed");
+                            return None;
+                        }
+                    };
+                    self.join_shared(&mut feed, last).await;
+                }
+                Some(feed.generation)
+            }
+            generation => Some(generation),
+        }
+    }
+
+    /// Joins the generation the cache names as shared, with its place in
+    /// the feed, when it is older than this replica's (or this replica has
+    /// none) and the database has not gone back before that place, as a
+    /// restored backup would. Without one, a replica with no generation
+    /// takes a new one and names it. Two replicas that started at once with
+    /// generations of their own both end in the older one.
+    async fn join_shared(&self, feed: &mut Feed, last: Seq) {
+        match self.cache.get(FEED_KEY).await {
+            Ok(Some(bytes)) => {
+                if let Some(shared) = decode_feed(&bytes).filter(|f| f.cursor <= last) {
+                    if feed.generation == 0 || shared.generation < feed.generation {
+                        // Until the follow that joins it has marked the
+                        // changes after its place, its rows are not read.
+                        self.following.store(false, Ordering::SeqCst);
+                        *feed = shared;
+                        self.row_generation.store(feed.generation, Ordering::SeqCst);
+                    }
+                    return;
+                }
+            }
+            Ok(None) => {}
+            Err(e) => self.cache_failed("get", &e),
+        }
+        if feed.generation == 0 {
+            self.new_generation(feed, last);
+            self.publish(feed).await;
+        }
+    }
+
+    /// Names this replica's generation and place in the feed as shared.
+    async fn publish(&self, feed: &Feed) {
+        if let Err(e) = self
+            .cache
+            .put(FEED_KEY, encode_feed(feed), self.settings.user_ttl)
+            .await
+        {
+            self.cache_failed("put", &e);
+        }
+    }
+
+    /// A generation no replica has used: an empty cache, with nothing to
+    /// mark before `last`.
+    fn new_generation(&self, feed: &mut Feed, last: Seq) {
+        feed.generation = rand::random::<u64>().max(1);
+        feed.cursor = last;
+        self.row_generation.store(feed.generation, Ordering::SeqCst);
+    }
+
+    /// Marks in the cache every change made since the last follow, by any
+    /// replica: what makes cached rows trustworthy although another
+    /// replica's own mark may have failed. Cache failures stop the cache
+    /// from answering rows (until a follow succeeds), not the caller.
+    async fn follow(&self, feed: &mut Feed) -> StorageResult<()> {
+        let last = self.inner.fleet_state().await?.last_seq;
+        if last < feed.cursor {
+            // The database went back (a restored backup): every cached row,
+            // and the shared record, may be from the future.
+            self.new_generation(feed, last);
+            self.publish(feed).await;
+        } else {
+            self.join_shared(feed, last).await;
+        }
+        let mut pages = 0;
+        loop {
+            let batch = self.inner.changes_after(feed.cursor, FEED_PAGE).await?;
+            if !batch.operations.is_empty() {
+                self.users_epoch.fetch_add(1, Ordering::SeqCst);
+                let keys: Vec<(String, Seq)> = batch
+                    .operations
+                    .iter()
+                    .map(|op| (user_key(feed.generation, op.user.id), op.seq))
+                    .collect();
+                let marks = keys
+                    .iter()
+                    .map(|(key, seq)| self.cache.mark_changed(key, *seq, self.mark_ttl()));
+                if let Some(e) = futures::future::join_all(marks)
+                    .await
+                    .into_iter()
+                    .find_map(Result::err)
+                {
+                    self.cache_failed("mark", &e);
+                    self.following.store(false, Ordering::SeqCst);
+                    return Ok(());
+                }
+            }
+            feed.cursor = batch.up_to_seq;
+            if !batch.more {
+                break;
+            }
+            pages += 1;
+            if pages == FEED_PAGES {
+                self.new_generation(feed, last.max(feed.cursor));
+                break;
+            }
+        }
+        self.publish(feed).await;
+        self.following.store(true, Ordering::SeqCst);
+        Ok(())
     }
 
     /// The serving nodes, from the local set when it is fresh.
@@ -235,7 +451,7 @@ impl CachedStorage {
         if let Some(nodes) = self.nodes.fresh(ttl) {
             return Ok(nodes);
         }
-        let _guard = match self.nodes.refresh.try_lock() {
+        let guard = match self.nodes.refresh.try_lock() {
             Some(guard) => guard,
             None => {
                 let generation = self.nodes.generation.load(Ordering::SeqCst);
@@ -245,10 +461,12 @@ impl CachedStorage {
                 self.nodes.refresh.lock().await
             }
         };
+        let mut feed = guard;
         // The read we may have waited for (or one that just ended) can do.
         if let Some(nodes) = self.nodes.fresh(ttl) {
             return Ok(nodes);
         }
+        self.follow(&mut feed).await?;
         let generation = self.nodes.generation.load(Ordering::SeqCst);
         let started = Instant::now();
         let mut nodes = self.inner.serving_nodes().await?;
@@ -277,8 +495,8 @@ impl std::fmt::Debug for CachedStorage {
     }
 }
 
-fn user_key(id: UserId) -> String {
-    format!("u:{id}")
+fn user_key(generation: u64, id: UserId) -> String {
+    format!("u:{generation:x}:{id}")
 }
 
 /// The format version of a cached user row; a row of another version is
@@ -414,13 +632,25 @@ impl Storage for CachedStorage {
 
     async fn set_user_status(&self, id: UserId, status: UserStatus) -> StorageResult<User> {
         let r = self.inner.set_user_status(id, status).await;
-        self.invalidate_user(id).await;
+        let changed_at = match &r {
+            Ok(user) => Some(user.change_seq),
+            Err(StorageError::NotFound(_)) => return r,
+            Err(_) => None,
+        };
+        self.user_written(id, changed_at).await;
         r
     }
 
     async fn delete_user(&self, id: UserId) -> StorageResult<()> {
         let r = self.inner.delete_user(id).await;
-        self.invalidate_user(id).await;
+        let changed_at = match &r {
+            // No later row of the user may be cached (an id that comes back
+            // only misses the cache until the mark expires).
+            Ok(()) => Some(Seq::MAX),
+            Err(StorageError::NotFound(_)) => return r,
+            Err(_) => None,
+        };
+        self.user_written(id, changed_at).await;
         r
     }
 

@@ -20,7 +20,21 @@ struct Entry {
     /// Each entry lives for the ttl given to its own `put`, also when it
     /// replaces an older one.
     expires_at: Instant,
+    /// `i64::MIN` for a plain `put`.
+    version: i64,
+    /// A mark of `Cache::mark_changed`: no value.
+    mark: bool,
 }
+
+impl Entry {
+    fn live(&self) -> bool {
+        self.expires_at > Instant::now()
+    }
+}
+
+/// Stripes of the write lock: a versioned write reads and writes its key as
+/// one step against every other write of that key.
+const WRITE_STRIPES: usize = 64;
 
 /// Weighs an entry by its bytes plus the overhead estimate.
 #[derive(Clone)]
@@ -53,6 +67,7 @@ impl quick_cache::Weighter<String, Entry> for ByBytes {
 #[derive(Clone)]
 pub struct MemoryCache {
     inner: Arc<quick_cache::sync::Cache<String, Entry, ByBytes>>,
+    writes: Arc<[std::sync::Mutex<()>]>,
     max_bytes: u64,
 }
 
@@ -74,6 +89,9 @@ impl MemoryCache {
         let inner = quick_cache::sync::Cache::with_weighter(estimated_items, max_bytes, ByBytes);
         Self {
             inner: Arc::new(inner),
+            writes: (0..WRITE_STRIPES)
+                .map(|_| std::sync::Mutex::new(()))
+                .collect(),
             max_bytes,
         }
     }
@@ -110,11 +128,42 @@ impl std::fmt::Debug for MemoryCache {
     }
 }
 
+impl MemoryCache {
+    fn write_lock(&self, key: &str) -> std::sync::MutexGuard<'_, ()> {
+        use std::hash::{BuildHasher, RandomState};
+        static STRIPES: std::sync::OnceLock<RandomState> = std::sync::OnceLock::new();
+        let hash = STRIPES.get_or_init(RandomState::new).hash_one(key);
+        self.writes[(hash % WRITE_STRIPES as u64) as usize]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stores the entry made for its expiry, or removes the key when `ttl`
+    /// is zero; the caller holds the key's write lock.
+    fn store(&self, key: &str, entry: impl FnOnce(Instant) -> Entry, ttl: Duration) {
+        let Some(expires_at) = Instant::now().checked_add(ttl).filter(|_| !ttl.is_zero()) else {
+            // Already expired: storing it could only evict something useful.
+            self.inner.remove(key);
+            return;
+        };
+        self.inner.insert(key.to_owned(), entry(expires_at));
+    }
+
+    /// Whether the live entry under `key` is newer than a write of
+    /// `version` (a mark when `mark`); see [`super::newer`].
+    fn holds_newer(&self, key: &str, version: i64, mark: bool) -> bool {
+        self.inner
+            .get(key)
+            .filter(Entry::live)
+            .is_some_and(|e| super::newer(e.version, e.mark, version, mark))
+    }
+}
+
 #[async_trait]
 impl Cache for MemoryCache {
     async fn get(&self, key: &str) -> CacheResult<Option<Vec<u8>>> {
         match self.inner.get(key) {
-            Some(entry) if entry.expires_at > Instant::now() => Ok(Some(entry.bytes.to_vec())),
+            Some(entry) if entry.live() => Ok((!entry.mark).then(|| entry.bytes.to_vec())),
             Some(_) => {
                 self.inner.remove(key);
                 Ok(None)
@@ -124,21 +173,65 @@ impl Cache for MemoryCache {
     }
 
     async fn put(&self, key: &str, value: Vec<u8>, ttl: Duration) -> CacheResult<()> {
-        let Some(expires_at) = Instant::now().checked_add(ttl).filter(|_| !ttl.is_zero()) else {
-            // Already expired: storing it could only evict something useful.
-            self.inner.remove(key);
-            return Ok(());
-        };
-        let entry = Entry {
-            bytes: value.into(),
-            expires_at,
-        };
-        self.inner.insert(key.to_owned(), entry);
+        let _write = self.write_lock(key);
+        let bytes: Arc<[u8]> = value.into();
+        self.store(
+            key,
+            |expires_at| Entry {
+                bytes,
+                expires_at,
+                version: i64::MIN,
+                mark: false,
+            },
+            ttl,
+        );
         Ok(())
     }
 
     async fn invalidate(&self, key: &str) -> CacheResult<()> {
+        let _write = self.write_lock(key);
         self.inner.remove(key);
+        Ok(())
+    }
+
+    async fn put_versioned(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        version: i64,
+        ttl: Duration,
+    ) -> CacheResult<()> {
+        let _write = self.write_lock(key);
+        if !ttl.is_zero() && !self.holds_newer(key, version, false) {
+            let bytes: Arc<[u8]> = value.into();
+            self.store(
+                key,
+                |expires_at| Entry {
+                    bytes,
+                    expires_at,
+                    version,
+                    mark: false,
+                },
+                ttl,
+            );
+        }
+        Ok(())
+    }
+
+    async fn mark_changed(&self, key: &str, version: i64, ttl: Duration) -> CacheResult<()> {
+        let _write = self.write_lock(key);
+        if !ttl.is_zero() && !self.holds_newer(key, version, true) {
+            self.store(
+                key,
+                |expires_at| Entry {
+                    bytes: Arc::from([]),
+                    expires_at,
+                    version,
+                    mark: true,
+                },
+                ttl,
+            );
+        }
         Ok(())
     }
 }
