@@ -377,3 +377,43 @@ async fn a_change_whose_mark_was_lost_shows_on_another_replica_within_nodes_ttl(
     let got = b.user_nodes(u).await.unwrap();
     assert_eq!(got.user.status, UserStatus::Disabled);
 }
+
+#[tokio::test]
+async fn a_replica_over_a_restored_database_never_reads_rows_cached_after_the_backup() {
+    let shared: Arc<dyn Cache> = Arc::new(MemoryCache::new());
+    let alice = NewUser::new("alice").unwrap();
+    // The backup: alice enabled.
+    let backup = MemoryStorage::new();
+    backup.create_user(alice.clone()).await.unwrap();
+    backup
+        .set_user_status(alice.id, UserStatus::Enabled)
+        .await
+        .unwrap();
+    // The live database went on: alice disabled, enabled, disabled.
+    let live = MemoryStorage::new();
+    live.create_user(alice.clone()).await.unwrap();
+    for status in [
+        UserStatus::Enabled,
+        UserStatus::Disabled,
+        UserStatus::Enabled,
+        UserStatus::Disabled,
+    ] {
+        live.set_user_status(alice.id, status).await.unwrap();
+    }
+    let before = CachedStorage::new(Arc::new(live), shared.clone(), long_ttls());
+    for _ in 0..2 {
+        let got = before.user_nodes(alice.id).await.unwrap();
+        assert_eq!(got.user.status, UserStatus::Disabled);
+    }
+    assert_eq!(before.stats().hits, 1, "cached: {:?}", before.stats());
+
+    // The backup restored, a replica starts on it with the same cache.
+    let after = CachedStorage::new(Arc::new(backup), shared, long_ttls());
+    let got = after.user_nodes(alice.id).await.unwrap();
+    assert_eq!(
+        got.user.status,
+        UserStatus::Enabled,
+        "a row from the future"
+    );
+    assert_eq!(after.stats().hits, 0, "{:?}", after.stats());
+}
