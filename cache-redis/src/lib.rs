@@ -15,10 +15,11 @@
 //! cache is an optimisation, so a slow or dead Redis must cost little. The
 //! connection is a [`ConnectionManager`], which reconnects by itself.
 //!
-//! Each stored value starts with a 17-byte header: `v` (a value) or `m` (a
-//! mark of [`Cache::mark_changed`]), then its version as 16 hex digits of
-//! the version with its sign bit flipped, so that comparing two headers as
-//! strings compares the versions as numbers. A versioned write is one Lua
+//! Each stored value starts with a 21-byte header: `v` (a value) or `m` (a
+//! mark of [`Cache::mark_changed`]), then its version with its sign bit
+//! flipped as 20 decimal digits, so that comparing two headers as strings
+//! compares the versions as numbers (digits only: Lua compares strings with
+//! the server's collation, which orders digits alike in every locale). A versioned write is one Lua
 //! script (`EVAL`) that compares and sets in one step on the server.
 
 use std::future::Future;
@@ -93,7 +94,7 @@ struct Write {
 /// The header's first byte for a value, and for a mark.
 const VALUE: u8 = b'v';
 const MARK: u8 = b'm';
-const HEADER_LEN: usize = 17;
+const HEADER_LEN: usize = 21;
 
 /// Sets `KEYS[1]` to `ARGV[1]` (header and value) for `ARGV[2]` ms unless
 /// the key holds a newer entry: a larger version, or the same version when
@@ -101,9 +102,9 @@ const HEADER_LEN: usize = 17;
 /// `manager_lib::cache::newer`). Headers compare as strings.
 const VERSIONED_SET: &str = r"
 local cur = redis.call('GET', KEYS[1])
-if cur and string.len(cur) >= 17 then
-  local cur_v = string.sub(cur, 2, 17)
-  local new_v = string.sub(ARGV[1], 2, 17)
+if cur and string.len(cur) >= 21 then
+  local cur_v = string.sub(cur, 2, 21)
+  local new_v = string.sub(ARGV[1], 2, 21)
   local cur_mark = string.sub(cur, 1, 1) == 'm'
   local new_mark = string.sub(ARGV[1], 1, 1) == 'm'
   if cur_v > new_v or (cur_v == new_v and not (cur_mark and not new_mark)) then
@@ -114,13 +115,13 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 ";
 
-/// `kind`, then `version` as 16 hex digits with the sign bit flipped, then
-/// `value`.
+/// `kind`, then `version` with its sign bit flipped as 20 decimal digits,
+/// then `value`.
 fn entry(kind: u8, version: i64, value: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_LEN + value.len());
     out.push(kind);
     let ordered = (version as u64) ^ (1 << 63);
-    out.extend_from_slice(format!("{ordered:016x}").as_bytes());
+    out.extend_from_slice(format!("{ordered:020}").as_bytes());
     out.extend_from_slice(value);
     out
 }
