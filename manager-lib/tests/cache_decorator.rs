@@ -204,6 +204,17 @@ struct GatedCache {
     gate: Mutex<Option<(oneshot::Sender<()>, oneshot::Receiver<()>)>>,
 }
 
+impl GatedCache {
+    /// Holds the next fill: the first channel says it arrived, the second
+    /// lets it go.
+    fn hold_next_fill(&self) -> (oneshot::Receiver<()>, oneshot::Sender<()>) {
+        let (arrived_tx, arrived_rx) = oneshot::channel();
+        let (release_tx, release_rx) = oneshot::channel();
+        *self.gate.lock().unwrap() = Some((arrived_tx, release_rx));
+        (arrived_rx, release_tx)
+    }
+}
+
 #[async_trait]
 impl Cache for GatedCache {
     async fn get(&self, key: &str) -> CacheResult<Option<Vec<u8>>> {
@@ -243,9 +254,7 @@ async fn a_row_read_before_a_local_write_does_not_stay_cached() {
         long_ttls(),
     ));
     let (n, u) = serving_node_with_user(cached.as_ref()).await;
-    let (arrived_tx, arrived_rx) = oneshot::channel();
-    let (release_tx, release_rx) = oneshot::channel();
-    *cache.gate.lock().unwrap() = Some((arrived_tx, release_rx));
+    let (arrived_rx, release_tx) = cache.hold_next_fill();
 
     // A reader read the enabled row and is about to cache it...
     let reader = tokio::spawn({
@@ -290,9 +299,7 @@ async fn a_row_read_before_another_replicas_write_is_refused_by_its_mark() {
     ));
     let b = Arc::new(CachedStorage::new(storage, cache.clone(), long_ttls()));
     let (n, u) = serving_node_with_user(a.as_ref()).await;
-    let (arrived_tx, arrived_rx) = oneshot::channel();
-    let (release_tx, release_rx) = oneshot::channel();
-    *cache.gate.lock().unwrap() = Some((arrived_tx, release_rx));
+    let (arrived_rx, release_tx) = cache.hold_next_fill();
 
     // Replica b read the enabled row and is about to cache it...
     let reader = tokio::spawn({

@@ -138,15 +138,36 @@ impl MemoryCache {
             .unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Stores the entry made for its expiry, or removes the key when `ttl`
-    /// is zero; the caller holds the key's write lock.
-    fn store(&self, key: &str, entry: impl FnOnce(Instant) -> Entry, ttl: Duration) {
-        let Some(expires_at) = Instant::now().checked_add(ttl).filter(|_| !ttl.is_zero()) else {
-            // Already expired: storing it could only evict something useful.
-            self.inner.remove(key);
+    /// Stores an entry of `version` (a mark when `mark`) for `ttl`. A
+    /// versioned write (`versioned`) is refused when the live entry is newer
+    /// and stores nothing without a ttl; a plain one without a ttl removes
+    /// the key (an entry already expired could only evict a useful one).
+    fn write(
+        &self,
+        key: &str,
+        bytes: Arc<[u8]>,
+        (version, mark): (i64, bool),
+        ttl: Duration,
+        versioned: bool,
+    ) {
+        let _write = self.write_lock(key);
+        if versioned && (ttl.is_zero() || self.holds_newer(key, version, mark)) {
             return;
-        };
-        self.inner.insert(key.to_owned(), entry(expires_at));
+        }
+        match Instant::now().checked_add(ttl).filter(|_| !ttl.is_zero()) {
+            Some(expires_at) => self.inner.insert(
+                key.to_owned(),
+                Entry {
+                    bytes,
+                    expires_at,
+                    version,
+                    mark,
+                },
+            ),
+            None => {
+                self.inner.remove(key);
+            }
+        }
     }
 
     /// Whether the live entry under `key` is newer than a write of
@@ -173,18 +194,7 @@ impl Cache for MemoryCache {
     }
 
     async fn put(&self, key: &str, value: Vec<u8>, ttl: Duration) -> CacheResult<()> {
-        let _write = self.write_lock(key);
-        let bytes: Arc<[u8]> = value.into();
-        self.store(
-            key,
-            |expires_at| Entry {
-                bytes,
-                expires_at,
-                version: i64::MIN,
-                mark: false,
-            },
-            ttl,
-        );
+        self.write(key, value.into(), (i64::MIN, false), ttl, false);
         Ok(())
     }
 
@@ -201,37 +211,12 @@ impl Cache for MemoryCache {
         version: i64,
         ttl: Duration,
     ) -> CacheResult<()> {
-        let _write = self.write_lock(key);
-        if !ttl.is_zero() && !self.holds_newer(key, version, false) {
-            let bytes: Arc<[u8]> = value.into();
-            self.store(
-                key,
-                |expires_at| Entry {
-                    bytes,
-                    expires_at,
-                    version,
-                    mark: false,
-                },
-                ttl,
-            );
-        }
+        self.write(key, value.into(), (version, false), ttl, true);
         Ok(())
     }
 
     async fn mark_changed(&self, key: &str, version: i64, ttl: Duration) -> CacheResult<()> {
-        let _write = self.write_lock(key);
-        if !ttl.is_zero() && !self.holds_newer(key, version, true) {
-            self.store(
-                key,
-                |expires_at| Entry {
-                    bytes: Arc::from([]),
-                    expires_at,
-                    version,
-                    mark: true,
-                },
-                ttl,
-            );
-        }
+        self.write(key, Arc::from([]), (version, true), ttl, true);
         Ok(())
     }
 }
