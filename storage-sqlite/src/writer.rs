@@ -315,16 +315,19 @@ async fn run(pool: SqlitePool, mut queue: mpsc::Receiver<Box<dyn Job>>, counters
         let batch: VecDeque<_> = taken.drain(..).filter(|job| !job.abandoned()).collect();
         if !batch.is_empty() {
             counters.batches.fetch_add(1, Ordering::Relaxed);
-            if let Some(writes) = run_batch(&pool, batch).await {
-                counters.commits.fetch_add(1, Ordering::Relaxed);
-                counters.writes.fetch_add(writes, Ordering::Relaxed);
-            }
+            run_batch(&pool, batch, &counters).await;
         }
     }
 }
 
 /// Runs one batch; how many writes it committed (`None` when it did not).
-async fn run_batch(pool: &SqlitePool, mut batch: VecDeque<Box<dyn Job>>) -> Option<u64> {
+/// A commit is counted before its callers hear of it, so a caller that
+/// reads the counters after its write sees the write counted.
+async fn run_batch(
+    pool: &SqlitePool,
+    mut batch: VecDeque<Box<dyn Job>>,
+    counters: &Counters,
+) -> Option<u64> {
     let mut conn = match pool.acquire().await {
         Ok(conn) => conn,
         Err(e) => return fail_all(Vec::new(), batch, db_error(e, None)),
@@ -390,6 +393,8 @@ async fn run_batch(pool: &SqlitePool, mut batch: VecDeque<Box<dyn Job>>) -> Opti
     }
     drop(conn);
     let writes = ran.len() as u64;
+    counters.commits.fetch_add(1, Ordering::Relaxed);
+    counters.writes.fetch_add(writes, Ordering::Relaxed);
     for done in ran {
         (done.answer)(None);
     }
