@@ -199,6 +199,12 @@ async fn cancelled_calls_leave_no_half_change_behind() {
         let wait = Duration::from_micros((i as u64 % 20) * 40);
         let _ = tokio::time::timeout(wait, s.set_user_status(*id, UserStatus::Enabled)).await;
     }
+    // A call given up on may still be running in the writer. The writer takes
+    // its queue in order: once a later write is answered, every earlier one
+    // has ended, and the reads below see one settled state.
+    s.create_user(NewUser::new("after-the-cancelled").unwrap())
+        .await
+        .unwrap();
     let users = s.list_users(&PageRequest::first(1000)).await.unwrap().items;
     let mut seqs: Vec<i64> = users
         .iter()
