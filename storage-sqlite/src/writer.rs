@@ -320,14 +320,10 @@ async fn run(pool: SqlitePool, mut queue: mpsc::Receiver<Box<dyn Job>>, counters
     }
 }
 
-/// Runs one batch; how many writes it committed (`None` when it did not).
-/// A commit is counted before its callers hear of it, so a caller that
-/// reads the counters after its write sees the write counted.
-async fn run_batch(
-    pool: &SqlitePool,
-    mut batch: VecDeque<Box<dyn Job>>,
-    counters: &Counters,
-) -> Option<u64> {
+/// Runs one batch and answers its callers. A commit is counted before its
+/// callers hear of it, so a caller that reads the counters after its write
+/// sees the write counted.
+async fn run_batch(pool: &SqlitePool, mut batch: VecDeque<Box<dyn Job>>, counters: &Counters) {
     let mut conn = match pool.acquire().await {
         Ok(conn) => conn,
         Err(e) => return fail_all(Vec::new(), batch, db_error(e, None)),
@@ -342,7 +338,7 @@ async fn run_batch(
                 // Whether or not the BEGIN went through: end the transaction.
                 rollback(&mut conn).await;
                 (done.answer)(None);
-                return None;
+                return;
             }
             ran.push(done);
         }
@@ -398,7 +394,6 @@ async fn run_batch(
     for done in ran {
         (done.answer)(None);
     }
-    Some(writes)
 }
 
 /// The lead of a write after none or after a failed one, by name.
@@ -425,7 +420,7 @@ async fn rollback(conn: &mut PoolConnection<Sqlite>) {
 /// Answers every caller of a batch that did not commit with `err`; a write
 /// that failed on its own keeps its own error. Returns `None`: nothing of
 /// the batch was committed.
-fn fail_all(ran: Vec<Ran>, rest: VecDeque<Box<dyn Job>>, err: StorageError) -> Option<u64> {
+fn fail_all(ran: Vec<Ran>, rest: VecDeque<Box<dyn Job>>, err: StorageError) {
     tracing::warn!(error = %err, writes = ran.len() + rest.len(), "write batch not committed");
     let copies = Copies::new(err);
     for done in ran {
@@ -434,7 +429,6 @@ fn fail_all(ran: Vec<Ran>, rest: VecDeque<Box<dyn Job>>, err: StorageError) -> O
     for job in rest {
         job.fail(copies.get());
     }
-    None
 }
 
 /// One error told to many callers: the same kind and message for each.
