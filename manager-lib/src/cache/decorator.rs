@@ -451,7 +451,7 @@ impl CachedStorage {
         if let Some(nodes) = self.nodes.fresh(ttl) {
             return Ok(nodes);
         }
-        let guard = match self.nodes.refresh.try_lock() {
+        let mut feed = match self.nodes.refresh.try_lock() {
             Some(guard) => guard,
             None => {
                 let generation = self.nodes.generation.load(Ordering::SeqCst);
@@ -461,7 +461,6 @@ impl CachedStorage {
                 self.nodes.refresh.lock().await
             }
         };
-        let mut feed = guard;
         // The read we may have waited for (or one that just ended) can do.
         if let Some(nodes) = self.nodes.fresh(ttl) {
             return Ok(nodes);
