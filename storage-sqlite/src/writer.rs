@@ -418,8 +418,8 @@ async fn rollback(conn: &mut PoolConnection<Sqlite>) {
 }
 
 /// Answers every caller of a batch that did not commit with `err`; a write
-/// that failed on its own keeps its own error. Returns `None`: nothing of
-/// the batch was committed.
+/// that failed on its own keeps its own error. Nothing of the batch was
+/// committed.
 fn fail_all(ran: Vec<Ran>, rest: VecDeque<Box<dyn Job>>, err: StorageError) {
     tracing::warn!(error = %err, writes = ran.len() + rest.len(), "write batch not committed");
     let copies = Copies::new(err);
