@@ -23,7 +23,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::domain::{Node, NodeId, PageRequest, User, UserId};
 use crate::metrics::{self, ManagerMetrics};
 use crate::ratelimit::{self, RateLimit, RateLimiter};
-use crate::service::{Manager, ServiceError};
+use crate::service::{Manager, NodeLinks, ServiceError};
 use crate::storage::StorageError;
 use crate::transport::TransportError;
 
@@ -688,10 +688,10 @@ async fn users(
 async fn user_nodes(
     State(st): State<ApiState>,
     path: Result<Path<String>, PathRejection>,
-) -> ApiResult<Json<Vec<String>>> {
+) -> ApiResult<Json<NodeLinks>> {
     // A path that does not even decode names no user: same answer as a wrong name.
     let Path(id_name) = path.map_err(|_| ApiError::Service(ServiceError::UserMismatch))?;
-    Ok(Json(st.manager.user_node_list(&id_name).await?))
+    Ok(Json(st.manager.user_node_links(&id_name).await?))
 }
 
 #[utoipa::path(
