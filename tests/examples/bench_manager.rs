@@ -1,4 +1,6 @@
-//! Run with: cargo run --release -p tests --example bench_manager -- <scenario> [options]
+//! Run with: cargo run --profile production -p tests --example bench_manager -- <scenario> [options]
+//!
+//! (`production` is the profile operators ship: `release` with fat LTO.)
 //!
 //! The manager's benchmarks (figures, not pass/fail tests), on a simulated
 //! fleet so 1,000 nodes fit on one machine:
