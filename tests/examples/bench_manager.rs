@@ -55,10 +55,6 @@ impl Opts {
     }
 }
 
-/// The allocator the `xray-manager` binary uses.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main]
 async fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);

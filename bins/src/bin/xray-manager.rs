@@ -48,12 +48,6 @@ enum Command {
     },
 }
 
-/// mimalloc instead of the system allocator: the node-list call allocates a
-/// few short strings per request, and glibc's malloc and free were 15% of
-/// the manager's CPU under load.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
