@@ -496,41 +496,37 @@ async fn node_list(opts: &Opts) -> Result<()> {
     // own random permutation of the users): the load generator then spends
     // its share of the two cores sending, not building strings.
     // `--format-each 1`: the former script, a random user formatted per
-    // request (about a third more of wrk's CPU).
-    let body = if opts.0.contains_key("format-each") {
-        format!(
-            r#"local paths = {{}}
-init = function(args)
-  {paths_source}
-  math.randomseed(os.time() + tonumber(tostring({{}}):match("0x(%x+)"), 16) % 100000)
-end
-request = function()
-  return wrk.format("GET", paths[math.random(#paths)])
-end
-"#
+    // request.
+    let (prepare, pick) = if opts.0.contains_key("format-each") {
+        (
+            "",
+            r#"return wrk.format("GET", paths[math.random(#paths)])"#,
         )
     } else {
-        format!(
-            r#"local paths = {{}}
-local i = 0
-init = function(args)
-  {paths_source}
-  math.randomseed(os.time() + tonumber(tostring({{}}):match("0x(%x+)"), 16) % 100000)
-  for k = #paths, 2, -1 do
+        (
+            r#"for k = #paths, 2, -1 do
     local j = math.random(k)
     paths[k], paths[j] = paths[j], paths[k]
   end
   for k = 1, #paths do
     paths[k] = wrk.format("GET", paths[k])
-  end
-end
-request = function()
-  i = i % #paths + 1
-  return paths[i]
-end
-"#
+  end"#,
+            "i = i % #paths + 1\n  return paths[i]",
         )
     };
+    let body = format!(
+        r#"local paths = {{}}
+local i = 0
+init = function(args)
+  {paths_source}
+  math.randomseed(os.time() + tonumber(tostring({{}}):match("0x(%x+)"), 16) % 100000)
+  {prepare}
+end
+request = function()
+  {pick}
+end
+"#
+    );
     std::fs::write(&script, body)?;
     let duration = opts.get("duration", "20s");
     let connections = opts.get("connections", "64");
