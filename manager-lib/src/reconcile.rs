@@ -30,6 +30,9 @@ pub struct ReconcilerSettings {
     pub max_backoff: Duration,
     /// This replica's name in node leases; unique per running replica.
     pub owner: String,
+    /// The longest a change waits for its push because the previous push
+    /// was recent (see [`Reconciler::run`]).
+    pub max_push_gap: Duration,
 }
 
 impl Default for ReconcilerSettings {
@@ -39,6 +42,7 @@ impl Default for ReconcilerSettings {
             concurrency: 32,
             max_backoff: Duration::from_secs(60),
             owner: format!("manager-{}", uuid::Uuid::new_v4()),
+            max_push_gap: Duration::from_millis(250),
         }
     }
 }
@@ -90,10 +94,20 @@ impl Reconciler {
 
     /// Runs heartbeats until `shutdown` resolves, then gives up this
     /// replica's leases so another replica takes its nodes at once.
+    ///
+    /// Between beats, a change's nudge starts a push of the held nodes, but
+    /// no sooner after the previous push ended than that push took (at most
+    /// `max_push_gap` later): the changes made meanwhile share one push. A push
+    /// costs about the same for one change as for hundreds (each node's
+    /// cursor read and acknowledged), so on a large fleet pushes would
+    /// otherwise run back to back and take the database's time from the
+    /// changes themselves; pushing at most half of the time bounds that,
+    /// while a change on an idle manager still goes out at once.
     pub async fn run(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()> + Send) {
         tokio::pin!(shutdown);
         let mut ticker = tokio::time::interval(self.settings.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut next_push = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
@@ -101,7 +115,16 @@ impl Reconciler {
                     let report = self.heartbeat().await;
                     tracing::debug!(?report, "heartbeat");
                 }
-                _ = self.manager.nudged() => self.push_held().await,
+                _ = self.manager.nudged() => {
+                    tokio::select! {
+                        _ = &mut shutdown => break,
+                        _ = tokio::time::sleep_until(next_push) => {}
+                    }
+                    let started = tokio::time::Instant::now();
+                    self.push_held().await;
+                    next_push = tokio::time::Instant::now()
+                        + started.elapsed().min(self.settings.max_push_gap);
+                }
             }
         }
         if let Err(e) = self

@@ -52,7 +52,7 @@ mod rows;
 pub mod testing;
 
 use error::{map_err, map_migrate_err};
-use grouped::UserCalls;
+use grouped::Calls;
 use manager_lib::storage::largest_per_node;
 use rows::{free_stripe, node_columns, user_columns};
 
@@ -66,9 +66,9 @@ pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The default number of pooled connections.
 ///
-/// User creations, status changes and point reads go in groups and hold at
-/// most six connections between them (see `grouped`); the rest serve the
-/// reconciler's node calls, which run up to its concurrency at once, and
+/// User creations, status changes and point reads, and node point reads, go
+/// in groups and hold at most eight connections between them (see
+/// `grouped`); the rest serve the reconciler's node calls, which run up to its concurrency at once, and
 /// the admin API. Sized for one manager next to a server with the default
 /// `max_connections = 100`; several replicas need a larger server limit
 /// (connections are opened only when needed, so a quiet replica holds few).
@@ -78,9 +78,10 @@ pub const MAX_CONNECTIONS: u32 = 64;
 #[derive(Clone)]
 pub struct PgStorage {
     pool: PgPool,
-    /// Grouped point reads, creations and status changes of users (see
-    /// `grouped`), started on first use so `from_pool` needs no runtime.
-    user_calls: Arc<std::sync::OnceLock<UserCalls>>,
+    /// Grouped point reads, creations and status changes of users, and point
+    /// reads of nodes (see `grouped`), started on first use so `from_pool`
+    /// needs no runtime.
+    calls: Arc<std::sync::OnceLock<Calls>>,
 }
 
 impl fmt::Debug for PgStorage {
@@ -134,12 +135,12 @@ impl PgStorage {
     pub fn from_pool(pool: PgPool) -> Self {
         Self {
             pool,
-            user_calls: Arc::default(),
+            calls: Arc::default(),
         }
     }
 
-    fn user_calls(&self) -> &UserCalls {
-        self.user_calls.get_or_init(|| UserCalls::spawn(&self.pool))
+    fn calls(&self) -> &Calls {
+        self.calls.get_or_init(|| Calls::spawn(&self.pool))
     }
 
     /// Brings the schema up to date (idempotent; safe to run concurrently).
@@ -257,16 +258,8 @@ impl Storage for PgStorage {
     }
 
     async fn get_node(&self, id: NodeId) -> StorageResult<Node> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            node_columns!(),
-            " FROM nodes WHERE id = $1::uuid"
-        ))
-        .bind(id.to_string())
-        .fetch_one(&self.pool)
-        .await
-        .map_err(node_err)?;
-        rows::node(&row)
+        // Grouped with other callers' reads: see `grouped::read_nodes`.
+        self.calls().node(id).await
     }
 
     async fn find_node_by_endpoint(&self, endpoint: &str) -> StorageResult<Option<Node>> {
@@ -442,11 +435,11 @@ impl Storage for PgStorage {
     }
 
     async fn create_user(&self, new: NewUser) -> StorageResult<User> {
-        self.user_calls().create(new).await
+        self.calls().create(new).await
     }
 
     async fn get_user(&self, id: UserId) -> StorageResult<User> {
-        self.user_calls().reads.user(id).await
+        self.calls().reads.user(id).await
     }
 
     async fn list_users(&self, page: &PageRequest) -> StorageResult<Page<User>> {
@@ -474,7 +467,7 @@ impl Storage for PgStorage {
 
     async fn set_user_status(&self, id: UserId, status: UserStatus) -> StorageResult<User> {
         // Grouped with other callers' changes: see `grouped::set_statuses`.
-        self.user_calls().set_status(id, status).await
+        self.calls().set_status(id, status).await
     }
 
     async fn delete_user(&self, id: UserId) -> StorageResult<()> {
