@@ -554,6 +554,75 @@ async fn a_nudge_pushes_an_enable_without_waiting_for_the_heartbeat() {
     task.await.unwrap();
 }
 
+/// Changes made while a push is on its way share the next push, and that
+/// push waits as long as the previous one took: on a slow node (or a large
+/// fleet) pushing takes at most half of the time, the rest left to the
+/// changes. Virtual time, so the timings are exact.
+#[tokio::test(start_paused = true)]
+async fn changes_made_during_a_push_share_the_next_which_waits_as_long_as_the_last_took() {
+    let w = World::new();
+    let endpoint = "http://n1";
+    w.running_node(endpoint).await;
+    let reconciler = Arc::new(Reconciler::new(
+        w.manager.clone(),
+        ReconcilerSettings {
+            interval: Duration::from_secs(3600),
+            max_push_gap: Duration::from_secs(1),
+            ..ReconcilerSettings::default()
+        },
+    ));
+    let stop = tokio_util_free_shutdown();
+    let task = tokio::spawn(reconciler.clone().run(stop.1));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while w.fleet.calls(endpoint) < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "first heartbeat never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Every call to the node now takes 100 ms.
+    w.fleet.set_delay(endpoint, Duration::from_millis(100));
+    let calls_before = w.fleet.calls(endpoint);
+    let started = tokio::time::Instant::now();
+    let first = w.enabled_user("first").await;
+    // Five more while the first push (0-100 ms) is on its way.
+    let mut later = Vec::new();
+    for i in 0..5 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        later.push(w.enabled_user(&format!("later-{i}")).await.id);
+    }
+    while !w.fleet.users(endpoint).contains(&first.id) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let first_at = started.elapsed();
+    while !later.iter().all(|id| w.fleet.users(endpoint).contains(id)) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the later enables never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let later_at = started.elapsed();
+    // The first push went at once; the second waited 100 ms after it ended
+    // (as long as it took), then took 100 ms itself.
+    assert!(
+        first_at >= Duration::from_millis(100) && first_at < Duration::from_millis(150),
+        "{first_at:?}"
+    );
+    assert!(
+        later_at >= Duration::from_millis(300) && later_at < Duration::from_millis(350),
+        "{later_at:?}"
+    );
+    assert_eq!(
+        w.fleet.calls(endpoint) - calls_before,
+        2,
+        "one push for the first enable, one for the five later"
+    );
+    let _ = stop.0.send(());
+    task.await.unwrap();
+}
+
 fn tokio_util_free_shutdown() -> (
     tokio::sync::oneshot::Sender<()>,
     impl std::future::Future<Output = ()> + Send,

@@ -155,6 +155,42 @@ async fn many_callers_at_once_each_get_their_own_answer() {
     assert_eq!(fleet.enabled_users, enabled);
 }
 
+/// Node reads made at once (a push to the whole fleet reads every node's
+/// cursor, many at a time) go in groups: each caller still gets its own
+/// node, a node asked by several callers is each one's answer, and an
+/// unknown node is `NotFound` without failing the others of its group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_node_reads_at_once_each_get_their_own_node() {
+    let db = TestDatabase::new().await;
+    let storage = Arc::new(db.storage().await);
+    let mut nodes = Vec::new();
+    for i in 0..40 {
+        let new = NewNode::new(format!("http://10.1.0.{i}:80")).unwrap();
+        nodes.push(storage.create_node(new).await.unwrap());
+    }
+    let unknown = NodeId::random();
+    let mut reading = tokio::task::JoinSet::new();
+    for round in 0..5 {
+        for id in nodes.iter().map(|n| n.id).chain([unknown]) {
+            let storage = storage.clone();
+            reading.spawn(async move { (round, id, storage.get_node(id).await) });
+        }
+    }
+    let mut answered = 0;
+    while let Some(joined) = reading.join_next().await {
+        match joined.unwrap() {
+            (_, id, Ok(node)) => {
+                let want = nodes.iter().find(|n| n.id == id).expect("a known node");
+                assert_eq!((node.id, &node.endpoint), (id, &want.endpoint));
+                answered += 1;
+            }
+            (_, id, Err(StorageError::NotFound(Entity::Node))) => assert_eq!(id, unknown),
+            (round, id, other) => panic!("round {round}, {id}: {other:?}"),
+        }
+    }
+    assert_eq!(answered, 5 * nodes.len());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_replicas_never_hold_the_same_node() {
     let db = TestDatabase::new().await;
