@@ -255,8 +255,8 @@ macro_rules! set_statuses_sql {
 /// prepared statement on the user's primary key: its plan is made once per
 /// connection and, with one key equal to a parameter on a unique index,
 /// is an index lookup whatever the table's size when it was made. Measured
-/// (`bench_manager burst --users 3000`, one change at a time): 0.75 ms per
-/// change against 0.90 ms planned each time. A larger group joins the
+/// (`bench_manager burst --nodes 1 --users 3000`, one change at a time):
+/// 0.48 ms per change against 0.90 ms planned each time. A larger group joins the
 /// arrays and is planned each time with its own arrays, never from a plan
 /// cached on the connection: a generic plan made while `users` was small
 /// joins by scanning the whole table, and stays on that connection as the
