@@ -593,6 +593,10 @@ async fn changes_made_during_a_push_share_the_next_which_waits_as_long_as_the_la
         later.push(w.enabled_user(&format!("later-{i}")).await.id);
     }
     while !w.fleet.users(endpoint).contains(&first.id) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the first enable never arrived"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let first_at = started.elapsed();

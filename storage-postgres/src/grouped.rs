@@ -18,7 +18,7 @@
 use std::collections::{HashMap, HashSet};
 
 use manager_lib::domain::{NewUser, Node, NodeId, Timestamp, User, UserId, UserStatus};
-use manager_lib::storage::grouped::{Grouped, GroupedReads, MAX_GROUP, copy_of, stopped};
+use manager_lib::storage::grouped::{Grouped, GroupedReads, copy_of, stopped};
 use manager_lib::storage::{Entity, StorageError, StorageResult};
 use sqlx::postgres::PgPool;
 
@@ -41,8 +41,8 @@ type Answers = Vec<StorageResult<User>>;
 /// The grouped calls of one pool; started on first use.
 #[derive(Debug)]
 pub(crate) struct Calls {
-    pub(crate) reads: GroupedReads,
-    node_reads: Grouped<NodeId, StorageResult<Node>>,
+    pub(crate) user_reads: GroupedReads<User>,
+    pub(crate) node_reads: GroupedReads<Node>,
     creates: Grouped<NewUser, StorageResult<User>>,
     statuses: Grouped<(UserId, UserStatus), StorageResult<User>>,
 }
@@ -52,10 +52,11 @@ impl Calls {
     pub(crate) fn spawn(pool: &PgPool) -> Self {
         let (p1, p2, p3, p4) = (pool.clone(), pool.clone(), pool.clone(), pool.clone());
         Self {
-            reads: GroupedReads::spawn(CONCURRENT_READS, move |ids| read_users(p1.clone(), ids)),
-            node_reads: Grouped::spawn(CONCURRENT_READS, MAX_GROUP, move |ids: Vec<NodeId>| {
-                let reading = read_nodes(p4.clone(), ids.clone());
-                async move { answer_nodes(&ids, reading.await) }
+            user_reads: GroupedReads::spawn(CONCURRENT_READS, move |ids| {
+                read_users(p1.clone(), ids)
+            }),
+            node_reads: GroupedReads::spawn(CONCURRENT_READS, move |ids| {
+                read_nodes(p4.clone(), ids)
             }),
             creates: Grouped::spawn(CONCURRENT_WRITES, MAX_WRITE_GROUP, move |asked| {
                 let taken = || StorageError::AlreadyExists(Entity::User);
@@ -84,10 +85,6 @@ impl Calls {
     pub(crate) async fn set_status(&self, id: UserId, status: UserStatus) -> StorageResult<User> {
         (self.statuses.call((id, status)).await).unwrap_or_else(|| Err(stopped()))
     }
-
-    pub(crate) async fn node(&self, id: NodeId) -> StorageResult<Node> {
-        (self.node_reads.call(id).await).unwrap_or_else(|| Err(stopped()))
-    }
 }
 
 /// Reads the nodes among `ids` in one statement. A push to the whole fleet
@@ -106,18 +103,6 @@ async fn read_nodes(pool: PgPool, ids: Vec<NodeId>) -> StorageResult<Vec<Node>> 
     .await
     .map_err(node_err)?;
     rows.iter().map(rows::node).collect()
-}
-
-/// One answer per asked id, in order (an id asked twice gets the node twice).
-fn answer_nodes(asked: &[NodeId], read: StorageResult<Vec<Node>>) -> Vec<StorageResult<Node>> {
-    let nodes: HashMap<NodeId, Node> = match read {
-        Ok(nodes) => nodes.into_iter().map(|n| (n.id, n)).collect(),
-        Err(error) => return asked.iter().map(|_| Err(copy_of(&error))).collect(),
-    };
-    asked
-        .iter()
-        .map(|id| (nodes.get(id).cloned()).ok_or(StorageError::NotFound(Entity::Node)))
-        .collect()
 }
 
 /// Reads the live users among `ids` in one statement.
@@ -256,11 +241,11 @@ macro_rules! set_statuses_sql {
 /// connection and, with one key equal to a parameter on a unique index,
 /// is an index lookup whatever the table's size when it was made. Measured
 /// (`bench_manager burst --nodes 1 --users 3000`, one change at a time):
-/// 0.48 ms per change against 0.90 ms planned each time. A larger group joins the
-/// arrays and is planned each time with its own arrays, never from a plan
-/// cached on the connection: a generic plan made while `users` was small
-/// joins by scanning the whole table, and stays on that connection as the
-/// table grows (seen: half the throughput on a fresh database).
+/// 0.48 ms per change against 0.90 ms planned each time. A larger group
+/// joins the arrays and is planned each time with its own arrays, never from
+/// a plan cached on the connection: a generic plan made while `users` was
+/// small joins by scanning the whole table, and stays on that connection as
+/// the table grows (seen: half the throughput on a fresh database).
 async fn set_statuses(pool: PgPool, asked: Vec<(UserId, UserStatus)>) -> StorageResult<Vec<User>> {
     let query = if let [(id, status)] = asked.as_slice() {
         sqlx::query(set_statuses_sql!(

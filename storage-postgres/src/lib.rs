@@ -259,7 +259,7 @@ impl Storage for PgStorage {
 
     async fn get_node(&self, id: NodeId) -> StorageResult<Node> {
         // Grouped with other callers' reads: see `grouped::read_nodes`.
-        self.calls().node(id).await
+        self.calls().node_reads.get(id).await
     }
 
     async fn find_node_by_endpoint(&self, endpoint: &str) -> StorageResult<Option<Node>> {
@@ -439,7 +439,7 @@ impl Storage for PgStorage {
     }
 
     async fn get_user(&self, id: UserId) -> StorageResult<User> {
-        self.calls().reads.user(id).await
+        self.calls().user_reads.get(id).await
     }
 
     async fn list_users(&self, page: &PageRequest) -> StorageResult<Page<User>> {

@@ -451,7 +451,7 @@ impl Storage for SqliteStorage {
     }
 
     async fn get_user(&self, id: UserId) -> StorageResult<User> {
-        self.user_reads.user(id).await
+        self.user_reads.get(id).await
     }
 
     async fn list_users(&self, page: &PageRequest) -> StorageResult<Page<User>> {

@@ -1,35 +1,62 @@
-//! Point reads of users, grouped (see [`crate::grouped`]), for backends to
-//! build `get_user` on: the user-node-list call reads one user row per
-//! request, and each statement costs a round trip (to SQLite's connection
-//! thread, or over the network to PostgreSQL) that dwarfs the lookup itself.
+//! Point reads of users and of nodes, grouped (see [`crate::grouped`]),
+//! for backends to build `get_user` and `get_node` on: the user-node-list
+//! call reads one user row per request, a push to the whole fleet reads each
+//! node's cursor under its lock, and each statement costs a round trip (to
+//! SQLite's connection thread, or over the network to PostgreSQL) that
+//! dwarfs the lookup itself.
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::hash::Hash;
 
-use crate::domain::{User, UserId};
+use crate::domain::{Node, NodeId, User, UserId};
 pub use crate::grouped::Grouped;
 use crate::storage::{Entity, StorageError, StorageResult};
 
 /// The most ids one grouped read takes.
 pub const MAX_GROUP: usize = 256;
 
-/// Point reads of users, grouped: see the module's doc.
-#[derive(Clone, Debug)]
-pub struct GroupedReads {
-    reads: Grouped<UserId, StorageResult<User>>,
+/// What [`GroupedReads`] reads: a stored entity found by its id.
+pub trait PointRead: Clone + Send + 'static {
+    type Id: Copy + Ord + Hash + Send + Sync + 'static;
+    /// What a missing id is not found as.
+    const ENTITY: Entity;
+    fn id(&self) -> Self::Id;
 }
 
-impl GroupedReads {
+impl PointRead for User {
+    type Id = UserId;
+    const ENTITY: Entity = Entity::User;
+    fn id(&self) -> UserId {
+        self.id
+    }
+}
+
+impl PointRead for Node {
+    type Id = NodeId;
+    const ENTITY: Entity = Entity::Node;
+    fn id(&self) -> NodeId {
+        self.id
+    }
+}
+
+/// Point reads, grouped: see the module's doc.
+#[derive(Clone, Debug)]
+pub struct GroupedReads<T: PointRead = User> {
+    reads: Grouped<T::Id, StorageResult<T>>,
+}
+
+impl<T: PointRead> GroupedReads<T> {
     /// Starts the task on the current Tokio runtime. `read` gets 1 to
-    /// [`MAX_GROUP`] distinct ids and answers the live users among them (in
-    /// any order; the missing ones are not found); at most `concurrent`
-    /// reads run at once.
+    /// [`MAX_GROUP`] distinct ids and answers the ones it finds (in any
+    /// order; the missing ones are not found); at most `concurrent` reads
+    /// run at once.
     pub fn spawn<F, Fut>(concurrent: usize, read: F) -> Self
     where
-        F: Fn(Vec<UserId>) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = StorageResult<Vec<User>>> + Send + 'static,
+        F: Fn(Vec<T::Id>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = StorageResult<Vec<T>>> + Send + 'static,
     {
-        let reads = Grouped::spawn(concurrent, MAX_GROUP, move |asked: Vec<UserId>| {
+        let reads = Grouped::spawn(concurrent, MAX_GROUP, move |asked: Vec<T::Id>| {
             let mut ids = asked.clone();
             ids.sort_unstable();
             ids.dedup();
@@ -39,8 +66,8 @@ impl GroupedReads {
         Self { reads }
     }
 
-    /// The live user `id`, or [`StorageError::NotFound`].
-    pub async fn user(&self, id: UserId) -> StorageResult<User> {
+    /// The entity `id`, or [`StorageError::NotFound`].
+    pub async fn get(&self, id: T::Id) -> StorageResult<T> {
         self.reads.call(id).await.unwrap_or_else(|| Err(stopped()))
     }
 }
@@ -51,19 +78,19 @@ pub fn stopped() -> StorageError {
 }
 
 /// One answer per asked id, in order, from one read's result.
-fn answer(asked: &[UserId], read: StorageResult<Vec<User>>) -> Vec<StorageResult<User>> {
-    let users = match read {
-        Ok(users) => users,
+fn answer<T: PointRead>(asked: &[T::Id], read: StorageResult<Vec<T>>) -> Vec<StorageResult<T>> {
+    let found = match read {
+        Ok(found) => found,
         Err(error) => return asked.iter().map(|_| Err(copy_of(&error))).collect(),
     };
-    let found: HashMap<UserId, User> = users.into_iter().map(|u| (u.id, u)).collect();
+    let found: HashMap<T::Id, T> = found.into_iter().map(|t| (t.id(), t)).collect();
     asked
         .iter()
         .map(|id| {
             found
                 .get(id)
                 .cloned()
-                .ok_or(StorageError::NotFound(Entity::User))
+                .ok_or(StorageError::NotFound(T::ENTITY))
         })
         .collect()
 }
@@ -125,11 +152,11 @@ mod tests {
         let mut callers = known.iter().copied().chain([unknown, known[0]]);
         let first = callers.next().unwrap();
         let r = reads.clone();
-        tasks.spawn(async move { (first, r.user(first).await) });
+        tasks.spawn(async move { (first, r.get(first).await) });
         until(|| groups.lock().unwrap().len() == 1).await;
         for id in callers {
             let reads = reads.clone();
-            tasks.spawn(async move { (id, reads.user(id).await) });
+            tasks.spawn(async move { (id, reads.get(id).await) });
         }
         until(|| reads.reads.queued() == 51).await;
         release.send(true).unwrap();
@@ -154,13 +181,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_read_fails_every_caller_in_its_group_with_the_same_kind() {
-        let reads = GroupedReads::spawn(2, |_ids: Vec<UserId>| async {
+        let reads = GroupedReads::<User>::spawn(2, |_ids: Vec<UserId>| async {
             Err(StorageError::Unavailable("database is down".into()))
         });
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..10 {
             let reads = reads.clone();
-            tasks.spawn(async move { reads.user(UserId::random()).await });
+            tasks.spawn(async move { reads.get(UserId::random()).await });
         }
         while let Some(joined) = tasks.join_next().await {
             match joined.unwrap() {
