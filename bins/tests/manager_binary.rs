@@ -2,6 +2,7 @@
 //! start, what it prints and logs, and the modes of the files it creates.
 //! Each test runs the real binary on 127.0.0.1:0 with its own data directory.
 
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -177,4 +178,58 @@ async fn the_generated_token_stays_in_its_file_and_refusals_are_logged_without_i
             .any(|l| l.contains("WARN") && l.contains("admin call refused")),
         "{stderr}"
     );
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+/// Under umask 022 (files 0644, directories 0755 by default) the data
+/// directory, the database and its WAL and shared-memory files, and the
+/// token file are the owner's alone.
+#[tokio::test]
+async fn the_data_directory_and_database_files_are_owner_only_under_umask_022() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("state").join("data");
+    // The shell sets the umask for the binary it becomes (no unsafe pre_exec).
+    let mut sh = Command::new("sh");
+    sh.arg("-c").arg("umask 022 && exec \"$0\"").arg(BINARY);
+    let sh = configure(sh, &data, &[]);
+    let running = Running::start(sh).await;
+    let token = std::fs::read_to_string(data.join("admin-token")).unwrap();
+    // A write, so the WAL holds something.
+    let created = reqwest::Client::new()
+        .post(format!("{}/user/new", running.url))
+        .bearer_auth(token.trim())
+        .json(&serde_json::json!({"userName": "alice"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status().as_u16(), 200);
+    let found: Vec<(&str, u32)> = [
+        ("state", root.path().join("state")),
+        ("data", data.clone()),
+        ("manager.db", data.join("manager.db")),
+        ("manager.db-wal", data.join("manager.db-wal")),
+        ("manager.db-shm", data.join("manager.db-shm")),
+        ("admin-token", data.join("admin-token")),
+    ]
+    .iter()
+    .map(|(name, path)| (*name, mode(path)))
+    .collect();
+    let owner_only = vec![
+        ("state", 0o700),
+        ("data", 0o700),
+        ("manager.db", 0o600),
+        ("manager.db-wal", 0o600),
+        ("manager.db-shm", 0o600),
+        ("admin-token", 0o600),
+    ];
+    let octal: Vec<String> = found.iter().map(|(n, m)| format!("{n} {m:o}")).collect();
+    assert_eq!(found, owner_only, "{octal:?}");
+    running.stop().await;
 }

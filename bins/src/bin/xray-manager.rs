@@ -71,7 +71,8 @@ async fn main() -> ExitCode {
 async fn run(args: Args) -> Result<(), String> {
     let cfg = ManagerConfig::load(args.config.as_deref())?;
     bins::init_tracing(cfg.log_json);
-    std::fs::create_dir_all(&cfg.data_dir).map_err(|e| format!("data dir: {e}"))?;
+    cfg.create_data_dir()
+        .map_err(|e| format!("data dir {}: {e}", cfg.data_dir.display()))?;
     let url = cfg.storage_url();
     let sqlite_only = || {
         if url.starts_with("sqlite://") {
