@@ -12,6 +12,7 @@ use tokio::io::{AsyncBufReadExt as _, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_xray-manager");
+const TOKEN: &str = "5d0c9e8f7a6b5c4d3e2f1a0b9c8d7e6f";
 /// Long enough for a debug build's first start on a busy machine.
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -232,4 +233,41 @@ async fn the_data_directory_and_database_files_are_owner_only_under_umask_022() 
     let octal: Vec<String> = found.iter().map(|(n, m)| format!("{n} {m:o}")).collect();
     assert_eq!(found, owner_only, "{octal:?}");
     running.stop().await;
+}
+
+/// At DEBUG every request is logged with its route; a malformed node-list
+/// path (a trailing slash, a doubled slash, a missing `/nodes`) is logged
+/// as `unmatched`, never with the user's id and name in it.
+#[tokio::test]
+async fn debug_logs_of_malformed_node_list_paths_hold_no_id_or_name() {
+    let data = tempfile::tempdir().unwrap();
+    let running = Running::start(manager(
+        data.path(),
+        &[("XM_ADMIN_TOKEN", TOKEN), ("RUST_LOG", "debug")],
+    ))
+    .await;
+    let id = "0b5e7c1a-3f2d-4e6b-9a8c-7d1e2f3a4b5c";
+    let name = "zanzibar-wombat";
+    for path in [
+        format!("/user/{id}-{name}/nodes/"),
+        format!("//user/{id}-{name}/nodes"),
+        format!("/user/{id}-{name}"),
+        format!("/user/{id}-{name}/nodes/more"),
+    ] {
+        assert_eq!(running.get(&path, None).await, 404, "{path}");
+    }
+    let (_, stderr) = running.stop().await;
+    let logged = stderr
+        .lines()
+        .filter(|l| l.contains("finished processing request") && l.contains("status=404"))
+        .count();
+    assert_eq!(
+        logged, 4,
+        "the requests were not logged at DEBUG:\n{stderr}"
+    );
+    assert!(!stderr.contains(id), "a user id is in the log:\n{stderr}");
+    assert!(
+        !stderr.contains(name),
+        "a user name is in the log:\n{stderr}"
+    );
 }

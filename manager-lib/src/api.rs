@@ -223,6 +223,35 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/docs"),
 ];
 
+/// The route template of [`ROUTES`] that `path` names (placeholders match
+/// one non-empty segment; everything under `/docs/` is `/docs`), or `None`.
+/// For logs and labels: the raw path may hold a user's id and name, and
+/// anyone can invent paths.
+pub fn route_of(path: &str) -> Option<&'static str> {
+    if path.starts_with("/docs/") {
+        return Some("/docs");
+    }
+    let matches = |template: &str| {
+        let (mut want, mut got) = (template.split('/'), path.split('/'));
+        loop {
+            match (want.next(), got.next()) {
+                (None, None) => return true,
+                (Some(w), Some(g)) if w.starts_with('{') && w.ends_with('}') => {
+                    if g.is_empty() {
+                        return false;
+                    }
+                }
+                (Some(w), Some(g)) if w == g => {}
+                _ => return false,
+            }
+        }
+    };
+    ROUTES
+        .iter()
+        .map(|(_, template)| *template)
+        .find(|template| matches(template))
+}
+
 /// The manager's router: admin calls behind the bearer token, the user's
 /// node-list call, the health check and the API's documentation open.
 pub fn router(state: ApiState) -> Router {
