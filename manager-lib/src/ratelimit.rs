@@ -11,6 +11,11 @@
 //! free for it to multiply). Requests without a known peer address (a router
 //! called in-process, or served without connect info) share one bucket.
 //!
+//! The same buckets, refilling slower ([`RateLimiter::refilling_every`]) and
+//! charged only for failures ([`RateLimiter::peek`], then
+//! [`RateLimiter::check`]), are the per-client budget of failed admin calls
+//! in [`crate::admin_auth`].
+//!
 //! The map of buckets is bounded ([`RateLimit::max_clients`]) so a flood of
 //! addresses cannot grow memory: a bucket that has refilled carries no state
 //! and is dropped when room is needed; when every tracked client is still
