@@ -40,14 +40,12 @@ pub async fn cancel_on_signal(token: CancellationToken) {
     token.cancel();
 }
 
-/// The route a request is for, with the user's id and name left out (they
-/// authorise the node-list call, so they stay out of the logs).
-pub fn loggable_path(path: &str) -> &str {
-    if path.starts_with("/user/") && path.ends_with("/nodes") {
-        "/user/{id_name}/nodes"
-    } else {
-        path
-    }
+/// The route template a request is for (`/user/{id_name}/nodes`), or
+/// `unmatched`: never the raw path, which may hold a user's id and name
+/// (they authorise the node-list call) even when malformed (`…/nodes/`,
+/// `//user/…`), and which anyone can fill with text of their choice.
+pub fn loggable_path(path: &str) -> &'static str {
+    manager_lib::api::route_of(path).unwrap_or(manager_lib::metrics::UNMATCHED_ROUTE)
 }
 
 /// A span per HTTP request (method, route with secrets left out, status and
@@ -76,6 +74,16 @@ mod tests {
             super::loggable_path(&format!("/user/{id}-alice/nodes")),
             "/user/{id_name}/nodes"
         );
+        for malformed in [
+            format!("/user/{id}-alice/nodes/"),
+            format!("/user/{id}-alice"),
+            format!("//user/{id}-alice/nodes"),
+            format!("/user/{id}-alice/nodes/x"),
+            format!("/user/{id}/alice/nodes"),
+        ] {
+            assert_eq!(super::loggable_path(&malformed), "unmatched", "{malformed}");
+        }
         assert_eq!(super::loggable_path("/users"), "/users");
+        assert_eq!(super::loggable_path("/docs/index.css"), "/docs");
     }
 }

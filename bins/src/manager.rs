@@ -62,10 +62,11 @@ pub async fn serve(cfg: ManagerConfig, url: String) -> Result<(), String> {
 
     let (token, generated) = cfg.admin_token().map_err(|e| format!("admin token: {e}"))?;
     if generated {
+        // Where it is, never the token: stdout ends up in journald and
+        // `docker logs`, readable by more people than the 0600 file.
         println!(
-            "generated admin token (shown once, stored in {}): {}",
-            cfg.data_dir.join("admin-token").display(),
-            token.expose()
+            "generated an admin token into {} (readable by this user only)",
+            cfg.admin_token_file().display()
         );
     }
     let reconciler = Arc::new(
@@ -103,6 +104,7 @@ pub async fn serve(cfg: ManagerConfig, url: String) -> Result<(), String> {
         });
     }
     let state = ApiState::new(manager, token.expose())
+        .with_admin_failure_limit(cfg.admin_failure_limit())
         .with_rate_limit(cfg.node_list_limit())
         .with_metrics(metrics);
     let router = api::router(state).layer(crate::request_trace_layer());

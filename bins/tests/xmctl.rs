@@ -55,7 +55,10 @@ async fn start_manager_with(wrap: impl FnOnce(Router) -> Router) -> Harness {
         fleet.clone(),
         ManagerSettings::default(),
     );
-    let router = wrap(api::router(ApiState::new(Arc::new(manager), TOKEN)));
+    // Served without peer addresses, every xmctl run would share one budget
+    // of failed admin calls: the wrong-token tests would throttle the rest.
+    let state = ApiState::new(Arc::new(manager), TOKEN).with_admin_failure_limit(None);
+    let router = wrap(api::router(state));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind a free port");

@@ -10,16 +10,16 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::http::StatusCode;
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use utoipa::{IntoParams, ToSchema};
 
+use crate::admin_auth::{self, AdminAuth, FailureLimit, TokenDigest};
 use crate::domain::{Node, NodeId, PageRequest, User, UserId};
 use crate::metrics::{self, ManagerMetrics};
 use crate::ratelimit::{self, RateLimit, RateLimiter};
@@ -145,7 +145,8 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
 #[derive(Clone)]
 pub struct ApiState {
     pub manager: Arc<Manager>,
-    admin_token_digest: [u8; 32],
+    admin_token: TokenDigest,
+    admin_failures: Option<FailureLimit>,
     rate_limiter: Option<Arc<RateLimiter>>,
     metrics: Option<Arc<ManagerMetrics>>,
 }
@@ -155,6 +156,7 @@ impl std::fmt::Debug for ApiState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ApiState")
             .field("admin_token", &"<redacted>")
+            .field("admin_failures", &self.admin_failures)
             .field("rate_limited", &self.rate_limiter.is_some())
             .field("metrics", &self.metrics.is_some())
             .finish_non_exhaustive()
@@ -162,10 +164,16 @@ impl std::fmt::Debug for ApiState {
 }
 
 impl ApiState {
+    /// The API of `manager` behind `admin_token`. The token is taken as
+    /// given (the settings check its strength, see
+    /// [`admin_auth::check_strength`]); an empty presented token is refused
+    /// whatever it is. Failed admin calls are limited per client with
+    /// [`FailureLimit::default`].
     pub fn new(manager: Arc<Manager>, admin_token: &str) -> Self {
         Self {
             manager,
-            admin_token_digest: Sha256::digest(admin_token.as_bytes()).into(),
+            admin_token: TokenDigest::new(admin_token),
+            admin_failures: Some(FailureLimit::default()),
             rate_limiter: Some(Arc::new(RateLimiter::new(RateLimit::default()))),
             metrics: None,
         }
@@ -186,31 +194,11 @@ impl ApiState {
         self
     }
 
-    /// Compares digests in constant time, so the answer's timing says nothing
-    /// about how much of a guess was right.
-    fn token_matches(&self, given: &str) -> bool {
-        let given: [u8; 32] = Sha256::digest(given.as_bytes()).into();
-        given
-            .iter()
-            .zip(self.admin_token_digest.iter())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
-    }
-}
-
-async fn require_admin(
-    State(state): State<ApiState>,
-    headers: HeaderMap,
-    req: Request,
-    next: Next,
-) -> Response {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match token {
-        Some(t) if state.token_matches(t.trim()) => next.run(req).await,
-        _ => ApiError::Unauthorized.into_response(),
+    /// The per-client budget of failed admin calls (past it, admin calls
+    /// from that client answer 429); `None` turns it off.
+    pub fn with_admin_failure_limit(mut self, limit: Option<FailureLimit>) -> Self {
+        self.admin_failures = limit;
+        self
     }
 }
 
@@ -235,6 +223,35 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/docs"),
 ];
 
+/// The route template of [`ROUTES`] that `path` names (placeholders match
+/// one non-empty segment; everything under `/docs/` is `/docs`), or `None`.
+/// For logs and labels: the raw path may hold a user's id and name, and
+/// anyone can invent paths.
+pub fn route_of(path: &str) -> Option<&'static str> {
+    if path.starts_with("/docs/") {
+        return Some("/docs");
+    }
+    let matches = |template: &str| {
+        let (mut want, mut got) = (template.split('/'), path.split('/'));
+        loop {
+            match (want.next(), got.next()) {
+                (None, None) => return true,
+                (Some(w), Some(g)) if w.starts_with('{') && w.ends_with('}') => {
+                    if g.is_empty() {
+                        return false;
+                    }
+                }
+                (Some(w), Some(g)) if w == g => {}
+                _ => return false,
+            }
+        }
+    };
+    ROUTES
+        .iter()
+        .map(|(_, template)| *template)
+        .find(|template| matches(template))
+}
+
 /// The manager's router: admin calls behind the bearer token, the user's
 /// node-list call, the health check and the API's documentation open.
 pub fn router(state: ApiState) -> Router {
@@ -252,7 +269,15 @@ pub fn router(state: ApiState) -> Router {
     if let Some(m) = &state.metrics {
         admin = admin.route("/metrics", get(metrics::scrape).with_state(m.clone()));
     }
-    let admin = admin.route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
+    let auth = AdminAuth::new(
+        state.admin_token.clone(),
+        state.admin_failures,
+        state.metrics.clone(),
+    );
+    let admin = admin.route_layer(middleware::from_fn_with_state(
+        Arc::new(auth),
+        admin_auth::require_admin,
+    ));
     let mut node_list = get(user_nodes);
     if let Some(limiter) = &state.rate_limiter {
         node_list = node_list.route_layer(middleware::from_fn_with_state(
@@ -375,6 +400,7 @@ struct NodeCreated {
         (status = 200, description = "the node (new, or the existing one with this endpoint)", body = NodeCreated),
         (status = 400, description = "`invalid endpoint`, or a `bad request`", body = ErrorBody),
         (status = 401, description = "missing or wrong admin token", body = ErrorBody),
+        (status = 429, description = "`too many requests`: this client failed the admin token too often; see `Retry-After`", body = ErrorBody),
         (status = 500, description = "`database unavailable` or `internal server error`", body = ErrorBody),
     ),
     security(("admin_token" = []))
@@ -401,6 +427,7 @@ async fn node_new(
         (status = 400, description = "`node not exists`, or a `bad request`", body = ErrorBody),
         (status = 502, description = "`node unreachable` or `bad node answer`; a node's own error answer is passed through with its status", body = ErrorBody),
         (status = 401, description = "missing or wrong admin token", body = ErrorBody),
+        (status = 429, description = "`too many requests`: this client failed the admin token too often; see `Retry-After`", body = ErrorBody),
         (status = 500, description = "`database unavailable` or `internal server error`", body = ErrorBody),
     ),
     security(("admin_token" = []))
@@ -424,6 +451,7 @@ async fn node_start(
         (status = 400, description = "`node not exists`, or a `bad request`", body = ErrorBody),
         (status = 502, description = "`node unreachable` or `bad node answer`; a node's own error answer is passed through with its status", body = ErrorBody),
         (status = 401, description = "missing or wrong admin token", body = ErrorBody),
+        (status = 429, description = "`too many requests`: this client failed the admin token too often; see `Retry-After`", body = ErrorBody),
         (status = 500, description = "`database unavailable` or `internal server error`", body = ErrorBody),
     ),
     security(("admin_token" = []))
@@ -447,6 +475,7 @@ async fn node_stop(
         (status = 400, description = "`node not exists`, or a `bad request`", body = ErrorBody),
         (status = 502, description = "`node unreachable` or `bad node answer`; a node's own error answer is passed through with its status", body = ErrorBody),
         (status = 401, description = "missing or wrong admin token", body = ErrorBody),
+        (status = 429, description = "`too many requests`: this client failed the admin token too often; see `Retry-After`", body = ErrorBody),
         (status = 500, description = "`database unavailable` or `internal server error`", body = ErrorBody),
     ),
     security(("admin_token" = []))
@@ -499,6 +528,7 @@ struct NodesView {
         (status = 200, description = "a page of nodes", body = NodesView),
         (status = 400, description = "`bad request` (query)", body = ErrorBody),
         (status = 401, description = "missing or wrong admin token", body = ErrorBody),
+        (status = 429, description = "`too many requests`: this client failed the admin token too often; see `Retry-After`", body = ErrorBody),
         (status = 500, description = "`database unavailable` or `internal server error`", body = ErrorBody),
     ),
     security(("admin_token" = []))
@@ -550,6 +580,7 @@ struct UserCreated {
         (status = 200, description = "the new user", body = UserCreated),
         (status = 400, description = "`invalid user name`, or a `bad request` (e.g. no name)", body = ErrorBody),
         (status = 401, description = "missing or wrong admin token", body = ErrorBody),
+        (status = 429, description = "`too many requests`: this client failed the admin token too often; see `Retry-After`", body = ErrorBody),
         (status = 500, description = "`database unavailable` or `internal server error`", body = ErrorBody),
     ),
     security(("admin_token" = []))
@@ -581,6 +612,7 @@ async fn user_new(
         (status = 200, description = "enabled", body = Object),
         (status = 400, description = "`user not exists`, or a `bad request`", body = ErrorBody),
         (status = 401, description = "missing or wrong admin token", body = ErrorBody),
+        (status = 429, description = "`too many requests`: this client failed the admin token too often; see `Retry-After`", body = ErrorBody),
         (status = 500, description = "`database unavailable` or `internal server error`", body = ErrorBody),
     ),
     security(("admin_token" = []))
@@ -603,6 +635,7 @@ async fn user_enable(
         (status = 200, description = "disabled", body = Object),
         (status = 400, description = "`user not exists`, or a `bad request`", body = ErrorBody),
         (status = 401, description = "missing or wrong admin token", body = ErrorBody),
+        (status = 429, description = "`too many requests`: this client failed the admin token too often; see `Retry-After`", body = ErrorBody),
         (status = 500, description = "`database unavailable` or `internal server error`", body = ErrorBody),
     ),
     security(("admin_token" = []))
@@ -625,6 +658,7 @@ async fn user_disable(
         (status = 200, description = "deleted", body = Object),
         (status = 400, description = "`user not exists`, or a `bad request`", body = ErrorBody),
         (status = 401, description = "missing or wrong admin token", body = ErrorBody),
+        (status = 429, description = "`too many requests`: this client failed the admin token too often; see `Retry-After`", body = ErrorBody),
         (status = 500, description = "`database unavailable` or `internal server error`", body = ErrorBody),
     ),
     security(("admin_token" = []))
@@ -655,6 +689,7 @@ struct UsersView {
         (status = 200, description = "a page of users", body = UsersView),
         (status = 400, description = "`bad request` (query)", body = ErrorBody),
         (status = 401, description = "missing or wrong admin token", body = ErrorBody),
+        (status = 429, description = "`too many requests`: this client failed the admin token too often; see `Retry-After`", body = ErrorBody),
         (status = 500, description = "`database unavailable` or `internal server error`", body = ErrorBody),
     ),
     security(("admin_token" = []))

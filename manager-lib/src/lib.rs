@@ -9,6 +9,7 @@
 //! # let _ = storage;
 //! ```
 
+pub mod admin_auth;
 pub mod api;
 pub mod cache;
 pub mod domain;

@@ -5,6 +5,9 @@
 //! - **HTTP**: requests and latency per method, *route template* (e.g.
 //!   `/user/{id_name}/nodes`, never the raw path, which holds a user's id)
 //!   and status, recorded by [`track_requests`];
+//! - **admin authentication**: refused admin calls (no or wrong token) and
+//!   admin calls throttled after too many refusals, recorded by
+//!   [`crate::admin_auth`];
 //! - **heartbeat**: duration and failures of each node's reconciliation,
 //!   recorded by the [`Reconciler`](crate::reconcile::Reconciler);
 //! - **fleet** (read from the storage at scrape time): nodes by actual and
@@ -105,6 +108,8 @@ pub struct ManagerMetrics {
     request_seconds: HistogramFamily<RequestLabels>,
     heartbeat_seconds: HistogramFamily<NodeLabels>,
     heartbeat_failures: Family<NodeLabels, Counter>,
+    admin_auth_failures: Counter,
+    admin_auth_throttled: Counter,
     fleet: FleetGauges,
     /// One scrape at a time: a scrape clears and refills the fleet series.
     scrape: tokio::sync::Mutex<()>,
@@ -156,6 +161,18 @@ impl ManagerMetrics {
             "Heartbeat reconciliations of a node that failed",
             heartbeat_failures.clone(),
         );
+        let admin_auth_failures = Counter::default();
+        registry.register(
+            "admin_auth_failures",
+            "Admin calls refused for a missing or wrong token",
+            admin_auth_failures.clone(),
+        );
+        let admin_auth_throttled = Counter::default();
+        registry.register(
+            "admin_auth_throttled",
+            "Admin calls answered 429 because their client failed too often",
+            admin_auth_throttled.clone(),
+        );
         let fleet = FleetGauges::default();
         registry.register(
             "nodes",
@@ -187,6 +204,8 @@ impl ManagerMetrics {
             request_seconds,
             heartbeat_seconds,
             heartbeat_failures,
+            admin_auth_failures,
+            admin_auth_throttled,
             fleet,
             scrape: tokio::sync::Mutex::new(()),
         }
@@ -223,6 +242,16 @@ impl ManagerMetrics {
         if !ok {
             self.heartbeat_failures.get_or_create(&labels).inc();
         }
+    }
+
+    /// Counts an admin call refused for a missing or wrong token.
+    pub fn record_admin_auth_failure(&self) {
+        self.admin_auth_failures.inc();
+    }
+
+    /// Counts an admin call refused because its client failed too often.
+    pub fn record_admin_auth_throttled(&self) {
+        self.admin_auth_throttled.inc();
     }
 
     /// Reads the fleet from the storage and renders every series. A storage

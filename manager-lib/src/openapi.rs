@@ -32,7 +32,7 @@ pub const ADMIN_SCHEME: &str = "admin_token";
 #[openapi(
     info(
         title = "xray-manager",
-        description = "The control plane of a fleet of Xray/V2Ray nodes: nodes, users, and each user's usable node configs.\n\nAdmin calls need `Authorization: Bearer <admin token>`. Every error answer is `{\"error\": \"<stable text>\", \"message\": \"<details, optional>\"}`; a body that is not the expected JSON gets 400 `bad request`."
+        description = "The control plane of a fleet of Xray/V2Ray nodes: nodes, users, and each user's usable node configs.\n\nAdmin calls need `Authorization: Bearer <admin token>`; a client that fails it too often gets 429 `too many requests` on every admin call until its budget refills (`Retry-After`). Every error answer is `{\"error\": \"<stable text>\", \"message\": \"<details, optional>\"}`; a body that is not the expected JSON gets 400 `bad request`."
     ),
     paths(
         api::node_new,
@@ -101,6 +101,12 @@ impl Modify for Operations {
                     text("the metrics", crate::metrics::CONTENT_TYPE),
                 )
                 .response("401", ResponseBuilder::new().description("missing or wrong admin token"))
+                .response(
+                    "429",
+                    ResponseBuilder::new().description(
+                        "this client failed the admin token too often; see `Retry-After`",
+                    ),
+                )
                 .security(SecurityRequirement::new(ADMIN_SCHEME, Vec::<String>::new())),
         );
         describe_docs_routes(doc, Some("operations"), "This OpenAPI document");

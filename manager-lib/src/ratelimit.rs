@@ -11,6 +11,11 @@
 //! free for it to multiply). Requests without a known peer address (a router
 //! called in-process, or served without connect info) share one bucket.
 //!
+//! The same buckets, refilling slower ([`RateLimiter::refilling_every`]) and
+//! charged only for failures ([`RateLimiter::peek`], then
+//! [`RateLimiter::check`]), are the per-client budget of failed admin calls
+//! in [`crate::admin_auth`].
+//!
 //! The map of buckets is bounded ([`RateLimit::max_clients`]) so a flood of
 //! addresses cannot grow memory: a bucket that has refilled carries no state
 //! and is dropped when room is needed; when every tracked client is still
@@ -31,12 +36,15 @@ use std::fmt;
 use std::hash::{BuildHasher, RandomState};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+// Tokio's clock, so tests can pause and advance time instead of sleeping;
+// outside a paused test runtime it is the system's monotonic clock.
+use tokio::time::Instant;
 
 use crate::api::ApiError;
 
@@ -125,7 +133,7 @@ impl Bucket {
 
 /// Token buckets per client, in a bounded sharded map.
 pub struct RateLimiter {
-    limit: RateLimit,
+    /// Tokens added per second.
     rate: f64,
     burst: f64,
     per_shard: usize,
@@ -137,7 +145,8 @@ impl fmt::Debug for RateLimiter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Addresses stay out of Debug: they are the users' and too many.
         f.debug_struct("RateLimiter")
-            .field("limit", &self.limit)
+            .field("per_second", &self.rate)
+            .field("burst", &self.burst)
             .field("tracked_clients", &self.tracked_clients())
             .finish()
     }
@@ -145,23 +154,66 @@ impl fmt::Debug for RateLimiter {
 
 impl RateLimiter {
     pub fn new(limit: RateLimit) -> Self {
+        Self::build(
+            f64::from(limit.per_second.max(1)),
+            limit.burst,
+            limit.max_clients,
+        )
+    }
+
+    /// Buckets of `burst` tokens that regain one token every `every`: for
+    /// budgets slower than one a second (e.g. failed logins). A zero
+    /// `every` counts as one millisecond.
+    pub fn refilling_every(every: Duration, burst: u32, max_clients: usize) -> Self {
+        Self::build(
+            1.0 / every.max(Duration::from_millis(1)).as_secs_f64(),
+            burst,
+            max_clients,
+        )
+    }
+
+    fn build(rate: f64, burst: u32, max_clients: usize) -> Self {
         Self {
-            limit,
-            rate: f64::from(limit.per_second.max(1)),
-            burst: f64::from(limit.burst.max(1)),
-            per_shard: limit.max_clients.div_ceil(SHARDS).max(1),
+            rate,
+            burst: f64::from(burst.max(1)),
+            per_shard: max_clients.div_ceil(SHARDS).max(1),
             hasher: RandomState::new(),
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
         }
     }
 
-    pub fn limit(&self) -> RateLimit {
-        self.limit
-    }
-
     /// Takes one token from `client`'s bucket, if it has one.
     pub fn check(&self, client: ClientKey) -> Decision {
         self.check_at(client, Instant::now())
+    }
+
+    /// What [`RateLimiter::check`] would answer, without taking a token (and
+    /// without remembering a client that has no bucket yet): for budgets
+    /// charged only after the call, e.g. by failures.
+    pub fn peek(&self, client: ClientKey) -> Decision {
+        self.peek_at(client, Instant::now())
+    }
+
+    fn peek_at(&self, client: ClientKey, now: Instant) -> Decision {
+        let buckets = lock(self.shard(client));
+        match buckets.get(&client) {
+            Some(b) => self.decide(b.tokens_at(now, self.rate, self.burst)),
+            None => Decision::Allowed,
+        }
+    }
+
+    fn decide(&self, tokens: f64) -> Decision {
+        if tokens >= 1.0 {
+            Decision::Allowed
+        } else {
+            Decision::Limited {
+                retry_after: Duration::from_secs_f64((1.0 - tokens) / self.rate),
+            }
+        }
+    }
+
+    fn shard(&self, client: ClientKey) -> &Mutex<HashMap<ClientKey, Bucket>> {
+        &self.shards[self.hasher.hash_one(client) as usize % SHARDS]
     }
 
     /// Clients remembered now (never more than about `max_clients`).
@@ -170,8 +222,7 @@ impl RateLimiter {
     }
 
     fn check_at(&self, client: ClientKey, now: Instant) -> Decision {
-        let shard = &self.shards[self.hasher.hash_one(client) as usize % SHARDS];
-        let mut buckets = lock(shard);
+        let mut buckets = lock(self.shard(client));
         if !buckets.contains_key(&client) && buckets.len() >= self.per_shard {
             self.make_room(&mut buckets, now);
         }
@@ -181,14 +232,11 @@ impl RateLimiter {
         });
         let tokens = bucket.tokens_at(now, self.rate, self.burst);
         *bucket = Bucket { tokens, at: now };
-        if tokens >= 1.0 {
+        let decision = self.decide(tokens);
+        if decision.is_allowed() {
             bucket.tokens -= 1.0;
-            Decision::Allowed
-        } else {
-            Decision::Limited {
-                retry_after: Duration::from_secs_f64((1.0 - tokens) / self.rate),
-            }
         }
+        decision
     }
 
     /// Drops every bucket that has refilled (it is the same as a new one);
@@ -222,20 +270,28 @@ pub async fn limit_by_client(
     req: Request,
     next: Next,
 ) -> Response {
-    let peer = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| *addr);
+    let peer = peer_of(&req);
     match limiter.check(ClientKey::from_peer(peer)) {
         Decision::Allowed => next.run(req).await,
-        Decision::Limited { retry_after } => {
-            let mut resp = ApiError::TooManyRequests.into_response();
-            let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-            resp
-        }
+        Decision::Limited { retry_after } => too_many_requests(retry_after),
     }
+}
+
+/// The peer address axum's `ConnectInfo` gives, when served with it.
+pub fn peer_of(req: &Request) -> Option<SocketAddr> {
+    req.extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| *addr)
+}
+
+/// The limiters' one answer: 429 `too many requests` in the API's error
+/// shape, with a `Retry-After` in whole seconds (at least 1).
+pub fn too_many_requests(retry_after: Duration) -> Response {
+    let mut resp = ApiError::TooManyRequests.into_response();
+    let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    resp
 }
 
 #[cfg(test)]
@@ -358,6 +414,33 @@ mod tests {
         assert!(l.check_at(limited, t0).is_allowed());
         assert!(l.check_at(newcomer, t0).is_allowed());
         assert_eq!(l.tracked_clients(), 1);
+    }
+
+    #[test]
+    fn a_slow_budget_refills_one_token_per_interval() {
+        let l = RateLimiter::refilling_every(Duration::from_secs(60), 2, 100);
+        let t0 = Instant::now();
+        assert!(l.check_at(v4(1), t0).is_allowed());
+        assert!(l.check_at(v4(1), t0).is_allowed());
+        let Decision::Limited { retry_after } = l.check_at(v4(1), t0) else {
+            panic!("a budget of two is spent after two");
+        };
+        assert_eq!(retry_after, Duration::from_secs(60));
+        let almost = t0 + Duration::from_secs(59);
+        assert!(!l.check_at(v4(1), almost).is_allowed());
+        assert!(l.check_at(v4(1), t0 + Duration::from_secs(60)).is_allowed());
+    }
+
+    #[test]
+    fn peek_takes_no_token_and_remembers_no_one() {
+        let l = limiter(1, 1, 100);
+        let t0 = Instant::now();
+        assert!(l.peek_at(v4(1), t0).is_allowed());
+        assert_eq!(l.tracked_clients(), 0);
+        assert!(l.check_at(v4(1), t0).is_allowed());
+        assert!(!l.peek_at(v4(1), t0).is_allowed());
+        assert!(l.peek_at(v4(1), t0 + Duration::from_secs(1)).is_allowed());
+        assert!(l.peek_at(v4(2), t0).is_allowed());
     }
 
     #[test]

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::admin_auth::{self, FailureLimit};
+
 /// A secret setting; `Debug` never shows it.
 #[derive(Clone, Deserialize, PartialEq, Eq)]
 #[serde(transparent)]
@@ -47,9 +49,19 @@ pub struct ManagerConfig {
     pub node_timeout_ms: u64,
     /// Nodes reconciled at once (default 32). Env: `XM_CONCURRENCY`.
     pub concurrency: usize,
-    /// The admin bearer token; when unset, one is generated on first start,
-    /// printed once and stored in `<data_dir>/admin-token`. Env: `XM_ADMIN_TOKEN`.
+    /// The admin bearer token: at least 32 visible ASCII characters with at
+    /// least 8 distinct ones (e.g. `openssl rand -hex 32`); anything weaker,
+    /// or set but empty, is refused at start. When unset, one is generated on
+    /// first start and stored in `<data_dir>/admin-token` (mode 0600); only
+    /// that path is printed. Env: `XM_ADMIN_TOKEN`.
     pub admin_token: Option<Secret>,
+    /// Failed admin calls (no or wrong token) a client address may make
+    /// before its admin calls answer 429, 0 for no limit (default 10).
+    /// Env: `XM_ADMIN_FAILURE_BURST`.
+    pub admin_failure_burst: u32,
+    /// Seconds after which a client may fail once more (default 60).
+    /// Env: `XM_ADMIN_FAILURE_REFILL_SECS`.
+    pub admin_failure_refill_secs: u64,
     /// Logs as JSON lines instead of text. Env: `XM_LOG_JSON`.
     pub log_json: bool,
     /// User node-list calls a client address may make per second, 0 for no
@@ -75,6 +87,8 @@ impl Default for ManagerConfig {
             node_timeout_ms: 10_000,
             concurrency: 32,
             admin_token: None,
+            admin_failure_burst: 10,
+            admin_failure_refill_secs: 60,
             log_json: false,
             node_list_rate: 20,
             node_list_burst: 40,
@@ -95,10 +109,34 @@ impl ManagerConfig {
             None => Self::default(),
         };
         cfg.apply_env(|k| std::env::var(k).ok())?;
-        if cfg.heartbeat_ms == 0 {
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Refuses settings that cannot work or would be unsafe; the error
+    /// names the setting.
+    fn validate(&self) -> Result<(), String> {
+        if self.heartbeat_ms == 0 {
             return Err("heartbeat_ms must be above 0".into());
         }
-        Ok(cfg)
+        if let Some(token) = &self.admin_token {
+            admin_auth::check_strength(token.expose()).map_err(|e| {
+                format!(
+                    "the admin token (admin_token / XM_ADMIN_TOKEN) {e}: set a random one of at \
+                     least {} characters (e.g. `openssl rand -hex 32`), or leave it unset \
+                     (not empty) to have one generated in {}",
+                    admin_auth::MIN_TOKEN_CHARS,
+                    self.data_dir.join(ADMIN_TOKEN_FILE).display()
+                )
+            })?;
+        }
+        if self.admin_failure_burst > 0 && self.admin_failure_refill_secs == 0 {
+            return Err(
+                "admin_failure_refill_secs must be above 0 (or admin_failure_burst 0 for no limit)"
+                    .into(),
+            );
+        }
+        Ok(())
     }
 
     fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> Result<(), String> {
@@ -129,6 +167,12 @@ impl ManagerConfig {
         if let Some(v) = var("XM_ADMIN_TOKEN") {
             self.admin_token = Some(Secret(v));
         }
+        if let Some(v) = var("XM_ADMIN_FAILURE_BURST") {
+            self.admin_failure_burst = parse("XM_ADMIN_FAILURE_BURST", v)?;
+        }
+        if let Some(v) = var("XM_ADMIN_FAILURE_REFILL_SECS") {
+            self.admin_failure_refill_secs = parse("XM_ADMIN_FAILURE_REFILL_SECS", v)?;
+        }
         if let Some(v) = var("XM_NODE_LIST_RATE") {
             self.node_list_rate = parse("XM_NODE_LIST_RATE", v)?;
         }
@@ -156,6 +200,15 @@ impl ManagerConfig {
         })
     }
 
+    /// The per-client budget of failed admin calls, `None` when off.
+    pub fn admin_failure_limit(&self) -> Option<FailureLimit> {
+        (self.admin_failure_burst > 0).then(|| FailureLimit {
+            failures: self.admin_failure_burst,
+            refill_every: Duration::from_secs(self.admin_failure_refill_secs.max(1)),
+            ..FailureLimit::default()
+        })
+    }
+
     pub fn heartbeat(&self) -> Duration {
         Duration::from_millis(self.heartbeat_ms)
     }
@@ -172,26 +225,67 @@ impl ManagerConfig {
         }
     }
 
+    /// Where a generated admin token is kept.
+    pub fn admin_token_file(&self) -> PathBuf {
+        self.data_dir.join(ADMIN_TOKEN_FILE)
+    }
+
+    /// Creates the data directory (and missing parents) readable by its
+    /// owner only (0700), whatever the umask; an existing one is left as is.
+    pub fn create_data_dir(&self) -> std::io::Result<()> {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(&self.data_dir)
+    }
+
     /// The admin token: the configured one, else the one stored in the data
     /// directory, else a new random one that is stored (mode 0600). The flag
-    /// says whether it was just generated (the caller prints it once).
+    /// says whether it was just generated (the caller says where it is; the
+    /// token itself is never printed). A stored token weaker than
+    /// [`admin_auth::check_strength`] allows is refused.
     pub fn admin_token(&self) -> std::io::Result<(Secret, bool)> {
         if let Some(token) = &self.admin_token {
             return Ok((token.clone(), false));
         }
-        let path = self.data_dir.join("admin-token");
+        let path = self.admin_token_file();
         match std::fs::read_to_string(&path) {
             Ok(token) if !token.trim().is_empty() => {
-                return Ok((Secret(token.trim().into()), false));
+                let token = token.trim();
+                admin_auth::check_strength(token).map_err(|e| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!(
+                            "the token in {} {e}: replace it with a random one, or delete the file to have one generated",
+                            path.display()
+                        ),
+                    )
+                })?;
+                return Ok((Secret(token.into()), false));
             }
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
-        std::fs::create_dir_all(&self.data_dir)?;
-        let token = crate::domain::NodeKey::random().expose().to_owned();
+        self.create_data_dir()?;
+        let token = generate_token();
         write_private(&path, token.as_bytes())?;
         Ok((Secret(token), true))
+    }
+}
+
+/// The name of the generated admin token's file in the data directory.
+pub const ADMIN_TOKEN_FILE: &str = "admin-token";
+
+/// 32 random bytes as base64url (43 characters); drawn again in the
+/// vanishingly rare case that it would fail the strength rules.
+fn generate_token() -> String {
+    loop {
+        let token = crate::domain::NodeKey::random().expose().to_owned();
+        if admin_auth::check_strength(&token).is_ok() {
+            return token;
+        }
     }
 }
 
@@ -230,6 +324,79 @@ mod tests {
         assert!(cfg.apply_env(|_| Some("x".into())).is_err());
     }
 
+    /// The settings as `load` would finish them from these variables.
+    fn from_env(vars: &[(&str, &str)]) -> Result<ManagerConfig, String> {
+        let mut cfg = ManagerConfig::default();
+        cfg.apply_env(|k| {
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| (*v).to_owned())
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    #[test]
+    fn an_empty_blank_short_or_patterned_admin_token_is_refused_with_a_clear_error() {
+        for (value, why) in [
+            ("", "is empty"),
+            ("   ", "is empty"),
+            ("tok", "has 3 characters; at least 32"),
+            (
+                "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+                "distinct characters",
+            ),
+            (" 2f5c0b1e9d8a7f6e5d4c3b2a19081726", "visible ASCII"),
+        ] {
+            let err = from_env(&[("XM_ADMIN_TOKEN", value)]).unwrap_err();
+            assert!(err.contains("XM_ADMIN_TOKEN"), "{err}");
+            assert!(err.contains(why), "{value:?}: {err}");
+            assert!(err.contains("leave it unset"), "{err}");
+        }
+        let toml: ManagerConfig = toml::from_str("admin_token = \"\"").unwrap();
+        assert!(toml.validate().unwrap_err().contains("is empty"));
+        let strong = "2f5c0b1e9d8a7f6e5d4c3b2a19081726";
+        let cfg = from_env(&[("XM_ADMIN_TOKEN", strong)]).unwrap();
+        assert_eq!(cfg.admin_token.unwrap().expose(), strong);
+        assert!(from_env(&[]).unwrap().admin_token.is_none());
+    }
+
+    #[test]
+    fn a_weak_token_in_the_token_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = ManagerConfig {
+            data_dir: dir.path().to_owned(),
+            ..ManagerConfig::default()
+        };
+        std::fs::write(cfg.admin_token_file(), "hunter2\n").unwrap();
+        let err = cfg.admin_token().unwrap_err().to_string();
+        assert!(err.contains("has 7 characters"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn the_admin_failure_budget_is_on_by_default_and_can_be_turned_off() {
+        let cfg = from_env(&[]).unwrap();
+        assert_eq!(cfg.admin_failure_limit(), Some(FailureLimit::default()));
+        let cfg = from_env(&[
+            ("XM_ADMIN_FAILURE_BURST", "3"),
+            ("XM_ADMIN_FAILURE_REFILL_SECS", "5"),
+        ])
+        .unwrap();
+        let limit = cfg.admin_failure_limit().unwrap();
+        assert_eq!(
+            (limit.failures, limit.refill_every),
+            (3, Duration::from_secs(5))
+        );
+        assert_eq!(
+            from_env(&[("XM_ADMIN_FAILURE_BURST", "0")])
+                .unwrap()
+                .admin_failure_limit(),
+            None
+        );
+        assert!(from_env(&[("XM_ADMIN_FAILURE_REFILL_SECS", "0")]).is_err());
+    }
+
     #[test]
     fn a_generated_admin_token_is_stored_and_reused() {
         let dir = tempfile::tempdir().unwrap();
@@ -239,6 +406,7 @@ mod tests {
         };
         let (first, generated) = cfg.admin_token().unwrap();
         assert!(generated);
+        assert_eq!(admin_auth::check_strength(first.expose()), Ok(()));
         let (again, generated) = cfg.admin_token().unwrap();
         assert!(!generated);
         assert_eq!(first, again);

@@ -16,6 +16,7 @@ use sqlx::{Connection as _, SqliteConnection};
 
 use crate::SqliteStorage;
 use crate::error::db_error;
+use crate::private_file;
 
 /// How many nodes and users a database holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,12 +58,7 @@ pub async fn backup(url: &str, to: &Path) -> StorageResult<Inventory> {
         .map_err(|e| db_error(e, None))?;
     conn.close().await.map_err(|e| db_error(e, None))?;
     // The copy holds node keys and user secrets: only its owner may read it.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o600))
-            .map_err(|e| StorageError::Other(e.into()))?;
-    }
+    private_file::restrict_to_owner(to).map_err(|e| StorageError::Other(e.into()))?;
     inventory_of(to).await
 }
 
@@ -127,6 +123,8 @@ pub async fn restore(from: &Path, url: &str) -> StorageResult<Inventory> {
         std::fs::create_dir_all(dir).map_err(|e| StorageError::Other(e.into()))?;
     }
     std::fs::copy(from, &target).map_err(|e| StorageError::Other(e.into()))?;
+    // `copy` gives the backup's mode; the database is the owner's alone.
+    private_file::restrict_to_owner(&target).map_err(|e| StorageError::Other(e.into()))?;
     let restored = inventory_of(&target).await?;
     if restored != checked {
         return Err(other(format!(
@@ -142,10 +140,11 @@ async fn inventory_of_copy(from: &Path) -> StorageResult<Inventory> {
     if !from.is_file() {
         return Err(other(format!("no backup file at {}", from.display())));
     }
+    // A directory of our own (0700, refused if the name is taken), since the
+    // copy holds secrets and the temporary directory is shared.
     let dir = std::env::temp_dir().join(format!("xm-restore-check-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| StorageError::Other(e.into()))?;
+    private_file::create_private_dir(&dir).map_err(|e| other(format!("{}: {e}", dir.display())))?;
     let copy = dir.join("check.db");
-    let _ = std::fs::remove_file(&copy);
     std::fs::copy(from, &copy).map_err(|e| StorageError::Other(e.into()))?;
     let inv = inventory_of(&copy).await;
     let _ = std::fs::remove_dir_all(&dir);

@@ -41,6 +41,7 @@
 pub mod backup;
 mod error;
 mod point_reads;
+mod private_file;
 mod rows;
 mod writer;
 
@@ -142,6 +143,11 @@ impl SqliteStorage {
                 .map_err(|e| db_error(e, None))?;
             return Self::from_pool(pool).await;
         }
+
+        // Owner-only before SQLite creates it with the umask's mode (0644
+        // under the usual 022); its -wal and -shm files follow its mode.
+        private_file::create_owner_only(options.get_filename())
+            .map_err(|e| db_error(sqlx::Error::Io(e), None))?;
 
         // WAL is a property of the file; switching to it needs a lock that
         // busy_timeout cannot wait for, so only the writer asks for it, once.

@@ -68,7 +68,7 @@ impl ManagerProcess {
         env: &[(&str, &str)],
         owned: Option<tempfile::TempDir>,
     ) -> Self {
-        let token = "whole-system-admin-token".to_owned();
+        let token = "whole-system-admin-token-6d1f0a9c".to_owned();
         let env: Vec<(String, String)> = env
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))

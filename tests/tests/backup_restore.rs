@@ -25,7 +25,7 @@ fn manager_command(data: &std::path::Path, args: &[&str]) -> std::process::Outpu
     std::process::Command::new(workspace_binary("xray-manager"))
         .args(args)
         .env("XM_DATA_DIR", data)
-        .env("XM_ADMIN_TOKEN", "unused")
+        .env("XM_ADMIN_TOKEN", "unused-but-strong-enough-0123456789")
         .output()
         .expect("run xray-manager")
 }

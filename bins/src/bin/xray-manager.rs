@@ -19,9 +19,17 @@ struct Args {
     /// TOML settings file; every setting can also come from its `XM_*`
     /// variable (XM_LISTEN, XM_DATA_DIR, XM_STORAGE_URL, XM_CACHE_URL,
     /// XM_HEARTBEAT_MS, XM_NODE_TIMEOUT_MS, XM_CONCURRENCY, XM_ADMIN_TOKEN,
-    /// XM_LOG_JSON, XM_NODE_LIST_RATE, XM_NODE_LIST_BURST, XM_METRICS_LISTEN),
-    /// which wins over
-    /// the file.
+    /// XM_ADMIN_FAILURE_BURST, XM_ADMIN_FAILURE_REFILL_SECS, XM_LOG_JSON,
+    /// XM_NODE_LIST_RATE, XM_NODE_LIST_BURST, XM_METRICS_LISTEN), which wins
+    /// over the file.
+    ///
+    /// XM_ADMIN_TOKEN: at least 32 visible ASCII characters, 8 of them
+    /// distinct (e.g. `openssl rand -hex 32`); empty or weaker is refused at
+    /// start. Unset: one is generated into <data_dir>/admin-token (0600) and
+    /// only that path is printed. XM_ADMIN_FAILURE_BURST (default 10, 0 = no
+    /// limit) failed admin calls per client address, then one more every
+    /// XM_ADMIN_FAILURE_REFILL_SECS (default 60); past that, admin calls from
+    /// that address answer 429.
     #[arg(long, short, env = "XM_CONFIG", global = true)]
     config: Option<PathBuf>,
     #[command(subcommand)]
@@ -63,7 +71,8 @@ async fn main() -> ExitCode {
 async fn run(args: Args) -> Result<(), String> {
     let cfg = ManagerConfig::load(args.config.as_deref())?;
     bins::init_tracing(cfg.log_json);
-    std::fs::create_dir_all(&cfg.data_dir).map_err(|e| format!("data dir: {e}"))?;
+    cfg.create_data_dir()
+        .map_err(|e| format!("data dir {}: {e}", cfg.data_dir.display()))?;
     let url = cfg.storage_url();
     let sqlite_only = || {
         if url.starts_with("sqlite://") {
