@@ -152,7 +152,15 @@ impl ProcessService {
 impl Shared {
     fn spawn(&self) -> Result<Child, ServiceError> {
         let settings = &self.settings;
-        let mut child = Command::new(&settings.binary)
+        let mut command = Command::new(&settings.binary);
+        // The agent's settings (the node key among them) are no business of
+        // the core: keep them out of its /proc/<pid>/environ.
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("XNA_") {
+                command.env_remove(name);
+            }
+        }
+        let mut child = command
             .args(&settings.args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
