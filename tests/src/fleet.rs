@@ -219,6 +219,12 @@ impl AgentProcess {
     /// Like [`AgentProcess::start`], listening on `listen` (a port the caller
     /// registered with the manager before the key existed).
     pub async fn start_at(key: &str, core: &Path, listen: u16) -> Self {
+        Self::start_flushing(key, core, listen, 50).await
+    }
+
+    /// Like [`AgentProcess::start_at`], with the agent's generated-config
+    /// writer waiting `flush_ms` after edits (the agent's default is 500).
+    pub async fn start_flushing(key: &str, core: &Path, listen: u16, flush_ms: u64) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let ports = ServerPorts::free();
         let base = dir.path().join("base.json");
@@ -229,7 +235,7 @@ impl AgentProcess {
             r#"listen = "127.0.0.1:{listen}"
 flavor = "{flavor}"
 user_config_template = "vless://{{{{.UserID}}}}@127.0.0.1:{vless}?encryption=none&type=tcp#{{{{.UserName}}}}"
-config_flush_ms = 50
+config_flush_ms = {flush_ms}
 monitor_interval_secs = 1
 
 [core]
