@@ -103,7 +103,7 @@ impl AgentOptions {
 }
 
 /// The default of [`AgentOptions::verify_period`], in seconds.
-pub const DEFAULT_VERIFY_PERIOD_SECS: u64 = 20;
+pub const DEFAULT_VERIFY_PERIOD_SECS: u64 = 25;
 /// How many per-user locks edits are spread over.
 const STRIPES: usize = 64;
 

@@ -43,7 +43,7 @@
 //!   config write means nothing depends on knowing which file the core read.
 //! - **Verification** (anti-entropy, trusting no detection): in the
 //!   background the agent checks every user against the core, one pass per
-//!   `verify_period` (default 20 s), paced evenly, and repairs what differs
+//!   `verify_period` (default 25 s), paced evenly, and repairs what differs
 //!   (a user missing, or one it removed present again — also when changed
 //!   behind its back through the core's API), within two periods. See
 //!   [`agent`]'s `verify` module for what V2Ray lets it find.

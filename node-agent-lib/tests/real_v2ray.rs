@@ -395,14 +395,15 @@ async fn users_changed_behind_the_agents_back_are_repaired_within_two_verify_per
     let stray = Clients::vless(&node, std::slice::from_ref(&carol)).await;
     assert!(ours.all(&url, true).await && stray.all(&url, false).await);
 
-    // Someone with the core's API removes alice and puts carol back.
+    // Someone with the core's API removes alice and puts carol back (each
+    // call succeeding proves it changed the core; a traffic check here
+    // could race the verifier's repair).
     let api = node.core_api();
     for tag in [VLESS_TAG, VMESS_TAG] {
         api.remove_user(tag, &alice.id).await.unwrap();
     }
     api.add_user(VLESS_TAG, &vless(&carol)).await.unwrap();
     api.add_user(VMESS_TAG, &vmess(&carol)).await.unwrap();
-    assert!(ours.all(&url, false).await && stray.all(&url, true).await);
 
     // Two periods, and a second for the checks and the fetches themselves.
     let took = within(
