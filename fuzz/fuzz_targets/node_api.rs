@@ -21,7 +21,7 @@ use node_agent_lib::api::{AppState, router};
 use node_agent_lib::config::CoreConfig;
 use node_agent_lib::core::{CoreApi, CoreError, CoreUser, Flavor};
 use node_agent_lib::envelope::{self, NodeKey};
-use node_agent_lib::service::{ServiceControl, ServiceError, ServiceStatus};
+use node_agent_lib::service::{CoreInstance, ServiceControl, ServiceError, ServiceStatus};
 use tower::ServiceExt as _;
 
 #[derive(Debug)]
@@ -40,6 +40,9 @@ impl ServiceControl for AcceptAll {
     }
     async fn status(&self) -> Result<ServiceStatus, ServiceError> {
         Ok(ServiceStatus::Running)
+    }
+    async fn instance(&self) -> Result<Option<CoreInstance>, ServiceError> {
+        Ok(Some(CoreInstance::new("fuzz")))
     }
 }
 

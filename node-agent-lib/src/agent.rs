@@ -1,11 +1,16 @@
 //! The agent's logic between the HTTP API and its two ports: run the core
-//! with exactly the manager's users, edit them at runtime, notice when the
-//! core restarted behind our back and put the users back.
+//! with exactly the manager's users and edit them at runtime. Keeping the
+//! core right lives in the submodules: the config writer, the watch for
+//! starts of the core we did not order, and the verifier.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+mod verify;
+mod watch;
+mod writer;
+
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{Mutex, Notify, RwLock};
@@ -14,8 +19,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{ConfigError, CoreConfig};
 use crate::core::{CoreApi, CoreError};
-use crate::service::{ServiceControl, ServiceError, ServiceStatus};
+use crate::service::{CoreInstance, ServiceControl, ServiceError, ServiceStatus};
 use crate::wire::{NodeStatus, StatusResponse, UsersEditRequest, WireUser};
+use verify::Gone;
 
 /// Why an agent operation failed; [`crate::api`] maps each to a status and text.
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +83,10 @@ pub struct AgentOptions {
     pub flush_delay: Duration,
     /// How often the background monitor checks whether the core restarted.
     pub monitor_interval: Duration,
+    /// How long one background verification pass over every user takes
+    /// (paced evenly); a divergence is repaired within two of these. Zero:
+    /// no background verification (re-applying after a restart still runs).
+    pub verify_period: Duration,
 }
 
 impl AgentOptions {
@@ -87,15 +97,13 @@ impl AgentOptions {
             start_timeout: Duration::from_secs(30),
             flush_delay: Duration::from_millis(500),
             monitor_interval: Duration::from_secs(5),
+            verify_period: Duration::from_secs(DEFAULT_VERIFY_PERIOD_SECS),
         }
     }
 }
 
-/// A core whose start moved later than we last saw by more than this has
-/// restarted (uptime is in whole seconds, plus the call's latency).
-const RESTART_SLACK: Duration = Duration::from_millis(1500);
-/// How many writes of the generated config are remembered for self-healing.
-const FLUSH_HISTORY: usize = 64;
+/// The default of [`AgentOptions::verify_period`], in seconds.
+pub const DEFAULT_VERIFY_PERIOD_SECS: u64 = 25;
 /// How many per-user locks edits are spread over.
 const STRIPES: usize = 64;
 
@@ -108,57 +116,41 @@ pub struct Agent {
     options: AgentOptions,
     /// Held by `/start` and `/stop`; a second one meanwhile gets 503.
     transition: Mutex<()>,
-    /// Runtime edits hold it shared, so edits of different users reach the
-    /// core concurrently; start, stop and self-healing hold it exclusively.
+    /// Runtime edits and verification hold it shared, so different users
+    /// reach the core concurrently; start and stop hold it exclusively.
     gate: RwLock<()>,
-    /// Serialises edits of the same user (by a hash of the id).
+    /// Serialises everything done to one user (edits, repairs), by a hash of the id.
     stripes: Vec<Mutex<()>>,
     /// Short critical sections only, except under an exclusive `gate`.
     state: Mutex<State>,
-    writer: Mutex<Flushes>,
+    /// The `seq` of the last write of the generated config.
+    written: Mutex<Option<u64>>,
     dirty: Notify,
+    /// Set when the core started without us: every user must be re-applied.
+    resync: AtomicBool,
+    /// Wakes the verifier for a resync.
+    wake: Notify,
     restarts: AtomicU64,
+    passes: AtomicU64,
+    repaired_added: AtomicU64,
+    repaired_removed: AtomicU64,
 }
 
 #[derive(Debug, Default)]
 struct State {
     /// Whether the manager wants the core running with `users` (set by
-    /// `/start`, cleared by `/stop`): only then does the agent self-heal.
+    /// `/start`, cleared by `/stop`): only then does the agent repair it.
     running: bool,
     users: HashMap<Arc<str>, Arc<WireUser>>,
+    /// Ids the core may hold that are not ours: the verifier removes them.
+    gone: Gone,
     /// Bumped by every change to `users`.
     seq: u64,
-    /// The ids changed by each runtime edit, oldest first; complete for every
-    /// seq above `changes_floor`.
-    changes: VecDeque<(u64, Arc<str>)>,
-    changes_floor: u64,
-    /// When the core we know started (estimated from its uptime).
-    core_started: Option<Instant>,
-    /// Bumped by every `/start` and `/stop`: a heal decided before one of
-    /// them is void.
+    /// The core instance last seen (or started by `/start`).
+    instance: Option<CoreInstance>,
+    /// Bumped by every `/start` and `/stop`: a look at the core taken before
+    /// one of them is void.
     epoch: u64,
-    /// When the core restarted by itself and putting its users back failed:
-    /// the config seq it started from, and how many users it holds.
-    heal_from: Option<(u64, u64)>,
-}
-
-/// One completed write of the generated config.
-#[derive(Debug, Clone, Copy)]
-struct Flush {
-    seq: u64,
-    users: u64,
-    at: Instant,
-}
-
-#[derive(Debug, Default)]
-struct Flushes {
-    history: VecDeque<Flush>,
-}
-
-impl Flushes {
-    fn last_seq(&self) -> Option<u64> {
-        self.history.back().map(|f| f.seq)
-    }
 }
 
 /// The answer of one look at the core.
@@ -185,9 +177,14 @@ impl Agent {
             gate: RwLock::new(()),
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             state: Mutex::new(State::default()),
-            writer: Mutex::new(Flushes::default()),
+            written: Mutex::new(None),
             dirty: Notify::new(),
+            resync: AtomicBool::new(false),
+            wake: Notify::new(),
             restarts: AtomicU64::new(0),
+            passes: AtomicU64::new(0),
+            repaired_added: AtomicU64::new(0),
+            repaired_removed: AtomicU64::new(0),
         }
     }
 
@@ -195,13 +192,29 @@ impl Agent {
         &self.options.user_config_template
     }
 
-    /// How many times the agent saw the core restart behind its back.
+    /// How many times the agent saw the core start without being told to.
     pub fn core_restarts(&self) -> u64 {
         self.restarts.load(Ordering::Relaxed)
     }
 
-    /// Runs the background tasks (config writer and restart monitor) until
-    /// `shutdown` is cancelled.
+    /// How many verification passes over every user completed.
+    pub fn verification_passes(&self) -> u64 {
+        self.passes.load(Ordering::Relaxed)
+    }
+
+    /// How many users the agent found missing from the core and put back.
+    pub fn users_readded(&self) -> u64 {
+        self.repaired_added.load(Ordering::Relaxed)
+    }
+
+    /// How many users the agent found in the core though they are not ours,
+    /// and removed.
+    pub fn users_removed_as_stray(&self) -> u64 {
+        self.repaired_removed.load(Ordering::Relaxed)
+    }
+
+    /// Runs the background tasks (config writer, restart monitor and
+    /// verifier) until `shutdown` is cancelled.
     pub fn spawn_background(
         self: &Arc<Self>,
         shutdown: CancellationToken,
@@ -210,7 +223,8 @@ impl Agent {
         tokio::spawn(async move {
             tokio::join!(
                 agent.clone().run_writer(shutdown.clone()),
-                agent.run_monitor(shutdown)
+                agent.clone().run_monitor(shutdown.clone()),
+                agent.run_verifier(shutdown)
             );
         })
     }
@@ -245,22 +259,37 @@ impl Agent {
         };
         let _gate = self.gate.write().await;
         let mut state = self.state.lock().await;
-        state.users = users
+        let users: HashMap<Arc<str>, Arc<WireUser>> = users
             .into_iter()
             .map(|u| (Arc::<str>::from(u.id.as_str()), Arc::new(u)))
             .collect();
+        let old = std::mem::replace(&mut state.users, users);
+        for id in old.into_keys() {
+            if !state.users.contains_key(&id) {
+                state.gone.insert(id);
+            }
+        }
+        let State { users, gone, .. } = &mut *state;
+        for id in users.keys() {
+            gone.remove(id);
+        }
         state.seq += 1;
-        state.changes.clear();
-        state.changes_floor = state.seq;
         state.running = true;
-        state.heal_from = None;
         state.epoch += 1;
+        // Whatever the core did before, this start re-applies everything.
+        self.resync.store(false, Ordering::SeqCst);
         let begun = Instant::now();
         self.flush_now(&state).await?;
         let written = begun.elapsed();
         self.service.restart().await.map_err(AgentError::Service)?;
-        let uptime = self.wait_ready().await?;
-        state.core_started = started_at(uptime);
+        self.wait_ready().await?;
+        // Any core that started since the restart read the config just
+        // written (edits wait for the gate), so whichever we see now is right.
+        state.instance = self
+            .service
+            .instance()
+            .await
+            .map_err(AgentError::ServiceStatus)?;
         tracing::info!(
             users = state.users.len(),
             config_ms = u64::try_from(written.as_millis()).unwrap_or(u64::MAX),
@@ -279,24 +308,26 @@ impl Agent {
         let mut state = self.state.lock().await;
         self.service.stop().await.map_err(AgentError::Service)?;
         state.running = false;
-        state.users.clear();
+        let old = std::mem::take(&mut state.users);
+        for id in old.into_keys() {
+            state.gone.insert(id);
+        }
         state.seq += 1;
-        state.changes.clear();
-        state.changes_floor = state.seq;
-        state.heal_from = None;
-        state.core_started = None;
+        state.instance = None;
         state.epoch += 1;
+        self.resync.store(false, Ordering::SeqCst);
         tracing::info!("core stopped");
         Ok(())
     }
 
-    /// `/status`: whether the core runs, how many users it really has, and
-    /// (as a side effect) puts the users back if it restarted by itself.
+    /// `/status`: whether the core runs and how many users it really has;
+    /// as a side effect, notices a core that started without us.
     pub async fn status(&self) -> Result<StatusResponse, AgentError> {
         let Ok(transition) = self.transition.try_lock() else {
             return Err(AgentError::Initializing);
         };
         drop(transition);
+        let epoch = self.state.lock().await.epoch;
         let uptime = match self.observe().await? {
             Observed::Stopped => {
                 return Ok(StatusResponse {
@@ -308,13 +339,8 @@ impl Agent {
             }
             Observed::Running { uptime } => uptime,
         };
-        self.check_restart(uptime).await?;
-        let state = self.state.lock().await;
-        let own_count = match state.heal_from {
-            Some((_, users)) => users,
-            None => state.users.len() as u64,
-        };
-        drop(state);
+        self.look_for_restart(epoch).await?;
+        let own_count = self.state.lock().await.users.len() as u64;
         let users = self.core_users_count().await.unwrap_or(own_count);
         Ok(StatusResponse {
             node_status: NodeStatus::Running,
@@ -355,7 +381,8 @@ impl Agent {
             self.remove_everywhere(&id).await?;
             let mut state = self.state.lock().await;
             if let Some((key, _)) = state.users.remove_entry(id.as_str()) {
-                state.record_change(key);
+                state.seq += 1;
+                state.gone.insert(key);
             }
         }
         for user in edit.add_users {
@@ -372,34 +399,41 @@ impl Agent {
             self.add_everywhere(&user).await?;
             let key: Arc<str> = Arc::from(user.id.as_str());
             let mut state = self.state.lock().await;
-            state.users.insert(key.clone(), Arc::new(user));
-            state.record_change(key);
+            state.gone.remove(&key);
+            state.users.insert(key, Arc::new(user));
+            state.seq += 1;
         }
         Ok(())
     }
 
-    async fn add_everywhere(&self, user: &WireUser) -> Result<(), AgentError> {
+    /// Adds `user` to every managed inbound; true when some inbound lacked it.
+    async fn add_everywhere(&self, user: &WireUser) -> Result<bool, AgentError> {
+        let mut added = false;
         for inbound in self.config.inbounds() {
             match self
                 .core
                 .add_user(&inbound.tag, &inbound.core_user(user))
                 .await
             {
-                Ok(()) | Err(CoreError::UserExists { .. }) => {}
+                Ok(()) => added = true,
+                Err(CoreError::UserExists { .. }) => {}
                 Err(e) => return Err(AgentError::from_core(e)),
             }
         }
-        Ok(())
+        Ok(added)
     }
 
-    async fn remove_everywhere(&self, id: &str) -> Result<(), AgentError> {
+    /// Removes `id` from every managed inbound; true when some inbound had it.
+    async fn remove_everywhere(&self, id: &str) -> Result<bool, AgentError> {
+        let mut removed = false;
         for inbound in self.config.inbounds() {
             match self.core.remove_user(&inbound.tag, id).await {
-                Ok(()) | Err(CoreError::UserNotFound { .. }) => {}
+                Ok(()) => removed = true,
+                Err(CoreError::UserNotFound { .. }) => {}
                 Err(e) => return Err(AgentError::from_core(e)),
             }
         }
-        Ok(())
+        Ok(removed)
     }
 
     /// What the service and the core say, as one view.
@@ -437,113 +471,13 @@ impl Agent {
         Some(total / inbounds.len() as u64)
     }
 
-    /// Compares the core's start time with the one we know; if it moved, the
-    /// core restarted behind our back: count it and put the users back.
-    async fn check_restart(&self, uptime: u32) -> Result<(), AgentError> {
-        let mut state = self.state.lock().await;
-        let started = started_at(uptime);
-        let restarted = match (state.core_started, started) {
-            (Some(known), Some(now)) => now > known + RESTART_SLACK,
-            _ => false,
-        };
-        if state.core_started.is_none() || restarted {
-            state.core_started = started;
-        }
-        let mut full = false;
-        if restarted {
-            self.restarts.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(uptime, "the core restarted by itself");
-            if state.running {
-                let core_start = started.unwrap_or_else(Instant::now);
-                match self.base_of(core_start, &state).await {
-                    Some(flush) => state.heal_from = Some((flush.seq, flush.users)),
-                    None => full = true,
-                }
-            }
-        }
-        if !state.running || (!full && state.heal_from.is_none()) {
-            return Ok(());
-        }
-        // Healing excludes edits: let the ones in flight finish (and record
-        // their changes), then re-apply.
-        let epoch = state.epoch;
-        drop(state);
-        let _gate = self.gate.write().await;
-        let mut state = self.state.lock().await;
-        if !state.running || state.epoch != epoch {
-            return Ok(()); // started or stopped meanwhile
-        }
-        if full {
-            self.heal_by_restart(&mut state).await
-        } else {
-            self.heal(&mut state).await;
-            Ok(())
-        }
-    }
-
-    /// The newest write of the generated config that the core, started at
-    /// `core_start`, must have read (or a later one), if we still know the
-    /// changes made since.
-    async fn base_of(&self, core_start: Instant, state: &State) -> Option<Flush> {
-        let writer = self.writer.lock().await;
-        // The estimate of the start may be late by up to a second (whole-second
-        // uptime) plus the call's latency: keep a margin.
-        let cutoff = core_start.checked_sub(Duration::from_secs(2))?;
-        let flush = *writer.history.iter().rev().find(|f| f.at < cutoff)?;
-        (flush.seq >= state.changes_floor).then_some(flush)
-    }
-
-    /// Re-applies through the API every change made after the config the
-    /// restarted core read; idempotent, so a newer config read is fine too.
-    async fn heal(&self, state: &mut State) {
-        let Some((base_seq, _)) = state.heal_from else {
-            return;
-        };
-        let ids: HashSet<Arc<str>> = state
-            .changes
-            .iter()
-            .filter(|(seq, _)| *seq > base_seq)
-            .map(|(_, id)| id.clone())
-            .collect();
-        let mut failed = 0usize;
-        for id in &ids {
-            let result = match state.users.get(id) {
-                Some(user) => self.add_everywhere(user).await,
-                None => self.remove_everywhere(id).await,
-            };
-            if let Err(e) = result {
-                failed += 1;
-                tracing::warn!(error = %e, "cannot put a user back into the restarted core");
-            }
-        }
-        if failed == 0 {
-            tracing::info!(
-                changes = ids.len(),
-                "users put back into the restarted core"
-            );
-            state.heal_from = None;
-        }
-    }
-
-    /// The fallback when we no longer know what the restarted core read:
-    /// write the config now and restart the core on it.
-    async fn heal_by_restart(&self, state: &mut State) -> Result<(), AgentError> {
-        tracing::warn!("restarting the core on a fresh config to put the users back");
-        state.heal_from = None;
-        self.flush_now(state).await?;
-        self.service.restart().await.map_err(AgentError::Service)?;
-        let uptime = self.wait_ready().await?;
-        state.core_started = started_at(uptime);
-        Ok(())
-    }
-
-    /// Waits until the core's API answers; gives its uptime.
-    async fn wait_ready(&self) -> Result<u32, AgentError> {
+    /// Waits until the core's API answers.
+    async fn wait_ready(&self) -> Result<(), AgentError> {
         let deadline = Instant::now() + self.options.start_timeout;
         let mut next_status_check = Instant::now() + Duration::from_millis(500);
         loop {
             let last_error = match self.core.uptime_secs().await {
-                Ok(uptime) => return Ok(uptime),
+                Ok(_) => return Ok(()),
                 Err(e) => e,
             };
             let now = Instant::now();
@@ -572,121 +506,6 @@ impl Agent {
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
-
-    /// Writes the generated config for the current users, now.
-    async fn flush_now(&self, state: &State) -> Result<(), AgentError> {
-        let users: Vec<Arc<WireUser>> = state.users.values().cloned().collect();
-        let mut writer = self.writer.lock().await;
-        self.write(&mut writer, state.seq, users).await
-    }
-
-    async fn write(
-        &self,
-        writer: &mut Flushes,
-        seq: u64,
-        users: Vec<Arc<WireUser>>,
-    ) -> Result<(), AgentError> {
-        let config = self.config.clone();
-        let path = self.options.generated_config.clone();
-        let count = users.len() as u64;
-        tokio::task::spawn_blocking(move || config.write_atomic(&path, users.iter().map(|u| &**u)))
-            .await
-            .map_err(|e| AgentError::Internal(format!("config writer task: {e}")))??;
-        writer.history.push_back(Flush {
-            seq,
-            users: count,
-            at: Instant::now(),
-        });
-        if writer.history.len() > FLUSH_HISTORY {
-            writer.history.pop_front();
-        }
-        Ok(())
-    }
-
-    /// Rewrites the generated config after runtime edits, at most once per
-    /// `flush_delay`. Until it has, a core restart starts without the newest
-    /// edits; the restart monitor then re-applies them through the API.
-    async fn run_writer(self: Arc<Self>, shutdown: CancellationToken) {
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => break,
-                () = self.dirty.notified() => {}
-            }
-            tokio::select! {
-                () = shutdown.cancelled() => {}
-                () = tokio::time::sleep(self.options.flush_delay) => {}
-            }
-            if let Err(e) = self.flush_if_dirty().await {
-                tracing::error!(error = %e, "cannot rewrite the generated config");
-            }
-            if shutdown.is_cancelled() {
-                break;
-            }
-        }
-    }
-
-    /// Writes the generated config if runtime edits changed the users since
-    /// the last write. Also trims the change log to what self-healing may need.
-    pub async fn flush_if_dirty(&self) -> Result<(), AgentError> {
-        let (seq, users) = {
-            let state = self.state.lock().await;
-            (state.seq, state.users.values().cloned().collect::<Vec<_>>())
-        };
-        let mut writer = self.writer.lock().await;
-        if writer.last_seq().is_some_and(|last| last >= seq) {
-            return Ok(());
-        }
-        self.write(&mut writer, seq, users).await?;
-        let oldest = writer.history.front().map_or(0, |f| f.seq);
-        drop(writer);
-        let mut state = self.state.lock().await;
-        state.trim_changes(oldest);
-        Ok(())
-    }
-
-    async fn run_monitor(self: Arc<Self>, shutdown: CancellationToken) {
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => break,
-                () = tokio::time::sleep(self.options.monitor_interval) => {}
-            }
-            if let Err(e) = self.check_now().await {
-                tracing::debug!(error = %e, "core check");
-            }
-        }
-    }
-
-    /// One look at the core, healing it if it restarted (what the monitor
-    /// does periodically and `/status` does on every call).
-    pub async fn check_now(&self) -> Result<(), AgentError> {
-        let Ok(transition) = self.transition.try_lock() else {
-            return Ok(());
-        };
-        drop(transition);
-        if let Observed::Running { uptime } = self.observe().await? {
-            self.check_restart(uptime).await?;
-        }
-        Ok(())
-    }
-}
-
-impl State {
-    fn record_change(&mut self, id: Arc<str>) {
-        self.seq += 1;
-        self.changes.push_back((self.seq, id));
-    }
-
-    /// Forgets changes at or below `seq` (already in every config that a
-    /// restarted core could have read, as far as the flush history reaches).
-    fn trim_changes(&mut self, seq: u64) {
-        if seq <= self.changes_floor {
-            return;
-        }
-        while self.changes.front().is_some_and(|(s, _)| *s <= seq) {
-            self.changes.pop_front();
-        }
-        self.changes_floor = seq;
-    }
 }
 
 fn stripe_of(id: &str) -> usize {
@@ -694,9 +513,4 @@ fn stripe_of(id: &str) -> usize {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     id.hash(&mut hasher);
     (hasher.finish() % STRIPES as u64) as usize
-}
-
-/// The moment a core with `uptime` seconds started.
-fn started_at(uptime: u32) -> Option<Instant> {
-    Instant::now().checked_sub(Duration::from_secs(u64::from(uptime)))
 }

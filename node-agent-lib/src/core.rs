@@ -19,9 +19,9 @@ use crate::service::ReadinessProbe;
 ///   decides that both count as success.
 /// - `users_count` is `Ok(None)` when the core cannot count an inbound's
 ///   users (V2Ray 4.34).
-/// - `uptime_secs` is the core's uptime in seconds; a drop means the core
-///   restarted. Any call fails with `CoreError::Unavailable` when the API
-///   does not answer.
+/// - `uptime_secs` is the core's uptime in whole seconds (too coarse to tell
+///   restarts apart: the service backend names each run for that). Any call
+///   fails with `CoreError::Unavailable` when the API does not answer.
 #[mockall::automock]
 #[async_trait]
 pub trait CoreApi: Debug + Send + Sync {

@@ -28,27 +28,32 @@
 //!   success) and marks the generated config dirty. A background writer
 //!   rewrites it at most once per `flush_delay` (default 500 ms), so a burst
 //!   of edits costs one rewrite of a 100,000-user file, not one per edit.
-//!   **Window**: a core restarting within that delay (plus the write time)
-//!   after an edit starts without the edit; the restart detection below puts
-//!   it back.
-//! - **Restart detection**: the agent remembers when the core started
-//!   (`now - uptime` from `GetSysStats`). When a later look (every `/status`
-//!   and a background monitor every `monitor_interval`) shows a later start,
-//!   the core restarted behind the agent's back: `coreRestarts` grows and, if
-//!   the manager wants the core running, the agent re-applies through the API
-//!   every change made after the newest config write that finished before
-//!   the new core started (idempotently, so having read a newer config is
-//!   fine). When it cannot tell which config the core read (a restart within
-//!   ~2 s of a write, or older than the remembered writes), it writes the
-//!   config and restarts the core on it instead.
+//!   The file lags the edits the core acknowledged: a core that restarts
+//!   meanwhile reads an older user set, which the next two points put right.
+//! - **Restart detection**: the service backend names each run of the core
+//!   (`ServiceControl::instance`: the process backend counts its spawns,
+//!   systemd gives `InvocationID`/`MainPID`, launchd a pid), so every start
+//!   is seen, however soon after the previous one. Each look (every `/status`
+//!   and a background monitor every `monitor_interval`) compares it with the
+//!   run the agent started; any other run is a start the agent did not order:
+//!   `coreRestarts` grows and, if the manager wants the core running, the
+//!   agent re-applies its whole user set through the API at once (every user
+//!   added, every id it removed removed: both idempotent), retrying until it
+//!   went through. Re-applying everything rather than the changes since some
+//!   config write means nothing depends on knowing which file the core read.
+//! - **Verification** (anti-entropy, trusting no detection): in the
+//!   background the agent checks every user against the core, one pass per
+//!   `verify_period` (default 25 s), paced evenly, and repairs what differs
+//!   (a user missing, or one it removed present again — also when changed
+//!   behind its back through the core's API), within two periods. See
+//!   [`agent`]'s `verify` module for what V2Ray lets it find.
 //! - **`users` in `/status`** is what the core really has where the core can
 //!   tell: on Xray, the sum of `GetInboundUsersCount` over the managed
 //!   inbounds (minus the base config's own clients) divided by their number.
-//!   V2Ray 4.34 cannot count, so it is the agent's own count: the users of
-//!   the config the restarted core read until re-applying the newer changes
-//!   succeeded, then the full set. The manager compares it with its count of
-//!   enabled users and re-sends everything with `/start` when they differ;
-//!   a restarted *agent* knows no users and reports 0, which triggers that.
+//!   V2Ray 4.34 cannot count, so it is the agent's own count. The manager
+//!   compares it with its count of enabled users and re-sends everything
+//!   with `/start` when they differ; a restarted *agent* knows no users and
+//!   reports 0, which triggers that.
 //!
 //! # The envelope
 //!

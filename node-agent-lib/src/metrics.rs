@@ -50,20 +50,40 @@ impl std::fmt::Debug for AgentMetrics {
     }
 }
 
-/// The restart counter, read from the agent at scrape time.
+/// The agent's own counters (restarts, repairs), read at scrape time.
 #[derive(Debug)]
 struct Restarts(Arc<Agent>);
 
 impl Collector for Restarts {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let counter = ConstCounter::new(self.0.core_restarts());
-        let metric = encoder.encode_descriptor(
-            "core_restarts",
-            "Times the agent saw the core restart behind its back",
-            None,
-            counter.metric_type(),
-        )?;
-        counter.encode(metric)
+        let counters = [
+            (
+                "core_restarts",
+                "Times the agent saw the core start without being told to",
+                self.0.core_restarts(),
+            ),
+            (
+                "verify_passes",
+                "Background passes that checked every user in the core",
+                self.0.verification_passes(),
+            ),
+            (
+                "users_readded",
+                "Users the agent found missing from the core and put back",
+                self.0.users_readded(),
+            ),
+            (
+                "stray_users_removed",
+                "Users the agent found in the core though not its own, and removed",
+                self.0.users_removed_as_stray(),
+            ),
+        ];
+        for (name, help, value) in counters {
+            let counter = ConstCounter::new(value);
+            let metric = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
+            counter.encode(metric)?;
+        }
+        Ok(())
     }
 }
 

@@ -96,6 +96,7 @@ impl Node {
         options.start_timeout = settings.start_timeout();
         options.flush_delay = Duration::from_millis(settings.config_flush_ms);
         options.monitor_interval = Duration::from_secs(settings.monitor_interval_secs.max(1));
+        options.verify_period = Duration::from_secs(settings.verify_period_secs);
         let agent = Arc::new(Agent::new(service.clone(), core, config, options));
         let state =
             Arc::new(AppState::new(agent.clone(), key).with_body_limit(settings.body_limit));

@@ -28,6 +28,28 @@ pub enum ServiceStatus {
     Initializing,
 }
 
+/// Names one run of the core: two different values mean the core was
+/// started again in between, whoever started it (the agent, the backend's
+/// own restart after a crash, the operator).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CoreInstance(String);
+
+impl CoreInstance {
+    pub fn new(id: impl Into<String>) -> Self {
+        Self(id.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for CoreInstance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// Why a service operation failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -73,6 +95,10 @@ pub enum ServiceError {
 ///   its configuration again), whether it was running or not.
 /// - `status` reports `Initializing` while the core is starting or being
 ///   brought back after a crash, `Running` once it runs, `Stopped` otherwise.
+/// - `instance` names the core process running now (`None` when none runs):
+///   it differs after every start of the core, including the backend's own
+///   restart after a crash, however soon after the previous start — the
+///   agent counts on it to know every start it did not order.
 /// - An `Err` means the backend itself failed (the control program is
 ///   missing, refused, or timed out); the service's state is then unknown.
 #[mockall::automock]
@@ -82,6 +108,7 @@ pub trait ServiceControl: Debug + Send + Sync {
     async fn stop(&self) -> Result<(), ServiceError>;
     async fn restart(&self) -> Result<(), ServiceError>;
     async fn status(&self) -> Result<ServiceStatus, ServiceError>;
+    async fn instance(&self) -> Result<Option<CoreInstance>, ServiceError>;
 }
 
 /// How long a control program (`systemctl`, `launchctl`) may take.

@@ -99,6 +99,10 @@ pub struct Settings {
     pub config_flush_ms: u64,
     /// How often the agent checks whether the core restarted, s (`XNA_MONITOR_INTERVAL_SECS`).
     pub monitor_interval_secs: u64,
+    /// How long one background pass that checks (and repairs) every user in
+    /// the core takes, s; a divergence is repaired within two. 0: off
+    /// (`XNA_VERIFY_PERIOD_SECS`).
+    pub verify_period_secs: u64,
     /// Where Prometheus metrics are served, without authentication: keep it
     /// private (e.g. `127.0.0.1:9101`). Unset (the default): no metrics
     /// (`XNA_METRICS_LISTEN`).
@@ -173,6 +177,7 @@ impl Default for Settings {
             body_limit: crate::api::DEFAULT_BODY_LIMIT,
             config_flush_ms: 500,
             monitor_interval_secs: 5,
+            verify_period_secs: crate::agent::DEFAULT_VERIFY_PERIOD_SECS,
             metrics_listen: None,
         }
     }
@@ -302,6 +307,9 @@ impl Settings {
                 "CONFIG_FLUSH_MS" => self.config_flush_ms = number("XNA_CONFIG_FLUSH_MS", &value)?,
                 "MONITOR_INTERVAL_SECS" => {
                     self.monitor_interval_secs = number("XNA_MONITOR_INTERVAL_SECS", &value)?;
+                }
+                "VERIFY_PERIOD_SECS" => {
+                    self.verify_period_secs = number("XNA_VERIFY_PERIOD_SECS", &value)?;
                 }
                 "METRICS_LISTEN" => {
                     self.metrics_listen = match value.trim() {

@@ -11,7 +11,8 @@ use std::time::Duration;
 use common::*;
 use node_agent_lib::core::{CoreClient, CoreError, Flavor, MockCoreApi};
 use node_agent_lib::service::{
-    MockServiceControl, ProcessService, ProcessSettings, ServiceStatus, SystemdService,
+    CoreInstance, MockServiceControl, ProcessService, ProcessSettings, ServiceStatus,
+    SystemdService,
 };
 use serde_json::json;
 
@@ -200,6 +201,9 @@ async fn start_during_another_start_is_initializing() {
     service
         .expect_status()
         .returning(|| Ok(ServiceStatus::Running));
+    service
+        .expect_instance()
+        .returning(|| Ok(Some(CoreInstance::new("1"))));
     let mut core = MockCoreApi::new();
     core.expect_uptime_secs().returning(|| Ok(5));
     let node = Arc::new(node(Arc::new(service), Arc::new(core)));

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::*;
 use node_agent_lib::core::MockCoreApi;
-use node_agent_lib::service::{MockServiceControl, ServiceStatus};
+use node_agent_lib::service::{CoreInstance, MockServiceControl, ServiceStatus};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
@@ -45,6 +45,9 @@ fn counting_node(calls: Arc<AtomicUsize>) -> TestNode {
     service
         .expect_status()
         .returning(|| Ok(ServiceStatus::Running));
+    service
+        .expect_instance()
+        .returning(|| Ok(Some(CoreInstance::new("1"))));
     let mut core = MockCoreApi::new();
     core.expect_uptime_secs().returning(|| Ok(100));
     core.expect_users_count().returning(|_| Ok(None));

@@ -14,7 +14,7 @@ use node_agent_lib::Settings;
 use node_agent_lib::api::ROUTES;
 use node_agent_lib::core::MockCoreApi;
 use node_agent_lib::metrics::{self, AgentMetrics};
-use node_agent_lib::service::{MockServiceControl, ServiceError, ServiceStatus};
+use node_agent_lib::service::{CoreInstance, MockServiceControl, ServiceError, ServiceStatus};
 use node_agent_lib::wire::{
     ErrorBody, NodeStatus, StartRequest, StartResponse, StatusResponse, UsersEditRequest, WireUser,
 };
@@ -37,6 +37,13 @@ fn test_node(state: Arc<AtomicU8>, uptime: Arc<AtomicU32>) -> TestNode {
             STOPPED => Ok(ServiceStatus::Stopped),
             _ => Err(ServiceError::Process("status failed".into())),
         });
+    // Each uptime a test sets stands for another run of the core.
+    let run = uptime.clone();
+    service.expect_instance().returning(move || {
+        Ok(Some(CoreInstance::new(
+            run.load(Ordering::SeqCst).to_string(),
+        )))
+    });
     let mut core = MockCoreApi::new();
     core.expect_uptime_secs()
         .returning(move || Ok(uptime.load(Ordering::SeqCst)));
@@ -308,7 +315,7 @@ async fn metrics_count_a_core_restart_behind_the_agents_back() {
     let (node, _, uptime) = running_node();
     let answer = call(&node, "POST", "/start", &json!({"users": [user(1)]})).await;
     assert_eq!(answer.status, StatusCode::OK);
-    // The core now says it started a second ago: it restarted by itself.
+    // Another run of the core, which the agent did not start.
     uptime.store(1, Ordering::SeqCst);
 
     let m = scrape(&node).await;

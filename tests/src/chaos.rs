@@ -64,6 +64,13 @@ pub struct ChaosSettings {
     pub op_gap: Duration,
     /// Mean pause between faults.
     pub fault_gap: Duration,
+    /// A core kill kills the core's successor too, 0.3–1.3 s after it
+    /// started: a core killed before the agent's config flush and within
+    /// its whole-second uptime of the previous start (issue 14, finding 12).
+    pub double_core_kills: bool,
+    /// The agents' config flush delay (`config_flush_ms`): the window in
+    /// which a restarted core reads a config without the newest edits.
+    pub agent_flush: Duration,
     /// How long after everything answers again the fleet may take to converge.
     pub converge: Duration,
 }
@@ -89,7 +96,8 @@ impl ChaosSettings {
     /// `CHAOS_MAX_NODES` (8), `CHAOS_WORKERS` (3), `CHAOS_HEARTBEAT_MS` (500),
     /// `CHAOS_NODE_TIMEOUT_MS` (2000), `CHAOS_CLIENT_TIMEOUT_MS` (4000),
     /// `CHAOS_OP_GAP_MS` (120), `CHAOS_FAULT_GAP_MS` (1500),
-    /// `CHAOS_CONVERGE_MS` (two heartbeats + 8000).
+    /// `CHAOS_CONVERGE_MS` (two heartbeats + 8000), `CHAOS_DOUBLE_CORE_KILLS` (0),
+    /// `CHAOS_AGENT_FLUSH_MS` (50).
     pub fn from_env(name: &str, replicas: usize) -> Self {
         let seed = match std::env::var("CHAOS_SEED") {
             Ok(v) if !v.trim().is_empty() => {
@@ -112,6 +120,8 @@ impl ChaosSettings {
             client_timeout: Duration::from_millis(env_u64("CHAOS_CLIENT_TIMEOUT_MS", 4000)),
             op_gap: Duration::from_millis(env_u64("CHAOS_OP_GAP_MS", 120)),
             fault_gap: Duration::from_millis(env_u64("CHAOS_FAULT_GAP_MS", 1500).max(1)),
+            double_core_kills: env_u64("CHAOS_DOUBLE_CORE_KILLS", 0) != 0,
+            agent_flush: Duration::from_millis(env_u64("CHAOS_AGENT_FLUSH_MS", 50)),
             converge: Duration::from_millis(env_u64(
                 "CHAOS_CONVERGE_MS",
                 2 * heartbeat.as_millis() as u64 + 8000,
@@ -565,7 +575,8 @@ impl Harness {
     async fn start_agent(&self, body: &Value, port: u16, proxy: TcpProxy) -> Arc<NodeSlot> {
         let id = body["nodeID"].as_str().expect("nodeID").to_owned();
         let key = body["nodeKey"].as_str().expect("nodeKey").to_owned();
-        let agent = AgentProcess::start_at(&key, &self.core, port).await;
+        let flush_ms = self.s.agent_flush.as_millis() as u64;
+        let agent = AgentProcess::start_flushing(&key, &self.core, port, flush_ms).await;
         Arc::new(NodeSlot {
             node_id: id,
             proxy,
@@ -944,7 +955,10 @@ impl Harness {
             if self.stop_faults.load(Ordering::SeqCst) {
                 return tasks;
             }
-            let kind = rng.random_range(0..12u32);
+            let mut kind = rng.random_range(0..12u32);
+            if self.s.double_core_kills && (5..10).contains(&kind) {
+                kind = 6; // mostly double core kills in this mode
+            }
             let down_for = Duration::from_millis(rng.random_range(300..2000));
             let lasting = Duration::from_millis(rng.random_range(500..3000));
             let delay = Duration::from_millis(rng.random_range(200..2500));
@@ -994,6 +1008,32 @@ impl Harness {
                             agent.restart().await;
                             this.log(&format!("agent of node {} restarted", slot.node_id));
                         }
+                        slot.faulted.store(false, Ordering::SeqCst);
+                    })
+                }
+                (6..8, Some(slot)) if self.s.double_core_kills => {
+                    slot.faulted.store(true, Ordering::SeqCst);
+                    let after = Duration::from_millis(rng.random_range(300..1300));
+                    self.count_fault(
+                        "kill-core-twice",
+                        &format!("node {}, again {after:?} after its restart", slot.node_id),
+                    );
+                    tokio::spawn(async move {
+                        let agent = slot.agent.lock().await;
+                        let first = agent.core_pids();
+                        if agent.kill_core() {
+                            let deadline = Instant::now() + Duration::from_secs(5);
+                            while Instant::now() < deadline {
+                                let now = agent.core_pids();
+                                if !now.is_empty() && now != first {
+                                    tokio::time::sleep(after).await;
+                                    agent.kill_core();
+                                    break;
+                                }
+                                tokio::time::sleep(Duration::from_millis(10)).await;
+                            }
+                        }
+                        drop(agent);
                         slot.faulted.store(false, Ordering::SeqCst);
                     })
                 }

@@ -200,6 +200,8 @@ async fn spawn_manager(
 /// A running `xray-node-agent` with its own v2ray core (process backend).
 #[derive(Debug)]
 pub struct AgentProcess {
+    /// Given in `XNA_NODE_KEY`, as a container would get it.
+    key: String,
     child: Option<Child>,
     pub endpoint: String,
     pub ports: ServerPorts,
@@ -217,6 +219,12 @@ impl AgentProcess {
     /// Like [`AgentProcess::start`], listening on `listen` (a port the caller
     /// registered with the manager before the key existed).
     pub async fn start_at(key: &str, core: &Path, listen: u16) -> Self {
+        Self::start_flushing(key, core, listen, 50).await
+    }
+
+    /// Like [`AgentProcess::start_at`], with the agent's generated-config
+    /// writer waiting `flush_ms` after edits (the agent's default is 500).
+    pub async fn start_flushing(key: &str, core: &Path, listen: u16, flush_ms: u64) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let ports = ServerPorts::free();
         let base = dir.path().join("base.json");
@@ -225,10 +233,9 @@ impl AgentProcess {
         let flavor = xray_core_client::testing::binary_flavor(core);
         let settings = format!(
             r#"listen = "127.0.0.1:{listen}"
-node_key = "{key}"
 flavor = "{flavor}"
 user_config_template = "vless://{{{{.UserID}}}}@127.0.0.1:{vless}?encryption=none&type=tcp#{{{{.UserName}}}}"
-config_flush_ms = 50
+config_flush_ms = {flush_ms}
 monitor_interval_secs = 1
 
 [core]
@@ -249,6 +256,7 @@ backend = "process"
         );
         std::fs::write(&config, settings).unwrap();
         let mut agent = Self {
+            key: key.to_owned(),
             child: None,
             endpoint: format!("http://127.0.0.1:{listen}"),
             ports,
@@ -264,6 +272,7 @@ backend = "process"
         let child = Command::new(workspace_binary("xray-node-agent"))
             .arg("--config")
             .arg(&self.config)
+            .env("XNA_NODE_KEY", &self.key)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -319,21 +328,31 @@ backend = "process"
         self.child.is_some()
     }
 
+    /// The agent's pid, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
+    /// The agent's child processes (its core), found in /proc.
+    pub fn core_pids(&self) -> Vec<u32> {
+        let Some(pid) = self.pid() else {
+            return Vec::new();
+        };
+        std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|entry| entry.file_name().to_string_lossy().parse::<u32>().ok())
+            .filter(|&child| proc_stat(child).is_some_and(|(_, ppid)| ppid == pid))
+            .collect()
+    }
+
     /// SIGKILL of the agent's core (its child process); the agent's
     /// supervisor restarts it.
     pub fn kill_core(&self) -> bool {
-        let Some(pid) = self.child.as_ref().and_then(|c| c.id()) else {
-            return false;
-        };
-        // Scan /proc for the processes whose parent is the agent.
         let mut killed = false;
-        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let child = entry.file_name().to_string_lossy().parse::<u32>();
-            if let Ok(child) = child
-                && proc_stat(child).is_some_and(|(_, ppid)| ppid == pid)
-            {
-                killed |= kill(Pid::from_raw(child as i32), Signal::SIGKILL).is_ok();
-            }
+        for child in self.core_pids() {
+            killed |= kill(Pid::from_raw(child as i32), Signal::SIGKILL).is_ok();
         }
         killed
     }

@@ -64,7 +64,11 @@ fn reader(storage: PgStorage) -> DbReader {
 }
 
 async fn chaos_run(name: &str, replicas: usize) {
-    let settings = ChaosSettings::from_env(name, replicas);
+    chaos_run_with(ChaosSettings::from_env(name, replicas)).await;
+}
+
+async fn chaos_run_with(settings: ChaosSettings) {
+    let name = settings.name.clone();
     let Some(core) = v2ray_binary() else {
         eprintln!("skipping {name}: no v2ray binary (CI=true fails instead)");
         return;
@@ -86,4 +90,20 @@ async fn chaos_single_manager() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_two_replicas() {
     chaos_run("chaos_two_replicas", 2).await;
+}
+
+/// Faults about a second apart, and every core kill followed by a kill of the
+/// restarted core within about a second of its start (issue 14, finding 12).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_fast_core_kills() {
+    let mut settings = ChaosSettings::from_env("chaos_fast_core_kills", 1);
+    settings.double_core_kills = true;
+    // The agent's default, as in the outside run that found it.
+    if std::env::var_os("CHAOS_AGENT_FLUSH_MS").is_none() {
+        settings.agent_flush = std::time::Duration::from_millis(500);
+    }
+    if std::env::var_os("CHAOS_FAULT_GAP_MS").is_none() {
+        settings.fault_gap = std::time::Duration::from_millis(1000);
+    }
+    chaos_run_with(settings).await;
 }

@@ -25,7 +25,8 @@ use tokio_util::sync::CancellationToken;
 /// [service] backend "process"|"systemd"|"launchctl", unit, label, domain,
 /// plist (XNA_SERVICE_*); [tls] cert, key (XNA_TLS_CERT, XNA_TLS_KEY);
 /// metrics_listen, a private address for Prometheus metrics, off by
-/// default (XNA_METRICS_LISTEN).
+/// default (XNA_METRICS_LISTEN); verify_period_secs, how long one background
+/// check of every user in the core takes, default 25, 0 = off (XNA_VERIFY_PERIOD_SECS).
 #[derive(Parser, Debug)]
 #[command(version, verbatim_doc_comment)]
 struct Args {

@@ -7,8 +7,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{
-    DEFAULT_COMMAND_TIMEOUT, ServiceControl, ServiceError, ServiceStatus, expect_success,
-    run_command,
+    CoreInstance, DEFAULT_COMMAND_TIMEOUT, ServiceControl, ServiceError, ServiceStatus,
+    expect_success, run_command,
 };
 
 /// The core as a launchd job `label` in `domain` (e.g. `system`), defined by
@@ -89,6 +89,17 @@ fn parse_print(output: &str) -> Option<ServiceStatus> {
     })
 }
 
+/// The `pid = …` line of `launchctl print`: launchd gives each start a new
+/// process (pids are reused only after wrapping around).
+fn parse_pid(output: &str) -> Option<CoreInstance> {
+    let pid = output
+        .lines()
+        .map(str::trim)
+        .find_map(|line| line.strip_prefix("pid = "))?
+        .trim();
+    (!pid.is_empty() && pid != "0").then(|| CoreInstance::new(format!("pid {pid}")))
+}
+
 #[async_trait]
 impl ServiceControl for LaunchctlService {
     async fn start(&self) -> Result<(), ServiceError> {
@@ -121,6 +132,15 @@ impl ServiceControl for LaunchctlService {
             output: "no `state = …` line in `launchctl print`".into(),
         })
     }
+
+    async fn instance(&self) -> Result<Option<CoreInstance>, ServiceError> {
+        let target = self.target();
+        let output = self.run(&["print", &target]).await?;
+        if !output.status.success() {
+            return Ok(None); // not loaded
+        }
+        Ok(parse_pid(&String::from_utf8_lossy(&output.stdout)))
+    }
 }
 
 #[cfg(test)]
@@ -140,5 +160,12 @@ mod tests {
             Some(ServiceStatus::Initializing)
         );
         assert_eq!(parse_print("nothing"), None);
+    }
+
+    #[test]
+    fn print_names_the_instance_by_pid() {
+        let out = "system/com.xray = {\n\tstate = running\n\tpid = 4242\n}";
+        assert_eq!(parse_pid(out).unwrap().as_str(), "pid 4242");
+        assert_eq!(parse_pid("\tstate = not running\n"), None);
     }
 }

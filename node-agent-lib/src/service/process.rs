@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use super::{ServiceControl, ServiceError, ServiceStatus};
+use super::{CoreInstance, ServiceControl, ServiceError, ServiceStatus};
 
 /// Tells whether the freshly started core serves (e.g. its API answers).
 #[async_trait]
@@ -75,6 +75,9 @@ pub struct ProcessService {
 struct Shared {
     settings: ProcessSettings,
     restarts: AtomicU64,
+    /// Every spawn of the core, ours or the supervisor's: names the running
+    /// instance (a pid can be reused, a counter cannot).
+    spawns: AtomicU64,
     /// The live child's pid, 0 while none runs.
     pid: AtomicU32,
 }
@@ -92,6 +95,7 @@ impl ProcessService {
             shared: Arc::new(Shared {
                 settings,
                 restarts: AtomicU64::new(0),
+                spawns: AtomicU64::new(0),
                 pid: AtomicU32::new(0),
             }),
             probe: None,
@@ -148,7 +152,15 @@ impl ProcessService {
 impl Shared {
     fn spawn(&self) -> Result<Child, ServiceError> {
         let settings = &self.settings;
-        let mut child = Command::new(&settings.binary)
+        let mut command = Command::new(&settings.binary);
+        // The agent's settings (the node key among them) are no business of
+        // the core: keep them out of its /proc/<pid>/environ.
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("XNA_") {
+                command.env_remove(name);
+            }
+        }
+        let mut child = command
             .args(&settings.args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -166,7 +178,9 @@ impl Shared {
             tokio::spawn(forward_log(err));
         }
         let pid = child.id().unwrap_or(0);
-        self.pid.store(pid, Ordering::Relaxed);
+        // The count first: whoever sees the new pid sees the new instance.
+        self.spawns.fetch_add(1, Ordering::SeqCst);
+        self.pid.store(pid, Ordering::SeqCst);
         tracing::info!(pid, binary = %settings.binary.display(), "core started");
         Ok(child)
     }
@@ -278,5 +292,13 @@ impl ServiceControl for ProcessService {
             Some(probe) if !probe.ready().await => Ok(ServiceStatus::Initializing),
             _ => Ok(ServiceStatus::Running),
         }
+    }
+
+    async fn instance(&self) -> Result<Option<CoreInstance>, ServiceError> {
+        if self.shared.pid.load(Ordering::SeqCst) == 0 {
+            return Ok(None);
+        }
+        let spawn = self.shared.spawns.load(Ordering::SeqCst);
+        Ok(Some(CoreInstance::new(format!("spawn {spawn}"))))
     }
 }

@@ -6,12 +6,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{
-    DEFAULT_COMMAND_TIMEOUT, ServiceControl, ServiceError, ServiceStatus, expect_success,
-    run_command,
+    CoreInstance, DEFAULT_COMMAND_TIMEOUT, ServiceControl, ServiceError, ServiceStatus,
+    expect_success, run_command,
 };
 
 /// The core as a systemd unit. The unit's own restart policy may bring the
-/// core back after a crash; the agent notices that through the core's uptime.
+/// core back after a crash; the agent notices that through the unit's
+/// `InvocationID` (new on every start) and `MainPID`.
 #[derive(Debug, Clone)]
 pub struct SystemdService {
     unit: String,
@@ -57,6 +58,25 @@ fn parse_is_active(state: &str) -> Option<ServiceStatus> {
     }
 }
 
+/// The instance named by `systemctl show -p InvocationID -p MainPID`: `None`
+/// while no main process runs. Both, since a systemd older than 232 has no
+/// invocation id and a pid alone can be reused.
+fn parse_show(output: &str) -> Option<CoreInstance> {
+    let mut invocation = "";
+    let mut pid = "";
+    for line in output.lines() {
+        if let Some(value) = line.strip_prefix("InvocationID=") {
+            invocation = value.trim();
+        } else if let Some(value) = line.strip_prefix("MainPID=") {
+            pid = value.trim();
+        }
+    }
+    if pid.is_empty() || pid == "0" {
+        return None;
+    }
+    Some(CoreInstance::new(format!("{invocation}/{pid}")))
+}
+
 #[async_trait]
 impl ServiceControl for SystemdService {
     async fn start(&self) -> Result<(), ServiceError> {
@@ -85,6 +105,20 @@ impl ServiceControl for SystemdService {
             ),
         })
     }
+
+    async fn instance(&self) -> Result<Option<CoreInstance>, ServiceError> {
+        let args = [
+            "show",
+            "-p",
+            "InvocationID",
+            "-p",
+            "MainPID",
+            self.unit.as_str(),
+        ];
+        let output = run_command(&self.systemctl, &args, self.timeout).await?;
+        let output = expect_success(&self.systemctl, &args, output)?;
+        Ok(parse_show(&String::from_utf8_lossy(&output.stdout)))
+    }
 }
 
 #[cfg(test)]
@@ -101,5 +135,18 @@ mod tests {
         assert_eq!(parse_is_active("inactive"), Some(ServiceStatus::Stopped));
         assert_eq!(parse_is_active("failed"), Some(ServiceStatus::Stopped));
         assert_eq!(parse_is_active(""), None);
+    }
+
+    #[test]
+    fn show_names_the_instance_by_invocation_and_pid() {
+        let a = parse_show("MainPID=412\nInvocationID=5f0c\n").unwrap();
+        let b = parse_show("InvocationID=77aa\nMainPID=412\n").unwrap();
+        assert_ne!(
+            a, b,
+            "a new invocation with a reused pid is another instance"
+        );
+        assert_eq!(a.as_str(), "5f0c/412");
+        assert_eq!(parse_show("MainPID=0\nInvocationID=5f0c\n"), None);
+        assert_eq!(parse_show(""), None);
     }
 }

@@ -94,7 +94,16 @@ pub fn node_with(
     core: Arc<dyn CoreApi>,
     tweak: impl FnOnce(&mut AgentOptions),
 ) -> TestNode {
-    let dir = tempfile::tempdir().unwrap();
+    node_in(tempfile::tempdir().unwrap(), service, core, tweak)
+}
+
+/// A node whose generated config goes in `dir`.
+pub fn node_in(
+    dir: tempfile::TempDir,
+    service: Arc<dyn ServiceControl>,
+    core: Arc<dyn CoreApi>,
+    tweak: impl FnOnce(&mut AgentOptions),
+) -> TestNode {
     let (config, _) = CoreConfig::parse(&base_config(9), Flavor::Xray, "").unwrap();
     let mut options = options(&dir);
     tweak(&mut options);
