@@ -65,6 +65,7 @@ pub mod core;
 pub mod envelope;
 pub mod metrics;
 pub mod openapi;
+pub mod refusals;
 pub mod server;
 pub mod service;
 pub mod settings;
