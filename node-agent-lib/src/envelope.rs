@@ -334,7 +334,9 @@ fn numeric_date_ms(value: &Value) -> Option<u64> {
         return secs.checked_mul(1000);
     }
     let secs = value.as_f64()?;
-    (0.0..1e15).contains(&secs).then(|| (secs * 1000.0).round() as u64)
+    (0.0..1e15)
+        .contains(&secs)
+        .then(|| (secs * 1000.0).round() as u64)
 }
 
 /// Opens the header token of a request for `method path`, checking
