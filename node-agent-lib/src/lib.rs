@@ -69,6 +69,7 @@ pub mod envelope;
 pub mod metrics;
 pub mod openapi;
 pub mod refusals;
+pub mod replay;
 pub mod server;
 pub mod service;
 pub mod settings;
