@@ -104,19 +104,17 @@ enum Input {
 const METHODS: [&str; 3] = ["GET", "POST", "PUT"];
 const PATHS: [&str; 4] = ["/start", "/stop", "/status", "/users/edit"];
 
-fn request(method: &str, path: &str, token: &str) -> Option<Request<Body>> {
-    let builder = Request::builder().method(method).uri(path);
-    if method == "GET" {
-        builder
-            .header(header::AUTHORIZATION, format!("JWE {token}"))
-            .body(Body::empty())
-            .ok()
-    } else {
-        builder
-            .header(header::CONTENT_TYPE, "application/jose")
-            .body(Body::from(token.to_owned()))
-            .ok()
-    }
+/// The header token in `Authorization`, the sealed body (if any) with its
+/// exact `Content-Length`.
+fn request(method: &str, path: &str, token: &str, body: Vec<u8>) -> Option<Request<Body>> {
+    Request::builder()
+        .method(method)
+        .uri(path)
+        .header(header::AUTHORIZATION, format!("JWE {token}"))
+        .header(header::CONTENT_TYPE, "application/jose")
+        .header(header::CONTENT_LENGTH, body.len())
+        .body(Body::from(body))
+        .ok()
 }
 
 fn pick_path(path: &str) -> String {
@@ -133,7 +131,7 @@ fuzz_target!(|input: Input| {
         Input::Token { method, path, token } => {
             let method = METHODS[usize::from(method) % METHODS.len()];
             let path = pick_path(&path);
-            let Some(req) = request(method, &path, &token) else { return };
+            let Some(req) = request(method, &path, &token, Vec::new()) else { return };
             let response = w.rt.block_on(w.router.clone().oneshot(req)).unwrap();
             let status = response.status().as_u16();
             // Random text is never a valid token: 401, or 404/405 for routes
@@ -153,7 +151,7 @@ fuzz_target!(|input: Input| {
             }
             let sealed =
                 envelope::seal_request(&w.key, method, &path, &body, SystemTime::now()).unwrap();
-            let Some(req) = request(method, &path, &sealed.token) else { return };
+            let Some(req) = request(method, &path, &sealed.token, sealed.body) else { return };
             let response = w.rt.block_on(w.router.clone().oneshot(req)).unwrap();
             let status = response.status().as_u16();
             assert!(

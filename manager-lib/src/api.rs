@@ -105,6 +105,11 @@ impl ApiError {
             }
             Self::Service(S::Node(TransportError::Node { message, .. })) => message.clone(),
             Self::Service(S::Node(e @ TransportError::Unreachable(_))) => Some(e.to_string()),
+            // Not the answer's details (attacker-chosen on a plain-HTTP
+            // channel), just what the operator must fix.
+            Self::Service(S::Node(TransportError::KeyMismatch(_))) => {
+                Some("node key mismatch".into())
+            }
             _ => None,
         }
     }

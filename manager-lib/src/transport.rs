@@ -36,10 +36,14 @@ pub enum TransportError {
     /// The node could not be reached or did not answer in time.
     #[error("node unreachable: {0}")]
     Unreachable(String),
-    /// The node's answer was not authentic or not what the protocol says
-    /// (a wrong key ends here too).
+    /// The node's answer was not authentic or not what the protocol says.
     #[error("bad answer from node: {0}")]
     Protocol(String),
+    /// The node and the manager hold different keys for this node: the node
+    /// refused our sealed call (401), or its answer does not decrypt under
+    /// our key. Copy this node's key to its agent again.
+    #[error("{0}")]
+    KeyMismatch(String),
 }
 
 /// Calls to one node's agent. Object safe; used as `Arc<dyn NodeTransport>`.

@@ -2,24 +2,33 @@
 //! `POST /users/edit`, each inside the JWE envelope of [`crate::envelope`].
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE};
+use axum::http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use futures::StreamExt as _;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::agent::{Agent, AgentError};
-use crate::envelope::{self, NodeKey, OpenedRequest, Rejection, ReplayCache};
+use crate::envelope::{self, BodyCheck, BodyError, NodeKey, OpenedRequest, Rejection, ReplayCache};
+use crate::refusals::Refusals;
 use crate::wire::{ErrorBody, StartRequest, StartResponse, UsersEditRequest};
 
-/// The largest request accepted: `/start` with 100,000 users is ~15 MB sealed.
+/// The largest body an authenticated request may announce: `/start` with
+/// 100,000 users is ~15 MB sealed. Nothing is read before the header token
+/// that announces the length has been opened.
 pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024 * 1024;
+
+/// How long an authenticated request's body may take to arrive: a peer with
+/// the key is trusted, but a half-sent body must not hold memory forever.
+/// 15 MB (100,000 users) at 1 MB/s fits.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What the handlers share.
 #[derive(Debug)]
@@ -28,6 +37,12 @@ pub struct AppState {
     key: NodeKey,
     replay: ReplayCache,
     body_limit: usize,
+    body_timeout: Duration,
+    /// Requests issued before this (Unix ms) are refused: the replay cache
+    /// starts empty, so a request captured before a restart would otherwise
+    /// be accepted again.
+    started_ms: u64,
+    refusals: Arc<Refusals>,
 }
 
 impl AppState {
@@ -37,6 +52,9 @@ impl AppState {
             key,
             replay: ReplayCache::default(),
             body_limit: DEFAULT_BODY_LIMIT,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+            started_ms: envelope::unix_millis(SystemTime::now()),
+            refusals: Arc::new(Refusals::default()),
         }
     }
 
@@ -45,9 +63,24 @@ impl AppState {
         self
     }
 
+    pub fn with_body_timeout(mut self, timeout: Duration) -> Self {
+        self.body_timeout = timeout;
+        self
+    }
+
     pub fn with_replay_cache(mut self, replay: ReplayCache) -> Self {
         self.replay = replay;
         self
+    }
+
+    pub fn with_refusals(mut self, refusals: Arc<Refusals>) -> Self {
+        self.refusals = refusals;
+        self
+    }
+
+    /// The refused-request counter (for the metrics).
+    pub fn refusals(&self) -> &Arc<Refusals> {
+        &self.refusals
     }
 
     pub fn agent(&self) -> &Arc<Agent> {
@@ -111,25 +144,90 @@ fn unauthorized() -> Response {
 }
 
 impl AppState {
-    /// Opens the request's envelope and records its `jti`; any failure is a
-    /// bare 401 (the reason goes to the log only).
+    /// Opens the request's header token and records its `jti`; any failure
+    /// is a bare 401 (the reason goes to the rate-limited log only). Reads
+    /// nothing of the body.
     fn open(
         &self,
         method: &Method,
         path: &str,
         headers: &HeaderMap,
-        body: &[u8],
     ) -> Result<OpenedRequest, Rejection> {
         let now = SystemTime::now();
-        let opened = token(method, headers, body)
+        let opened = token(headers)
             .and_then(|token| envelope::open_request(&self.key, token, method.as_str(), path, now))
             .and_then(|opened| {
+                // Not `<=`: a request sealed in the very millisecond the
+                // agent started was not sent to an earlier process.
+                if opened.iat_ms < self.started_ms {
+                    return Err(Rejection::BeforeStart);
+                }
                 self.replay.check_and_insert(&opened.jti, opened.exp, now)?;
                 Ok(opened)
             });
-        opened.inspect_err(|reason| {
-            tracing::warn!(%method, path, %reason, "request refused");
-        })
+        opened.inspect_err(|reason| self.refusals.record(method.as_str(), path, reason))
+    }
+
+    /// Authenticates the call from its header, then reads and opens its
+    /// body. A refused header is a bare 401 before any body byte is read;
+    /// a body that is not the one the header announced (length, digest,
+    /// too slow, too large) is a sealed 400 `bad request`.
+    async fn receive(
+        &self,
+        method: &Method,
+        path: &str,
+        headers: &HeaderMap,
+        body: Body,
+    ) -> Result<(OpenedRequest, Vec<u8>), Response> {
+        let request = self
+            .open(method, path, headers)
+            .map_err(|_| unauthorized())?;
+        match self.read_body(&request, headers, body).await {
+            Ok(payload) => Ok((request, payload)),
+            Err(e) => Err(self.seal(&request, path, Err(AgentError::BadRequest(e.to_string())))),
+        }
+    }
+
+    /// Reads exactly the announced length (as `Content-Length` must say),
+    /// within [`DEFAULT_BODY_TIMEOUT`] (or the set one), checking the
+    /// digest as it streams in; decrypts only a body that matches.
+    async fn read_body(
+        &self,
+        request: &OpenedRequest,
+        headers: &HeaderMap,
+        body: Body,
+    ) -> Result<Vec<u8>, BodyError> {
+        let declared = match headers.get(CONTENT_LENGTH) {
+            None => None,
+            Some(v) => Some(
+                v.to_str()
+                    .ok()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .ok_or(BodyError::Length)?,
+            ),
+        };
+        if declared.unwrap_or(0) != request.body_len {
+            return Err(BodyError::Length);
+        }
+        let len = usize::try_from(request.body_len).map_err(|_| BodyError::TooLarge)?;
+        if len > self.body_limit {
+            return Err(BodyError::TooLarge);
+        }
+        let mut check = BodyCheck::new(request);
+        let mut bytes = Vec::with_capacity(len);
+        let mut stream = body.into_data_stream();
+        let read = async {
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|_| BodyError::Read)?;
+                check.update(&chunk)?;
+                bytes.extend_from_slice(&chunk);
+            }
+            Ok::<(), BodyError>(())
+        };
+        tokio::time::timeout(self.body_timeout, read)
+            .await
+            .map_err(|_| BodyError::Timeout)??;
+        check.open(&self.key, &bytes)
     }
 
     /// Seals the answer to `request`: the payload on success, else the error
@@ -178,25 +276,15 @@ impl AppState {
     }
 }
 
-/// GET carries the token in `Authorization: JWE <token>`; POST in the body.
-fn token<'a>(
-    method: &Method,
-    headers: &'a HeaderMap,
-    body: &'a [u8],
-) -> Result<&'a str, Rejection> {
-    if method == Method::GET {
-        let value = headers.get(AUTHORIZATION).ok_or(Rejection::Missing)?;
-        let value = value.to_str().map_err(|_| Rejection::Malformed)?;
-        let (scheme, token) = value.split_once(' ').ok_or(Rejection::Malformed)?;
-        if !scheme.eq_ignore_ascii_case(envelope::AUTH_SCHEME) {
-            return Err(Rejection::Malformed);
-        }
-        return Ok(token);
+/// Every call carries its header token in `Authorization: JWE <token>`.
+fn token(headers: &HeaderMap) -> Result<&str, Rejection> {
+    let value = headers.get(AUTHORIZATION).ok_or(Rejection::Missing)?;
+    let value = value.to_str().map_err(|_| Rejection::Malformed)?;
+    let (scheme, token) = value.split_once(' ').ok_or(Rejection::Malformed)?;
+    if !scheme.eq_ignore_ascii_case(envelope::AUTH_SCHEME) {
+        return Err(Rejection::Malformed);
     }
-    if body.is_empty() {
-        return Err(Rejection::Missing);
-    }
-    std::str::from_utf8(body).map_err(|_| Rejection::Malformed)
+    Ok(token)
 }
 
 fn parse<T: DeserializeOwned>(payload: &[u8]) -> Result<T, AgentError> {
@@ -211,24 +299,25 @@ fn to_json(value: &impl Serialize) -> Result<Vec<u8>, AgentError> {
     post,
     path = "/start",
     summary = "Run the core with exactly these users",
-    request_body(content = String, content_type = "application/jose", description = "A compact JWE (`dir`, `A256GCM`) whose plaintext is a `StartRequest`."),
+    params(("Authorization" = String, Header, description = "`JWE <header token>`: a compact JWE (`dir`, `A256GCM`) with an empty plaintext whose authenticated protected header binds method (`htm`), path (`htu`), time (`iat` with millisecond precision, `exp`), a single-use `jti`, and the body's exact length (`bln`) and SHA-256 digest (`bsh`, base64url). Checked before any body byte is read.")),
+    request_body(content = String, content_type = "application/jose", description = "The payload sealed on its own: a compact JWE (`dir`, `A256GCM`) whose plaintext is a `StartRequest`, sent with `Content-Length` equal to the header token's `bln`."),
     responses(
         (status = 200, description = "Sealed: a compact JWE whose plaintext is a `StartResponse`.", content_type = "application/jose", body = String),
-        (status = 400, description = "Sealed: a compact JWE whose plaintext is an `ErrorBody`: `bad request`.", content_type = "application/jose", body = String),
+        (status = 400, description = "Sealed: a compact JWE whose plaintext is an `ErrorBody`: `bad request` (not the expected JSON, or a body that is not the one the header token announced: length, digest, too slow, too large).", content_type = "application/jose", body = String),
         (status = 503, description = "Sealed: a compact JWE whose plaintext is an `ErrorBody`: `xray service initializing` (a start or stop is in progress).", content_type = "application/jose", body = String),
         (status = 500, description = "Sealed: a compact JWE whose plaintext is an `ErrorBody`: `xray service error`.", content_type = "application/jose", body = String),
-        (status = 401, description = "Not sealed: the request's envelope is missing, invalid, expired or replayed.", body = ErrorBody),
+        (status = 401, description = "Not sealed: the header token is missing, invalid, expired, issued before the agent started, or replayed; no body byte was read.", body = ErrorBody),
     ),
     security(("node_jwe" = []))
 )]
-async fn start(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
-    let request = match s.open(&Method::POST, "/start", &headers, &body) {
-        Ok(request) => request,
-        Err(_) => return unauthorized(),
+async fn start(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    let (request, payload) = match s.receive(&Method::POST, "/start", &headers, body).await {
+        Ok(received) => received,
+        Err(refused) => return refused,
     };
-    drop(body);
     let result = async {
-        let StartRequest { users } = parse(&request.payload)?;
+        let StartRequest { users } = parse(&payload)?;
+        drop(payload);
         s.agent.start(users).await?;
         to_json(&StartResponse {
             user_config_template: s.agent.user_config_template().to_owned(),
@@ -242,19 +331,21 @@ async fn start(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) 
     post,
     path = "/stop",
     summary = "Stop the core",
-    request_body(content = String, content_type = "application/jose", description = "A compact JWE (`dir`, `A256GCM`) whose plaintext is empty or `{}`."),
+    params(("Authorization" = String, Header, description = "`JWE <header token>`: a compact JWE (`dir`, `A256GCM`) with an empty plaintext whose authenticated protected header binds method (`htm`), path (`htu`), time (`iat` with millisecond precision, `exp`), a single-use `jti`, and the body's exact length (`bln`) and SHA-256 digest (`bsh`, base64url). Checked before any body byte is read.")),
+    request_body(content = String, content_type = "application/jose", description = "Empty (`bln` 0), or a compact JWE (`dir`, `A256GCM`) whose plaintext is `{}`."),
     responses(
         (status = 200, description = "Sealed: a compact JWE whose plaintext is empty.", content_type = "application/jose", body = String),
+        (status = 400, description = "Sealed: a compact JWE whose plaintext is an `ErrorBody`: `bad request` (the body is not the one the header token announced).", content_type = "application/jose", body = String),
         (status = 503, description = "Sealed: a compact JWE whose plaintext is an `ErrorBody`: `xray service initializing` (a start or stop is in progress).", content_type = "application/jose", body = String),
         (status = 500, description = "Sealed: a compact JWE whose plaintext is an `ErrorBody`: `xray service error`.", content_type = "application/jose", body = String),
-        (status = 401, description = "Not sealed: the request's envelope is missing, invalid, expired or replayed.", body = ErrorBody),
+        (status = 401, description = "Not sealed: the header token is missing, invalid, expired, issued before the agent started, or replayed; no body byte was read.", body = ErrorBody),
     ),
     security(("node_jwe" = []))
 )]
-async fn stop(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
-    let request = match s.open(&Method::POST, "/stop", &headers, &body) {
-        Ok(request) => request,
-        Err(_) => return unauthorized(),
+async fn stop(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    let (request, _) = match s.receive(&Method::POST, "/stop", &headers, body).await {
+        Ok(received) => received,
+        Err(refused) => return refused,
     };
     let result = s.agent.stop().await.map(|()| Vec::new());
     s.seal(&request, "/stop", result)
@@ -264,19 +355,21 @@ async fn stop(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -
     get,
     path = "/status",
     summary = "Whether the core runs, and its users",
-    params(("Authorization" = String, Header, description = "`JWE <compact JWE>` whose plaintext is empty; the envelope binds method, path, time and a single-use `jti`.")),
+    params(("Authorization" = String, Header, description = "`JWE <header token>`: a compact JWE (`dir`, `A256GCM`) with an empty plaintext whose authenticated protected header binds method (`htm`), path (`htu`), time (`iat` with millisecond precision, `exp`), a single-use `jti`, and the body's exact length (`bln`) and SHA-256 digest (`bsh`, base64url). Checked before any body byte is read.")),
+    request_body(content = String, content_type = "application/jose", description = "None: `bln` is 0."),
     responses(
         (status = 200, description = "Sealed: a compact JWE whose plaintext is a `StatusResponse`.", content_type = "application/jose", body = String),
+        (status = 400, description = "Sealed: a compact JWE whose plaintext is an `ErrorBody`: `bad request` (a body the header token did not announce).", content_type = "application/jose", body = String),
         (status = 503, description = "Sealed: a compact JWE whose plaintext is an `ErrorBody`: `xray service initializing` (a start or stop is in progress).", content_type = "application/jose", body = String),
         (status = 500, description = "Sealed: a compact JWE whose plaintext is an `ErrorBody`: `xray service status error`.", content_type = "application/jose", body = String),
-        (status = 401, description = "Not sealed: the request's envelope is missing, invalid, expired or replayed.", body = ErrorBody),
+        (status = 401, description = "Not sealed: the header token is missing, invalid, expired, issued before the agent started, or replayed; no body byte was read.", body = ErrorBody),
     ),
     security(("node_jwe" = []))
 )]
-async fn status(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    let request = match s.open(&Method::GET, "/status", &headers, &[]) {
-        Ok(request) => request,
-        Err(_) => return unauthorized(),
+async fn status(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    let (request, _) = match s.receive(&Method::GET, "/status", &headers, body).await {
+        Ok(received) => received,
+        Err(refused) => return refused,
     };
     let result = match s.agent.status().await {
         Ok(status) => to_json(&status),
@@ -289,22 +382,26 @@ async fn status(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Response 
     post,
     path = "/users/edit",
     summary = "Add and remove users on the running core",
-    request_body(content = String, content_type = "application/jose", description = "A compact JWE (`dir`, `A256GCM`) whose plaintext is a `UsersEditRequest`."),
+    params(("Authorization" = String, Header, description = "`JWE <header token>`: a compact JWE (`dir`, `A256GCM`) with an empty plaintext whose authenticated protected header binds method (`htm`), path (`htu`), time (`iat` with millisecond precision, `exp`), a single-use `jti`, and the body's exact length (`bln`) and SHA-256 digest (`bsh`, base64url). Checked before any body byte is read.")),
+    request_body(content = String, content_type = "application/jose", description = "The payload sealed on its own: a compact JWE (`dir`, `A256GCM`) whose plaintext is a `UsersEditRequest`, sent with `Content-Length` equal to the header token's `bln`."),
     responses(
         (status = 200, description = "Sealed: a compact JWE whose plaintext is empty.", content_type = "application/jose", body = String),
-        (status = 400, description = "Sealed: a compact JWE whose plaintext is an `ErrorBody`: `bad request`.", content_type = "application/jose", body = String),
+        (status = 400, description = "Sealed: a compact JWE whose plaintext is an `ErrorBody`: `bad request` (not the expected JSON, or a body that is not the one the header token announced: length, digest, too slow, too large).", content_type = "application/jose", body = String),
         (status = 500, description = "Sealed: a compact JWE whose plaintext is an `ErrorBody`: `xray service unavailable` (the core's API does not answer) or `xray service error`.", content_type = "application/jose", body = String),
-        (status = 401, description = "Not sealed: the request's envelope is missing, invalid, expired or replayed.", body = ErrorBody),
+        (status = 401, description = "Not sealed: the header token is missing, invalid, expired, issued before the agent started, or replayed; no body byte was read.", body = ErrorBody),
     ),
     security(("node_jwe" = []))
 )]
-async fn edit_users(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
-    let request = match s.open(&Method::POST, "/users/edit", &headers, &body) {
-        Ok(request) => request,
-        Err(_) => return unauthorized(),
+async fn edit_users(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    let (request, payload) = match s
+        .receive(&Method::POST, "/users/edit", &headers, body)
+        .await
+    {
+        Ok(received) => received,
+        Err(refused) => return refused,
     };
     let result = async {
-        let edit: UsersEditRequest = parse(&request.payload)?;
+        let edit: UsersEditRequest = parse(&payload)?;
         s.agent.edit_users(edit).await.map(|()| Vec::new())
     }
     .await;

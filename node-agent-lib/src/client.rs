@@ -3,7 +3,7 @@
 use std::time::{Duration, SystemTime};
 
 use reqwest::StatusCode;
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
+use reqwest::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use serde::de::DeserializeOwned;
 
 use crate::envelope::{self, AUTH_SCHEME, InvalidKey, NodeKey};
@@ -19,14 +19,23 @@ pub enum ClientError {
     /// manager passes it through with the same status and body.
     #[error("node answered {status}: {}", body.error)]
     Node { status: u16, body: ErrorBody },
-    /// The node refused our envelope (wrong key, clock too far off, replay).
-    #[error("node refused the request as unauthorized")]
+    /// The node refused our envelope: most likely it holds another key for
+    /// itself than we do (or the clocks are more than 30 s apart).
+    #[error(
+        "node key mismatch: the node refused our request as unauthorized (or the clocks are more than 30 s apart)"
+    )]
     Unauthorized,
+    /// The node's answer is well formed but does not decrypt under our key:
+    /// the node holds another key (or the answer was altered on the way).
+    #[error(
+        "node key mismatch: the answer (status {status}) does not decrypt under this node's key"
+    )]
+    KeyMismatch { status: u16 },
     /// Could not reach the node, or it did not answer in time. Retrying can help.
     #[error("node unreachable: {0}")]
     Unreachable(String),
-    /// The answer is not an authentic answer to this request, or not the
-    /// expected JSON.
+    /// The answer is not an authentic answer to this request, not the
+    /// expected JSON, or larger than the call can legitimately return.
     #[error("bad answer from node: {0}")]
     Protocol(String),
     /// The client was given an endpoint or key it cannot use.
@@ -51,6 +60,25 @@ impl From<InvalidKey> for ClientError {
     }
 }
 
+/// The most a node's answer to `/start` may be before it is authenticated:
+/// it carries the node's user config template (a share link or config
+/// pattern: kilobytes), sealed. Read as a stream and cut at this size, so a
+/// fake node or a man in the middle cannot make the manager buffer more.
+pub const MAX_START_ANSWER: usize = 1024 * 1024;
+/// The most any other answer may be (`/status`, `/stop`, `/users/edit` and
+/// every error answer are under a kilobyte sealed).
+pub const MAX_ANSWER: usize = 64 * 1024;
+
+/// A `reqwest` client builder fit for the node channel: redirects are never
+/// followed (a node, or whoever answers in its place, must not send our
+/// sealed calls elsewhere). Every client given to [`NodeClient::with_http`]
+/// or [`NodeClient::with_key`] must come from it.
+pub fn http_client_builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_idle_timeout(Duration::from_secs(90))
+}
+
 /// A client for one node's HTTP API. Cheap to clone; clones share the
 /// connection pool.
 #[derive(Clone, Debug)]
@@ -65,15 +93,15 @@ impl NodeClient {
     /// A client with its own connection pool. `key` is the node key as
     /// base64url; `timeout` bounds each whole call.
     pub fn new(endpoint: &str, key: &str, timeout: Duration) -> Result<Self, ClientError> {
-        let http = reqwest::Client::builder()
-            .pool_idle_timeout(Duration::from_secs(90))
+        let http = http_client_builder()
             .build()
             .map_err(|e| ClientError::Config(e.to_string()))?;
         Self::with_http(http, endpoint, key, timeout)
     }
 
     /// A client on a shared `reqwest::Client`, so calls to many nodes reuse one
-    /// pool of connections.
+    /// pool of connections. Build it with [`http_client_builder`] (no
+    /// redirects).
     pub fn with_http(
         http: reqwest::Client,
         endpoint: &str,
@@ -141,33 +169,42 @@ impl NodeClient {
         let sealed = envelope::seal_request(&self.key, method, path, payload, SystemTime::now())
             .map_err(|e| ClientError::Config(e.to_string()))?;
         let url = format!("{}{}", self.endpoint, path);
-        let request = if method == "GET" {
-            self.http
-                .get(url)
-                .header(AUTHORIZATION, format!("{AUTH_SCHEME} {}", sealed.token))
-        } else {
-            self.http
-                .post(url)
+        let mut request = match method {
+            "GET" => self.http.get(url),
+            _ => self.http.post(url),
+        }
+        .header(AUTHORIZATION, format!("{AUTH_SCHEME} {}", sealed.token));
+        if !sealed.body.is_empty() {
+            request = request
                 .header(CONTENT_TYPE, envelope::CONTENT_TYPE)
-                .body(sealed.token)
-        };
-        let response = request
+                .body(sealed.body);
+        } else if method != "GET" {
+            request = request.header(CONTENT_LENGTH, 0);
+        }
+        let mut response = request
             .timeout(self.timeout)
             .send()
             .await
             .map_err(|e| ClientError::Unreachable(describe(&e)))?;
         let status = response.status();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| ClientError::Unreachable(describe(&e)))?;
         if status == StatusCode::UNAUTHORIZED {
             return Err(ClientError::Unauthorized);
         }
+        let cap = if path == "/start" {
+            MAX_START_ANSWER
+        } else {
+            MAX_ANSWER
+        };
+        let body = read_capped(&mut response, cap).await?;
         let text = std::str::from_utf8(&body)
             .map_err(|_| ClientError::Protocol(format!("unsealed answer with status {status}")))?;
         let payload = envelope::open_response(&self.key, text, &sealed.jti, status.as_u16())
-            .map_err(|e| ClientError::Protocol(format!("status {status}: {e}")))?;
+            .map_err(|e| match e {
+                envelope::EnvelopeError::Decrypt => ClientError::KeyMismatch {
+                    status: status.as_u16(),
+                },
+                e => ClientError::Protocol(format!("status {status}: {e}")),
+            })?;
         if status.is_success() {
             return Ok(payload);
         }
@@ -178,6 +215,31 @@ impl NodeClient {
             body,
         })
     }
+}
+
+/// Reads an answer's body as it streams in and stops at `cap` bytes, before
+/// anything authenticates it: a larger answer is an error at once, whatever
+/// the node (or whoever answers in its place) keeps sending.
+async fn read_capped(response: &mut reqwest::Response, cap: usize) -> Result<Vec<u8>, ClientError> {
+    let too_large = || ClientError::Protocol(format!("answer too large (over {cap} bytes)"));
+    if response
+        .content_length()
+        .is_some_and(|len| len > cap as u64)
+    {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| ClientError::Unreachable(describe(&e)))?
+    {
+        if body.len() + chunk.len() > cap {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 fn parse<T: DeserializeOwned>(payload: &[u8]) -> Result<T, ClientError> {

@@ -1,21 +1,29 @@
 //! The JWE envelope around every node call (josekit, `dir` + `A256GCM`).
 //!
-//! A request is a compact JWE sealed with the node's 256-bit key. Its
-//! protected header (authenticated by GCM) binds it to the call and to a
-//! moment: `htm` (HTTP method), `htu` (API path, e.g. `/start`), `iat`,
-//! `exp` (at most [`MAX_LIFETIME`] after `iat`) and `jti` (128 random bits).
+//! A request is two parts sealed with the node's 256-bit key:
+//! - a small **header token** in `Authorization: JWE <token>`, a compact JWE
+//!   with an empty payload whose protected header (authenticated by GCM)
+//!   binds the call: `htm` (HTTP method), `htu` (API path, e.g. `/start`),
+//!   `iat` (a NumericDate with millisecond precision), `exp` (at most
+//!   [`MAX_LIFETIME`] after `iat`), `jti` (128 random bits), and the body's
+//!   exact length `bln` and SHA-256 digest `bsh` (base64url);
+//! - the **body**, the payload sealed as its own compact JWE (empty when the
+//!   payload is: `/status`, `/stop`), sent with `Content-Length: bln`.
+//!
+//! The agent opens the header token before it reads any body byte, so a
+//! peer without the key costs it one small decryption and no memory; the
+//! body is then read up to `bln` bytes, its digest checked as it streams in
+//! ([`BodyCheck`]), and decrypted only when it is the announced one.
 //! The agent accepts a request once: [`ReplayCache`] remembers every `jti`
-//! until its `exp` (plus [`CLOCK_SKEW`]) has passed.
+//! until its `exp` (plus [`CLOCK_SKEW`]) has passed, and the agent refuses
+//! requests issued before it started (the cache does not survive a restart).
 //!
 //! The answer is a compact JWE under the same key whose header carries
 //! `rid` (the request's `jti`) and `status` (the HTTP status), so nobody on
 //! the path can forge an answer or replay an old one.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashSet};
 use std::fmt;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -23,6 +31,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use josekit::jwe::{self, Dir, JweHeader};
 use rand::RngCore as _;
 use serde_json::Value;
+use sha2::{Digest as _, Sha256};
+
+pub use crate::replay::ReplayCache;
 
 /// The longest a sealed request stays valid (`exp - iat`).
 pub const MAX_LIFETIME: Duration = Duration::from_secs(60);
@@ -34,8 +45,12 @@ pub const ALG: &str = "dir";
 pub const ENC: &str = "A256GCM";
 /// The media type of a sealed body.
 pub const CONTENT_TYPE: &str = "application/jose";
-/// The scheme of the `Authorization` header that carries a sealed GET.
+/// The scheme of the `Authorization` header that carries every request's
+/// sealed header token.
 pub const AUTH_SCHEME: &str = "JWE";
+/// The longest header token accepted (a real one is ~400 bytes): nothing
+/// longer is base64-decoded or decrypted.
+pub const MAX_TOKEN_LEN: usize = 2048;
 
 /// The JWE key shared by the manager and one node: 32 bytes, written as
 /// base64url without padding. `Debug` never shows it.
@@ -97,6 +112,10 @@ pub enum EnvelopeError {
     /// Not a JWE under our key with our algorithms, or tampered.
     #[error("cannot open: {0}")]
     Open(String),
+    /// A well-formed answer that does not decrypt under our key: the node
+    /// holds another key (or the answer was altered on the way).
+    #[error("cannot decrypt the answer: node key mismatch (or altered on the way)")]
+    Decrypt,
     /// A valid JWE that is not the answer to our request.
     #[error("answer does not match the request: {0}")]
     Mismatch(&'static str),
@@ -131,12 +150,17 @@ pub enum Rejection {
     Replayed,
     #[error("replay cache full")]
     ReplayCacheFull,
+    #[error("issued before this agent started")]
+    BeforeStart,
 }
 
-/// A sealed request and the `jti` its answer must carry back as `rid`.
+/// A sealed request: the token for `Authorization: JWE <token>`, the sealed
+/// body to send with exactly its length (empty when the payload is), and
+/// the `jti` its answer must carry back as `rid`.
 #[derive(Clone)]
 pub struct SealedRequest {
     pub token: String,
+    pub body: Vec<u8>,
     pub jti: String,
 }
 
@@ -144,31 +168,30 @@ impl fmt::Debug for SealedRequest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SealedRequest")
             .field("jti", &self.jti)
+            .field("body_len", &self.body.len())
             .finish_non_exhaustive()
     }
 }
 
-/// A request whose envelope was accepted.
-#[derive(Clone)]
+/// A request whose header token was accepted: what it says about the call
+/// and about the body that must follow.
+#[derive(Clone, Debug)]
 pub struct OpenedRequest {
     pub jti: String,
+    /// When the manager sealed it, in Unix milliseconds.
+    pub iat_ms: u64,
     /// Unix seconds after which the request is no longer valid.
     pub exp: u64,
-    pub payload: Vec<u8>,
+    /// The exact length of the sealed body (0: no body).
+    pub body_len: u64,
+    /// The SHA-256 digest of the sealed body.
+    pub body_sha256: [u8; 32],
 }
 
-impl fmt::Debug for OpenedRequest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("OpenedRequest")
-            .field("jti", &self.jti)
-            .field("exp", &self.exp)
-            .field("payload_len", &self.payload.len())
-            .finish()
-    }
-}
-
-fn unix_secs(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+/// Unix milliseconds (`u64` holds them for 584 million years).
+pub fn unix_millis(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn new_jti() -> String {
@@ -249,6 +272,11 @@ fn decrypt(key: &NodeKey, token: &str) -> Result<Vec<u8>, String> {
 }
 
 /// Seals a request for `method path` at `now`, valid for [`MAX_LIFETIME`].
+///
+/// The payload (when there is one) is sealed on its own as the HTTP body;
+/// the token for the `Authorization` header binds its length and SHA-256
+/// digest, so the agent authenticates the call from the header alone and
+/// reads no body byte from a peer without the key.
 pub fn seal_request(
     key: &NodeKey,
     method: &str,
@@ -256,25 +284,61 @@ pub fn seal_request(
     payload: &[u8],
     now: SystemTime,
 ) -> Result<SealedRequest, EnvelopeError> {
-    let iat = unix_secs(now);
+    let body = if payload.is_empty() {
+        Vec::new()
+    } else {
+        seal(key, &base_header(), payload)?.into_bytes()
+    };
+    let iat_ms = unix_millis(now);
     let jti = new_jti();
     let mut header = base_header();
     set(&mut header, "htm", Value::from(method))?;
     set(&mut header, "htu", Value::from(path))?;
-    set(&mut header, "iat", Value::from(iat))?;
+    set(&mut header, "iat", numeric_date(iat_ms))?;
     set(
         &mut header,
         "exp",
-        Value::from(iat + MAX_LIFETIME.as_secs()),
+        Value::from(iat_ms / 1000 + MAX_LIFETIME.as_secs()),
     )?;
     set(&mut header, "jti", Value::from(jti.clone()))?;
-    let token = seal(key, &header, payload)?;
-    Ok(SealedRequest { token, jti })
+    set(&mut header, "bln", Value::from(body.len() as u64))?;
+    set(
+        &mut header,
+        "bsh",
+        Value::from(URL_SAFE_NO_PAD.encode(Sha256::digest(&body))),
+    )?;
+    let token = seal(key, &header, b"")?;
+    Ok(SealedRequest { token, body, jti })
 }
 
-/// Opens a request sealed for `method path`, checking everything but replay
-/// (see [`ReplayCache`]). The algorithms are checked before decrypting; the
-/// claims are trusted only once GCM has authenticated them.
+/// `iat` as a JWT NumericDate with millisecond precision (RFC 7519 allows
+/// non-integer values): the agent refuses requests issued before it
+/// started, which whole seconds would blur.
+fn numeric_date(ms: u64) -> Value {
+    if ms % 1000 == 0 {
+        Value::from(ms / 1000)
+    } else {
+        serde_json::Number::from_f64(ms as f64 / 1000.0)
+            .map_or(Value::from(ms / 1000), Value::Number)
+    }
+}
+
+/// A NumericDate (integer or fractional seconds) as milliseconds.
+fn numeric_date_ms(value: &Value) -> Option<u64> {
+    if let Some(secs) = value.as_u64() {
+        return secs.checked_mul(1000);
+    }
+    let secs = value.as_f64()?;
+    (0.0..1e15)
+        .contains(&secs)
+        .then(|| (secs * 1000.0).round() as u64)
+}
+
+/// Opens the header token of a request for `method path`, checking
+/// everything but replay (see [`ReplayCache`]) and the body (see
+/// [`BodyCheck`]). The algorithms are checked before decrypting; the claims
+/// are trusted only once GCM has authenticated them. Costs one decryption of
+/// a token of a few hundred bytes, whatever body follows.
 pub fn open_request(
     key: &NodeKey,
     token: &str,
@@ -286,39 +350,47 @@ pub fn open_request(
     if token.is_empty() {
         return Err(Rejection::Missing);
     }
-    if token.split('.').count() != 5 {
+    if token.len() > MAX_TOKEN_LEN || token.split('.').count() != 5 {
         return Err(Rejection::Malformed);
     }
     let header = peek_header(token).ok_or(Rejection::Malformed)?;
     if !algorithms_accepted(&header) {
         return Err(Rejection::Algorithm);
     }
-    let payload = decrypt(key, token).map_err(|_| Rejection::Decrypt)?;
+    decrypt(key, token).map_err(|_| Rejection::Decrypt)?;
 
     // Authenticated from here on.
     let claim_str = |name| header.get(name).and_then(Value::as_str);
     let claim_u64 = |name| header.get(name).and_then(Value::as_u64);
-    let (Some(htm), Some(htu), Some(iat), Some(exp), Some(jti)) = (
+    let (Some(htm), Some(htu), Some(iat_ms), Some(exp), Some(jti), Some(body_len), Some(digest)) = (
         claim_str("htm"),
         claim_str("htu"),
-        claim_u64("iat"),
+        header.get("iat").and_then(numeric_date_ms),
         claim_u64("exp"),
         claim_str("jti"),
+        claim_u64("bln"),
+        claim_str("bsh").and_then(|d| URL_SAFE_NO_PAD.decode(d).ok()),
     ) else {
+        return Err(Rejection::Claims);
+    };
+    let Ok(body_sha256) = <[u8; 32]>::try_from(digest) else {
         return Err(Rejection::Claims);
     };
     if jti.len() < 16 || jti.len() > 64 {
         return Err(Rejection::Claims);
     }
-    if exp < iat || exp - iat > MAX_LIFETIME.as_secs() {
+    let Some(exp_ms) = exp.checked_mul(1000) else {
+        return Err(Rejection::Claims);
+    };
+    if exp_ms < iat_ms || exp_ms - iat_ms > MAX_LIFETIME.as_millis() as u64 {
         return Err(Rejection::Lifetime);
     }
-    let now = unix_secs(now);
-    let skew = CLOCK_SKEW.as_secs();
-    if iat > now + skew {
+    let now_ms = unix_millis(now);
+    let skew = CLOCK_SKEW.as_millis() as u64;
+    if iat_ms > now_ms + skew {
         return Err(Rejection::NotYetValid);
     }
-    if now > exp + skew {
+    if now_ms > exp_ms + skew {
         return Err(Rejection::Expired);
     }
     if !htm.eq_ignore_ascii_case(method) {
@@ -329,9 +401,80 @@ pub fn open_request(
     }
     Ok(OpenedRequest {
         jti: jti.to_owned(),
+        iat_ms,
         exp,
-        payload,
+        body_len,
+        body_sha256,
     })
+}
+
+/// Checks a request's body against the length and digest its authenticated
+/// header announced, as the body streams in, then opens it.
+#[derive(Debug)]
+pub struct BodyCheck<'a> {
+    request: &'a OpenedRequest,
+    digest: Sha256,
+    received: u64,
+}
+
+impl<'a> BodyCheck<'a> {
+    pub fn new(request: &'a OpenedRequest) -> Self {
+        Self {
+            request,
+            digest: Sha256::new(),
+            received: 0,
+        }
+    }
+
+    /// Takes the next piece of the body; refuses a byte past the announced
+    /// length before anything is kept.
+    pub fn update(&mut self, chunk: &[u8]) -> Result<(), BodyError> {
+        self.received = self.received.saturating_add(chunk.len() as u64);
+        if self.received > self.request.body_len {
+            return Err(BodyError::Length);
+        }
+        self.digest.update(chunk);
+        Ok(())
+    }
+
+    /// The body is complete: its length and digest must be the announced
+    /// ones; only then is it decrypted. Gives the payload (empty for an
+    /// empty body).
+    pub fn open(self, key: &NodeKey, body: &[u8]) -> Result<Vec<u8>, BodyError> {
+        if self.received != self.request.body_len || body.len() as u64 != self.received {
+            return Err(BodyError::Length);
+        }
+        if self.digest.finalize().as_slice() != self.request.body_sha256 {
+            return Err(BodyError::Digest);
+        }
+        if body.is_empty() {
+            return Ok(Vec::new());
+        }
+        let token = std::str::from_utf8(body).map_err(|_| BodyError::Decrypt)?;
+        let header = peek_header(token).ok_or(BodyError::Decrypt)?;
+        if !algorithms_accepted(&header) {
+            return Err(BodyError::Decrypt);
+        }
+        decrypt(key, token).map_err(|_| BodyError::Decrypt)
+    }
+}
+
+/// Why an authenticated request's body was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BodyError {
+    #[error("body length differs from the sealed header's")]
+    Length,
+    #[error("body digest differs from the sealed header's")]
+    Digest,
+    #[error("body is not a JWE sealed with the node key")]
+    Decrypt,
+    #[error("body too large")]
+    TooLarge,
+    #[error("body not received in time")]
+    Timeout,
+    #[error("body could not be read")]
+    Read,
 }
 
 /// Seals the answer to the request `rid` with HTTP `status`.
@@ -360,7 +503,10 @@ pub fn open_response(
     if !algorithms_accepted(&header) {
         return Err(EnvelopeError::Open("algorithm not accepted".into()));
     }
-    let payload = decrypt(key, token).map_err(EnvelopeError::Open)?;
+    well_formed(token).map_err(EnvelopeError::Open)?;
+    // Well formed, our algorithms: a failure now is GCM's tag, so the
+    // answer was sealed under another key (or altered on the way).
+    let payload = decrypt(key, token).map_err(|_| EnvelopeError::Decrypt)?;
     if header.get("rid").and_then(Value::as_str) != Some(rid) {
         return Err(EnvelopeError::Mismatch("rid"));
     }
@@ -368,75 +514,4 @@ pub fn open_response(
         return Err(EnvelopeError::Mismatch("status"));
     }
     Ok(payload)
-}
-
-/// Remembers accepted `jti`s until they expire, so each request is accepted
-/// once. Bounded: when full of unexpired entries it refuses new requests
-/// (fails closed) rather than forgetting one that could then be replayed.
-#[derive(Debug)]
-pub struct ReplayCache {
-    capacity: usize,
-    inner: Mutex<ReplayInner>,
-}
-
-#[derive(Debug, Default)]
-struct ReplayInner {
-    seen: HashSet<Arc<str>>,
-    by_expiry: BinaryHeap<Reverse<(u64, Arc<str>)>>,
-}
-
-impl ReplayCache {
-    /// Enough for ~1,100 requests a second sustained over a request's whole
-    /// validity window (`MAX_LIFETIME + 2 * CLOCK_SKEW`), in about 10 MB.
-    pub const DEFAULT_CAPACITY: usize = 131_072;
-
-    pub fn new(capacity: usize) -> Self {
-        Self {
-            capacity: capacity.max(1),
-            inner: Mutex::new(ReplayInner::default()),
-        }
-    }
-
-    /// Records `jti` (valid until `exp`), or refuses it if it was seen.
-    pub fn check_and_insert(&self, jti: &str, exp: u64, now: SystemTime) -> Result<(), Rejection> {
-        let now = unix_secs(now);
-        let forget_after = exp + CLOCK_SKEW.as_secs();
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        while let Some(Reverse((expiry, _))) = inner.by_expiry.peek() {
-            if *expiry >= now {
-                break;
-            }
-            if let Some(Reverse((_, old))) = inner.by_expiry.pop() {
-                inner.seen.remove(&old);
-            }
-        }
-        if inner.seen.contains(jti) {
-            return Err(Rejection::Replayed);
-        }
-        if inner.seen.len() >= self.capacity {
-            return Err(Rejection::ReplayCacheFull);
-        }
-        let jti: Arc<str> = Arc::from(jti);
-        inner.seen.insert(jti.clone());
-        inner.by_expiry.push(Reverse((forget_after, jti)));
-        Ok(())
-    }
-
-    pub fn len(&self) -> usize {
-        self.inner
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .seen
-            .len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-impl Default for ReplayCache {
-    fn default() -> Self {
-        Self::new(Self::DEFAULT_CAPACITY)
-    }
 }

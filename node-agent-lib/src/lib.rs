@@ -57,10 +57,13 @@
 //!
 //! # The envelope
 //!
-//! See [`envelope`]: requests are compact JWEs (`dir` + `A256GCM`) bound to
-//! method, path, time and a single-use `jti`; answers are sealed with the
-//! request's `jti` and the HTTP status. Every refused request gets the same
-//! bare `401 {"error":"unauthorized"}` and touches neither service nor core.
+//! See [`envelope`]: each request's header carries a compact JWE (`dir` +
+//! `A256GCM`) bound to method, path, time, a single-use `jti` and the sealed
+//! body's length and digest, opened before any body byte is read; answers
+//! are sealed with the request's `jti` and the HTTP status. Every refused
+//! request gets the same bare `401 {"error":"unauthorized"}` and touches
+//! neither service nor core; refusals are counted and logged at most once
+//! per interval ([`refusals`]).
 
 pub mod agent;
 pub mod api;
@@ -70,6 +73,8 @@ pub mod core;
 pub mod envelope;
 pub mod metrics;
 pub mod openapi;
+pub mod refusals;
+pub mod replay;
 pub mod server;
 pub mod service;
 pub mod settings;

@@ -27,6 +27,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::agent::Agent;
+use crate::refusals::Refusals;
 use crate::wire::NodeStatus;
 
 /// The `Content-Type` of a scrape's answer.
@@ -87,7 +88,33 @@ impl Collector for Restarts {
     }
 }
 
+/// The refused-request counter, read from the API's state at scrape time.
+#[derive(Debug)]
+struct RefusedRequests(Arc<Refusals>);
+
+impl Collector for RefusedRequests {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let counter = ConstCounter::new(self.0.total());
+        let metric = encoder.encode_descriptor(
+            "requests_refused",
+            "Node API requests refused with 401 (no, forged, stale or replayed envelope)",
+            None,
+            counter.metric_type(),
+        )?;
+        counter.encode(metric)
+    }
+}
+
 impl AgentMetrics {
+    /// Also exports the node API's refused requests
+    /// (`xray_agent_requests_refused_total`), from
+    /// [`crate::AppState::refusals`].
+    pub fn with_refusals(mut self, refusals: Arc<Refusals>) -> Self {
+        self.registry
+            .register_collector(Box::new(RefusedRequests(refusals)));
+        self
+    }
+
     pub fn new(agent: Arc<Agent>) -> Self {
         let mut registry = Registry::with_prefix("xray_agent");
         let core_up = Gauge::default();

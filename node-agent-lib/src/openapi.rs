@@ -3,10 +3,12 @@
 //! Swagger UI at `/docs` (assets built into the binary). Both are open: the
 //! API itself stays JWE-only, and the document says so.
 //!
-//! Every request body is the compact serialisation of a JWE (`dir` +
+//! Every request carries a sealed header token in `Authorization: JWE
+//! <token>` (binding method, path, time, `jti` and the body's length and
+//! digest); a request body is the compact serialisation of a JWE (`dir` +
 //! `A256GCM`, content type `application/jose`) whose plaintext is the JSON
-//! described by a component schema (`StartRequest`, `UsersEditRequest`); a
-//! `GET` carries it in `Authorization: JWE <token>`. Answers other than the
+//! described by a component schema (`StartRequest`, `UsersEditRequest`).
+//! Answers other than the
 //! bare 401 are sealed the same way around `StartResponse`,
 //! `StatusResponse` or `ErrorBody`. Each operation names its plaintext
 //! schemas in the `x-jwe-request` and `x-jwe-response` extensions.
@@ -43,7 +45,7 @@ pub const JWE_SCHEME: &str = "node_jwe";
 #[openapi(
     info(
         title = "xray-node-agent",
-        description = "The node agent's API, called by the manager. **Every request is a JWE** (compact serialisation, `dir` + `A256GCM`, with the node's key; content type `application/jose`) whose plaintext is the JSON described by the schema named in the operation's `x-jwe-request`; `GET /status` carries it in `Authorization: JWE <token>`. The envelope binds the method, path, time and a single-use `jti`. Answers are sealed the same way (plaintext schema in `x-jwe-response`, errors as `ErrorBody`), except the bare `401 {\"error\":\"unauthorized\"}` for any refused envelope. Every call is idempotent."
+        description = "The node agent's API, called by the manager. **Every request is sealed with the node's key** (compact JWE, `dir` + `A256GCM`): a header token in `Authorization: JWE <token>` whose authenticated header binds the method, path, time (`iat` in ms), a single-use `jti` and the body's exact length and SHA-256 digest, checked before any body byte is read; the body (content type `application/jose`, `Content-Length` as announced) is a JWE whose plaintext is the JSON described by the schema named in the operation's `x-jwe-request`. Answers are sealed the same way (plaintext schema in `x-jwe-response`, errors as `ErrorBody`), except the bare `401 {\"error\":\"unauthorized\"}` for any refused envelope. Every call is idempotent."
     ),
     paths(api::start, api::stop, api::status, api::edit_users),
     modifiers(&Envelope)
@@ -182,7 +184,7 @@ impl Modify for Envelope {
             JWE_SCHEME,
             SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
                 "Authorization",
-                "GET: `JWE <compact JWE>`. POST: the body itself is the compact JWE (content type `application/jose`). Sealed with the node's key.",
+                "`JWE <header token>` on every call: a compact JWE (empty plaintext) binding method, path, time, `jti` and the sealed body's length (`bln`) and SHA-256 digest (`bsh`). Sealed with the node's key.",
             ))),
         );
         for (name, schema) in wire_schemas() {

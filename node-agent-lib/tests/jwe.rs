@@ -39,9 +39,11 @@ fn forge(key: &[u8], header: Value, payload: &[u8]) -> String {
     }
 }
 
+/// Claims for a request without a body (`bln` 0, `bsh` the digest of nothing).
 fn claims(method: &str, path: &str, iat: u64, exp: u64) -> Value {
     json!({"alg": "dir", "enc": "A256GCM", "htm": method, "htu": path, "iat": iat, "exp": exp,
-           "jti": "AAAAAAAAAAAAAAAAAAAAAA"})
+           "jti": "AAAAAAAAAAAAAAAAAAAAAA", "bln": 0,
+           "bsh": "47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU"})
 }
 
 fn key_bytes(key: &NodeKey) -> Vec<u8> {
@@ -129,7 +131,7 @@ async fn a_wrong_key_of_another_length_is_unauthorized() {
 }
 
 #[tokio::test]
-async fn tampered_ciphertext_is_unauthorized() {
+async fn tampered_tag_is_unauthorized() {
     let node = untouchable();
     let s = envelope::seal_request(
         &node.key,
@@ -139,10 +141,11 @@ async fn tampered_ciphertext_is_unauthorized() {
         SystemTime::now(),
     )
     .unwrap();
+    // The header token's payload is empty: its tag is what GCM checks.
     let mut parts: Vec<String> = s.token.split('.').map(str::to_owned).collect();
-    let mut ciphertext = URL_SAFE_NO_PAD.decode(&parts[3]).unwrap();
-    ciphertext[0] ^= 1;
-    parts[3] = URL_SAFE_NO_PAD.encode(ciphertext);
+    let mut tag = URL_SAFE_NO_PAD.decode(&parts[4]).unwrap();
+    tag[0] ^= 1;
+    parts[4] = URL_SAFE_NO_PAD.encode(tag);
     assert_unauthorized(&node, "POST", "/start", &parts.join(".")).await;
 }
 

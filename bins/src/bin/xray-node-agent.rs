@@ -62,7 +62,9 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(at) = settings.metrics_listen {
         let metrics_listener = tokio::net::TcpListener::bind(at).await?;
         tracing::info!(addr = %at, "metrics served without authentication");
-        let agent_metrics = Arc::new(AgentMetrics::new(node.agent.clone()));
+        let agent_metrics = Arc::new(
+            AgentMetrics::new(node.agent.clone()).with_refusals(node.state.refusals().clone()),
+        );
         let stop = shutdown.clone().cancelled_owned();
         tokio::spawn(async move {
             if let Err(e) = metrics::serve(agent_metrics, metrics_listener, stop).await {

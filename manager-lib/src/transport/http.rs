@@ -21,8 +21,8 @@ impl HttpTransport {
     /// `timeout` bounds each call; `/start` with many users gets
     /// `start_timeout` from [`HttpTransport::with_start_timeout`].
     pub fn new(timeout: Duration) -> Self {
-        let http = reqwest::Client::builder()
-            .pool_idle_timeout(Duration::from_secs(90))
+        // No redirects on the node channel (see `http_client_builder`).
+        let http = node_agent_lib::client::http_client_builder()
             .pool_max_idle_per_host(8)
             .tcp_nodelay(true)
             .build()
@@ -57,6 +57,9 @@ fn map_error(e: ClientError) -> TransportError {
             message: body.message,
         },
         ClientError::Unreachable(m) => TransportError::Unreachable(m),
+        e @ (ClientError::Unauthorized | ClientError::KeyMismatch { .. }) => {
+            TransportError::KeyMismatch(e.to_string())
+        }
         other => TransportError::Protocol(other.to_string()),
     }
 }

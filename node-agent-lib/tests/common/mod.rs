@@ -126,26 +126,30 @@ pub fn user(n: u32) -> WireUser {
     }
 }
 
-/// A request carrying `token` the way the API expects for `method`.
+/// A request carrying `token` in `Authorization: JWE <token>`, and no body.
 pub fn request_with_token(method: &str, path: &str, token: &str) -> Request<Body> {
-    let builder = Request::builder().method(method).uri(path);
-    if method == "GET" {
-        builder
-            .header(header::AUTHORIZATION, format!("JWE {token}"))
-            .body(Body::empty())
-            .unwrap()
-    } else {
-        builder
+    request_with_body(method, path, token, Vec::new())
+}
+
+/// A request carrying `token` in its header and `body` with its
+/// `Content-Length` (as hyper gives it to the router).
+pub fn request_with_body(method: &str, path: &str, token: &str, body: Vec<u8>) -> Request<Body> {
+    let mut builder = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(header::AUTHORIZATION, format!("JWE {token}"));
+    if !body.is_empty() {
+        builder = builder
             .header(header::CONTENT_TYPE, "application/jose")
-            .body(Body::from(token.to_owned()))
-            .unwrap()
+            .header(header::CONTENT_LENGTH, body.len());
     }
+    builder.body(Body::from(body)).unwrap()
 }
 
 /// A correctly sealed request; gives it with its jti.
 pub fn sealed(key: &NodeKey, method: &str, path: &str, payload: &[u8]) -> (Request<Body>, String) {
     let s = envelope::seal_request(key, method, path, payload, SystemTime::now()).unwrap();
-    (request_with_token(method, path, &s.token), s.jti)
+    (request_with_body(method, path, &s.token, s.body), s.jti)
 }
 
 pub struct Answer {
