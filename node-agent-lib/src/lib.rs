@@ -63,6 +63,7 @@ pub mod client;
 pub mod config;
 pub mod core;
 pub mod envelope;
+pub mod listener;
 pub mod metrics;
 pub mod openapi;
 pub mod server;

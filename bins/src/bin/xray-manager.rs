@@ -21,7 +21,11 @@ struct Args {
     /// XM_HEARTBEAT_MS, XM_NODE_TIMEOUT_MS, XM_CONCURRENCY, XM_ADMIN_TOKEN,
     /// XM_LOG_JSON, XM_NODE_LIST_RATE, XM_NODE_LIST_BURST, XM_METRICS_LISTEN),
     /// which wins over
-    /// the file.
+    /// the file. Listener limits ([http]): XM_HTTP_HEADER_READ_TIMEOUT_MS
+    /// (10000), XM_HTTP_IDLE_TIMEOUT_MS (60000), XM_HTTP_MAX_CONNECTIONS (1024;
+    /// past it the listener stops accepting), XM_HTTP_MAX_HEADER_BYTES
+    /// (16384), XM_HTTP_HTTP2 (true), XM_HTTP_HTTP2_MAX_STREAMS (64),
+    /// XM_HTTP_SHUTDOWN_GRACE_MS (10000).
     #[arg(long, short, env = "XM_CONFIG", global = true)]
     config: Option<PathBuf>,
     #[command(subcommand)]
