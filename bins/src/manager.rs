@@ -97,8 +97,9 @@ pub async fn serve(cfg: ManagerConfig, url: String) -> Result<(), String> {
         tracing::info!(addr = %at, "metrics served without a token");
         let stop = shutdown.clone().cancelled_owned();
         let router = metrics::router(metrics.clone());
+        let http = cfg.http.clone();
         tokio::spawn(async move {
-            if let Err(e) = api::serve(listener, router, stop).await {
+            if let Err(e) = api::serve_with(listener, router, &http, stop).await {
                 tracing::error!(error = %e, "metrics listener failed");
             }
         });
@@ -108,9 +109,14 @@ pub async fn serve(cfg: ManagerConfig, url: String) -> Result<(), String> {
         .with_rate_limit(cfg.node_list_limit())
         .with_metrics(metrics);
     let router = api::router(state).layer(crate::request_trace_layer());
-    api::serve(listener, router, shutdown.clone().cancelled_owned())
-        .await
-        .map_err(|e| e.to_string())?;
+    api::serve_with(
+        listener,
+        router,
+        &cfg.http,
+        shutdown.clone().cancelled_owned(),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     let _ = heartbeat.await;
     tracing::info!("xray-manager stopped");
     Ok(())

@@ -72,9 +72,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let heartbeat = tokio::spawn(reconciler.run(async {
         let _ = stop_rx.await;
     }));
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    // The manager's hardened listener (header and idle timeouts, a
+    // connection cap) serves the host's routes too.
+    api::serve(listener, app, shutdown).await?;
     let _ = stop_tx.send(());
     heartbeat.await?;
     Ok(())

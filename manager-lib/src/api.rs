@@ -4,7 +4,6 @@
 //! Every error answer is `{"error": "<stable text>", "message": "<details>"}`
 //! and comes from one table, [`ApiError::status_and_text`].
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -314,12 +313,19 @@ pub async fn serve(
     router: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    let settings = node_agent_lib::listener::ListenerSettings::default();
+    serve_with(listener, router, &settings, shutdown).await
+}
+
+/// [`serve`] with the listener limits of `settings` (timeouts, connection
+/// cap, header bytes, HTTP/2 limits: [`node_agent_lib::listener`]).
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    settings: &node_agent_lib::listener::ListenerSettings,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    node_agent_lib::listener::serve(listener, router, settings, None, shutdown).await
 }
 
 type ApiResult<T> = Result<T, ApiError>;

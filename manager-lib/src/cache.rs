@@ -49,7 +49,14 @@
 //!
 //! The answer is then computed exactly as the storage would: no nodes for a
 //! disabled user, else the serving nodes with `applied_seq >= change_seq`, in
-//! id order. Absent users are not cached.
+//! id order.
+//!
+//! **Absent users are cached too**, as a one-byte value at version -1 for at
+//! most 5 minutes: otherwise an unknown id would always reach the storage
+//! while a known one is answered from the cache, and the time difference
+//! would tell a prober which ids exist. Any write of the user by any
+//! replica (a creation included: it marks the key) replaces the absence, and
+//! an absence read before such a write is refused by the write's mark.
 //!
 //! Cached rows hold the user's secret (the cache is trusted like the
 //! database); logs never show keys or values.

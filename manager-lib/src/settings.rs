@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use node_agent_lib::listener::ListenerSettings;
 use serde::Deserialize;
 
 use crate::admin_auth::{self, FailureLimit};
@@ -74,6 +75,12 @@ pub struct ManagerConfig {
     /// token: keep it private. Unset (the default): metrics are on the API
     /// address, behind the token. Env: `XM_METRICS_LISTEN`.
     pub metrics_listen: Option<SocketAddr>,
+    /// Limits of the API and metrics listeners: header-read and idle
+    /// timeouts, connection cap, header bytes, HTTP/2 streams (`[http]`;
+    /// env `XM_HTTP_HEADER_READ_TIMEOUT_MS`, `XM_HTTP_IDLE_TIMEOUT_MS`,
+    /// `XM_HTTP_MAX_CONNECTIONS`, `XM_HTTP_MAX_HEADER_BYTES`, `XM_HTTP_HTTP2`,
+    /// `XM_HTTP_HTTP2_MAX_STREAMS`, `XM_HTTP_SHUTDOWN_GRACE_MS`).
+    pub http: ListenerSettings,
 }
 
 impl Default for ManagerConfig {
@@ -93,6 +100,7 @@ impl Default for ManagerConfig {
             node_list_rate: 20,
             node_list_burst: 40,
             metrics_listen: None,
+            http: ListenerSettings::default(),
         }
     }
 }
@@ -136,6 +144,7 @@ impl ManagerConfig {
                     .into(),
             );
         }
+        self.http.validate()?;
         Ok(())
     }
 
@@ -184,6 +193,11 @@ impl ManagerConfig {
                 "" => None,
                 v => Some(parse("XM_METRICS_LISTEN", v.to_owned())?),
             };
+        }
+        for key in ListenerSettings::KEYS {
+            if let Some(v) = var(&format!("XM_HTTP_{key}")) {
+                self.http.set(key, &v).map_err(|e| format!("XM_HTTP_{e}"))?;
+            }
         }
         if let Some(v) = var("XM_LOG_JSON") {
             self.log_json = matches!(v.as_str(), "1" | "true" | "yes");
@@ -395,6 +409,23 @@ mod tests {
             None
         );
         assert!(from_env(&[("XM_ADMIN_FAILURE_REFILL_SECS", "0")]).is_err());
+    }
+
+    #[test]
+    fn listener_limits_come_from_the_file_then_the_env() {
+        let mut cfg: ManagerConfig =
+            toml::from_str("[http]\nheader_read_timeout_ms = 2000\nmax_connections = 10").unwrap();
+        assert_eq!(cfg.http.header_read_timeout_ms, 2000);
+        assert_eq!(
+            cfg.http.idle_timeout_ms,
+            ListenerSettings::default().idle_timeout_ms
+        );
+        cfg.apply_env(|k| (k == "XM_HTTP_MAX_CONNECTIONS").then(|| "20".to_owned()))
+            .unwrap();
+        assert_eq!(cfg.http.max_connections, 20);
+        let bad = cfg.apply_env(|k| (k == "XM_HTTP_IDLE_TIMEOUT_MS").then(|| "soon".to_owned()));
+        assert!(bad.unwrap_err().contains("XM_HTTP_IDLE_TIMEOUT_MS"));
+        assert!(toml::from_str::<ManagerConfig>("[http]\nnope = 1").is_err());
     }
 
     #[test]

@@ -10,10 +10,11 @@ use manager_lib::cache::{
     Cache, CacheError, CacheResult, CachedStorage, CachedStorageSettings, MemoryCache,
 };
 use manager_lib::domain::{
-    ActualStatus, NewNode, NewUser, NodeId, RequiredStatus, UserId, UserStatus,
+    ActualStatus, FleetState, NewNode, NewUser, Node, NodeId, Page, PageRequest, PendingBatch,
+    RequiredStatus, Seq, ServingNode, StartPlan, User, UserId, UserNodes, UserStatus,
 };
 use manager_lib::storage::memory::MemoryStorage;
-use manager_lib::storage::{Entity, Storage, StorageError};
+use manager_lib::storage::{Entity, Storage, StorageError, StorageResult};
 use tokio::sync::oneshot;
 
 /// Ttls that never run out during a test: every fresh answer must come from
@@ -423,4 +424,191 @@ async fn a_replica_over_a_restored_database_never_reads_rows_cached_after_the_ba
         "a row from the future"
     );
     assert_eq!(after.stats().hits, 0, "{:?}", after.stats());
+}
+
+// ---- unknown ids (the node-list call must not tell them from known ones) ----
+
+/// Memory storage that counts the user-row reads reaching it.
+#[derive(Debug, Default)]
+struct CountingStorage {
+    inner: MemoryStorage,
+    user_reads: std::sync::atomic::AtomicU64,
+}
+
+impl CountingStorage {
+    fn user_reads(&self) -> u64 {
+        self.user_reads.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[async_trait]
+#[deny(clippy::missing_trait_methods)]
+impl Storage for CountingStorage {
+    async fn create_node(&self, n: NewNode) -> StorageResult<Node> {
+        self.inner.create_node(n).await
+    }
+    async fn get_node(&self, id: NodeId) -> StorageResult<Node> {
+        self.inner.get_node(id).await
+    }
+    async fn find_node_by_endpoint(&self, e: &str) -> StorageResult<Option<Node>> {
+        self.inner.find_node_by_endpoint(e).await
+    }
+    async fn list_nodes(&self, p: &PageRequest) -> StorageResult<Page<Node>> {
+        self.inner.list_nodes(p).await
+    }
+    async fn delete_node(&self, id: NodeId) -> StorageResult<()> {
+        self.inner.delete_node(id).await
+    }
+    async fn set_required_status(&self, id: NodeId, s: RequiredStatus) -> StorageResult<Node> {
+        self.inner.set_required_status(id, s).await
+    }
+    async fn begin_start(&self, id: NodeId) -> StorageResult<StartPlan> {
+        self.inner.begin_start(id).await
+    }
+    async fn finish_start(&self, id: NodeId, seq: Seq, t: &str) -> StorageResult<()> {
+        self.inner.finish_start(id, seq, t).await
+    }
+    async fn begin_stop(&self, id: NodeId) -> StorageResult<Node> {
+        self.inner.begin_stop(id).await
+    }
+    async fn finish_stop(&self, id: NodeId) -> StorageResult<()> {
+        self.inner.finish_stop(id).await
+    }
+    async fn record_observation(&self, id: NodeId, a: ActualStatus) -> StorageResult<()> {
+        self.inner.record_observation(id, a).await
+    }
+    async fn create_user(&self, u: NewUser) -> StorageResult<User> {
+        self.inner.create_user(u).await
+    }
+    async fn get_user(&self, id: UserId) -> StorageResult<User> {
+        self.user_reads
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.get_user(id).await
+    }
+    async fn list_users(&self, p: &PageRequest) -> StorageResult<Page<User>> {
+        self.inner.list_users(p).await
+    }
+    async fn set_user_status(&self, id: UserId, s: UserStatus) -> StorageResult<User> {
+        self.inner.set_user_status(id, s).await
+    }
+    async fn delete_user(&self, id: UserId) -> StorageResult<()> {
+        self.inner.delete_user(id).await
+    }
+    async fn user_nodes(&self, id: UserId) -> StorageResult<UserNodes> {
+        self.user_reads
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.user_nodes(id).await
+    }
+    async fn pending_operations(&self, id: NodeId, l: u32) -> StorageResult<PendingBatch> {
+        self.inner.pending_operations(id, l).await
+    }
+    async fn changes_after(&self, after: Seq, l: u32) -> StorageResult<PendingBatch> {
+        self.inner.changes_after(after, l).await
+    }
+    async fn ack_operations(&self, id: NodeId, s: Seq) -> StorageResult<()> {
+        self.inner.ack_operations(id, s).await
+    }
+    async fn ack_operations_many(&self, acks: &[(NodeId, Seq)]) -> StorageResult<()> {
+        self.inner.ack_operations_many(acks).await
+    }
+    async fn fleet_state(&self) -> StorageResult<FleetState> {
+        self.inner.fleet_state().await
+    }
+    async fn purge_tombstones(&self) -> StorageResult<u64> {
+        self.inner.purge_tombstones().await
+    }
+    async fn claim_nodes(&self, o: &str, t: Duration, l: u32) -> StorageResult<Vec<Node>> {
+        self.inner.claim_nodes(o, t, l).await
+    }
+    async fn release_nodes(&self, o: &str) -> StorageResult<()> {
+        self.inner.release_nodes(o).await
+    }
+    async fn serving_nodes(&self) -> StorageResult<Vec<ServingNode>> {
+        self.inner.serving_nodes().await
+    }
+}
+
+fn is_user_not_found(answer: &StorageResult<UserNodes>) -> bool {
+    matches!(answer, Err(StorageError::NotFound(Entity::User)))
+}
+
+#[tokio::test]
+async fn an_unknown_id_asked_again_does_not_reach_the_storage() {
+    let counting = Arc::new(CountingStorage::default());
+    let cached = CachedStorage::new(counting.clone(), Arc::new(MemoryCache::new()), long_ttls());
+    serving_node_with_user(&cached).await;
+    let unknown = UserId::random();
+
+    assert!(is_user_not_found(&cached.user_nodes(unknown).await));
+    let reads = counting.user_reads();
+    assert!(reads >= 1, "the first ask reads the storage");
+    for _ in 0..5 {
+        assert!(is_user_not_found(&cached.user_nodes(unknown).await));
+    }
+    assert_eq!(counting.user_reads(), reads, "a repeat reached the storage");
+}
+
+/// A user created with an id that was asked for (and found absent) before.
+fn user_with_id(id: UserId) -> NewUser {
+    NewUser {
+        id,
+        ..NewUser::new("late").unwrap()
+    }
+}
+
+#[tokio::test]
+async fn a_cached_miss_is_dropped_by_a_creation_on_the_same_replica() {
+    let (a, _) = replicas(long_ttls());
+    serving_node_with_user(a.as_ref()).await;
+    let id = UserId::random();
+    for _ in 0..2 {
+        assert!(is_user_not_found(&a.user_nodes(id).await));
+    }
+    a.create_user(user_with_id(id)).await.unwrap();
+    let found = a.user_nodes(id).await.unwrap();
+    assert_eq!(found.user.name, "late");
+}
+
+#[tokio::test]
+async fn a_cached_miss_is_dropped_by_a_creation_on_another_replica() {
+    let (a, b) = replicas(long_ttls());
+    serving_node_with_user(a.as_ref()).await;
+    let id = UserId::random();
+    for _ in 0..2 {
+        assert!(is_user_not_found(&b.user_nodes(id).await));
+    }
+    a.create_user(user_with_id(id)).await.unwrap();
+    let found = b.user_nodes(id).await.unwrap();
+    assert_eq!(found.user.name, "late");
+    // Enabling it shows through the shared cache too.
+    a.set_user_status(id, UserStatus::Enabled).await.unwrap();
+    assert_eq!(
+        b.user_nodes(id).await.unwrap().user.status,
+        UserStatus::Enabled
+    );
+}
+
+#[tokio::test]
+async fn a_miss_read_before_a_creation_is_not_cached_after_it() {
+    let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+    let gated = Arc::new(GatedCache::default());
+    let a = CachedStorage::new(storage.clone(), gated.clone(), long_ttls());
+    let b = CachedStorage::new(storage, gated.clone(), long_ttls());
+    serving_node_with_user(&a).await;
+    let id = UserId::random();
+    // a reads "absent", then b creates the user and marks it before a's
+    // fill lands: the fill must be refused.
+    let (filled, release) = gated.hold_next_fill();
+    let reading = tokio::spawn(async move { a.user_nodes(id).await.map(|_| ()) });
+    tokio::time::timeout(Duration::from_secs(10), filled)
+        .await
+        .expect("the absence is filled into the cache")
+        .unwrap();
+    b.create_user(user_with_id(id)).await.unwrap();
+    release.send(()).unwrap();
+    assert!(matches!(
+        reading.await.unwrap(),
+        Err(StorageError::NotFound(Entity::User))
+    ));
+    assert_eq!(b.user_nodes(id).await.unwrap().user.name, "late");
 }

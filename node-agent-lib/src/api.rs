@@ -6,11 +6,11 @@ use std::time::{Duration, SystemTime};
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::State;
 use axum::http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::any;
 use futures::StreamExt as _;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -89,29 +89,36 @@ impl AppState {
 }
 
 /// Every route of [`router`] (method, path), in one place: the OpenAPI
-/// document must list exactly these. `/docs` also serves the UI's assets
-/// below it.
+/// document must list exactly these.
 pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/start"),
     ("POST", "/stop"),
     ("GET", "/status"),
     ("POST", "/users/edit"),
-    ("GET", "/openapi.json"),
-    ("GET", "/docs"),
 ];
 
-/// The node API's routes, and its open documentation
-/// ([`crate::openapi`]); every API call is JWE-only.
+/// The node API's routes; every call is JWE-only. Whatever else a peer asks
+/// (another path, another method) gets the very answer of a refused
+/// envelope, so an unauthenticated peer learns nothing, not even that this
+/// is an agent. The API's documentation is served elsewhere
+/// ([`crate::openapi::docs_router`], on `docs_listen`).
 pub fn router(state: Arc<AppState>) -> Router {
-    let limit = state.body_limit;
+    // The handlers stream the body themselves, up to the length the header
+    // token announced (at most `body_limit`), so no body-limit layer.
+    // `any(refused)` first: a wrong method gets the bare 401, without the
+    // `Allow` header a 405 would add.
     Router::new()
-        .route("/start", post(start))
-        .route("/stop", post(stop))
-        .route("/status", get(status))
-        .route("/users/edit", post(edit_users))
-        .layer(DefaultBodyLimit::max(limit))
-        .merge(crate::openapi::docs_router())
+        .route("/start", any(refused).post(start))
+        .route("/stop", any(refused).post(stop))
+        .route("/status", any(refused).get(status))
+        .route("/users/edit", any(refused).post(edit_users))
+        .fallback(refused)
         .with_state(state)
+}
+
+/// An unknown path or method: the same bare 401 as a refused envelope.
+async fn refused() -> Response {
+    unauthorized()
 }
 
 /// The one table from an agent error to the answer's status and stable text.

@@ -71,6 +71,7 @@ pub mod client;
 pub mod config;
 pub mod core;
 pub mod envelope;
+pub mod listener;
 pub mod metrics;
 pub mod openapi;
 pub mod refusals;

@@ -8,8 +8,10 @@
 //! # async fn demo(agent: std::sync::Arc<node_agent_lib::Agent>) -> std::io::Result<()> {
 //! use std::sync::Arc;
 //! use node_agent_lib::metrics::{AgentMetrics, router};
+//! use node_agent_lib::listener::{self, ListenerSettings};
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:9101").await?;
-//! axum::serve(listener, router(Arc::new(AgentMetrics::new(agent)))).await
+//! let router = router(Arc::new(AgentMetrics::new(agent)));
+//! listener::serve(listener, router, &ListenerSettings::agent(), None, std::future::pending()).await
 //! # }
 //! ```
 
@@ -193,13 +195,13 @@ pub fn router(metrics: Arc<AgentMetrics>) -> Router {
         .with_state(metrics)
 }
 
-/// Serves [`router`] on `listener` until `shutdown` resolves.
+/// Serves [`router`] on `listener`, with the limits of `settings`, until
+/// `shutdown` resolves.
 pub async fn serve(
     metrics: Arc<AgentMetrics>,
     listener: tokio::net::TcpListener,
+    settings: &crate::listener::ListenerSettings,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(metrics))
-        .with_graceful_shutdown(shutdown)
-        .await
+    crate::listener::serve(listener, router(metrics), settings, None, shutdown).await
 }

@@ -1,7 +1,10 @@
 //! The node API's OpenAPI 3 document, generated from the handlers'
-//! annotations in [`crate::api`], served at `GET /openapi.json` with a
-//! Swagger UI at `/docs` (assets built into the binary). Both are open: the
-//! API itself stays JWE-only, and the document says so.
+//! annotations in [`crate::api`], served by [`docs_router`] at
+//! `GET /openapi.json` with a Swagger UI at `/docs` (assets built into the
+//! binary). They are not on the node API's port: a document titled
+//! `xray-node-agent` would name the node to anyone who asks, and censors
+//! probe suspected proxy hosts. The binary serves them on `docs_listen`
+//! only (off by default; keep it private, e.g. `127.0.0.1:9102`).
 //!
 //! Every request carries a sealed header token in `Authorization: JWE
 //! <token>` (binding method, path, time, `jti` and the body's length and
@@ -57,7 +60,9 @@ pub fn document() -> Document {
     ApiDoc::openapi()
 }
 
-/// `GET /openapi.json` and the Swagger UI under `/docs`, for any router state.
+/// `GET /openapi.json` and the Swagger UI under `/docs`, for any router
+/// state: the agent serves it on its own private listener, never on the
+/// node API's.
 pub fn docs_router<S: Clone + Send + Sync + 'static>() -> Router<S> {
     SwaggerUi::new(UI_PATH)
         .url(DOCUMENT_PATH, document())
@@ -174,7 +179,8 @@ pub fn wire_schemas() -> Vec<(&'static str, RefOr<Schema>)> {
 }
 
 /// The envelope's security scheme, the plaintext schemas and the links
-/// from each operation to them, and the documentation's own routes.
+/// from each operation to them. The documentation's own routes are not in
+/// the document: they are not on the node API's port.
 struct Envelope;
 
 impl Modify for Envelope {
@@ -228,13 +234,12 @@ impl Modify for Envelope {
                 );
             }
         }
-        describe_docs_routes(doc, None, "This OpenAPI document (not encrypted)");
     }
 }
 
 /// Adds [`DOCUMENT_PATH`] and [`UI_PATH`] themselves to `doc` (no handler
-/// annotation describes them), under `tag` when given. The manager's
-/// document uses it too.
+/// annotation describes them), under `tag` when given, for a document
+/// served on the same port as its API (the manager's).
 pub fn describe_docs_routes(doc: &mut Document, tag: Option<&str>, document_summary: &str) {
     let operation = || {
         let builder = OperationBuilder::new();

@@ -12,6 +12,7 @@ use crate::agent::{Agent, AgentOptions};
 use crate::api::{AppState, router};
 use crate::config::{ConfigError, CoreConfig};
 use crate::core::{CoreApi, CoreApiProbe};
+use crate::listener;
 use crate::service::{
     LaunchctlService, ProcessService, ProcessSettings, ServiceControl, SystemdService,
 };
@@ -120,30 +121,21 @@ impl Node {
         let tasks = self.agent.spawn_background(background.clone());
         let app = router(self.state.clone());
         let address = listener.local_addr()?;
-        let served = match &settings.tls {
+        let tls = match &settings.tls {
             None => {
                 tracing::info!(%address, "node API listening (plain HTTP)");
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(shutdown)
-                    .await
+                None
             }
             Some(tls) => {
-                let config =
-                    axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key)
-                        .await?;
-                let handle = axum_server::Handle::new();
-                let stopper = handle.clone();
-                tokio::spawn(async move {
-                    shutdown.await;
-                    stopper.graceful_shutdown(Some(Duration::from_secs(10)));
-                });
                 tracing::info!(%address, "node API listening (HTTPS)");
-                axum_server::from_tcp_rustls(listener.into_std()?, config)
-                    .handle(handle)
-                    .serve(app.into_make_service())
-                    .await
+                Some(listener::tls_acceptor(
+                    &tls.cert,
+                    &tls.key,
+                    settings.http.http2,
+                )?)
             }
         };
+        let served = listener::serve(listener, app, &settings.http, tls, shutdown).await;
         background.cancel();
         let _ = tasks.await;
         if let Some(process) = &self.process {

@@ -16,6 +16,12 @@
 //! [service]
 //! backend = "process"                                # or "systemd" (unit), "launchctl" (label, domain, plist)
 //!
+//! [http]                                             # listener limits (defaults shown)
+//! header_read_timeout_ms = 10000
+//! idle_timeout_ms = 60000
+//! max_connections = 64
+//! max_header_bytes = 8192
+//!
 //! [tls]                                              # optional
 //! cert = "/etc/xray-node-agent/cert.pem"
 //! key = "/etc/xray-node-agent/key.pem"
@@ -30,6 +36,7 @@ use serde::Deserialize;
 use xray_core_client::Flavor;
 
 use crate::envelope::NodeKey;
+use crate::listener::ListenerSettings;
 
 /// A setting that must not appear in logs or `Debug`.
 #[derive(Clone, Default, PartialEq, Eq, Deserialize)]
@@ -107,6 +114,14 @@ pub struct Settings {
     /// private (e.g. `127.0.0.1:9101`). Unset (the default): no metrics
     /// (`XNA_METRICS_LISTEN`).
     pub metrics_listen: Option<SocketAddr>,
+    /// Where the node API's OpenAPI document (`/openapi.json`) and Swagger UI
+    /// (`/docs`) are served, without authentication: keep it private (e.g.
+    /// `127.0.0.1:9102`). Unset (the default): not served anywhere, so the
+    /// public port names nothing (`XNA_DOCS_LISTEN`).
+    pub docs_listen: Option<SocketAddr>,
+    /// Limits of every listener of the agent: timeouts, connection cap,
+    /// header bytes (`[http]`, `XNA_HTTP_*`; see [`ListenerSettings`]).
+    pub http: ListenerSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -179,6 +194,8 @@ impl Default for Settings {
             monitor_interval_secs: 5,
             verify_period_secs: crate::agent::DEFAULT_VERIFY_PERIOD_SECS,
             metrics_listen: None,
+            docs_listen: None,
+            http: ListenerSettings::agent(),
         }
     }
 }
@@ -224,6 +241,7 @@ impl Settings {
             None => Self::default(),
         };
         settings.apply_env(std::env::vars())?;
+        settings.http.validate().map_err(|e| invalid("http", e))?;
         Ok(settings)
     }
 
@@ -319,8 +337,25 @@ impl Settings {
                         })?),
                     };
                 }
+                "DOCS_LISTEN" => {
+                    self.docs_listen = match value.trim() {
+                        "" => None,
+                        v => Some(v.parse().map_err(|e: std::net::AddrParseError| {
+                            invalid("XNA_DOCS_LISTEN", e.to_string())
+                        })?),
+                    };
+                }
                 // Read by the binary's flag parser.
                 "CONFIG" => {}
+                http if http.starts_with("HTTP_") => {
+                    if !self
+                        .http
+                        .set(&http["HTTP_".len()..], &value)
+                        .map_err(|e| invalid("XNA_HTTP_*", e))?
+                    {
+                        tracing::warn!(variable = %name, "unknown XNA_ variable ignored");
+                    }
+                }
                 _ => tracing::warn!(variable = %name, "unknown XNA_ variable ignored"),
             }
         }

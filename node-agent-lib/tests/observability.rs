@@ -67,8 +67,13 @@ async fn get(router: &axum::Router, path: &str) -> (StatusCode, String) {
 
 // ---- OpenAPI ----
 
-async fn served_document(node: &TestNode) -> Value {
-    let (status, text) = get(&node.router, "/openapi.json").await;
+/// The router the agent serves on `docs_listen` (never on the API's port).
+fn docs() -> axum::Router {
+    node_agent_lib::openapi::docs_router()
+}
+
+async fn served_document() -> Value {
+    let (status, text) = get(&docs(), "/openapi.json").await;
     assert_eq!(status, StatusCode::OK);
     serde_json::from_str(&text).unwrap()
 }
@@ -76,7 +81,7 @@ async fn served_document(node: &TestNode) -> Value {
 #[tokio::test]
 async fn the_document_lists_exactly_the_routes_of_the_router() {
     let (node, _, _) = running_node();
-    let doc = served_document(&node).await;
+    let doc = served_document().await;
     let mut documented = BTreeSet::new();
     for (path, item) in doc["paths"].as_object().unwrap() {
         for method in ["get", "post", "put", "delete", "patch", "head", "options"] {
@@ -91,24 +96,22 @@ async fn the_document_lists_exactly_the_routes_of_the_router() {
         .collect();
     assert_eq!(documented, routes);
 
-    // Every listed route is really served: the API's answer an unsealed
-    // request with 401, the documentation answers.
+    // Every listed route is really served: a sealed request gets a sealed
+    // answer (anything else, unknown paths included, gets the bare 401).
     for (method, path) in ROUTES {
-        let request = Request::builder()
-            .method(*method)
-            .uri(*path)
-            .body(Body::empty())
-            .unwrap();
-        let (status, _) = send(&node.router, request).await;
-        assert_ne!(status, StatusCode::NOT_FOUND, "{method} {path}");
-        assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+        let payload = match *path {
+            "/start" => json!({"users": []}),
+            "/users/edit" => json!({}),
+            _ => Value::Null,
+        };
+        let answer = call(&node, method, path, &payload).await;
+        assert_eq!(answer.status, StatusCode::OK, "{method} {path}");
     }
 }
 
 #[tokio::test]
 async fn the_document_parses_as_openapi_3_and_says_bodies_are_jwe() {
-    let (node, _, _) = running_node();
-    let text = get(&node.router, "/openapi.json").await.1;
+    let text = get(&docs(), "/openapi.json").await.1;
     let doc: utoipa::openapi::OpenApi = serde_json::from_str(&text).unwrap();
     let version = serde_json::to_value(&doc.openapi).unwrap();
     assert!(version.as_str().is_some_and(|v| v.starts_with("3.")));
@@ -229,11 +232,19 @@ fn the_plaintext_schemas_match_the_wire_types() {
 }
 
 #[tokio::test]
-async fn the_docs_are_open_and_the_api_stays_jwe_only() {
+async fn the_docs_are_served_by_their_own_router_and_not_by_the_api() {
     let (node, _, _) = running_node();
-    let (status, page) = get(&node.router, "/docs/").await;
+    let (status, page) = get(&docs(), "/docs/").await;
     assert_eq!(status, StatusCode::OK);
     assert!(page.contains("swagger-ui"));
+    for path in ["/docs/", "/openapi.json"] {
+        let (status, body) = get(&node.router, path).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}");
+        assert_eq!(
+            serde_json::from_str::<Value>(&body).unwrap(),
+            json!({"error": "unauthorized"})
+        );
+    }
     let request = Request::builder()
         .method("POST")
         .uri("/start")
@@ -352,7 +363,26 @@ async fn metrics_are_not_on_the_node_api() {
         .body(Body::empty())
         .unwrap();
     let (status, _) = send(&node.router, request).await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[test]
+fn docs_listen_is_off_by_default_and_set_by_file_or_env() {
+    assert_eq!(Settings::default().docs_listen, None);
+    let mut settings = Settings::from_toml("docs_listen = \"127.0.0.1:9102\"").unwrap();
+    assert_eq!(
+        settings.docs_listen,
+        Some("127.0.0.1:9102".parse().unwrap())
+    );
+    settings
+        .apply_env([("XNA_DOCS_LISTEN".to_owned(), String::new())])
+        .unwrap();
+    assert_eq!(settings.docs_listen, None);
+    assert!(
+        settings
+            .apply_env([("XNA_DOCS_LISTEN".to_owned(), "nope".to_owned())])
+            .is_err()
+    );
 }
 
 #[test]

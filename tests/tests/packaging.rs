@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use manager_lib::settings::ManagerConfig;
 use node_agent_lib::Settings;
+use node_agent_lib::listener::ListenerSettings;
 use node_agent_lib::settings::{CoreSettings, ServiceSettings, TlsSettings};
 use serde::de::{self, DeserializeOwned, Deserializer, Visitor};
 
@@ -98,8 +99,11 @@ fn key_of(line: &str) -> Option<(&str, bool)> {
     };
     let (key, _) = text.split_once('=')?;
     let key = key.trim();
-    (!key.is_empty() && key.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
-        .then_some((key, commented))
+    (!key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
+    .then_some((key, commented))
 }
 
 fn header_of(line: &str) -> Option<&str> {
@@ -236,13 +240,24 @@ fn the_manager_example_loads_with_the_real_settings() {
 fn the_manager_example_documents_every_key_with_its_default_and_variable() {
     let text = read(MANAGER_EXAMPLE);
     let keys = documented_keys(&text);
+    let top: Vec<_> = fields_of::<ManagerConfig>()
+        .into_iter()
+        .filter(|f| *f != "http")
+        .collect();
     assert_complete(
         MANAGER_EXAMPLE,
         &keys,
-        &[("", fields_of::<ManagerConfig>())],
+        &[("", top), ("http", fields_of::<ListenerSettings>())],
     );
     for key in &keys {
-        let var = format!("Env: XM_{}", key.key.to_uppercase());
+        let var = match key.section.as_str() {
+            "" => format!("Env: XM_{}", key.key.to_uppercase()),
+            section => format!(
+                "Env: XM_{}_{}",
+                section.to_uppercase(),
+                key.key.to_uppercase()
+            ),
+        };
         assert!(
             key.doc_text().contains(&var),
             "{}: its comment must say `{var}`",
@@ -265,7 +280,7 @@ fn the_manager_example_documents_every_key_with_its_default_and_variable() {
 const AGENT_EXAMPLE: &str = "packaging/examples/agent.toml";
 
 fn agent_sections() -> Vec<(&'static str, Vec<&'static str>)> {
-    let sections = ["core", "service", "tls"];
+    let sections = ["core", "service", "tls", "http"];
     let top: Vec<_> = fields_of::<Settings>()
         .into_iter()
         .filter(|f| !sections.contains(f))
@@ -275,6 +290,7 @@ fn agent_sections() -> Vec<(&'static str, Vec<&'static str>)> {
         ("core", fields_of::<CoreSettings>()),
         ("service", fields_of::<ServiceSettings>()),
         ("tls", fields_of::<TlsSettings>()),
+        ("http", fields_of::<ListenerSettings>()),
     ]
 }
 
@@ -319,7 +335,7 @@ fn every_variable_the_agent_example_names_is_one_the_agent_reads() {
     for (i, _) in text.match_indices("XNA_") {
         let name: String = text[i..]
             .chars()
-            .take_while(|c| c.is_ascii_uppercase() || *c == '_')
+            .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
             .collect();
         // XNA_CONFIG is the binary's flag, not a setting.
         if name.len() > 4 && name != "XNA_CONFIG" {
@@ -329,10 +345,13 @@ fn every_variable_the_agent_example_names_is_one_the_agent_reads() {
     assert!(names.len() >= 20, "found only {names:?}");
     let before = format!("{:?}", Settings::default());
     for name in names {
-        let recognised = ["7", "127.0.0.1:9", "systemd", "/x"].iter().any(|value| {
-            let mut s = Settings::default();
-            s.apply_env([(name.clone(), (*value).to_owned())]).is_ok() && format!("{s:?}") != before
-        });
+        let recognised = ["7", "127.0.0.1:9", "systemd", "/x", "true"]
+            .iter()
+            .any(|value| {
+                let mut s = Settings::default();
+                s.apply_env([(name.clone(), (*value).to_owned())]).is_ok()
+                    && format!("{s:?}") != before
+            });
         assert!(
             recognised,
             "{AGENT_EXAMPLE} names {name}, which the agent ignores"

@@ -30,6 +30,12 @@ struct Args {
     /// limit) failed admin calls per client address, then one more every
     /// XM_ADMIN_FAILURE_REFILL_SECS (default 60); past that, admin calls from
     /// that address answer 429.
+    ///
+    /// Listener limits ([http]): XM_HTTP_HEADER_READ_TIMEOUT_MS
+    /// (10000), XM_HTTP_IDLE_TIMEOUT_MS (60000), XM_HTTP_MAX_CONNECTIONS (1024;
+    /// past it the listener stops accepting), XM_HTTP_MAX_HEADER_BYTES
+    /// (16384), XM_HTTP_HTTP2 (true), XM_HTTP_HTTP2_MAX_STREAMS (64),
+    /// XM_HTTP_SHUTDOWN_GRACE_MS (10000).
     #[arg(long, short, env = "XM_CONFIG", global = true)]
     config: Option<PathBuf>,
     #[command(subcommand)]

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
+use node_agent_lib::listener;
 use node_agent_lib::metrics::{self, AgentMetrics};
 use node_agent_lib::{Node, Settings};
 use tokio_util::sync::CancellationToken;
@@ -26,7 +27,16 @@ use tokio_util::sync::CancellationToken;
 /// plist (XNA_SERVICE_*); [tls] cert, key (XNA_TLS_CERT, XNA_TLS_KEY);
 /// metrics_listen, a private address for Prometheus metrics, off by
 /// default (XNA_METRICS_LISTEN); verify_period_secs, how long one background
-/// check of every user in the core takes, default 25, 0 = off (XNA_VERIFY_PERIOD_SECS).
+/// check of every user in the core takes, default 25, 0 = off (XNA_VERIFY_PERIOD_SECS);
+/// docs_listen, a private address for the
+/// API's OpenAPI document and Swagger UI, off by default (XNA_DOCS_LISTEN);
+/// [http] limits of every listener: header_read_timeout_ms (10000),
+/// idle_timeout_ms (60000), max_connections (64; past it the listener stops
+/// accepting), max_header_bytes (8192), http2 (false), http2_max_streams
+/// (64), shutdown_grace_ms (10000) (XNA_HTTP_HEADER_READ_TIMEOUT_MS,
+/// XNA_HTTP_IDLE_TIMEOUT_MS, XNA_HTTP_MAX_CONNECTIONS,
+/// XNA_HTTP_MAX_HEADER_BYTES, XNA_HTTP_HTTP2, XNA_HTTP_HTTP2_MAX_STREAMS,
+/// XNA_HTTP_SHUTDOWN_GRACE_MS).
 #[derive(Parser, Debug)]
 #[command(version, verbatim_doc_comment)]
 struct Args {
@@ -66,9 +76,22 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             AgentMetrics::new(node.agent.clone()).with_refusals(node.state.refusals().clone()),
         );
         let stop = shutdown.clone().cancelled_owned();
+        let http = settings.http.clone();
         tokio::spawn(async move {
-            if let Err(e) = metrics::serve(agent_metrics, metrics_listener, stop).await {
+            if let Err(e) = metrics::serve(agent_metrics, metrics_listener, &http, stop).await {
                 tracing::error!(error = %e, "metrics listener failed");
+            }
+        });
+    }
+    if let Some(at) = settings.docs_listen {
+        let docs_listener = tokio::net::TcpListener::bind(at).await?;
+        tracing::info!(addr = %at, "API documentation served without authentication");
+        let stop = shutdown.clone().cancelled_owned();
+        let http = settings.http.clone();
+        tokio::spawn(async move {
+            let docs = node_agent_lib::openapi::docs_router();
+            if let Err(e) = listener::serve(docs_listener, docs, &http, None, stop).await {
+                tracing::error!(error = %e, "docs listener failed");
             }
         });
     }

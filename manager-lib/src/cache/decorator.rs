@@ -15,7 +15,7 @@ use crate::domain::{
     RequiredStatus, Seq, ServingNode, StartPlan, Timestamp, User, UserId, UserNodes, UserSecret,
     UserStatus,
 };
-use crate::storage::{Storage, StorageError, StorageResult};
+use crate::storage::{Entity, Storage, StorageError, StorageResult};
 
 /// How long [`CachedStorage`] trusts what it cached.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -112,6 +112,17 @@ const MARK_TTL: Duration = Duration::from_secs(60);
 /// A row read longer ago than this is not cached: a mark that refused it may
 /// have expired.
 const FILL_AGE: Duration = Duration::from_secs(15);
+/// How long a user id found absent stays cached as absent. A creation
+/// through any replica marks the key at once; this only bounds the cache's
+/// size, and how long a creation whose mark was lost (the cache failed)
+/// leaves the new user's list answering as unknown: enabling the user goes
+/// through the change feed and shows within `nodes_ttl` regardless.
+const ABSENT_TTL: Duration = Duration::from_secs(300);
+/// The version an absence is cached at: older than any row (`change_seq`
+/// starts at 0) and any mark, so every write of the user, by any replica,
+/// replaces it, and a fill read before a creation that lands after the
+/// creation's mark is refused.
+const ABSENT_VERSION: Seq = -1;
 /// Changes read from the feed per call.
 const FEED_PAGE: u32 = 10_000;
 /// More pages than this behind, and a new generation (an empty cache) is
@@ -236,6 +247,11 @@ impl CachedStorage {
         let key = user_key(generation, id);
         let mut cache_ok = true;
         match self.cache.get(&key).await {
+            Ok(Some(bytes)) if bytes == ABSENT_ROW => {
+                // An unknown id costs what a known one does: one cache read.
+                bump(&self.counters.hits);
+                return Err(StorageError::NotFound(Entity::User));
+            }
             Ok(Some(bytes)) => match decode_user(id, &bytes) {
                 Some(user) => {
                     bump(&self.counters.hits);
@@ -257,23 +273,26 @@ impl CachedStorage {
         bump(&self.counters.misses);
         let epoch = self.users_epoch.load(Ordering::SeqCst);
         let read_at = Instant::now();
-        let user = self.inner.get_user(id).await?;
+        let read = self.inner.get_user(id).await;
+        let (row, version, ttl) = match &read {
+            Ok(user) => (encode_user(user), user.change_seq, self.settings.user_ttl),
+            // Cached too, so that asking again for an unknown id does not
+            // reach the storage while a known one is answered from the
+            // cache: the two would take measurably different times.
+            Err(StorageError::NotFound(Entity::User)) => (
+                ABSENT_ROW.to_vec(),
+                ABSENT_VERSION,
+                ABSENT_TTL.min(self.settings.user_ttl),
+            ),
+            Err(_) => return read,
+        };
         if cache_ok
             && self.users_epoch.load(Ordering::SeqCst) == epoch
             && read_at.elapsed() < FILL_AGE
         {
             // Versioned: a change marked since the read (by any replica)
-            // refuses this older row.
-            match self
-                .cache
-                .put_versioned(
-                    &key,
-                    encode_user(&user),
-                    user.change_seq,
-                    self.settings.user_ttl,
-                )
-                .await
-            {
+            // refuses this older row, or this absence.
+            match self.cache.put_versioned(&key, row, version, ttl).await {
                 Ok(()) => {
                     // A local write whose result is unknown (it failed, yet
                     // may have committed) removes the key without a version:
@@ -285,7 +304,7 @@ impl CachedStorage {
                 Err(e) => self.cache_failed("put", &e),
             }
         }
-        Ok(user)
+        read
     }
 
     async fn invalidate_key(&self, key: &str) {
@@ -501,6 +520,9 @@ fn user_key(generation: u64, id: UserId) -> String {
 /// The format version of a cached user row; a row of another version is
 /// treated as absent, so a rolling upgrade never misreads one.
 const USER_ROW_V1: u8 = 1;
+/// What the cache holds for an id the storage does not have: not a row of
+/// any version, so a replica that does not know it reads the storage.
+const ABSENT_ROW: &[u8] = &[0];
 
 /// A compact binary row: version, status, change_seq, created_at, secret
 /// (length-prefixed), name (the rest). The id is the key's.
@@ -617,8 +639,19 @@ impl Storage for CachedStorage {
     }
 
     async fn create_user(&self, user: NewUser) -> StorageResult<User> {
-        // Nothing to drop: absent users are never cached.
-        self.inner.create_user(user).await
+        // The id may be cached as absent (it was asked for before, as a
+        // user migrated with their id may be): the mark replaces that on
+        // every replica. A creation is not in the change feed, so only this
+        // mark says it; a lost one is bounded by `ABSENT_TTL`.
+        let id = user.id;
+        let r = self.inner.create_user(user).await;
+        let changed_at = match &r {
+            Ok(user) => Some(user.change_seq),
+            Err(StorageError::AlreadyExists(_)) => return r,
+            Err(_) => None,
+        };
+        self.user_written(id, changed_at).await;
+        r
     }
 
     async fn get_user(&self, id: UserId) -> StorageResult<User> {
