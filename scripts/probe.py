@@ -219,7 +219,10 @@ def empty_token(args):
             if port is None:
                 err = proc.stderr.read().decode(errors="replace").strip()
                 print(f"  manager refused to start: exit {proc.returncode}: {err}")
-                return
+                # The other half: a manager with a real token never takes an
+                # empty presented one.
+                proc, port = start_manager(args.bin_dir, workdir, secrets.token_hex(32))
+                print("  with a strong token set instead:")
             for path in ["/users", "/nodes"]:
                 out = subprocess.run(
                     ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code} %{http_version}",
