@@ -42,6 +42,19 @@ async fn promptly<T>(call: impl Future<Output = T>) -> T {
         .expect("the call waited for the whole answer")
 }
 
+/// Serves `app` as a node and asks its status: the client must refuse the
+/// answer as too large, promptly.
+async fn assert_answer_too_large(app: Router) {
+    let url = serve(app).await;
+    let error = promptly(client(&url, &NodeKey::random()).status())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, ClientError::Protocol(m) if m.contains("answer too large")),
+        "{error:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_huge_answer_is_cut_at_the_cap_without_being_read_whole() {
     const TOTAL: u64 = 256 * 1024 * 1024;
@@ -61,14 +74,7 @@ async fn a_huge_answer_is_cut_at_the_cap_without_being_read_whole() {
             }
         }),
     );
-    let url = serve(app).await;
-    let error = promptly(client(&url, &NodeKey::random()).status())
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(&error, ClientError::Protocol(m) if m.contains("answer too large")),
-        "{error:?}"
-    );
+    assert_answer_too_large(app).await;
     assert!(
         produced.load(Ordering::SeqCst) < TOTAL / 4,
         "the client read {} bytes of the answer",
@@ -93,14 +99,7 @@ async fn an_answer_announcing_600_mb_is_refused_at_once() {
                 .into_response()
         }),
     );
-    let url = serve(app).await;
-    let error = promptly(client(&url, &NodeKey::random()).status())
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(&error, ClientError::Protocol(m) if m.contains("answer too large")),
-        "{error:?}"
-    );
+    assert_answer_too_large(app).await;
 }
 
 #[tokio::test]

@@ -109,14 +109,7 @@ async fn garbage_token_is_unauthorized() {
 async fn another_nodes_key_is_unauthorized() {
     let node = untouchable();
     let other = NodeKey::random();
-    let s = envelope::seal_request(
-        &other,
-        "POST",
-        "/start",
-        b"{\"users\":[]}",
-        SystemTime::now(),
-    )
-    .unwrap();
+    let s = seal_now(&other, "POST", "/start", b"{\"users\":[]}");
     assert_unauthorized(&node, "POST", "/start", &s.token).await;
 }
 
@@ -133,14 +126,7 @@ async fn a_wrong_key_of_another_length_is_unauthorized() {
 #[tokio::test]
 async fn tampered_tag_is_unauthorized() {
     let node = untouchable();
-    let s = envelope::seal_request(
-        &node.key,
-        "POST",
-        "/start",
-        b"{\"users\":[]}",
-        SystemTime::now(),
-    )
-    .unwrap();
+    let s = seal_now(&node.key, "POST", "/start", b"{\"users\":[]}");
     // The header token's payload is empty: its tag is what GCM checks.
     let mut parts: Vec<String> = s.token.split('.').map(str::to_owned).collect();
     let mut tag = URL_SAFE_NO_PAD.decode(&parts[4]).unwrap();
@@ -153,7 +139,7 @@ async fn tampered_tag_is_unauthorized() {
 async fn tampered_header_is_unauthorized() {
     let node = untouchable();
     // Sealed for /stop; the attacker rewrites htu to /start in the header.
-    let s = envelope::seal_request(&node.key, "POST", "/stop", b"", SystemTime::now()).unwrap();
+    let s = seal_now(&node.key, "POST", "/stop", b"");
     let mut parts: Vec<String> = s.token.split('.').map(str::to_owned).collect();
     let mut header: Value =
         serde_json::from_slice(&URL_SAFE_NO_PAD.decode(&parts[0]).unwrap()).unwrap();
@@ -203,7 +189,7 @@ async fn request_without_jti_is_unauthorized() {
 #[tokio::test]
 async fn replayed_request_is_unauthorized() {
     let node = answering_one_status();
-    let s = envelope::seal_request(&node.key, "GET", "/status", b"", SystemTime::now()).unwrap();
+    let s = seal_now(&node.key, "GET", "/status", b"");
     let (first, _) = send(&node.router, request_with_token("GET", "/status", &s.token)).await;
     assert_eq!(first, StatusCode::OK);
     assert_unauthorized(&node, "GET", "/status", &s.token).await;
@@ -212,14 +198,7 @@ async fn replayed_request_is_unauthorized() {
 #[tokio::test]
 async fn request_for_another_path_is_unauthorized() {
     let node = untouchable();
-    let s = envelope::seal_request(
-        &node.key,
-        "POST",
-        "/stop",
-        b"{\"users\":[]}",
-        SystemTime::now(),
-    )
-    .unwrap();
+    let s = seal_now(&node.key, "POST", "/stop", b"{\"users\":[]}");
     assert_unauthorized(&node, "POST", "/start", &s.token).await;
     assert_unauthorized(&node, "POST", "/users/edit", &s.token).await;
 }
@@ -228,14 +207,14 @@ async fn request_for_another_path_is_unauthorized() {
 async fn request_for_another_method_is_unauthorized() {
     let node = untouchable();
     // Sealed for POST /status, sent as GET /status.
-    let s = envelope::seal_request(&node.key, "POST", "/status", b"", SystemTime::now()).unwrap();
+    let s = seal_now(&node.key, "POST", "/status", b"");
     assert_unauthorized(&node, "GET", "/status", &s.token).await;
 }
 
 #[tokio::test]
 async fn alg_none_is_unauthorized() {
     let node = untouchable();
-    let s = envelope::seal_request(&node.key, "POST", "/stop", b"", SystemTime::now()).unwrap();
+    let s = seal_now(&node.key, "POST", "/stop", b"");
     let mut parts: Vec<String> = s.token.split('.').map(str::to_owned).collect();
     let mut header: Value =
         serde_json::from_slice(&URL_SAFE_NO_PAD.decode(&parts[0]).unwrap()).unwrap();
@@ -278,7 +257,7 @@ async fn other_algorithms_under_the_right_key_are_unauthorized() {
 #[tokio::test]
 async fn an_empty_or_short_iv_or_tag_is_unauthorized() {
     let node = untouchable();
-    let s = envelope::seal_request(&node.key, "POST", "/stop", b"", SystemTime::now()).unwrap();
+    let s = seal_now(&node.key, "POST", "/stop", b"");
     let parts: Vec<&str> = s.token.split('.').collect();
     for (segment, value) in [(2, ""), (2, "AAAA"), (4, ""), (4, "AAAA"), (1, "AAAA")] {
         let mut forged: Vec<&str> = parts.clone();
@@ -294,8 +273,7 @@ async fn padding_or_spaces_inside_the_token_are_unauthorized() {
     for segment in 0..5 {
         for extra in ["=", "==", " ", "\t"] {
             let node = untouchable();
-            let s =
-                envelope::seal_request(&node.key, "POST", "/stop", b"", SystemTime::now()).unwrap();
+            let s = seal_now(&node.key, "POST", "/stop", b"");
             let mut parts: Vec<String> = s.token.split('.').map(str::to_owned).collect();
             if segment == 4 && extra.trim().is_empty() {
                 continue; // trailing whitespace around the token is trimmed

@@ -8,7 +8,7 @@ mod common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::http::{Request, StatusCode, header};
@@ -51,14 +51,7 @@ fn assert_bare_401(status: StatusCode, body: &[u8]) {
 async fn a_big_body_under_a_wrong_key_is_refused_without_reading_a_byte() {
     let node = untouchable();
     let other = NodeKey::random();
-    let sealed = envelope::seal_request(
-        &other,
-        "POST",
-        "/start",
-        &vec![b'x'; 1024 * 1024],
-        SystemTime::now(),
-    )
-    .unwrap();
+    let sealed = seal_now(&other, "POST", "/start", &vec![b'x'; 1024 * 1024]);
     let pulled = Arc::new(AtomicU64::new(0));
     let (status, body) = send(&node.router, big_request(&sealed.token, pulled.clone())).await;
     assert_bare_401(status, &body);
@@ -87,14 +80,7 @@ async fn a_stalled_unauthenticated_upload_gets_its_401_at_once() {
     let address = listener.local_addr().unwrap();
     let app = node.router.clone();
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
-    let forged = envelope::seal_request(
-        &NodeKey::random(),
-        "POST",
-        "/start",
-        b"x",
-        SystemTime::now(),
-    )
-    .unwrap();
+    let forged = seal_now(&NodeKey::random(), "POST", "/start", b"x");
     let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
     let head = format!(
         "POST /start HTTP/1.1\r\nhost: node\r\nauthorization: JWE {}\r\ncontent-type: application/jose\r\ncontent-length: {SIXTY_MIB}\r\n\r\n",
@@ -124,14 +110,7 @@ async fn a_stalled_unauthenticated_upload_gets_its_401_at_once() {
 #[tokio::test]
 async fn an_authenticated_body_longer_than_announced_is_cut_at_the_length() {
     let node = untouchable();
-    let sealed = envelope::seal_request(
-        &node.key,
-        "POST",
-        "/start",
-        b"{\"users\":[]}",
-        SystemTime::now(),
-    )
-    .unwrap();
+    let sealed = seal_now(&node.key, "POST", "/start", b"{\"users\":[]}");
     let pulled = Arc::new(AtomicU64::new(0));
     let request = Request::post("/start")
         .header(header::AUTHORIZATION, format!("JWE {}", sealed.token))
@@ -157,14 +136,7 @@ fn assert_sealed_bad_request(node: &TestNode, jti: &str, status: StatusCode, raw
 #[tokio::test]
 async fn a_body_other_than_the_announced_one_is_refused_and_changes_nothing() {
     let node = untouchable();
-    let sealed = envelope::seal_request(
-        &node.key,
-        "POST",
-        "/start",
-        b"{\"users\":[]}",
-        SystemTime::now(),
-    )
-    .unwrap();
+    let sealed = seal_now(&node.key, "POST", "/start", b"{\"users\":[]}");
     // Same length, one byte changed: the digest differs.
     let mut body = sealed.body.clone();
     let last = body.len() - 1;
@@ -176,8 +148,7 @@ async fn a_body_other_than_the_announced_one_is_refused_and_changes_nothing() {
     .await;
     assert_sealed_bad_request(&node, &sealed.jti, status, &raw);
     // Another length than announced in Content-Length.
-    let sealed =
-        envelope::seal_request(&node.key, "POST", "/start", b"{}", SystemTime::now()).unwrap();
+    let sealed = seal_now(&node.key, "POST", "/start", b"{}");
     let request = Request::post("/start")
         .header(header::AUTHORIZATION, format!("JWE {}", sealed.token))
         .header(header::CONTENT_LENGTH, sealed.body.len() + 1)
@@ -198,14 +169,7 @@ async fn an_authenticated_body_that_stalls_is_given_up_after_the_deadline() {
     let state = AppState::new(base.agent.clone(), base.key.clone())
         .with_body_timeout(Duration::from_millis(200));
     let app = router(Arc::new(state));
-    let sealed = envelope::seal_request(
-        &base.key,
-        "POST",
-        "/start",
-        b"{\"users\":[]}",
-        SystemTime::now(),
-    )
-    .unwrap();
+    let sealed = seal_now(&base.key, "POST", "/start", b"{\"users\":[]}");
     let half = Bytes::from(sealed.body[..sealed.body.len() / 2].to_vec());
     let stalled = futures::stream::once(async move { Ok::<_, std::io::Error>(half) })
         .chain(futures::stream::pending());
@@ -223,8 +187,7 @@ async fn an_authenticated_body_that_stalls_is_given_up_after_the_deadline() {
 #[tokio::test]
 async fn a_body_on_a_call_that_announced_none_is_refused() {
     let node = untouchable();
-    let sealed =
-        envelope::seal_request(&node.key, "POST", "/stop", b"", SystemTime::now()).unwrap();
+    let sealed = seal_now(&node.key, "POST", "/stop", b"");
     let (status, raw) = send(
         &node.router,
         request_with_body("POST", "/stop", &sealed.token, b"{}".to_vec()),

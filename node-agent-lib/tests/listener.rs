@@ -51,6 +51,21 @@ async fn start(settings: ListenerSettings, tls: Option<tokio_rustls::TlsAcceptor
     }
 }
 
+/// `patient()` but for a 300 ms header timeout.
+fn short_header_timeout() -> ListenerSettings {
+    ListenerSettings {
+        header_read_timeout_ms: 300,
+        ..patient()
+    }
+}
+
+/// A plain-TCP server with `settings`, and one connection to it.
+async fn start_and_connect(settings: ListenerSettings) -> (Server, TcpStream) {
+    let server = start(settings, None).await;
+    let stream = TcpStream::connect(server.address).await.unwrap();
+    (server, stream)
+}
+
 /// Reads until the server closes the connection; `false` if it is still
 /// open at the deadline.
 async fn closed_by_server(stream: &mut TcpStream, deadline: Duration) -> bool {
@@ -92,15 +107,7 @@ async fn read_answer(stream: &mut TcpStream, deadline: Duration) -> Option<Strin
 
 #[tokio::test]
 async fn a_slowloris_trickling_its_headers_is_closed_after_the_header_timeout() {
-    let server = start(
-        ListenerSettings {
-            header_read_timeout_ms: 300,
-            ..patient()
-        },
-        None,
-    )
-    .await;
-    let mut stream = TcpStream::connect(server.address).await.unwrap();
+    let (_server, mut stream) = start_and_connect(short_header_timeout()).await;
     stream
         .write_all(b"GET / HTTP/1.1\r\nHost: test\r\n")
         .await
@@ -131,29 +138,17 @@ async fn a_slowloris_trickling_its_headers_is_closed_after_the_header_timeout() 
 
 #[tokio::test]
 async fn a_silent_connection_is_closed_after_the_header_timeout() {
-    let server = start(
-        ListenerSettings {
-            header_read_timeout_ms: 300,
-            ..patient()
-        },
-        None,
-    )
-    .await;
-    let mut stream = TcpStream::connect(server.address).await.unwrap();
+    let (_server, mut stream) = start_and_connect(short_header_timeout()).await;
     assert!(closed_by_server(&mut stream, DEADLINE).await);
 }
 
 #[tokio::test]
 async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
-    let server = start(
-        ListenerSettings {
-            idle_timeout_ms: 300,
-            ..patient()
-        },
-        None,
-    )
+    let (_server, mut stream) = start_and_connect(ListenerSettings {
+        idle_timeout_ms: 300,
+        ..patient()
+    })
     .await;
-    let mut stream = TcpStream::connect(server.address).await.unwrap();
     let answer = ask(&mut stream).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     // Keep-alive: the connection stays usable for a next request...
@@ -164,16 +159,12 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
 
 #[tokio::test]
 async fn an_idle_http2_connection_is_closed_after_the_idle_timeout() {
-    let server = start(
-        ListenerSettings {
-            idle_timeout_ms: 300,
-            http2: true,
-            ..patient()
-        },
-        None,
-    )
+    let (_server, stream) = start_and_connect(ListenerSettings {
+        idle_timeout_ms: 300,
+        http2: true,
+        ..patient()
+    })
     .await;
-    let stream = TcpStream::connect(server.address).await.unwrap();
     let (mut sender, connection) = hyper::client::conn::http2::handshake(
         hyper_util::rt::TokioExecutor::new(),
         hyper_util::rt::TokioIo::new(stream),
@@ -222,8 +213,7 @@ async fn past_the_cap_a_new_connection_waits_until_a_slot_frees() {
 
 #[tokio::test]
 async fn headers_past_the_cap_are_refused() {
-    let server = start(patient(), None).await;
-    let mut stream = TcpStream::connect(server.address).await.unwrap();
+    let (_server, mut stream) = start_and_connect(patient()).await;
     let big = format!(
         "GET / HTTP/1.1\r\nHost: test\r\nX-Big: {}\r\n\r\n",
         "a".repeat(16 * 1024)
@@ -238,8 +228,7 @@ async fn headers_past_the_cap_are_refused() {
 
 #[tokio::test]
 async fn shutdown_lets_open_requests_finish_and_returns() {
-    let server = start(patient(), None).await;
-    let mut stream = TcpStream::connect(server.address).await.unwrap();
+    let (server, mut stream) = start_and_connect(patient()).await;
     assert!(ask(&mut stream).await.starts_with("HTTP/1.1 200"));
     server.stop.cancel();
     // The idle keep-alive connection is closed and serve() returns.
@@ -275,14 +264,7 @@ async fn tls_is_served_with_the_same_limits() {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = certificate(dir.path());
     let tls = listener::tls_acceptor(&cert, &key, false).unwrap();
-    let server = start(
-        ListenerSettings {
-            header_read_timeout_ms: 300,
-            ..patient()
-        },
-        Some(tls),
-    )
-    .await;
+    let server = start(short_header_timeout(), Some(tls)).await;
 
     let client = reqwest::Client::builder()
         .danger_accept_invalid_certs(true)

@@ -12,7 +12,7 @@ use node_agent_lib::agent::{Agent, AgentOptions};
 use node_agent_lib::api::{AppState, router};
 use node_agent_lib::config::CoreConfig;
 use node_agent_lib::core::{CoreApi, Flavor, MockCoreApi};
-use node_agent_lib::envelope::{self, NodeKey};
+use node_agent_lib::envelope::{self, NodeKey, SealedRequest};
 use node_agent_lib::service::{MockServiceControl, ServiceControl, ServiceStatus};
 use node_agent_lib::wire::WireUser;
 use serde_json::Value;
@@ -146,9 +146,14 @@ pub fn request_with_body(method: &str, path: &str, token: &str, body: Vec<u8>) -
     builder.body(Body::from(body)).unwrap()
 }
 
+/// `payload` sealed under `key` for `method` on `path`, as of now.
+pub fn seal_now(key: &NodeKey, method: &str, path: &str, payload: &[u8]) -> SealedRequest {
+    envelope::seal_request(key, method, path, payload, SystemTime::now()).unwrap()
+}
+
 /// A correctly sealed request; gives it with its jti.
 pub fn sealed(key: &NodeKey, method: &str, path: &str, payload: &[u8]) -> (Request<Body>, String) {
-    let s = envelope::seal_request(key, method, path, payload, SystemTime::now()).unwrap();
+    let s = seal_now(key, method, path, payload);
     (request_with_body(method, path, &s.token, s.body), s.jti)
 }
 
