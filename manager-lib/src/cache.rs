@@ -139,11 +139,16 @@ pub fn newer(version: i64, mark: bool, new_version: i64, new_mark: bool) -> bool
     version > new_version || (version == new_version && (!mark || new_mark))
 }
 
+mod codec;
 mod decorator;
+mod feed;
 mod memory;
+mod snapshot;
+mod stats;
 
-pub use decorator::{CacheStats, CachedStorage, CachedStorageSettings};
+pub use decorator::{CachedStorage, CachedStorageSettings};
 pub use memory::MemoryCache;
+pub use stats::CacheStats;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
