@@ -9,14 +9,11 @@
 //! # let _ = storage;
 //! ```
 
-pub mod admin_auth;
 pub mod api;
 pub mod cache;
 pub mod domain;
 pub mod grouped;
 pub mod metrics;
-pub mod openapi;
-pub mod ratelimit;
 pub mod reconcile;
 pub mod service;
 pub mod settings;

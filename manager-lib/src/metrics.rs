@@ -7,7 +7,7 @@
 //!   and status, recorded by [`track_requests`];
 //! - **admin authentication**: refused admin calls (no or wrong token) and
 //!   admin calls throttled after too many refusals, recorded by
-//!   [`crate::admin_auth`];
+//!   [`crate::api::admin_auth`];
 //! - **heartbeat**: duration and failures of each node's reconciliation,
 //!   recorded by the [`Reconciler`](crate::reconcile::Reconciler);
 //! - **fleet** (read from the storage at scrape time): nodes by actual and

@@ -10,7 +10,7 @@ use std::time::Duration;
 use node_agent_lib::listener::ListenerSettings;
 use serde::Deserialize;
 
-use crate::admin_auth::{self, FailureLimit};
+use crate::api::admin_auth::{self, FailureLimit};
 
 /// A secret setting; `Debug` never shows it.
 #[derive(Clone, Deserialize, PartialEq, Eq)]
@@ -206,11 +206,11 @@ impl ManagerConfig {
     }
 
     /// The per-client limit of the user node-list call, `None` when off.
-    pub fn node_list_limit(&self) -> Option<crate::ratelimit::RateLimit> {
-        (self.node_list_rate > 0).then(|| crate::ratelimit::RateLimit {
+    pub fn node_list_limit(&self) -> Option<crate::api::ratelimit::RateLimit> {
+        (self.node_list_rate > 0).then(|| crate::api::ratelimit::RateLimit {
             per_second: self.node_list_rate,
             burst: self.node_list_burst.max(1),
-            ..crate::ratelimit::RateLimit::default()
+            ..crate::api::ratelimit::RateLimit::default()
         })
     }
 

@@ -13,7 +13,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{Request, StatusCode, header};
-use manager_lib::admin_auth::{FailureLimit, LOG_BURST};
+use manager_lib::api::admin_auth::{FailureLimit, LOG_BURST};
 use manager_lib::api::{self, ApiState, router};
 use manager_lib::metrics::ManagerMetrics;
 use manager_lib::service::{Manager, ManagerSettings};

@@ -277,7 +277,7 @@ async fn the_document_parses_as_openapi_3() {
 
 #[tokio::test]
 async fn admin_calls_need_the_token_in_the_document_and_the_user_call_does_not() {
-    let doc = serde_json::to_value(manager_lib::openapi::document()).unwrap();
+    let doc = serde_json::to_value(manager_lib::api::openapi::document()).unwrap();
     let security = |method: &str, path: &str| doc["paths"][path][method]["security"].clone();
     assert_eq!(security("post", "/user/new"), json!([{"admin_token": []}]));
     assert_eq!(security("get", "/metrics"), json!([{"admin_token": []}]));

@@ -14,7 +14,7 @@
 //! The same buckets, refilling slower ([`RateLimiter::refilling_every`]) and
 //! charged only for failures ([`RateLimiter::peek`], then
 //! [`RateLimiter::check`]), are the per-client budget of failed admin calls
-//! in [`crate::admin_auth`].
+//! in [`super::admin_auth`].
 //!
 //! The map of buckets is bounded ([`RateLimit::max_clients`]) so a flood of
 //! addresses cannot grow memory: a bucket that has refilled carries no state
@@ -23,7 +23,7 @@
 //!
 //! ```
 //! use std::net::{IpAddr, Ipv4Addr};
-//! use manager_lib::ratelimit::{ClientKey, RateLimit, RateLimiter};
+//! use manager_lib::api::ratelimit::{ClientKey, RateLimit, RateLimiter};
 //! let limiter = RateLimiter::new(RateLimit { per_second: 1, burst: 2, ..RateLimit::default() });
 //! let client = ClientKey::from_ip(IpAddr::V4(Ipv4Addr::LOCALHOST));
 //! assert!(limiter.check(client).is_allowed());
@@ -46,7 +46,7 @@ use axum::response::{IntoResponse, Response};
 // outside a paused test runtime it is the system's monotonic clock.
 use tokio::time::Instant;
 
-use crate::api::ApiError;
+use super::error::ApiError;
 
 /// Shards of the bucket map: a lock per shard keeps concurrent clients from
 /// queueing on one mutex.

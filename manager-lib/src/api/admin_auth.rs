@@ -17,7 +17,7 @@
 //!   at once and one a second after that, and counted in the metrics.
 //!
 //! ```
-//! use manager_lib::admin_auth::{WeakToken, check_strength};
+//! use manager_lib::api::admin_auth::{WeakToken, check_strength};
 //! assert_eq!(check_strength(""), Err(WeakToken::Empty));
 //! assert!(check_strength("2f5c0b1e9d8a7f6e5d4c3b2a19081726").is_ok());
 //! ```
@@ -34,9 +34,9 @@ use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq as _;
 
-use crate::api::ApiError;
+use super::error::ApiError;
+use super::ratelimit::{self, ClientKey, Decision, RateLimiter};
 use crate::metrics::ManagerMetrics;
-use crate::ratelimit::{self, ClientKey, Decision, RateLimiter};
 
 /// The shortest admin token accepted: 32 characters is 128 bits as hex
 /// (`openssl rand -hex 16`) and more in base64; a UUID (36) passes too.

@@ -1,11 +1,11 @@
 //! The manager API's OpenAPI 3 document, generated from the handlers'
-//! annotations in [`crate::api`], and the routes that serve it:
+//! annotations in [`super::handlers`], and the routes that serve it:
 //! `GET /openapi.json` and a Swagger UI at `/docs` (its assets are built into
 //! the binary; nothing is fetched from the network). Both are open: they
 //! describe the API and reveal no data.
 //!
 //! ```
-//! let doc = manager_lib::openapi::document();
+//! let doc = manager_lib::api::openapi::document();
 //! assert!(doc.paths.paths.contains_key("/node/new"));
 //! ```
 
@@ -19,7 +19,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, Secur
 use utoipa::openapi::{Content, OpenApi as Document};
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::api;
+use super::handlers as api;
 
 use node_agent_lib::openapi::describe_docs_routes;
 /// Where the document and the Swagger UI are served: the same places as
@@ -111,25 +111,4 @@ impl Modify for Operations {
         );
         describe_docs_routes(doc, Some("operations"), "This OpenAPI document");
     }
-}
-
-fn text_enum(values: &[&str]) -> ObjectBuilder {
-    ObjectBuilder::new()
-        .schema_type(Type::String)
-        .enum_values(Some(values.iter().copied()))
-}
-
-/// The schema of a node's `actualStatus`.
-pub(crate) fn actual_status() -> ObjectBuilder {
-    text_enum(&["Running", "Stopped", "Error"])
-}
-
-/// The schema of a node's `requiredStatus`.
-pub(crate) fn required_status() -> ObjectBuilder {
-    text_enum(&["Running", "Stopped"])
-}
-
-/// The schema of a user's `status`.
-pub(crate) fn user_status() -> ObjectBuilder {
-    text_enum(&["Enabled", "Disabled"])
 }

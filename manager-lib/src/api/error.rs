@@ -1,0 +1,110 @@
+//! The one table from errors to an HTTP status and a stable error text, and
+//! the error answer's shape: `{"error": "<stable text>", "message": "<details>"}`.
+//! Every other part of the API answers failures through [`ApiError`].
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::service::ServiceError;
+use crate::storage::StorageError;
+use crate::transport::TransportError;
+
+/// Everything the API answers with other than success.
+#[derive(Debug)]
+pub enum ApiError {
+    Service(ServiceError),
+    BadRequest(String),
+    Unauthorized,
+    NotFound,
+    MethodNotAllowed,
+    TooManyRequests,
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        Self::Service(e)
+    }
+}
+
+/// Every error answer.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+pub struct ErrorBody {
+    /// A short stable text, e.g. `node not exists`.
+    pub error: String,
+    /// Details, when safe to show.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub message: Option<String>,
+}
+
+impl ApiError {
+    /// The one table from errors to status and stable error text.
+    pub fn status_and_text(&self) -> (StatusCode, &str) {
+        use ServiceError as S;
+        match self {
+            Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad request"),
+            Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::NotFound => (StatusCode::NOT_FOUND, "not found"),
+            Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
+            Self::TooManyRequests => (StatusCode::TOO_MANY_REQUESTS, "too many requests"),
+            Self::Service(e) => match e {
+                S::InvalidEndpoint(_) => (StatusCode::BAD_REQUEST, "invalid endpoint"),
+                S::InvalidUserName(_) => (StatusCode::BAD_REQUEST, "invalid user name"),
+                S::NodeNotFound => (StatusCode::BAD_REQUEST, "node not exists"),
+                S::UserNotFound => (StatusCode::BAD_REQUEST, "user not exists"),
+                S::UserMismatch => (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "user id and name do not match",
+                ),
+                S::Node(TransportError::Node { status, error, .. }) => (
+                    StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY),
+                    error.as_str(),
+                ),
+                S::Node(TransportError::Unreachable(_)) => {
+                    (StatusCode::BAD_GATEWAY, "node unreachable")
+                }
+                S::Node(_) => (StatusCode::BAD_GATEWAY, "bad node answer"),
+                S::Storage(StorageError::Unavailable(_)) => {
+                    (StatusCode::INTERNAL_SERVER_ERROR, "database unavailable")
+                }
+                S::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal server error"),
+            },
+        }
+    }
+
+    /// Details safe to show the caller; internal errors only go to the log.
+    fn message(&self) -> Option<String> {
+        use ServiceError as S;
+        match self {
+            Self::BadRequest(m) => Some(m.clone()),
+            Self::Service(S::InvalidEndpoint(e)) => Some(e.to_string()),
+            Self::Service(S::InvalidUserName(_)) => {
+                Some("a user name must be 1 to 1024 bytes and not blank".into())
+            }
+            Self::Service(S::Node(TransportError::Node { message, .. })) => message.clone(),
+            Self::Service(S::Node(e @ TransportError::Unreachable(_))) => Some(e.to_string()),
+            // Not the answer's details (attacker-chosen on a plain-HTTP
+            // channel), just what the operator must fix.
+            Self::Service(S::Node(TransportError::KeyMismatch(_))) => {
+                Some("node key mismatch".into())
+            }
+            _ => None,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, text) = self.status_and_text();
+        if status.is_server_error() {
+            tracing::error!(error = ?self, "request failed");
+        }
+        let body = ErrorBody {
+            error: text.to_owned(),
+            message: self.message(),
+        };
+        (status, Json(body)).into_response()
+    }
+}

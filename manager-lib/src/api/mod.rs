@@ -1,0 +1,31 @@
+//! The manager's HTTP API (axum), exactly as the SPEC's table, plus delete
+//! calls, paging and bearer-token admin authentication.
+//!
+//! Every error answer is `{"error": "<stable text>", "message": "<details>"}`
+//! and comes from one table, [`ApiError::status_and_text`].
+//!
+//! Where each part lives (imports run down this list, never back up):
+//! - [`error`]: the one table from errors to status and stable text;
+//! - [`ratelimit`]: per-client token buckets and the one 429 answer (needs
+//!   only [`error`]);
+//! - [`admin_auth`]: the admin bearer token and its failure budget;
+//! - `state`: [`ApiState`], what every route reads;
+//! - `responses`: the error answers many routes share, described once;
+//! - `handlers` (with their bodies and views) and `schemas`;
+//! - [`openapi`]: the document generated from the handlers, and `/docs`;
+//! - `router`: [`router`], [`serve`], [`serve_with`], [`ROUTES`].
+
+pub mod admin_auth;
+pub mod error;
+mod handlers;
+pub mod openapi;
+pub mod ratelimit;
+mod responses;
+mod router;
+mod schemas;
+mod state;
+
+pub use error::{ApiError, ErrorBody};
+pub use handlers::{DEFAULT_PAGE, JsonBody};
+pub use router::{MAX_BODY_BYTES, ROUTES, route_of, router, serve, serve_with};
+pub use state::ApiState;

@@ -1,0 +1,141 @@
+//! The router: which route answers where, behind which guard (admin token,
+//! rate limit, metrics), and the listener it is served on.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::middleware;
+use axum::routing::{get, post};
+
+use super::admin_auth::{self, AdminAuth};
+use super::error::ApiError;
+use super::handlers::*;
+use super::ratelimit;
+use super::state::ApiState;
+use crate::metrics;
+
+/// The largest request body the manager reads.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Every route of [`router`] (method, path template), in one place: the
+/// OpenAPI document must list exactly these. `/metrics` is routed only with
+/// [`ApiState::with_metrics`]; `/docs` also serves the UI's assets below it.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("POST", "/node/new"),
+    ("POST", "/node/start"),
+    ("POST", "/node/stop"),
+    ("POST", "/node/delete"),
+    ("GET", "/nodes"),
+    ("POST", "/user/new"),
+    ("POST", "/user/enable"),
+    ("POST", "/user/disable"),
+    ("POST", "/user/delete"),
+    ("GET", "/users"),
+    ("GET", "/user/{id_name}/nodes"),
+    ("GET", "/health"),
+    ("GET", "/metrics"),
+    ("GET", "/openapi.json"),
+    ("GET", "/docs"),
+];
+
+/// The route template of [`ROUTES`] that `path` names (placeholders match
+/// one non-empty segment; everything under `/docs/` is `/docs`), or `None`.
+/// For logs and labels: the raw path may hold a user's id and name, and
+/// anyone can invent paths.
+pub fn route_of(path: &str) -> Option<&'static str> {
+    if path.starts_with("/docs/") {
+        return Some("/docs");
+    }
+    let matches = |template: &str| {
+        let (mut want, mut got) = (template.split('/'), path.split('/'));
+        loop {
+            match (want.next(), got.next()) {
+                (None, None) => return true,
+                (Some(w), Some(g)) if w.starts_with('{') && w.ends_with('}') => {
+                    if g.is_empty() {
+                        return false;
+                    }
+                }
+                (Some(w), Some(g)) if w == g => {}
+                _ => return false,
+            }
+        }
+    };
+    ROUTES
+        .iter()
+        .map(|(_, template)| *template)
+        .find(|template| matches(template))
+}
+
+/// The manager's router: admin calls behind the bearer token, the user's
+/// node-list call, the health check and the API's documentation open.
+pub fn router(state: ApiState) -> Router {
+    let mut admin = Router::new()
+        .route("/node/new", post(node_new))
+        .route("/node/start", post(node_start))
+        .route("/node/stop", post(node_stop))
+        .route("/node/delete", post(node_delete))
+        .route("/nodes", get(nodes))
+        .route("/user/new", post(user_new))
+        .route("/user/enable", post(user_enable))
+        .route("/user/disable", post(user_disable))
+        .route("/user/delete", post(user_delete))
+        .route("/users", get(users));
+    if let Some(m) = &state.metrics {
+        admin = admin.route("/metrics", get(metrics::scrape).with_state(m.clone()));
+    }
+    let auth = AdminAuth::new(
+        state.admin_token.clone(),
+        state.admin_failures,
+        state.metrics.clone(),
+    );
+    let admin = admin.route_layer(middleware::from_fn_with_state(
+        Arc::new(auth),
+        admin_auth::require_admin,
+    ));
+    let mut node_list = get(user_nodes);
+    if let Some(limiter) = &state.rate_limiter {
+        node_list = node_list.route_layer(middleware::from_fn_with_state(
+            limiter.clone(),
+            ratelimit::limit_by_client,
+        ));
+    }
+    let mut app = Router::new()
+        .merge(admin)
+        .route("/user/{id_name}/nodes", node_list)
+        .route("/health", get(health))
+        .merge(super::openapi::docs_router())
+        .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
+    if let Some(m) = &state.metrics {
+        app = app.layer(middleware::from_fn_with_state(
+            m.clone(),
+            metrics::track_requests,
+        ));
+    }
+    app.with_state(state)
+}
+
+/// Serves the router on `listener` until `shutdown` resolves, with each
+/// peer's address known to the node-list rate limit.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let settings = node_agent_lib::listener::ListenerSettings::default();
+    serve_with(listener, router, &settings, shutdown).await
+}
+
+/// [`serve`] with the listener limits of `settings` (timeouts, connection
+/// cap, header bytes, HTTP/2 limits: [`node_agent_lib::listener`]).
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    settings: &node_agent_lib::listener::ListenerSettings,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    node_agent_lib::listener::serve(listener, router, settings, None, shutdown).await
+}

@@ -1,0 +1,69 @@
+//! The API's shared state: the manager, the admin token and the optional
+//! limits and metrics every route reads.
+
+use std::sync::Arc;
+
+use super::admin_auth::{FailureLimit, TokenDigest};
+use super::ratelimit::{RateLimit, RateLimiter};
+use crate::metrics::ManagerMetrics;
+use crate::service::Manager;
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub manager: Arc<Manager>,
+    pub(super) admin_token: TokenDigest,
+    pub(super) admin_failures: Option<FailureLimit>,
+    pub(super) rate_limiter: Option<Arc<RateLimiter>>,
+    pub(super) metrics: Option<Arc<ManagerMetrics>>,
+}
+
+impl std::fmt::Debug for ApiState {
+    // Not even the token's digest: an unsalted hash of a short token can be guessed offline.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiState")
+            .field("admin_token", &"<redacted>")
+            .field("admin_failures", &self.admin_failures)
+            .field("rate_limited", &self.rate_limiter.is_some())
+            .field("metrics", &self.metrics.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ApiState {
+    /// The API of `manager` behind `admin_token`. The token is taken as
+    /// given (the settings check its strength, see
+    /// [`check_strength`](super::admin_auth::check_strength)); an empty presented token is refused
+    /// whatever it is. Failed admin calls are limited per client with
+    /// [`FailureLimit::default`].
+    pub fn new(manager: Arc<Manager>, admin_token: &str) -> Self {
+        Self {
+            manager,
+            admin_token: TokenDigest::new(admin_token),
+            admin_failures: Some(FailureLimit::default()),
+            rate_limiter: Some(Arc::new(RateLimiter::new(RateLimit::default()))),
+            metrics: None,
+        }
+    }
+
+    /// Records every request in `metrics` and serves `GET /metrics` behind
+    /// the admin token (for a tokenless scrape, serve
+    /// [`metrics::router`](crate::metrics::router) on a private address instead or as well).
+    pub fn with_metrics(mut self, metrics: Arc<ManagerMetrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// The per-client limit on the user's node-list call; `None` turns it
+    /// off (e.g. behind a proxy that limits, or for a benchmark).
+    pub fn with_rate_limit(mut self, limit: Option<RateLimit>) -> Self {
+        self.rate_limiter = limit.map(|l| Arc::new(RateLimiter::new(l)));
+        self
+    }
+
+    /// The per-client budget of failed admin calls (past it, admin calls
+    /// from that client answer 429); `None` turns it off.
+    pub fn with_admin_failure_limit(mut self, limit: Option<FailureLimit>) -> Self {
+        self.admin_failures = limit;
+        self
+    }
+}
