@@ -20,9 +20,10 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::admin_auth::{self, AdminAuth, FailureLimit, TokenDigest};
 use crate::domain::{Node, NodeId, PageRequest, User, UserId};
+use crate::links::NodeLinks;
 use crate::metrics::{self, ManagerMetrics};
 use crate::ratelimit::{self, RateLimit, RateLimiter};
-use crate::service::{Manager, NodeLinks, ServiceError};
+use crate::service::{Manager, ServiceError};
 use crate::storage::StorageError;
 use crate::transport::TransportError;
 

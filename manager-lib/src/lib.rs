@@ -14,6 +14,7 @@ pub mod api;
 pub mod cache;
 pub mod domain;
 pub mod grouped;
+pub mod links;
 pub mod metrics;
 pub mod openapi;
 pub mod ratelimit;
