@@ -9,20 +9,35 @@
 //! # let _ = storage;
 //! ```
 
+/// The admin bearer token: its strength, its check, the failure budget.
 pub mod admin_auth;
+/// The HTTP API (axum): routes, handlers, the error table.
 pub mod api;
+/// The `Cache` port and the caching `Storage` decorator.
 pub mod cache;
+/// Nodes, users, their statuses and the operations a node still has to apply.
 pub mod domain;
+/// Grouped calls for backends that pay per round trip.
 pub mod grouped;
+/// Template filling for the user-node-list call (pure, no I/O).
 pub mod links;
+/// Prometheus metrics.
 pub mod metrics;
+/// The API's OpenAPI document and its routes.
 pub mod openapi;
+/// The per-client rate limit of the user-node-list call.
 pub mod ratelimit;
+/// The heartbeat loop: leases, per-node reconciliation, backoff.
 pub mod reconcile;
+/// The scenarios (`Manager`), and in `service::push` the fleet push engine.
 pub mod service;
+/// Typed settings: defaults, TOML file, `XM_*` environment.
 pub mod settings;
+/// The `Storage` port and its in-memory reference backend.
 pub mod storage;
+/// The `NodeTransport` port: the HTTP transport and the simulated fleet.
 pub mod transport;
 
+/// The `Storage` conformance suite every backend runs (`Cache`'s is in `cache`).
 #[cfg(feature = "conformance")]
 pub mod conformance;
