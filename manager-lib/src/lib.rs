@@ -9,16 +9,29 @@
 //! # let _ = storage;
 //! ```
 
+/// The HTTP face: router, handlers, error table, OpenAPI, rate limit, admin auth.
 pub mod api;
+/// The `Cache` port and the caching `Storage` decorator.
 pub mod cache;
+/// Nodes, users, their statuses and the operations a node still has to apply.
 pub mod domain;
+/// Grouped calls for backends that pay per round trip.
 pub mod grouped;
+/// Template filling for the user-node-list call (pure, no I/O).
+pub mod links;
+/// Prometheus metrics.
 pub mod metrics;
+/// The heartbeat loop: leases, per-node reconciliation, backoff.
 pub mod reconcile;
+/// The scenarios (`Manager`), and in `service::push` the fleet push engine.
 pub mod service;
+/// Typed settings: defaults, TOML file, `XM_*` environment.
 pub mod settings;
+/// The `Storage` port and its in-memory reference backend.
 pub mod storage;
+/// The `NodeTransport` port: the HTTP transport and the simulated fleet.
 pub mod transport;
 
+/// The `Storage` conformance suite every backend runs (`Cache`'s is in `cache`).
 #[cfg(feature = "conformance")]
 pub mod conformance;

@@ -15,7 +15,8 @@ use super::responses::{AdminErrors, NodeErrors, ServerError};
 use super::schemas;
 use super::state::ApiState;
 use crate::domain::{Node, NodeId, PageRequest, User, UserId};
-use crate::service::{NodeLinks, ServiceError};
+use crate::links::NodeLinks;
+use crate::service::ServiceError;
 
 /// Items in a list answer when the caller gives no `limit`.
 pub const DEFAULT_PAGE: u32 = 1000;
