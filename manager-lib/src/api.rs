@@ -21,9 +21,9 @@ use utoipa::{IntoParams, ToSchema};
 use crate::admin_auth::{self, AdminAuth, FailureLimit, TokenDigest};
 use crate::domain::{Node, NodeId, PageRequest, User, UserId};
 use crate::links::NodeLinks;
+use crate::manager::{Manager, ManagerError};
 use crate::metrics::{self, ManagerMetrics};
 use crate::ratelimit::{self, RateLimit, RateLimiter};
-use crate::service::{Manager, ServiceError};
 use crate::storage::StorageError;
 use crate::transport::TransportError;
 
@@ -35,7 +35,7 @@ pub const DEFAULT_PAGE: u32 = 1000;
 /// Everything the API answers with other than success.
 #[derive(Debug)]
 pub enum ApiError {
-    Service(ServiceError),
+    Service(ManagerError),
     BadRequest(String),
     Unauthorized,
     NotFound,
@@ -43,8 +43,8 @@ pub enum ApiError {
     TooManyRequests,
 }
 
-impl From<ServiceError> for ApiError {
-    fn from(e: ServiceError) -> Self {
+impl From<ManagerError> for ApiError {
+    fn from(e: ManagerError) -> Self {
         Self::Service(e)
     }
 }
@@ -62,7 +62,7 @@ pub struct ErrorBody {
 impl ApiError {
     /// The one table from errors to status and stable error text.
     pub fn status_and_text(&self) -> (StatusCode, &str) {
-        use ServiceError as S;
+        use ManagerError as S;
         match self {
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad request"),
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
@@ -96,7 +96,7 @@ impl ApiError {
 
     /// Details safe to show the caller; internal errors only go to the log.
     fn message(&self) -> Option<String> {
-        use ServiceError as S;
+        use ManagerError as S;
         match self {
             Self::BadRequest(m) => Some(m.clone()),
             Self::Service(S::InvalidEndpoint(e)) => Some(e.to_string()),
@@ -385,12 +385,12 @@ impl PageQuery {
 /// An id in a bad form names nothing that exists.
 fn node_id(raw: &str) -> ApiResult<NodeId> {
     raw.parse()
-        .map_err(|_| ApiError::Service(ServiceError::NodeNotFound))
+        .map_err(|_| ApiError::Service(ManagerError::NodeNotFound))
 }
 
 fn user_id(raw: &str) -> ApiResult<UserId> {
     raw.parse()
-        .map_err(|_| ApiError::Service(ServiceError::UserNotFound))
+        .map_err(|_| ApiError::Service(ManagerError::UserNotFound))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -737,7 +737,7 @@ async fn user_nodes(
     path: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Json<NodeLinks>> {
     // A path that does not even decode names no user: same answer as a wrong name.
-    let Path(id_name) = path.map_err(|_| ApiError::Service(ServiceError::UserMismatch))?;
+    let Path(id_name) = path.map_err(|_| ApiError::Service(ManagerError::UserMismatch))?;
     Ok(Json(st.manager.user_node_links(&id_name).await?))
 }
 
