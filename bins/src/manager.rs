@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use manager_lib::api::{self, ApiState};
 use manager_lib::cache::{Cache, CachedStorage, CachedStorageSettings, MemoryCache};
+use manager_lib::manager::{Manager, ManagerSettings};
 use manager_lib::metrics::{self, ManagerMetrics};
 use manager_lib::reconcile::{Reconciler, ReconcilerSettings};
-use manager_lib::service::{Manager, ManagerSettings};
 use manager_lib::settings::ManagerConfig;
 use manager_lib::storage::Storage;
 use manager_lib::transport::http::HttpTransport;

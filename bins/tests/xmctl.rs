@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use axum::Router;
 use manager_lib::api::{self, ApiState};
-use manager_lib::service::{Manager, ManagerSettings};
+use manager_lib::manager::{Manager, ManagerSettings};
 use manager_lib::storage::memory::MemoryStorage;
 use manager_lib::transport::simulated::SimulatedFleet;
 use serde_json::Value;

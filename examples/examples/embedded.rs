@@ -12,8 +12,8 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing::get;
 use manager_lib::api::{self, ApiState};
+use manager_lib::manager::{Manager, ManagerSettings};
 use manager_lib::reconcile::{Reconciler, ReconcilerSettings};
-use manager_lib::service::{Manager, ManagerSettings};
 use manager_lib::storage::memory::MemoryStorage;
 use manager_lib::transport::simulated::SimulatedFleet;
 

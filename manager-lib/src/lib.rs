@@ -19,12 +19,12 @@ pub mod domain;
 pub mod grouped;
 /// Template filling for the user-node-list call (pure, no I/O).
 pub mod links;
+/// The scenarios (`Manager`, `ManagerError`), and in `manager::push` the fleet push engine.
+pub mod manager;
 /// Prometheus metrics.
 pub mod metrics;
 /// The heartbeat loop: leases, per-node reconciliation, backoff.
 pub mod reconcile;
-/// The scenarios (`Manager`), and in `service::push` the fleet push engine.
-pub mod service;
 /// Typed settings: defaults, TOML file, `XM_*` environment.
 pub mod settings;
 /// The `Storage` port and its in-memory reference backend.

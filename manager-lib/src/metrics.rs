@@ -18,7 +18,7 @@
 //! ```
 //! # use std::sync::Arc;
 //! # use manager_lib::metrics::ManagerMetrics;
-//! # use manager_lib::service::{Manager, ManagerSettings};
+//! # use manager_lib::manager::{Manager, ManagerSettings};
 //! # use manager_lib::storage::memory::MemoryStorage;
 //! # use manager_lib::transport::simulated::SimulatedFleet;
 //! # let manager = Arc::new(Manager::new(Arc::new(MemoryStorage::new()), Arc::new(SimulatedFleet::new()), ManagerSettings::default()));
@@ -47,7 +47,7 @@ use prometheus_client::registry::Registry;
 
 use crate::cache::CachedStorage;
 use crate::domain::{ActualStatus, PageRequest, RequiredStatus};
-use crate::service::Manager;
+use crate::manager::Manager;
 
 /// The `Content-Type` of a scrape's answer.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -273,7 +273,7 @@ impl ManagerMetrics {
         out
     }
 
-    async fn read_fleet(&self) -> Result<(), crate::service::ServiceError> {
+    async fn read_fleet(&self) -> Result<(), crate::manager::ManagerError> {
         let state = self.manager.fleet_state().await?;
         let mut by_status = std::collections::HashMap::new();
         let mut pending = Vec::new();

@@ -17,8 +17,8 @@ use futures::StreamExt as _;
 use tracing::Instrument as _;
 
 use crate::domain::{Node, NodeId};
+use crate::manager::{Manager, ManagerError, NodeOutcome};
 use crate::metrics::ManagerMetrics;
-use crate::service::{Manager, NodeOutcome, ServiceError};
 
 #[derive(Clone, Debug)]
 pub struct ReconcilerSettings {
@@ -171,7 +171,7 @@ impl Reconciler {
             skipped: nodes.len() - due.len(),
             ..PassReport::default()
         };
-        let results: Vec<(NodeId, Result<NodeOutcome, ServiceError>)> = futures::stream::iter(due)
+        let results: Vec<(NodeId, Result<NodeOutcome, ManagerError>)> = futures::stream::iter(due)
             .map(|node| {
                 let span = tracing::info_span!("reconcile", node = %node.id);
                 async move {

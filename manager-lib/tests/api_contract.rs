@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use axum::http::StatusCode;
 use manager_lib::api::{ApiState, router};
-use manager_lib::service::{Manager, ManagerSettings};
+use manager_lib::manager::{Manager, ManagerSettings};
 use manager_lib::storage::memory::MemoryStorage;
 use manager_lib::transport::simulated::SimulatedFleet;
 use serde_json::{Value, json};

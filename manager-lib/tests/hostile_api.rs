@@ -9,7 +9,7 @@ use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
 use manager_lib::api::{ApiState, MAX_BODY_BYTES, router};
-use manager_lib::service::{Manager, ManagerSettings};
+use manager_lib::manager::{Manager, ManagerSettings};
 use manager_lib::storage::memory::MemoryStorage;
 use manager_lib::transport::simulated::SimulatedFleet;
 use proptest::collection::{btree_map, vec};

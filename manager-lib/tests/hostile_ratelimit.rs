@@ -12,7 +12,7 @@ use axum::extract::ConnectInfo;
 use axum::http::{Request, StatusCode, header};
 use manager_lib::api::ratelimit::RateLimit;
 use manager_lib::api::{self, ApiState, router};
-use manager_lib::service::{Manager, ManagerSettings};
+use manager_lib::manager::{Manager, ManagerSettings};
 use manager_lib::storage::memory::MemoryStorage;
 use manager_lib::transport::simulated::SimulatedFleet;
 use tower::ServiceExt as _;

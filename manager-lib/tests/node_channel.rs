@@ -14,7 +14,7 @@ use axum::http::{StatusCode, header};
 use axum::routing::any;
 use common::*;
 use manager_lib::api::{ApiState, router};
-use manager_lib::service::{Manager, ManagerSettings};
+use manager_lib::manager::{Manager, ManagerSettings};
 use manager_lib::storage::memory::MemoryStorage;
 use manager_lib::transport::http::HttpTransport;
 use serde_json::{Value, json};

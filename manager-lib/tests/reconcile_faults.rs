@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use manager_lib::domain::*;
+use manager_lib::manager::{Manager, ManagerError, ManagerSettings, NodeOutcome};
 use manager_lib::reconcile::{Reconciler, ReconcilerSettings};
-use manager_lib::service::{Manager, ManagerSettings, NodeOutcome, ServiceError};
 use manager_lib::storage::memory::MemoryStorage;
 use manager_lib::storage::{Storage, StorageError, StorageResult};
 use manager_lib::transport::simulated::SimulatedFleet;
@@ -346,7 +346,7 @@ async fn a_start_that_fails_at_the_node_is_repaired_by_the_heartbeat() {
     let err = w.manager.start_node(node.id).await.unwrap_err();
     assert!(matches!(
         err,
-        ServiceError::Node(TransportError::Unreachable(_))
+        ManagerError::Node(TransportError::Unreachable(_))
     ));
     assert_eq!(w.listed(alice.id).await, 0);
     assert!(!w.storage.get_node(node.id).await.unwrap().state_up_to_date);
@@ -364,7 +364,7 @@ async fn a_start_whose_result_cannot_be_stored_is_redone() {
     let err = w.manager.start_node(node.id).await.unwrap_err();
     assert!(matches!(
         err,
-        ServiceError::Storage(StorageError::Unavailable(_))
+        ManagerError::Storage(StorageError::Unavailable(_))
     ));
     // The node runs, but the database says "not up to date": nobody is sent there.
     assert!(w.fleet.is_running("http://n1"));
@@ -656,7 +656,7 @@ async fn a_node_error_is_passed_through_from_start() {
     let node = manager.new_node("http://n1").await.unwrap();
     let err = manager.start_node(node.id).await.unwrap_err();
     match err {
-        ServiceError::Node(TransportError::Node { status, error, .. }) => {
+        ManagerError::Node(TransportError::Node { status, error, .. }) => {
             assert_eq!(status, 503);
             assert_eq!(error, "xray service initializing");
         }

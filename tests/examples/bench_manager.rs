@@ -34,8 +34,8 @@ use std::time::{Duration, Instant};
 
 use manager_lib::cache::{Cache, CachedStorage, CachedStorageSettings, MemoryCache};
 use manager_lib::domain::{NewUser, RequiredStatus, UserStatus};
+use manager_lib::manager::{Manager, ManagerSettings};
 use manager_lib::reconcile::{Reconciler, ReconcilerSettings};
-use manager_lib::service::{Manager, ManagerSettings};
 use manager_lib::storage::Storage;
 use manager_lib::transport::simulated::SimulatedFleet;
 

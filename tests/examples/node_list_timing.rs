@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use manager_lib::cache::{CachedStorage, CachedStorageSettings, MemoryCache};
 use manager_lib::domain::UserId;
-use manager_lib::service::{Manager, ManagerSettings, ServiceError};
+use manager_lib::manager::{Manager, ManagerError, ManagerSettings};
 use manager_lib::storage::Storage;
 use manager_lib::transport::simulated::SimulatedFleet;
 
@@ -46,7 +46,7 @@ async fn main() {
             let started = Instant::now();
             let answer = manager.user_node_links(&path).await;
             let took = started.elapsed();
-            assert!(matches!(answer, Err(ServiceError::UserMismatch)));
+            assert!(matches!(answer, Err(ManagerError::UserMismatch)));
             took
         }
     };

@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use manager_lib::api::{ApiState, router};
-use manager_lib::service::{Manager, ManagerSettings};
+use manager_lib::manager::{Manager, ManagerSettings};
 use manager_lib::transport::simulated::SimulatedFleet;
 use serde_json::Value;
 use storage_postgres::PgStorage;

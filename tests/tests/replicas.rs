@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use manager_lib::domain::{Node, NodeId, UserCredentials, UserId};
+use manager_lib::manager::{Manager, ManagerSettings};
 use manager_lib::reconcile::{Reconciler, ReconcilerSettings};
-use manager_lib::service::{Manager, ManagerSettings};
 use manager_lib::storage::Storage;
 use manager_lib::transport::simulated::SimulatedFleet;
 use manager_lib::transport::{NodeReport, NodeTransport, TransportError};

@@ -8,14 +8,14 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::service::ServiceError;
+use crate::manager::ManagerError;
 use crate::storage::StorageError;
 use crate::transport::TransportError;
 
 /// Everything the API answers with other than success.
 #[derive(Debug)]
 pub enum ApiError {
-    Service(ServiceError),
+    Manager(ManagerError),
     BadRequest(String),
     Unauthorized,
     NotFound,
@@ -23,9 +23,9 @@ pub enum ApiError {
     TooManyRequests,
 }
 
-impl From<ServiceError> for ApiError {
-    fn from(e: ServiceError) -> Self {
-        Self::Service(e)
+impl From<ManagerError> for ApiError {
+    fn from(e: ManagerError) -> Self {
+        Self::Manager(e)
     }
 }
 
@@ -42,14 +42,14 @@ pub struct ErrorBody {
 impl ApiError {
     /// The one table from errors to status and stable error text.
     pub fn status_and_text(&self) -> (StatusCode, &str) {
-        use ServiceError as S;
+        use ManagerError as S;
         match self {
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad request"),
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Self::NotFound => (StatusCode::NOT_FOUND, "not found"),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
             Self::TooManyRequests => (StatusCode::TOO_MANY_REQUESTS, "too many requests"),
-            Self::Service(e) => match e {
+            Self::Manager(e) => match e {
                 S::InvalidEndpoint(_) => (StatusCode::BAD_REQUEST, "invalid endpoint"),
                 S::InvalidUserName(_) => (StatusCode::BAD_REQUEST, "invalid user name"),
                 S::NodeNotFound => (StatusCode::BAD_REQUEST, "node not exists"),
@@ -76,18 +76,18 @@ impl ApiError {
 
     /// Details safe to show the caller; internal errors only go to the log.
     fn message(&self) -> Option<String> {
-        use ServiceError as S;
+        use ManagerError as S;
         match self {
             Self::BadRequest(m) => Some(m.clone()),
-            Self::Service(S::InvalidEndpoint(e)) => Some(e.to_string()),
-            Self::Service(S::InvalidUserName(_)) => {
+            Self::Manager(S::InvalidEndpoint(e)) => Some(e.to_string()),
+            Self::Manager(S::InvalidUserName(_)) => {
                 Some("a user name must be 1 to 1024 bytes and not blank".into())
             }
-            Self::Service(S::Node(TransportError::Node { message, .. })) => message.clone(),
-            Self::Service(S::Node(e @ TransportError::Unreachable(_))) => Some(e.to_string()),
+            Self::Manager(S::Node(TransportError::Node { message, .. })) => message.clone(),
+            Self::Manager(S::Node(e @ TransportError::Unreachable(_))) => Some(e.to_string()),
             // Not the answer's details (attacker-chosen on a plain-HTTP
             // channel), just what the operator must fix.
-            Self::Service(S::Node(TransportError::KeyMismatch(_))) => {
+            Self::Manager(S::Node(TransportError::KeyMismatch(_))) => {
                 Some("node key mismatch".into())
             }
             _ => None,

@@ -16,7 +16,7 @@ use super::schemas;
 use super::state::ApiState;
 use crate::domain::{Node, NodeId, PageRequest, User, UserId};
 use crate::links::NodeLinks;
-use crate::service::ServiceError;
+use crate::manager::ManagerError;
 
 /// Items in a list answer when the caller gives no `limit`.
 pub const DEFAULT_PAGE: u32 = 1000;
@@ -95,12 +95,12 @@ impl PageQuery {
 /// An id in a bad form names nothing that exists.
 fn node_id(raw: &str) -> ApiResult<NodeId> {
     raw.parse()
-        .map_err(|_| ApiError::Service(ServiceError::NodeNotFound))
+        .map_err(|_| ApiError::Manager(ManagerError::NodeNotFound))
 }
 
 fn user_id(raw: &str) -> ApiResult<UserId> {
     raw.parse()
-        .map_err(|_| ApiError::Service(ServiceError::UserNotFound))
+        .map_err(|_| ApiError::Manager(ManagerError::UserNotFound))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -427,7 +427,7 @@ pub(super) async fn user_nodes(
     path: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Json<NodeLinks>> {
     // A path that does not even decode names no user: same answer as a wrong name.
-    let Path(id_name) = path.map_err(|_| ApiError::Service(ServiceError::UserMismatch))?;
+    let Path(id_name) = path.map_err(|_| ApiError::Manager(ManagerError::UserMismatch))?;
     Ok(Json(st.manager.user_node_links(&id_name).await?))
 }
 

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use super::admin_auth::{FailureLimit, TokenDigest};
 use super::ratelimit::{RateLimit, RateLimiter};
+use crate::manager::Manager;
 use crate::metrics::ManagerMetrics;
-use crate::service::Manager;
 
 #[derive(Clone)]
 pub struct ApiState {

@@ -26,7 +26,7 @@ mod push;
 /// one stable error text.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum ServiceError {
+pub enum ManagerError {
     #[error("invalid endpoint: {0}")]
     InvalidEndpoint(ParseError),
     #[error("invalid user name")]
@@ -45,7 +45,7 @@ pub enum ServiceError {
     Storage(StorageError),
 }
 
-impl From<StorageError> for ServiceError {
+impl From<StorageError> for ManagerError {
     fn from(e: StorageError) -> Self {
         match e {
             StorageError::NotFound(Entity::Node) => Self::NodeNotFound,
@@ -55,7 +55,7 @@ impl From<StorageError> for ServiceError {
     }
 }
 
-pub type ServiceResult<T> = Result<T, ServiceError>;
+pub type ManagerResult<T> = Result<T, ManagerError>;
 
 /// Tuning of the manager's node work.
 #[derive(Clone, Debug)]
@@ -143,12 +143,12 @@ impl Manager {
 
     /// Registers a node: a fresh id and key. Idempotent: an endpoint already
     /// registered returns its node (and key).
-    pub async fn new_node(&self, endpoint: &str) -> ServiceResult<Node> {
-        let endpoint = normalize_endpoint(endpoint).map_err(ServiceError::InvalidEndpoint)?;
+    pub async fn new_node(&self, endpoint: &str) -> ManagerResult<Node> {
+        let endpoint = normalize_endpoint(endpoint).map_err(ManagerError::InvalidEndpoint)?;
         if let Some(node) = self.storage.find_node_by_endpoint(&endpoint).await? {
             return Ok(node);
         }
-        let new = NewNode::new(endpoint.as_str()).map_err(ServiceError::InvalidEndpoint)?;
+        let new = NewNode::new(endpoint.as_str()).map_err(ManagerError::InvalidEndpoint)?;
         match self.storage.create_node(new).await {
             Ok(node) => Ok(node),
             // Two calls raced: the other one's node is the answer.
@@ -156,13 +156,13 @@ impl Manager {
                 .storage
                 .find_node_by_endpoint(&endpoint)
                 .await?
-                .ok_or(ServiceError::NodeNotFound),
+                .ok_or(ManagerError::NodeNotFound),
             Err(e) => Err(e.into()),
         }
     }
 
     /// The operator wants the node running: start it now with every enabled user.
-    pub async fn start_node(&self, id: NodeId) -> ServiceResult<()> {
+    pub async fn start_node(&self, id: NodeId) -> ManagerResult<()> {
         self.storage
             .set_required_status(id, RequiredStatus::Running)
             .await?;
@@ -177,7 +177,7 @@ impl Manager {
     }
 
     /// The operator wants the node stopped: stop it now.
-    pub async fn stop_node(&self, id: NodeId) -> ServiceResult<()> {
+    pub async fn stop_node(&self, id: NodeId) -> ManagerResult<()> {
         self.storage
             .set_required_status(id, RequiredStatus::Stopped)
             .await?;
@@ -193,7 +193,7 @@ impl Manager {
     /// Forgets a node. Its core is asked to stop (best effort: a node that
     /// cannot be reached is deleted all the same, its users stay on it until
     /// the operator wipes it).
-    pub async fn delete_node(&self, id: NodeId) -> ServiceResult<()> {
+    pub async fn delete_node(&self, id: NodeId) -> ManagerResult<()> {
         let node = self.storage.get_node(id).await?;
         let lock = self.locks.get(id);
         let _guard = lock.lock().await;
@@ -207,18 +207,18 @@ impl Manager {
         Ok(())
     }
 
-    pub async fn list_nodes(&self, page: &PageRequest) -> ServiceResult<Page<Node>> {
+    pub async fn list_nodes(&self, page: &PageRequest) -> ManagerResult<Page<Node>> {
         Ok(self.storage.list_nodes(page).await?)
     }
 
-    async fn start_locked(&self, id: NodeId) -> ServiceResult<()> {
+    async fn start_locked(&self, id: NodeId) -> ManagerResult<()> {
         let plan = self.storage.begin_start(id).await?;
         let template = self.transport.start(&plan.node, &plan.users).await?;
         self.storage.finish_start(id, plan.seq, &template).await?;
         Ok(())
     }
 
-    async fn stop_locked(&self, id: NodeId) -> ServiceResult<()> {
+    async fn stop_locked(&self, id: NodeId) -> ManagerResult<()> {
         let node = self.storage.begin_stop(id).await?;
         self.transport.stop(&node).await?;
         self.storage.finish_stop(id).await?;
@@ -228,22 +228,22 @@ impl Manager {
     // ---- users ----
 
     /// Creates a user, Disabled and on no node.
-    pub async fn new_user(&self, name: &str) -> ServiceResult<User> {
-        let new = NewUser::new(name).map_err(ServiceError::InvalidUserName)?;
+    pub async fn new_user(&self, name: &str) -> ManagerResult<User> {
+        let new = NewUser::new(name).map_err(ManagerError::InvalidUserName)?;
         Ok(self.storage.create_user(new).await?)
     }
 
     /// Enables a user: stored at once, pushed to the nodes this replica holds
     /// right away, to the rest by their heartbeat.
-    pub async fn enable_user(&self, id: UserId) -> ServiceResult<User> {
+    pub async fn enable_user(&self, id: UserId) -> ManagerResult<User> {
         self.set_user_status(id, UserStatus::Enabled).await
     }
 
-    pub async fn disable_user(&self, id: UserId) -> ServiceResult<User> {
+    pub async fn disable_user(&self, id: UserId) -> ManagerResult<User> {
         self.set_user_status(id, UserStatus::Disabled).await
     }
 
-    async fn set_user_status(&self, id: UserId, status: UserStatus) -> ServiceResult<User> {
+    async fn set_user_status(&self, id: UserId, status: UserStatus) -> ManagerResult<User> {
         let user = self.storage.set_user_status(id, status).await?;
         self.nudge.notify_one();
         Ok(user)
@@ -251,17 +251,17 @@ impl Manager {
 
     /// Deletes a user: gone from every read at once, removed from the nodes
     /// like a disable.
-    pub async fn delete_user(&self, id: UserId) -> ServiceResult<()> {
+    pub async fn delete_user(&self, id: UserId) -> ManagerResult<()> {
         self.storage.delete_user(id).await?;
         self.nudge.notify_one();
         Ok(())
     }
 
-    pub async fn get_user(&self, id: UserId) -> ServiceResult<User> {
+    pub async fn get_user(&self, id: UserId) -> ManagerResult<User> {
         Ok(self.storage.get_user(id).await?)
     }
 
-    pub async fn list_users(&self, page: &PageRequest) -> ServiceResult<Page<User>> {
+    pub async fn list_users(&self, page: &PageRequest) -> ManagerResult<Page<User>> {
         Ok(self.storage.list_users(page).await?)
     }
 
@@ -270,22 +270,22 @@ impl Manager {
     /// Answers each usable node's template filled for the user. An unknown
     /// id answers like a wrong name, so the call tells nothing about which
     /// ids exist.
-    pub async fn user_node_list(&self, id_name: &str) -> ServiceResult<Vec<String>> {
+    pub async fn user_node_list(&self, id_name: &str) -> ManagerResult<Vec<String>> {
         Ok(self.user_node_links(id_name).await?.to_strings())
     }
 
     /// [`Manager::user_node_list`] without filling the templates yet: the
     /// answer serialises as the same JSON array of strings, each template
     /// filled and escaped straight into the output (the HTTP API's path).
-    pub async fn user_node_links(&self, id_name: &str) -> ServiceResult<NodeLinks> {
-        let (id, name) = split_id_name(id_name).ok_or(ServiceError::UserMismatch)?;
+    pub async fn user_node_links(&self, id_name: &str) -> ManagerResult<NodeLinks> {
+        let (id, name) = split_id_name(id_name).ok_or(ManagerError::UserMismatch)?;
         let found = match self.storage.user_nodes(id).await {
             Ok(found) => found,
-            Err(StorageError::NotFound(_)) => return Err(ServiceError::UserMismatch),
+            Err(StorageError::NotFound(_)) => return Err(ManagerError::UserMismatch),
             Err(e) => return Err(e.into()),
         };
         if found.user.name != name {
-            return Err(ServiceError::UserMismatch);
+            return Err(ManagerError::UserMismatch);
         }
         Ok(NodeLinks::new(found))
     }
@@ -296,7 +296,7 @@ impl Manager {
     /// stop it when they differ (or its stored state is not up to date);
     /// otherwise push its pending operations and check that its core still
     /// has every user (anti-entropy).
-    pub async fn reconcile_node(&self, node: &Node) -> ServiceResult<NodeOutcome> {
+    pub async fn reconcile_node(&self, node: &Node) -> ManagerResult<NodeOutcome> {
         match self.check_node(node).await? {
             NodeOutcome::InSync => Ok(NodeOutcome::Synced {
                 applied: self.push_pending(node.id).await?,
@@ -309,7 +309,7 @@ impl Manager {
     /// up to date and with every user its cursor says is `InSync`, and its
     /// pending operations are left to the caller (the heartbeat pushes to
     /// all such nodes at once with [`Manager::push_pending_many`]).
-    pub async fn check_node(&self, node: &Node) -> ServiceResult<NodeOutcome> {
+    pub async fn check_node(&self, node: &Node) -> ManagerResult<NodeOutcome> {
         let lock = self.locks.get(node.id);
         let _guard = lock.lock().await;
         // Read after taking the lock: a start may have just finished.
@@ -377,17 +377,17 @@ impl Manager {
     }
 
     /// The fleet counters (for status pages and metrics).
-    pub async fn fleet_state(&self) -> ServiceResult<FleetState> {
+    pub async fn fleet_state(&self) -> ManagerResult<FleetState> {
         Ok(self.storage.fleet_state().await?)
     }
 
     /// Removes deleted users' tombstones that every node applied.
-    pub async fn purge_tombstones(&self) -> ServiceResult<u64> {
+    pub async fn purge_tombstones(&self) -> ManagerResult<u64> {
         Ok(self.storage.purge_tombstones().await?)
     }
 
     /// Takes or renews this replica's node leases.
-    pub async fn claim_nodes(&self, owner: &str, ttl: Duration) -> ServiceResult<Vec<Node>> {
+    pub async fn claim_nodes(&self, owner: &str, ttl: Duration) -> ManagerResult<Vec<Node>> {
         Ok(self.storage.claim_nodes(owner, ttl, u32::MAX).await?)
     }
 }

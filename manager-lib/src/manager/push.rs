@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::{Manager, ServiceError, ServiceResult};
+use super::{Manager, ManagerError, ManagerResult};
 use crate::domain::{
     ActualStatus, Node, NodeId, Operation, PageRequest, PendingBatch, RequiredStatus, Seq,
     UserCredentials, UserId,
@@ -16,7 +16,7 @@ use crate::storage::StorageError;
 impl Manager {
     /// Pushes a running node's pending operations now (the fast path after a
     /// user change). Does nothing for a node that is not serving.
-    pub async fn push_pending(&self, id: NodeId) -> ServiceResult<usize> {
+    pub async fn push_pending(&self, id: NodeId) -> ManagerResult<usize> {
         let lock = self.locks.get(id);
         let _guard = lock.lock().await;
         let node = self.storage.get_node(id).await?;
@@ -37,10 +37,10 @@ impl Manager {
         &self,
         ids: &[NodeId],
         concurrency: usize,
-    ) -> ServiceResult<HashMap<NodeId, ServiceResult<usize>>> {
+    ) -> ManagerResult<HashMap<NodeId, ManagerResult<usize>>> {
         use futures::StreamExt as _;
         let mut wanted: HashSet<NodeId> = ids.iter().copied().collect();
-        let mut results: HashMap<NodeId, ServiceResult<usize>> = HashMap::new();
+        let mut results: HashMap<NodeId, ManagerResult<usize>> = HashMap::new();
         while !wanted.is_empty() {
             let nodes = self.serving_among(&wanted).await?;
             let Some(base) = nodes.iter().map(|n| n.applied_seq).min() else {
@@ -61,7 +61,7 @@ impl Manager {
             let (acks, mut acked) = tokio::sync::mpsc::unbounded_channel::<(NodeId, Seq)>();
             let pushes = async move {
                 let log = &log;
-                let round: Vec<(NodeId, ServiceResult<usize>)> = futures::stream::iter(nodes)
+                let round: Vec<(NodeId, ManagerResult<usize>)> = futures::stream::iter(nodes)
                     .map(|node| {
                         let acks = acks.clone();
                         async move { (node.id, self.push_from_log(node.id, log, &acks).await) }
@@ -88,7 +88,7 @@ impl Manager {
                 if let (Ok(_), Some(e)) = (&result, ack_failed.get(&id)) {
                     // Applied but not recorded: still pending, sent again
                     // by the next push (harmless).
-                    result = Err(ServiceError::Storage(StorageError::Unavailable(
+                    result = Err(ManagerError::Storage(StorageError::Unavailable(
                         e.clone().into(),
                     )));
                 }
@@ -116,7 +116,7 @@ impl Manager {
 
     /// The nodes among `ids` that are serving and should be, in one read of
     /// the node table.
-    async fn serving_among(&self, ids: &HashSet<NodeId>) -> ServiceResult<Vec<Node>> {
+    async fn serving_among(&self, ids: &HashSet<NodeId>) -> ManagerResult<Vec<Node>> {
         let nodes = crate::storage::all_nodes(self.storage.as_ref()).await?;
         Ok(nodes
             .into_iter()
@@ -132,7 +132,7 @@ impl Manager {
         id: NodeId,
         log: &ChangeLog,
         acks: &tokio::sync::mpsc::UnboundedSender<(NodeId, Seq)>,
-    ) -> ServiceResult<usize> {
+    ) -> ManagerResult<usize> {
         let lock = self.locks.get(id);
         let _guard = lock.lock().await;
         // The cursor as it is now, under the lock: a start or another push
@@ -167,7 +167,7 @@ impl Manager {
         Ok(applied)
     }
 
-    async fn push_locked(&self, node: &Node) -> ServiceResult<usize> {
+    async fn push_locked(&self, node: &Node) -> ManagerResult<usize> {
         let mut applied = 0;
         loop {
             let batch = self
