@@ -64,9 +64,13 @@ pub fn document() -> Document {
 /// state: the agent serves it on its own private listener, never on the
 /// node API's.
 pub fn docs_router<S: Clone + Send + Sync + 'static>() -> Router<S> {
-    SwaggerUi::new(UI_PATH)
-        .url(DOCUMENT_PATH, document())
-        .into()
+    serve_document(document())
+}
+
+/// `doc` at [`DOCUMENT_PATH`] with the Swagger UI under [`UI_PATH`]; the
+/// manager serves its own document through it too.
+pub fn serve_document<S: Clone + Send + Sync + 'static>(doc: Document) -> Router<S> {
+    SwaggerUi::new(UI_PATH).url(DOCUMENT_PATH, doc).into()
 }
 
 impl PartialSchema for ErrorBody {

@@ -17,14 +17,13 @@ use utoipa::openapi::response::ResponseBuilder;
 use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{Content, OpenApi as Document};
-use utoipa_swagger_ui::SwaggerUi;
 
 use super::handlers as api;
 
-use node_agent_lib::openapi::describe_docs_routes;
 /// Where the document and the Swagger UI are served: the same places as
 /// on the node agent.
 pub use node_agent_lib::openapi::{DOCUMENT_PATH, UI_PATH};
+use node_agent_lib::openapi::{describe_docs_routes, serve_document};
 /// The name of the admin bearer token's security scheme.
 pub const ADMIN_SCHEME: &str = "admin_token";
 
@@ -64,9 +63,7 @@ pub fn document() -> Document {
 
 /// `GET /openapi.json` and the Swagger UI under `/docs`, for any router state.
 pub fn docs_router<S: Clone + Send + Sync + 'static>() -> Router<S> {
-    SwaggerUi::new(UI_PATH)
-        .url(DOCUMENT_PATH, document())
-        .into()
+    serve_document(document())
 }
 
 /// The admin token's scheme, and the routes that no handler annotation
