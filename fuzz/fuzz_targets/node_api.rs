@@ -1,7 +1,7 @@
 //! Run with: cargo +nightly fuzz run node_api   (from the repo's fuzz/ folder)
 //!
-//! Feeds the node agent's real router (mocked service and core that accept
-//! everything) either an arbitrary token, or an arbitrary body sealed with
+//! Feeds the node agent's real router (the in-memory service backend and a
+//! core that accepts everything) either an arbitrary token, or an arbitrary body sealed with
 //! the node's own key, on an arbitrary method and path. Checks what the
 //! node's property tests check: an unsealed or foreign token is a bare 401;
 //! a sealed request gets a documented status whose answer opens for that
@@ -21,30 +21,11 @@ use node_agent_lib::api::{AppState, router};
 use node_agent_lib::config::CoreConfig;
 use node_agent_lib::core::{CoreApi, CoreError, CoreUser, Flavor};
 use node_agent_lib::envelope::{self, NodeKey};
-use node_agent_lib::service::{CoreInstance, ServiceControl, ServiceError, ServiceStatus};
+use node_agent_lib::service::memory::MemoryService;
 use tower::ServiceExt as _;
 
 #[derive(Debug)]
 struct AcceptAll;
-
-#[async_trait::async_trait]
-impl ServiceControl for AcceptAll {
-    async fn start(&self) -> Result<(), ServiceError> {
-        Ok(())
-    }
-    async fn stop(&self) -> Result<(), ServiceError> {
-        Ok(())
-    }
-    async fn restart(&self) -> Result<(), ServiceError> {
-        Ok(())
-    }
-    async fn status(&self) -> Result<ServiceStatus, ServiceError> {
-        Ok(ServiceStatus::Running)
-    }
-    async fn instance(&self) -> Result<Option<CoreInstance>, ServiceError> {
-        Ok(Some(CoreInstance::new("fuzz")))
-    }
-}
 
 #[async_trait::async_trait]
 impl CoreApi for AcceptAll {
@@ -82,7 +63,7 @@ fn world() -> &'static World {
         let (config, _) = CoreConfig::parse(BASE_CONFIG, Flavor::Xray, "").unwrap();
         let mut options = AgentOptions::new(dir.path().join("core.json"));
         options.user_config_template = "vless://{{.UserID}}@n:443".into();
-        let agent = Arc::new(Agent::new(Arc::new(AcceptAll), Arc::new(AcceptAll), config, options));
+        let agent = Arc::new(Agent::new(Arc::new(MemoryService::new()), Arc::new(AcceptAll), config, options));
         let key = NodeKey::random();
         let router = router(Arc::new(AppState::new(agent, key.clone())));
         let rt = tokio::runtime::Builder::new_current_thread()

@@ -1,6 +1,8 @@
 //! The `ServiceControl` port: starting and stopping the proxy core, and its
-//! backends — [`SystemdService`], [`LaunchctlService`] and the supervising
-//! [`ProcessService`].
+//! backends — [`SystemdService`], [`LaunchctlService`], the supervising
+//! [`ProcessService`] and the in-memory reference [`memory::MemoryService`];
+//! [`conformance`] (feature `conformance`) checks a backend against the
+//! contract.
 
 use std::fmt::Debug;
 use std::path::Path;
@@ -9,7 +11,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+#[cfg(feature = "conformance")]
+pub mod conformance;
 mod launchctl;
+pub mod memory;
 mod process;
 mod systemd;
 
