@@ -29,9 +29,11 @@ pub mod reconcile;
 pub mod settings;
 /// The `Storage` port and its in-memory reference backend.
 pub mod storage;
-/// The `NodeTransport` port: the HTTP transport and the simulated fleet.
+/// The `NodeTransport` port: the HTTP transport, the simulated fleet, and
+/// their conformance suite.
 pub mod transport;
 
-/// The `Storage` conformance suite every backend runs (`Cache`'s is in `cache`).
+/// The `Storage` conformance suite every backend runs (`Cache`'s and
+/// `NodeTransport`'s are in `cache` and `transport`).
 #[cfg(feature = "conformance")]
 pub mod conformance;

@@ -1,7 +1,8 @@
 //! The `NodeTransport` port: how the manager calls a node's agent. The real
 //! one is [`http::HttpTransport`] (JWE over HTTP, through the agent library's
 //! `NodeClient`); [`simulated::SimulatedFleet`] is an in-memory fleet of agents
-//! for tests and benchmarks.
+//! for tests and benchmarks. [`conformance`] (feature `conformance`) checks a
+//! transport against the contract.
 
 use std::fmt::Debug;
 
@@ -9,6 +10,8 @@ use async_trait::async_trait;
 
 use crate::domain::{Node, UserCredentials, UserId};
 
+#[cfg(feature = "conformance")]
+pub mod conformance;
 pub mod http;
 pub mod simulated;
 

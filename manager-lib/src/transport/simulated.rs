@@ -1,7 +1,9 @@
 //! An in-memory fleet of simulated node agents, for tests, benchmarks and
 //! trying the manager without real nodes. Each simulated node keeps a running
 //! flag and the set of users its "core" has, like a real agent would, and can
-//! be made unreachable, slow, or have its core lose its users.
+//! be made unreachable, slow, or have its core lose its users. It is the
+//! reference transport: it meets the whole contract (see
+//! [`conformance`](super::conformance), feature `conformance`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -10,7 +12,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{NodeReport, NodeTransport, TransportError};
-use crate::domain::{Node, UserCredentials, UserId};
+use crate::domain::{Node, NodeKey, UserCredentials, UserId};
 
 #[derive(Debug, Default, Clone)]
 struct SimNode {
@@ -20,6 +22,8 @@ struct SimNode {
     delay: Duration,
     core_restarts: u64,
     calls: u64,
+    /// The key the agent holds; `None` takes any key.
+    key: Option<NodeKey>,
 }
 
 /// Simulated agents, keyed by endpoint. A node unknown to the fleet answers
@@ -28,6 +32,7 @@ struct SimNode {
 pub struct SimulatedFleet {
     nodes: Mutex<HashMap<String, SimNode>>,
     template: String,
+    timeout: Duration,
 }
 
 impl Default for SimulatedFleet {
@@ -41,7 +46,16 @@ impl SimulatedFleet {
         Self {
             nodes: Mutex::new(HashMap::new()),
             template: "vless://{{.UserID}}@sim:443?security=none#{{.UserName}}".to_owned(),
+            // The manager's default node timeout.
+            timeout: Duration::from_secs(10),
         }
+    }
+
+    /// A node slower than `timeout` (see [`SimulatedFleet::set_delay`]) is
+    /// unreachable after `timeout`, as over HTTP.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 
     fn with<T>(&self, endpoint: &str, f: impl FnOnce(&mut SimNode) -> T) -> T {
@@ -49,9 +63,16 @@ impl SimulatedFleet {
         f(nodes.entry(endpoint.to_owned()).or_default())
     }
 
-    /// Brings up an agent (stopped core) at `endpoint`.
+    /// Brings up an agent (stopped core) at `endpoint` that takes calls
+    /// under any key, as if the operator always copied the right one.
     pub fn add_node(&self, endpoint: &str) {
         self.with(endpoint, |_| ());
+    }
+
+    /// Brings up an agent (stopped core) at `endpoint` holding `key`: calls
+    /// for a node with another key are refused as a key mismatch.
+    pub fn add_node_with_key(&self, endpoint: &str, key: &NodeKey) {
+        self.with(endpoint, |n| n.key = Some(key.clone()));
     }
 
     /// While unreachable, every call fails as a network error would.
@@ -98,6 +119,13 @@ impl SimulatedFleet {
                 None => (false, true, Duration::ZERO),
             }
         };
+        if delay >= self.timeout {
+            tokio::time::sleep(self.timeout).await;
+            return Err(TransportError::Unreachable(format!(
+                "simulated node {} did not answer within {:?}",
+                node.endpoint, self.timeout
+            )));
+        }
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
@@ -109,6 +137,11 @@ impl SimulatedFleet {
         }
         self.with(&node.endpoint, |n| {
             n.calls += 1;
+            if n.key.as_ref().is_some_and(|key| *key != node.key) {
+                return Err(TransportError::KeyMismatch(
+                    "node key mismatch: the simulated node holds another key".to_owned(),
+                ));
+            }
             f(n)
         })
     }
