@@ -1,7 +1,7 @@
 //! The `NodeTransport` port: how the manager calls a node's agent. The real
 //! one is [`http::HttpTransport`] (JWE over HTTP, through the agent library's
 //! `NodeClient`); [`simulated::SimulatedFleet`] is an in-memory fleet of agents
-//! for tests and benchmarks. [`conformance`] (feature `conformance`) checks a
+//! for tests and benchmarks. `conformance` (feature `conformance`) checks a
 //! transport against the contract.
 
 use std::fmt::Debug;

@@ -1,7 +1,7 @@
 //! The `ServiceControl` port: starting and stopping the proxy core, and its
 //! backends — [`SystemdService`], [`LaunchctlService`], the supervising
 //! [`ProcessService`] and the in-memory reference [`memory::MemoryService`];
-//! [`conformance`] (feature `conformance`) checks a backend against the
+//! `conformance` (feature `conformance`) checks a backend against the
 //! contract.
 
 use std::fmt::Debug;

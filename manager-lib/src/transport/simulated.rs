@@ -2,8 +2,8 @@
 //! trying the manager without real nodes. Each simulated node keeps a running
 //! flag and the set of users its "core" has, like a real agent would, and can
 //! be made unreachable, slow, or have its core lose its users. It is the
-//! reference transport: it meets the whole contract (see
-//! [`conformance`](super::conformance), feature `conformance`).
+//! reference transport: it meets the whole contract (the suite in
+//! `transport::conformance`, feature `conformance`, checks it).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
