@@ -76,6 +76,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod refusals;
 pub mod replay;
+pub mod secret;
 pub mod server;
 pub mod service;
 pub mod settings;

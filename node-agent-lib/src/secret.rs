@@ -1,0 +1,44 @@
+//! [`Secret`]: the one wrapper for a secret setting (a key, a token, a URL
+//! that may hold a password), used by the agent's and the manager's settings.
+
+use std::fmt;
+
+use serde::Deserialize;
+
+/// A setting that must not appear in logs or `Debug`; read it with
+/// [`Secret::expose`] where it is used, never to print it.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_the_secret_and_serde_reads_it_as_a_string() {
+        #[derive(Debug, Deserialize)]
+        struct Holder {
+            token: Secret,
+        }
+        let holder: Holder = serde_json::from_str(r#"{"token": "hunter2"}"#).unwrap();
+        assert_eq!(holder.token.expose(), "hunter2");
+        assert_eq!(format!("{holder:?}"), "Holder { token: <redacted> }");
+    }
+}
