@@ -3,23 +3,35 @@
 
 use std::fmt;
 
+use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
 
 /// A setting that must not appear in logs or `Debug`; read it with
-/// [`Secret::expose`] where it is used, never to print it.
-#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+/// [`Secret::expose`] where it is used, never to print it. A
+/// [`SecretString`], so it is also wiped from memory when dropped.
+#[derive(Clone, Default, Deserialize)]
 #[serde(transparent)]
-pub struct Secret(String);
+pub struct Secret(SecretString);
 
 impl Secret {
     pub fn new(s: impl Into<String>) -> Self {
-        Self(s.into())
+        Self(SecretString::from(s.into()))
     }
 
     pub fn expose(&self) -> &str {
-        &self.0
+        self.0.expose_secret()
     }
 }
+
+/// Equal when the secrets are; not constant-time, so not for checking a
+/// credential a peer sent (the admin token check has its own).
+impl PartialEq for Secret {
+    fn eq(&self, other: &Self) -> bool {
+        self.expose() == other.expose()
+    }
+}
+
+impl Eq for Secret {}
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
