@@ -1,5 +1,5 @@
 //! The node API's OpenAPI 3 document, generated from the handlers'
-//! annotations in the handlers, served by [`docs_router`] at
+//! annotations, served by [`docs_router`] at
 //! `GET /openapi.json` with a Swagger UI at `/docs` (assets built into the
 //! binary). They are not on the node API's port: a document titled
 //! `xray-node-agent` would name the node to anyone who asks, and censors
@@ -29,6 +29,8 @@ use utoipa::openapi::path::HttpMethod;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
+// Named `api` here: each operation's default tag is the module path given in
+// `paths(...)`, and the document has always tagged them `api`.
 use super::handlers as api;
 use super::schemas::wire_schemas;
 use crate::openapi::serve_document;
