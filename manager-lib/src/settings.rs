@@ -2,7 +2,6 @@
 //! then from `XM_*` environment variables (env wins). Secrets are redacted in
 //! `Debug`.
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -12,25 +11,9 @@ use serde::Deserialize;
 
 use crate::api::admin_auth::{self, FailureLimit};
 
-/// A secret setting; `Debug` never shows it.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Self(s.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
+/// A secret setting; `Debug` never shows it (the agent's settings use the
+/// same type).
+pub use node_agent_lib::secret::Secret;
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -159,10 +142,10 @@ impl ManagerConfig {
             self.data_dir = v.into();
         }
         if let Some(v) = var("XM_STORAGE_URL") {
-            self.storage_url = Some(Secret(v));
+            self.storage_url = Some(Secret::new(v));
         }
         if let Some(v) = var("XM_CACHE_URL") {
-            self.cache_url = Secret(v);
+            self.cache_url = Secret::new(v);
         }
         if let Some(v) = var("XM_HEARTBEAT_MS") {
             self.heartbeat_ms = parse("XM_HEARTBEAT_MS", v)?;
@@ -174,7 +157,7 @@ impl ManagerConfig {
             self.concurrency = parse("XM_CONCURRENCY", v)?;
         }
         if let Some(v) = var("XM_ADMIN_TOKEN") {
-            self.admin_token = Some(Secret(v));
+            self.admin_token = Some(Secret::new(v));
         }
         if let Some(v) = var("XM_ADMIN_FAILURE_BURST") {
             self.admin_failure_burst = parse("XM_ADMIN_FAILURE_BURST", v)?;
@@ -276,7 +259,7 @@ impl ManagerConfig {
                         ),
                     )
                 })?;
-                return Ok((Secret(token.into()), false));
+                return Ok((Secret::new(token), false));
             }
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -285,7 +268,7 @@ impl ManagerConfig {
         self.create_data_dir()?;
         let token = generate_token();
         write_private(&path, token.as_bytes())?;
-        Ok((Secret(token), true))
+        Ok((Secret::new(token), true))
     }
 }
 

@@ -55,7 +55,7 @@ pub enum TransportError {
 /// Every call is idempotent on the node (a repeated `start`, `stop` or edit
 /// is harmless), bounded by a timeout, and reports the node's own errors as
 /// [`TransportError::Node`].
-#[mockall::automock]
+#[cfg_attr(feature = "mocks", mockall::automock)]
 #[async_trait]
 pub trait NodeTransport: Debug + Send + Sync {
     /// `POST /start`: the node runs its core with exactly `users`; answers the

@@ -23,7 +23,8 @@ use crate::service::{CoreInstance, ServiceControl, ServiceError, ServiceStatus};
 use crate::wire::{NodeStatus, StatusResponse, UsersEditRequest, WireUser};
 use verify::Gone;
 
-/// Why an agent operation failed; [`crate::api`] maps each to a status and text.
+/// Why an agent operation failed; the node API's error table maps each to a
+/// status and text.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum AgentError {

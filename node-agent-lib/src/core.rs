@@ -22,7 +22,7 @@ use crate::service::ReadinessProbe;
 /// - `uptime_secs` is the core's uptime in whole seconds (too coarse to tell
 ///   restarts apart: the service backend names each run for that). Any call
 ///   fails with `CoreError::Unavailable` when the API does not answer.
-#[mockall::automock]
+#[cfg_attr(feature = "mocks", mockall::automock)]
 #[async_trait]
 pub trait CoreApi: Debug + Send + Sync {
     async fn add_user(&self, inbound_tag: &str, user: &CoreUser) -> Result<(), CoreError>;

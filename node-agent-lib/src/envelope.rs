@@ -14,7 +14,7 @@
 //! peer without the key costs it one small decryption and no memory; the
 //! body is then read up to `bln` bytes, its digest checked as it streams in
 //! ([`BodyCheck`]), and decrypted only when it is the announced one.
-//! The agent accepts a request once: [`ReplayCache`] remembers every `jti`
+//! The agent accepts a request once: its replay cache remembers every `jti`
 //! until its `exp` (plus [`CLOCK_SKEW`]) has passed, and the agent refuses
 //! requests issued before it started (the cache does not survive a restart).
 //!
@@ -32,8 +32,6 @@ use josekit::jwe::{self, Dir, JweHeader};
 use rand::RngCore as _;
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
-
-pub use crate::replay::ReplayCache;
 
 /// The longest a sealed request stays valid (`exp - iat`).
 pub const MAX_LIFETIME: Duration = Duration::from_secs(60);
@@ -335,7 +333,7 @@ fn numeric_date_ms(value: &Value) -> Option<u64> {
 }
 
 /// Opens the header token of a request for `method path`, checking
-/// everything but replay (see [`ReplayCache`]) and the body (see
+/// everything but replay (the agent's replay cache) and the body (see
 /// [`BodyCheck`]). The algorithms are checked before decrypting; the claims
 /// are trusted only once GCM has authenticated them. Costs one decryption of
 /// a token of a few hundred bytes, whatever body follows.

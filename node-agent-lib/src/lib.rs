@@ -14,6 +14,15 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Features
+//!
+//! - `agent` (default): the agent itself (the core client, the service
+//!   backends, the node API, settings, metrics). Without it the crate is
+//!   what the manager links: [`wire`], [`envelope`], [`client`],
+//!   [`listener`], [`openapi`] (serving a document) and [`secret`].
+//! - `mocks`: mockall's `MockCoreApi` and `MockServiceControl`, for tests
+//!   (enabled from dev-dependencies, never in a release build).
+//!
 //! The agent side is [`serve`] (or [`Node::build`] + [`Node::serve`]), fed by
 //! [`Settings`]; [`router`] over an [`Agent`] is what tests drive with `oneshot`.
 //!
@@ -65,27 +74,44 @@
 //! neither service nor core; refusals are counted and logged at most once
 //! per interval ([`refusals`]).
 
+#[cfg(feature = "agent")]
 pub mod agent;
+#[cfg(feature = "agent")]
 pub mod api;
 pub mod client;
+#[cfg(feature = "agent")]
 pub mod config;
+#[cfg(feature = "agent")]
 pub mod core;
 pub mod envelope;
 pub mod listener;
+#[cfg(feature = "agent")]
 pub mod metrics;
 pub mod openapi;
+#[cfg(feature = "agent")]
 pub mod refusals;
+#[cfg(feature = "agent")]
 pub mod replay;
+pub mod secret;
+#[cfg(feature = "agent")]
 pub mod server;
+#[cfg(feature = "agent")]
 pub mod service;
+#[cfg(feature = "agent")]
 pub mod settings;
 pub mod wire;
 
+#[cfg(feature = "agent")]
 pub use agent::{Agent, AgentError, AgentOptions};
+#[cfg(feature = "agent")]
 pub use api::{AppState, router};
 pub use client::{ClientError, NodeClient};
+#[cfg(feature = "agent")]
 pub use core::{CoreApi, CoreApiProbe};
 pub use envelope::NodeKey;
+#[cfg(feature = "agent")]
 pub use server::{Node, ServeError, serve};
+#[cfg(feature = "agent")]
 pub use service::{ServiceControl, ServiceError, ServiceStatus};
+#[cfg(feature = "agent")]
 pub use settings::Settings;

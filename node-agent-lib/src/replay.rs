@@ -1,6 +1,6 @@
 //! [`ReplayCache`]: the `jti`s the agent accepted, so each sealed request is
 //! accepted once. In memory only: after a restart the agent refuses requests
-//! issued before it started instead (see [`crate::api::AppState`]).
+//! issued before it started instead (the API's state remembers when).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashSet};

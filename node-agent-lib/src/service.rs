@@ -106,7 +106,7 @@ pub enum ServiceError {
 ///   agent counts on it to know every start it did not order.
 /// - An `Err` means the backend itself failed (the control program is
 ///   missing, refused, or timed out); the service's state is then unknown.
-#[mockall::automock]
+#[cfg_attr(feature = "mocks", mockall::automock)]
 #[async_trait]
 pub trait ServiceControl: Debug + Send + Sync {
     async fn start(&self) -> Result<(), ServiceError>;

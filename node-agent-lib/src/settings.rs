@@ -27,7 +27,6 @@
 //! key = "/etc/xray-node-agent/key.pem"
 //! ```
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -37,26 +36,7 @@ use xray_core_client::Flavor;
 
 use crate::envelope::NodeKey;
 use crate::listener::ListenerSettings;
-
-/// A setting that must not appear in logs or `Debug`.
-#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Self(s.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
+pub use crate::secret::Secret;
 
 /// Settings could not be loaded or are inconsistent.
 #[derive(Debug, thiserror::Error)]
@@ -269,7 +249,7 @@ impl Settings {
                         invalid("XNA_LISTEN", e.to_string())
                     })?;
                 }
-                "NODE_KEY" => self.node_key = Some(Secret(value)),
+                "NODE_KEY" => self.node_key = Some(Secret::new(value)),
                 "NODE_KEY_FILE" => self.node_key_file = Some(value.into()),
                 "FLAVOR" => self.flavor = value,
                 "USER_CONFIG_TEMPLATE" => self.user_config_template = value,

@@ -69,7 +69,7 @@ async fn get(router: &axum::Router, path: &str) -> (StatusCode, String) {
 
 /// The router the agent serves on `docs_listen` (never on the API's port).
 fn docs() -> axum::Router {
-    node_agent_lib::openapi::docs_router()
+    node_agent_lib::api::openapi::docs_router()
 }
 
 async fn served_document() -> Value {
@@ -182,7 +182,7 @@ fn field_names(value: &impl serde::Serialize) -> BTreeSet<String> {
 
 #[test]
 fn the_plaintext_schemas_match_the_wire_types() {
-    let doc = serde_json::to_value(node_agent_lib::openapi::document()).unwrap();
+    let doc = serde_json::to_value(node_agent_lib::api::openapi::document()).unwrap();
     let user = WireUser {
         id: "u".into(),
         name: "n".into(),

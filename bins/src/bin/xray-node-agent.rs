@@ -89,7 +89,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         let stop = shutdown.clone().cancelled_owned();
         let http = settings.http.clone();
         tokio::spawn(async move {
-            let docs = node_agent_lib::openapi::docs_router();
+            let docs = node_agent_lib::api::openapi::docs_router();
             if let Err(e) = listener::serve(docs_listener, docs, &http, None, stop).await {
                 tracing::error!(error = %e, "docs listener failed");
             }

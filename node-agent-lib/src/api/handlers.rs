@@ -1,0 +1,154 @@
+//! The four calls of the node API, each inside the JWE envelope: the
+//! payload is opened by `AppState::receive` (module `auth`), handed to the
+//! agent, and its result sealed by `AppState::seal`.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method};
+use axum::response::Response;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::responses::{HeaderToken, Initializing, Refused};
+use super::state::AppState;
+use crate::agent::AgentError;
+use crate::wire::{StartRequest, StartResponse, UsersEditRequest};
+
+fn parse<T: DeserializeOwned>(payload: &[u8]) -> Result<T, AgentError> {
+    serde_json::from_slice(payload).map_err(|e| AgentError::BadRequest(e.to_string()))
+}
+
+fn to_json(value: &impl Serialize) -> Result<Vec<u8>, AgentError> {
+    serde_json::to_vec(value).map_err(|e| AgentError::Internal(e.to_string()))
+}
+
+#[utoipa::path(
+    post,
+    path = "/start",
+    summary = "Run the core with exactly these users",
+    params(HeaderToken),
+    request_body(content = String, content_type = "application/jose", description = "The payload sealed on its own: a compact JWE (`dir`, `A256GCM`) whose plaintext is a `StartRequest`, sent with `Content-Length` equal to the header token's `bln`."),
+    responses(
+        (status = 200, description = "Sealed: a compact JWE whose plaintext is a `StartResponse`.", content_type = "application/jose", body = String),
+        (status = 400, description = "Sealed: a compact JWE whose plaintext is an `ErrorBody`: `bad request` (not the expected JSON, or a body that is not the one the header token announced: length, digest, too slow, too large).", content_type = "application/jose", body = String),
+        Initializing,
+        (status = 500, description = "Sealed: a compact JWE whose plaintext is an `ErrorBody`: `xray service error`.", content_type = "application/jose", body = String),
+        Refused,
+    ),
+    security(("node_jwe" = []))
+)]
+pub(super) async fn start(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let (request, payload) = match s.receive(&Method::POST, "/start", &headers, body).await {
+        Ok(received) => received,
+        Err(refused) => return refused,
+    };
+    let result = async {
+        let StartRequest { users } = parse(&payload)?;
+        drop(payload);
+        s.agent.start(users).await?;
+        to_json(&StartResponse {
+            user_config_template: s.agent.user_config_template().to_owned(),
+        })
+    }
+    .await;
+    s.seal(&request, "/start", result)
+}
+
+#[utoipa::path(
+    post,
+    path = "/stop",
+    summary = "Stop the core",
+    params(HeaderToken),
+    request_body(content = String, content_type = "application/jose", description = "Empty (`bln` 0), or a compact JWE (`dir`, `A256GCM`) whose plaintext is `{}`."),
+    responses(
+        (status = 200, description = "Sealed: a compact JWE whose plaintext is empty.", content_type = "application/jose", body = String),
+        (status = 400, description = "Sealed: a compact JWE whose plaintext is an `ErrorBody`: `bad request` (the body is not the one the header token announced).", content_type = "application/jose", body = String),
+        Initializing,
+        (status = 500, description = "Sealed: a compact JWE whose plaintext is an `ErrorBody`: `xray service error`.", content_type = "application/jose", body = String),
+        Refused,
+    ),
+    security(("node_jwe" = []))
+)]
+pub(super) async fn stop(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let (request, _) = match s.receive(&Method::POST, "/stop", &headers, body).await {
+        Ok(received) => received,
+        Err(refused) => return refused,
+    };
+    let result = s.agent.stop().await.map(|()| Vec::new());
+    s.seal(&request, "/stop", result)
+}
+
+#[utoipa::path(
+    get,
+    path = "/status",
+    summary = "Whether the core runs, and its users",
+    params(HeaderToken),
+    request_body(content = String, content_type = "application/jose", description = "None: `bln` is 0."),
+    responses(
+        (status = 200, description = "Sealed: a compact JWE whose plaintext is a `StatusResponse`.", content_type = "application/jose", body = String),
+        (status = 400, description = "Sealed: a compact JWE whose plaintext is an `ErrorBody`: `bad request` (a body the header token did not announce).", content_type = "application/jose", body = String),
+        Initializing,
+        (status = 500, description = "Sealed: a compact JWE whose plaintext is an `ErrorBody`: `xray service status error`.", content_type = "application/jose", body = String),
+        Refused,
+    ),
+    security(("node_jwe" = []))
+)]
+pub(super) async fn status(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let (request, _) = match s.receive(&Method::GET, "/status", &headers, body).await {
+        Ok(received) => received,
+        Err(refused) => return refused,
+    };
+    let result = match s.agent.status().await {
+        Ok(status) => to_json(&status),
+        Err(e) => Err(e),
+    };
+    s.seal(&request, "/status", result)
+}
+
+#[utoipa::path(
+    post,
+    path = "/users/edit",
+    summary = "Add and remove users on the running core",
+    params(HeaderToken),
+    request_body(content = String, content_type = "application/jose", description = "The payload sealed on its own: a compact JWE (`dir`, `A256GCM`) whose plaintext is a `UsersEditRequest`, sent with `Content-Length` equal to the header token's `bln`."),
+    responses(
+        (status = 200, description = "Sealed: a compact JWE whose plaintext is empty.", content_type = "application/jose", body = String),
+        (status = 400, description = "Sealed: a compact JWE whose plaintext is an `ErrorBody`: `bad request` (not the expected JSON, or a body that is not the one the header token announced: length, digest, too slow, too large).", content_type = "application/jose", body = String),
+        (status = 500, description = "Sealed: a compact JWE whose plaintext is an `ErrorBody`: `xray service unavailable` (the core's API does not answer) or `xray service error`.", content_type = "application/jose", body = String),
+        Refused,
+    ),
+    security(("node_jwe" = []))
+)]
+pub(super) async fn edit_users(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let (request, payload) = match s
+        .receive(&Method::POST, "/users/edit", &headers, body)
+        .await
+    {
+        Ok(received) => received,
+        Err(refused) => return refused,
+    };
+    let result = async {
+        let edit: UsersEditRequest = parse(&payload)?;
+        s.agent.edit_users(edit).await.map(|()| Vec::new())
+    }
+    .await;
+    s.seal(&request, "/users/edit", result)
+}

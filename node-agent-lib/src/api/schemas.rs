@@ -1,0 +1,119 @@
+//! The schemas of the node API's JSON (the types of [`crate::wire`]),
+//! written out for the OpenAPI document in their answer spelling.
+
+use std::borrow::Cow;
+
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Schema, Type};
+use utoipa::{PartialSchema, ToSchema};
+
+use crate::wire::ErrorBody;
+
+impl PartialSchema for ErrorBody {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .description(Some("Every error answer."))
+            .property(
+                "error",
+                string("A short stable text, e.g. `xray service error`."),
+            )
+            .required("error")
+            .property("message", string("Details, when safe to show."))
+            .into()
+    }
+}
+
+impl ToSchema for ErrorBody {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("ErrorBody")
+    }
+}
+
+fn string(description: &str) -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some(description))
+}
+
+fn integer(description: &str) -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+            utoipa::openapi::KnownFormat::Int64,
+        )))
+        .minimum(Some(0))
+        .description(Some(description))
+}
+
+fn reference(name: &str) -> RefOr<Schema> {
+    RefOr::Ref(utoipa::openapi::Ref::from_schema_name(name))
+}
+
+fn array_of(items: impl Into<RefOr<Schema>>, description: &str) -> ArrayBuilder {
+    let items: RefOr<Schema> = items.into();
+    ArrayBuilder::new()
+        .items(items)
+        .description(Some(description))
+}
+
+/// The plaintext schemas of the envelope (the types of [`crate::wire`]),
+/// in their answer spelling; requests also accept the snake_case spellings.
+pub(super) fn wire_schemas() -> Vec<(&'static str, RefOr<Schema>)> {
+    vec![
+        (
+            "WireUser",
+            ObjectBuilder::new()
+                .description(Some("One user as the manager sends it (`userID`/`user_id` and `userName`/`user_name` are accepted too)."))
+                .property("id", string("The VLESS/VMess id (a UUID when such an inbound is managed) and the core's key for the user."))
+                .required("id")
+                .property("name", string("The user's name."))
+                .required("name")
+                .property("secret", string("The Trojan/Shadowsocks password; never logged."))
+                .required("secret")
+                .into(),
+        ),
+        (
+            "StartRequest",
+            ObjectBuilder::new()
+                .description(Some("`POST /start`: run the core with exactly these users."))
+                .property("users", array_of(reference("WireUser"), "Every user the core must have."))
+                .required("users")
+                .into(),
+        ),
+        (
+            "StartResponse",
+            ObjectBuilder::new()
+                .description(Some("The answer to `POST /start`."))
+                .property(
+                    "userConfigTemplate",
+                    string("The node's share-link pattern for one user (`{{.UserID}}`, `{{.UserName}}`, `{{.UserSecret}}`), filled by the manager."),
+                )
+                .required("userConfigTemplate")
+                .into(),
+        ),
+        (
+            "StatusResponse",
+            ObjectBuilder::new()
+                .description(Some("The answer to `GET /status`."))
+                .property(
+                    "nodeStatus",
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .enum_values(Some(["Running", "Stopped"])),
+                )
+                .required("nodeStatus")
+                .property("users", integer("How many users the core really has."))
+                .property("coreUptimeSecs", integer("Seconds since the core started (0 when stopped)."))
+                .property("coreRestarts", integer("How many times the agent saw the core restart behind its back."))
+                .into(),
+        ),
+        (
+            "UsersEditRequest",
+            ObjectBuilder::new()
+                .description(Some("`POST /users/edit`: removals, then additions, on the running core (`add_users`/`del_users` are accepted too)."))
+                .property("addUsers", array_of(reference("WireUser"), "Users to add (adding one the core has is success)."))
+                .property("delUsers", array_of(string("A user id."), "Ids of users to remove (removing a missing one is success)."))
+                .into(),
+        ),
+    ]
+}
