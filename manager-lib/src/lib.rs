@@ -15,8 +15,6 @@ pub mod api;
 pub mod cache;
 /// Nodes, users, their statuses and the operations a node still has to apply.
 pub mod domain;
-/// Grouped calls for backends that pay per round trip.
-pub mod grouped;
 /// Template filling for the user-node-list call (pure, no I/O).
 pub mod links;
 /// The scenarios (`Manager`, `ManagerError`), and in `manager::push` the fleet push engine.

@@ -326,15 +326,8 @@ pub async fn all_nodes<S: Storage + ?Sized>(storage: &S) -> StorageResult<Vec<No
 }
 
 pub mod grouped;
+pub mod kit;
 pub mod memory;
 
-/// The acknowledgements with each node once, at its largest number (for
-/// backends implementing [`Storage::ack_operations_many`] in one statement).
-pub fn largest_per_node(acks: &[(NodeId, Seq)]) -> Vec<(NodeId, Seq)> {
-    let mut largest: std::collections::BTreeMap<NodeId, Seq> = std::collections::BTreeMap::new();
-    for (id, seq) in acks {
-        let at = largest.entry(*id).or_insert(*seq);
-        *at = (*at).max(*seq);
-    }
-    largest.into_iter().collect()
-}
+// The old path, until both SQL backends import it from the kit.
+pub use kit::largest_per_node;
