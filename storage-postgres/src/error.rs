@@ -96,3 +96,11 @@ mod tests {
         }
     }
 }
+
+pub(crate) fn node_err(e: sqlx::Error) -> StorageError {
+    map_err(Entity::Node, e)
+}
+
+pub(crate) fn user_err(e: sqlx::Error) -> StorageError {
+    map_err(Entity::User, e)
+}

@@ -108,3 +108,8 @@ pub(crate) fn node_entry(row: &PgRow) -> StorageResult<Option<NodeEntry>> {
         user_config_template: col::<&str>(row, "user_config_template")?.into(),
     }))
 }
+
+/// Now, as stored in the timestamp columns.
+pub(crate) fn now_ms() -> i64 {
+    manager_lib::domain::Timestamp::now().0
+}
