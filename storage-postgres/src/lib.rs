@@ -160,9 +160,12 @@ impl PgStorage {
     }
 }
 
-// Each method lives with its concept: nodes, users, changes (the log, the
+// Every method overridden (denied otherwise): a default would read every
+// node or ack one node at a time. Each method lives with its concept:
+// nodes, users, changes (the log, the
 // cursors and the settled horizon), leases.
 #[async_trait]
+#[deny(clippy::missing_trait_methods)]
 impl Storage for PgStorage {
     async fn create_node(&self, new: NewNode) -> StorageResult<Node> {
         nodes::create_node(self, new).await

@@ -216,9 +216,12 @@ impl SqliteStorage {
     }
 }
 
-// Each method lives with its concept: nodes, users, changes (the log and
+// Every method overridden (denied otherwise): a default would read every
+// node or ack one node at a time. Each method lives with its concept:
+// nodes, users, changes (the log and
 // the cursors), leases.
 #[async_trait]
+#[deny(clippy::missing_trait_methods)]
 impl Storage for SqliteStorage {
     async fn create_node(&self, new: NewNode) -> StorageResult<Node> {
         nodes::create_node(self, new).await
