@@ -162,8 +162,7 @@ impl PgStorage {
 
 // Every method overridden (denied otherwise): a default would read every
 // node or ack one node at a time. Each method lives with its concept:
-// nodes, users, changes (the log, the
-// cursors and the settled horizon), leases.
+// nodes, users, changes (the log, the cursors and the settled horizon), leases.
 #[async_trait]
 #[deny(clippy::missing_trait_methods)]
 impl Storage for PgStorage {

@@ -218,8 +218,7 @@ impl SqliteStorage {
 
 // Every method overridden (denied otherwise): a default would read every
 // node or ack one node at a time. Each method lives with its concept:
-// nodes, users, changes (the log and
-// the cursors), leases.
+// nodes, users, changes (the log and the cursors), leases.
 #[async_trait]
 #[deny(clippy::missing_trait_methods)]
 impl Storage for SqliteStorage {
