@@ -27,7 +27,7 @@ pub(crate) async fn create_node(s: &PgStorage, new: NewNode) -> StorageResult<No
     ))
     .bind(new.id.to_string())
     .bind(&new.endpoint)
-    .bind(new.key.expose())
+    .bind(new.key.expose_base64url())
     .bind(now_ms())
     .bind(settled.last_seq)
     .fetch_one(&s.pool)

@@ -25,7 +25,7 @@ pub(crate) async fn create_node(s: &SqliteStorage, new: NewNode) -> StorageResul
     let args = Args::default()
         .bind(new.id.to_string())
         .bind(new.endpoint)
-        .bind(new.key.expose().to_owned())
+        .bind(new.key.expose_base64url())
         .bind(Timestamp::now().0);
     s.writes
         .statement(sql, args, Some(Entity::Node), |row| {

@@ -178,7 +178,7 @@ async fn debug_shows_no_secrets() {
         .unwrap();
     let shown = format!("{:?} {:?}", f.storage, node);
     assert!(shown.contains("manager.db"), "{shown}");
-    assert!(!shown.contains(node.key.expose()), "{shown}");
+    assert!(!shown.contains(&node.key.expose_base64url()), "{shown}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
