@@ -25,7 +25,8 @@ pub mod metrics;
 pub mod reconcile;
 /// Typed settings: defaults, TOML file, `XM_*` environment.
 pub mod settings;
-/// The `Storage` port and its in-memory reference backend.
+/// The `Storage` port, its in-memory reference backend, and for backend
+/// authors `storage::kit` (shared rules, paging) and `storage::grouped`.
 pub mod storage;
 /// The `NodeTransport` port: the HTTP transport and the simulated fleet.
 pub mod transport;

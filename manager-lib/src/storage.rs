@@ -25,6 +25,14 @@
 //! never committed after a reader saw a larger one (backends serialise the
 //! allocation inside the writing transaction): otherwise a cursor could jump
 //! over a change that was still in flight.
+//!
+//! # Writing a backend
+//!
+//! [`kit`] holds what every backend computes the same way (the
+//! pending-operation rule, paging, batches); [`grouped`] serves many
+//! callers' calls in one round trip. A backend that wraps another (a
+//! decorator, a test fake) should put `#[deny(clippy::missing_trait_methods)]`
+//! on its impl, so it forwards the optimised defaults too.
 
 use std::fmt::Debug;
 use std::time::Duration;
