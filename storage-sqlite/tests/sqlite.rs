@@ -243,6 +243,27 @@ async fn a_stored_value_that_does_not_parse_is_corrupt() {
 }
 
 #[tokio::test]
+async fn a_stored_node_key_that_does_not_parse_is_corrupt_and_not_echoed() {
+    let f = fresh_storage().await;
+    let node = f
+        .storage
+        .create_node(NewNode::new("http://10.0.0.1:80").unwrap())
+        .await
+        .unwrap();
+    let pool = sqlx::SqlitePool::connect(&f.url()).await.unwrap();
+    sqlx::query("UPDATE nodes SET key = 'not-a-key' WHERE id = ?1")
+        .bind(node.id.to_string())
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    match f.storage.get_node(node.id).await {
+        Err(StorageError::Corrupt(text)) => assert!(!text.contains("not-a-key"), "{text}"),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+}
+
+#[tokio::test]
 async fn from_pool_migrates_and_serves() {
     let dir = tempfile::tempdir().unwrap();
     let options = sqlx::sqlite::SqliteConnectOptions::new()
