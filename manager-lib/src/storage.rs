@@ -336,6 +336,3 @@ pub async fn all_nodes<S: Storage + ?Sized>(storage: &S) -> StorageResult<Vec<No
 pub mod grouped;
 pub mod kit;
 pub mod memory;
-
-// The old path, until both SQL backends import it from the kit.
-pub use kit::largest_per_node;
