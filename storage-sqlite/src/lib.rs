@@ -111,8 +111,8 @@ impl SqliteStorage {
     /// in-memory database that lives as long as the returned value.
     ///
     /// A file that cannot be opened or created gives
-    /// [`StorageError::Unavailable`]; a file that is not a database,
-    /// [`StorageError::Corrupt`].
+    /// [`StorageError::Unavailable`](manager_lib::storage::StorageError::Unavailable); a file that is not a database,
+    /// [`StorageError::Corrupt`](manager_lib::storage::StorageError::Corrupt).
     pub async fn connect(url: &str) -> StorageResult<Self> {
         let options = SqliteConnectOptions::from_str(url)
             .map_err(|e| db_error(e, None))?
