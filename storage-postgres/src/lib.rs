@@ -41,6 +41,9 @@ use manager_lib::domain::{
     RequiredStatus, Seq, ServingNode, StartPlan, User, UserId, UserNodes, UserStatus,
 };
 use manager_lib::storage::{Entity, Storage, StorageResult};
+// For the docs' links only.
+#[cfg(doc)]
+use manager_lib::storage::StorageError;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
@@ -61,7 +64,7 @@ use grouped::Calls;
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
 /// How long getting a connection may take before a call answers
-/// [`StorageError::Unavailable`](manager_lib::storage::StorageError::Unavailable). The pool retries a refused connection until
+/// [`StorageError::Unavailable`]. The pool retries a refused connection until
 /// then, so a database that restarts quickly is not an error.
 pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -100,7 +103,7 @@ impl fmt::Debug for PgStorage {
 
 impl PgStorage {
     /// The pool settings [`PgStorage::connect`] uses: bounded acquire time so
-    /// a down database answers [`StorageError::Unavailable`](manager_lib::storage::StorageError::Unavailable) instead of hanging.
+    /// a down database answers [`StorageError::Unavailable`] instead of hanging.
     pub fn pool_options() -> PgPoolOptions {
         PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
@@ -111,8 +114,8 @@ impl PgStorage {
     /// brings the schema up to date. Several managers may connect at once:
     /// the migrator holds an advisory lock while it migrates.
     ///
-    /// A malformed URL is [`StorageError::Other`](manager_lib::storage::StorageError::Other); an unreachable database is
-    /// [`StorageError::Unavailable`](manager_lib::storage::StorageError::Unavailable) after at most [`ACQUIRE_TIMEOUT`].
+    /// A malformed URL is [`StorageError::Other`]; an unreachable database is
+    /// [`StorageError::Unavailable`] after at most [`ACQUIRE_TIMEOUT`].
     pub async fn connect(url: &str) -> StorageResult<Self> {
         let options: PgConnectOptions = url.parse().map_err(|e| map_err(Entity::Node, e))?;
         let pool = Self::pool_options()
@@ -154,7 +157,7 @@ impl PgStorage {
         &self.pool
     }
 
-    /// Closes every connection; later calls answer [`StorageError::Unavailable`](manager_lib::storage::StorageError::Unavailable).
+    /// Closes every connection; later calls answer [`StorageError::Unavailable`].
     pub async fn close(&self) {
         self.pool.close().await;
     }

@@ -60,6 +60,9 @@ use manager_lib::domain::{
     RequiredStatus, Seq, ServingNode, StartPlan, User, UserId, UserNodes, UserStatus,
 };
 use manager_lib::storage::{Storage, StorageResult};
+// For the docs' links only.
+#[cfg(doc)]
+use manager_lib::storage::StorageError;
 use sqlx::SqliteConnection;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -111,8 +114,8 @@ impl SqliteStorage {
     /// in-memory database that lives as long as the returned value.
     ///
     /// A file that cannot be opened or created gives
-    /// [`StorageError::Unavailable`](manager_lib::storage::StorageError::Unavailable); a file that is not a database,
-    /// [`StorageError::Corrupt`](manager_lib::storage::StorageError::Corrupt).
+    /// [`StorageError::Unavailable`]; a file that is not a database,
+    /// [`StorageError::Corrupt`].
     pub async fn connect(url: &str) -> StorageResult<Self> {
         let options = SqliteConnectOptions::from_str(url)
             .map_err(|e| db_error(e, None))?
