@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use manager_lib::cache::{Cache, CacheError, CacheResult};
-use manager_lib::grouped::Grouped;
+use manager_lib::storage::grouped::Grouped;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{ErrorKind, RedisError};
 
@@ -65,7 +65,7 @@ const MAX_TTL_MILLIS: u64 = 10 * 365 * 24 * 3600 * 1000;
 
 /// A [`Cache`] on Redis.
 ///
-/// Gets and puts are grouped (see [`manager_lib::grouped`]): the calls
+/// Gets and puts are grouped (see [`manager_lib::storage::grouped`]): the calls
 /// queued while earlier ones are on the wire go together, the gets as one
 /// `MGET`, the puts as one pipeline of `SET … PX`, so under load one round
 /// trip and one read on each side serve many callers. A lone call goes at

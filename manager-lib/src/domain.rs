@@ -107,50 +107,11 @@ uuid_id!(
     "user id"
 );
 
-/// The JWE key shared by the manager and one node: 256 random bits, written
-/// as base64url without padding. `Debug` never shows it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct NodeKey(String);
-
-impl NodeKey {
-    pub const BYTES: usize = 32;
-
-    pub fn random() -> Self {
-        let mut bytes = [0u8; Self::BYTES];
-        rand::rng().fill_bytes(&mut bytes);
-        Self(URL_SAFE_NO_PAD.encode(bytes))
-    }
-
-    /// The key as the operator copies it to the node.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    pub fn to_bytes(&self) -> Vec<u8> {
-        URL_SAFE_NO_PAD
-            .decode(&self.0)
-            .expect("a NodeKey is valid base64url by construction")
-    }
-}
-
-impl FromStr for NodeKey {
-    type Err = ParseError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match URL_SAFE_NO_PAD.decode(s.trim()) {
-            Ok(bytes) if bytes.len() == Self::BYTES => Ok(Self(s.trim().to_owned())),
-            _ => Err(ParseError {
-                what: "node key (32 bytes, base64url)",
-                value: "<redacted>".to_owned(),
-            }),
-        }
-    }
-}
-
-impl fmt::Debug for NodeKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("NodeKey(<redacted>)")
-    }
-}
+/// The JWE key shared by the manager and one node: the envelope's own type,
+/// so a stored key is parsed once, when its node is read, and every node
+/// call uses the bytes. `Debug` never shows it; the API shows it as
+/// base64url ([`NodeKey::expose_base64url`]).
+pub use node_agent_lib::envelope::NodeKey;
 
 /// The secret a user presents to Trojan and Shadowsocks inbounds: 192 random
 /// bits as base64url. `Debug` never shows it.
@@ -478,16 +439,17 @@ mod tests {
     #[test]
     fn secrets_are_redacted_in_debug() {
         let key = NodeKey::random();
-        assert!(!format!("{key:?}").contains(key.expose()));
+        assert!(!format!("{key:?}").contains(&key.expose_base64url()));
         let user = NewUser::new("alice").unwrap();
         assert!(!format!("{user:?}").contains(user.secret.expose()));
-        assert_eq!(key.to_bytes().len(), 32);
+        let bytes = URL_SAFE_NO_PAD.decode(key.expose_base64url()).unwrap();
+        assert_eq!(bytes.len(), 32);
     }
 
     #[test]
     fn node_key_parses_only_32_bytes() {
         let key = NodeKey::random();
-        assert_eq!(key.expose().parse::<NodeKey>().unwrap(), key);
+        assert_eq!(key.expose_base64url().parse::<NodeKey>().unwrap(), key);
         assert!("c2hvcnQ".parse::<NodeKey>().is_err());
     }
 

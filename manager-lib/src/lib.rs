@@ -15,8 +15,6 @@ pub mod api;
 pub mod cache;
 /// Nodes, users, their statuses and the operations a node still has to apply.
 pub mod domain;
-/// Grouped calls for backends that pay per round trip.
-pub mod grouped;
 /// Template filling for the user-node-list call (pure, no I/O).
 pub mod links;
 /// The scenarios (`Manager`, `ManagerError`), and in `manager::push` the fleet push engine.
@@ -27,7 +25,8 @@ pub mod metrics;
 pub mod reconcile;
 /// Typed settings: defaults, TOML file, `XM_*` environment.
 pub mod settings;
-/// The `Storage` port and its in-memory reference backend.
+/// The `Storage` port, its in-memory reference backend, and for backend
+/// authors `storage::kit` (shared rules, paging) and `storage::grouped`.
 pub mod storage;
 /// The `NodeTransport` port: the HTTP transport, the simulated fleet, and
 /// their conformance suite.

@@ -279,7 +279,7 @@ pub const ADMIN_TOKEN_FILE: &str = "admin-token";
 /// vanishingly rare case that it would fail the strength rules.
 fn generate_token() -> String {
     loop {
-        let token = crate::domain::NodeKey::random().expose().to_owned();
+        let token = crate::domain::NodeKey::random().expose_base64url();
         if admin_auth::check_strength(&token).is_ok() {
             return token;
         }

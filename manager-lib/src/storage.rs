@@ -25,6 +25,14 @@
 //! never committed after a reader saw a larger one (backends serialise the
 //! allocation inside the writing transaction): otherwise a cursor could jump
 //! over a change that was still in flight.
+//!
+//! # Writing a backend
+//!
+//! [`kit`] holds what every backend computes the same way (the
+//! pending-operation rule, paging, batches); [`grouped`] serves many
+//! callers' calls in one round trip. A backend that wraps another (a
+//! decorator, a test fake) should put `#[deny(clippy::missing_trait_methods)]`
+//! on its impl, so it forwards the optimised defaults too.
 
 use std::fmt::Debug;
 use std::time::Duration;
@@ -326,15 +334,5 @@ pub async fn all_nodes<S: Storage + ?Sized>(storage: &S) -> StorageResult<Vec<No
 }
 
 pub mod grouped;
+pub mod kit;
 pub mod memory;
-
-/// The acknowledgements with each node once, at its largest number (for
-/// backends implementing [`Storage::ack_operations_many`] in one statement).
-pub fn largest_per_node(acks: &[(NodeId, Seq)]) -> Vec<(NodeId, Seq)> {
-    let mut largest: std::collections::BTreeMap<NodeId, Seq> = std::collections::BTreeMap::new();
-    for (id, seq) in acks {
-        let at = largest.entry(*id).or_insert(*seq);
-        *at = (*at).max(*seq);
-    }
-    largest.into_iter().collect()
-}

@@ -217,6 +217,7 @@ impl GatedCache {
 }
 
 #[async_trait]
+#[deny(clippy::missing_trait_methods)]
 impl Cache for GatedCache {
     async fn get(&self, key: &str) -> CacheResult<Option<Vec<u8>>> {
         self.inner.get(key).await
@@ -331,6 +332,7 @@ async fn a_row_read_before_another_replicas_write_is_refused_by_its_mark() {
 struct LosesWrites(Arc<dyn Cache>);
 
 #[async_trait]
+#[deny(clippy::missing_trait_methods)]
 impl Cache for LosesWrites {
     async fn get(&self, key: &str) -> CacheResult<Option<Vec<u8>>> {
         self.0.get(key).await

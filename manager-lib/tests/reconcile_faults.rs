@@ -115,7 +115,10 @@ impl FaultyStorage {
     }
 }
 
+// Every method forwarded, the optimised ones too: a default would run the
+// fault-free path of `inner` or bypass the injected fault.
 #[async_trait]
+#[deny(clippy::missing_trait_methods)]
 impl Storage for FaultyStorage {
     async fn create_node(&self, n: NewNode) -> StorageResult<Node> {
         self.inner.create_node(n).await
@@ -180,6 +183,11 @@ impl Storage for FaultyStorage {
         self.check(Step::Ack)?;
         self.inner.ack_operations(id, s).await
     }
+    async fn ack_operations_many(&self, acks: &[(NodeId, Seq)]) -> StorageResult<()> {
+        // One statement for every node: a lost database fails it whole.
+        self.check(Step::Ack)?;
+        self.inner.ack_operations_many(acks).await
+    }
     async fn fleet_state(&self) -> StorageResult<FleetState> {
         self.inner.fleet_state().await
     }
@@ -191,6 +199,9 @@ impl Storage for FaultyStorage {
     }
     async fn release_nodes(&self, o: &str) -> StorageResult<()> {
         self.inner.release_nodes(o).await
+    }
+    async fn serving_nodes(&self) -> StorageResult<Vec<ServingNode>> {
+        self.inner.serving_nodes().await
     }
 }
 

@@ -103,7 +103,7 @@ async fn main() {
     let pid = agent.id().unwrap();
     let client = NodeClient::new(
         &format!("http://{listen}"),
-        &key.expose_base64url(),
+        key.clone(),
         Duration::from_secs(120),
     )
     .unwrap();

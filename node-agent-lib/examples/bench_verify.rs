@@ -75,8 +75,7 @@ async fn main() {
                 .await
         })
     };
-    let client =
-        NodeClient::new(&endpoint, &key.expose_base64url(), Duration::from_secs(120)).unwrap();
+    let client = NodeClient::new(&endpoint, key.clone(), Duration::from_secs(120)).unwrap();
     let wire: Vec<WireUser> = (0..users)
         .map(|i| WireUser {
             id: format!("00000000-0000-4000-8000-{i:012x}"),

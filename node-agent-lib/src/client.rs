@@ -72,7 +72,7 @@ pub const MAX_ANSWER: usize = 64 * 1024;
 /// A `reqwest` client builder fit for the node channel: redirects are never
 /// followed (a node, or whoever answers in its place, must not send our
 /// sealed calls elsewhere). Every client given to [`NodeClient::with_http`]
-/// or [`NodeClient::with_key`] must come from it.
+/// must come from it.
 pub fn http_client_builder() -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -90,9 +90,10 @@ pub struct NodeClient {
 }
 
 impl NodeClient {
-    /// A client with its own connection pool. `key` is the node key as
-    /// base64url; `timeout` bounds each whole call.
-    pub fn new(endpoint: &str, key: &str, timeout: Duration) -> Result<Self, ClientError> {
+    /// A client with its own connection pool. `key` is the node key, parsed
+    /// once by the caller (`"…".parse::<NodeKey>()`); `timeout` bounds each
+    /// whole call.
+    pub fn new(endpoint: &str, key: NodeKey, timeout: Duration) -> Result<Self, ClientError> {
         let http = http_client_builder()
             .build()
             .map_err(|e| ClientError::Config(e.to_string()))?;
@@ -103,17 +104,6 @@ impl NodeClient {
     /// pool of connections. Build it with [`http_client_builder`] (no
     /// redirects).
     pub fn with_http(
-        http: reqwest::Client,
-        endpoint: &str,
-        key: &str,
-        timeout: Duration,
-    ) -> Result<Self, ClientError> {
-        let key: NodeKey = key.parse()?;
-        Self::with_key(http, endpoint, key, timeout)
-    }
-
-    /// Like [`NodeClient::with_http`], with an already parsed key.
-    pub fn with_key(
         http: reqwest::Client,
         endpoint: &str,
         key: NodeKey,

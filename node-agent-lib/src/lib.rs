@@ -5,9 +5,10 @@
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::time::Duration;
-//! use node_agent_lib::{NodeClient, wire::WireUser};
+//! use node_agent_lib::{NodeClient, NodeKey, wire::WireUser};
 //!
-//! let node = NodeClient::new("https://node1.example.com:8443", "<node key, base64url>", Duration::from_secs(30))?;
+//! let key: NodeKey = "<node key, base64url>".parse()?;
+//! let node = NodeClient::new("https://node1.example.com:8443", key, Duration::from_secs(30))?;
 //! let users = vec![WireUser { id: "5f0c…".into(), name: "alice".into(), secret: "…".into() }];
 //! let template = node.start(&users).await?.user_config_template;
 //! let status = node.status().await?;

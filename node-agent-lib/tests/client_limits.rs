@@ -31,7 +31,7 @@ async fn serve(app: Router) -> String {
 }
 
 fn client(url: &str, key: &NodeKey) -> NodeClient {
-    NodeClient::new(url, &key.expose_base64url(), Duration::from_secs(60)).unwrap()
+    NodeClient::new(url, key.clone(), Duration::from_secs(60)).unwrap()
 }
 
 /// Fails the test if `call` takes longer than a generous deadline: the

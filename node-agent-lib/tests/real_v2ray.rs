@@ -141,8 +141,7 @@ impl RealNode {
                 .await
             })
         };
-        let client =
-            NodeClient::new(&endpoint, &key.expose_base64url(), Duration::from_secs(30)).unwrap();
+        let client = NodeClient::new(&endpoint, key.clone(), Duration::from_secs(30)).unwrap();
         Some(Self {
             client,
             process,

@@ -50,6 +50,14 @@ pub(crate) fn map_migrate_err(err: sqlx::migrate::MigrateError) -> StorageError 
     }
 }
 
+pub(crate) fn node_err(e: sqlx::Error) -> StorageError {
+    map_err(Entity::Node, e)
+}
+
+pub(crate) fn user_err(e: sqlx::Error) -> StorageError {
+    map_err(Entity::User, e)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,8 +22,8 @@ use manager_lib::storage::grouped::{Grouped, GroupedReads, copy_of, stopped};
 use manager_lib::storage::{Entity, StorageError, StorageResult};
 use sqlx::postgres::PgPool;
 
+use crate::error::{node_err, user_err};
 use crate::rows::{self, free_stripe, node_columns, user_columns};
-use crate::{node_err, user_err};
 
 /// Point reads in flight at once (each holds a pooled connection).
 const CONCURRENT_READS: usize = 2;

@@ -3,9 +3,7 @@
 
 use std::str::FromStr;
 
-use manager_lib::domain::{
-    Node, NodeEntry, ParseError, Timestamp, User, UserCredentials, UserSecret,
-};
+use manager_lib::domain::{Node, NodeEntry, Timestamp, User, UserCredentials, UserSecret};
 use manager_lib::storage::{Entity, StorageError, StorageResult};
 use sqlx::postgres::PgRow;
 use sqlx::{Decode, Postgres, Row, Type};
@@ -53,12 +51,21 @@ where
     row.try_get(name).map_err(|e| map_err(Entity::Node, e))
 }
 
-pub(crate) fn parse<T: FromStr<Err = ParseError>>(text: &str) -> StorageResult<T> {
+/// Parses a stored id, status or key. The key's error never echoes the key.
+pub(crate) fn parse<T>(text: &str) -> StorageResult<T>
+where
+    T: FromStr,
+    T::Err: std::fmt::Display,
+{
     text.parse()
-        .map_err(|e: ParseError| StorageError::Corrupt(e.to_string()))
+        .map_err(|e: T::Err| StorageError::Corrupt(e.to_string()))
 }
 
-fn parse_col<T: FromStr<Err = ParseError>>(row: &PgRow, name: &str) -> StorageResult<T> {
+fn parse_col<T>(row: &PgRow, name: &str) -> StorageResult<T>
+where
+    T: FromStr,
+    T::Err: std::fmt::Display,
+{
     parse(col::<&str>(row, name)?)
 }
 
@@ -107,4 +114,9 @@ pub(crate) fn node_entry(row: &PgRow) -> StorageResult<Option<NodeEntry>> {
         endpoint: col::<&str>(row, "endpoint")?.into(),
         user_config_template: col::<&str>(row, "user_config_template")?.into(),
     }))
+}
+
+/// Now, as stored in the timestamp columns.
+pub(crate) fn now_ms() -> i64 {
+    manager_lib::domain::Timestamp::now().0
 }

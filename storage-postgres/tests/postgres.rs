@@ -812,7 +812,7 @@ async fn a_database_on_the_first_schema_migrates_and_keeps_counting() {
          VALUES ($1::uuid, 'http://10.0.0.1:80', $2, 'Running', 'Running', 't', TRUE, 3, 0, 0)",
     )
     .bind(node.to_string())
-    .bind(manager_lib::domain::NodeKey::random().expose())
+    .bind(manager_lib::domain::NodeKey::random().expose_base64url())
     .execute(&pool)
     .await
     .unwrap();

@@ -68,3 +68,8 @@ pub(crate) fn user_from_row(row: &SqliteRow) -> StorageResult<User> {
         created_at: Timestamp(get(row, "created_at", e)?),
     })
 }
+
+/// The row a write returned, or [`StorageError::NotFound`] when it touched none.
+pub(crate) fn found(row: Option<SqliteRow>, entity: Entity) -> StorageResult<SqliteRow> {
+    row.ok_or(StorageError::NotFound(entity))
+}

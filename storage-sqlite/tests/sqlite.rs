@@ -178,7 +178,7 @@ async fn debug_shows_no_secrets() {
         .unwrap();
     let shown = format!("{:?} {:?}", f.storage, node);
     assert!(shown.contains("manager.db"), "{shown}");
-    assert!(!shown.contains(node.key.expose()), "{shown}");
+    assert!(!shown.contains(&node.key.expose_base64url()), "{shown}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -240,6 +240,27 @@ async fn a_stored_value_that_does_not_parse_is_corrupt() {
         .await
         .unwrap_err();
     assert!(matches!(err, StorageError::Corrupt(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_stored_node_key_that_does_not_parse_is_corrupt_and_not_echoed() {
+    let f = fresh_storage().await;
+    let node = f
+        .storage
+        .create_node(NewNode::new("http://10.0.0.1:80").unwrap())
+        .await
+        .unwrap();
+    let pool = sqlx::SqlitePool::connect(&f.url()).await.unwrap();
+    sqlx::query("UPDATE nodes SET key = 'not-a-key' WHERE id = ?1")
+        .bind(node.id.to_string())
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    match f.storage.get_node(node.id).await {
+        Err(StorageError::Corrupt(text)) => assert!(!text.contains("not-a-key"), "{text}"),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
 }
 
 #[tokio::test]

@@ -27,7 +27,12 @@ async fn the_core_does_not_inherit_the_node_key() {
     };
     let key = NodeKey::random().expose_base64url();
     let agent = AgentProcess::start(&key, &core).await;
-    let client = NodeClient::new(&agent.endpoint, &key, Duration::from_secs(30)).unwrap();
+    let client = NodeClient::new(
+        &agent.endpoint,
+        key.parse().unwrap(),
+        Duration::from_secs(30),
+    )
+    .unwrap();
     let user = WireUser {
         id: "5f0c6a35-1d2b-4c6e-9a1f-0b7d3e2c4a11".into(),
         name: "alice".into(),

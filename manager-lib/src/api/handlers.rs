@@ -132,7 +132,7 @@ pub(super) async fn node_new(
     let node = st.manager.new_node(&body.endpoint).await?;
     Ok(Json(NodeCreated {
         node_id: node.id.to_string(),
-        node_key: node.key.expose().to_owned(),
+        node_key: node.key.expose_base64url(),
     }))
 }
 

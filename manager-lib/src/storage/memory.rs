@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use crate::domain::{
-    ActualStatus, FleetState, NewNode, NewUser, Node, NodeEntry, NodeId, Operation, Page,
-    PageRequest, PendingBatch, PendingOperation, RequiredStatus, Seq, StartPlan, Timestamp, User,
-    UserId, UserNodes, UserStatus,
+    ActualStatus, FleetState, NewNode, NewUser, Node, NodeEntry, NodeId, Page, PageRequest,
+    PendingBatch, PendingOperation, RequiredStatus, Seq, StartPlan, Timestamp, User, UserId,
+    UserNodes, UserStatus,
 };
-use crate::storage::{Entity, Storage, StorageError, StorageResult};
+use crate::storage::{Entity, Storage, StorageError, StorageResult, kit};
 
 #[derive(Debug, Default)]
 pub struct MemoryStorage {
@@ -70,61 +70,45 @@ impl State {
     }
 }
 
-fn page<T: Clone, K: Ord + ToString + std::str::FromStr>(
+/// The values of `map` after the page's `after`, those `keep` keeps, read
+/// as the SQL backends read rows (one past the limit, see [`kit::into_page`]).
+fn page<K, T>(
     map: &BTreeMap<K, T>,
-    page: &PageRequest,
+    req: &PageRequest,
     keep: impl Fn(&T) -> bool,
-) -> Page<T> {
-    let limit = page.clamped_limit() as usize;
-    let after = page.after.as_deref().and_then(|a| a.parse::<K>().ok());
-    let mut iter = map
+    key: impl Fn(&T) -> String,
+) -> Page<T>
+where
+    K: Ord + std::str::FromStr,
+    T: Clone,
+{
+    let after = kit::page_after::<K>(req);
+    let rows = map
         .iter()
         .filter(|(k, _)| after.as_ref().is_none_or(|a| *k > a))
-        .filter(|(_, v)| keep(v));
-    let items: Vec<(String, T)> = iter
-        .by_ref()
-        .take(limit)
-        .map(|(k, v)| (k.to_string(), v.clone()))
-        .collect();
-    let next = if iter.next().is_some() {
-        items.last().map(|(k, _)| k.clone())
-    } else {
-        None
-    };
-    Page {
-        items: items.into_iter().map(|(_, v)| v).collect(),
-        next,
-    }
+        .map(|(_, v)| v)
+        .filter(|v| keep(v));
+    kit::into_page(rows, req.clamped_limit() as usize, |v| Ok(v.clone()), key)
+        .expect("cloning cannot fail")
 }
 
 /// The batch of changes after `cursor` (see `Storage::changes_after`).
 fn changes_after(st: &State, cursor: Seq, limit: u32) -> PendingBatch {
-    let limit = limit.clamp(1, PageRequest::MAX_LIMIT) as usize;
     let mut iter = st.changes.range(cursor + 1..);
     let operations: Vec<PendingOperation> = iter
         .by_ref()
-        .take(limit)
+        .take(kit::batch_limit(limit))
         .map(|(seq, uid)| {
             let (user, deleted) = &st.users[uid];
-            let operation = if !deleted && user.status == UserStatus::Enabled {
-                Operation::Add
-            } else {
-                Operation::Delete
-            };
             PendingOperation {
                 user: user.credentials(),
-                operation,
+                operation: kit::intent(user.status, *deleted),
                 seq: *seq,
             }
         })
         .collect();
     let more = iter.next().is_some();
-    let up_to_seq = operations.last().map_or(cursor, |op| op.seq);
-    PendingBatch {
-        operations,
-        up_to_seq,
-        more,
-    }
+    kit::batch(operations, cursor, more)
 }
 
 #[async_trait]
@@ -164,7 +148,7 @@ impl Storage for MemoryStorage {
 
     async fn list_nodes(&self, req: &PageRequest) -> StorageResult<Page<Node>> {
         let st = self.lock();
-        Ok(page(&st.nodes, req, |_| true))
+        Ok(page(&st.nodes, req, |_| true, |n| n.id.to_string()))
     }
 
     async fn delete_node(&self, id: NodeId) -> StorageResult<()> {
@@ -272,7 +256,12 @@ impl Storage for MemoryStorage {
 
     async fn list_users(&self, req: &PageRequest) -> StorageResult<Page<User>> {
         let st = self.lock();
-        let p = page(&st.users, req, |(_, deleted)| !deleted);
+        let p = page(
+            &st.users,
+            req,
+            |(_, deleted)| !deleted,
+            |(u, _)| u.id.to_string(),
+        );
         Ok(Page {
             items: p.items.into_iter().map(|(u, _)| u).collect(),
             next: p.next,

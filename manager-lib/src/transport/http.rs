@@ -31,13 +31,8 @@ impl HttpTransport {
     }
 
     fn client(&self, node: &Node, timeout: Duration) -> Result<NodeClient, TransportError> {
-        NodeClient::with_http(
-            self.http.clone(),
-            &node.endpoint,
-            node.key.expose(),
-            timeout,
-        )
-        .map_err(map_error)
+        NodeClient::with_http(self.http.clone(), &node.endpoint, node.key.clone(), timeout)
+            .map_err(map_error)
     }
 }
 

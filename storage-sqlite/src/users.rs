@@ -1,0 +1,131 @@
+//! Users: creation, reads, status changes, deletion (a tombstone), and the
+//! user-node-list read.
+
+use manager_lib::domain::{
+    NewUser, NodeEntry, Page, PageRequest, Timestamp, User, UserId, UserNodes, UserStatus,
+};
+use manager_lib::storage::{Entity, StorageError, StorageResult, kit};
+use sqlx::Row as _;
+
+use crate::SqliteStorage;
+use crate::error::db_error;
+use crate::rows::{USER_COLUMNS, USER_COLUMNS_U, found, parse, user_from_row};
+use crate::writer::Args;
+
+pub(crate) async fn create_user(s: &SqliteStorage, new: NewUser) -> StorageResult<User> {
+    let sql = format!(
+        "INSERT INTO users (id, name, status, secret, change_seq, deleted, created_at) \
+         VALUES (?1, ?2, 'Disabled', ?3, 0, 0, ?4) \
+         RETURNING {USER_COLUMNS}"
+    );
+    let args = Args::default()
+        .bind(new.id.to_string())
+        .bind(new.name)
+        .bind(new.secret.expose().to_owned())
+        .bind(Timestamp::now().0);
+    s.writes
+        .statement(sql, args, Some(Entity::User), |row| {
+            user_from_row(&found(row, Entity::User)?)
+        })
+        .await
+}
+
+pub(crate) async fn get_user(s: &SqliteStorage, id: UserId) -> StorageResult<User> {
+    s.user_reads.get(id).await
+}
+
+pub(crate) async fn list_users(s: &SqliteStorage, page: &PageRequest) -> StorageResult<Page<User>> {
+    let limit = page.clamped_limit();
+    let rows = sqlx::query(&format!(
+        "SELECT {USER_COLUMNS} FROM users WHERE id > ?1 AND deleted = 0 ORDER BY id LIMIT ?2"
+    ))
+    // "" sorts before every id.
+    .bind(
+        kit::page_after::<UserId>(page)
+            .map(|id| id.to_string())
+            .unwrap_or_default(),
+    )
+    .bind(i64::from(limit) + 1)
+    .fetch_all(&s.reader)
+    .await
+    .map_err(|e| db_error(e, Some(Entity::User)))?;
+    kit::into_page(&rows, limit as usize, user_from_row, |u: &User| {
+        u.id.to_string()
+    })
+}
+
+pub(crate) async fn set_user_status(
+    s: &SqliteStorage,
+    id: UserId,
+    status: UserStatus,
+) -> StorageResult<User> {
+    // One statement: the trigger users_change hands out the sequence
+    // number named here and counts the enabled users, atomically.
+    let sql = format!(
+        "UPDATE users SET status = ?2, \
+             change_seq = (SELECT last_seq + 1 FROM meta WHERE id = 1) \
+         WHERE id = ?1 AND deleted = 0 AND status <> ?2 \
+         RETURNING {USER_COLUMNS}"
+    );
+    let args = Args::default().bind(id.to_string()).bind(status.as_str());
+    let changed = s
+        .writes
+        .statement(sql, args, Some(Entity::User), |row| {
+            row.as_ref().map(user_from_row).transpose()
+        })
+        .await?;
+    match changed {
+        Some(user) => Ok(user),
+        // Already so, or no such user: nothing was written. Read after
+        // the (empty) write committed, so no older state is seen.
+        None => get_user(s, id).await,
+    }
+}
+
+pub(crate) async fn delete_user(s: &SqliteStorage, id: UserId) -> StorageResult<()> {
+    // One statement, as in set_user_status.
+    let sql = "UPDATE users SET status = 'Disabled', deleted = 1, \
+             change_seq = (SELECT last_seq + 1 FROM meta WHERE id = 1) \
+         WHERE id = ?1 AND deleted = 0 RETURNING 1"
+        .to_owned();
+    let args = Args::default().bind(id.to_string());
+    s.writes
+        .statement(sql, args, Some(Entity::User), |row| {
+            found(row, Entity::User).map(drop)
+        })
+        .await
+}
+
+pub(crate) async fn user_nodes(s: &SqliteStorage, id: UserId) -> StorageResult<UserNodes> {
+    // One statement: the user's row (by primary key), repeated once per
+    // usable node, or once with NULL node columns when there is none.
+    let rows = sqlx::query(&format!(
+        "SELECT {USER_COLUMNS_U}, n.id AS node_id, n.endpoint AS node_endpoint, \
+             n.user_config_template AS node_template \
+         FROM users u \
+         LEFT JOIN nodes n ON u.status = 'Enabled' \
+             AND n.actual_status = 'Running' AND n.state_up_to_date = 1 \
+             AND n.user_config_template IS NOT NULL AND n.applied_seq >= u.change_seq \
+         WHERE u.id = ?1 AND u.deleted = 0 \
+         ORDER BY n.id"
+    ))
+    .bind(id.to_string())
+    .fetch_all(&s.reader)
+    .await
+    .map_err(|e| db_error(e, Some(Entity::User)))?;
+    let first = rows.first().ok_or(StorageError::NotFound(Entity::User))?;
+    let user = user_from_row(first)?;
+    let get = |e| db_error(e, Some(Entity::Node));
+    let mut nodes = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let Some(node_id) = row.try_get::<Option<&str>, _>("node_id").map_err(get)? else {
+            continue;
+        };
+        nodes.push(NodeEntry {
+            id: parse(node_id)?,
+            endpoint: row.try_get::<&str, _>("node_endpoint").map_err(get)?.into(),
+            user_config_template: row.try_get::<&str, _>("node_template").map_err(get)?.into(),
+        });
+    }
+    Ok(UserNodes { user, nodes })
+}
