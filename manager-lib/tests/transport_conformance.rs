@@ -24,7 +24,6 @@ use node_agent_lib::agent::{Agent, AgentOptions};
 use node_agent_lib::api::{AppState, router};
 use node_agent_lib::config::CoreConfig;
 use node_agent_lib::core::{CoreApi, CoreError, CoreUser, Flavor};
-use node_agent_lib::envelope;
 use node_agent_lib::service::memory::MemoryService;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -242,12 +241,7 @@ impl FleetFixture for Agents {
         options.user_config_template = "vless://{{.UserID}}@node.test:443#{{.UserName}}".into();
         options.start_timeout = Duration::from_secs(2);
         let agent = Arc::new(Agent::new(service, core, config, options));
-        let key = envelope::NodeKey::from_bytes(
-            node.key
-                .to_bytes()
-                .try_into()
-                .expect("a node key is 32 bytes"),
-        );
+        let key = node.key.clone();
         let silent = Arc::new(AtomicBool::new(false));
         let app = router(Arc::new(AppState::new(agent, key)))
             .layer(middleware::from_fn_with_state(silent.clone(), maybe_silent));
