@@ -128,7 +128,7 @@ pub struct Manager {
     locks: NodeLocks,
     trigger: Arc<PushTrigger>,
     /// The nodes whose leases this replica holds, from the last claim;
-    /// `None` while no heartbeat takes leases for this manager.
+    /// `None` until a heartbeat first claims leases for this manager.
     held: Mutex<Option<Vec<NodeId>>>,
     /// One fleet-wide pass at a time, a heartbeat step or a push: run
     /// together they would only contend for the same node locks and rows.
@@ -331,15 +331,6 @@ impl Manager {
         *self.held.lock().unwrap_or_else(|e| e.into_inner()) =
             Some(nodes.iter().map(|n| n.id).collect());
         Ok(nodes)
-    }
-
-    /// From now on, pushes go only to the nodes whose leases this replica
-    /// holds (none until the first claim): a heartbeat takes leases.
-    pub(crate) fn push_to_leased_nodes_only(&self) {
-        self.held
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get_or_insert_with(Vec::new);
     }
 }
 

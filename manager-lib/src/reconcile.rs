@@ -62,10 +62,9 @@ pub struct Reconciler {
 }
 
 impl Reconciler {
-    /// The heartbeat of `manager`; from now on the manager pushes changes
-    /// only to the nodes whose leases this heartbeat holds.
+    /// The heartbeat of `manager`. Once it has claimed leases, the manager
+    /// pushes changes only to the nodes they give this replica.
     pub fn new(manager: Arc<Manager>, settings: ReconcilerSettings) -> Self {
-        manager.push_to_leased_nodes_only();
         Self {
             manager,
             settings,

@@ -32,9 +32,11 @@ impl Manager {
     /// A manager that pushes each user change to the nodes by itself, on a
     /// task of the current tokio runtime (call it inside one) that ends when
     /// the manager is dropped. The nodes pushed to are those whose leases
-    /// this replica holds when a heartbeat runs for it (the last
-    /// [`Manager::claim_nodes`]); with no heartbeat, every serving node,
-    /// which is right for a program that runs the only manager of its fleet.
+    /// this replica holds once a heartbeat has claimed them (the last
+    /// [`Manager::claim_nodes`]); until then, or with no heartbeat at all,
+    /// every serving node: right for a program that runs the only manager of
+    /// its fleet, and for a replica only until its first heartbeat (which
+    /// the composition root runs as soon as it serves).
     ///
     /// A push starts at once, but no sooner after the previous push ended
     /// than that push took (at most `max_push_gap` later): the changes made
@@ -60,7 +62,7 @@ impl Manager {
     }
 
     /// Pushes pending operations now to the nodes this replica holds (every
-    /// serving node while no heartbeat takes leases). Failures are left to
+    /// serving node until a heartbeat claims leases). Failures are left to
     /// the heartbeat, which retries.
     pub async fn push_held(&self) {
         let _pass = self.fleet_pass.lock().await;
