@@ -8,8 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
-use manager_lib::api::{self, ApiState};
-use manager_lib::manager::{Manager, ManagerSettings};
+use manager_lib::server::{Backends, Server, ServerSettings};
 use manager_lib::storage::memory::MemoryStorage;
 use manager_lib::transport::simulated::SimulatedFleet;
 use serde_json::Value;
@@ -50,20 +49,22 @@ async fn start_manager() -> Harness {
 
 async fn start_manager_with(wrap: impl FnOnce(Router) -> Router) -> Harness {
     let fleet = Arc::new(SimulatedFleet::new());
-    let manager = Manager::new(
-        Arc::new(MemoryStorage::new()),
-        fleet.clone(),
-        ManagerSettings::default(),
+    // Every xmctl run comes from 127.0.0.1 and would share one budget of
+    // failed admin calls: the wrong-token tests would throttle the rest.
+    let settings = ServerSettings {
+        admin_failure_limit: None,
+        ..ServerSettings::new(TOKEN)
+    };
+    let mut server = Server::build(
+        Backends::new(Arc::new(MemoryStorage::new()), fleet.clone()),
+        settings,
     );
-    // Served without peer addresses, every xmctl run would share one budget
-    // of failed admin calls: the wrong-token tests would throttle the rest.
-    let state = ApiState::new(Arc::new(manager), TOKEN).with_admin_failure_limit(None);
-    let router = wrap(api::router(state));
+    server.router = wrap(server.router);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind a free port");
     let addr = listener.local_addr().expect("local addr");
-    tokio::spawn(async move { axum::serve(listener, router).await });
+    tokio::spawn(server.serve(listener, std::future::pending()));
     Harness {
         url: format!("http://{addr}"),
         fleet,

@@ -14,8 +14,7 @@ use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderValue, Method, Request, StatusCode, header};
 use libfuzzer_sys::fuzz_target;
-use manager_lib::api::{ApiState, router};
-use manager_lib::manager::{Manager, ManagerSettings};
+use manager_lib::server::{Backends, Server, ServerSettings};
 use manager_lib::storage::memory::MemoryStorage;
 use manager_lib::transport::simulated::SimulatedFleet;
 use serde_json::{Value, json};
@@ -153,12 +152,14 @@ async fn admin(app: &Router, path: &str, body: Value) -> Value {
 async fn fixture() -> Fixture {
     let fleet = Arc::new(SimulatedFleet::new());
     fleet.add_node("http://n1");
-    let manager = Arc::new(Manager::new(
-        Arc::new(MemoryStorage::new()),
-        fleet,
-        ManagerSettings::default(),
-    ));
-    let router = router(ApiState::new(manager, TOKEN).with_rate_limit(None));
+    // As the root wires it; changes wait for a heartbeat that never runs,
+    // so each input sees the same state.
+    let settings = ServerSettings {
+        node_list_limit: None,
+        push_on_change: false,
+        ..ServerSettings::new(TOKEN)
+    };
+    let router = Server::build(Backends::new(Arc::new(MemoryStorage::new()), fleet), settings).router;
     let node = admin(&router, "/node/new", json!({"endpoint": "http://n1"})).await;
     let node_id = node["nodeID"].as_str().expect("id").to_owned();
     admin(&router, "/node/start", json!({"nodeID": node_id})).await;

@@ -1,12 +1,23 @@
-//! The xray-manager as a library: the domain, the ports (`Storage`, and in
-//! later modules `NodeTransport` and `Cache`), their in-memory reference
-//! backends, and the storage conformance suite (feature `conformance`).
+//! The xray-manager as a library: the domain, the ports (`Storage`,
+//! `NodeTransport`, `Cache`) with their in-memory reference backends, the
+//! scenarios (`Manager`), the heartbeat, the HTTP API, and the composition
+//! root that wires them ([`server`]).
 //!
-//! ```
+//! A program runs a manager through the root, which pushes each user change
+//! to the nodes right away and runs the heartbeat:
+//!
+//! ```no_run
 //! use std::sync::Arc;
-//! use manager_lib::storage::{Storage, memory::MemoryStorage};
-//! let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
-//! # let _ = storage;
+//! use manager_lib::server::{Backends, Server, ServerSettings};
+//! use manager_lib::storage::memory::MemoryStorage;
+//! use manager_lib::transport::simulated::SimulatedFleet;
+//! # async fn run() -> Result<(), manager_lib::server::ServeError> {
+//! let backends = Backends::new(Arc::new(MemoryStorage::new()), Arc::new(SimulatedFleet::new()));
+//! let server = Server::build(backends, ServerSettings::new("a-long-random-admin-token"));
+//! let manager = server.manager.clone(); // call the scenarios from Rust…
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! server.serve(listener, std::future::pending()).await // …and serve the API
+//! # }
 //! ```
 
 /// The HTTP face: router, handlers, error table, OpenAPI, rate limit, admin auth.
@@ -17,12 +28,15 @@ pub mod cache;
 pub mod domain;
 /// Template filling for the user-node-list call (pure, no I/O).
 pub mod links;
-/// The scenarios (`Manager`, `ManagerError`), and in `manager::push` the fleet push engine.
+/// The scenarios (`Manager`, `ManagerError`); the heartbeat step, the fleet
+/// push engine and the push on change in its submodules.
 pub mod manager;
 /// Prometheus metrics.
 pub mod metrics;
-/// The heartbeat loop: leases, per-node reconciliation, backoff.
+/// The heartbeat loop: leases, backoff and metrics around the manager's heartbeat step.
 pub mod reconcile;
+/// The composition root: backends, settings, a listener and a shutdown in; a running manager out.
+pub mod server;
 /// Typed settings: defaults, TOML file, `XM_*` environment.
 pub mod settings;
 /// The `Storage` port, its in-memory reference backend, and for backend

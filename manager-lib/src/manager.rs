@@ -4,12 +4,14 @@
 //! Every scenario leaves the database telling the truth or saying "not up to
 //! date": a node call that fails after `begin_start`/`begin_stop` leaves the
 //! node's state not up to date (it is in no user's list), and the heartbeat
-//! ([`crate::reconcile`]) repairs it; pending operations that could not be
+//! step (`heartbeat`) repairs it; pending operations that could not be
 //! pushed stay pending and are retried.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use push_trigger::PushTrigger;
 
 use crate::domain::{
     ActualStatus, FleetState, NewNode, NewUser, Node, NodeId, Page, PageRequest, ParseError,
@@ -19,10 +21,14 @@ use crate::links::{NodeLinks, split_id_name};
 use crate::storage::{Entity, Storage, StorageError};
 use crate::transport::{NodeTransport, TransportError};
 
+/// The heartbeat's step over many nodes: check each, then one fleet-wide push.
+mod heartbeat;
 /// The fleet push engine: `push_pending`, `push_pending_many` and their helpers.
 mod push;
+/// The push on change: a user change pushed to the held nodes by the manager's own task.
+mod push_trigger;
 
-/// What a scenario can fail with. [`crate::api`] maps each to one status and
+/// What a scenario can fail with. The HTTP API maps each to one status and
 /// one stable error text.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -62,11 +68,20 @@ pub type ManagerResult<T> = Result<T, ManagerError>;
 pub struct ManagerSettings {
     /// Pending operations sent to a node in one `/users/edit`.
     pub edit_batch: u32,
+    /// Nodes worked on at the same time by a heartbeat step or a push.
+    pub concurrency: usize,
+    /// The longest a change waits for its push because the previous push
+    /// was recent (see [`Manager::spawn`]).
+    pub max_push_gap: Duration,
 }
 
 impl Default for ManagerSettings {
     fn default() -> Self {
-        Self { edit_batch: 1000 }
+        Self {
+            edit_batch: 1000,
+            concurrency: 32,
+            max_push_gap: Duration::from_millis(250),
+        }
     }
 }
 
@@ -111,10 +126,19 @@ pub struct Manager {
     transport: Arc<dyn NodeTransport>,
     settings: ManagerSettings,
     locks: NodeLocks,
-    nudge: tokio::sync::Notify,
+    trigger: Arc<PushTrigger>,
+    /// The nodes whose leases this replica holds, from the last claim;
+    /// `None` until a heartbeat first claims leases for this manager.
+    held: Mutex<Option<Vec<NodeId>>>,
+    /// One fleet-wide pass at a time, a heartbeat step or a push: run
+    /// together they would only contend for the same node locks and rows.
+    fleet_pass: tokio::sync::Mutex<()>,
 }
 
 impl Manager {
+    /// A manager that acts only when called: a user change reaches the nodes
+    /// at their next heartbeat step or [`Manager::push_held`]. For a manager
+    /// that pushes each change by itself, see [`Manager::spawn`].
     pub fn new(
         storage: Arc<dyn Storage>,
         transport: Arc<dyn NodeTransport>,
@@ -125,7 +149,9 @@ impl Manager {
             transport,
             settings,
             locks: NodeLocks::default(),
-            nudge: tokio::sync::Notify::new(),
+            trigger: Arc::new(PushTrigger::default()),
+            held: Mutex::new(None),
+            fleet_pass: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -133,10 +159,8 @@ impl Manager {
         &self.storage
     }
 
-    /// Resolves when a user change asks for pending operations to be pushed
-    /// now rather than at the next heartbeat.
-    pub async fn nudged(&self) {
-        self.nudge.notified().await
+    pub fn settings(&self) -> &ManagerSettings {
+        &self.settings
     }
 
     // ---- nodes ----
@@ -245,7 +269,7 @@ impl Manager {
 
     async fn set_user_status(&self, id: UserId, status: UserStatus) -> ManagerResult<User> {
         let user = self.storage.set_user_status(id, status).await?;
-        self.nudge.notify_one();
+        self.trigger.pull();
         Ok(user)
     }
 
@@ -253,7 +277,7 @@ impl Manager {
     /// like a disable.
     pub async fn delete_user(&self, id: UserId) -> ManagerResult<()> {
         self.storage.delete_user(id).await?;
-        self.nudge.notify_one();
+        self.trigger.pull();
         Ok(())
     }
 
@@ -290,92 +314,6 @@ impl Manager {
         Ok(NodeLinks::new(found))
     }
 
-    // ---- the heartbeat's work on one node ----
-
-    /// Brings one node to what is required: status → actual status; start or
-    /// stop it when they differ (or its stored state is not up to date);
-    /// otherwise push its pending operations and check that its core still
-    /// has every user (anti-entropy).
-    pub async fn reconcile_node(&self, node: &Node) -> ManagerResult<NodeOutcome> {
-        match self.check_node(node).await? {
-            NodeOutcome::InSync => Ok(NodeOutcome::Synced {
-                applied: self.push_pending(node.id).await?,
-            }),
-            outcome => Ok(outcome),
-        }
-    }
-
-    /// [`Manager::reconcile_node`] but for the push: a node found running,
-    /// up to date and with every user its cursor says is `InSync`, and its
-    /// pending operations are left to the caller (the heartbeat pushes to
-    /// all such nodes at once with [`Manager::push_pending_many`]).
-    pub async fn check_node(&self, node: &Node) -> ManagerResult<NodeOutcome> {
-        let lock = self.locks.get(node.id);
-        let _guard = lock.lock().await;
-        // Read after taking the lock: a start may have just finished.
-        let node = self.storage.get_node(node.id).await?;
-        // Read before the status call: with the lock held nothing else changes
-        // the node, so the report's user count matches this cursor.
-        let fleet = self.storage.fleet_state().await?;
-        let report = match self.transport.status(&node).await {
-            Ok(report) => report,
-            Err(e) => {
-                // Unreachable, not authentic, or its core in trouble: not
-                // usable until it answers well again.
-                self.storage
-                    .record_observation(node.id, ActualStatus::Error)
-                    .await?;
-                return Err(e.into());
-            }
-        };
-        let actual = if report.running {
-            ActualStatus::Running
-        } else {
-            ActualStatus::Stopped
-        };
-        match (node.required_status, actual) {
-            (RequiredStatus::Running, ActualStatus::Stopped) => {
-                self.storage.record_observation(node.id, actual).await?;
-                self.start_locked(node.id).await?;
-                return Ok(NodeOutcome::Started);
-            }
-            (RequiredStatus::Stopped, ActualStatus::Running) => {
-                self.storage.record_observation(node.id, actual).await?;
-                self.stop_locked(node.id).await?;
-                return Ok(NodeOutcome::Stopped);
-            }
-            _ => {}
-        }
-        if !node.state_up_to_date {
-            // A start or stop whose result was not stored: do it again.
-            return match node.required_status {
-                RequiredStatus::Running => {
-                    self.start_locked(node.id).await?;
-                    Ok(NodeOutcome::Started)
-                }
-                RequiredStatus::Stopped => {
-                    self.stop_locked(node.id).await?;
-                    Ok(NodeOutcome::Stopped)
-                }
-            };
-        }
-        self.storage.record_observation(node.id, actual).await?;
-        if node.required_status == RequiredStatus::Stopped {
-            return Ok(NodeOutcome::Idle);
-        }
-        if node.applied_seq >= fleet.last_seq && report.users != fleet.enabled_users {
-            tracing::warn!(
-                node = %node.id,
-                has = report.users,
-                expected = fleet.enabled_users,
-                "node's core lost users; sending every user again"
-            );
-            self.start_locked(node.id).await?;
-            return Ok(NodeOutcome::Resynced);
-        }
-        Ok(NodeOutcome::InSync)
-    }
-
     /// The fleet counters (for status pages and metrics).
     pub async fn fleet_state(&self) -> ManagerResult<FleetState> {
         Ok(self.storage.fleet_state().await?)
@@ -386,8 +324,19 @@ impl Manager {
         Ok(self.storage.purge_tombstones().await?)
     }
 
-    /// Takes or renews this replica's node leases.
+    /// Takes or renews this replica's node leases; the nodes held are the
+    /// ones [`Manager::push_held`] pushes to from then on.
     pub async fn claim_nodes(&self, owner: &str, ttl: Duration) -> ManagerResult<Vec<Node>> {
-        Ok(self.storage.claim_nodes(owner, ttl, u32::MAX).await?)
+        let nodes = self.storage.claim_nodes(owner, ttl, u32::MAX).await?;
+        *self.held.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(nodes.iter().map(|n| n.id).collect());
+        Ok(nodes)
+    }
+}
+
+impl Drop for Manager {
+    fn drop(&mut self) {
+        // Ends the push task of `Manager::spawn`, which holds only a weak reference.
+        self.trigger.close();
     }
 }

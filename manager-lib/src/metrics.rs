@@ -6,10 +6,10 @@
 //!   `/user/{id_name}/nodes`, never the raw path, which holds a user's id)
 //!   and status, recorded by [`track_requests`];
 //! - **admin authentication**: refused admin calls (no or wrong token) and
-//!   admin calls throttled after too many refusals, recorded by
-//!   [`crate::api::admin_auth`];
+//!   admin calls throttled after too many refusals, recorded by the API's
+//!   admin authentication;
 //! - **heartbeat**: duration and failures of each node's reconciliation,
-//!   recorded by the [`Reconciler`](crate::reconcile::Reconciler);
+//!   recorded by the heartbeat loop;
 //! - **fleet** (read from the storage at scrape time): nodes by actual and
 //!   required status, changes not yet applied per node that should run,
 //!   enabled users; and the user cache's counters when the storage is a

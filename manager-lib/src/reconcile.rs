@@ -1,8 +1,9 @@
-//! The heartbeat: every `interval`, this replica takes or renews the leases
-//! of its nodes and reconciles each of them ([`Manager::reconcile_node`]),
-//! with bounded concurrency and a per-node backoff for nodes that keep
-//! failing. Between beats, a user change wakes it to push pending operations
-//! to the nodes it holds at once.
+//! The heartbeat loop: every `interval`, this replica takes or renews the
+//! leases of its nodes and runs the manager's heartbeat step
+//! ([`Manager::heartbeat_step`]) on those due, with a per-node backoff for
+//! nodes that keep failing, and records each node's check in the metrics.
+//! Pushing a change between beats is the manager's own work
+//! ([`Manager::spawn`]); this loop only tells it which nodes it holds.
 //!
 //! Several replicas may share one database: a node's lease (in storage, on
 //! the database's clock) gives it to one replica at a time. Leases last 1.5
@@ -13,36 +14,26 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt as _;
-use tracing::Instrument as _;
-
 use crate::domain::{Node, NodeId};
-use crate::manager::{Manager, ManagerError, NodeOutcome};
+use crate::manager::{Manager, NodeOutcome};
 use crate::metrics::ManagerMetrics;
 
 #[derive(Clone, Debug)]
 pub struct ReconcilerSettings {
     /// Time between heartbeats (the SPEC allows 3–10 s; default 5 s).
     pub interval: Duration,
-    /// Nodes reconciled at the same time.
-    pub concurrency: usize,
     /// A node that keeps failing is retried after 1, 2, 4… heartbeats, at most this long apart.
     pub max_backoff: Duration,
     /// This replica's name in node leases; unique per running replica.
     pub owner: String,
-    /// The longest a change waits for its push because the previous push
-    /// was recent (see [`Reconciler::run`]).
-    pub max_push_gap: Duration,
 }
 
 impl Default for ReconcilerSettings {
     fn default() -> Self {
         Self {
             interval: Duration::from_secs(5),
-            concurrency: 32,
             max_backoff: Duration::from_secs(60),
             owner: format!("manager-{}", uuid::Uuid::new_v4()),
-            max_push_gap: Duration::from_millis(250),
         }
     }
 }
@@ -67,17 +58,17 @@ pub struct Reconciler {
     manager: Arc<Manager>,
     settings: ReconcilerSettings,
     backoff: Mutex<HashMap<NodeId, Backoff>>,
-    held: Mutex<Vec<NodeId>>,
     metrics: Option<Arc<ManagerMetrics>>,
 }
 
 impl Reconciler {
+    /// The heartbeat of `manager`. Once it has claimed leases, the manager
+    /// pushes changes only to the nodes they give this replica.
     pub fn new(manager: Arc<Manager>, settings: ReconcilerSettings) -> Self {
         Self {
             manager,
             settings,
             backoff: Mutex::new(HashMap::new()),
-            held: Mutex::new(Vec::new()),
             metrics: None,
         }
     }
@@ -94,36 +85,16 @@ impl Reconciler {
 
     /// Runs heartbeats until `shutdown` resolves, then gives up this
     /// replica's leases so another replica takes its nodes at once.
-    ///
-    /// Between beats, a change's nudge starts a push of the held nodes, but
-    /// no sooner after the previous push ended than that push took (at most
-    /// `max_push_gap` later): the changes made meanwhile share one push. A push
-    /// costs about the same for one change as for hundreds (each node's
-    /// cursor read and acknowledged), so on a large fleet pushes would
-    /// otherwise run back to back and take the database's time from the
-    /// changes themselves; pushing at most half of the time bounds that,
-    /// while a change on an idle manager still goes out at once.
     pub async fn run(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()> + Send) {
         tokio::pin!(shutdown);
         let mut ticker = tokio::time::interval(self.settings.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut next_push = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
                 _ = ticker.tick() => {
                     let report = self.heartbeat().await;
                     tracing::debug!(?report, "heartbeat");
-                }
-                _ = self.manager.nudged() => {
-                    tokio::select! {
-                        _ = &mut shutdown => break,
-                        _ = tokio::time::sleep_until(next_push) => {}
-                    }
-                    let started = tokio::time::Instant::now();
-                    self.push_held().await;
-                    next_push = tokio::time::Instant::now()
-                        + started.elapsed().min(self.settings.max_push_gap);
                 }
             }
         }
@@ -151,7 +122,6 @@ impl Reconciler {
                 return PassReport::default();
             }
         };
-        *self.held.lock().unwrap_or_else(|e| e.into_inner()) = nodes.iter().map(|n| n.id).collect();
         let now = Instant::now();
         let due: Vec<Node> = {
             let backoff = self.backoff.lock().unwrap_or_else(|e| e.into_inner());
@@ -171,53 +141,15 @@ impl Reconciler {
             skipped: nodes.len() - due.len(),
             ..PassReport::default()
         };
-        let results: Vec<(NodeId, Result<NodeOutcome, ManagerError>)> = futures::stream::iter(due)
-            .map(|node| {
-                let span = tracing::info_span!("reconcile", node = %node.id);
-                async move {
-                    let started = Instant::now();
-                    let result = self.manager.check_node(&node).await;
-                    if let Some(metrics) = &self.metrics {
-                        let id = node.id.to_string();
-                        metrics.record_heartbeat(&id, started.elapsed(), result.is_ok());
-                    }
-                    (node.id, result)
-                }
-                .instrument(span)
-            })
-            .buffer_unordered(self.settings.concurrency.max(1))
-            .collect()
-            .await;
-        // The nodes in sync get their pending operations in one fleet-wide
-        // push (the change log read once, not once per node).
-        let in_sync: Vec<NodeId> = results
-            .iter()
-            .filter(|(_, r)| matches!(r, Ok(NodeOutcome::InSync)))
-            .map(|(id, _)| *id)
-            .collect();
-        let mut pushed = match self
+        let metrics = self.metrics.as_deref();
+        let results = self
             .manager
-            .push_pending_many(&in_sync, self.settings.concurrency)
-            .await
-        {
-            Ok(pushed) => pushed,
-            Err(e) => {
-                // The node list or the log could not be read: the database's
-                // trouble, not the nodes' (no backoff); the next beat retries.
-                tracing::warn!(error = %e, "heartbeat: cannot push pending operations");
-                HashMap::new()
-            }
-        };
-        let results = results.into_iter().map(|(id, result)| match result {
-            Ok(NodeOutcome::InSync) => (
-                id,
-                pushed
-                    .remove(&id)
-                    .unwrap_or(Ok(0))
-                    .map(|applied| NodeOutcome::Synced { applied }),
-            ),
-            other => (id, other),
-        });
+            .heartbeat_step(due, |id, took, ok| {
+                if let Some(metrics) = metrics {
+                    metrics.record_heartbeat(&id.to_string(), took, ok);
+                }
+            })
+            .await;
         for (id, result) in results {
             match result {
                 Ok(outcome) => {
@@ -241,25 +173,6 @@ impl Reconciler {
             tracing::debug!(error = %e, "purge of tombstones failed");
         }
         report
-    }
-
-    /// Pushes pending operations to every node this replica holds, now.
-    pub async fn push_held(&self) {
-        let held = self.held.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        match self
-            .manager
-            .push_pending_many(&held, self.settings.concurrency)
-            .await
-        {
-            Ok(results) => {
-                for (id, result) in results {
-                    if let Err(e) = result {
-                        tracing::debug!(node = %id, error = %e, "push failed; the heartbeat retries");
-                    }
-                }
-            }
-            Err(e) => tracing::debug!(error = %e, "push failed; the heartbeat retries"),
-        }
     }
 
     fn backoff_clear(&self, id: NodeId) {

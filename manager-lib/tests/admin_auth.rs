@@ -13,22 +13,30 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{Request, StatusCode, header};
+use manager_lib::api;
 use manager_lib::api::admin_auth::{FailureLimit, LOG_BURST};
-use manager_lib::api::{self, ApiState, router};
-use manager_lib::manager::{Manager, ManagerSettings};
-use manager_lib::metrics::ManagerMetrics;
+use manager_lib::server::{Backends, Server, ServerSettings};
 use manager_lib::storage::memory::MemoryStorage;
 use manager_lib::transport::simulated::SimulatedFleet;
 use tower::ServiceExt as _;
 
 const TOKEN: &str = "9b1f0c2e7d4a6b8c3e5f7a9d1c3b5e7f";
 
-fn manager() -> Arc<Manager> {
-    Arc::new(Manager::new(
+/// The API as the root wires it, changes left to the heartbeat.
+fn server(settings: ServerSettings) -> Server {
+    let backends = Backends::new(
         Arc::new(MemoryStorage::new()),
         Arc::new(SimulatedFleet::new()),
-        ManagerSettings::default(),
-    ))
+    );
+    let settings = ServerSettings {
+        push_on_change: false,
+        ..settings
+    };
+    Server::build(backends, settings)
+}
+
+fn app(settings: ServerSettings) -> Router {
+    server(settings).router
 }
 
 fn peer(last: u8) -> SocketAddr {
@@ -63,14 +71,16 @@ fn bearer(token: &str) -> String {
     format!("Bearer {token}")
 }
 
-fn throttled_after(failures: u32) -> ApiState {
-    ApiState::new(manager(), TOKEN)
-        .with_rate_limit(None)
-        .with_admin_failure_limit(Some(FailureLimit {
+fn throttled_after(failures: u32) -> Router {
+    app(ServerSettings {
+        node_list_limit: None,
+        admin_failure_limit: Some(FailureLimit {
             failures,
             refill_every: Duration::from_secs(60),
             ..FailureLimit::default()
-        }))
+        }),
+        ..ServerSettings::new(TOKEN)
+    })
 }
 
 /// Serves `app` on 127.0.0.1:0 with `api::serve`; drop the sender to stop.
@@ -90,7 +100,10 @@ async fn served(app: Router) -> (String, tokio::sync::oneshot::Sender<()>) {
 /// knowledge), where the header's trailing spaces reach the server intact.
 #[tokio::test]
 async fn a_blank_bearer_token_is_refused_over_http1_and_http2_even_if_the_token_were_empty() {
-    let app = router(ApiState::new(manager(), "").with_admin_failure_limit(None));
+    let app = app(ServerSettings {
+        admin_failure_limit: None,
+        ..ServerSettings::new("")
+    });
     let (url, _stop) = served(app).await;
     let http1 = reqwest::Client::builder().http1_only().build().unwrap();
     let http2 = reqwest::Client::builder()
@@ -124,7 +137,7 @@ async fn a_blank_bearer_token_is_refused_over_http1_and_http2_even_if_the_token_
 
 #[tokio::test(start_paused = true)]
 async fn past_the_failure_budget_admin_calls_are_429_even_with_the_right_token_until_it_refills() {
-    let app = router(throttled_after(3));
+    let app = throttled_after(3);
     let me = peer(1);
     // Successful calls spend nothing.
     for _ in 0..20 {
@@ -177,7 +190,7 @@ async fn past_the_failure_budget_admin_calls_are_429_even_with_the_right_token_u
 
 #[tokio::test]
 async fn the_failure_budget_is_on_by_default_and_can_be_turned_off() {
-    let on = router(ApiState::new(manager(), TOKEN));
+    let on = app(ServerSettings::new(TOKEN));
     let me = peer(3);
     let mut statuses = Vec::new();
     for _ in 0..FailureLimit::default().failures + 1 {
@@ -189,7 +202,10 @@ async fn the_failure_budget_is_on_by_default_and_can_be_turned_off() {
         "{statuses:?}"
     );
 
-    let off = router(ApiState::new(manager(), TOKEN).with_admin_failure_limit(None));
+    let off = app(ServerSettings {
+        admin_failure_limit: None,
+        ..ServerSettings::new(TOKEN)
+    });
     for _ in 0..100 {
         assert_eq!(
             users(&off, me, Some(&bearer("guess"))).await.0,
@@ -204,16 +220,14 @@ async fn the_failure_budget_is_on_by_default_and_can_be_turned_off() {
 
 #[tokio::test(start_paused = true)]
 async fn failures_and_throttled_calls_are_counted_in_the_metrics() {
-    let manager = manager();
-    let metrics = Arc::new(ManagerMetrics::new(manager.clone()));
-    let app = router(
-        ApiState::new(manager, TOKEN)
-            .with_admin_failure_limit(Some(FailureLimit {
-                failures: 2,
-                ..FailureLimit::default()
-            }))
-            .with_metrics(metrics.clone()),
-    );
+    let server = server(ServerSettings {
+        admin_failure_limit: Some(FailureLimit {
+            failures: 2,
+            ..FailureLimit::default()
+        }),
+        ..ServerSettings::new(TOKEN)
+    });
+    let (app, metrics) = (server.router, server.metrics);
     let me = peer(4);
     users(&app, me, Some(&bearer("x"))).await;
     users(&app, me, None).await;
@@ -266,7 +280,7 @@ impl Captured {
 async fn each_failure_is_logged_at_warn_with_the_address_and_never_the_presented_value() {
     let log = Captured::default();
     let _guard = log.install(tracing::Level::TRACE);
-    let app = router(throttled_after(2));
+    let app = throttled_after(2);
     let guess = "correct-horse-battery-staple-guess";
     users(&app, peer(6), Some(&bearer(guess))).await;
     users(&app, peer(6), None).await;
@@ -293,7 +307,7 @@ async fn each_failure_is_logged_at_warn_with_the_address_and_never_the_presented
 async fn the_refusal_log_line_is_rate_limited_and_says_how_many_it_left_out() {
     let log = Captured::default();
     let _guard = log.install(tracing::Level::WARN);
-    let app = router(throttled_after(1_000));
+    let app = throttled_after(1_000);
     let refused_lines = || {
         log.text()
             .lines()

@@ -6,8 +6,8 @@ mod common;
 use std::sync::Arc;
 
 use axum::http::StatusCode;
-use manager_lib::api::{ApiState, router};
-use manager_lib::manager::{Manager, ManagerSettings};
+use manager_lib::manager::Manager;
+use manager_lib::server::{Backends, Server, ServerSettings};
 use manager_lib::storage::memory::MemoryStorage;
 use manager_lib::transport::simulated::SimulatedFleet;
 use serde_json::{Value, json};
@@ -23,17 +23,22 @@ struct Api {
 impl Api {
     fn new() -> Self {
         let fleet = Arc::new(SimulatedFleet::new());
-        let manager = Arc::new(Manager::new(
-            Arc::new(MemoryStorage::new()),
-            fleet.clone(),
-            ManagerSettings::default(),
-        ));
+        // Failed admin calls are not throttled here (every call shares one
+        // client): that has its own tests in admin_auth.rs. Changes reach the
+        // nodes only when a test pushes them.
+        let settings = ServerSettings {
+            admin_failure_limit: None,
+            push_on_change: false,
+            ..ServerSettings::new(TOKEN)
+        };
+        let server = Server::build(
+            Backends::new(Arc::new(MemoryStorage::new()), fleet.clone()),
+            settings,
+        );
         Self {
-            // Failed admin calls are not throttled here (every call shares one
-            // client): that has its own tests in admin_auth.rs.
-            router: router(ApiState::new(manager.clone(), TOKEN).with_admin_failure_limit(None)),
+            router: server.router,
             fleet,
-            manager,
+            manager: server.manager,
         }
     }
 

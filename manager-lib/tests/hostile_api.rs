@@ -8,8 +8,8 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
-use manager_lib::api::{ApiState, MAX_BODY_BYTES, router};
-use manager_lib::manager::{Manager, ManagerSettings};
+use manager_lib::api::MAX_BODY_BYTES;
+use manager_lib::server::{Backends, Server, ServerSettings};
 use manager_lib::storage::memory::MemoryStorage;
 use manager_lib::transport::simulated::SimulatedFleet;
 use proptest::collection::{btree_map, vec};
@@ -71,14 +71,18 @@ impl Fixture {
     async fn new() -> Self {
         let fleet = Arc::new(SimulatedFleet::new());
         fleet.add_node(NODE_ENDPOINT);
-        let manager = Arc::new(Manager::new(
-            Arc::new(MemoryStorage::new()),
-            fleet,
-            ManagerSettings::default(),
-        ));
-        let router = router(ApiState::new(manager.clone(), TOKEN).with_rate_limit(None));
+        let settings = ServerSettings {
+            node_list_limit: None,
+            push_on_change: false,
+            ..ServerSettings::new(TOKEN)
+        };
+        let server = Server::build(
+            Backends::new(Arc::new(MemoryStorage::new()), fleet),
+            settings,
+        );
+        let manager = server.manager;
         let mut fx = Self {
-            router,
+            router: server.router,
             user_id: String::new(),
             node_id: String::new(),
         };

@@ -10,31 +10,37 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{Request, StatusCode, header};
+use manager_lib::api;
 use manager_lib::api::ratelimit::RateLimit;
-use manager_lib::api::{self, ApiState, router};
-use manager_lib::manager::{Manager, ManagerSettings};
+use manager_lib::server::{Backends, Server, ServerSettings};
 use manager_lib::storage::memory::MemoryStorage;
 use manager_lib::transport::simulated::SimulatedFleet;
 use tower::ServiceExt as _;
 
 const TOKEN: &str = "ratelimit-test-token";
 
-fn manager() -> Arc<Manager> {
-    Arc::new(Manager::new(
+/// The API as the root wires it, changes left to the heartbeat.
+fn app(settings: ServerSettings) -> Router {
+    let backends = Backends::new(
         Arc::new(MemoryStorage::new()),
         Arc::new(SimulatedFleet::new()),
-        ManagerSettings::default(),
-    ))
+    );
+    let settings = ServerSettings {
+        push_on_change: false,
+        ..settings
+    };
+    Server::build(backends, settings).router
 }
 
 fn limited(per_second: u32, burst: u32) -> Router {
-    router(
-        ApiState::new(manager(), TOKEN).with_rate_limit(Some(RateLimit {
+    app(ServerSettings {
+        node_list_limit: Some(RateLimit {
             per_second,
             burst,
             ..RateLimit::default()
-        })),
-    )
+        }),
+        ..ServerSettings::new(TOKEN)
+    })
 }
 
 fn peer(last: u8, port: u16) -> Option<SocketAddr> {
@@ -162,7 +168,7 @@ async fn only_the_node_list_call_is_limited() {
 
 #[tokio::test]
 async fn the_limit_is_on_by_default_and_can_be_turned_off() {
-    let on = router(ApiState::new(manager(), TOKEN));
+    let on = app(ServerSettings::new(TOKEN));
     let mut limited = 0;
     for _ in 0..100 {
         if node_list(&on, peer(5, 1)).await.0 == StatusCode::TOO_MANY_REQUESTS {
@@ -174,7 +180,10 @@ async fn the_limit_is_on_by_default_and_can_be_turned_off() {
         "100 calls at once went through the default limit"
     );
 
-    let off = router(ApiState::new(manager(), TOKEN).with_rate_limit(None));
+    let off = app(ServerSettings {
+        node_list_limit: None,
+        ..ServerSettings::new(TOKEN)
+    });
     for _ in 0..100 {
         assert_eq!(
             node_list(&off, peer(5, 1)).await.0,

@@ -13,8 +13,8 @@ use axum::Router;
 use axum::http::{StatusCode, header};
 use axum::routing::any;
 use common::*;
-use manager_lib::api::{ApiState, router};
-use manager_lib::manager::{Manager, ManagerSettings};
+use manager_lib::manager::Manager;
+use manager_lib::server::{Backends, Server, ServerSettings};
 use manager_lib::storage::memory::MemoryStorage;
 use manager_lib::transport::http::HttpTransport;
 use serde_json::{Value, json};
@@ -29,12 +29,16 @@ async fn serve(app: Router) -> String {
 }
 
 fn manager() -> (Arc<Manager>, Router) {
-    let manager = Arc::new(Manager::new(
+    let backends = Backends::new(
         Arc::new(MemoryStorage::new()),
         Arc::new(HttpTransport::new(Duration::from_secs(10))),
-        ManagerSettings::default(),
-    ));
-    (manager.clone(), router(ApiState::new(manager, TOKEN)))
+    );
+    let settings = ServerSettings {
+        push_on_change: false,
+        ..ServerSettings::new(TOKEN)
+    };
+    let server = Server::build(backends, settings);
+    (server.manager, server.router)
 }
 
 async fn start_node(api: &Router, endpoint: &str) -> (String, StatusCode, Value) {

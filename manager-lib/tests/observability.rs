@@ -8,12 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use manager_lib::api::{ApiState, ROUTES, router};
-use manager_lib::cache::{CachedStorage, CachedStorageSettings, MemoryCache};
-use manager_lib::manager::{Manager, ManagerSettings};
+use manager_lib::api::ROUTES;
+use manager_lib::cache::MemoryCache;
 use manager_lib::metrics::{self, ManagerMetrics};
 use manager_lib::reconcile::{Reconciler, ReconcilerSettings};
-use manager_lib::storage::Storage;
+use manager_lib::server::{Backends, Server, ServerSettings};
 use manager_lib::storage::memory::MemoryStorage;
 use manager_lib::transport::simulated::SimulatedFleet;
 use serde_json::{Value, json};
@@ -23,35 +22,33 @@ const TOKEN: &str = "observability-admin-token";
 struct Api {
     router: axum::Router,
     fleet: Arc<SimulatedFleet>,
-    manager: Arc<Manager>,
     metrics: Arc<ManagerMetrics>,
+    reconciler: Arc<Reconciler>,
 }
 
 impl Api {
     /// The manager as the binary wires it: a cached storage whose counters
     /// the metrics report.
     fn new() -> Self {
+        Self::with(ReconcilerSettings::default())
+    }
+
+    fn with(reconciler: ReconcilerSettings) -> Self {
         let fleet = Arc::new(SimulatedFleet::new());
-        let cached = Arc::new(CachedStorage::new(
-            Arc::new(MemoryStorage::new()),
-            Arc::new(MemoryCache::new()),
-            CachedStorageSettings::default(),
-        ));
-        let storage: Arc<dyn Storage> = cached.clone();
-        let manager = Arc::new(Manager::new(
-            storage,
-            fleet.clone(),
-            ManagerSettings::default(),
-        ));
-        let metrics = Arc::new(ManagerMetrics::with_cache(manager.clone(), cached));
-        let state = ApiState::new(manager.clone(), TOKEN)
-            .with_rate_limit(None)
-            .with_metrics(metrics.clone());
+        let backends = Backends::new(Arc::new(MemoryStorage::new()), fleet.clone())
+            .with_cache(Arc::new(MemoryCache::new()));
+        let settings = ServerSettings {
+            node_list_limit: None,
+            push_on_change: false,
+            reconciler,
+            ..ServerSettings::new(TOKEN)
+        };
+        let server = Server::build(backends, settings);
         Self {
-            router: router(state),
+            router: server.router,
             fleet,
-            manager,
-            metrics,
+            metrics: server.metrics,
+            reconciler: server.reconciler,
         }
     }
 
@@ -421,9 +418,7 @@ async fn pending_changes_show_per_node_until_the_heartbeat_applies_them() {
     assert_eq!(m.value("xray_manager_enabled_users", &[]), Some(2.0));
 
     api.fleet.set_unreachable("http://10.0.0.1:8080", false);
-    let reconciler = Reconciler::new(api.manager.clone(), ReconcilerSettings::default())
-        .with_metrics(api.metrics.clone());
-    reconciler.heartbeat().await;
+    api.reconciler.heartbeat().await;
     let m = api.scrape().await;
     assert_eq!(
         m.value("xray_manager_node_pending_changes", &[("node", &node)]),
@@ -433,21 +428,16 @@ async fn pending_changes_show_per_node_until_the_heartbeat_applies_them() {
 
 #[tokio::test]
 async fn heartbeat_duration_and_failures_are_recorded_per_node() {
-    let api = Api::new();
+    let api = Api::with(ReconcilerSettings {
+        interval: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(10),
+        ..ReconcilerSettings::default()
+    });
     let up = api.running_node("http://10.0.0.1:8080").await;
     let down = api.running_node("http://10.0.0.2:8080").await;
     api.fleet.set_unreachable("http://10.0.0.2:8080", true);
-    let reconciler = Reconciler::new(
-        api.manager.clone(),
-        ReconcilerSettings {
-            interval: Duration::from_millis(10),
-            max_backoff: Duration::from_millis(10),
-            ..ReconcilerSettings::default()
-        },
-    )
-    .with_metrics(api.metrics.clone());
-    reconciler.heartbeat().await;
-    reconciler.heartbeat().await;
+    api.reconciler.heartbeat().await;
+    api.reconciler.heartbeat().await;
 
     let m = api.scrape().await;
     let count = |node: &str| {

@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use manager_lib::domain::*;
 use manager_lib::manager::{Manager, ManagerError, ManagerSettings, NodeOutcome};
 use manager_lib::reconcile::{Reconciler, ReconcilerSettings};
+use manager_lib::server::{Backends, Server, ServerSettings};
 use manager_lib::storage::memory::MemoryStorage;
 use manager_lib::storage::{Storage, StorageError, StorageResult};
 use manager_lib::transport::simulated::SimulatedFleet;
@@ -207,14 +208,31 @@ impl Storage for FaultyStorage {
 
 struct World {
     manager: Arc<Manager>,
-    reconciler: Reconciler,
+    reconciler: Arc<Reconciler>,
     fleet: Arc<SimulatedFleet>,
     faults: Arc<Faults>,
     storage: Arc<dyn Storage>,
 }
 
 impl World {
+    /// The manager as the root wires it, changes left to the heartbeat
+    /// (every 100 ms) unless `settings` say otherwise.
     fn new() -> Self {
+        Self::with(Self::new_settings())
+    }
+
+    fn new_settings() -> ServerSettings {
+        ServerSettings {
+            push_on_change: false,
+            reconciler: ReconcilerSettings {
+                interval: Duration::from_millis(100),
+                ..ReconcilerSettings::default()
+            },
+            ..ServerSettings::new("t")
+        }
+    }
+
+    fn with(settings: ServerSettings) -> Self {
         let faults = Arc::new(Faults::default());
         let fleet = Arc::new(SimulatedFleet::new());
         let storage: Arc<dyn Storage> = Arc::new(FaultyStorage {
@@ -225,21 +243,10 @@ impl World {
             fleet: fleet.clone(),
             faults: faults.clone(),
         });
-        let manager = Arc::new(Manager::new(
-            storage.clone(),
-            transport,
-            ManagerSettings::default(),
-        ));
-        let reconciler = Reconciler::new(
-            manager.clone(),
-            ReconcilerSettings {
-                interval: Duration::from_millis(100),
-                ..ReconcilerSettings::default()
-            },
-        );
+        let server = Server::build(Backends::new(storage.clone(), transport), settings);
         Self {
-            manager,
-            reconciler,
+            manager: server.manager,
+            reconciler: server.reconciler,
             fleet,
             faults,
             storage,
@@ -533,17 +540,16 @@ async fn the_status_call_failing_marks_error_and_retries() {
 
 #[tokio::test]
 async fn a_nudge_pushes_an_enable_without_waiting_for_the_heartbeat() {
-    let w = World::new();
-    w.running_node("http://n1").await;
-    let reconciler = Arc::new(Reconciler::new(
-        w.manager.clone(),
-        ReconcilerSettings {
+    let w = World::with(ServerSettings {
+        reconciler: ReconcilerSettings {
             interval: Duration::from_secs(3600),
             ..ReconcilerSettings::default()
         },
-    ));
+        ..ServerSettings::new("t")
+    });
+    w.running_node("http://n1").await;
     let stop = tokio_util_free_shutdown();
-    let task = tokio::spawn(reconciler.clone().run(stop.1));
+    let task = tokio::spawn(w.reconciler.clone().run(stop.1));
     // The first tick fires at once and claims the node; then only nudges work.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while w.fleet.calls("http://n1") < 2 {
@@ -571,19 +577,21 @@ async fn a_nudge_pushes_an_enable_without_waiting_for_the_heartbeat() {
 /// changes. Virtual time, so the timings are exact.
 #[tokio::test(start_paused = true)]
 async fn changes_made_during_a_push_share_the_next_which_waits_as_long_as_the_last_took() {
-    let w = World::new();
-    let endpoint = "http://n1";
-    w.running_node(endpoint).await;
-    let reconciler = Arc::new(Reconciler::new(
-        w.manager.clone(),
-        ReconcilerSettings {
-            interval: Duration::from_secs(3600),
+    let w = World::with(ServerSettings {
+        manager: ManagerSettings {
             max_push_gap: Duration::from_secs(1),
+            ..ManagerSettings::default()
+        },
+        reconciler: ReconcilerSettings {
+            interval: Duration::from_secs(3600),
             ..ReconcilerSettings::default()
         },
-    ));
+        ..ServerSettings::new("t")
+    });
+    let endpoint = "http://n1";
+    w.running_node(endpoint).await;
     let stop = tokio_util_free_shutdown();
-    let task = tokio::spawn(reconciler.clone().run(stop.1));
+    let task = tokio::spawn(w.reconciler.clone().run(stop.1));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while w.fleet.calls(endpoint) < 2 {
         assert!(
@@ -680,16 +688,13 @@ async fn a_node_error_is_passed_through_from_start() {
 
 /// A world whose manager sends at most `edit_batch` operations per call.
 fn world_with_batch(edit_batch: u32) -> World {
-    let mut w = World::new();
-    w.manager = Arc::new(Manager::new(
-        w.storage.clone(),
-        Arc::new(FaultyFleet {
-            fleet: w.fleet.clone(),
-            faults: w.faults.clone(),
-        }),
-        ManagerSettings { edit_batch },
-    ));
-    w
+    World::with(ServerSettings {
+        manager: ManagerSettings {
+            edit_batch,
+            ..ManagerSettings::default()
+        },
+        ..World::new_settings()
+    })
 }
 
 #[tokio::test]

@@ -32,10 +32,11 @@ use std::io::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use manager_lib::cache::{Cache, CachedStorage, CachedStorageSettings, MemoryCache};
+use manager_lib::cache::{Cache, CachedStorageSettings, MemoryCache};
 use manager_lib::domain::{NewUser, RequiredStatus, UserStatus};
 use manager_lib::manager::{Manager, ManagerSettings};
-use manager_lib::reconcile::{Reconciler, ReconcilerSettings};
+use manager_lib::reconcile::ReconcilerSettings;
+use manager_lib::server::{Backends, Server, ServerSettings};
 use manager_lib::storage::Storage;
 use manager_lib::transport::simulated::SimulatedFleet;
 
@@ -242,23 +243,25 @@ async fn running_manager(
     fresh_sqlite(name);
     let storage = open_storage(opts, name).await?;
     let sim = Arc::new(SimulatedFleet::new());
-    let manager = Arc::new(Manager::new(
-        storage,
-        sim.clone(),
-        ManagerSettings::default(),
-    ));
-    let nodes = fleet(&manager, &sim, nodes).await?;
-    let reconciler = Arc::new(Reconciler::new(
-        manager.clone(),
-        ReconcilerSettings {
-            interval: Duration::from_secs(5),
+    let settings = ServerSettings {
+        manager: ManagerSettings {
             concurrency: 64,
+            ..ManagerSettings::default()
+        },
+        reconciler: ReconcilerSettings {
+            interval: Duration::from_secs(5),
             ..ReconcilerSettings::default()
         },
-    ));
-    // The first heartbeat claims the nodes; after that, nudges push.
-    reconciler.heartbeat().await;
-    tokio::spawn(reconciler.run(std::future::pending()));
+        ..ServerSettings::new("bench")
+    };
+    let server = Server::build(Backends::new(storage, sim.clone()), settings);
+    let manager = server.manager.clone();
+    let nodes = fleet(&manager, &sim, nodes).await?;
+    // The first heartbeat claims the nodes; after that, the manager pushes
+    // each change to them by itself.
+    server.reconciler.heartbeat().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    tokio::spawn(server.serve(listener, std::future::pending()));
     Ok((manager, sim, nodes))
 }
 
@@ -447,28 +450,30 @@ async fn node_list(opts: &Opts) -> Result<()> {
         }
     }
     // `--cache off`: the storage alone, to see what the cache adds.
-    let cached: Arc<dyn Storage> = if opts.get("cache", "memory") == "off" {
-        storage
-    } else {
-        Arc::new(CachedStorage::new(
-            storage,
-            open_cache(opts).await?,
-            match opts.0.get("user-ttl") {
-                Some(secs) => CachedStorageSettings {
-                    user_ttl: Duration::from_secs(secs.parse()?),
-                    ..CachedStorageSettings::default()
-                },
-                None => CachedStorageSettings::default(),
-            },
-        ))
-    };
-    if opts.0.contains_key("warm") {
-        warm(&cached, &paths_file).await?;
+    let mut backends = Backends::new(storage, sim);
+    if opts.get("cache", "memory") != "off" {
+        backends = backends.with_cache(open_cache(opts).await?);
     }
-    let manager = Arc::new(Manager::new(cached, sim, ManagerSettings::default()));
-    let app = manager_lib::api::router(
-        manager_lib::api::ApiState::new(manager, "bench").with_rate_limit(None),
-    );
+    let settings = ServerSettings {
+        cache: match opts.0.get("user-ttl") {
+            Some(secs) => CachedStorageSettings {
+                user_ttl: Duration::from_secs(secs.parse()?),
+                ..CachedStorageSettings::default()
+            },
+            None => CachedStorageSettings::default(),
+        },
+        // Nothing changes during the load: no pushes to trigger.
+        push_on_change: false,
+        node_list_limit: None,
+        ..ServerSettings::new("bench")
+    };
+    let server = Server::build(backends, settings);
+    if opts.0.contains_key("warm") {
+        warm(server.manager.storage(), &paths_file).await?;
+    }
+    // The API alone, as it always was measured: no heartbeat beside the
+    // load, served by plain `axum::serve`.
+    let app = server.router;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move { axum::serve(listener, app).await });

@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use manager_lib::api::{ApiState, router};
-use manager_lib::manager::{Manager, ManagerSettings};
+use manager_lib::server::{Backends, Server, ServerSettings};
 use manager_lib::transport::simulated::SimulatedFleet;
 use serde_json::Value;
 use storage_postgres::PgStorage;
@@ -48,12 +47,8 @@ async fn a_database_outage_answers_database_unavailable_and_recovers() {
     let proxy = TcpProxy::start(target).await.unwrap();
     url.set_port(Some(proxy.addr().port())).unwrap();
     let storage = PgStorage::connect(url.as_str()).await.unwrap();
-    let manager = Arc::new(Manager::new(
-        Arc::new(storage),
-        Arc::new(SimulatedFleet::new()),
-        ManagerSettings::default(),
-    ));
-    let app = router(ApiState::new(manager, "t"));
+    let backends = Backends::new(Arc::new(storage), Arc::new(SimulatedFleet::new()));
+    let app = Server::build(backends, ServerSettings::new("t")).router;
 
     let (status, body) = call(&app, "POST", "/user/new", r#"{"userName":"before"}"#).await;
     assert_eq!(status, StatusCode::OK, "{body}");

@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use manager_lib::domain::{Node, NodeId, UserCredentials, UserId};
-use manager_lib::manager::{Manager, ManagerSettings};
+use manager_lib::manager::Manager;
 use manager_lib::reconcile::{Reconciler, ReconcilerSettings};
+use manager_lib::server::{Backends, Server, ServerSettings};
 use manager_lib::storage::Storage;
 use manager_lib::transport::simulated::SimulatedFleet;
 use manager_lib::transport::{NodeReport, NodeTransport, TransportError};
@@ -92,16 +93,16 @@ fn replica(
         fleet: fleet.clone(),
         log: log.clone(),
     });
-    let manager = Arc::new(Manager::new(storage, transport, ManagerSettings::default()));
-    let reconciler = Arc::new(Reconciler::new(
-        manager.clone(),
-        ReconcilerSettings {
+    let settings = ServerSettings {
+        reconciler: ReconcilerSettings {
             interval,
             owner: name.to_owned(),
             ..ReconcilerSettings::default()
         },
-    ));
-    (manager, reconciler)
+        ..ServerSettings::new("t")
+    };
+    let server = Server::build(Backends::new(storage, transport), settings);
+    (server.manager, server.reconciler)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,7 +1,7 @@
 //! `xray-manager`: the control plane's binary. Reads its settings (a TOML
 //! file, then `XM_*` variables), picks the storage and cache backends by URL
-//! scheme, and serves the manager's HTTP API with its heartbeat (the wiring is
-//! in `bins::manager`).
+//! scheme (`bins::manager`), and hands them to the manager's composition
+//! root (`manager_lib::server`), which serves the HTTP API with its heartbeat.
 
 use std::path::PathBuf;
 use std::process::ExitCode;

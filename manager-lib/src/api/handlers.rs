@@ -1,5 +1,5 @@
 //! The handlers, one per route, with the JSON bodies they read and the views
-//! they answer with; their OpenAPI annotations feed [`super::openapi`].
+//! they answer with; their OpenAPI annotations feed the API's document.
 
 use axum::Json;
 use axum::body::Bytes;

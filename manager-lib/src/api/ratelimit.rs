@@ -14,7 +14,7 @@
 //! The same buckets, refilling slower ([`RateLimiter::refilling_every`]) and
 //! charged only for failures ([`RateLimiter::peek`], then
 //! [`RateLimiter::check`]), are the per-client budget of failed admin calls
-//! in [`super::admin_auth`].
+//! (the admin authentication uses them).
 //!
 //! The map of buckets is bounded ([`RateLimit::max_clients`]) so a flood of
 //! addresses cannot grow memory: a bucket that has refilled carries no state
