@@ -250,16 +250,19 @@ mod tests {
         });
         until(|| groups.lock().unwrap().len() == 1).await;
         // Queued behind the first group: 2 gives up, 3 and 4 wait.
+        // Each caller is queued before the next is spawned: on a runtime
+        // with several threads, spawned tasks may otherwise queue in any order.
         let gave_up = tokio::spawn({
             let grouped = grouped.clone();
             async move { grouped.call(2).await }
         });
+        until(|| grouped.queued() == 1).await;
         let mut waiting = Vec::new();
         for n in [3, 4] {
-            let grouped = grouped.clone();
-            waiting.push(tokio::spawn(async move { grouped.call(n).await }));
+            let caller = grouped.clone();
+            waiting.push(tokio::spawn(async move { caller.call(n).await }));
+            until(|| grouped.queued() == n as usize - 1).await;
         }
-        until(|| grouped.queued() == 3).await;
         gave_up.abort();
         let _ = gave_up.await;
         release.send(true).unwrap();
