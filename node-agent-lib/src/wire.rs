@@ -83,6 +83,59 @@ pub struct UsersEditRequest {
     pub del_users: Vec<String>,
 }
 
+/// `POST /usage`: the usage batches after the manager's cursor. Naming the
+/// agent's journal and `after = N` also confirms that the manager stored
+/// every batch up to `N`, so the agent may forget them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageRequest {
+    /// The journal the manager's cursor belongs to; another journal (or none)
+    /// means "from your first batch".
+    #[serde(default)]
+    pub journal: Option<String>,
+    /// The newest sequence number the manager has stored from this journal.
+    #[serde(default)]
+    pub after: u64,
+    /// How many batches at most (the agent caps it).
+    #[serde(default, alias = "max_batches")]
+    pub max_batches: Option<u32>,
+}
+
+/// The answer to `POST /usage`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageResponse {
+    /// The agent's journal id (made when its journal file was created).
+    pub journal: String,
+    /// In sequence order, each after the request's `after`.
+    pub batches: Vec<UsageBatch>,
+    /// More batches wait after the last one answered.
+    pub more: bool,
+}
+
+/// The bytes the core counted between two reads (or several reads, merged
+/// while the manager was away): `first_seq..=seq` of the journal.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageBatch {
+    #[serde(alias = "first_seq")]
+    pub first_seq: u64,
+    pub seq: u64,
+    /// Unix seconds of the read before the first delta and of the read that took the last.
+    pub from: i64,
+    pub to: i64,
+    pub users: Vec<UserUsage>,
+}
+
+/// What one user moved through the node's core in a batch, in bytes as the
+/// core counts them: `up` is what the user sent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserUsage {
+    pub id: String,
+    pub up: u64,
+    pub down: u64,
+}
+
 /// Every error answer: a short stable text, and optional details.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
