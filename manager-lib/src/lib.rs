@@ -19,34 +19,41 @@
 //! server.serve(listener, std::future::pending()).await // …and serve the API
 //! # }
 //! ```
+//!
+//! Where each concept lives (a map for a newcomer):
+//! - [`domain`]: nodes, users, their statuses and the operations a node
+//!   still has to apply;
+//! - [`manager`]: the scenarios (`Manager`, `ManagerError`); the heartbeat
+//!   step, the fleet push engine and the push on change in its submodules;
+//! - [`links`]: template filling for the user-node-list call (pure, no I/O);
+//! - [`storage`]: the `Storage` port, its in-memory reference backend, and
+//!   for backend authors `storage::kit` (shared rules, paging) and
+//!   `storage::grouped`;
+//! - [`cache`]: the `Cache` port and the caching `Storage` decorator;
+//! - [`transport`]: the `NodeTransport` port, the HTTP transport and the
+//!   simulated fleet;
+//! - [`reconcile`]: the heartbeat loop (leases, backoff and metrics around
+//!   the manager's heartbeat step);
+//! - [`api`]: the HTTP face (router, handlers, error table, OpenAPI, rate
+//!   limit, admin auth);
+//! - [`server`]: the composition root (backends, settings, a listener and a
+//!   shutdown in; a running manager out);
+//! - [`settings`]: typed settings (defaults, TOML file, `XM_*` environment);
+//! - [`metrics`]: Prometheus metrics;
+//! - `conformance` (feature `conformance`): the `Storage` suite every backend
+//!   runs (`Cache`'s and `NodeTransport`'s sit beside their ports).
 
-/// The HTTP face: router, handlers, error table, OpenAPI, rate limit, admin auth.
 pub mod api;
-/// The `Cache` port and the caching `Storage` decorator.
 pub mod cache;
-/// Nodes, users, their statuses and the operations a node still has to apply.
 pub mod domain;
-/// Template filling for the user-node-list call (pure, no I/O).
 pub mod links;
-/// The scenarios (`Manager`, `ManagerError`); the heartbeat step, the fleet
-/// push engine and the push on change in its submodules.
 pub mod manager;
-/// Prometheus metrics.
 pub mod metrics;
-/// The heartbeat loop: leases, backoff and metrics around the manager's heartbeat step.
 pub mod reconcile;
-/// The composition root: backends, settings, a listener and a shutdown in; a running manager out.
 pub mod server;
-/// Typed settings: defaults, TOML file, `XM_*` environment.
 pub mod settings;
-/// The `Storage` port, its in-memory reference backend, and for backend
-/// authors `storage::kit` (shared rules, paging) and `storage::grouped`.
 pub mod storage;
-/// The `NodeTransport` port: the HTTP transport, the simulated fleet, and
-/// their conformance suite.
 pub mod transport;
 
-/// The `Storage` conformance suite every backend runs (`Cache`'s and
-/// `NodeTransport`'s are in `cache` and `transport`).
 #[cfg(feature = "conformance")]
 pub mod conformance;

@@ -75,6 +75,10 @@
 //! neither service nor core; refusals are counted and logged at most once
 //! per interval ([`refusals`]).
 
+// The crate doc describes the agent; without feature `agent` (the manager's
+// build) its links to the agent's items have nothing to point at.
+#![cfg_attr(not(feature = "agent"), allow(rustdoc::broken_intra_doc_links))]
+
 #[cfg(feature = "agent")]
 pub mod agent;
 #[cfg(feature = "agent")]

@@ -11,7 +11,7 @@
 //! reads the newest committed number `H` in a later statement: every change
 //! numbered `<= H` is then committed (or rolled back), and every later change
 //! gets a larger number. The exclusive lock is held for one short statement
-//! only, inside one round trip (see [`PgStorage::settled_state`]); everything
+//! only, inside one round trip (see `PgStorage::settled_state`); everything
 //! else the reader does happens afterwards, bounded by `H`. The full argument
 //! is in `migrations/20250601000000_change_sequence.sql`.
 //!

@@ -18,7 +18,7 @@
 //! # Ok(()) }
 //! ```
 //!
-//! With feature `testing`, [`testing`] starts real core processes for tests.
+//! With feature `testing`, `testing` starts real core processes for tests.
 
 mod client;
 mod error;

@@ -1,5 +1,5 @@
 //! The manager API's OpenAPI 3 document, generated from the handlers'
-//! annotations in [`super::handlers`], and the routes that serve it:
+//! annotations in the API's handlers, and the routes that serve it:
 //! `GET /openapi.json` and a Swagger UI at `/docs` (its assets are built into
 //! the binary; nothing is fetched from the network). Both are open: they
 //! describe the API and reveal no data.

@@ -28,7 +28,7 @@ impl Manager {
 
     /// Pushes pending operations to every serving node among `ids`, at most
     /// `concurrency` at a time, reading the change log once for all of them
-    /// ([`Storage::changes_after`] from the smallest cursor) instead of once
+    /// ([`Storage::changes_after`](crate::storage::Storage::changes_after) from the smallest cursor) instead of once
     /// per node: after a burst of changes on a large fleet, every node needs
     /// the same operations. Each node is still pushed under its lock from its
     /// own cursor, read under that lock. Answers each node's result (nodes

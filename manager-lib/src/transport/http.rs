@@ -18,8 +18,8 @@ pub struct HttpTransport {
 }
 
 impl HttpTransport {
-    /// `timeout` bounds each call; `/start` with many users gets
-    /// `start_timeout` from [`HttpTransport::with_start_timeout`].
+    /// `timeout` bounds each call; a `/start` or an edit with many users
+    /// gets 1 ms more per 10 users (see `start_timeout`).
     pub fn new(timeout: Duration) -> Self {
         // No redirects on the node channel (see `http_client_builder`).
         let http = node_agent_lib::client::http_client_builder()
