@@ -27,6 +27,12 @@ mod heartbeat;
 mod push;
 /// The push on change: a user change pushed to the held nodes by the manager's own task.
 mod push_trigger;
+/// Traffic accounting: usage pulled and stored exactly once; the plans' clock.
+mod usage;
+/// Plans on users and the usage reads.
+mod plans;
+
+pub use usage::UsagePulled;
 
 /// What a scenario can fail with. The HTTP API maps each to one status and
 /// one stable error text.
@@ -37,6 +43,12 @@ pub enum ManagerError {
     InvalidEndpoint(ParseError),
     #[error("invalid user name")]
     InvalidUserName(ParseError),
+    /// A plan that cannot hold (see `Plan::validate`).
+    #[error("invalid plan: {0}")]
+    InvalidPlan(ParseError),
+    /// A node multiplier that is not a number above 0 (and at most 1000).
+    #[error("invalid multiplier: {0}")]
+    InvalidMultiplier(f64),
     #[error("node not exists")]
     NodeNotFound,
     #[error("user not exists")]
@@ -73,6 +85,15 @@ pub struct ManagerSettings {
     /// The longest a change waits for its push because the previous push
     /// was recent (see [`Manager::spawn`]).
     pub max_push_gap: Duration,
+    /// Journal batches asked of a node in one usage pull.
+    pub usage_page_batches: u32,
+    /// Usage pulls (pages) of one node in one heartbeat step at most; the
+    /// rest waits for the next step.
+    pub usage_pages_per_pull: u32,
+    /// Days of per-user, per-node, per-day usage history kept.
+    pub usage_days_kept: u32,
+    /// Hours of per-node, per-hour usage history kept.
+    pub usage_node_hours_kept: u32,
 }
 
 impl Default for ManagerSettings {
@@ -81,6 +102,10 @@ impl Default for ManagerSettings {
             edit_batch: 1000,
             concurrency: 32,
             max_push_gap: Duration::from_millis(250),
+            usage_page_batches: 64,
+            usage_pages_per_pull: 16,
+            usage_days_kept: 400,
+            usage_node_hours_kept: 24 * 90,
         }
     }
 }

@@ -97,6 +97,40 @@ struct FleetGauges {
     pending: Family<NodeLabels, Gauge>,
     enabled_users: Gauge,
     storage_up: Gauge,
+    traffic: NodeTraffic,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TrafficLabels {
+    node: String,
+    direction: &'static str,
+}
+
+/// The bytes through each node as stored (every replica's ingest, so each
+/// replica reports the same counters), read at scrape time.
+#[derive(Clone, Debug, Default)]
+struct NodeTraffic(Arc<std::sync::Mutex<Vec<(String, u64, u64)>>>);
+
+impl Collector for NodeTraffic {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let rows = self.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut family = encoder.encode_descriptor(
+            "node_traffic_bytes",
+            "Bytes users moved through a node's core, as stored (raw, before the node's multiplier); up: sent by users",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for (node, up, down) in rows {
+            for (direction, value) in [("up", up), ("down", down)] {
+                let labels = TrafficLabels {
+                    node: node.clone(),
+                    direction,
+                };
+                ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The manager's metrics: what the API and the heartbeat record, and what a
@@ -194,6 +228,7 @@ impl ManagerMetrics {
             "1 when the last scrape could read the storage, else 0",
             fleet.storage_up.clone(),
         );
+        registry.register_collector(Box::new(fleet.traffic.clone()));
         if let Some(cache) = cache {
             registry.register_collector(Box::new(CacheCollector(cache)));
         }
@@ -277,6 +312,7 @@ impl ManagerMetrics {
         let state = self.manager.fleet_state().await?;
         let mut by_status = std::collections::HashMap::new();
         let mut pending = Vec::new();
+        let mut traffic = Vec::new();
         let mut page = PageRequest {
             after: None,
             limit: SCRAPE_PAGE,
@@ -284,6 +320,7 @@ impl ManagerMetrics {
         loop {
             let listed = self.manager.list_nodes(&page).await?;
             for node in &listed.items {
+                traffic.push((node.id.to_string(), node.used_up, node.used_down));
                 *by_status
                     .entry((node.actual_status, node.required_status))
                     .or_insert(0i64) += 1;
@@ -323,6 +360,12 @@ impl ManagerMetrics {
                 .get_or_create(&NodeLabels { node })
                 .set(behind);
         }
+        *self
+            .fleet
+            .traffic
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = traffic;
         self.fleet
             .enabled_users
             .set(i64::try_from(state.enabled_users).unwrap_or(i64::MAX));

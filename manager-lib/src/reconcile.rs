@@ -58,6 +58,8 @@ pub struct Reconciler {
     manager: Arc<Manager>,
     settings: ReconcilerSettings,
     backoff: Mutex<HashMap<NodeId, Backoff>>,
+    /// When this replica last purged old usage history.
+    last_history_purge: Mutex<Option<Instant>>,
     metrics: Option<Arc<ManagerMetrics>>,
 }
 
@@ -69,6 +71,7 @@ impl Reconciler {
             manager,
             settings,
             backoff: Mutex::new(HashMap::new()),
+            last_history_purge: Mutex::new(None),
             metrics: None,
         }
     }
@@ -172,7 +175,28 @@ impl Reconciler {
         if let Err(e) = self.manager.purge_tombstones().await {
             tracing::debug!(error = %e, "purge of tombstones failed");
         }
+        self.purge_usage_history_hourly().await;
         report
+    }
+
+    /// Old usage history goes once an hour (a delete over an index; no
+    /// need to run it every beat).
+    async fn purge_usage_history_hourly(&self) {
+        let due = {
+            let mut last = self.last_history_purge.lock().unwrap_or_else(|e| e.into_inner());
+            let due = last.is_none_or(|t| t.elapsed() >= Duration::from_secs(3600));
+            if due {
+                *last = Some(Instant::now());
+            }
+            due
+        };
+        if due {
+            match self.manager.purge_usage_history().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(rows = n, "old usage history purged"),
+                Err(e) => tracing::warn!(error = %e, "purge of old usage history failed"),
+            }
+        }
     }
 
     fn backoff_clear(&self, id: NodeId) {

@@ -132,6 +132,8 @@ impl ServerSettings {
             admin_token,
             manager: ManagerSettings {
                 concurrency: cfg.concurrency,
+                usage_days_kept: cfg.usage_days_kept,
+                usage_node_hours_kept: cfg.usage_node_hours_kept,
                 ..ManagerSettings::default()
             },
             reconciler: ReconcilerSettings {

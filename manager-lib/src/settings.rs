@@ -33,6 +33,12 @@ pub struct ManagerConfig {
     pub node_timeout_ms: u64,
     /// Nodes reconciled at once (default 32). Env: `XM_CONCURRENCY`.
     pub concurrency: usize,
+    /// Days of usage history kept per user, per node, per day (default
+    /// 400). Env: `XM_USAGE_DAYS_KEPT`.
+    pub usage_days_kept: u32,
+    /// Hours of usage history kept per node, per hour (default 2160, 90
+    /// days). Env: `XM_USAGE_NODE_HOURS_KEPT`.
+    pub usage_node_hours_kept: u32,
     /// The admin bearer token: at least 32 visible ASCII characters with at
     /// least 8 distinct ones (e.g. `openssl rand -hex 32`); anything weaker,
     /// or set but empty, is refused at start. When unset, one is generated on
@@ -76,6 +82,8 @@ impl Default for ManagerConfig {
             heartbeat_ms: 5000,
             node_timeout_ms: 10_000,
             concurrency: 32,
+            usage_days_kept: 400,
+            usage_node_hours_kept: 24 * 90,
             admin_token: None,
             admin_failure_burst: 10,
             admin_failure_refill_secs: 60,
@@ -109,6 +117,9 @@ impl ManagerConfig {
     fn validate(&self) -> Result<(), String> {
         if self.heartbeat_ms == 0 {
             return Err("heartbeat_ms must be above 0".into());
+        }
+        if self.usage_days_kept == 0 || self.usage_node_hours_kept == 0 {
+            return Err("usage_days_kept and usage_node_hours_kept must be above 0".into());
         }
         if let Some(token) = &self.admin_token {
             admin_auth::check_strength(token.expose()).map_err(|e| {
@@ -155,6 +166,12 @@ impl ManagerConfig {
         }
         if let Some(v) = var("XM_CONCURRENCY") {
             self.concurrency = parse("XM_CONCURRENCY", v)?;
+        }
+        if let Some(v) = var("XM_USAGE_DAYS_KEPT") {
+            self.usage_days_kept = parse("XM_USAGE_DAYS_KEPT", v)?;
+        }
+        if let Some(v) = var("XM_USAGE_NODE_HOURS_KEPT") {
+            self.usage_node_hours_kept = parse("XM_USAGE_NODE_HOURS_KEPT", v)?;
         }
         if let Some(v) = var("XM_ADMIN_TOKEN") {
             self.admin_token = Some(Secret::new(v));

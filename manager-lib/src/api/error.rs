@@ -52,6 +52,8 @@ impl ApiError {
             Self::Manager(e) => match e {
                 S::InvalidEndpoint(_) => (StatusCode::BAD_REQUEST, "invalid endpoint"),
                 S::InvalidUserName(_) => (StatusCode::BAD_REQUEST, "invalid user name"),
+                S::InvalidPlan(_) => (StatusCode::BAD_REQUEST, "invalid plan"),
+                S::InvalidMultiplier(_) => (StatusCode::BAD_REQUEST, "invalid multiplier"),
                 S::NodeNotFound => (StatusCode::BAD_REQUEST, "node not exists"),
                 S::UserNotFound => (StatusCode::BAD_REQUEST, "user not exists"),
                 S::UserMismatch => (
@@ -80,6 +82,10 @@ impl ApiError {
         match self {
             Self::BadRequest(m) => Some(m.clone()),
             Self::Manager(S::InvalidEndpoint(e)) => Some(e.to_string()),
+            Self::Manager(S::InvalidPlan(e)) => Some(e.to_string()),
+            Self::Manager(S::InvalidMultiplier(_)) => {
+                Some("a traffic multiplier is a number above 0 and at most 1000".into())
+            }
             Self::Manager(S::InvalidUserName(_)) => {
                 Some("a user name must be 1 to 1024 bytes and not blank".into())
             }

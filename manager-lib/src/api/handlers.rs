@@ -2,42 +2,23 @@
 //! they answer with; their OpenAPI annotations feed the API's document.
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::rejection::PathRejection;
-use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::extract::{Path, Query, State};
 use axum::response::IntoResponse;
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ErrorBody};
+use super::extract::{JsonBody, node_id, user_id};
 use super::responses::{AdminErrors, NodeErrors, ServerError};
 use super::schemas;
 use super::state::ApiState;
-use crate::domain::{Node, NodeId, PageRequest, User, UserId};
+use crate::domain::{Node, PageRequest, User};
 use crate::links::NodeLinks;
 use crate::manager::ManagerError;
 
 /// Items in a list answer when the caller gives no `limit`.
 pub const DEFAULT_PAGE: u32 = 1000;
-
-/// A JSON body whose every failure (not JSON, wrong fields, too large) is a
-/// 400 `bad request` in the API's error shape.
-#[derive(Debug)]
-pub struct JsonBody<T>(pub T);
-
-impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|e| ApiError::BadRequest(e.body_text()))?;
-        serde_json::from_slice(&bytes)
-            .map(JsonBody)
-            .map_err(|e| ApiError::BadRequest(e.to_string()))
-    }
-}
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -72,6 +53,9 @@ pub(super) struct UserNameBody {
     #[serde(rename = "userName", alias = "user_name", alias = "name")]
     #[schema(required = true, value_type = String)]
     user_name: Option<String>,
+    /// Optional: a plan (limit, expiry, reset, hold); none limits nothing.
+    #[serde(flatten)]
+    plan: super::plans::PlanFields,
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -90,17 +74,6 @@ impl PageQuery {
             limit: self.limit.unwrap_or(DEFAULT_PAGE),
         }
     }
-}
-
-/// An id in a bad form names nothing that exists.
-fn node_id(raw: &str) -> ApiResult<NodeId> {
-    raw.parse()
-        .map_err(|_| ApiError::Manager(ManagerError::NodeNotFound))
-}
-
-fn user_id(raw: &str) -> ApiResult<UserId> {
-    raw.parse()
-        .map_err(|_| ApiError::Manager(ManagerError::UserNotFound))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -265,6 +238,9 @@ pub(super) struct UserView {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(schema_with = schemas::user_status)]
     status: Option<&'static str>,
+    /// In lists only: plan and usage.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    usage: Option<super::plans::UsageFields>,
 }
 
 impl UserView {
@@ -273,6 +249,7 @@ impl UserView {
             id: u.id.to_string(),
             name: u.name.clone(),
             status: Some(u.status.as_str()),
+            usage: Some(super::plans::UsageFields::from(u)),
         }
     }
 }
@@ -302,12 +279,14 @@ pub(super) async fn user_new(
     let name = body
         .user_name
         .ok_or_else(|| ApiError::BadRequest("missing field `userName`".into()))?;
-    let user = st.manager.new_user(&name).await?;
+    let plan = body.plan.apply(crate::domain::plan::Plan::default())?;
+    let user = st.manager.new_user_with_plan(&name, plan).await?;
     Ok(Json(UserCreated {
         user: UserView {
             id: user.id.to_string(),
             name: user.name,
             status: None,
+            usage: None,
         },
     }))
 }

@@ -9,23 +9,29 @@
 //! - [`ratelimit`]: per-client token buckets and the one 429 answer (needs
 //!   only [`error`]);
 //! - [`admin_auth`]: the admin bearer token and its failure budget;
-//! - `state`: [`ApiState`], what every route reads;
+//! - `state`: [`ApiState`], what every route reads; `extract`: the JSON
+//!   body and ids a handler takes;
 //! - `responses`: the error answers many routes share, described once;
-//! - `handlers` (with their bodies and views) and `schemas`;
+//! - `handlers` (with their bodies and views) and `schemas`; `plans` (plan
+//!   fields, user details, plan edits) and `usage` (usage reads);
 //! - [`openapi`]: the document generated from the handlers, and `/docs`;
 //! - `router`: [`router`], [`serve`], [`serve_with`], [`ROUTES`].
 
 pub mod admin_auth;
 pub mod error;
+mod extract;
 mod handlers;
+mod plans;
 pub mod openapi;
 pub mod ratelimit;
 mod responses;
 mod router;
 mod schemas;
 mod state;
+mod usage;
 
 pub use error::{ApiError, ErrorBody};
-pub use handlers::{DEFAULT_PAGE, JsonBody};
+pub use extract::JsonBody;
+pub use handlers::DEFAULT_PAGE;
 pub use router::{MAX_BODY_BYTES, ROUTES, route_of, router, serve, serve_with};
 pub use state::ApiState;

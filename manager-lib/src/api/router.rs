@@ -11,6 +11,7 @@ use axum::routing::{get, post};
 use super::admin_auth::{self, AdminAuth};
 use super::error::ApiError;
 use super::handlers::*;
+use super::{plans, usage};
 use super::ratelimit;
 use super::state::ApiState;
 use crate::metrics;
@@ -27,11 +28,17 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/node/stop"),
     ("POST", "/node/delete"),
     ("GET", "/nodes"),
+    ("POST", "/node/edit"),
+    ("GET", "/nodes/usage"),
     ("POST", "/user/new"),
     ("POST", "/user/enable"),
     ("POST", "/user/disable"),
     ("POST", "/user/delete"),
     ("GET", "/users"),
+    ("POST", "/user/edit"),
+    ("POST", "/user/reset-usage"),
+    ("GET", "/user/{id}"),
+    ("GET", "/user/{id}/usage"),
     ("GET", "/user/{id_name}/nodes"),
     ("GET", "/health"),
     ("GET", "/metrics"),
@@ -77,11 +84,17 @@ pub fn router(state: ApiState) -> Router {
         .route("/node/stop", post(node_stop))
         .route("/node/delete", post(node_delete))
         .route("/nodes", get(nodes))
+        .route("/node/edit", post(plans::node_edit))
+        .route("/nodes/usage", get(usage::nodes_usage))
         .route("/user/new", post(user_new))
         .route("/user/enable", post(user_enable))
         .route("/user/disable", post(user_disable))
         .route("/user/delete", post(user_delete))
-        .route("/users", get(users));
+        .route("/users", get(users))
+        .route("/user/edit", post(plans::user_edit))
+        .route("/user/reset-usage", post(plans::user_reset_usage))
+        .route("/user/{id}", get(plans::user_get))
+        .route("/user/{id}/usage", get(usage::user_usage));
     if let Some(m) = &state.metrics {
         admin = admin.route("/metrics", get(metrics::scrape).with_state(m.clone()));
     }

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use futures::StreamExt as _;
 use tracing::Instrument as _;
 
-use super::{Manager, ManagerResult, NodeOutcome};
+use super::{Manager, ManagerError, ManagerResult, NodeOutcome};
+use crate::transport::TransportError;
 use crate::domain::{ActualStatus, Node, NodeId, RequiredStatus};
 
 impl Manager {
@@ -26,6 +27,9 @@ impl Manager {
         on_checked: impl Fn(NodeId, Duration, bool) + Sync,
     ) -> Vec<(NodeId, ManagerResult<NodeOutcome>)> {
         let _pass = self.fleet_pass.lock().await;
+        if let Err(e) = self.enforce_plans().await {
+            tracing::warn!(error = %e, "heartbeat: cannot apply the plans' expiry and resets");
+        }
         let on_checked = &on_checked;
         let concurrency = self.settings.concurrency.max(1);
         let results: Vec<(NodeId, ManagerResult<NodeOutcome>)> = futures::stream::iter(nodes)
@@ -34,6 +38,17 @@ impl Manager {
                 async move {
                     let started = Instant::now();
                     let result = self.check_node(&node).await;
+                    if agent_answers(&result) {
+                        // Before the push below, so a user whose limit these
+                        // bytes crossed leaves the nodes in this same step.
+                        match self.pull_usage(&node).await {
+                            Ok(pulled) if pulled.user_deltas > 0 => {
+                                tracing::debug!(deltas = pulled.user_deltas, "usage stored");
+                            }
+                            Ok(_) => {}
+                            Err(e) => tracing::warn!(error = %e, "cannot pull usage; next beat retries"),
+                        }
+                    }
                     on_checked(node.id, started.elapsed(), result.is_ok());
                     (node.id, result)
                 }
@@ -153,5 +168,14 @@ impl Manager {
             return Ok(NodeOutcome::Resynced);
         }
         Ok(NodeOutcome::InSync)
+    }
+}
+
+/// Whether the node's agent answered the check (its journal can be pulled
+/// even when its core is in trouble or stopped).
+fn agent_answers(result: &ManagerResult<NodeOutcome>) -> bool {
+    match result {
+        Ok(_) | Err(ManagerError::Node(TransportError::Node { .. })) => true,
+        Err(_) => false,
     }
 }
