@@ -51,10 +51,12 @@ async fn start_manager_with(wrap: impl FnOnce(Router) -> Router) -> Harness {
     let fleet = Arc::new(SimulatedFleet::new());
     // Every xmctl run comes from 127.0.0.1 and would share one budget of
     // failed admin calls: the wrong-token tests would throttle the rest.
-    let settings = ServerSettings {
+    let mut settings = ServerSettings {
         admin_failure_limit: None,
         ..ServerSettings::new(TOKEN)
     };
+    // Usage reaches the totals at the heartbeat: keep it quick.
+    settings.reconciler.interval = Duration::from_millis(100);
     let mut server = Server::build(
         Backends::new(Arc::new(MemoryStorage::new()), fleet.clone()),
         settings,
@@ -683,4 +685,93 @@ async fn the_default_config_file_is_read_when_present() {
     )
     .await
     .assert_code(1);
+}
+
+/// Polls `xmctl user show ID --json` until `check` holds on the user.
+async fn wait_user(h: &Harness, id: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let run = h.xmctl(&["user", "show", id, "--json"]).await;
+        run.assert_code(0);
+        let user = run.json()["user"].clone();
+        if check(&user) {
+            return user;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}: {user}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plans_usage_and_multipliers() {
+    let h = start_manager().await;
+    let endpoint = "http://node-u.test:9000";
+    h.fleet.add_node(endpoint);
+    let node = h.add_node(endpoint).await;
+    h.xmctl(&["node", "start", &node]).await.assert_code(0);
+
+    // A plan from people's spellings.
+    let run = h
+        .xmctl(&["user", "add", "carol", "--limit", "1KiB", "--expire", "+30d", "--reset", "month:15", "--json"])
+        .await;
+    run.assert_code(0);
+    let id = run.json()["user"]["id"].as_str().expect("id").to_owned();
+    let user = wait_user(&h, &id, "carol's plan", |_| true).await;
+    assert_eq!(user["dataLimit"], 1024);
+    assert_eq!(user["resetStrategy"], "month");
+    assert_eq!(user["resetDay"], 15);
+    assert_eq!(user["state"], "disabled");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let expire = user["expireAt"].as_i64().expect("expireAt");
+    assert!((expire - (now + 30 * 86_400)).abs() < 120, "{user}");
+    let human = h.xmctl(&["user", "show", &id]).await;
+    assert!(human.stdout.contains("month, on day 15"), "{human:?}");
+
+    // Bytes on the node cross the limit: limited, and shown per node.
+    h.xmctl(&["user", "enable", &id]).await.assert_code(0);
+    let uid: manager_lib::domain::UserId = id.parse().expect("a user id");
+    h.fleet.record_usage(endpoint, &[(uid, 600, 600)]);
+    let user = wait_user(&h, &id, "carol limited", |u| u["state"] == "limited").await;
+    assert_eq!((user["usedUp"].as_u64(), user["usedDown"].as_u64()), (Some(600), Some(600)));
+    let usage = h.xmctl(&["user", "usage", &id, "--by", "node", "--json"]).await;
+    usage.assert_code(0);
+    assert_eq!(usage.json()["usage"][0]["nodeID"], node.as_str());
+    assert_eq!(usage.json()["usage"][0]["down"], 600);
+    let nodes = h.xmctl(&["node", "usage", "--from", "-1d", "--json"]).await;
+    nodes.assert_code(0);
+    assert_eq!(nodes.json()["usage"][0]["up"], 600);
+    let table = h.xmctl(&["user", "usage", &id]).await;
+    assert!(table.stdout.contains("total"), "{table:?}");
+
+    // No limit: active again; a reset zeroes the bytes.
+    let run = h.xmctl(&["user", "edit", &id, "--limit", "none", "--json"]).await;
+    run.assert_code(0);
+    assert_eq!(run.json()["user"]["state"], "active");
+    assert!(run.json()["user"].get("dataLimit").is_none());
+    let run = h.xmctl(&["user", "reset-usage", &id, "--json"]).await;
+    run.assert_code(0);
+    assert_eq!(run.json()["user"]["usedUp"], 0);
+
+    // A multiplier counts each byte through the node twice, from now on.
+    h.xmctl(&["node", "multiplier", &node, "2"]).await.assert_code(0);
+    h.fleet.record_usage(endpoint, &[(uid, 100, 0)]);
+    wait_user(&h, &id, "100 bytes counted as 200", |u| u["usedUp"] == 200).await;
+
+    // Bad input: refused, named, and nothing changed.
+    let run = h.xmctl(&["user", "edit", &id]).await;
+    run.assert_code(1);
+    assert!(run.stderr.contains("nothing to change"), "{run:?}");
+    let run = h.xmctl(&["user", "add", "x", "--limit", "lots"]).await;
+    run.assert_code(1);
+    assert!(run.stderr.contains("--limit"), "{run:?}");
+    let run = h.xmctl(&["node", "multiplier", &node, "0"]).await;
+    run.assert_code(2);
+    assert!(run.stderr.contains("invalid multiplier"), "{run:?}");
+    let run = h.xmctl(&["user", "edit", &id, "--reset", "month:31"]).await;
+    run.assert_code(1);
+    assert!(run.stderr.contains("1 to 28"), "{run:?}");
+    assert_eq!(h.users().await.len(), 1, "the refused add created nothing");
 }

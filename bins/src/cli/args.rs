@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 
 use super::config::Token;
 use super::import::DEFAULT_CONCURRENCY;
+use super::plan::PlanArgs;
 
 /// Shown at the end of every `--help`.
 pub const EXIT_CODES_HELP: &str = "\
@@ -116,6 +117,28 @@ pub enum NodeCommand {
     /// List every node with its actual and required status
     #[command(after_help = EXIT_CODES_HELP)]
     List(PageArgs),
+    /// Set what a byte through the node counts in users' totals (from now on)
+    #[command(after_help = EXIT_CODES_HELP)]
+    Multiplier {
+        /// The node's id
+        id: String,
+        /// Above 0, at most 1000 (1 counts bytes as they are)
+        value: f64,
+    },
+    /// Bytes through each node over a time range (raw, before multipliers)
+    #[command(after_help = EXIT_CODES_HELP)]
+    Usage(RangeArgs),
+}
+
+/// A time range of usage.
+#[derive(Debug, Args, Clone)]
+pub struct RangeArgs {
+    /// Start: RFC 3339, Unix seconds, or -DURATION before now [default: -30d]
+    #[arg(long, value_name = "TIME")]
+    pub from: Option<String>,
+    /// End: RFC 3339, Unix seconds, or -DURATION before now [default: now]
+    #[arg(long, value_name = "TIME")]
+    pub to: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -125,6 +148,39 @@ pub enum UserCommand {
     Add {
         /// The user's name (1 to 1024 bytes, not blank; names may repeat)
         name: String,
+        #[command(flatten)]
+        plan: PlanArgs,
+    },
+    /// Change the user's plan (only the flags given change)
+    #[command(after_help = EXIT_CODES_HELP)]
+    Edit {
+        /// The user's id
+        id: String,
+        #[command(flatten)]
+        plan: PlanArgs,
+    },
+    /// The user with plan, state and used bytes
+    #[command(after_help = EXIT_CODES_HELP)]
+    Show {
+        /// The user's id
+        id: String,
+    },
+    /// Zero the user's used bytes (a user cut by the limit comes back)
+    #[command(after_help = EXIT_CODES_HELP)]
+    ResetUsage {
+        /// The user's id
+        id: String,
+    },
+    /// The user's bytes over a time range, per day or per node
+    #[command(after_help = EXIT_CODES_HELP)]
+    Usage {
+        /// The user's id
+        id: String,
+        #[command(flatten)]
+        range: RangeArgs,
+        /// Group by `day` or `node`
+        #[arg(long, default_value = "day", value_parser = ["day", "node"])]
+        by: String,
     },
     /// Put the user on every node
     #[command(after_help = EXIT_CODES_HELP)]
@@ -144,7 +200,7 @@ pub enum UserCommand {
         /// The user's id
         id: String,
     },
-    /// List every user with its status
+    /// List every user with status, state, used bytes, limit and expiry
     #[command(after_help = EXIT_CODES_HELP)]
     List(PageArgs),
     /// The user's connection links, as the user's client fetches them (no

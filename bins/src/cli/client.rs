@@ -48,13 +48,60 @@ impl fmt::Debug for NodeCreated {
     }
 }
 
-/// A user as the API shows it; `status` is absent in `POST /user/new`'s answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A user as the API shows it; `status` and the plan and usage fields are
+/// absent in `POST /user/new`'s answer.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct UserView {
     pub id: String,
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
+    /// active, limited, expired, on_hold or disabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub used_up: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub used_down: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_limit: Option<u64>,
+    /// Unix seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expire_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reset_strategy: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reset_day: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_hold_secs: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_reset_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_reset_at: Option<i64>,
+}
+
+/// An answer holding one user (`user edit`, `user show`, `user reset-usage`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UserAnswer {
+    pub user: UserView,
+}
+
+/// Bytes in a day (`day`, Unix seconds of its start) or through a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageEntry {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub day: Option<i64>,
+    #[serde(default, rename = "nodeID", skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
+    pub up: u64,
+    pub down: u64,
+}
+
+/// The answer of the usage reads.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UsageAnswer {
+    pub usage: Vec<UsageEntry>,
 }
 
 /// The answer to `POST /user/new`.
@@ -248,10 +295,64 @@ impl Client {
         }
     }
 
-    /// `POST /user/new`: a new, disabled user.
-    pub async fn user_new(&self, name: &str) -> Result<UserCreated, CliError> {
-        self.post(&["user", "new"], json!({ "userName": name }))
+    /// `POST /user/new`: a new, disabled user, with the plan `fields`
+    /// (see `plan::PlanArgs::fields`).
+    pub async fn user_new(
+        &self,
+        name: &str,
+        fields: serde_json::Map<String, Value>,
+    ) -> Result<UserCreated, CliError> {
+        let mut body = fields;
+        body.insert("userName".into(), json!(name));
+        self.post(&["user", "new"], Value::Object(body)).await
+    }
+
+    /// `POST /user/edit`: changes the plan `fields` given.
+    pub async fn user_edit(
+        &self,
+        id: &str,
+        fields: serde_json::Map<String, Value>,
+    ) -> Result<UserAnswer, CliError> {
+        let mut body = fields;
+        body.insert("userID".into(), json!(id));
+        self.post(&["user", "edit"], Value::Object(body)).await
+    }
+
+    /// `GET /user/{id}`.
+    pub async fn user_get(&self, id: &str) -> Result<UserAnswer, CliError> {
+        self.call(Method::GET, self.url(&["user", id]), None, true)
             .await
+    }
+
+    /// `POST /user/reset-usage`.
+    pub async fn user_reset_usage(&self, id: &str) -> Result<UserAnswer, CliError> {
+        self.post(&["user", "reset-usage"], json!({ "userID": id }))
+            .await
+    }
+
+    /// `GET /user/{id}/usage?<range>&group=<by>`.
+    pub async fn user_usage(&self, id: &str, range: &str, by: &str) -> Result<UsageAnswer, CliError> {
+        let mut url = self.url(&["user", id, "usage"]);
+        url.set_query(Some(&join_query(range, &format!("group={by}"))));
+        self.call(Method::GET, url, None, true).await
+    }
+
+    /// `GET /nodes/usage?<range>`.
+    pub async fn nodes_usage(&self, range: &str) -> Result<UsageAnswer, CliError> {
+        let mut url = self.url(&["nodes", "usage"]);
+        if !range.is_empty() {
+            url.set_query(Some(range));
+        }
+        self.call(Method::GET, url, None, true).await
+    }
+
+    /// `POST /node/edit` with a traffic multiplier.
+    pub async fn node_multiplier(&self, id: &str, value: f64) -> Result<Value, CliError> {
+        self.post(
+            &["node", "edit"],
+            json!({ "nodeID": id, "trafficMultiplier": value }),
+        )
+        .await
     }
 
     /// `POST /user/enable`.
@@ -298,6 +399,14 @@ impl Client {
         let id_name = format!("{id}-{name}");
         let url = self.url(&["user", &id_name, "nodes"]);
         self.call(Method::GET, url, None, false).await
+    }
+}
+
+fn join_query(a: &str, b: &str) -> String {
+    match (a.is_empty(), b.is_empty()) {
+        (true, _) => b.to_owned(),
+        (_, true) => a.to_owned(),
+        _ => format!("{a}&{b}"),
     }
 }
 

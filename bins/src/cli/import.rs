@@ -220,7 +220,7 @@ async fn import_row(client: &Client, row: &ImportRow, stop: &AtomicBool) -> Outc
             Outcome::Failed(failure, created)
         }
     };
-    let user = match client.user_new(&row.name).await {
+    let user = match client.user_new(&row.name, serde_json::Map::new()).await {
         Ok(created) => created.user,
         Err(e) => return fail(e, None),
     };

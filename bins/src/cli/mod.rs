@@ -29,6 +29,7 @@ pub mod config;
 pub mod error;
 pub mod import;
 pub mod output;
+pub mod plan;
 
 use std::io::IsTerminal;
 
@@ -88,11 +89,44 @@ async fn execute(cli: Cli) -> Result<u8, CliError> {
                     output::nodes_table(&nodes),
                 );
             }
+            NodeCommand::Multiplier { id, value } => {
+                let answer = client.node_multiplier(&id, value).await?;
+                show(json, &answer, format!("node {id}: traffic multiplier {value}"));
+            }
+            NodeCommand::Usage(range) => {
+                let range = plan::range_query(&range, now()).map_err(CliError::Usage)?;
+                let usage = client.nodes_usage(&range).await?;
+                show(json, &usage, output::usage_table(&usage.usage));
+            }
         },
         Command::User(cmd) => match cmd {
-            UserCommand::Add { name } => {
-                let created = client.user_new(&name).await?;
+            UserCommand::Add { name, plan } => {
+                let fields = plan.fields(now()).map_err(CliError::Usage)?;
+                let created = client.user_new(&name, fields).await?;
                 show(json, &created, output::user_created(&created.user));
+            }
+            UserCommand::Edit { id, plan } => {
+                if plan.is_empty() {
+                    return Err(CliError::Usage(
+                        "nothing to change: give --limit, --expire, --reset or --on-hold".into(),
+                    ));
+                }
+                let fields = plan.fields(now()).map_err(CliError::Usage)?;
+                let answer = client.user_edit(&id, fields).await?;
+                show(json, &answer, output::user_details(&answer.user));
+            }
+            UserCommand::Show { id } => {
+                let answer = client.user_get(&id).await?;
+                show(json, &answer, output::user_details(&answer.user));
+            }
+            UserCommand::ResetUsage { id } => {
+                let answer = client.user_reset_usage(&id).await?;
+                show(json, &answer, output::user_details(&answer.user));
+            }
+            UserCommand::Usage { id, range, by } => {
+                let range = plan::range_query(&range, now()).map_err(CliError::Usage)?;
+                let usage = client.user_usage(&id, &range, &by).await?;
+                show(json, &usage, output::usage_table(&usage.usage));
             }
             UserCommand::Enable { id } => {
                 let answer = client.user_enable(&id).await?;
@@ -131,6 +165,13 @@ async fn execute(cli: Cli) -> Result<u8, CliError> {
         }
     }
     Ok(exit::SUCCESS)
+}
+
+/// Unix seconds now (anchors `+30d` and `-7d` in flags).
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 async fn import_file(

@@ -7,7 +7,7 @@ use comfy_table::{Table, presets};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::client::{NodeCreated, NodeView, UserView};
+use super::client::{NodeCreated, NodeView, UsageEntry, UserView};
 use super::import::ImportSummary;
 
 /// The node statuses `status` always counts, even when none has them.
@@ -67,20 +67,103 @@ pub fn user_created(u: &UserView) -> String {
     )
 }
 
+/// Bytes for people (IEC units).
+fn size(bytes: u64) -> String {
+    bytesize::ByteSize(bytes).to_string()
+}
+
+/// Unix seconds for people (RFC 3339, UTC).
+fn when(secs: i64) -> String {
+    u64::try_from(secs)
+        .ok()
+        .map(|s| std::time::UNIX_EPOCH + std::time::Duration::from_secs(s))
+        .map(|t| humantime::format_rfc3339_seconds(t).to_string())
+        .unwrap_or_else(|| secs.to_string())
+}
+
+fn used(u: &UserView) -> String {
+    match (u.used_up, u.used_down) {
+        (Some(up), Some(down)) => size(up.saturating_add(down)),
+        _ => String::new(),
+    }
+}
+
 /// `user list`.
 pub fn users_table(users: &[UserView]) -> String {
     if users.is_empty() {
         return "no users".to_owned();
     }
-    let mut t = table(&["ID", "NAME", "STATUS"]);
+    let mut t = table(&["ID", "NAME", "STATUS", "STATE", "USED", "LIMIT", "EXPIRES"]);
     for u in users {
         t.add_row(vec![
-            u.id.as_str(),
-            u.name.as_str(),
-            u.status.as_deref().unwrap_or(""),
+            u.id.clone(),
+            u.name.clone(),
+            u.status.clone().unwrap_or_default(),
+            u.state.clone().unwrap_or_default(),
+            used(u),
+            u.data_limit.map(size).unwrap_or_default(),
+            u.expire_at.map(when).unwrap_or_default(),
         ]);
     }
     format!("{t}\n{} user(s)", users.len())
+}
+
+/// `user show` / `user edit` / `user reset-usage`: one user, every field.
+pub fn user_details(u: &UserView) -> String {
+    let mut t = table(&["FIELD", "VALUE"]);
+    let mut row = |k: &str, v: String| {
+        t.add_row(vec![k.to_owned(), v]);
+    };
+    row("id", u.id.clone());
+    row("name", u.name.clone());
+    row("status", u.status.clone().unwrap_or_default());
+    row("state", u.state.clone().unwrap_or_default());
+    row("used up", u.used_up.map(size).unwrap_or_default());
+    row("used down", u.used_down.map(size).unwrap_or_default());
+    row("used", used(u));
+    row("limit", u.data_limit.map_or_else(|| "none".into(), size));
+    row("expires", u.expire_at.map_or_else(|| "never".into(), when));
+    let reset = match (u.reset_strategy.as_deref(), u.reset_day) {
+        (Some("month"), Some(day)) => format!("month, on day {day}"),
+        (Some(period), _) => period.to_owned(),
+        (None, _) => String::new(),
+    };
+    row("reset", reset);
+    if let Some(hold) = u.on_hold_secs {
+        row(
+            "on hold",
+            format!("{} from the first byte", humantime::format_duration(std::time::Duration::from_secs(hold))),
+        );
+    }
+    if let Some(next) = u.next_reset_at {
+        row("next reset", when(next));
+    }
+    if let Some(last) = u.last_reset_at {
+        row("last reset", when(last));
+    }
+    t.to_string()
+}
+
+/// `user usage` and `node usage`.
+pub fn usage_table(usage: &[UsageEntry]) -> String {
+    if usage.is_empty() {
+        return "no traffic in this range".to_owned();
+    }
+    let by_day = usage.iter().any(|e| e.day.is_some());
+    let mut t = table(&[if by_day { "DAY" } else { "NODE" }, "UP", "DOWN", "TOTAL"]);
+    let (mut up, mut down) = (0u64, 0u64);
+    for e in usage {
+        let key = match (e.day, &e.node_id) {
+            (Some(day), _) => when(day).chars().take(10).collect(),
+            (None, Some(node)) => node.clone(),
+            (None, None) => String::new(),
+        };
+        up = up.saturating_add(e.up);
+        down = down.saturating_add(e.down);
+        t.add_row(vec![key, size(e.up), size(e.down), size(e.up.saturating_add(e.down))]);
+    }
+    t.add_row(vec!["total".to_owned(), size(up), size(down), size(up.saturating_add(down))]);
+    t.to_string()
 }
 
 /// `user nodes`: one link a line.
@@ -218,11 +301,18 @@ mod tests {
                 id: "u1".into(),
                 name: "alice".into(),
                 status: Some("Enabled".into()),
+                state: Some("limited".into()),
+                used_up: Some(1024),
+                used_down: Some(1024 * 1024),
+                data_limit: Some(1024 * 1024),
+                expire_at: Some(1_801_353_600),
+                ..UserView::default()
             },
             UserView {
                 id: "u2".into(),
                 name: "bob".into(),
                 status: Some("Disabled".into()),
+                ..UserView::default()
             },
         ];
         let text = users_table(&users);
@@ -233,10 +323,26 @@ mod tests {
             "u2",
             "bob",
             "Disabled",
+            "limited",
+            "1.0 MiB",
+            "2027-01-31T00:00:00Z",
             "2 user(s)",
         ] {
             assert!(text.contains(needle), "{needle} in {text}");
         }
         assert_eq!(users_table(&[]), "no users");
+    }
+
+    #[test]
+    fn usage_tables_total_their_rows() {
+        let rows = [
+            UsageEntry { day: Some(1_801_353_600), node_id: None, up: 1024, down: 2048 },
+            UsageEntry { day: Some(1_801_440_000), node_id: None, up: 1024, down: 2048 },
+        ];
+        let text = usage_table(&rows);
+        for needle in ["DAY", "2027-01-31", "2027-02-01", "total", "2.0 KiB", "4.0 KiB", "6.0 KiB"] {
+            assert!(text.contains(needle), "{needle} in {text}");
+        }
+        assert_eq!(usage_table(&[]), "no traffic in this range");
     }
 }
