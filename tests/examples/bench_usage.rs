@@ -1,0 +1,296 @@
+//! Run with: cargo run --profile production -p tests --example bench_usage -- <scenario> [options]
+//!
+//! Traffic accounting's benchmarks (figures, not pass/fail tests), on a
+//! simulated fleet so 1,000 nodes fit on one machine:
+//!
+//! - `ingest --nodes 1000 --per-node 1000 --users 100000 --rounds 3`: every
+//!   round each node's journal gets one batch of `per-node` users' deltas
+//!   (drawn from `users`), then the manager pulls and stores every node
+//!   (`Manager::pull_usage`, `--concurrency` nodes at once, as the
+//!   heartbeat does): stored user-deltas per second. Meanwhile 16 clients
+//!   load the user-node-list call over HTTP: its p50/p99 during ingest and
+//!   without it.
+//! - `enforce --nodes 1000 --samples 30 --heartbeat-ms 1000`: a served
+//!   manager with its heartbeat; each sample journals a batch that takes a
+//!   user over a 1,000-byte limit on one node, and measures until the user
+//!   is off all nodes (p50/p99, against the heartbeat interval).
+//!
+//! Common option: `--storage URL` (default a fresh SQLite file under target/).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt as _;
+use manager_lib::domain::plan::Plan;
+use manager_lib::domain::{NewUser, Node, UserId, UserStatus};
+use manager_lib::manager::{Manager, ManagerSettings};
+use manager_lib::reconcile::ReconcilerSettings;
+use manager_lib::server::{Backends, Server, ServerSettings};
+use manager_lib::storage::Storage;
+use manager_lib::transport::simulated::SimulatedFleet;
+use rand::seq::IndexedRandom as _;
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+struct Opts(HashMap<String, String>);
+
+impl Opts {
+    fn get(&self, key: &str, default: &str) -> String {
+        self.0.get(key).cloned().unwrap_or_else(|| default.to_owned())
+    }
+    fn num(&self, key: &str, default: usize) -> usize {
+        self.get(key, &default.to_string()).parse().expect(key)
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let mut args = std::env::args().skip(1);
+    let scenario = args.next().unwrap_or_default();
+    let mut opts = HashMap::new();
+    while let Some(k) = args.next() {
+        opts.insert(k.trim_start_matches("--").to_owned(), args.next().unwrap_or_default());
+    }
+    let opts = Opts(opts);
+    match scenario.as_str() {
+        "ingest" => ingest(&opts).await,
+        "enforce" => enforce(&opts).await,
+        _ => {
+            eprintln!("scenarios: ingest | enforce (see the file's doc)");
+            std::process::exit(1);
+        }
+    }
+}
+
+async fn open_storage(opts: &Opts, name: &str) -> Result<Arc<dyn Storage>> {
+    let url = opts.get("storage", &format!("sqlite://target/bench-{name}.db"));
+    Ok(if url.starts_with("sqlite://") {
+        let file = url.trim_start_matches("sqlite://");
+        for ext in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{file}{ext}"));
+        }
+        Arc::new(storage_sqlite::SqliteStorage::connect(&url).await?)
+    } else {
+        Arc::new(storage_postgres::PgStorage::connect(&url).await?)
+    })
+}
+
+/// `n` simulated nodes, registered and started.
+async fn fleet(manager: &Manager, sim: &SimulatedFleet, n: usize) -> Result<Vec<Node>> {
+    let mut nodes = Vec::with_capacity(n);
+    for i in 0..n {
+        let endpoint = format!("http://sim-{i}.bench:9000");
+        sim.add_node(&endpoint);
+        let node = manager.new_node(&endpoint).await?;
+        manager.start_node(node.id).await?;
+        nodes.push(node);
+    }
+    Ok(nodes)
+}
+
+/// `n` users created straight in the storage (64 at a time), enabled.
+async fn users(storage: &Arc<dyn Storage>, n: usize, plan: Plan) -> Result<Vec<(UserId, String)>> {
+    let made = futures::stream::iter(0..n)
+        .map(|i| {
+            let storage = storage.clone();
+            async move {
+                let mut new = NewUser::new(format!("u{i}")).unwrap();
+                new.plan = plan;
+                let user = storage.create_user(new).await.unwrap();
+                storage.set_user_status(user.id, UserStatus::Enabled).await.unwrap();
+                (user.id, user.name)
+            }
+        })
+        .buffer_unordered(64)
+        .collect()
+        .await;
+    Ok(made)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// 16 clients loading the node-list call until `stop`; the latencies.
+fn load_node_list(
+    url: String,
+    paths: Arc<Vec<String>>,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<Vec<Duration>> {
+    tokio::spawn(async move {
+        let http = reqwest::Client::new();
+        let mut tasks = tokio::task::JoinSet::new();
+        for t in 0..16 {
+            let (http, url, paths, stop) = (http.clone(), url.clone(), paths.clone(), stop.clone());
+            tasks.spawn(async move {
+                let mut lat = Vec::new();
+                let mut i = t;
+                while !stop.load(Ordering::Relaxed) {
+                    let path = &paths[i % paths.len()];
+                    i += 16;
+                    let started = Instant::now();
+                    let resp = http.get(format!("{url}{path}")).send().await.unwrap();
+                    assert!(resp.status().is_success());
+                    resp.bytes().await.unwrap();
+                    lat.push(started.elapsed());
+                }
+                lat
+            });
+        }
+        let mut all = Vec::new();
+        while let Some(lat) = tasks.join_next().await {
+            all.extend(lat.unwrap());
+        }
+        all.sort();
+        all
+    })
+}
+
+async fn ingest(opts: &Opts) -> Result<()> {
+    let nodes_n = opts.num("nodes", 1000);
+    let per_node = opts.num("per-node", 1000);
+    let users_n = opts.num("users", 100_000).max(per_node);
+    let rounds = opts.num("rounds", 3);
+    let concurrency = opts.num("concurrency", 32);
+    let storage = open_storage(opts, "ingest").await?;
+    let sim = Arc::new(SimulatedFleet::new());
+    let settings = ServerSettings {
+        manager: ManagerSettings {
+            concurrency,
+            ..ManagerSettings::default()
+        },
+        // The bench pulls by itself; no heartbeat during the figures.
+        reconciler: ReconcilerSettings {
+            interval: Duration::from_secs(3600),
+            ..ReconcilerSettings::default()
+        },
+        push_on_change: false,
+        node_list_limit: None,
+        ..ServerSettings::new("bench")
+    };
+    let server = Server::build(Backends::new(storage.clone(), sim.clone()), settings);
+    let manager = server.manager.clone();
+    eprintln!("seeding {nodes_n} nodes and {users_n} users…");
+    let nodes = fleet(&manager, &sim, nodes_n).await?;
+    let users = users(&storage, users_n, Plan::default()).await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(server.serve(listener, std::future::pending()));
+    let paths: Arc<Vec<String>> = Arc::new(
+        users.iter().map(|(id, name)| format!("/user/{id}-{name}/nodes")).collect(),
+    );
+
+    // The node-list call without ingest, for comparison.
+    let stop = Arc::new(AtomicBool::new(false));
+    let idle = load_node_list(url.clone(), paths.clone(), stop.clone());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, Ordering::Relaxed);
+    let idle = idle.await?;
+
+    let ids: Vec<UserId> = users.iter().map(|(id, _)| *id).collect();
+    let mut rates = Vec::new();
+    let mut during = Vec::new();
+    for round in 0..rounds {
+        for node in &nodes {
+            let mut rng = rand::rng();
+            let deltas: Vec<(UserId, u64, u64)> = ids
+                .choose_multiple(&mut rng, per_node)
+                .map(|id| (*id, 1_000, 50_000))
+                .collect();
+            sim.record_usage(&node.endpoint, &deltas);
+        }
+        let fresh = manager_lib::storage::all_nodes(storage.as_ref()).await?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let load = load_node_list(url.clone(), paths.clone(), stop.clone());
+        let started = Instant::now();
+        let stored: u64 = futures::stream::iter(fresh.iter())
+            .map(|node| {
+                let manager = manager.clone();
+                async move { manager.pull_usage(node).await.unwrap().user_deltas }
+            })
+            .buffer_unordered(concurrency)
+            .fold(0, |a, b| async move { a + b })
+            .await;
+        let took = started.elapsed();
+        stop.store(true, Ordering::Relaxed);
+        during.extend(load.await?);
+        let rate = stored as f64 / took.as_secs_f64();
+        println!(
+            "ingest round {round}: {stored} user-deltas from {nodes_n} nodes stored in {took:.2?}: {rate:.0} user-deltas/s"
+        );
+        rates.push(rate);
+    }
+    during.sort();
+    rates.sort_by(f64::total_cmp);
+    println!(
+        "ingest: median {:.0} user-deltas/s over {rounds} rounds ({nodes_n} nodes x {per_node} users)",
+        rates[rates.len() / 2]
+    );
+    println!(
+        "node-list while ingesting: p50 {:.2?} p99 {:.2?} ({} requests); idle: p50 {:.2?} p99 {:.2?} ({} requests)",
+        percentile(&during, 0.5),
+        percentile(&during, 0.99),
+        during.len(),
+        percentile(&idle, 0.5),
+        percentile(&idle, 0.99),
+        idle.len()
+    );
+    Ok(())
+}
+
+async fn enforce(opts: &Opts) -> Result<()> {
+    let nodes_n = opts.num("nodes", 1000);
+    let samples = opts.num("samples", 30);
+    let heartbeat = Duration::from_millis(opts.num("heartbeat-ms", 1000) as u64);
+    let storage = open_storage(opts, "enforce").await?;
+    let sim = Arc::new(SimulatedFleet::new());
+    let settings = ServerSettings {
+        manager: ManagerSettings {
+            concurrency: 64,
+            ..ManagerSettings::default()
+        },
+        reconciler: ReconcilerSettings {
+            interval: heartbeat,
+            ..ReconcilerSettings::default()
+        },
+        ..ServerSettings::new("bench")
+    };
+    let server = Server::build(Backends::new(storage.clone(), sim.clone()), settings);
+    let manager = server.manager.clone();
+    let nodes = fleet(&manager, &sim, nodes_n).await?;
+    let limited = Plan {
+        data_limit: Some(1_000),
+        ..Plan::default()
+    };
+    let users = users(&storage, samples, limited).await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    tokio::spawn(server.serve(listener, std::future::pending()));
+    eprintln!("waiting for {samples} users on all {nodes_n} nodes…");
+    while !nodes.iter().all(|n| sim.users(&n.endpoint).len() == samples) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut lat = Vec::with_capacity(samples);
+    for (i, (id, _)) in users.iter().enumerate() {
+        let node = &nodes[i % nodes.len()];
+        let started = Instant::now();
+        sim.record_usage(&node.endpoint, &[(*id, 600, 600)]);
+        while nodes.iter().any(|n| sim.users(&n.endpoint).contains(id)) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        lat.push(started.elapsed());
+    }
+    lat.sort();
+    println!(
+        "enforce: limit crossed on one node to the user off all {nodes_n} nodes, {samples} samples, heartbeat {heartbeat:?}: p50 {:.2?} p99 {:.2?} max {:.2?} (p99 / heartbeat = {:.2})",
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99),
+        lat[lat.len() - 1],
+        percentile(&lat, 0.99).as_secs_f64() / heartbeat.as_secs_f64()
+    );
+    Ok(())
+}
