@@ -9,6 +9,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngCore as _;
 use serde::{Deserialize, Serialize};
 
+pub mod plan;
 pub mod usage;
 
 /// Milliseconds since the Unix epoch. Stored as an integer by every backend so
