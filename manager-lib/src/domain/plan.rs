@@ -23,15 +23,24 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// Checks the plan: a limit and a hold are positive, a monthly reset
-    /// day is 1..=28 (every month has it), and a hold has no expiry yet.
+    /// The longest hold accepted, in seconds (about 300 years): its expiry
+    /// must fit in a millisecond timestamp.
+    pub const MAX_HOLD_SECS: u64 = 10_000_000_000;
+
+    /// Checks the plan: a limit is 1..=`i64::MAX` (what every backend
+    /// stores), a hold 1..=[`Self::MAX_HOLD_SECS`], a monthly reset day is
+    /// 1..=28 (every month has it), and a hold has no expiry yet.
     pub fn validate(&self) -> Result<(), ParseError> {
         let err = |what: &'static str, value: String| Err(ParseError { what, value });
-        if self.data_limit == Some(0) {
-            return err("data limit", "0".into());
+        if let Some(limit) = self.data_limit {
+            if limit == 0 || limit > i64::MAX as u64 {
+                return err("data limit", limit.to_string());
+            }
         }
-        if self.on_hold == Some(0) {
-            return err("on-hold duration", "0".into());
+        if let Some(hold) = self.on_hold {
+            if hold == 0 || hold > Self::MAX_HOLD_SECS {
+                return err("on-hold duration", hold.to_string());
+            }
         }
         if self.on_hold.is_some() && self.expire_at.is_some() {
             return err("plan", "both an expiry and an on-hold duration".into());
@@ -272,6 +281,14 @@ mod tests {
             },
             Plan {
                 on_hold: Some(0),
+                ..Plan::default()
+            },
+            Plan {
+                on_hold: Some(Plan::MAX_HOLD_SECS + 1),
+                ..Plan::default()
+            },
+            Plan {
+                data_limit: Some(u64::MAX),
                 ..Plan::default()
             },
             Plan {

@@ -5,9 +5,10 @@
 use std::collections::BTreeMap;
 
 use crate::domain::usage::{
-    DAY_MS, HOUR_MS, UsageCursor, UsagePage, add_stored, bucket, multiplied,
+    DAY_MS, HOUR_MS, NodeUsage, UsageCursor, UsageGrouping, UsagePage, UsageRow, add_stored,
+    bucket, multiplied,
 };
-use crate::domain::{BlockReason, Plan, Timestamp, UserId};
+use crate::domain::{BlockReason, NodeId, Plan, Timestamp, UserId};
 
 /// Up and down bytes, each saturating at `i64::MAX`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -59,6 +60,53 @@ pub fn sum_page(page: &UsagePage, pulled_with: &UsageCursor, multiplier: f64) ->
         }
     }
     sums
+}
+
+/// A user's history rows (day, node, up, down) summed as `group` asks:
+/// by day in day order, or by node in node id order; sums saturate.
+pub fn group_user_rows(
+    rows: impl IntoIterator<Item = (Timestamp, NodeId, u64, u64)>,
+    group: UsageGrouping,
+) -> Vec<UsageRow> {
+    let mut by_day: BTreeMap<Timestamp, Bytes> = BTreeMap::new();
+    let mut by_node: BTreeMap<NodeId, Bytes> = BTreeMap::new();
+    for (day, node, up, down) in rows {
+        match group {
+            UsageGrouping::Day => by_day.entry(day).or_default().add(up, down),
+            UsageGrouping::Node => by_node.entry(node).or_default().add(up, down),
+        }
+    }
+    let row = |day, node, b: Bytes| UsageRow {
+        day,
+        node,
+        up: b.up,
+        down: b.down,
+    };
+    match group {
+        UsageGrouping::Day => by_day
+            .into_iter()
+            .map(|(d, b)| row(Some(d), None, b))
+            .collect(),
+        UsageGrouping::Node => by_node
+            .into_iter()
+            .map(|(n, b)| row(None, Some(n), b))
+            .collect(),
+    }
+}
+
+/// Node history rows (node, up, down) summed per node, in node id order.
+pub fn group_node_rows(rows: impl IntoIterator<Item = (NodeId, u64, u64)>) -> Vec<NodeUsage> {
+    let mut sums: BTreeMap<NodeId, Bytes> = BTreeMap::new();
+    for (node, up, down) in rows {
+        sums.entry(node).or_default().add(up, down);
+    }
+    sums.into_iter()
+        .map(|(node, b)| NodeUsage {
+            node,
+            up: b.up,
+            down: b.down,
+        })
+        .collect()
 }
 
 /// Whether `used` bytes reach the plan's limit.

@@ -1,8 +1,6 @@
 //! The reference backend's traffic accounting: ingest, time enforcement and
 //! history reads, on the same state as everything else.
 
-use std::collections::BTreeMap;
-
 use super::State;
 use crate::domain::usage::{
     EnforceOutcome, IngestOutcome, NodeUsage, UsageCursor, UsageGrouping, UsagePage, UsageRow,
@@ -10,7 +8,9 @@ use crate::domain::usage::{
 };
 use crate::domain::{BlockReason, NodeId, Timestamp, UserId};
 use crate::storage::StorageResult;
-use crate::storage::kit::usage::{Bytes, block_after_reset, over_limit, start_hold, sum_page};
+use crate::storage::kit::usage::{
+    Bytes, block_after_reset, group_node_rows, group_user_rows, over_limit, start_hold, sum_page,
+};
 
 impl State {
     pub(super) fn ingest(
@@ -107,52 +107,21 @@ impl State {
         group: UsageGrouping,
     ) -> StorageResult<Vec<UsageRow>> {
         self.live_user(id)?;
-        let days = self
+        let rows = self
             .user_days
             .iter()
-            .filter(|((user, day, _), _)| *user == id && *day >= from && *day < to);
-        let mut by_day: BTreeMap<Timestamp, Bytes> = BTreeMap::new();
-        let mut by_node: BTreeMap<NodeId, Bytes> = BTreeMap::new();
-        for ((_, day, node), b) in days {
-            let at = match group {
-                UsageGrouping::Day => by_day.entry(*day).or_default(),
-                UsageGrouping::Node => by_node.entry(*node).or_default(),
-            };
-            add(&mut at.up, &mut at.down, b);
-        }
-        let row = |day, node, b: Bytes| UsageRow {
-            day,
-            node,
-            up: b.up,
-            down: b.down,
-        };
-        Ok(match group {
-            UsageGrouping::Day => by_day
-                .into_iter()
-                .map(|(d, b)| row(Some(d), None, b))
-                .collect(),
-            UsageGrouping::Node => by_node
-                .into_iter()
-                .map(|(n, b)| row(None, Some(n), b))
-                .collect(),
-        })
+            .filter(|((user, day, _), _)| *user == id && *day >= from && *day < to)
+            .map(|((_, day, node), b)| (*day, *node, b.up, b.down));
+        Ok(group_user_rows(rows, group))
     }
 
     pub(super) fn node_usage(&self, from: Timestamp, to: Timestamp) -> Vec<NodeUsage> {
-        let mut sums: BTreeMap<NodeId, Bytes> = BTreeMap::new();
-        for ((node, hour), b) in &self.node_hours {
-            if *hour >= from && *hour < to {
-                let at = sums.entry(*node).or_default();
-                add(&mut at.up, &mut at.down, b);
-            }
-        }
-        sums.into_iter()
-            .map(|(node, b)| NodeUsage {
-                node,
-                up: b.up,
-                down: b.down,
-            })
-            .collect()
+        group_node_rows(
+            self.node_hours
+                .iter()
+                .filter(|((_, hour), _)| *hour >= from && *hour < to)
+                .map(|((node, _), b)| (*node, b.up, b.down)),
+        )
     }
 }
 
