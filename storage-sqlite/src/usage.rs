@@ -2,7 +2,9 @@
 //! the blocks they put on users, time enforcement, and the history reads.
 //!
 //! Every addition of bytes saturates in the statement itself (see the
-//! migration `0002_usage.sql`). A block or unblock is one statement per user
+//! migration `0002_usage.sql`). A page's users and their history go in one
+//! statement each, their rows passed as one JSON array (`json_each`): a
+//! statement per user costs SQLite several times the row's own work. A block or unblock is one statement per user
 //! that takes the next change number, as an enable or disable does (the
 //! trigger `users_change` checks it and keeps the on-node count).
 
@@ -24,21 +26,34 @@ use crate::error::db_error;
 use crate::rows::{NODE_COLUMNS, USER_COLUMNS, bytes, found, node_from_row, parse, user_from_row};
 use crate::writer::Args;
 
-/// `col + ?n`, saturating at the largest INTEGER.
+/// `$col + $add` (both non-negative), saturating at the largest INTEGER.
 macro_rules! sat_add {
-    ($col:literal, $n:literal) => {
+    ($col:literal, $add:literal) => {
         concat!(
             "CASE WHEN ",
             $col,
-            " > 9223372036854775807 - ?",
-            $n,
+            " > 9223372036854775807 - ",
+            $add,
             " THEN 9223372036854775807 ELSE ",
             $col,
-            " + ?",
-            $n,
+            " + ",
+            $add,
             " END"
         )
     };
+}
+
+/// A JSON array of the already-encoded `items`.
+fn json_rows(items: impl Iterator<Item = String>) -> String {
+    let mut out = String::from("[");
+    for (i, item) in items.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&item);
+    }
+    out.push(']');
+    out
 }
 
 fn user_err(e: sqlx::Error) -> StorageError {
@@ -123,76 +138,118 @@ async fn ingest(
     let cursor = page.cursor_after(&pulled_with);
     let node_text = node.to_string();
     let mut newly_blocked = Vec::new();
-    let mut live = std::collections::HashSet::new();
-    for (id, b) in &sums.users {
-        let moved = b.up > 0 || b.down > 0;
-        // The hold starts at the first byte: expiry = now + hold.
-        let row = sqlx::query(concat!(
-            "UPDATE users SET used_up = ",
-            sat_add!("used_up", 2),
+    let mut live = std::collections::HashSet::with_capacity(sums.users.len());
+    if !sums.users.is_empty() {
+        // One statement for every user of the page: the deltas travel as
+        // one JSON array, `[id, up, down]` each. It sets the used bytes
+        // only, so no index of `users` is touched.
+        let deltas = json_rows(
+            sums.users
+                .iter()
+                .map(|(id, b)| format!("[\"{id}\",{},{}]", storable(b.up), storable(b.down))),
+        );
+        let rows = sqlx::query(concat!(
+            "UPDATE users AS u SET used_up = ",
+            sat_add!("u.used_up", "i.up"),
             ", used_down = ",
-            sat_add!("used_down", 3),
-            ", expire_at = CASE WHEN ?4 AND on_hold IS NOT NULL \
-                 THEN ?5 + on_hold * 1000 ELSE expire_at END, \
-               on_hold = CASE WHEN ?4 THEN NULL ELSE on_hold END \
-             WHERE id = ?1 AND deleted = 0 \
-             RETURNING used_up, used_down, data_limit, blocked"
+            sat_add!("u.used_down", "i.down"),
+            " FROM (SELECT value ->> 0 AS id, value ->> 1 AS up, value ->> 2 AS down \
+                   FROM json_each(?1)) AS i \
+             WHERE u.id = i.id AND u.deleted = 0 \
+             RETURNING id, used_up, used_down, data_limit, blocked, on_hold"
         ))
-        .bind(id.to_string())
-        .bind(storable(b.up))
-        .bind(storable(b.down))
-        .bind(moved)
-        .bind(now.0)
-        .fetch_optional(&mut *conn)
+        .bind(deltas)
+        .fetch_all(&mut *conn)
         .await
         .map_err(user_err)?;
-        // Deleted meanwhile: skipped.
-        let Some(row) = row else { continue };
-        live.insert(*id);
-        let used = bytes(row.try_get("used_up").map_err(user_err)?)?
-            .saturating_add(bytes(row.try_get("used_down").map_err(user_err)?)?);
-        let plan = Plan {
-            data_limit: row
-                .try_get::<Option<i64>, _>("data_limit")
+        // Holds start at the first byte (expiry = now + hold): the few
+        // on-hold users with bytes, by primary key.
+        let mut holds = Vec::new();
+        for row in &rows {
+            if row
+                .try_get::<Option<i64>, _>("on_hold")
                 .map_err(user_err)?
-                .map(bytes)
-                .transpose()?,
-            ..Plan::default()
-        };
-        let blocked: Option<&str> = row.try_get("blocked").map_err(user_err)?;
-        if blocked.is_none() && over_limit(&plan, used) {
-            set_blocked(conn, *id, Some(BlockReason::Limited)).await?;
-            newly_blocked.push(*id);
+                .is_some()
+            {
+                let id: &str = row.try_get("id").map_err(user_err)?;
+                let b = sums.users[&parse::<UserId>(id)?];
+                if b.up > 0 || b.down > 0 {
+                    holds.push(id.to_owned());
+                }
+            }
+        }
+        if !holds.is_empty() {
+            sqlx::query(
+                "UPDATE users SET expire_at = ?2 + on_hold * 1000, on_hold = NULL \
+                 WHERE id IN (SELECT value FROM json_each(?1)) AND on_hold IS NOT NULL",
+            )
+            .bind(serde_json::to_string(&holds).expect("strings serialize"))
+            .bind(now.0)
+            .execute(&mut *conn)
+            .await
+            .map_err(user_err)?;
+        }
+        let mut crossing = Vec::new();
+        for row in &rows {
+            // Deleted users are not in the answer: skipped.
+            let id: UserId = parse(row.try_get::<&str, _>("id").map_err(user_err)?)?;
+            live.insert(id);
+            let used = bytes(row.try_get("used_up").map_err(user_err)?)?
+                .saturating_add(bytes(row.try_get("used_down").map_err(user_err)?)?);
+            let plan = Plan {
+                data_limit: row
+                    .try_get::<Option<i64>, _>("data_limit")
+                    .map_err(user_err)?
+                    .map(bytes)
+                    .transpose()?,
+                ..Plan::default()
+            };
+            let blocked: Option<&str> = row.try_get("blocked").map_err(user_err)?;
+            if blocked.is_none() && over_limit(&plan, used) {
+                crossing.push(id);
+            }
+        }
+        crossing.sort();
+        for id in crossing {
+            set_blocked(conn, id, Some(BlockReason::Limited)).await?;
+            newly_blocked.push(id);
         }
     }
-    for ((id, day), b) in &sums.user_days {
-        if !live.contains(id) {
-            continue;
-        }
-        sqlx::query(concat!(
-            "INSERT INTO user_usage_daily (user_id, day, node_id, up, down) \
-             VALUES (?1, ?2, ?5, ?3, ?4) \
-             ON CONFLICT (user_id, day, node_id) DO UPDATE SET up = ",
-            sat_add!("up", 3),
-            ", down = ",
-            sat_add!("down", 4)
-        ))
-        .bind(id.to_string())
-        .bind(day.0)
-        .bind(storable(b.up))
-        .bind(storable(b.down))
-        .bind(&node_text)
-        .execute(&mut *conn)
-        .await
-        .map_err(user_err)?;
-    }
+    let days = json_rows(
+        sums.user_days
+            .iter()
+            .filter(|((id, _), _)| live.contains(id))
+            .map(|((id, day), b)| {
+                format!(
+                    "[\"{id}\",{},{},{}]",
+                    day.0,
+                    storable(b.up),
+                    storable(b.down)
+                )
+            }),
+    );
+    // `WHERE true`: SQLite's upsert after a SELECT needs it to parse.
+    sqlx::query(concat!(
+        "INSERT INTO user_usage_daily (user_id, day, node_id, up, down) \
+         SELECT value ->> 0, value ->> 1, ?2, value ->> 2, value ->> 3 \
+         FROM json_each(?1) WHERE true \
+         ON CONFLICT (user_id, day, node_id) DO UPDATE SET up = ",
+        sat_add!("up", "excluded.up"),
+        ", down = ",
+        sat_add!("down", "excluded.down")
+    ))
+    .bind(days)
+    .bind(&node_text)
+    .execute(&mut *conn)
+    .await
+    .map_err(user_err)?;
     for (hour, b) in &sums.node_hours {
         sqlx::query(concat!(
             "INSERT INTO node_usage_hourly (node_id, hour, up, down) VALUES (?1, ?2, ?3, ?4) \
              ON CONFLICT (node_id, hour) DO UPDATE SET up = ",
-            sat_add!("up", 3),
+            sat_add!("up", "?3"),
             ", down = ",
-            sat_add!("down", 4)
+            sat_add!("down", "?4")
         ))
         .bind(&node_text)
         .bind(hour.0)
@@ -204,9 +261,9 @@ async fn ingest(
     }
     sqlx::query(concat!(
         "UPDATE nodes SET usage_journal = ?4, usage_seq = ?5, used_up = ",
-        sat_add!("used_up", 2),
+        sat_add!("used_up", "?2"),
         ", used_down = ",
-        sat_add!("used_down", 3),
+        sat_add!("used_down", "?3"),
         " WHERE id = ?1"
     ))
     .bind(&node_text)
@@ -306,10 +363,11 @@ pub(crate) async fn enforce_time(
     s.write(move |conn| {
         Box::pin(async move {
             // Both reads use their partial indexes (users_expire_at,
-            // users_next_reset_at): nothing due, nothing scanned.
+            // users_next_reset_at): nothing due, nothing scanned. No ORDER
+            // BY: SQLite would rather walk the primary key to avoid a sort.
             let ids: Vec<String> = sqlx::query_scalar(
                 "SELECT id FROM users WHERE expire_at <= ?1 AND deleted = 0 \
-                     AND (blocked IS NULL OR blocked = 'Limited') ORDER BY id",
+                     AND (blocked IS NULL OR blocked = 'Limited')",
             )
             .bind(now.0)
             .fetch_all(&mut *conn)
@@ -323,7 +381,7 @@ pub(crate) async fn enforce_time(
             }
             let rows = sqlx::query(
                 "SELECT id, reset_period, reset_day, blocked FROM users \
-                 WHERE next_reset_at <= ?1 AND deleted = 0 ORDER BY id",
+                 WHERE next_reset_at <= ?1 AND deleted = 0",
             )
             .bind(now.0)
             .fetch_all(&mut *conn)
@@ -349,6 +407,8 @@ pub(crate) async fn enforce_time(
                 }
                 reset_ids.push(id);
             }
+            expired.sort();
+            reset_ids.sort();
             Ok(EnforceOutcome {
                 expired,
                 reset: reset_ids,
