@@ -128,6 +128,70 @@ impl Storage for CountingStorage {
     async fn purge_tombstones(&self) -> StorageResult<u64> {
         self.write().purge_tombstones().await
     }
+    async fn ingest_usage(
+        &self,
+        node: manager_lib::domain::NodeId,
+        pulled_with: &manager_lib::domain::usage::UsageCursor,
+        page: &manager_lib::domain::usage::UsagePage,
+        now: manager_lib::domain::Timestamp,
+    ) -> StorageResult<manager_lib::domain::usage::IngestOutcome> {
+        self.write()
+            .ingest_usage(node, pulled_with, page, now)
+            .await
+    }
+    async fn set_user_plan(
+        &self,
+        id: manager_lib::domain::UserId,
+        plan: manager_lib::domain::Plan,
+        now: manager_lib::domain::Timestamp,
+    ) -> StorageResult<manager_lib::domain::User> {
+        self.write().set_user_plan(id, plan, now).await
+    }
+    async fn reset_user_usage(
+        &self,
+        id: manager_lib::domain::UserId,
+        now: manager_lib::domain::Timestamp,
+    ) -> StorageResult<manager_lib::domain::User> {
+        self.write().reset_user_usage(id, now).await
+    }
+    async fn enforce_time(
+        &self,
+        now: manager_lib::domain::Timestamp,
+    ) -> StorageResult<manager_lib::domain::usage::EnforceOutcome> {
+        self.write().enforce_time(now).await
+    }
+    async fn set_node_multiplier(
+        &self,
+        id: manager_lib::domain::NodeId,
+        multiplier: f64,
+    ) -> StorageResult<manager_lib::domain::Node> {
+        self.write().set_node_multiplier(id, multiplier).await
+    }
+    async fn user_usage(
+        &self,
+        id: manager_lib::domain::UserId,
+        from: manager_lib::domain::Timestamp,
+        to: manager_lib::domain::Timestamp,
+        group: manager_lib::domain::usage::UsageGrouping,
+    ) -> StorageResult<Vec<manager_lib::domain::usage::UsageRow>> {
+        self.read().user_usage(id, from, to, group).await
+    }
+    async fn node_usage(
+        &self,
+        from: manager_lib::domain::Timestamp,
+        to: manager_lib::domain::Timestamp,
+    ) -> StorageResult<Vec<manager_lib::domain::usage::NodeUsage>> {
+        self.read().node_usage(from, to).await
+    }
+    async fn purge_usage_history(
+        &self,
+        user_days_before: manager_lib::domain::Timestamp,
+        node_hours_before: manager_lib::domain::Timestamp,
+    ) -> StorageResult<u64> {
+        self.write()
+            .purge_usage_history(user_days_before, node_hours_before)
+            .await
+    }
     async fn claim_nodes(
         &self,
         owner: &str,

@@ -16,6 +16,9 @@ use crate::domain::{
 };
 use crate::storage::{Entity, Storage, StorageError};
 
+mod usage;
+pub use usage::*;
+
 /// Expands into one `#[tokio::test]` per behaviour of the suite, each with a
 /// fresh backend from `$fresh` (an expression, awaited inside the test, giving
 /// a value `F: AsRef<dyn Storage>` that lives until the test ends).
@@ -54,6 +57,18 @@ macro_rules! storage_conformance_tests {
             concurrent_toggles_and_acks_end_in_the_newest_intent,
             leases_have_one_owner_and_expire,
             serving_nodes_are_the_ones_user_nodes_considers,
+            usage_page_applied_twice_counts_once,
+            usage_cursors_move_forward_only,
+            usage_journal_change_restarts_from_seq_zero,
+            usage_multiplier_is_applied_to_users_only,
+            usage_limit_crossed_blocks_once_and_raising_it_unblocks,
+            invalid_plans_are_refused_and_change_nothing,
+            expiry_blocks_through_enforce_time_and_extending_unblocks,
+            on_hold_starts_the_expiry_at_the_first_byte,
+            resets_happen_at_period_boundaries,
+            usage_totals_saturate_near_the_limit,
+            usage_history_by_day_node_and_hour_and_purge,
+            blocked_users_stay_off_starts_and_counts,
         );
     };
     (@each $fresh:expr; $($name:ident),+ $(,)?) => {

@@ -9,7 +9,11 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngCore as _;
 use serde::{Deserialize, Serialize};
 
+pub mod plan;
 pub mod usage;
+
+pub use plan::{BlockReason, Plan, ResetStrategy, UserState};
+pub use usage::UsageCursor;
 
 /// Milliseconds since the Unix epoch. Stored as an integer by every backend so
 /// that SQLite and PostgreSQL agree to the millisecond.
@@ -203,7 +207,8 @@ impl From<RequiredStatus> for ActualStatus {
 /// sequence number whose change the node is known to have applied.
 pub type Seq = i64;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// `PartialEq` only: the traffic multiplier is a float (always finite).
+#[derive(Clone, Debug, PartialEq)]
 pub struct Node {
     pub id: NodeId,
     pub endpoint: String,
@@ -219,7 +224,18 @@ pub struct Node {
     pub last_seen: Option<Timestamp>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+    /// Where the manager stands in the node's usage journal.
+    pub usage_cursor: UsageCursor,
+    /// What a byte through this node counts as on its users' totals
+    /// (finite, > 0; 1.0 unless the operator set it).
+    pub traffic_multiplier: f64,
+    /// Raw bytes (before the multiplier) the node's users moved, ever.
+    pub used_up: u64,
+    pub used_down: u64,
 }
+
+/// The traffic multiplier a new node gets.
+pub const DEFAULT_TRAFFIC_MULTIPLIER: f64 = 1.0;
 
 /// The proxy credentials of a user, as sent to the nodes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -240,9 +256,42 @@ pub struct User {
     /// The sequence number of the user's newest change (0: never changed).
     pub change_seq: Seq,
     pub created_at: Timestamp,
+    pub plan: Plan,
+    /// Bytes moved since the last reset, after the nodes' multipliers
+    /// (saturating at `i64::MAX`, what every backend can store).
+    pub used_up: u64,
+    pub used_down: u64,
+    /// Why the user is off the nodes although enabled (`None`: not blocked).
+    pub blocked: Option<BlockReason>,
+    /// When the plan's reset strategy next sets the used bytes to zero.
+    pub next_reset_at: Option<Timestamp>,
+    pub last_reset_at: Option<Timestamp>,
 }
 
 impl User {
+    /// The user's state for the views: the admin's switch first, then why
+    /// the plan blocks the user, then whether a hold waits for its first byte.
+    pub fn state(&self) -> UserState {
+        match (self.status, self.blocked) {
+            (UserStatus::Disabled, _) => UserState::Disabled,
+            (_, Some(BlockReason::Expired)) => UserState::Expired,
+            (_, Some(BlockReason::Limited)) => UserState::Limited,
+            (_, None) if self.plan.on_hold.is_some() => UserState::OnHold,
+            (_, None) => UserState::Active,
+        }
+    }
+
+    /// Whether the user belongs on the nodes: enabled and not blocked
+    /// (deleted users are never read).
+    pub fn on_nodes(&self) -> bool {
+        self.status == UserStatus::Enabled && self.blocked.is_none()
+    }
+
+    /// Bytes used since the last reset, up and down together.
+    pub fn used(&self) -> u64 {
+        self.used_up.saturating_add(self.used_down)
+    }
+
     pub fn credentials(&self) -> UserCredentials {
         UserCredentials {
             id: self.id,
@@ -264,6 +313,8 @@ pub struct NewUser {
     pub id: UserId,
     pub name: String,
     pub secret: UserSecret,
+    /// Checked by the storage ([`Plan::validate`]); the default limits nothing.
+    pub plan: Plan,
 }
 
 impl NewUser {
@@ -281,6 +332,7 @@ impl NewUser {
             id: UserId::random(),
             name,
             secret: UserSecret::random(),
+            plan: Plan::default(),
         })
     }
 }
@@ -350,9 +402,9 @@ pub struct PendingBatch {
     pub more: bool,
 }
 
-/// What a node needs on `/start`: its row and every enabled user, read in one
-/// consistent snapshot.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What a node needs on `/start`: its row and every user on nodes (enabled,
+/// not blocked), read in one consistent snapshot.
+#[derive(Clone, Debug, PartialEq)]
 pub struct StartPlan {
     pub node: Node,
     pub users: Vec<UserCredentials>,
@@ -389,7 +441,7 @@ pub struct UserNodes {
 pub struct FleetState {
     /// The newest change's sequence number.
     pub last_seq: Seq,
-    /// How many users are enabled.
+    /// How many users are on the nodes: enabled and not blocked by their plan.
     pub enabled_users: u64,
 }
 

@@ -163,6 +163,12 @@ mod tests {
             secret: crate::domain::UserSecret::from_stored("s3cret".into()),
             change_seq: 1,
             created_at: crate::domain::Timestamp(0),
+            plan: Default::default(),
+            used_up: 0,
+            used_down: 0,
+            blocked: None,
+            next_reset_at: None,
+            last_reset_at: None,
         }
     }
 

@@ -39,9 +39,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use crate::domain::usage::{
+    EnforceOutcome, IngestOutcome, NodeUsage, UsageCursor, UsageGrouping, UsagePage, UsageRow,
+};
 use crate::domain::{
     ActualStatus, FleetState, NewNode, NewUser, Node, NodeEntry, NodeId, Page, PageRequest,
-    PendingBatch, RequiredStatus, Seq, ServingNode, StartPlan, User, UserId, UserNodes, UserStatus,
+    PendingBatch, Plan, RequiredStatus, Seq, ServingNode, StartPlan, Timestamp, User, UserId,
+    UserNodes, UserStatus,
 };
 
 /// A boxed error from a backend's driver.
@@ -79,6 +83,10 @@ pub enum StorageError {
     /// A stored value could not be read back (a status or id in a bad form).
     #[error("stored data is invalid: {0}")]
     Corrupt(String),
+    /// The caller's value breaks a rule (a plan, a multiplier); nothing
+    /// was written.
+    #[error("{0}")]
+    Invalid(#[from] crate::domain::ParseError),
     /// Anything else the backend reported.
     #[error("storage error: {0}")]
     Other(#[source] BoxError),
@@ -142,7 +150,8 @@ pub trait Storage: Debug + Send + Sync {
     async fn set_required_status(&self, id: NodeId, status: RequiredStatus) -> StorageResult<Node>;
 
     /// Marks the node's stored state as not up to date and reads, in the same
-    /// snapshot, the node and every enabled user: what `/start` must send.
+    /// snapshot, the node and every user on nodes (enabled, not blocked):
+    /// what `/start` must send.
     ///
     /// # Contract
     /// - After it, the node is in no user's node list until
@@ -213,7 +222,8 @@ pub trait Storage: Debug + Send + Sync {
 
     /// The user and the nodes they can use right now: nodes whose actual
     /// status is Running, whose state is up to date, that have a template and
-    /// that applied the user's newest change; none when the user is disabled.
+    /// that applied the user's newest change; none when the user is disabled
+    /// or blocked by their plan.
     /// Nodes are in id order. One round trip.
     ///
     /// # Contract
@@ -293,6 +303,98 @@ pub trait Storage: Debug + Send + Sync {
 
     /// Gives up every lease `owner` holds (a clean shutdown).
     async fn release_nodes(&self, owner: &str) -> StorageResult<()>;
+
+    /// Stores a page of usage pulled from `node` with the cursor
+    /// `pulled_with`, in one transaction.
+    ///
+    /// # Contract
+    /// - When the node's stored cursor is not `pulled_with` (another replica
+    ///   stored first), nothing is written: `stored == false` and `cursor`
+    ///   is the stored one.
+    /// - Else, for each of `page.new_batches(pulled_with)` and each of its
+    ///   users that exists (others are skipped): the user's totals grow by
+    ///   the bytes × the node's multiplier (rounded), the node's totals by
+    ///   the raw bytes, every total saturating at `i64::MAX`; the history
+    ///   gets the same amounts (per user per node per UTC day, multiplied;
+    ///   per node per UTC hour, raw) in the day and hour of the batch's
+    ///   `to`. An on-hold user with bytes gets `expire_at = now + hold` and
+    ///   no hold any more. A user whose used bytes (up + down) reach the
+    ///   limit and who was not blocked becomes `Limited` with one change (a
+    ///   delete for every node, as a disable) and is in `newly_blocked`.
+    ///   The cursor becomes `page.cursor_after(pulled_with)`.
+    /// - `user_deltas` counts the user entries of the batches stored.
+    /// - [`StorageError::NotFound`] when there is no such node.
+    async fn ingest_usage(
+        &self,
+        node: NodeId,
+        pulled_with: &UsageCursor,
+        page: &UsagePage,
+        now: Timestamp,
+    ) -> StorageResult<IngestOutcome>;
+
+    /// Sets the user's plan.
+    ///
+    /// # Contract
+    /// - [`StorageError::Invalid`] for a plan [`Plan::validate`] refuses;
+    ///   nothing is written then.
+    /// - `next_reset_at` becomes the plan's first reset after `now`.
+    /// - The user is blocked as `Expired` when the expiry is at or before
+    ///   `now`, else as `Limited` when the used bytes reach the limit, else
+    ///   not blocked; only when that changes does the user take a change
+    ///   (an add or a delete for every node).
+    async fn set_user_plan(&self, id: UserId, plan: Plan, now: Timestamp) -> StorageResult<User>;
+
+    /// Sets the user's used bytes to zero by hand.
+    ///
+    /// # Contract
+    /// - `used_up = used_down = 0`, `last_reset_at = now`; a `Limited` user
+    ///   is unblocked with one change (an add for every node).
+    async fn reset_user_usage(&self, id: UserId, now: Timestamp) -> StorageResult<User>;
+
+    /// Applies what time decides, for every live user it concerns.
+    ///
+    /// # Contract
+    /// - A user whose `expire_at <= now` and who is not blocked as expired
+    ///   becomes `Expired`, with one change; listed in `expired`.
+    /// - A user whose `next_reset_at <= now` gets used bytes 0,
+    ///   `last_reset_at = now`, `next_reset_at` the next one after `now`,
+    ///   and is unblocked when `Limited` (one change); listed in `reset`.
+    /// - Cheap when nothing is due (indexed reads).
+    async fn enforce_time(&self, now: Timestamp) -> StorageResult<EnforceOutcome>;
+
+    /// Sets what a byte through the node counts as on its users' totals,
+    /// for the pages stored afterwards.
+    ///
+    /// # Contract
+    /// - [`StorageError::Invalid`] unless finite and > 0; nothing written.
+    async fn set_node_multiplier(&self, id: NodeId, multiplier: f64) -> StorageResult<Node>;
+
+    /// The user's usage history (bytes after the multiplier) for the UTC
+    /// days whose midnight is in `from..to`: one row per day (in day order)
+    /// or per node (in node id order).
+    ///
+    /// # Contract
+    /// - [`StorageError::NotFound`] when there is no such user.
+    async fn user_usage(
+        &self,
+        id: UserId,
+        from: Timestamp,
+        to: Timestamp,
+        group: UsageGrouping,
+    ) -> StorageResult<Vec<UsageRow>>;
+
+    /// Raw bytes per node over the UTC hours whose start is in `from..to`,
+    /// in node id order; nodes without traffic then are left out.
+    async fn node_usage(&self, from: Timestamp, to: Timestamp) -> StorageResult<Vec<NodeUsage>>;
+
+    /// Drops user-day history older than `user_days_before` and node-hour
+    /// history older than `node_hours_before` (bucket start before them).
+    /// Returns how many rows went. Totals are untouched.
+    async fn purge_usage_history(
+        &self,
+        user_days_before: Timestamp,
+        node_hours_before: Timestamp,
+    ) -> StorageResult<u64>;
 
     /// The nodes that can serve users now: actual status Running, state up to
     /// date, with a template; each with its cursor, in id order. A user is on

@@ -65,10 +65,10 @@ pub(crate) async fn pending_operations(
     // whether more follow.
     let rows = sqlx::query(
         "SELECT n.applied_seq, u.id::text AS id, u.name, u.secret, u.status, u.deleted, \
-         u.change_seq \
+         u.blocked, u.change_seq \
          FROM nodes n \
          LEFT JOIN LATERAL ( \
-           SELECT id, name, secret, status, deleted, change_seq FROM users \
+           SELECT id, name, secret, status, deleted, blocked, change_seq FROM users \
            WHERE change_seq > n.applied_seq ORDER BY change_seq LIMIT $2 \
          ) u ON TRUE \
          WHERE n.id = $1::uuid \
@@ -93,7 +93,7 @@ pub(crate) async fn changes_after(
     // The settled horizon, as in `pending_operations`.
     let horizon = s.settled_state().await?.last_seq;
     let rows = sqlx::query(
-        "SELECT id::text AS id, name, secret, status, deleted, change_seq FROM users \
+        "SELECT id::text AS id, name, secret, status, deleted, blocked, change_seq FROM users \
          WHERE change_seq > $1 ORDER BY change_seq LIMIT $2",
     )
     .bind(after)
@@ -194,9 +194,10 @@ fn batch_from_rows(
         }
         let deleted: bool = rows::col(row, "deleted")?;
         let status: UserStatus = rows::parse(rows::col::<&str>(row, "status")?)?;
+        let blocked = rows::col::<Option<&str>>(row, "blocked")?.is_some();
         operations.push(PendingOperation {
             user: rows::credentials(row)?,
-            operation: kit::intent(status, deleted),
+            operation: kit::intent(status, blocked, deleted),
             seq,
         });
     }

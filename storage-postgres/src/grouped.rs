@@ -17,9 +17,10 @@
 
 use std::collections::{HashMap, HashSet};
 
+use manager_lib::domain::usage::storable;
 use manager_lib::domain::{NewUser, Node, NodeId, Timestamp, User, UserId, UserStatus};
 use manager_lib::storage::grouped::{Grouped, GroupedReads, copy_of, stopped};
-use manager_lib::storage::{Entity, StorageError, StorageResult};
+use manager_lib::storage::{Entity, StorageError, StorageResult, kit};
 use sqlx::postgres::PgPool;
 
 use crate::error::{node_err, user_err};
@@ -167,21 +168,52 @@ where
 
 /// Creates the users (distinct ids) in one statement; a user whose id is
 /// taken is not in the answer, which reads as `AlreadyExists`.
+///
+/// A user whose plan has already expired is created blocked, without a
+/// change (it is disabled and on no node).
 async fn create_users(pool: PgPool, new: Vec<NewUser>) -> StorageResult<Vec<User>> {
+    let now = Timestamp::now();
     let ids: Vec<String> = new.iter().map(|u| u.id.to_string()).collect();
     let names: Vec<&str> = new.iter().map(|u| u.name.as_str()).collect();
     let secrets: Vec<&str> = new.iter().map(|u| u.secret.expose()).collect();
+    let plans: Vec<_> = new.iter().map(|u| u.plan).collect();
+    let limits: Vec<Option<i64>> = plans.iter().map(|p| p.data_limit.map(storable)).collect();
+    let expiries: Vec<Option<i64>> = plans.iter().map(|p| p.expire_at.map(|t| t.0)).collect();
+    let periods: Vec<&str> = plans.iter().map(|p| p.reset.period()).collect();
+    let days: Vec<i16> = plans.iter().map(|p| p.reset.month_day().into()).collect();
+    let holds: Vec<Option<i64>> = plans.iter().map(|p| p.on_hold.map(storable)).collect();
+    let blocked: Vec<Option<&str>> = plans
+        .iter()
+        .map(|p| kit::usage::plan_block(p, 0, now).map(|b| b.as_str()))
+        .collect();
+    let resets: Vec<Option<i64>> = plans
+        .iter()
+        .map(|p| p.reset.next_reset_after(now).map(|t| t.0))
+        .collect();
     sqlx::query(concat!(
-        "INSERT INTO users (id, name, status, secret, change_seq, deleted, created_at) \
-         SELECT i.id, i.name, 'Disabled', i.secret, 0, FALSE, $4 \
-         FROM unnest($1::text[]::uuid[], $2::text[], $3::text[]) AS i(id, name, secret) \
+        "INSERT INTO users (id, name, status, secret, change_seq, deleted, created_at, \
+             data_limit, expire_at, reset_period, reset_day, on_hold, blocked, next_reset_at) \
+         SELECT i.id, i.name, 'Disabled', i.secret, 0, FALSE, $4, \
+             i.data_limit, i.expire_at, i.reset_period, i.reset_day, i.on_hold, i.blocked, \
+             i.next_reset_at \
+         FROM unnest($1::text[]::uuid[], $2::text[], $3::text[], $5::bigint[], $6::bigint[], \
+             $7::text[], $8::smallint[], $9::bigint[], $10::text[], $11::bigint[]) \
+             AS i(id, name, secret, data_limit, expire_at, reset_period, reset_day, on_hold, \
+                  blocked, next_reset_at) \
          ON CONFLICT (id) DO NOTHING RETURNING ",
         user_columns!()
     ))
     .bind(ids)
     .bind(names)
     .bind(secrets)
-    .bind(Timestamp::now().0)
+    .bind(now.0)
+    .bind(limits)
+    .bind(expiries)
+    .bind(periods)
+    .bind(days)
+    .bind(holds)
+    .bind(blocked)
+    .bind(resets)
     .fetch_all(&pool)
     .await
     .map_err(user_err)
@@ -196,15 +228,16 @@ async fn create_users(pool: PgPool, new: Vec<NewUser>) -> StorageResult<Vec<User
 ///   each user's newest version;
 /// - `changed` gives the users whose status really changes the new status
 ///   and the next numbers;
-/// - `delta`, `pick` and `counted` add the net change of the enabled count
-///   to one free stripe, only when something changed (see `free_stripe!`).
+/// - `delta`, `pick` and `counted` add the net change of the on-node count
+///   (blocked users do not count) to one free stripe, only when something
+///   changed (see `free_stripe!`).
 ///
 /// The answer holds every live user asked for: changed or as it was.
 macro_rules! set_statuses_sql {
     ($source:literal) => {
         concat!(
             "WITH target AS ( \
-               SELECT u.id, u.name, u.status, u.secret, u.change_seq, u.created_at, i.want \
+               SELECT u.*, i.want \
                FROM users u JOIN ",
             $source,
             " ON u.id = i.id \
@@ -213,9 +246,11 @@ macro_rules! set_statuses_sql {
              ), changed AS ( \
                UPDATE users u SET status = t.want, change_seq = xm_next_change_seq() \
                FROM target t WHERE u.id = t.id AND t.status <> t.want \
-               RETURNING u.id, u.name, u.status, u.secret, u.change_seq, u.created_at \
+               RETURNING u.* \
              ), delta AS ( \
-               SELECT sum(CASE WHEN status = 'Enabled' THEN 1 ELSE -1 END) AS d FROM changed \
+               SELECT sum(CASE WHEN blocked IS NOT NULL THEN 0 \
+                               WHEN status = 'Enabled' THEN 1 ELSE -1 END) AS d \
+               FROM changed \
                HAVING count(*) > 0 \
              ), pick AS ( \
                SELECT d, ",

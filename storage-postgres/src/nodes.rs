@@ -141,7 +141,7 @@ pub(crate) async fn begin_start(s: &PgStorage, id: NodeId) -> StorageResult<Star
     let seq = s.settled_state().await?.last_seq;
     let users = sqlx::query(
         "SELECT id::text AS id, name, secret FROM users \
-         WHERE status = 'Enabled' AND NOT deleted ORDER BY id",
+         WHERE status = 'Enabled' AND NOT deleted AND blocked IS NULL ORDER BY id",
     )
     .fetch_all(&s.pool)
     .await

@@ -3,7 +3,9 @@
 
 use std::str::FromStr;
 
-use manager_lib::domain::{Node, NodeEntry, Timestamp, User, UserCredentials, UserSecret};
+use manager_lib::domain::{
+    Node, NodeEntry, Plan, ResetStrategy, Timestamp, UsageCursor, User, UserCredentials, UserSecret,
+};
 use manager_lib::storage::{Entity, StorageError, StorageResult};
 use sqlx::postgres::PgRow;
 use sqlx::{Decode, Postgres, Row, Type};
@@ -14,14 +16,26 @@ use crate::error::map_err;
 macro_rules! node_columns {
     () => {
         "id::text AS id, endpoint, node_key, actual_status, required_status, \
-         user_config_template, state_up_to_date, applied_seq, last_seen, created_at, updated_at"
+         user_config_template, state_up_to_date, applied_seq, last_seen, created_at, updated_at, \
+         usage_journal, usage_seq, traffic_multiplier, used_up, used_down"
     };
 }
 
 /// The user columns every query that returns a user selects.
 macro_rules! user_columns {
     () => {
-        "id::text AS id, name, status, secret, change_seq, created_at"
+        "id::text AS id, name, status, secret, change_seq, created_at, data_limit, expire_at, \
+         reset_period, reset_day, on_hold, used_up, used_down, blocked, next_reset_at, \
+         last_reset_at"
+    };
+}
+
+/// [`user_columns!`] of a `users u` joined with other tables.
+macro_rules! user_columns_u {
+    () => {
+        "u.id::text AS id, u.name, u.status, u.secret, u.change_seq, u.created_at, \
+         u.data_limit, u.expire_at, u.reset_period, u.reset_day, u.on_hold, u.used_up, \
+         u.used_down, u.blocked, u.next_reset_at, u.last_reset_at"
     };
 }
 
@@ -42,7 +56,7 @@ macro_rules! free_stripe {
     };
 }
 
-pub(crate) use {free_stripe, node_columns, user_columns};
+pub(crate) use {free_stripe, node_columns, user_columns, user_columns_u};
 
 pub(crate) fn col<'r, T>(row: &'r PgRow, name: &str) -> StorageResult<T>
 where
@@ -82,6 +96,13 @@ pub(crate) fn node(row: &PgRow) -> StorageResult<Node> {
         last_seen: col::<Option<i64>>(row, "last_seen")?.map(Timestamp),
         created_at: Timestamp(col(row, "created_at")?),
         updated_at: Timestamp(col(row, "updated_at")?),
+        usage_cursor: UsageCursor {
+            journal: col(row, "usage_journal")?,
+            seq: count(col(row, "usage_seq")?)?,
+        },
+        traffic_multiplier: col(row, "traffic_multiplier")?,
+        used_up: count(col(row, "used_up")?)?,
+        used_down: count(col(row, "used_down")?)?,
     })
 }
 
@@ -93,7 +114,31 @@ pub(crate) fn user(row: &PgRow) -> StorageResult<User> {
         secret: UserSecret::from_stored(col(row, "secret")?),
         change_seq: col(row, "change_seq")?,
         created_at: Timestamp(col(row, "created_at")?),
+        plan: Plan {
+            data_limit: col::<Option<i64>>(row, "data_limit")?
+                .map(count)
+                .transpose()?,
+            expire_at: col::<Option<i64>>(row, "expire_at")?.map(Timestamp),
+            reset: ResetStrategy::from_parts(
+                col(row, "reset_period")?,
+                col::<i16>(row, "reset_day")?.into(),
+            )
+            .map_err(|e| StorageError::Corrupt(e.to_string()))?,
+            on_hold: col::<Option<i64>>(row, "on_hold")?.map(count).transpose()?,
+        },
+        used_up: count(col(row, "used_up")?)?,
+        used_down: count(col(row, "used_down")?)?,
+        blocked: col::<Option<&str>>(row, "blocked")?
+            .map(parse)
+            .transpose()?,
+        next_reset_at: col::<Option<i64>>(row, "next_reset_at")?.map(Timestamp),
+        last_reset_at: col::<Option<i64>>(row, "last_reset_at")?.map(Timestamp),
     })
+}
+
+/// A stored count (bytes, seconds, a sequence number): never negative.
+pub(crate) fn count(v: i64) -> StorageResult<u64> {
+    u64::try_from(v).map_err(|_| StorageError::Corrupt(format!("negative count {v}")))
 }
 
 pub(crate) fn credentials(row: &PgRow) -> StorageResult<UserCredentials> {

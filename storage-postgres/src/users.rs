@@ -6,9 +6,10 @@ use manager_lib::storage::{Entity, StorageError, StorageResult, kit};
 
 use crate::PgStorage;
 use crate::error::user_err;
-use crate::rows::{self, free_stripe, user_columns};
+use crate::rows::{self, free_stripe, user_columns, user_columns_u};
 
 pub(crate) async fn create_user(s: &PgStorage, new: NewUser) -> StorageResult<User> {
+    new.plan.validate()?;
     s.calls().create(new).await
 }
 
@@ -54,18 +55,18 @@ pub(crate) async fn delete_user(s: &PgStorage, id: UserId) -> StorageResult<()> 
     // when the user was enabled.
     let deleted: i64 = sqlx::query_scalar(concat!(
         "WITH target AS ( \
-           SELECT id, status FROM users \
+           SELECT id, status, blocked FROM users \
            WHERE id = $1::uuid AND NOT deleted AND xm_change_lock() \
            FOR UPDATE \
          ), changed AS ( \
            UPDATE users u SET status = 'Disabled', deleted = TRUE, \
              change_seq = xm_next_change_seq() \
            FROM target t WHERE u.id = t.id \
-           RETURNING t.status AS was \
+           RETURNING t.status AS was, t.blocked AS was_blocked \
          ), pick AS ( \
            SELECT ",
         free_stripe!(),
-        " FROM changed WHERE was = 'Enabled' \
+        " FROM changed WHERE was = 'Enabled' AND was_blocked IS NULL \
          ), counted AS ( \
            UPDATE enabled_stripes s SET enabled = s.enabled - 1 \
            FROM pick p WHERE s.stripe = p.stripe \
@@ -85,18 +86,19 @@ pub(crate) async fn user_nodes(s: &PgStorage, id: UserId) -> StorageResult<UserN
     // One round trip: the user's row joined with the nodes that can serve
     // it; a user on no node still yields one row (with NULL node columns),
     // and no row at all means no such user.
-    let rows = sqlx::query(
-        "SELECT u.id::text AS id, u.name, u.status, u.secret, u.change_seq, u.created_at, \
-         n.id::text AS node_id, n.endpoint, n.user_config_template \
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        user_columns_u!(),
+        ", n.id::text AS node_id, n.endpoint, n.user_config_template \
          FROM users u \
-         LEFT JOIN nodes n ON u.status = 'Enabled' \
+         LEFT JOIN nodes n ON u.status = 'Enabled' AND u.blocked IS NULL \
            AND n.actual_status = 'Running' \
            AND n.state_up_to_date \
            AND n.user_config_template IS NOT NULL \
            AND n.applied_seq >= u.change_seq \
          WHERE u.id = $1::uuid AND NOT u.deleted \
-         ORDER BY n.id",
-    )
+         ORDER BY n.id"
+    ))
     .bind(id.to_string())
     .fetch_all(&s.pool)
     .await

@@ -142,7 +142,7 @@ fn batch_from_rows(rows: &[SqliteRow], cursor: Seq, limit: usize) -> StorageResu
         let deleted: bool = row.try_get("deleted").map_err(get)?;
         operations.push(PendingOperation {
             seq: user.change_seq,
-            operation: kit::intent(user.status, deleted),
+            operation: kit::intent(user.status, user.blocked.is_some(), deleted),
             user: user.credentials(),
         });
     }

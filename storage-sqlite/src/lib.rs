@@ -46,6 +46,7 @@ mod nodes;
 mod point_reads;
 mod private_file;
 mod rows;
+mod usage;
 mod users;
 mod writer;
 
@@ -55,9 +56,13 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use manager_lib::domain::usage::{
+    EnforceOutcome, IngestOutcome, NodeUsage, UsageCursor, UsageGrouping, UsagePage, UsageRow,
+};
 use manager_lib::domain::{
     ActualStatus, FleetState, NewNode, NewUser, Node, NodeId, Page, PageRequest, PendingBatch,
-    RequiredStatus, Seq, ServingNode, StartPlan, User, UserId, UserNodes, UserStatus,
+    Plan, RequiredStatus, Seq, ServingNode, StartPlan, Timestamp, User, UserId, UserNodes,
+    UserStatus,
 };
 use manager_lib::storage::{Storage, StorageResult};
 // For the docs' links only.
@@ -221,7 +226,7 @@ impl SqliteStorage {
 
 // Every method overridden (denied otherwise): a default would read every
 // node or ack one node at a time. Each method lives with its concept:
-// nodes, users, changes (the log and the cursors), leases.
+// nodes, users, changes (the log and the cursors), leases, usage.
 #[async_trait]
 #[deny(clippy::missing_trait_methods)]
 impl Storage for SqliteStorage {
@@ -315,6 +320,54 @@ impl Storage for SqliteStorage {
 
     async fn purge_tombstones(&self) -> StorageResult<u64> {
         changes::purge_tombstones(self).await
+    }
+
+    async fn ingest_usage(
+        &self,
+        node: NodeId,
+        pulled_with: &UsageCursor,
+        page: &UsagePage,
+        now: Timestamp,
+    ) -> StorageResult<IngestOutcome> {
+        usage::ingest_usage(self, node, pulled_with, page, now).await
+    }
+
+    async fn set_user_plan(&self, id: UserId, plan: Plan, now: Timestamp) -> StorageResult<User> {
+        usage::set_user_plan(self, id, plan, now).await
+    }
+
+    async fn reset_user_usage(&self, id: UserId, now: Timestamp) -> StorageResult<User> {
+        usage::reset_user_usage(self, id, now).await
+    }
+
+    async fn enforce_time(&self, now: Timestamp) -> StorageResult<EnforceOutcome> {
+        usage::enforce_time(self, now).await
+    }
+
+    async fn set_node_multiplier(&self, id: NodeId, multiplier: f64) -> StorageResult<Node> {
+        usage::set_node_multiplier(self, id, multiplier).await
+    }
+
+    async fn user_usage(
+        &self,
+        id: UserId,
+        from: Timestamp,
+        to: Timestamp,
+        group: UsageGrouping,
+    ) -> StorageResult<Vec<UsageRow>> {
+        usage::user_usage(self, id, from, to, group).await
+    }
+
+    async fn node_usage(&self, from: Timestamp, to: Timestamp) -> StorageResult<Vec<NodeUsage>> {
+        usage::node_usage(self, from, to).await
+    }
+
+    async fn purge_usage_history(
+        &self,
+        user_days_before: Timestamp,
+        node_hours_before: Timestamp,
+    ) -> StorageResult<u64> {
+        usage::purge_usage_history(self, user_days_before, node_hours_before).await
     }
 
     async fn claim_nodes(

@@ -128,7 +128,8 @@ pub(crate) async fn begin_start(s: &SqliteStorage, id: NodeId) -> StorageResult<
                 .map_err(|e| db_error(e, None))?;
             // Tombstones are never 'Enabled'; this reads the partial index users_enabled.
             let rows = sqlx::query(&format!(
-                "SELECT {USER_COLUMNS} FROM users WHERE status = 'Enabled' ORDER BY id"
+                "SELECT {USER_COLUMNS} FROM users \
+                 WHERE status = 'Enabled' AND blocked IS NULL ORDER BY id"
             ))
             .fetch_all(&mut *conn)
             .await

@@ -3,7 +3,7 @@
 
 use std::str::FromStr;
 
-use manager_lib::domain::{Node, Timestamp, User, UserSecret};
+use manager_lib::domain::{Node, Plan, ResetStrategy, Timestamp, UsageCursor, User, UserSecret};
 use manager_lib::storage::{Entity, StorageError, StorageResult};
 use sqlx::Row as _;
 use sqlx::sqlite::SqliteRow;
@@ -12,14 +12,21 @@ use crate::error::db_error;
 
 /// The columns [`node_from_row`] reads, in `SELECT` / `RETURNING` form.
 pub(crate) const NODE_COLUMNS: &str = "id, endpoint, key, actual_status, required_status, \
-     user_config_template, state_up_to_date, applied_seq, last_seen, created_at, updated_at";
+     user_config_template, state_up_to_date, applied_seq, last_seen, created_at, updated_at, \
+     usage_journal, usage_seq, traffic_multiplier, used_up, used_down";
 
 /// The columns [`user_from_row`] reads.
-pub(crate) const USER_COLUMNS: &str = "id, name, status, secret, change_seq, created_at";
+pub(crate) const USER_COLUMNS: &str = "id, name, status, secret, change_seq, created_at, \
+     data_limit, expire_at, reset_period, reset_day, on_hold, used_up, used_down, blocked, \
+     next_reset_at, last_reset_at";
 
 /// [`USER_COLUMNS`] from a `users u` joined with other tables.
 pub(crate) const USER_COLUMNS_U: &str = "u.id AS id, u.name AS name, u.status AS status, \
-     u.secret AS secret, u.change_seq AS change_seq, u.created_at AS created_at";
+     u.secret AS secret, u.change_seq AS change_seq, u.created_at AS created_at, \
+     u.data_limit AS data_limit, u.expire_at AS expire_at, u.reset_period AS reset_period, \
+     u.reset_day AS reset_day, u.on_hold AS on_hold, u.used_up AS used_up, \
+     u.used_down AS used_down, u.blocked AS blocked, u.next_reset_at AS next_reset_at, \
+     u.last_reset_at AS last_reset_at";
 
 /// Parses a stored id or status.
 pub(crate) fn parse<T>(s: &str) -> StorageResult<T>
@@ -54,6 +61,13 @@ pub(crate) fn node_from_row(row: &SqliteRow) -> StorageResult<Node> {
         last_seen: get::<Option<i64>>(row, "last_seen", e)?.map(Timestamp),
         created_at: Timestamp(get(row, "created_at", e)?),
         updated_at: Timestamp(get(row, "updated_at", e)?),
+        usage_cursor: UsageCursor {
+            journal: get(row, "usage_journal", e)?,
+            seq: bytes(get(row, "usage_seq", e)?)?,
+        },
+        traffic_multiplier: get(row, "traffic_multiplier", e)?,
+        used_up: bytes(get(row, "used_up", e)?)?,
+        used_down: bytes(get(row, "used_down", e)?)?,
     })
 }
 
@@ -66,7 +80,33 @@ pub(crate) fn user_from_row(row: &SqliteRow) -> StorageResult<User> {
         secret: UserSecret::from_stored(get(row, "secret", e)?),
         change_seq: get(row, "change_seq", e)?,
         created_at: Timestamp(get(row, "created_at", e)?),
+        plan: Plan {
+            data_limit: get::<Option<i64>>(row, "data_limit", e)?
+                .map(bytes)
+                .transpose()?,
+            expire_at: get::<Option<i64>>(row, "expire_at", e)?.map(Timestamp),
+            reset: ResetStrategy::from_parts(
+                get(row, "reset_period", e)?,
+                get(row, "reset_day", e)?,
+            )
+            .map_err(|e| StorageError::Corrupt(e.to_string()))?,
+            on_hold: get::<Option<i64>>(row, "on_hold", e)?
+                .map(bytes)
+                .transpose()?,
+        },
+        used_up: bytes(get(row, "used_up", e)?)?,
+        used_down: bytes(get(row, "used_down", e)?)?,
+        blocked: get::<Option<&str>>(row, "blocked", e)?
+            .map(parse)
+            .transpose()?,
+        next_reset_at: get::<Option<i64>>(row, "next_reset_at", e)?.map(Timestamp),
+        last_reset_at: get::<Option<i64>>(row, "last_reset_at", e)?.map(Timestamp),
     })
+}
+
+/// A stored count (bytes, seconds, a sequence number): never negative.
+pub(crate) fn bytes(v: i64) -> StorageResult<u64> {
+    u64::try_from(v).map_err(|_| StorageError::Corrupt(format!("negative count {v}")))
 }
 
 /// The row a write returned, or [`StorageError::NotFound`] when it touched none.

@@ -1,6 +1,7 @@
 //! Users: creation, reads, status changes, deletion (a tombstone), and the
 //! user-node-list read.
 
+use manager_lib::domain::usage::storable;
 use manager_lib::domain::{
     NewUser, NodeEntry, Page, PageRequest, Timestamp, User, UserId, UserNodes, UserStatus,
 };
@@ -13,16 +14,29 @@ use crate::rows::{USER_COLUMNS, USER_COLUMNS_U, found, parse, user_from_row};
 use crate::writer::Args;
 
 pub(crate) async fn create_user(s: &SqliteStorage, new: NewUser) -> StorageResult<User> {
+    new.plan.validate()?;
+    let now = Timestamp::now();
+    let plan = new.plan;
+    // A new user has no change yet (change_seq 0): its block, if its plan
+    // already expired, is written without one (it is on no node anyway).
     let sql = format!(
-        "INSERT INTO users (id, name, status, secret, change_seq, deleted, created_at) \
-         VALUES (?1, ?2, 'Disabled', ?3, 0, 0, ?4) \
+        "INSERT INTO users (id, name, status, secret, change_seq, deleted, created_at, \
+             data_limit, expire_at, reset_period, reset_day, on_hold, blocked, next_reset_at) \
+         VALUES (?1, ?2, 'Disabled', ?3, 0, 0, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
          RETURNING {USER_COLUMNS}"
     );
     let args = Args::default()
         .bind(new.id.to_string())
         .bind(new.name)
         .bind(new.secret.expose().to_owned())
-        .bind(Timestamp::now().0);
+        .bind(now.0)
+        .bind(plan.data_limit.map(storable))
+        .bind(plan.expire_at.map(|t| t.0))
+        .bind(plan.reset.period())
+        .bind(i64::from(plan.reset.month_day()))
+        .bind(plan.on_hold.map(storable))
+        .bind(kit::usage::plan_block(&plan, 0, now).map(|b| b.as_str()))
+        .bind(plan.reset.next_reset_after(now).map(|t| t.0));
     s.writes
         .statement(sql, args, Some(Entity::User), |row| {
             user_from_row(&found(row, Entity::User)?)
@@ -103,7 +117,7 @@ pub(crate) async fn user_nodes(s: &SqliteStorage, id: UserId) -> StorageResult<U
         "SELECT {USER_COLUMNS_U}, n.id AS node_id, n.endpoint AS node_endpoint, \
              n.user_config_template AS node_template \
          FROM users u \
-         LEFT JOIN nodes n ON u.status = 'Enabled' \
+         LEFT JOIN nodes n ON u.status = 'Enabled' AND u.blocked IS NULL \
              AND n.actual_status = 'Running' AND n.state_up_to_date = 1 \
              AND n.user_config_template IS NOT NULL AND n.applied_seq >= u.change_seq \
          WHERE u.id = ?1 AND u.deleted = 0 \

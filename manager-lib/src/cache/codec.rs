@@ -1,32 +1,66 @@
 //! How [`CachedStorage`](super::CachedStorage) lays out what it puts in the
 //! cache: the key of a user row, the row itself, and the absence of one.
 
-use crate::domain::{Seq, Timestamp, User, UserId, UserSecret, UserStatus};
+use crate::domain::{
+    BlockReason, Plan, ResetStrategy, Seq, Timestamp, User, UserId, UserSecret, UserStatus,
+};
 
 pub(super) fn user_key(generation: u64, id: UserId) -> String {
     format!("u:{generation:x}:{id}")
 }
 
-/// The format version of a cached user row; a row of another version is
-/// treated as absent, so a rolling upgrade never misreads one.
+/// The first format version of a cached user row (still the feed record's
+/// version); a row of another version is treated as absent, so a rolling
+/// upgrade never misreads one.
 pub(super) const USER_ROW_V1: u8 = 1;
 /// What the cache holds for an id the storage does not have: not a row of
 /// any version, so a replica that does not know it reads the storage.
 pub(super) const ABSENT_ROW: &[u8] = &[0];
 
-/// A compact binary row: version, status, change_seq, created_at, secret
+/// The format of a user row with its plan and usage (issue 16). Replicas
+/// that only know [`USER_ROW_V1`] treat it as absent, and this one theirs.
+pub(super) const USER_ROW_V2: u8 = 2;
+
+/// A compact binary row: version, status, change_seq, created_at, blocked,
+/// used up and down, the plan (limit, expiry, hold: each a presence byte and
+/// 8 bytes; reset period and day), next and last reset, secret
 /// (length-prefixed), name (the rest). The id is the key's.
 pub(super) fn encode_user(user: &User) -> Vec<u8> {
+    fn opt(out: &mut Vec<u8>, v: Option<i64>) {
+        out.push(u8::from(v.is_some()));
+        out.extend_from_slice(&v.unwrap_or_default().to_le_bytes());
+    }
     let secret = user.secret.expose().as_bytes();
     let secret_len = u16::try_from(secret.len()).expect("a user secret is short");
-    let mut out = Vec::with_capacity(20 + secret.len() + user.name.len());
-    out.push(USER_ROW_V1);
+    let mut out = Vec::with_capacity(100 + secret.len() + user.name.len());
+    out.push(USER_ROW_V2);
     out.push(match user.status {
         UserStatus::Enabled => 1,
         UserStatus::Disabled => 0,
     });
     out.extend_from_slice(&user.change_seq.to_le_bytes());
     out.extend_from_slice(&user.created_at.0.to_le_bytes());
+    out.push(match user.blocked {
+        None => 0,
+        Some(BlockReason::Limited) => 1,
+        Some(BlockReason::Expired) => 2,
+    });
+    out.extend_from_slice(&user.used_up.to_le_bytes());
+    out.extend_from_slice(&user.used_down.to_le_bytes());
+    let plan = &user.plan;
+    opt(&mut out, plan.data_limit.map(|v| v as i64));
+    opt(&mut out, plan.expire_at.map(|t| t.0));
+    opt(&mut out, plan.on_hold.map(|v| v as i64));
+    out.push(match plan.reset {
+        ResetStrategy::None => 0,
+        ResetStrategy::Day => 1,
+        ResetStrategy::Week => 2,
+        ResetStrategy::Month { .. } => 3,
+        ResetStrategy::Year => 4,
+    });
+    out.push(plan.reset.month_day());
+    opt(&mut out, user.next_reset_at.map(|t| t.0));
+    opt(&mut out, user.last_reset_at.map(|t| t.0));
     out.extend_from_slice(&secret_len.to_le_bytes());
     out.extend_from_slice(secret);
     out.extend_from_slice(user.name.as_bytes());
@@ -42,17 +76,54 @@ pub(super) fn decode_user(id: UserId, bytes: &[u8]) -> Option<User> {
     fn i64_le(bytes: &mut &[u8]) -> Option<i64> {
         Some(i64::from_le_bytes(take(bytes, 8)?.try_into().ok()?))
     }
+    fn u64_le(bytes: &mut &[u8]) -> Option<u64> {
+        Some(u64::from_le_bytes(take(bytes, 8)?.try_into().ok()?))
+    }
+    fn byte(bytes: &mut &[u8]) -> Option<u8> {
+        Some(take(bytes, 1)?[0])
+    }
+    fn opt(bytes: &mut &[u8]) -> Option<Option<i64>> {
+        let present = byte(bytes)?;
+        let v = i64_le(bytes)?;
+        match present {
+            0 => Some(None),
+            1 => Some(Some(v)),
+            _ => None,
+        }
+    }
     let mut rest = bytes;
-    if take(&mut rest, 1)? != [USER_ROW_V1] {
+    if byte(&mut rest)? != USER_ROW_V2 {
         return None;
     }
-    let status = match take(&mut rest, 1)? {
-        [1] => UserStatus::Enabled,
-        [0] => UserStatus::Disabled,
+    let status = match byte(&mut rest)? {
+        1 => UserStatus::Enabled,
+        0 => UserStatus::Disabled,
         _ => return None,
     };
     let change_seq: Seq = i64_le(&mut rest)?;
     let created_at = Timestamp(i64_le(&mut rest)?);
+    let blocked = match byte(&mut rest)? {
+        0 => None,
+        1 => Some(BlockReason::Limited),
+        2 => Some(BlockReason::Expired),
+        _ => return None,
+    };
+    let used_up = u64_le(&mut rest)?;
+    let used_down = u64_le(&mut rest)?;
+    let data_limit = opt(&mut rest)?.map(|v| v as u64);
+    let expire_at = opt(&mut rest)?.map(Timestamp);
+    let on_hold = opt(&mut rest)?.map(|v| v as u64);
+    let period = match byte(&mut rest)? {
+        0 => "none",
+        1 => "day",
+        2 => "week",
+        3 => "month",
+        4 => "year",
+        _ => return None,
+    };
+    let reset = ResetStrategy::from_parts(period, byte(&mut rest)?.into()).ok()?;
+    let next_reset_at = opt(&mut rest)?.map(Timestamp);
+    let last_reset_at = opt(&mut rest)?.map(Timestamp);
     let secret_len = u16::from_le_bytes(take(&mut rest, 2)?.try_into().ok()?);
     let secret = std::str::from_utf8(take(&mut rest, secret_len.into())?).ok()?;
     let name = std::str::from_utf8(rest).ok()?;
@@ -63,6 +134,17 @@ pub(super) fn decode_user(id: UserId, bytes: &[u8]) -> Option<User> {
         secret: UserSecret::from_stored(secret.to_owned()),
         change_seq,
         created_at,
+        plan: Plan {
+            data_limit,
+            expire_at,
+            reset,
+            on_hold,
+        },
+        used_up,
+        used_down,
+        blocked,
+        next_reset_at,
+        last_reset_at,
     })
 }
 
@@ -78,6 +160,17 @@ mod tests {
             secret: UserSecret::random(),
             change_seq: 1 << 40,
             created_at: Timestamp(-5),
+            plan: Plan {
+                data_limit: Some(u64::MAX >> 1),
+                expire_at: None,
+                reset: ResetStrategy::Month { day: 28 },
+                on_hold: Some(3600),
+            },
+            used_up: 7,
+            used_down: 1 << 50,
+            blocked: Some(BlockReason::Limited),
+            next_reset_at: Some(Timestamp(99)),
+            last_reset_at: None,
         }
     }
 
@@ -99,15 +192,19 @@ mod tests {
         assert_eq!(decode_user(user.id, &[]), None);
         assert_eq!(decode_user(user.id, &bytes[..10]), None);
         let mut other_version = bytes.clone();
-        other_version[0] = 2;
+        other_version[0] = USER_ROW_V1;
         assert_eq!(decode_user(user.id, &other_version), None);
         let mut bad_status = bytes.clone();
         bad_status[1] = 7;
         assert_eq!(decode_user(user.id, &bad_status), None);
         // A secret length running past the end.
-        let mut long_secret = bytes;
-        long_secret[18] = 0xff;
-        long_secret[19] = 0xff;
+        let at = bytes.len() - user.name.len() - user.secret.expose().len() - 2;
+        let mut long_secret = bytes.clone();
+        long_secret[at] = 0xff;
+        long_secret[at + 1] = 0xff;
         assert_eq!(decode_user(user.id, &long_secret), None);
+        let mut bad_block = bytes;
+        bad_block[18] = 3;
+        assert_eq!(decode_user(user.id, &bad_block), None);
     }
 }

@@ -14,9 +14,13 @@ use super::codec::{ABSENT_ROW, decode_user, encode_user, user_key};
 use super::feed::ChangeFeed;
 use super::snapshot::{NodeSet, Snapshot};
 use super::stats::{CacheStats, Counters, bump};
+use crate::domain::usage::{
+    EnforceOutcome, IngestOutcome, NodeUsage, UsageCursor, UsageGrouping, UsagePage, UsageRow,
+};
 use crate::domain::{
     ActualStatus, FleetState, NewNode, NewUser, Node, NodeId, Page, PageRequest, PendingBatch,
-    RequiredStatus, Seq, ServingNode, StartPlan, User, UserId, UserNodes, UserStatus,
+    Plan, RequiredStatus, Seq, ServingNode, StartPlan, Timestamp, User, UserId, UserNodes,
+    UserStatus,
 };
 use crate::storage::{Entity, Storage, StorageError, StorageResult};
 
@@ -378,7 +382,7 @@ impl Storage for CachedStorage {
         // user read first may have changed again before the nodes are read.
         let serving = self.serving().await?;
         let user = self.user_row(id).await?;
-        let nodes = if user.status == UserStatus::Enabled {
+        let nodes = if user.on_nodes() {
             serving
                 .iter()
                 .filter(|n| n.applied_seq >= user.change_seq)
@@ -417,6 +421,85 @@ impl Storage for CachedStorage {
     async fn purge_tombstones(&self) -> StorageResult<u64> {
         // Tombstones are invisible to readers: nothing cached changes.
         self.inner.purge_tombstones().await
+    }
+
+    async fn ingest_usage(
+        &self,
+        node: NodeId,
+        pulled_with: &UsageCursor,
+        page: &UsagePage,
+        now: Timestamp,
+    ) -> StorageResult<IngestOutcome> {
+        // Usage alone is not a change: cached rows of the users in the page
+        // keep their old totals until their next change (the node-list call
+        // reads only what decides the list). A user this page blocked took
+        // a change: its row is dropped here, and every replica's feed
+        // follower marks it (also when this call failed yet committed).
+        let r = self.inner.ingest_usage(node, pulled_with, page, now).await;
+        if let Ok(outcome) = &r {
+            for id in &outcome.newly_blocked {
+                self.user_written(*id, None).await;
+            }
+        }
+        r
+    }
+
+    async fn set_user_plan(&self, id: UserId, plan: Plan, now: Timestamp) -> StorageResult<User> {
+        let r = self.inner.set_user_plan(id, plan, now).await;
+        if !matches!(r, Err(StorageError::NotFound(_) | StorageError::Invalid(_))) {
+            // The row changed even without a new change number: drop it.
+            self.user_written(id, None).await;
+        }
+        r
+    }
+
+    async fn reset_user_usage(&self, id: UserId, now: Timestamp) -> StorageResult<User> {
+        let r = self.inner.reset_user_usage(id, now).await;
+        if !matches!(r, Err(StorageError::NotFound(_))) {
+            self.user_written(id, None).await;
+        }
+        r
+    }
+
+    async fn enforce_time(&self, now: Timestamp) -> StorageResult<EnforceOutcome> {
+        // A failed pass may have committed: the changes it made are in the
+        // change feed, which every replica's follower marks.
+        let r = self.inner.enforce_time(now).await;
+        if let Ok(outcome) = &r {
+            for id in outcome.expired.iter().chain(&outcome.reset) {
+                self.user_written(*id, None).await;
+            }
+        }
+        r
+    }
+
+    async fn set_node_multiplier(&self, id: NodeId, multiplier: f64) -> StorageResult<Node> {
+        // Not part of the node list: nothing cached changes.
+        self.inner.set_node_multiplier(id, multiplier).await
+    }
+
+    async fn user_usage(
+        &self,
+        id: UserId,
+        from: Timestamp,
+        to: Timestamp,
+        group: UsageGrouping,
+    ) -> StorageResult<Vec<UsageRow>> {
+        self.inner.user_usage(id, from, to, group).await
+    }
+
+    async fn node_usage(&self, from: Timestamp, to: Timestamp) -> StorageResult<Vec<NodeUsage>> {
+        self.inner.node_usage(from, to).await
+    }
+
+    async fn purge_usage_history(
+        &self,
+        user_days_before: Timestamp,
+        node_hours_before: Timestamp,
+    ) -> StorageResult<u64> {
+        self.inner
+            .purge_usage_history(user_days_before, node_hours_before)
+            .await
     }
 
     async fn claim_nodes(

@@ -1,7 +1,7 @@
 //! Traffic accounting's vocabulary: what a node's agent journals and the
 //! manager pulls, and the cursor that makes a repeated pull harmless.
 
-use super::{Timestamp, UserId};
+use super::{NodeId, Timestamp, UserId};
 
 /// Where the manager stands in one node's usage journal: the journal's id
 /// (`None` before the first pull) and the newest sequence number stored.
@@ -69,6 +69,99 @@ impl UsagePage {
     /// How many user-deltas the page holds.
     pub fn deltas(&self) -> usize {
         self.batches.iter().map(|b| b.users.len()).sum()
+    }
+}
+
+/// What storing a pulled page did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IngestOutcome {
+    /// False when the node's stored cursor was no longer the one the page
+    /// was pulled with (another replica stored it first): nothing written.
+    pub stored: bool,
+    /// The node's cursor after the call (the stored one when `!stored`).
+    pub cursor: UsageCursor,
+    /// How many user-deltas were added to existing users' totals.
+    pub user_deltas: u64,
+    /// Users this page took off the nodes (their limit reached), each once.
+    pub newly_blocked: Vec<UserId>,
+}
+
+/// What a time-driven enforcement pass did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EnforceOutcome {
+    /// Users whose expiry passed: now blocked as expired.
+    pub expired: Vec<UserId>,
+    /// Users whose reset came: used bytes back to zero.
+    pub reset: Vec<UserId>,
+}
+
+/// How a user's usage history is summed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum UsageGrouping {
+    /// One row per UTC day, every node together.
+    Day,
+    /// One row per node, every day together.
+    Node,
+}
+
+/// One row of a user's usage history (bytes after the multiplier): `day`
+/// (its UTC midnight) when grouped by day, `node` when grouped by node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsageRow {
+    pub day: Option<Timestamp>,
+    pub node: Option<NodeId>,
+    pub up: u64,
+    pub down: u64,
+}
+
+/// Raw bytes one node moved over a time range.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeUsage {
+    pub node: NodeId,
+    pub up: u64,
+    pub down: u64,
+}
+
+/// Milliseconds in a UTC day and hour: the history's buckets.
+pub const DAY_MS: i64 = 86_400_000;
+pub const HOUR_MS: i64 = 3_600_000;
+
+/// The start of the bucket of `width` ms holding `t` (UTC day or hour).
+pub fn bucket(t: Timestamp, width: i64) -> Timestamp {
+    Timestamp(t.0.div_euclid(width) * width)
+}
+
+/// Bytes as every backend stores them: at most `i64::MAX`.
+pub fn storable(bytes: u64) -> i64 {
+    i64::try_from(bytes).unwrap_or(i64::MAX)
+}
+
+/// `bytes` through a node's multiplier, rounded, at most `i64::MAX`.
+pub fn multiplied(bytes: u64, multiplier: f64) -> u64 {
+    let scaled = (bytes as f64 * multiplier).round();
+    if scaled >= i64::MAX as f64 {
+        i64::MAX as u64
+    } else if scaled > 0.0 {
+        scaled as u64
+    } else {
+        0
+    }
+}
+
+/// `a + b` saturating at `i64::MAX`, the totals' ceiling.
+pub fn add_stored(a: u64, b: u64) -> u64 {
+    a.saturating_add(b).min(i64::MAX as u64)
+}
+
+/// Checks a node's traffic multiplier: finite and positive.
+pub fn check_multiplier(m: f64) -> Result<f64, super::ParseError> {
+    if m.is_finite() && m > 0.0 {
+        Ok(m)
+    } else {
+        Err(super::ParseError {
+            what: "traffic multiplier",
+            value: m.to_string(),
+        })
     }
 }
 
@@ -150,5 +243,21 @@ mod tests {
                 seq: 0
             }
         );
+    }
+
+    #[test]
+    fn bytes_are_multiplied_rounded_and_capped() {
+        assert_eq!(multiplied(10, 1.5), 15);
+        assert_eq!(multiplied(3, 0.5), 2);
+        assert_eq!(multiplied(u64::MAX, 1.0), i64::MAX as u64);
+        assert_eq!(multiplied(i64::MAX as u64, 2.0), i64::MAX as u64);
+        assert_eq!(add_stored(i64::MAX as u64 - 1, 5), i64::MAX as u64);
+        assert_eq!(storable(u64::MAX), i64::MAX);
+        assert_eq!(bucket(Timestamp(DAY_MS + 5), DAY_MS), Timestamp(DAY_MS));
+        assert_eq!(bucket(Timestamp(-1), HOUR_MS), Timestamp(-HOUR_MS));
+        assert!(check_multiplier(0.0).is_err());
+        assert!(check_multiplier(f64::NAN).is_err());
+        assert!(check_multiplier(f64::INFINITY).is_err());
+        assert_eq!(check_multiplier(0.25), Ok(0.25));
     }
 }

@@ -227,6 +227,12 @@ mod tests {
             secret: UserSecret::random(),
             change_seq: 0,
             created_at: Timestamp(0),
+            plan: Default::default(),
+            used_up: 0,
+            used_down: 0,
+            blocked: None,
+            next_reset_at: None,
+            last_reset_at: None,
         }
     }
 

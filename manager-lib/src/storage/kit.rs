@@ -3,6 +3,8 @@
 //! backends cannot drift apart. Grouped point reads are in
 //! [`super::grouped`].
 
+pub mod usage;
+
 use std::collections::BTreeMap;
 use std::str::FromStr;
 
@@ -12,9 +14,10 @@ use crate::domain::{
 use crate::storage::StorageResult;
 
 /// The pending-operation rule: what a user's newest change asks of a node.
-/// Enabled and not deleted → add; disabled or deleted (a tombstone) → delete.
-pub fn intent(status: UserStatus, deleted: bool) -> Operation {
-    if !deleted && status == UserStatus::Enabled {
+/// Enabled, not blocked by the plan and not deleted → add; disabled,
+/// blocked or deleted (a tombstone) → delete.
+pub fn intent(status: UserStatus, blocked: bool, deleted: bool) -> Operation {
+    if !deleted && !blocked && status == UserStatus::Enabled {
         Operation::Add
     } else {
         Operation::Delete
@@ -84,10 +87,14 @@ mod tests {
 
     #[test]
     fn only_an_enabled_live_user_is_added() {
-        assert_eq!(intent(UserStatus::Enabled, false), Operation::Add);
-        assert_eq!(intent(UserStatus::Enabled, true), Operation::Delete);
-        assert_eq!(intent(UserStatus::Disabled, false), Operation::Delete);
-        assert_eq!(intent(UserStatus::Disabled, true), Operation::Delete);
+        assert_eq!(intent(UserStatus::Enabled, false, false), Operation::Add);
+        assert_eq!(intent(UserStatus::Enabled, true, false), Operation::Delete);
+        assert_eq!(intent(UserStatus::Enabled, false, true), Operation::Delete);
+        assert_eq!(
+            intent(UserStatus::Disabled, false, false),
+            Operation::Delete
+        );
+        assert_eq!(intent(UserStatus::Disabled, false, true), Operation::Delete);
     }
 
     #[test]

@@ -2,17 +2,23 @@
 //! unit tests and for embedding the manager without a database. Nothing
 //! survives the process.
 
+mod usage;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use crate::domain::{
-    ActualStatus, FleetState, NewNode, NewUser, Node, NodeEntry, NodeId, Page, PageRequest,
-    PendingBatch, PendingOperation, RequiredStatus, Seq, StartPlan, Timestamp, User, UserId,
-    UserNodes, UserStatus,
+use crate::domain::usage::{
+    EnforceOutcome, IngestOutcome, NodeUsage, UsageCursor, UsageGrouping, UsagePage, UsageRow,
 };
+use crate::domain::{
+    ActualStatus, DEFAULT_TRAFFIC_MULTIPLIER, FleetState, NewNode, NewUser, Node, NodeEntry,
+    NodeId, Page, PageRequest, PendingBatch, PendingOperation, Plan, RequiredStatus, Seq,
+    StartPlan, Timestamp, User, UserId, UserNodes, UserStatus,
+};
+use crate::storage::kit::usage::Bytes;
 use crate::storage::{Entity, Storage, StorageError, StorageResult, kit};
 
 #[derive(Debug, Default)]
@@ -30,6 +36,10 @@ struct State {
     users: BTreeMap<UserId, (User, bool)>,
     /// change_seq → user, for reading pending operations in order.
     changes: BTreeMap<Seq, UserId>,
+    /// Usage history: per user per UTC day per node (multiplied)…
+    user_days: BTreeMap<(UserId, Timestamp, NodeId), Bytes>,
+    /// …and per node per UTC hour (raw).
+    node_hours: BTreeMap<(NodeId, Timestamp), Bytes>,
 }
 
 impl MemoryStorage {
@@ -68,6 +78,28 @@ impl State {
         self.changes.insert(seq, id);
         seq
     }
+
+    /// Changes a live user with `edit`; when that moves the user on or off
+    /// the nodes (or changes why it is blocked) the user takes the next
+    /// sequence number and the on-node count follows.
+    fn change_user(&mut self, id: UserId, edit: impl FnOnce(&mut User)) -> StorageResult<User> {
+        let (before_on, before_blocked) = {
+            let user = self.live_user(id)?;
+            (user.on_nodes(), user.blocked)
+        };
+        let (user, _) = self.users.get_mut(&id).expect("checked above");
+        edit(user);
+        let (after_on, after_blocked) = (user.on_nodes(), user.blocked);
+        if before_on != after_on || before_blocked != after_blocked {
+            self.bump(id);
+        }
+        match (before_on, after_on) {
+            (false, true) => self.enabled += 1,
+            (true, false) => self.enabled -= 1,
+            _ => {}
+        }
+        self.live_user(id).cloned()
+    }
 }
 
 /// The values of `map` after the page's `after`, those `keep` keeps, read
@@ -102,7 +134,7 @@ fn changes_after(st: &State, cursor: Seq, limit: u32) -> PendingBatch {
             let (user, deleted) = &st.users[uid];
             PendingOperation {
                 user: user.credentials(),
-                operation: kit::intent(user.status, *deleted),
+                operation: kit::intent(user.status, user.blocked.is_some(), *deleted),
                 seq: *seq,
             }
         })
@@ -131,6 +163,10 @@ impl Storage for MemoryStorage {
             last_seen: None,
             created_at: now,
             updated_at: now,
+            usage_cursor: UsageCursor::default(),
+            traffic_multiplier: DEFAULT_TRAFFIC_MULTIPLIER,
+            used_up: 0,
+            used_down: 0,
         };
         st.nodes.insert(node.id, node.clone());
         Ok(node)
@@ -180,7 +216,7 @@ impl Storage for MemoryStorage {
         let users = st
             .users
             .values()
-            .filter(|(u, deleted)| !deleted && u.status == UserStatus::Enabled)
+            .filter(|(u, deleted)| !deleted && u.on_nodes())
             .map(|(u, _)| u.credentials())
             .collect();
         Ok(StartPlan { node, users, seq })
@@ -233,17 +269,25 @@ impl Storage for MemoryStorage {
     }
 
     async fn create_user(&self, new: NewUser) -> StorageResult<User> {
+        new.plan.validate()?;
         let mut st = self.lock();
         if st.users.contains_key(&new.id) {
             return Err(StorageError::AlreadyExists(Entity::User));
         }
+        let now = Timestamp::now();
         let user = User {
             id: new.id,
             name: new.name,
             status: UserStatus::Disabled,
             secret: new.secret,
             change_seq: 0,
-            created_at: Timestamp::now(),
+            created_at: now,
+            next_reset_at: new.plan.reset.next_reset_after(now),
+            blocked: kit::usage::plan_block(&new.plan, 0, now),
+            plan: new.plan,
+            used_up: 0,
+            used_down: 0,
+            last_reset_at: None,
         };
         st.users.insert(user.id, (user.clone(), false));
         Ok(user)
@@ -270,23 +314,20 @@ impl Storage for MemoryStorage {
 
     async fn set_user_status(&self, id: UserId, status: UserStatus) -> StorageResult<User> {
         let mut st = self.lock();
-        let old = st.live_user(id)?.status;
-        if old == status {
+        if st.live_user(id)?.status == status {
             return st.live_user(id).cloned();
         }
-        st.bump(id);
-        match status {
-            UserStatus::Enabled => st.enabled += 1,
-            UserStatus::Disabled => st.enabled -= 1,
+        let user = st.change_user(id, |u| u.status = status)?;
+        if user.blocked.is_some() {
+            // Off the nodes either way, but a status change is a change.
+            st.bump(id);
         }
-        let (user, _) = st.users.get_mut(&id).expect("checked above");
-        user.status = status;
-        Ok(user.clone())
+        st.live_user(id).cloned()
     }
 
     async fn delete_user(&self, id: UserId) -> StorageResult<()> {
         let mut st = self.lock();
-        if st.live_user(id)?.status == UserStatus::Enabled {
+        if st.live_user(id)?.on_nodes() {
             st.enabled -= 1;
         }
         st.bump(id);
@@ -299,7 +340,7 @@ impl Storage for MemoryStorage {
     async fn user_nodes(&self, id: UserId) -> StorageResult<UserNodes> {
         let st = self.lock();
         let user = st.live_user(id)?.clone();
-        let nodes = if user.status == UserStatus::Enabled {
+        let nodes = if user.on_nodes() {
             st.nodes
                 .values()
                 .filter(|n| {
@@ -370,6 +411,75 @@ impl Storage for MemoryStorage {
             }
         }
         Ok(dead.len() as u64)
+    }
+
+    async fn ingest_usage(
+        &self,
+        node: NodeId,
+        pulled_with: &UsageCursor,
+        page: &UsagePage,
+        now: Timestamp,
+    ) -> StorageResult<IngestOutcome> {
+        self.lock().ingest(node, pulled_with, page, now)
+    }
+
+    async fn set_user_plan(&self, id: UserId, plan: Plan, now: Timestamp) -> StorageResult<User> {
+        plan.validate()?;
+        self.lock().change_user(id, |u| {
+            u.plan = plan;
+            u.next_reset_at = plan.reset.next_reset_after(now);
+            u.blocked = kit::usage::plan_block(&plan, u.used(), now);
+        })
+    }
+
+    async fn reset_user_usage(&self, id: UserId, now: Timestamp) -> StorageResult<User> {
+        self.lock().change_user(id, |u| {
+            u.used_up = 0;
+            u.used_down = 0;
+            u.last_reset_at = Some(now);
+            u.blocked = kit::usage::block_after_reset(u.blocked);
+        })
+    }
+
+    async fn enforce_time(&self, now: Timestamp) -> StorageResult<EnforceOutcome> {
+        Ok(self.lock().enforce_time(now))
+    }
+
+    async fn set_node_multiplier(&self, id: NodeId, multiplier: f64) -> StorageResult<Node> {
+        let multiplier = crate::domain::usage::check_multiplier(multiplier)?;
+        let mut st = self.lock();
+        let node = st.node_mut(id)?;
+        node.traffic_multiplier = multiplier;
+        node.updated_at = Timestamp::now();
+        Ok(node.clone())
+    }
+
+    async fn user_usage(
+        &self,
+        id: UserId,
+        from: Timestamp,
+        to: Timestamp,
+        group: UsageGrouping,
+    ) -> StorageResult<Vec<UsageRow>> {
+        self.lock().user_usage(id, from, to, group)
+    }
+
+    async fn node_usage(&self, from: Timestamp, to: Timestamp) -> StorageResult<Vec<NodeUsage>> {
+        Ok(self.lock().node_usage(from, to))
+    }
+
+    async fn purge_usage_history(
+        &self,
+        user_days_before: Timestamp,
+        node_hours_before: Timestamp,
+    ) -> StorageResult<u64> {
+        let mut st = self.lock();
+        let before = st.user_days.len() + st.node_hours.len();
+        st.user_days
+            .retain(|(_, day, _), _| *day >= user_days_before);
+        st.node_hours
+            .retain(|(_, hour), _| *hour >= node_hours_before);
+        Ok((before - st.user_days.len() - st.node_hours.len()) as u64)
     }
 
     async fn claim_nodes(

@@ -1,0 +1,600 @@
+//! The usage part of the `Storage` conformance suite: exactly-once ingest,
+//! the multiplier, plans that block and unblock users, time enforcement,
+//! resets, saturation and history.
+
+use crate::domain::usage::{
+    DAY_MS, HOUR_MS, UsageBatch, UsageCursor, UsageGrouping, UsagePage, UserUsage,
+};
+use crate::domain::{
+    BlockReason, NewUser, NodeId, Operation, Plan, ResetStrategy, Timestamp, User, UserId,
+    UserState, UserStatus,
+};
+use crate::storage::{Entity, Storage, StorageError};
+
+use super::{assert_not_found, drain, node, running_node, user, user_node_ids};
+
+/// Unix ms of a UTC midnight plus `hour` hours.
+fn utc(y: i32, m: u8, d: u8, hour: i64) -> Timestamp {
+    let date = time::Date::from_calendar_date(y, time::Month::try_from(m).unwrap(), d).unwrap();
+    let midnight = date.midnight().assume_utc().unix_timestamp() * 1000;
+    Timestamp(midnight + hour * HOUR_MS)
+}
+
+fn batch(seq: u64, to: Timestamp, users: &[(UserId, u64, u64)]) -> UsageBatch {
+    UsageBatch {
+        first_seq: seq,
+        seq,
+        from: Timestamp(to.0 - 5000),
+        to,
+        users: users
+            .iter()
+            .map(|&(user, up, down)| UserUsage { user, up, down })
+            .collect(),
+    }
+}
+
+fn page(journal: &str, batches: Vec<UsageBatch>) -> UsagePage {
+    UsagePage {
+        journal: journal.into(),
+        batches,
+        more: false,
+    }
+}
+
+fn cursor(journal: &str, seq: u64) -> UsageCursor {
+    UsageCursor {
+        journal: Some(journal.into()),
+        seq,
+    }
+}
+
+async fn used(s: &dyn Storage, id: UserId) -> (u64, u64) {
+    let u = s.get_user(id).await.unwrap();
+    (u.used_up, u.used_down)
+}
+
+async fn enabled_user(s: &dyn Storage, name: &str) -> UserId {
+    let id = user(s, name).await;
+    s.set_user_status(id, UserStatus::Enabled).await.unwrap();
+    id
+}
+
+async fn plan(s: &dyn Storage, id: UserId, plan: Plan, now: Timestamp) -> User {
+    s.set_user_plan(id, plan, now).await.unwrap()
+}
+
+fn limit(bytes: u64) -> Plan {
+    Plan {
+        data_limit: Some(bytes),
+        ..Plan::default()
+    }
+}
+
+/// The one pending operation of `id` for the node, if any.
+async fn pending_for(s: &dyn Storage, node: NodeId, id: UserId) -> Option<Operation> {
+    let batch = s.pending_operations(node, 10_000).await.unwrap();
+    let ops: Vec<_> = batch
+        .operations
+        .iter()
+        .filter(|op| op.user.id == id)
+        .collect();
+    assert!(ops.len() <= 1, "a user appears once: {ops:?}");
+    ops.first().map(|op| op.operation)
+}
+
+pub async fn usage_page_applied_twice_counts_once(s: &dyn Storage) {
+    let n = node(s, "http://10.9.0.1:1").await;
+    let u = user(s, "u").await;
+    let ghost = UserId::random();
+    let now = utc(2025, 3, 10, 12);
+    let p = page(
+        "j1",
+        vec![
+            batch(1, now, &[(u, 10, 100), (ghost, 7, 7)]),
+            batch(2, now, &[(u, 1, 2)]),
+        ],
+    );
+    let fresh = UsageCursor::default();
+    let first = s.ingest_usage(n.id, &fresh, &p, now).await.unwrap();
+    assert!(first.stored);
+    assert_eq!(first.cursor, cursor("j1", 2));
+    assert_eq!(first.user_deltas, 3);
+    assert_eq!(used(s, u).await, (11, 102));
+    // The same page with the same cursor: another replica's pull, too late.
+    let again = s.ingest_usage(n.id, &fresh, &p, now).await.unwrap();
+    assert!(!again.stored);
+    assert_eq!(again.cursor, cursor("j1", 2));
+    // A pull that answered the same batches again, with the stored cursor.
+    let repeat = s.ingest_usage(n.id, &first.cursor, &p, now).await.unwrap();
+    assert!(repeat.stored);
+    assert_eq!(repeat.user_deltas, 0);
+    assert_eq!(used(s, u).await, (11, 102));
+    let stored = s.get_node(n.id).await.unwrap();
+    assert_eq!(stored.usage_cursor, cursor("j1", 2));
+    assert_eq!((stored.used_up, stored.used_down), (18, 109));
+    assert_not_found(
+        s.ingest_usage(NodeId::random(), &fresh, &p, now).await,
+        Entity::Node,
+    );
+}
+
+pub async fn usage_cursors_move_forward_only(s: &dyn Storage) {
+    let n = node(s, "http://10.9.0.2:1").await;
+    let u = user(s, "u").await;
+    let now = utc(2025, 3, 10, 12);
+    let p = page(
+        "j",
+        vec![batch(1, now, &[(u, 1, 1)]), batch(2, now, &[(u, 1, 1)])],
+    );
+    s.ingest_usage(n.id, &UsageCursor::default(), &p, now)
+        .await
+        .unwrap();
+    // A stale cursor (an older pull) writes nothing, even with new batches.
+    let late = page(
+        "j",
+        vec![batch(2, now, &[(u, 5, 5)]), batch(3, now, &[(u, 5, 5)])],
+    );
+    let stale = s
+        .ingest_usage(n.id, &cursor("j", 1), &late, now)
+        .await
+        .unwrap();
+    assert!(!stale.stored);
+    assert_eq!(stale.cursor, cursor("j", 2));
+    assert_eq!(used(s, u).await, (2, 2));
+    // The right cursor takes only batch 3.
+    let next = s
+        .ingest_usage(n.id, &cursor("j", 2), &late, now)
+        .await
+        .unwrap();
+    assert!(next.stored);
+    assert_eq!(next.cursor, cursor("j", 3));
+    assert_eq!(used(s, u).await, (7, 7));
+    // An empty page keeps the cursor where it is.
+    let empty = s
+        .ingest_usage(n.id, &cursor("j", 3), &page("j", vec![]), now)
+        .await
+        .unwrap();
+    assert_eq!(empty.cursor, cursor("j", 3));
+    assert_eq!(s.get_node(n.id).await.unwrap().usage_cursor, cursor("j", 3));
+}
+
+pub async fn usage_journal_change_restarts_from_seq_zero(s: &dyn Storage) {
+    let n = node(s, "http://10.9.0.3:1").await;
+    let u = user(s, "u").await;
+    let now = utc(2025, 3, 10, 12);
+    let old = page(
+        "old",
+        (1..=5).map(|i| batch(i, now, &[(u, 1, 0)])).collect(),
+    );
+    s.ingest_usage(n.id, &UsageCursor::default(), &old, now)
+        .await
+        .unwrap();
+    // The node's state dir was wiped: a new journal starts at 1 again.
+    let new = page("new", vec![batch(1, now, &[(u, 100, 0)])]);
+    let out = s
+        .ingest_usage(n.id, &cursor("old", 5), &new, now)
+        .await
+        .unwrap();
+    assert!(out.stored);
+    assert_eq!(out.cursor, cursor("new", 1));
+    assert_eq!(used(s, u).await, (105, 0));
+}
+
+pub async fn usage_multiplier_is_applied_to_users_only(s: &dyn Storage) {
+    let n = node(s, "http://10.9.0.4:1").await;
+    assert_eq!(n.traffic_multiplier, 1.0);
+    for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+        assert!(matches!(
+            s.set_node_multiplier(n.id, bad).await,
+            Err(StorageError::Invalid(_))
+        ));
+    }
+    assert_eq!(s.get_node(n.id).await.unwrap().traffic_multiplier, 1.0);
+    assert_eq!(
+        s.set_node_multiplier(n.id, 1.5)
+            .await
+            .unwrap()
+            .traffic_multiplier,
+        1.5
+    );
+    assert_not_found(
+        s.set_node_multiplier(NodeId::random(), 2.0).await,
+        Entity::Node,
+    );
+    let u = user(s, "u").await;
+    let now = utc(2025, 3, 10, 12);
+    let p = page("j", vec![batch(1, now, &[(u, 1000, 3)])]);
+    s.ingest_usage(n.id, &UsageCursor::default(), &p, now)
+        .await
+        .unwrap();
+    // 3 × 1.5 = 4.5 rounds to 5 (half away from zero).
+    assert_eq!(used(s, u).await, (1500, 5));
+    let stored = s.get_node(n.id).await.unwrap();
+    assert_eq!((stored.used_up, stored.used_down), (1000, 3));
+}
+
+pub async fn usage_limit_crossed_blocks_once_and_raising_it_unblocks(s: &dyn Storage) {
+    let n = running_node(s, "http://10.9.0.5:1").await;
+    let u = enabled_user(s, "u").await;
+    let now = utc(2025, 3, 10, 12);
+    plan(s, u, limit(1000), now).await;
+    drain(s, n.id).await;
+    assert_eq!(user_node_ids(s, u).await, [n.id]);
+    let fleet = s.fleet_state().await.unwrap();
+    let p = page(
+        "j",
+        vec![batch(1, now, &[(u, 600, 0)]), batch(2, now, &[(u, 0, 400)])],
+    );
+    let out = s
+        .ingest_usage(n.id, &UsageCursor::default(), &p, now)
+        .await
+        .unwrap();
+    assert_eq!(out.newly_blocked, [u]);
+    let blocked = s.get_user(u).await.unwrap();
+    assert_eq!(blocked.blocked, Some(BlockReason::Limited));
+    assert_eq!(blocked.state(), UserState::Limited);
+    assert_eq!(blocked.status, UserStatus::Enabled);
+    assert!(user_node_ids(s, u).await.is_empty());
+    let after = s.fleet_state().await.unwrap();
+    assert_eq!(after.last_seq, fleet.last_seq + 1, "one change");
+    assert_eq!(after.enabled_users, fleet.enabled_users - 1);
+    assert_eq!(pending_for(s, n.id, u).await, Some(Operation::Delete));
+    // More bytes while blocked: counted, no second change.
+    let more = page("j", vec![batch(3, now, &[(u, 50, 0)])]);
+    let out = s.ingest_usage(n.id, &out.cursor, &more, now).await.unwrap();
+    assert!(out.newly_blocked.is_empty());
+    assert_eq!(s.fleet_state().await.unwrap().last_seq, after.last_seq);
+    assert_eq!(used(s, u).await, (650, 400));
+    // Setting the same limit again changes nothing.
+    plan(s, u, limit(1000), now).await;
+    assert_eq!(s.fleet_state().await.unwrap().last_seq, after.last_seq);
+    // A raised limit brings the user back.
+    let back = plan(s, u, limit(10_000), now).await;
+    assert_eq!(back.blocked, None);
+    assert_eq!(back.state(), UserState::Active);
+    assert_eq!(pending_for(s, n.id, u).await, Some(Operation::Add));
+    drain(s, n.id).await;
+    assert_eq!(user_node_ids(s, u).await, [n.id]);
+    assert_eq!(
+        s.fleet_state().await.unwrap().enabled_users,
+        fleet.enabled_users
+    );
+    // Blocked again by a lowered limit, then back by a reset.
+    assert_eq!(
+        plan(s, u, limit(1000), now).await.blocked,
+        Some(BlockReason::Limited)
+    );
+    let reset = s.reset_user_usage(u, now).await.unwrap();
+    assert_eq!(
+        (reset.used_up, reset.used_down, reset.blocked),
+        (0, 0, None)
+    );
+    assert_eq!(reset.last_reset_at, Some(now));
+    assert_eq!(pending_for(s, n.id, u).await, Some(Operation::Add));
+    assert_not_found(
+        s.reset_user_usage(UserId::random(), now).await,
+        Entity::User,
+    );
+}
+
+pub async fn invalid_plans_are_refused_and_change_nothing(s: &dyn Storage) {
+    let u = user(s, "u").await;
+    let now = utc(2025, 3, 10, 12);
+    let before = s.get_user(u).await.unwrap();
+    for bad in [
+        limit(0),
+        Plan {
+            reset: ResetStrategy::Month { day: 31 },
+            ..Plan::default()
+        },
+        Plan {
+            on_hold: Some(60),
+            expire_at: Some(now),
+            ..Plan::default()
+        },
+    ] {
+        assert!(matches!(
+            s.set_user_plan(u, bad, now).await,
+            Err(StorageError::Invalid(_))
+        ));
+    }
+    assert_eq!(s.get_user(u).await.unwrap(), before);
+    assert_not_found(
+        s.set_user_plan(UserId::random(), limit(5), now).await,
+        Entity::User,
+    );
+    let bad_new = NewUser {
+        plan: limit(0),
+        ..NewUser::new("bad").unwrap()
+    };
+    let id = bad_new.id;
+    assert!(matches!(
+        s.create_user(bad_new).await,
+        Err(StorageError::Invalid(_))
+    ));
+    assert_not_found(s.get_user(id).await, Entity::User);
+    // A plan given at creation is kept.
+    let planned = NewUser {
+        plan: limit(77),
+        ..NewUser::new("planned").unwrap()
+    };
+    let created = s.create_user(planned).await.unwrap();
+    assert_eq!(created.plan, limit(77));
+    assert_eq!(s.get_user(created.id).await.unwrap().plan, limit(77));
+}
+
+pub async fn expiry_blocks_through_enforce_time_and_extending_unblocks(s: &dyn Storage) {
+    let n = running_node(s, "http://10.9.0.6:1").await;
+    let u = enabled_user(s, "u").await;
+    let now = utc(2025, 3, 10, 12);
+    let until = Timestamp(now.0 + 60_000);
+    let expiring = Plan {
+        expire_at: Some(until),
+        ..Plan::default()
+    };
+    plan(s, u, expiring, now).await;
+    drain(s, n.id).await;
+    let seq = s.fleet_state().await.unwrap().last_seq;
+    assert_eq!(
+        s.enforce_time(now).await.unwrap().expired,
+        Vec::<UserId>::new()
+    );
+    assert_eq!(s.fleet_state().await.unwrap().last_seq, seq);
+    let out = s.enforce_time(until).await.unwrap();
+    assert_eq!(out.expired, [u]);
+    let expired = s.get_user(u).await.unwrap();
+    assert_eq!(expired.state(), UserState::Expired);
+    assert!(user_node_ids(s, u).await.is_empty());
+    assert_eq!(pending_for(s, n.id, u).await, Some(Operation::Delete));
+    assert_eq!(s.fleet_state().await.unwrap().last_seq, seq + 1);
+    // Once only.
+    assert!(s.enforce_time(until).await.unwrap().expired.is_empty());
+    assert_eq!(s.fleet_state().await.unwrap().last_seq, seq + 1);
+    // Extended into the future: back on the nodes.
+    let later = Plan {
+        expire_at: Some(Timestamp(until.0 + DAY_MS)),
+        ..Plan::default()
+    };
+    assert_eq!(plan(s, u, later, until).await.blocked, None);
+    assert_eq!(pending_for(s, n.id, u).await, Some(Operation::Add));
+    // A plan set with a past expiry blocks at once.
+    let past = Plan {
+        expire_at: Some(now),
+        ..Plan::default()
+    };
+    assert_eq!(
+        plan(s, u, past, until).await.blocked,
+        Some(BlockReason::Expired)
+    );
+}
+
+pub async fn on_hold_starts_the_expiry_at_the_first_byte(s: &dyn Storage) {
+    let n = node(s, "http://10.9.0.7:1").await;
+    let u = enabled_user(s, "u").await;
+    let now = utc(2025, 3, 10, 12);
+    let hold = Plan {
+        on_hold: Some(3600),
+        ..Plan::default()
+    };
+    let held = plan(s, u, hold, now).await;
+    assert_eq!(held.state(), UserState::OnHold);
+    assert!(held.on_nodes());
+    let first = Timestamp(now.0 + 5000);
+    let p = page("j", vec![batch(1, first, &[(u, 1, 0)])]);
+    s.ingest_usage(n.id, &UsageCursor::default(), &p, first)
+        .await
+        .unwrap();
+    let started = s.get_user(u).await.unwrap();
+    assert_eq!(started.plan.on_hold, None);
+    assert_eq!(started.plan.expire_at, Some(Timestamp(first.0 + 3_600_000)));
+    assert_eq!(started.state(), UserState::Active);
+}
+
+pub async fn resets_happen_at_period_boundaries(s: &dyn Storage) {
+    let n = node(s, "http://10.9.0.8:1").await;
+    // Wednesday 28 February 2024, 13:00 UTC (a leap year).
+    let now = utc(2024, 2, 28, 13);
+    let cases = [
+        (ResetStrategy::Day, utc(2024, 2, 29, 0), utc(2024, 3, 1, 0)),
+        (ResetStrategy::Week, utc(2024, 3, 4, 0), utc(2024, 3, 11, 0)),
+        (
+            ResetStrategy::Month { day: 28 },
+            utc(2024, 3, 28, 0),
+            utc(2024, 4, 28, 0),
+        ),
+        (ResetStrategy::Year, utc(2025, 1, 1, 0), utc(2026, 1, 1, 0)),
+    ];
+    let mut users = Vec::new();
+    for (i, (reset, first, _)) in cases.iter().enumerate() {
+        let u = enabled_user(s, &format!("u{i}")).await;
+        let p = Plan {
+            data_limit: Some(10),
+            reset: *reset,
+            ..Plan::default()
+        };
+        let set = plan(s, u, p, now).await;
+        assert_eq!(set.next_reset_at, Some(*first), "{reset:?}");
+        users.push(u);
+    }
+    let none = enabled_user(s, "never").await;
+    assert_eq!(plan(s, none, limit(10), now).await.next_reset_at, None);
+    // Everyone crosses the limit.
+    let entries: Vec<_> = users.iter().chain([&none]).map(|u| (*u, 20, 0)).collect();
+    let p = page("j", vec![batch(1, now, &entries)]);
+    let out = s
+        .ingest_usage(n.id, &UsageCursor::default(), &p, now)
+        .await
+        .unwrap();
+    assert_eq!(out.newly_blocked.len(), 5);
+    for ((reset, first, second), u) in cases.iter().zip(&users) {
+        let before = Timestamp(first.0 - 1);
+        assert!(
+            !s.enforce_time(before).await.unwrap().reset.contains(u),
+            "{reset:?} reset early"
+        );
+        let out = s.enforce_time(*first).await.unwrap();
+        assert!(out.reset.contains(u), "{reset:?}");
+        let after = s.get_user(*u).await.unwrap();
+        assert_eq!((after.used_up, after.used_down), (0, 0), "{reset:?}");
+        assert_eq!(after.blocked, None, "{reset:?}");
+        assert_eq!(after.last_reset_at, Some(*first));
+        assert_eq!(after.next_reset_at, Some(*second), "{reset:?}");
+        assert!(!s.enforce_time(*first).await.unwrap().reset.contains(u));
+    }
+    // No strategy: still limited, never reset.
+    let never = s.get_user(none).await.unwrap();
+    assert_eq!(
+        (never.used_up, never.blocked),
+        (20, Some(BlockReason::Limited))
+    );
+}
+
+pub async fn usage_totals_saturate_near_the_limit(s: &dyn Storage) {
+    let n = node(s, "http://10.9.0.9:1").await;
+    let u = user(s, "u").await;
+    let now = utc(2025, 3, 10, 12);
+    let max = i64::MAX as u64;
+    let p = page(
+        "j",
+        vec![
+            batch(1, now, &[(u, u64::MAX, max - 1)]),
+            batch(2, now, &[(u, 1, 5)]),
+        ],
+    );
+    s.ingest_usage(n.id, &UsageCursor::default(), &p, now)
+        .await
+        .unwrap();
+    assert_eq!(used(s, u).await, (max, max));
+    let more = page("j", vec![batch(3, now, &[(u, max, max)])]);
+    s.ingest_usage(n.id, &cursor("j", 2), &more, now)
+        .await
+        .unwrap();
+    assert_eq!(used(s, u).await, (max, max));
+    let stored = s.get_node(n.id).await.unwrap();
+    assert_eq!((stored.used_up, stored.used_down), (max, max));
+    let day = s
+        .user_usage(
+            u,
+            utc(2025, 3, 10, 0),
+            utc(2025, 3, 11, 0),
+            UsageGrouping::Day,
+        )
+        .await
+        .unwrap();
+    assert_eq!((day[0].up, day[0].down), (max, max));
+}
+
+pub async fn usage_history_by_day_node_and_hour_and_purge(s: &dyn Storage) {
+    let a = node(s, "http://10.9.1.1:1").await;
+    let b = node(s, "http://10.9.1.2:1").await;
+    let u = user(s, "u").await;
+    let day1 = utc(2025, 3, 10, 0);
+    let day2 = utc(2025, 3, 11, 0);
+    s.set_node_multiplier(b.id, 2.0).await.unwrap();
+    let on_a = page(
+        "ja",
+        vec![
+            batch(1, Timestamp(day1.0 + 2 * HOUR_MS + 1), &[(u, 1, 10)]),
+            batch(2, Timestamp(day2.0 + 3 * HOUR_MS), &[(u, 2, 20)]),
+        ],
+    );
+    s.ingest_usage(a.id, &UsageCursor::default(), &on_a, day2)
+        .await
+        .unwrap();
+    let on_b = page("jb", vec![batch(1, Timestamp(day2.0 + 1), &[(u, 4, 40)])]);
+    s.ingest_usage(b.id, &UsageCursor::default(), &on_b, day2)
+        .await
+        .unwrap();
+    let end = utc(2025, 3, 12, 0);
+    let by_day = s
+        .user_usage(u, day1, end, UsageGrouping::Day)
+        .await
+        .unwrap();
+    let by_day: Vec<_> = by_day
+        .iter()
+        .map(|r| (r.day, r.node, r.up, r.down))
+        .collect();
+    assert_eq!(
+        by_day,
+        [(Some(day1), None, 1, 10), (Some(day2), None, 10, 100)]
+    );
+    let by_node = s
+        .user_usage(u, day1, end, UsageGrouping::Node)
+        .await
+        .unwrap();
+    let by_node: Vec<_> = by_node
+        .iter()
+        .map(|r| (r.day, r.node, r.up, r.down))
+        .collect();
+    let mut expected = vec![(None, Some(a.id), 3, 30), (None, Some(b.id), 8, 80)];
+    expected.sort_by_key(|r| r.1);
+    assert_eq!(by_node, expected);
+    // A range holding day 2 only.
+    let only2 = s
+        .user_usage(u, day2, end, UsageGrouping::Day)
+        .await
+        .unwrap();
+    assert_eq!(only2.len(), 1);
+    assert_not_found(
+        s.user_usage(UserId::random(), day1, end, UsageGrouping::Day)
+            .await,
+        Entity::User,
+    );
+    // Per node, raw bytes, by hour.
+    let nodes = s.node_usage(day1, end).await.unwrap();
+    let nodes: Vec<_> = nodes.iter().map(|r| (r.node, r.up, r.down)).collect();
+    let mut expected = vec![(a.id, 3, 30), (b.id, 4, 40)];
+    expected.sort_by_key(|r| r.0);
+    assert_eq!(nodes, expected);
+    let hour = s
+        .node_usage(
+            Timestamp(day1.0 + 2 * HOUR_MS),
+            Timestamp(day1.0 + 3 * HOUR_MS),
+        )
+        .await
+        .unwrap();
+    assert_eq!(hour.len(), 1);
+    assert_eq!((hour[0].node, hour[0].up), (a.id, 1));
+    // Purge: user days before day 2 (one row), node hours before day 2 (one).
+    assert_eq!(s.purge_usage_history(day2, day2).await.unwrap(), 2);
+    assert_eq!(
+        s.user_usage(u, day1, end, UsageGrouping::Day)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(s.node_usage(day1, day2).await.unwrap(), []);
+    assert_eq!(s.purge_usage_history(day2, day2).await.unwrap(), 0);
+    // Totals are not history.
+    assert_eq!(used(s, u).await, (11, 110));
+}
+
+pub async fn blocked_users_stay_off_starts_and_counts(s: &dyn Storage) {
+    let u = enabled_user(s, "limited").await;
+    let other = enabled_user(s, "other").await;
+    let now = utc(2025, 3, 10, 12);
+    plan(s, u, limit(1), now).await;
+    let n = node(s, "http://10.9.2.1:1").await;
+    let p = page("j", vec![batch(1, now, &[(u, 1, 0)])]);
+    s.ingest_usage(n.id, &UsageCursor::default(), &p, now)
+        .await
+        .unwrap();
+    s.set_required_status(n.id, crate::domain::RequiredStatus::Running)
+        .await
+        .unwrap();
+    let start = s.begin_start(n.id).await.unwrap();
+    let ids: Vec<_> = start.users.iter().map(|c| c.id).collect();
+    assert_eq!(ids, [other]);
+    assert_eq!(s.fleet_state().await.unwrap().enabled_users, 1);
+    // Disabling and enabling a blocked user keeps it off the nodes.
+    s.set_user_status(u, UserStatus::Disabled).await.unwrap();
+    s.set_user_status(u, UserStatus::Enabled).await.unwrap();
+    assert_eq!(s.fleet_state().await.unwrap().enabled_users, 1);
+    let batch = s.changes_after(start.seq, 100).await.unwrap();
+    let last = batch.operations.last().unwrap();
+    assert_eq!((last.user.id, last.operation), (u, Operation::Delete));
+    // Deleting it does not count it twice.
+    s.delete_user(u).await.unwrap();
+    assert_eq!(s.fleet_state().await.unwrap().enabled_users, 1);
+}

@@ -1,0 +1,503 @@
+//! Traffic accounting: storing pulled usage pages exactly once, plans and
+//! the blocks they put on users, time enforcement, and the history reads.
+//!
+//! A block or unblock is a user change like an enable or disable: it takes
+//! the next number under the shared change lock and moves the on-node count
+//! in the enabled-user stripes (see `set_blocked`). Every transaction here
+//! that may block takes the shared change lock before any row lock, as the
+//! change-sequence migration requires of every writer.
+
+use manager_lib::domain::usage::{
+    EnforceOutcome, IngestOutcome, NodeUsage, UsageCursor, UsageGrouping, UsagePage, UsageRow,
+    check_multiplier, storable,
+};
+use manager_lib::domain::{
+    BlockReason, Node, NodeId, Plan, ResetStrategy, Timestamp, User, UserId,
+};
+use manager_lib::storage::kit::usage::{
+    block_after_reset, group_user_rows, over_limit, plan_block, sum_page,
+};
+use manager_lib::storage::{Entity, StorageError, StorageResult};
+use sqlx::PgConnection;
+
+use crate::PgStorage;
+use crate::error::{node_err, user_err};
+use crate::rows::{self, count, free_stripe, node_columns, user_columns};
+
+/// `$col + $add` (both non-negative), saturating at the largest BIGINT.
+macro_rules! sat_add {
+    ($col:literal, $add:literal) => {
+        concat!(
+            "CASE WHEN ",
+            $col,
+            " > 9223372036854775807 - ",
+            $add,
+            " THEN 9223372036854775807 ELSE ",
+            $col,
+            " + ",
+            $add,
+            " END"
+        )
+    };
+}
+
+/// Sets `blocked` on the live users among `ids` whose block differs, each
+/// with the next change number, and moves the on-node count by the users
+/// that entered or left the nodes. Answers the users changed. The caller's
+/// transaction already holds the shared change lock.
+async fn set_blocked(
+    conn: &mut PgConnection,
+    ids: &[UserId],
+    blocked: Option<BlockReason>,
+) -> StorageResult<Vec<UserId>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<String> = ids.iter().map(UserId::to_string).collect();
+    let changed: Vec<String> = sqlx::query_scalar(concat!(
+        "WITH target AS ( \
+           SELECT id, status, blocked FROM users \
+           WHERE id = ANY($1::text[]::uuid[]) AND NOT deleted AND xm_change_lock() \
+             AND blocked IS DISTINCT FROM $2::text \
+           ORDER BY id FOR UPDATE \
+         ), changed AS ( \
+           UPDATE users u SET blocked = $2::text, change_seq = xm_next_change_seq() \
+           FROM target t WHERE u.id = t.id \
+           RETURNING u.id, t.status, t.blocked AS was \
+         ), delta AS ( \
+           SELECT sum((status = 'Enabled' AND $2::text IS NULL)::int \
+                      - (status = 'Enabled' AND was IS NULL)::int) AS d \
+           FROM changed HAVING count(*) > 0 \
+         ), pick AS ( \
+           SELECT d, ",
+        free_stripe!(),
+        " FROM delta \
+         ), counted AS ( \
+           UPDATE enabled_stripes s SET enabled = s.enabled + p.d \
+           FROM pick p WHERE s.stripe = p.stripe \
+         ) SELECT id::text FROM changed ORDER BY id"
+    ))
+    .bind(ids)
+    .bind(blocked.map(|b| b.as_str()))
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(user_err)?;
+    changed.iter().map(|id| rows::parse(id)).collect()
+}
+
+/// Takes the shared change lock for the rest of the transaction.
+async fn change_lock(conn: &mut PgConnection) -> StorageResult<()> {
+    sqlx::query("SELECT xm_change_lock()")
+        .execute(conn)
+        .await
+        .map_err(user_err)?;
+    Ok(())
+}
+
+async fn locked_user(conn: &mut PgConnection, id: UserId) -> StorageResult<User> {
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        user_columns!(),
+        " FROM users WHERE id = $1::uuid AND NOT deleted FOR UPDATE"
+    ))
+    .bind(id.to_string())
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(user_err)?;
+    rows::user(&row.ok_or(StorageError::NotFound(Entity::User))?)
+}
+
+pub(crate) async fn ingest_usage(
+    s: &PgStorage,
+    node: NodeId,
+    pulled_with: &UsageCursor,
+    page: &UsagePage,
+    now: Timestamp,
+) -> StorageResult<IngestOutcome> {
+    let mut tx = s.pool.begin().await.map_err(node_err)?;
+    // The change lock first (a page may block users), then the node's row:
+    // concurrent ingests of one node queue here and the second sees the
+    // first one's cursor.
+    change_lock(&mut tx).await?;
+    let row = sqlx::query(
+        "SELECT usage_journal, usage_seq, traffic_multiplier FROM nodes \
+         WHERE id = $1::uuid FOR UPDATE",
+    )
+    .bind(node.to_string())
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(node_err)?
+    .ok_or(StorageError::NotFound(Entity::Node))?;
+    let stored = UsageCursor {
+        journal: rows::col(&row, "usage_journal")?,
+        seq: count(rows::col(&row, "usage_seq")?)?,
+    };
+    if stored != *pulled_with {
+        return Ok(IngestOutcome {
+            stored: false,
+            cursor: stored,
+            user_deltas: 0,
+            newly_blocked: Vec::new(),
+        });
+    }
+    let multiplier: f64 = rows::col(&row, "traffic_multiplier")?;
+    let sums = sum_page(page, pulled_with, multiplier);
+    let cursor = page.cursor_after(pulled_with);
+    let mut newly_blocked = Vec::new();
+    if !sums.users.is_empty() {
+        // Users locked in id order (the sums are), so two ingests sharing
+        // users never wait for each other in a cycle.
+        let ids: Vec<String> = sums.users.keys().map(UserId::to_string).collect();
+        let ups: Vec<i64> = sums.users.values().map(|b| storable(b.up)).collect();
+        let downs: Vec<i64> = sums.users.values().map(|b| storable(b.down)).collect();
+        let updated = sqlx::query(concat!(
+            "WITH i AS ( \
+               SELECT * FROM unnest($1::text[]::uuid[], $2::bigint[], $3::bigint[]) \
+                 AS i(id, up, down) \
+             ), locked AS ( \
+               SELECT u.id FROM users u JOIN i ON u.id = i.id \
+               WHERE NOT u.deleted ORDER BY u.id FOR UPDATE OF u \
+             ) UPDATE users u SET used_up = ",
+            sat_add!("u.used_up", "i.up"),
+            ", used_down = ",
+            sat_add!("u.used_down", "i.down"),
+            ", expire_at = CASE WHEN (i.up > 0 OR i.down > 0) AND u.on_hold IS NOT NULL \
+                 THEN $4 + u.on_hold * 1000 ELSE u.expire_at END, \
+               on_hold = CASE WHEN i.up > 0 OR i.down > 0 THEN NULL ELSE u.on_hold END \
+             FROM i JOIN locked l ON l.id = i.id WHERE u.id = i.id \
+             RETURNING u.id::text AS id, u.used_up, u.used_down, u.data_limit, u.blocked"
+        ))
+        .bind(ids)
+        .bind(ups)
+        .bind(downs)
+        .bind(now.0)
+        .persistent(false)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(user_err)?;
+        let mut live = std::collections::HashSet::with_capacity(updated.len());
+        let mut crossing = Vec::new();
+        for row in &updated {
+            let id: UserId = rows::parse(rows::col::<&str>(row, "id")?)?;
+            live.insert(id);
+            let used = count(rows::col(row, "used_up")?)?
+                .saturating_add(count(rows::col(row, "used_down")?)?);
+            let plan = Plan {
+                data_limit: rows::col::<Option<i64>>(row, "data_limit")?
+                    .map(count)
+                    .transpose()?,
+                ..Plan::default()
+            };
+            let blocked = rows::col::<Option<&str>>(row, "blocked")?;
+            if blocked.is_none() && over_limit(&plan, used) {
+                crossing.push(id);
+            }
+        }
+        crossing.sort();
+        newly_blocked = set_blocked(&mut tx, &crossing, Some(BlockReason::Limited)).await?;
+        let days: Vec<_> = sums
+            .user_days
+            .iter()
+            .filter(|((id, _), _)| live.contains(id))
+            .collect();
+        let day_users: Vec<String> = days.iter().map(|((id, _), _)| id.to_string()).collect();
+        let day_at: Vec<i64> = days.iter().map(|((_, day), _)| day.0).collect();
+        let day_up: Vec<i64> = days.iter().map(|(_, b)| storable(b.up)).collect();
+        let day_down: Vec<i64> = days.iter().map(|(_, b)| storable(b.down)).collect();
+        sqlx::query(concat!(
+            "INSERT INTO user_usage_daily AS h (user_id, day, node_id, up, down) \
+             SELECT i.id, i.day, $5::uuid, i.up, i.down \
+             FROM unnest($1::text[]::uuid[], $2::bigint[], $3::bigint[], $4::bigint[]) \
+               AS i(id, day, up, down) \
+             ON CONFLICT (user_id, day, node_id) DO UPDATE SET up = ",
+            sat_add!("h.up", "EXCLUDED.up"),
+            ", down = ",
+            sat_add!("h.down", "EXCLUDED.down")
+        ))
+        .bind(day_users)
+        .bind(day_at)
+        .bind(day_up)
+        .bind(day_down)
+        .bind(node.to_string())
+        .persistent(false)
+        .execute(&mut *tx)
+        .await
+        .map_err(user_err)?;
+        let hours: Vec<i64> = sums.node_hours.keys().map(|h| h.0).collect();
+        let hour_up: Vec<i64> = sums.node_hours.values().map(|b| storable(b.up)).collect();
+        let hour_down: Vec<i64> = sums.node_hours.values().map(|b| storable(b.down)).collect();
+        sqlx::query(concat!(
+            "INSERT INTO node_usage_hourly AS h (node_id, hour, up, down) \
+             SELECT $1::uuid, i.hour, i.up, i.down \
+             FROM unnest($2::bigint[], $3::bigint[], $4::bigint[]) AS i(hour, up, down) \
+             ON CONFLICT (node_id, hour) DO UPDATE SET up = ",
+            sat_add!("h.up", "EXCLUDED.up"),
+            ", down = ",
+            sat_add!("h.down", "EXCLUDED.down")
+        ))
+        .bind(node.to_string())
+        .bind(hours)
+        .bind(hour_up)
+        .bind(hour_down)
+        .execute(&mut *tx)
+        .await
+        .map_err(node_err)?;
+    }
+    sqlx::query(concat!(
+        "UPDATE nodes SET usage_journal = $4, usage_seq = $5, used_up = ",
+        sat_add!("used_up", "$2"),
+        ", used_down = ",
+        sat_add!("used_down", "$3"),
+        " WHERE id = $1::uuid"
+    ))
+    .bind(node.to_string())
+    .bind(storable(sums.node.up))
+    .bind(storable(sums.node.down))
+    .bind(cursor.journal.clone())
+    .bind(storable(cursor.seq))
+    .execute(&mut *tx)
+    .await
+    .map_err(node_err)?;
+    tx.commit().await.map_err(node_err)?;
+    Ok(IngestOutcome {
+        stored: true,
+        cursor,
+        user_deltas: sums.user_deltas,
+        newly_blocked,
+    })
+}
+
+pub(crate) async fn set_user_plan(
+    s: &PgStorage,
+    id: UserId,
+    plan: Plan,
+    now: Timestamp,
+) -> StorageResult<User> {
+    plan.validate()?;
+    let mut tx = s.pool.begin().await.map_err(user_err)?;
+    change_lock(&mut tx).await?;
+    let user = locked_user(&mut tx, id).await?;
+    sqlx::query(
+        "UPDATE users SET data_limit = $2, expire_at = $3, reset_period = $4, reset_day = $5, \
+             on_hold = $6, next_reset_at = $7 \
+         WHERE id = $1::uuid",
+    )
+    .bind(id.to_string())
+    .bind(plan.data_limit.map(storable))
+    .bind(plan.expire_at.map(|t| t.0))
+    .bind(plan.reset.period())
+    .bind(i16::from(plan.reset.month_day()))
+    .bind(plan.on_hold.map(storable))
+    .bind(plan.reset.next_reset_after(now).map(|t| t.0))
+    .execute(&mut *tx)
+    .await
+    .map_err(user_err)?;
+    set_blocked(&mut tx, &[id], plan_block(&plan, user.used(), now)).await?;
+    let user = locked_user(&mut tx, id).await?;
+    tx.commit().await.map_err(user_err)?;
+    Ok(user)
+}
+
+pub(crate) async fn reset_user_usage(
+    s: &PgStorage,
+    id: UserId,
+    now: Timestamp,
+) -> StorageResult<User> {
+    let mut tx = s.pool.begin().await.map_err(user_err)?;
+    change_lock(&mut tx).await?;
+    let user = locked_user(&mut tx, id).await?;
+    sqlx::query(
+        "UPDATE users SET used_up = 0, used_down = 0, last_reset_at = $2 WHERE id = $1::uuid",
+    )
+    .bind(id.to_string())
+    .bind(now.0)
+    .execute(&mut *tx)
+    .await
+    .map_err(user_err)?;
+    set_blocked(&mut tx, &[id], block_after_reset(user.blocked)).await?;
+    let user = locked_user(&mut tx, id).await?;
+    tx.commit().await.map_err(user_err)?;
+    Ok(user)
+}
+
+pub(crate) async fn enforce_time(s: &PgStorage, now: Timestamp) -> StorageResult<EnforceOutcome> {
+    // Read first, without locks (partial indexes users_expire_at_idx and
+    // users_next_reset_at_idx): when nothing is due that is all it costs.
+    let due_expiry = "SELECT id::text FROM users WHERE expire_at <= $1 AND NOT deleted \
+         AND (blocked IS NULL OR blocked = 'Limited') ORDER BY id";
+    let due_reset = "SELECT id::text AS id, reset_period, reset_day, blocked FROM users \
+         WHERE next_reset_at <= $1 AND NOT deleted ORDER BY id";
+    let any_expiry: Option<String> = sqlx::query_scalar(&format!("{due_expiry} LIMIT 1"))
+        .bind(now.0)
+        .fetch_optional(&s.pool)
+        .await
+        .map_err(user_err)?;
+    let any_reset: Option<String> =
+        sqlx::query_scalar(&format!("SELECT id FROM ({due_reset} LIMIT 1) d"))
+            .bind(now.0)
+            .fetch_optional(&s.pool)
+            .await
+            .map_err(user_err)?;
+    if any_expiry.is_none() && any_reset.is_none() {
+        return Ok(EnforceOutcome::default());
+    }
+    let mut tx = s.pool.begin().await.map_err(user_err)?;
+    change_lock(&mut tx).await?;
+    let ids: Vec<String> = sqlx::query_scalar(&format!("{due_expiry} FOR UPDATE"))
+        .bind(now.0)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(user_err)?;
+    let ids = ids
+        .iter()
+        .map(|id| rows::parse(id))
+        .collect::<StorageResult<Vec<UserId>>>()?;
+    let expired = set_blocked(&mut tx, &ids, Some(BlockReason::Expired)).await?;
+    let due = sqlx::query(&format!("{due_reset} FOR UPDATE"))
+        .bind(now.0)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(user_err)?;
+    let mut reset = Vec::with_capacity(due.len());
+    let mut next = Vec::with_capacity(due.len());
+    let mut limited = Vec::new();
+    for row in &due {
+        let id: UserId = rows::parse(rows::col::<&str>(row, "id")?)?;
+        let strategy = ResetStrategy::from_parts(
+            rows::col(row, "reset_period")?,
+            rows::col::<i16>(row, "reset_day")?.into(),
+        )
+        .map_err(|e| StorageError::Corrupt(e.to_string()))?;
+        if rows::col::<Option<&str>>(row, "blocked")? == Some(BlockReason::Limited.as_str()) {
+            limited.push(id);
+        }
+        reset.push(id);
+        next.push(strategy.next_reset_after(now).map(|t| t.0));
+    }
+    if !reset.is_empty() {
+        let ids: Vec<String> = reset.iter().map(UserId::to_string).collect();
+        sqlx::query(
+            "UPDATE users u SET used_up = 0, used_down = 0, last_reset_at = $3, \
+                 next_reset_at = i.next \
+             FROM unnest($1::text[]::uuid[], $2::bigint[]) AS i(id, next) WHERE u.id = i.id",
+        )
+        .bind(ids)
+        .bind(next)
+        .bind(now.0)
+        .persistent(false)
+        .execute(&mut *tx)
+        .await
+        .map_err(user_err)?;
+        set_blocked(&mut tx, &limited, None).await?;
+    }
+    tx.commit().await.map_err(user_err)?;
+    Ok(EnforceOutcome { expired, reset })
+}
+
+pub(crate) async fn set_node_multiplier(
+    s: &PgStorage,
+    id: NodeId,
+    multiplier: f64,
+) -> StorageResult<Node> {
+    let multiplier = check_multiplier(multiplier)?;
+    let row = sqlx::query(concat!(
+        "UPDATE nodes SET traffic_multiplier = $2, updated_at = $3 WHERE id = $1::uuid \
+         RETURNING ",
+        node_columns!()
+    ))
+    .bind(id.to_string())
+    .bind(multiplier)
+    .bind(rows::now_ms())
+    .fetch_optional(&s.pool)
+    .await
+    .map_err(node_err)?
+    .ok_or(StorageError::NotFound(Entity::Node))?;
+    rows::node(&row)
+}
+
+pub(crate) async fn user_usage(
+    s: &PgStorage,
+    id: UserId,
+    from: Timestamp,
+    to: Timestamp,
+    group: UsageGrouping,
+) -> StorageResult<Vec<UsageRow>> {
+    // One statement: the user's existence and its rows (summed in Rust,
+    // saturating like every total).
+    let found = sqlx::query(
+        "SELECT h.day, h.node_id::text AS node_id, h.up, h.down \
+         FROM users u LEFT JOIN user_usage_daily h \
+           ON h.user_id = u.id AND h.day >= $2 AND h.day < $3 \
+         WHERE u.id = $1::uuid AND NOT u.deleted",
+    )
+    .bind(id.to_string())
+    .bind(from.0)
+    .bind(to.0)
+    .fetch_all(&s.pool)
+    .await
+    .map_err(user_err)?;
+    if found.is_empty() {
+        return Err(StorageError::NotFound(Entity::User));
+    }
+    let mut history = Vec::with_capacity(found.len());
+    for row in &found {
+        let Some(day) = rows::col::<Option<i64>>(row, "day")? else {
+            continue;
+        };
+        history.push((
+            Timestamp(day),
+            rows::parse(rows::col::<&str>(row, "node_id")?)?,
+            count(rows::col(row, "up")?)?,
+            count(rows::col(row, "down")?)?,
+        ));
+    }
+    Ok(group_user_rows(history, group))
+}
+
+pub(crate) async fn node_usage(
+    s: &PgStorage,
+    from: Timestamp,
+    to: Timestamp,
+) -> StorageResult<Vec<NodeUsage>> {
+    // sum() of BIGINT is NUMERIC: no overflow, capped on the way out.
+    let found = sqlx::query(
+        "SELECT node_id::text AS node_id, \
+             LEAST(sum(up), 9223372036854775807)::bigint AS up, \
+             LEAST(sum(down), 9223372036854775807)::bigint AS down \
+         FROM node_usage_hourly WHERE hour >= $1 AND hour < $2 \
+         GROUP BY node_id ORDER BY node_id",
+    )
+    .bind(from.0)
+    .bind(to.0)
+    .fetch_all(&s.pool)
+    .await
+    .map_err(node_err)?;
+    found
+        .iter()
+        .map(|row| {
+            Ok(NodeUsage {
+                node: rows::parse(rows::col::<&str>(row, "node_id")?)?,
+                up: count(rows::col(row, "up")?)?,
+                down: count(rows::col(row, "down")?)?,
+            })
+        })
+        .collect()
+}
+
+pub(crate) async fn purge_usage_history(
+    s: &PgStorage,
+    user_days_before: Timestamp,
+    node_hours_before: Timestamp,
+) -> StorageResult<u64> {
+    let removed: i64 = sqlx::query_scalar(
+        "WITH d AS (DELETE FROM user_usage_daily WHERE day < $1 RETURNING 1), \
+              h AS (DELETE FROM node_usage_hourly WHERE hour < $2 RETURNING 1) \
+         SELECT (SELECT count(*) FROM d) + (SELECT count(*) FROM h)",
+    )
+    .bind(user_days_before.0)
+    .bind(node_hours_before.0)
+    .fetch_one(&s.pool)
+    .await
+    .map_err(node_err)?;
+    Ok(u64::try_from(removed).unwrap_or_default())
+}

@@ -1,0 +1,526 @@
+//! Traffic accounting: storing pulled usage pages exactly once, plans and
+//! the blocks they put on users, time enforcement, and the history reads.
+//!
+//! Every addition of bytes saturates in the statement itself (see the
+//! migration `0002_usage.sql`). A page's users and their history go in one
+//! statement each, their rows passed as one JSON array (`json_each`): a
+//! statement per user costs SQLite several times the row's own work. A block or unblock is one statement per user
+//! that takes the next change number, as an enable or disable does (the
+//! trigger `users_change` checks it and keeps the on-node count).
+
+use manager_lib::domain::usage::{
+    EnforceOutcome, IngestOutcome, NodeUsage, UsageCursor, UsageGrouping, UsagePage, UsageRow,
+    check_multiplier, storable,
+};
+use manager_lib::domain::{
+    BlockReason, Node, NodeId, Plan, ResetStrategy, Timestamp, User, UserId,
+};
+use manager_lib::storage::kit::usage::{
+    block_after_reset, group_node_rows, group_user_rows, over_limit, plan_block, sum_page,
+};
+use manager_lib::storage::{Entity, StorageError, StorageResult};
+use sqlx::{Row as _, SqliteConnection};
+
+use crate::SqliteStorage;
+use crate::error::db_error;
+use crate::rows::{NODE_COLUMNS, USER_COLUMNS, bytes, found, node_from_row, parse, user_from_row};
+use crate::writer::Args;
+
+/// `$col + $add` (both non-negative), saturating at the largest INTEGER.
+macro_rules! sat_add {
+    ($col:literal, $add:literal) => {
+        concat!(
+            "CASE WHEN ",
+            $col,
+            " > 9223372036854775807 - ",
+            $add,
+            " THEN 9223372036854775807 ELSE ",
+            $col,
+            " + ",
+            $add,
+            " END"
+        )
+    };
+}
+
+/// A JSON array of the already-encoded `items`.
+fn json_rows(items: impl Iterator<Item = String>) -> String {
+    let mut out = String::from("[");
+    for (i, item) in items.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&item);
+    }
+    out.push(']');
+    out
+}
+
+fn user_err(e: sqlx::Error) -> StorageError {
+    db_error(e, Some(Entity::User))
+}
+
+fn node_err(e: sqlx::Error) -> StorageError {
+    db_error(e, Some(Entity::Node))
+}
+
+/// Sets `blocked` with the next change number (one statement: the trigger
+/// checks the number and keeps the on-node count).
+async fn set_blocked(
+    conn: &mut SqliteConnection,
+    id: UserId,
+    blocked: Option<BlockReason>,
+) -> StorageResult<()> {
+    sqlx::query(
+        "UPDATE users SET blocked = ?2, \
+             change_seq = (SELECT last_seq + 1 FROM meta WHERE id = 1) \
+         WHERE id = ?1",
+    )
+    .bind(id.to_string())
+    .bind(blocked.map(|b| b.as_str()))
+    .execute(conn)
+    .await
+    .map_err(user_err)?;
+    Ok(())
+}
+
+async fn live_user(conn: &mut SqliteConnection, id: UserId) -> StorageResult<User> {
+    let row = sqlx::query(&format!(
+        "SELECT {USER_COLUMNS} FROM users WHERE id = ?1 AND deleted = 0"
+    ))
+    .bind(id.to_string())
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(user_err)?;
+    user_from_row(&found(row, Entity::User)?)
+}
+
+pub(crate) async fn ingest_usage(
+    s: &SqliteStorage,
+    node: NodeId,
+    pulled_with: &UsageCursor,
+    page: &UsagePage,
+    now: Timestamp,
+) -> StorageResult<IngestOutcome> {
+    let (pulled_with, page) = (pulled_with.clone(), page.clone());
+    s.write(move |conn| Box::pin(ingest(conn, node, pulled_with, page, now)))
+        .await
+}
+
+async fn ingest(
+    conn: &mut SqliteConnection,
+    node: NodeId,
+    pulled_with: UsageCursor,
+    page: UsagePage,
+    now: Timestamp,
+) -> StorageResult<IngestOutcome> {
+    let row =
+        sqlx::query("SELECT usage_journal, usage_seq, traffic_multiplier FROM nodes WHERE id = ?1")
+            .bind(node.to_string())
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(node_err)?;
+    let row = found(row, Entity::Node)?;
+    let stored = UsageCursor {
+        journal: row.try_get("usage_journal").map_err(node_err)?,
+        seq: bytes(row.try_get("usage_seq").map_err(node_err)?)?,
+    };
+    if stored != pulled_with {
+        return Ok(IngestOutcome {
+            stored: false,
+            cursor: stored,
+            user_deltas: 0,
+            newly_blocked: Vec::new(),
+        });
+    }
+    let multiplier: f64 = row.try_get("traffic_multiplier").map_err(node_err)?;
+    let sums = sum_page(&page, &pulled_with, multiplier);
+    let cursor = page.cursor_after(&pulled_with);
+    let node_text = node.to_string();
+    let mut newly_blocked = Vec::new();
+    let mut live = std::collections::HashSet::with_capacity(sums.users.len());
+    if !sums.users.is_empty() {
+        // One statement for every user of the page: the deltas travel as
+        // one JSON array, `[id, up, down]` each. It sets the used bytes
+        // only, so no index of `users` is touched.
+        let deltas = json_rows(
+            sums.users
+                .iter()
+                .map(|(id, b)| format!("[\"{id}\",{},{}]", storable(b.up), storable(b.down))),
+        );
+        let rows = sqlx::query(concat!(
+            "UPDATE users AS u SET used_up = ",
+            sat_add!("u.used_up", "i.up"),
+            ", used_down = ",
+            sat_add!("u.used_down", "i.down"),
+            " FROM (SELECT value ->> 0 AS id, value ->> 1 AS up, value ->> 2 AS down \
+                   FROM json_each(?1)) AS i \
+             WHERE u.id = i.id AND u.deleted = 0 \
+             RETURNING id, used_up, used_down, data_limit, blocked, on_hold"
+        ))
+        .bind(deltas)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(user_err)?;
+        // Holds start at the first byte (expiry = now + hold): the few
+        // on-hold users with bytes, by primary key.
+        let mut holds = Vec::new();
+        for row in &rows {
+            if row
+                .try_get::<Option<i64>, _>("on_hold")
+                .map_err(user_err)?
+                .is_some()
+            {
+                let id: &str = row.try_get("id").map_err(user_err)?;
+                let b = sums.users[&parse::<UserId>(id)?];
+                if b.up > 0 || b.down > 0 {
+                    holds.push(id.to_owned());
+                }
+            }
+        }
+        if !holds.is_empty() {
+            sqlx::query(
+                "UPDATE users SET expire_at = ?2 + on_hold * 1000, on_hold = NULL \
+                 WHERE id IN (SELECT value FROM json_each(?1)) AND on_hold IS NOT NULL",
+            )
+            .bind(serde_json::to_string(&holds).expect("strings serialize"))
+            .bind(now.0)
+            .execute(&mut *conn)
+            .await
+            .map_err(user_err)?;
+        }
+        let mut crossing = Vec::new();
+        for row in &rows {
+            // Deleted users are not in the answer: skipped.
+            let id: UserId = parse(row.try_get::<&str, _>("id").map_err(user_err)?)?;
+            live.insert(id);
+            let used = bytes(row.try_get("used_up").map_err(user_err)?)?
+                .saturating_add(bytes(row.try_get("used_down").map_err(user_err)?)?);
+            let plan = Plan {
+                data_limit: row
+                    .try_get::<Option<i64>, _>("data_limit")
+                    .map_err(user_err)?
+                    .map(bytes)
+                    .transpose()?,
+                ..Plan::default()
+            };
+            let blocked: Option<&str> = row.try_get("blocked").map_err(user_err)?;
+            if blocked.is_none() && over_limit(&plan, used) {
+                crossing.push(id);
+            }
+        }
+        crossing.sort();
+        for id in crossing {
+            set_blocked(conn, id, Some(BlockReason::Limited)).await?;
+            newly_blocked.push(id);
+        }
+    }
+    let days = json_rows(
+        sums.user_days
+            .iter()
+            .filter(|((id, _), _)| live.contains(id))
+            .map(|((id, day), b)| {
+                format!(
+                    "[\"{id}\",{},{},{}]",
+                    day.0,
+                    storable(b.up),
+                    storable(b.down)
+                )
+            }),
+    );
+    // `WHERE true`: SQLite's upsert after a SELECT needs it to parse.
+    sqlx::query(concat!(
+        "INSERT INTO user_usage_daily (user_id, day, node_id, up, down) \
+         SELECT value ->> 0, value ->> 1, ?2, value ->> 2, value ->> 3 \
+         FROM json_each(?1) WHERE true \
+         ON CONFLICT (user_id, day, node_id) DO UPDATE SET up = ",
+        sat_add!("up", "excluded.up"),
+        ", down = ",
+        sat_add!("down", "excluded.down")
+    ))
+    .bind(days)
+    .bind(&node_text)
+    .execute(&mut *conn)
+    .await
+    .map_err(user_err)?;
+    for (hour, b) in &sums.node_hours {
+        sqlx::query(concat!(
+            "INSERT INTO node_usage_hourly (node_id, hour, up, down) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (node_id, hour) DO UPDATE SET up = ",
+            sat_add!("up", "?3"),
+            ", down = ",
+            sat_add!("down", "?4")
+        ))
+        .bind(&node_text)
+        .bind(hour.0)
+        .bind(storable(b.up))
+        .bind(storable(b.down))
+        .execute(&mut *conn)
+        .await
+        .map_err(node_err)?;
+    }
+    sqlx::query(concat!(
+        "UPDATE nodes SET usage_journal = ?4, usage_seq = ?5, used_up = ",
+        sat_add!("used_up", "?2"),
+        ", used_down = ",
+        sat_add!("used_down", "?3"),
+        " WHERE id = ?1"
+    ))
+    .bind(&node_text)
+    .bind(storable(sums.node.up))
+    .bind(storable(sums.node.down))
+    .bind(cursor.journal.clone())
+    .bind(storable(cursor.seq))
+    .execute(&mut *conn)
+    .await
+    .map_err(node_err)?;
+    Ok(IngestOutcome {
+        stored: true,
+        cursor,
+        user_deltas: sums.user_deltas,
+        newly_blocked,
+    })
+}
+
+pub(crate) async fn set_user_plan(
+    s: &SqliteStorage,
+    id: UserId,
+    plan: Plan,
+    now: Timestamp,
+) -> StorageResult<User> {
+    plan.validate()?;
+    s.write(move |conn| {
+        Box::pin(async move {
+            let user = live_user(conn, id).await?;
+            sqlx::query(
+                "UPDATE users SET data_limit = ?2, expire_at = ?3, reset_period = ?4, \
+                     reset_day = ?5, on_hold = ?6, next_reset_at = ?7 \
+                 WHERE id = ?1",
+            )
+            .bind(id.to_string())
+            .bind(plan.data_limit.map(storable))
+            .bind(plan.expire_at.map(|t| t.0))
+            .bind(plan.reset.period())
+            .bind(i64::from(plan.reset.month_day()))
+            .bind(plan.on_hold.map(storable))
+            .bind(plan.reset.next_reset_after(now).map(|t| t.0))
+            .execute(&mut *conn)
+            .await
+            .map_err(user_err)?;
+            let blocked = plan_block(&plan, user.used(), now);
+            if blocked != user.blocked {
+                set_blocked(conn, id, blocked).await?;
+            }
+            live_user(conn, id).await
+        })
+    })
+    .await
+}
+
+pub(crate) async fn reset_user_usage(
+    s: &SqliteStorage,
+    id: UserId,
+    now: Timestamp,
+) -> StorageResult<User> {
+    s.write(move |conn| {
+        Box::pin(async move {
+            let user = live_user(conn, id).await?;
+            reset(conn, id, now, user.next_reset_at).await?;
+            let blocked = block_after_reset(user.blocked);
+            if blocked != user.blocked {
+                set_blocked(conn, id, blocked).await?;
+            }
+            live_user(conn, id).await
+        })
+    })
+    .await
+}
+
+/// Used bytes to zero, the reset recorded, the next one set.
+async fn reset(
+    conn: &mut SqliteConnection,
+    id: UserId,
+    now: Timestamp,
+    next: Option<Timestamp>,
+) -> StorageResult<()> {
+    sqlx::query(
+        "UPDATE users SET used_up = 0, used_down = 0, last_reset_at = ?2, next_reset_at = ?3 \
+         WHERE id = ?1",
+    )
+    .bind(id.to_string())
+    .bind(now.0)
+    .bind(next.map(|t| t.0))
+    .execute(conn)
+    .await
+    .map_err(user_err)?;
+    Ok(())
+}
+
+pub(crate) async fn enforce_time(
+    s: &SqliteStorage,
+    now: Timestamp,
+) -> StorageResult<EnforceOutcome> {
+    s.write(move |conn| {
+        Box::pin(async move {
+            // Both reads use their partial indexes (users_expire_at,
+            // users_next_reset_at): nothing due, nothing scanned. No ORDER
+            // BY: SQLite would rather walk the primary key to avoid a sort.
+            let ids: Vec<String> = sqlx::query_scalar(
+                "SELECT id FROM users WHERE expire_at <= ?1 AND deleted = 0 \
+                     AND (blocked IS NULL OR blocked = 'Limited')",
+            )
+            .bind(now.0)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(user_err)?;
+            let mut expired = Vec::with_capacity(ids.len());
+            for id in &ids {
+                let id: UserId = parse(id)?;
+                set_blocked(conn, id, Some(BlockReason::Expired)).await?;
+                expired.push(id);
+            }
+            let rows = sqlx::query(
+                "SELECT id, reset_period, reset_day, blocked FROM users \
+                 WHERE next_reset_at <= ?1 AND deleted = 0",
+            )
+            .bind(now.0)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(user_err)?;
+            let mut reset_ids = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let id: UserId = parse(row.try_get::<&str, _>("id").map_err(user_err)?)?;
+                let strategy = ResetStrategy::from_parts(
+                    row.try_get("reset_period").map_err(user_err)?,
+                    row.try_get("reset_day").map_err(user_err)?,
+                )
+                .map_err(|e| StorageError::Corrupt(e.to_string()))?;
+                let blocked: Option<BlockReason> = row
+                    .try_get::<Option<&str>, _>("blocked")
+                    .map_err(user_err)?
+                    .map(parse)
+                    .transpose()?;
+                reset(conn, id, now, strategy.next_reset_after(now)).await?;
+                let after = block_after_reset(blocked);
+                if after != blocked {
+                    set_blocked(conn, id, after).await?;
+                }
+                reset_ids.push(id);
+            }
+            expired.sort();
+            reset_ids.sort();
+            Ok(EnforceOutcome {
+                expired,
+                reset: reset_ids,
+            })
+        })
+    })
+    .await
+}
+
+pub(crate) async fn set_node_multiplier(
+    s: &SqliteStorage,
+    id: NodeId,
+    multiplier: f64,
+) -> StorageResult<Node> {
+    let multiplier = check_multiplier(multiplier)?;
+    let sql = format!(
+        "UPDATE nodes SET traffic_multiplier = ?2, updated_at = ?3 \
+         WHERE id = ?1 RETURNING {NODE_COLUMNS}"
+    );
+    let args = Args::default()
+        .bind(id.to_string())
+        .bind(multiplier)
+        .bind(Timestamp::now().0);
+    s.writes
+        .statement(sql, args, Some(Entity::Node), |row| {
+            node_from_row(&found(row, Entity::Node)?)
+        })
+        .await
+}
+
+pub(crate) async fn user_usage(
+    s: &SqliteStorage,
+    id: UserId,
+    from: Timestamp,
+    to: Timestamp,
+    group: UsageGrouping,
+) -> StorageResult<Vec<UsageRow>> {
+    // One statement: the user's existence and its rows (summed here, where
+    // sums saturate instead of failing on overflow).
+    let rows = sqlx::query(
+        "SELECT u.id AS id, h.day AS day, h.node_id AS node_id, h.up AS up, h.down AS down \
+         FROM users u LEFT JOIN user_usage_daily h \
+             ON h.user_id = u.id AND h.day >= ?2 AND h.day < ?3 \
+         WHERE u.id = ?1 AND u.deleted = 0",
+    )
+    .bind(id.to_string())
+    .bind(from.0)
+    .bind(to.0)
+    .fetch_all(&s.reader)
+    .await
+    .map_err(user_err)?;
+    if rows.is_empty() {
+        return Err(StorageError::NotFound(Entity::User));
+    }
+    let mut history = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let Some(day) = row.try_get::<Option<i64>, _>("day").map_err(user_err)? else {
+            continue;
+        };
+        history.push((
+            Timestamp(day),
+            parse(row.try_get::<&str, _>("node_id").map_err(user_err)?)?,
+            bytes(row.try_get("up").map_err(user_err)?)?,
+            bytes(row.try_get("down").map_err(user_err)?)?,
+        ));
+    }
+    Ok(group_user_rows(history, group))
+}
+
+pub(crate) async fn node_usage(
+    s: &SqliteStorage,
+    from: Timestamp,
+    to: Timestamp,
+) -> StorageResult<Vec<NodeUsage>> {
+    let rows = sqlx::query(
+        "SELECT node_id, up, down FROM node_usage_hourly WHERE hour >= ?1 AND hour < ?2",
+    )
+    .bind(from.0)
+    .bind(to.0)
+    .fetch_all(&s.reader)
+    .await
+    .map_err(node_err)?;
+    let mut history = Vec::with_capacity(rows.len());
+    for row in &rows {
+        history.push((
+            parse(row.try_get::<&str, _>("node_id").map_err(node_err)?)?,
+            bytes(row.try_get("up").map_err(node_err)?)?,
+            bytes(row.try_get("down").map_err(node_err)?)?,
+        ));
+    }
+    Ok(group_node_rows(history))
+}
+
+pub(crate) async fn purge_usage_history(
+    s: &SqliteStorage,
+    user_days_before: Timestamp,
+    node_hours_before: Timestamp,
+) -> StorageResult<u64> {
+    s.write(move |conn| {
+        Box::pin(async move {
+            let days = sqlx::query("DELETE FROM user_usage_daily WHERE day < ?1")
+                .bind(user_days_before.0)
+                .execute(&mut *conn)
+                .await
+                .map_err(user_err)?;
+            let hours = sqlx::query("DELETE FROM node_usage_hourly WHERE hour < ?1")
+                .bind(node_hours_before.0)
+                .execute(&mut *conn)
+                .await
+                .map_err(node_err)?;
+            Ok(days.rows_affected() + hours.rows_affected())
+        })
+    })
+    .await
+}
