@@ -100,6 +100,8 @@ pub mod server;
 pub mod service;
 #[cfg(feature = "agent")]
 pub mod settings;
+#[cfg(feature = "agent")]
+pub mod usage;
 pub mod wire;
 
 #[cfg(feature = "agent")]
