@@ -183,6 +183,10 @@ impl CoreApi for FakeCore {
     async fn uptime_secs(&self) -> Result<u32, CoreError> {
         self.live().map(|_| 1)
     }
+
+    async fn take_user_traffic(&self) -> Result<Vec<(String, u64, u64)>, CoreError> {
+        Ok(Vec::new())
+    }
 }
 
 /// One agent router served on 127.0.0.1.

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{ConfigError, CoreConfig};
 use crate::core::{CoreApi, CoreError};
 use crate::service::{CoreInstance, ServiceControl, ServiceError, ServiceStatus};
+use crate::usage::Usage;
 use crate::wire::{NodeStatus, StatusResponse, UsersEditRequest, WireUser};
 use verify::Gone;
 
@@ -135,6 +136,9 @@ pub struct Agent {
     passes: AtomicU64,
     repaired_added: AtomicU64,
     repaired_removed: AtomicU64,
+    /// Usage accounting, when on: read once more before the agent itself
+    /// stops or restarts the core, whose counters die with it.
+    usage: Option<Arc<Usage>>,
 }
 
 #[derive(Debug, Default)]
@@ -186,6 +190,30 @@ impl Agent {
             passes: AtomicU64::new(0),
             repaired_added: AtomicU64::new(0),
             repaired_removed: AtomicU64::new(0),
+            usage: None,
+        }
+    }
+
+    /// Usage accounting: `/usage` answers from its journal and the core's
+    /// counters are read once more before every stop or restart the agent orders.
+    pub fn with_usage(mut self, usage: Arc<Usage>) -> Self {
+        self.usage = Some(usage);
+        self
+    }
+
+    /// The usage accounting, if on.
+    pub fn usage(&self) -> Option<&Arc<Usage>> {
+        self.usage.as_ref()
+    }
+
+    /// The last read before the agent stops or restarts the core. A failure
+    /// is logged, not fatal: the core may already be down (nothing to lose)
+    /// and a failed append keeps the read in memory.
+    async fn last_usage_read(&self) {
+        if let Some(usage) = &self.usage
+            && let Err(e) = usage.collect().await
+        {
+            tracing::debug!(error = %e, "usage: read before stopping the core");
         }
     }
 
@@ -282,6 +310,7 @@ impl Agent {
         let begun = Instant::now();
         self.flush_now(&state).await?;
         let written = begun.elapsed();
+        self.last_usage_read().await;
         self.service.restart().await.map_err(AgentError::Service)?;
         self.wait_ready().await?;
         // Any core that started since the restart read the config just
@@ -307,6 +336,7 @@ impl Agent {
         };
         let _gate = self.gate.write().await;
         let mut state = self.state.lock().await;
+        self.last_usage_read().await;
         self.service.stop().await.map_err(AgentError::Service)?;
         state.running = false;
         let old = std::mem::take(&mut state.users);

@@ -237,6 +237,7 @@ flavor = "{flavor}"
 user_config_template = "vless://{{{{.UserID}}}}@127.0.0.1:{vless}?encryption=none&type=tcp#{{{{.UserName}}}}"
 config_flush_ms = {flush_ms}
 monitor_interval_secs = 1
+state_dir = "{state}"
 
 [core]
 binary = "{core}"
@@ -252,6 +253,7 @@ backend = "process"
             core = core.display(),
             base = base.display(),
             generated = dir.path().join("core.json").display(),
+            state = dir.path().join("state").display(),
             api = ports.api,
         );
         std::fs::write(&config, settings).unwrap();

@@ -81,6 +81,24 @@ struct Header {
     last_seq: u64,
 }
 
+/// A batch record written from borrowed users (the same JSON as
+/// `Record::Batch`), so the caller keeps them if the write fails.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+enum RecordRef<'a> {
+    Batch(BatchRef<'a>),
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct BatchRef<'a> {
+    first_seq: u64,
+    seq: u64,
+    from: i64,
+    to: i64,
+    users: &'a [UserUsage],
+}
+
 /// Where one batch lives in the file.
 #[derive(Debug, Clone, Copy)]
 struct Entry {
@@ -112,6 +130,9 @@ pub struct Journal {
     /// An append failed part-way: cut the file back to `end` before the next write.
     dirty_tail: bool,
     max_batches: usize,
+    /// Tests: the next append fails as a full disk would.
+    #[cfg(test)]
+    pub(crate) fail_next_append: bool,
 }
 
 impl Journal {
@@ -150,6 +171,8 @@ impl Journal {
             dead: 0,
             dirty_tail: false,
             max_batches: max_batches.max(1),
+            #[cfg(test)]
+            fail_next_append: false,
         };
         journal.load()?;
         Ok(journal)
@@ -291,27 +314,37 @@ impl Journal {
     /// next batch, written and synced before it returns its sequence number.
     /// No users: no batch (`None`). On error nothing was added (a part
     /// written is cut off before the next write).
-    pub fn append(&mut self, from: i64, to: i64, users: Vec<UserUsage>) -> Result<Option<u64>> {
+    pub fn append(&mut self, from: i64, to: i64, users: &[UserUsage]) -> Result<Option<u64>> {
         if users.is_empty() {
             return Ok(None);
         }
         let seq = self.last_seq + 1;
-        let batch = UsageBatch {
+        let batch = BatchRef {
             first_seq: seq,
             seq,
             from,
             to,
             users,
         };
-        let record = encode(&Record::Batch(batch))?;
+        let record = encode(&RecordRef::Batch(batch))?;
         if self.dirty_tail {
             self.file.set_len(self.end).map_err(|e| self.io(e))?;
             self.dirty_tail = false;
         }
-        let written = self
-            .file
-            .write_all_at(&record, self.end)
-            .and_then(|()| self.file.sync_data());
+        #[cfg(test)]
+        let fail = std::mem::take(&mut self.fail_next_append);
+        #[cfg(not(test))]
+        let fail = false;
+        let written = if fail {
+            // Tests: part of the record reaches the file, as on a full disk.
+            self.file
+                .write_all_at(&record[..record.len() / 2], self.end)
+                .and(Err(io::Error::other("no space left on device")))
+        } else {
+            self.file
+                .write_all_at(&record, self.end)
+                .and_then(|()| self.file.sync_data())
+        };
         if let Err(e) = written {
             self.dirty_tail = true;
             return Err(self.io(e));
@@ -494,7 +527,7 @@ impl Journal {
     }
 }
 
-fn encode(record: &Record) -> Result<Vec<u8>> {
+fn encode(record: &impl Serialize) -> Result<Vec<u8>> {
     let body = serde_json::to_vec(record).expect("a record always serialises");
     let len = u32::try_from(body.len())
         .ok()

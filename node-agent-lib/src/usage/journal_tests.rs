@@ -30,13 +30,9 @@ fn seqs(r: &UsageResponse) -> Vec<(u64, u64)> {
 fn append_then_after_answers_batches_in_order_after_the_cursor() {
     let dir = tempfile::tempdir().unwrap();
     let mut j = Journal::open(dir.path(), 720).unwrap();
-    assert_eq!(j.append(10, 15, vec![user("a", 1, 2)]).unwrap(), Some(1));
-    assert_eq!(j.append(15, 20, vec![user("b", 3, 4)]).unwrap(), Some(2));
-    assert_eq!(
-        j.append(20, 25, vec![]).unwrap(),
-        None,
-        "no users, no batch"
-    );
+    assert_eq!(j.append(10, 15, &[user("a", 1, 2)]).unwrap(), Some(1));
+    assert_eq!(j.append(15, 20, &[user("b", 3, 4)]).unwrap(), Some(2));
+    assert_eq!(j.append(20, 25, &[]).unwrap(), None, "no users, no batch");
     let id = j.id().to_owned();
 
     let all = j.after(None, 0, 64).unwrap();
@@ -56,7 +52,7 @@ fn append_then_after_answers_batches_in_order_after_the_cursor() {
 fn a_repeated_pull_answers_the_same_batches() {
     let dir = tempfile::tempdir().unwrap();
     let mut j = Journal::open(dir.path(), 720).unwrap();
-    j.append(0, 1, vec![user("a", 5, 6)]).unwrap();
+    j.append(0, 1, &[user("a", 5, 6)]).unwrap();
     let id = j.id().to_owned();
     let first = j.after(Some(&id), 0, 64).unwrap();
     let again = j.after(Some(&id), 0, 64).unwrap();
@@ -68,7 +64,7 @@ fn confirmed_batches_are_forgotten_and_the_file_shrinks() {
     let dir = tempfile::tempdir().unwrap();
     let mut j = Journal::open(dir.path(), 720).unwrap();
     for i in 0..10 {
-        j.append(i, i + 1, vec![user("a", 100, 200)]).unwrap();
+        j.append(i, i + 1, &[user("a", 100, 200)]).unwrap();
     }
     let id = j.id().to_owned();
     let full = j.bytes();
@@ -77,7 +73,7 @@ fn confirmed_batches_are_forgotten_and_the_file_shrinks() {
     assert_eq!(j.len(), 2);
     assert!(j.bytes() < full / 2, "{} of {full}", j.bytes());
     // Sequence numbers go on after the reclaim, also across a reopen.
-    assert_eq!(j.append(0, 1, vec![user("b", 1, 1)]).unwrap(), Some(11));
+    assert_eq!(j.append(0, 1, &[user("b", 1, 1)]).unwrap(), Some(11));
     drop(j);
     let mut j = Journal::open(dir.path(), 720).unwrap();
     let r = j.after(Some(&id), 10, 64).unwrap();
@@ -86,15 +82,15 @@ fn confirmed_batches_are_forgotten_and_the_file_shrinks() {
     assert!(j.is_empty());
     drop(j);
     let mut j = Journal::open(dir.path(), 720).unwrap();
-    assert_eq!(j.append(0, 1, vec![user("c", 1, 1)]).unwrap(), Some(12));
+    assert_eq!(j.append(0, 1, &[user("c", 1, 1)]).unwrap(), Some(12));
 }
 
 #[test]
 fn another_journal_id_or_none_answers_from_the_first_batch_and_confirms_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let mut j = Journal::open(dir.path(), 720).unwrap();
-    j.append(0, 1, vec![user("a", 1, 1)]).unwrap();
-    j.append(1, 2, vec![user("a", 1, 1)]).unwrap();
+    j.append(0, 1, &[user("a", 1, 1)]).unwrap();
+    j.append(1, 2, &[user("a", 1, 1)]).unwrap();
     let r = j.after(Some("someone-else"), 2, 64).unwrap();
     assert_eq!(seqs(&r), vec![(1, 1), (2, 2)]);
     assert_eq!(j.len(), 2, "a foreign cursor confirms nothing");
@@ -116,9 +112,9 @@ fn a_new_journal_gets_a_new_id() {
 fn reopening_keeps_id_batches_and_bodies() {
     let dir = tempfile::tempdir().unwrap();
     let mut j = Journal::open(dir.path(), 720).unwrap();
-    j.append(3, 4, vec![user("a", 1, 2), user("b", u64::MAX, 0)])
+    j.append(3, 4, &[user("a", 1, 2), user("b", u64::MAX, 0)])
         .unwrap();
-    j.append(4, 5, vec![user("a", 7, 8)]).unwrap();
+    j.append(4, 5, &[user("a", 7, 8)]).unwrap();
     let id = j.id().to_owned();
     let before = j.after(None, 0, 64).unwrap();
     drop(j);
@@ -140,7 +136,7 @@ fn merging_keeps_exact_sums_and_stays_under_the_cap() {
             slot.0 += u.up;
             slot.1 += u.down;
         }
-        j.append(i as i64, i as i64 + 1, users).unwrap();
+        j.append(i as i64, i as i64 + 1, &users).unwrap();
         assert!(j.len() <= max, "{} batches", j.len());
     }
     let r = j.after(None, 0, 256).unwrap();
@@ -161,13 +157,13 @@ fn merging_never_touches_a_delivered_batch() {
     let max = 4;
     let mut j = Journal::open(dir.path(), max).unwrap();
     for i in 0..3 {
-        j.append(i, i + 1, vec![user("a", 1, 0)]).unwrap();
+        j.append(i, i + 1, &[user("a", 1, 0)]).unwrap();
     }
     let id = j.id().to_owned();
     let delivered = j.after(Some(&id), 0, 2).unwrap();
     assert_eq!(seqs(&delivered), vec![(1, 1), (2, 2)]);
     for i in 3..40 {
-        j.append(i, i + 1, vec![user("a", 1, 0)]).unwrap();
+        j.append(i, i + 1, &[user("a", 1, 0)]).unwrap();
     }
     // The delivered batches are still there as they were answered: a
     // manager that stored them and pulls again with after=2 loses nothing
@@ -189,12 +185,12 @@ fn merging_never_touches_a_delivered_batch() {
 fn after_a_reopen_every_batch_counts_as_delivered_and_is_not_merged() {
     let dir = tempfile::tempdir().unwrap();
     let mut j = Journal::open(dir.path(), 2).unwrap();
-    j.append(0, 1, vec![user("a", 1, 0)]).unwrap();
-    j.append(1, 2, vec![user("a", 1, 0)]).unwrap();
+    j.append(0, 1, &[user("a", 1, 0)]).unwrap();
+    j.append(1, 2, &[user("a", 1, 0)]).unwrap();
     drop(j);
     let mut j = Journal::open(dir.path(), 2).unwrap();
     for i in 2..10 {
-        j.append(i, i + 1, vec![user("a", 1, 0)]).unwrap();
+        j.append(i, i + 1, &[user("a", 1, 0)]).unwrap();
     }
     let r = j.after(None, 0, 256).unwrap();
     assert_eq!(&seqs(&r)[..2], &[(1, 1), (2, 2)]);
@@ -205,8 +201,8 @@ fn after_a_reopen_every_batch_counts_as_delivered_and_is_not_merged() {
 fn a_torn_last_record_is_dropped_at_open() {
     let dir = tempfile::tempdir().unwrap();
     let mut j = Journal::open(dir.path(), 720).unwrap();
-    j.append(0, 1, vec![user("a", 1, 2)]).unwrap();
-    j.append(1, 2, vec![user("a", 3, 4)]).unwrap();
+    j.append(0, 1, &[user("a", 1, 2)]).unwrap();
+    j.append(1, 2, &[user("a", 3, 4)]).unwrap();
     let whole = j.bytes();
     drop(j);
     let path = dir.path().join(FILE_NAME);
@@ -219,7 +215,7 @@ fn a_torn_last_record_is_dropped_at_open() {
     assert_eq!(j.len(), 2);
     assert_eq!(j.bytes(), whole);
     assert_eq!(std::fs::metadata(&path).unwrap().len(), whole);
-    assert_eq!(j.append(2, 3, vec![user("a", 5, 6)]).unwrap(), Some(3));
+    assert_eq!(j.append(2, 3, &[user("a", 5, 6)]).unwrap(), Some(3));
     drop(j);
     let mut j = Journal::open(dir.path(), 720).unwrap();
     assert_eq!(totals(&j.after(None, 0, 64).unwrap().batches)["a"], (9, 12));
@@ -229,9 +225,9 @@ fn a_torn_last_record_is_dropped_at_open() {
 fn a_whole_length_record_with_a_bad_checksum_at_the_end_is_torn_too() {
     let dir = tempfile::tempdir().unwrap();
     let mut j = Journal::open(dir.path(), 720).unwrap();
-    j.append(0, 1, vec![user("a", 1, 2)]).unwrap();
+    j.append(0, 1, &[user("a", 1, 2)]).unwrap();
     let good = j.bytes();
-    j.append(1, 2, vec![user("a", 3, 4)]).unwrap();
+    j.append(1, 2, &[user("a", 3, 4)]).unwrap();
     drop(j);
     let path = dir.path().join(FILE_NAME);
     let mut bytes = std::fs::read(&path).unwrap();
@@ -247,8 +243,8 @@ fn damage_before_the_last_record_refuses_to_open_and_keeps_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let mut j = Journal::open(dir.path(), 720).unwrap();
     let header = j.bytes();
-    j.append(0, 1, vec![user("a", 1, 2)]).unwrap();
-    j.append(1, 2, vec![user("a", 3, 4)]).unwrap();
+    j.append(0, 1, &[user("a", 1, 2)]).unwrap();
+    j.append(1, 2, &[user("a", 3, 4)]).unwrap();
     drop(j);
     let path = dir.path().join(FILE_NAME);
     let mut bytes = std::fs::read(&path).unwrap();
@@ -264,7 +260,7 @@ fn after_never_answers_more_than_max() {
     let dir = tempfile::tempdir().unwrap();
     let mut j = Journal::open(dir.path(), 720).unwrap();
     for i in 0..20 {
-        j.append(i, i + 1, vec![user("a", 1, 1)]).unwrap();
+        j.append(i, i + 1, &[user("a", 1, 1)]).unwrap();
     }
     let r = j.after(None, 0, 7).unwrap();
     assert_eq!(r.batches.len(), 7);
