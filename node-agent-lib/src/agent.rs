@@ -21,7 +21,9 @@ use crate::config::{ConfigError, CoreConfig};
 use crate::core::{CoreApi, CoreError};
 use crate::service::{CoreInstance, ServiceControl, ServiceError, ServiceStatus};
 use crate::usage::Usage;
-use crate::wire::{NodeStatus, StatusResponse, UsersEditRequest, WireUser};
+use crate::wire::{
+    NodeStatus, StatusResponse, UsageRequest, UsageResponse, UsersEditRequest, WireUser,
+};
 use verify::Gone;
 
 /// Why an agent operation failed; the node API's error table maps each to a
@@ -204,6 +206,19 @@ impl Agent {
     /// The usage accounting, if on.
     pub fn usage(&self) -> Option<&Arc<Usage>> {
         self.usage.as_ref()
+    }
+
+    /// `/usage`: the journal's batches after the manager's cursor. Journal
+    /// I/O failures (and an agent built without accounting) are internal
+    /// errors: the details go to the log, not to the caller.
+    pub async fn usage_after(&self, pull: UsageRequest) -> Result<UsageResponse, AgentError> {
+        let Some(usage) = &self.usage else {
+            return Err(AgentError::Internal("no usage journal".into()));
+        };
+        usage
+            .pull(pull)
+            .await
+            .map_err(|e| AgentError::Internal(e.to_string()))
     }
 
     /// The last read before the agent stops or restarts the core. A failure

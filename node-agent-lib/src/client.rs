@@ -8,7 +8,8 @@ use serde::de::DeserializeOwned;
 
 use crate::envelope::{self, AUTH_SCHEME, InvalidKey, NodeKey};
 use crate::wire::{
-    ErrorBody, StartRequest, StartResponse, StatusResponse, UsersEditRequest, WireUser,
+    ErrorBody, StartRequest, StartResponse, StatusResponse, UsageRequest, UsageResponse,
+    UsersEditRequest, WireUser,
 };
 
 /// Why a node call failed.
@@ -151,6 +152,14 @@ impl NodeClient {
     pub async fn edit_users(&self, edit: &UsersEditRequest) -> Result<(), ClientError> {
         let body = serde_json::to_vec(edit).map_err(|e| ClientError::Protocol(e.to_string()))?;
         self.call("POST", "/users/edit", &body).await.map(drop)
+    }
+
+    /// `POST /usage`: the node's usage batches after `request`'s cursor;
+    /// naming the node's journal confirms `after`.
+    pub async fn usage(&self, request: &UsageRequest) -> Result<UsageResponse, ClientError> {
+        let body = serde_json::to_vec(request).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let answer = self.call("POST", "/usage", &body).await?;
+        parse(&answer)
     }
 
     /// Seals `payload` for `method path`, sends it, and opens the answer. On
