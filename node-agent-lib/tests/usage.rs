@@ -198,3 +198,60 @@ async fn an_agent_without_a_journal_answers_internal_server_error() {
     let answer = call(&node, "POST", "/usage", &json!({})).await;
     assert_error(&answer, 500, "internal server error");
 }
+
+/// A node whose service starts and stops at once and whose core counts
+/// `(A, 7, 9)` more at every read: what a stop or restart must not lose.
+fn counting_node() -> TestNode {
+    let mut service = MockServiceControl::new();
+    service.expect_restart().returning(|| Ok(()));
+    service.expect_stop().returning(|| Ok(()));
+    service
+        .expect_status()
+        .returning(|| Ok(node_agent_lib::ServiceStatus::Running));
+    service.expect_instance().returning(|| {
+        Ok(Some(node_agent_lib::service::CoreInstance::new(
+            "1".to_owned(),
+        )))
+    });
+    let mut core = MockCoreApi::new();
+    core.expect_uptime_secs().returning(|| Ok(1));
+    core.expect_add_user().returning(|_, _| Ok(()));
+    core.expect_take_user_traffic().returning(|| Ok(read(7, 9)));
+    node_with_journal(Arc::new(service), Arc::new(core))
+}
+
+#[tokio::test]
+async fn the_agent_reads_the_counters_before_it_restarts_or_stops_the_core() {
+    let node = counting_node();
+    let usage = node.agent.usage().unwrap().clone();
+    assert_eq!(
+        call(&node, "POST", "/start", &json!({"users": []}))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        usage
+            .counters()
+            .batches_appended
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    assert_eq!(
+        call(&node, "POST", "/stop", &serde_json::Value::Null)
+            .await
+            .status,
+        200
+    );
+    let page = call(&node, "POST", "/usage", &json!({}))
+        .await
+        .json
+        .unwrap();
+    let batches = page["batches"].as_array().unwrap();
+    assert_eq!(
+        batches.len(),
+        2,
+        "one read before the restart, one before the stop"
+    );
+    assert!(batches.iter().all(|b| b["users"][0]["down"] == 9));
+}
