@@ -66,6 +66,14 @@ impl From<InvalidKey> for ClientError {
 /// pattern: kilobytes), sealed. Read as a stream and cut at this size, so a
 /// fake node or a man in the middle cannot make the manager buffer more.
 pub const MAX_START_ANSWER: usize = 1024 * 1024;
+/// The most a node's answer to `/usage` may be: the agent stops a page at
+/// [`USAGE_PAGE_BYTES`] of batches unless its first batch alone is larger,
+/// so this leaves room for one batch of ~500,000 users (about 75 bytes
+/// each), sealed (base64url: 4/3).
+pub const MAX_USAGE_ANSWER: usize = 64 * 1024 * 1024;
+/// Where the agent stops adding batches to a `/usage` answer (it always
+/// answers at least one): 16 MiB of JSON, 21.4 MiB sealed.
+pub const USAGE_PAGE_BYTES: u64 = 16 * 1024 * 1024;
 /// The most any other answer may be (`/status`, `/stop`, `/users/edit` and
 /// every error answer are under a kilobyte sealed).
 pub const MAX_ANSWER: usize = 64 * 1024;
@@ -189,10 +197,10 @@ impl NodeClient {
         if status == StatusCode::UNAUTHORIZED {
             return Err(ClientError::Unauthorized);
         }
-        let cap = if path == "/start" {
-            MAX_START_ANSWER
-        } else {
-            MAX_ANSWER
+        let cap = match path {
+            "/start" => MAX_START_ANSWER,
+            "/usage" => MAX_USAGE_ANSWER,
+            _ => MAX_ANSWER,
         };
         let body = read_capped(&mut response, cap).await?;
         let text = std::str::from_utf8(&body)

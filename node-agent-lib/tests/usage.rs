@@ -255,3 +255,15 @@ async fn the_agent_reads_the_counters_before_it_restarts_or_stops_the_core() {
     );
     assert!(batches.iter().all(|b| b["users"][0]["down"] == 9));
 }
+
+#[tokio::test]
+async fn a_page_of_many_users_fits_the_clients_cap() {
+    // 20,000 users: ~1.5 MB of JSON, far over the 64 KiB of other answers.
+    let many: Vec<(String, u64, u64)> = (0..20_000u128)
+        .map(|i| (uuid::Uuid::from_u128(i).to_string(), 1_000_000, 2_000_000))
+        .collect();
+    let s = served(vec![many]).await;
+    s.usage.collect().await.unwrap();
+    let page = s.client.usage(&UsageRequest::default()).await.unwrap();
+    assert_eq!(page.batches[0].users.len(), 20_000);
+}

@@ -36,6 +36,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::client::USAGE_PAGE_BYTES;
 use crate::wire::{UsageBatch, UsageResponse, UserUsage};
 
 /// The journal's file name inside the state directory.
@@ -419,8 +420,10 @@ impl Journal {
     }
 
     /// The batches after `after` when `journal` names this journal, else
-    /// from the first; at most `max` (at least 1). Naming this journal also
-    /// confirms `after`: batches up to it are forgotten.
+    /// from the first; at most `max` (at least 1), and no more once they
+    /// reach [`USAGE_PAGE_BYTES`] (the first always comes), so an answer fits
+    /// the client's cap. Naming this journal also confirms `after`: batches
+    /// up to it are forgotten.
     pub fn after(
         &mut self,
         journal: Option<&str>,
@@ -432,8 +435,23 @@ impl Journal {
             self.confirm(after)?;
         }
         let floor = if ours { after } else { 0 };
+        if ours && after > self.last_seq {
+            tracing::warn!(
+                after,
+                last_seq = self.last_seq,
+                "usage journal: the manager names a sequence number this journal never reached (was the state dir restored from a backup?)"
+            );
+        }
         let start = self.index.partition_point(|e| e.seq <= floor);
-        let stop = (start + max.max(1)).min(self.index.len());
+        let mut stop = start;
+        let mut bytes = 0;
+        while stop < self.index.len()
+            && stop - start < max.max(1)
+            && (stop == start || bytes + self.index[stop].len <= USAGE_PAGE_BYTES)
+        {
+            bytes += self.index[stop].len;
+            stop += 1;
+        }
         let mut batches = Vec::with_capacity(stop - start);
         for entry in &self.index[start..stop] {
             batches.push(self.read_batch(entry)?);

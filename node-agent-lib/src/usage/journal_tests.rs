@@ -268,3 +268,37 @@ fn after_never_answers_more_than_max() {
     let r = j.after(None, 0, 0).unwrap();
     assert_eq!(r.batches.len(), 1, "0 is read as 1, so a pull always moves");
 }
+
+#[test]
+fn a_page_stops_at_the_byte_budget_but_always_answers_one_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = Journal::open(dir.path(), 720).unwrap();
+    // ~3.3 MiB per batch: 45,000 users of ~75 bytes.
+    let users: Vec<UserUsage> = (0..45_000)
+        .map(|i| user(&format!("{i:08x}-0000-4000-8000-000000000000"), i, i))
+        .collect();
+    for i in 0..8 {
+        j.append(i, i + 1, &users).unwrap();
+    }
+    let page = j.after(None, 0, 256).unwrap();
+    let per_batch = j.bytes() / 8;
+    assert_eq!(
+        page.batches.len() as u64,
+        USAGE_PAGE_BYTES / per_batch,
+        "{per_batch} bytes a batch"
+    );
+    assert!(page.more);
+    let sealed = serde_json::to_vec(&page).unwrap().len() * 4 / 3;
+    assert!(sealed < crate::client::MAX_USAGE_ANSWER, "{sealed}");
+    // A batch larger than the budget on its own still comes, alone.
+    let big: Vec<UserUsage> = (0..250_000)
+        .map(|i| user(&format!("{i:08x}-0000-4000-8000-000000000001"), 1, 1))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = Journal::open(dir.path(), 720).unwrap();
+    j.append(0, 1, &big).unwrap();
+    j.append(1, 2, &big).unwrap();
+    let page = j.after(None, 0, 256).unwrap();
+    assert_eq!(page.batches.len(), 1);
+    assert!(page.more);
+}
