@@ -41,6 +41,10 @@ impl CoreApi for AcceptAll {
     async fn uptime_secs(&self) -> Result<u32, CoreError> {
         Ok(1)
     }
+
+    async fn take_user_traffic(&self) -> Result<Vec<(String, u64, u64)>, CoreError> {
+        Ok(Vec::new())
+    }
 }
 
 const BASE_CONFIG: &str = r#"{"api":{"tag":"api","services":["HandlerService","StatsService"]},

@@ -8,6 +8,7 @@ use std::fmt::Debug;
 
 use async_trait::async_trait;
 
+use crate::domain::usage::{UsageCursor, UsagePage};
 use crate::domain::{Node, UserCredentials, UserId};
 
 #[cfg(feature = "conformance")]
@@ -54,7 +55,8 @@ pub enum TransportError {
 /// # Contract
 /// Every call is idempotent on the node (a repeated `start`, `stop` or edit
 /// is harmless), bounded by a timeout, and reports the node's own errors as
-/// [`TransportError::Node`].
+/// [`TransportError::Node`]. `usage` is a read that also confirms: a pull
+/// repeated with the same cursor answers the same batches.
 #[cfg_attr(feature = "mocks", mockall::automock)]
 #[async_trait]
 pub trait NodeTransport: Debug + Send + Sync {
@@ -77,4 +79,19 @@ pub trait NodeTransport: Debug + Send + Sync {
         add: &[UserCredentials],
         del: &[UserId],
     ) -> Result<(), TransportError>;
+
+    /// `POST /usage`: the node's usage batches after `cursor`, at most
+    /// `max_batches` (the node caps it at 256), in sequence order, with the
+    /// node's journal id. When `cursor.journal` names the node's journal the
+    /// batches are those after `cursor.seq`, and the node may forget the
+    /// ones up to it (the pull confirms them); another journal or none:
+    /// from the journal's first batch. Works whether the core runs or not.
+    /// A user id in the answer that is not one is a
+    /// [`TransportError::Protocol`].
+    async fn usage(
+        &self,
+        node: &Node,
+        cursor: &UsageCursor,
+        max_batches: u32,
+    ) -> Result<UsagePage, TransportError>;
 }

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use manager_lib::domain::usage::{UsageCursor, UsagePage};
 use manager_lib::domain::*;
 use manager_lib::manager::{Manager, ManagerError, ManagerSettings, NodeOutcome};
 use manager_lib::reconcile::{Reconciler, ReconcilerSettings};
@@ -97,6 +98,14 @@ impl NodeTransport for FaultyFleet {
             return Err(node_down());
         }
         self.fleet.edit_users(node, add, del).await
+    }
+    async fn usage(
+        &self,
+        node: &Node,
+        cursor: &UsageCursor,
+        max_batches: u32,
+    ) -> Result<UsagePage, TransportError> {
+        self.fleet.usage(node, cursor, max_batches).await
     }
 }
 

@@ -1,6 +1,7 @@
 //! The transport conformance suite against the simulated fleet (the
 //! reference) and against `HttpTransport` talking to real agent routers on
-//! 127.0.0.1 (a `MemoryService` and a core fake behind each); and a broken
+//! 127.0.0.1 (a `MemoryService`, a core fake and a real usage journal
+//! behind each); and a broken
 //! transport the suite must fail.
 
 use std::collections::{HashMap, HashSet};
@@ -13,6 +14,7 @@ use async_trait::async_trait;
 use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
+use manager_lib::domain::usage::{UsageCursor, UsagePage};
 use manager_lib::domain::{NewNode, Node, UserCredentials, UserId};
 use manager_lib::storage::Storage;
 use manager_lib::storage::memory::MemoryStorage;
@@ -24,7 +26,9 @@ use node_agent_lib::agent::{Agent, AgentOptions};
 use node_agent_lib::api::{AppState, router};
 use node_agent_lib::config::CoreConfig;
 use node_agent_lib::core::{CoreApi, CoreError, CoreUser, Flavor};
+use node_agent_lib::envelope::NodeKey;
 use node_agent_lib::service::memory::MemoryService;
+use node_agent_lib::usage::{Journal, Usage};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -85,6 +89,14 @@ impl FleetFixture for Simulated {
         self.fleet
             .set_delay(&node.endpoint, Duration::from_secs(3600));
     }
+
+    async fn record_usage(&self, node: &Node, usage: &[(UserId, u64, u64)]) {
+        self.fleet.record_usage(&node.endpoint, usage);
+    }
+
+    async fn wipe_usage_journal(&self, node: &Node) {
+        self.fleet.reset_usage_journal(&node.endpoint);
+    }
 }
 
 mod simulated {
@@ -107,6 +119,8 @@ struct FakeCore {
     service: Arc<MemoryService>,
     config: PathBuf,
     users: Mutex<CoreRun>,
+    /// Per-user (up, down) counters, read and zeroed by `take_user_traffic`.
+    traffic: Mutex<HashMap<String, (u64, u64)>>,
 }
 
 /// The users of one run of the core.
@@ -183,6 +197,11 @@ impl CoreApi for FakeCore {
     async fn uptime_secs(&self) -> Result<u32, CoreError> {
         self.live().map(|_| 1)
     }
+
+    async fn take_user_traffic(&self) -> Result<Vec<(String, u64, u64)>, CoreError> {
+        let taken = std::mem::take(&mut *self.traffic.lock().unwrap());
+        Ok(taken.into_iter().map(|(e, (u, d))| (e, u, d)).collect())
+    }
 }
 
 /// One agent router served on 127.0.0.1.
@@ -190,7 +209,59 @@ struct Served {
     silent: Arc<AtomicBool>,
     shutdown: oneshot::Sender<()>,
     task: JoinHandle<()>,
-    _dir: tempfile::TempDir,
+    core: Arc<FakeCore>,
+    usage: Arc<Usage>,
+    dir: tempfile::TempDir,
+}
+
+impl Served {
+    /// An agent holding `key` on `listener`, its files (generated config,
+    /// usage journal under `state/`) in `dir`.
+    fn start(listener: tokio::net::TcpListener, key: &NodeKey, dir: tempfile::TempDir) -> Self {
+        let service = Arc::new(MemoryService::new());
+        let core = Arc::new(FakeCore {
+            service: service.clone(),
+            config: dir.path().join("core.json"),
+            users: Mutex::default(),
+            traffic: Mutex::default(),
+        });
+        let (config, _) = CoreConfig::parse(BASE_CONFIG, Flavor::Xray, "").unwrap();
+        let mut options = AgentOptions::new(dir.path().join("core.json"));
+        options.user_config_template = "vless://{{.UserID}}@node.test:443#{{.UserName}}".into();
+        options.start_timeout = Duration::from_secs(2);
+        let journal = Journal::open(&dir.path().join("state"), 720).unwrap();
+        let usage = Arc::new(Usage::new(core.clone(), journal));
+        let agent =
+            Arc::new(Agent::new(service, core.clone(), config, options).with_usage(usage.clone()));
+        let silent = Arc::new(AtomicBool::new(false));
+        let app = router(Arc::new(AppState::new(agent, key.clone())))
+            .layer(middleware::from_fn_with_state(silent.clone(), maybe_silent));
+        let (shutdown, stopped) = oneshot::channel();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
+        });
+        Served {
+            silent,
+            shutdown,
+            task,
+            core,
+            usage,
+            dir,
+        }
+    }
+
+    /// Stops serving; gives back the agent's directory.
+    async fn stop(self) -> tempfile::TempDir {
+        let _ = self.shutdown.send(());
+        // Graceful shutdown closes the idle pooled connections too.
+        self.task.await.unwrap();
+        self.dir
+    }
 }
 
 /// While the flag is set, the agent takes calls and never answers.
@@ -229,54 +300,54 @@ impl FleetFixture for Agents {
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
         let node = register(&self.storage, &endpoint).await;
 
-        let dir = tempfile::tempdir().unwrap();
-        let service = Arc::new(MemoryService::new());
-        let core = Arc::new(FakeCore {
-            service: service.clone(),
-            config: dir.path().join("core.json"),
-            users: Mutex::default(),
-        });
-        let (config, _) = CoreConfig::parse(BASE_CONFIG, Flavor::Xray, "").unwrap();
-        let mut options = AgentOptions::new(dir.path().join("core.json"));
-        options.user_config_template = "vless://{{.UserID}}@node.test:443#{{.UserName}}".into();
-        options.start_timeout = Duration::from_secs(2);
-        let agent = Arc::new(Agent::new(service, core, config, options));
-        let key = node.key.clone();
-        let silent = Arc::new(AtomicBool::new(false));
-        let app = router(Arc::new(AppState::new(agent, key)))
-            .layer(middleware::from_fn_with_state(silent.clone(), maybe_silent));
-        let (shutdown, stopped) = oneshot::channel();
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await
-                .unwrap();
-        });
-        self.served.lock().unwrap().insert(
-            node.endpoint.clone(),
-            Served {
-                silent,
-                shutdown,
-                task,
-                _dir: dir,
-            },
-        );
+        let served = Served::start(listener, &node.key, tempfile::tempdir().unwrap());
+        self.served
+            .lock()
+            .unwrap()
+            .insert(node.endpoint.clone(), served);
         node
     }
 
     async fn make_unreachable(&self, node: &Node) {
         let served = self.served.lock().unwrap().remove(&node.endpoint);
-        let served = served.expect("a node of this fleet");
-        let _ = served.shutdown.send(());
-        // Graceful shutdown closes the idle pooled connections too.
-        served.task.await.unwrap();
+        served.expect("a node of this fleet").stop().await;
     }
 
     async fn make_silent(&self, node: &Node) {
         let served = self.served.lock().unwrap();
         served[&node.endpoint].silent.store(true, Ordering::SeqCst);
+    }
+
+    async fn record_usage(&self, node: &Node, usage: &[(UserId, u64, u64)]) {
+        let collector = {
+            let served = self.served.lock().unwrap();
+            let served = &served[&node.endpoint];
+            let mut traffic = served.core.traffic.lock().unwrap();
+            for (user, up, down) in usage {
+                let slot = traffic.entry(user.to_string()).or_default();
+                slot.0 += up;
+                slot.1 += down;
+            }
+            served.usage.clone()
+        };
+        collector
+            .collect()
+            .await
+            .expect("the agent journals the read");
+    }
+
+    async fn wipe_usage_journal(&self, node: &Node) {
+        // The agent restarts on the same address with its state dir wiped.
+        let served = self.served.lock().unwrap().remove(&node.endpoint);
+        let dir = served.expect("a node of this fleet").stop().await;
+        std::fs::remove_dir_all(dir.path().join("state")).unwrap();
+        let address = node.endpoint.trim_start_matches("http://");
+        let listener = tokio::net::TcpListener::bind(address).await.unwrap();
+        let served = Served::start(listener, &node.key, dir);
+        self.served
+            .lock()
+            .unwrap()
+            .insert(node.endpoint.clone(), served);
     }
 }
 
@@ -315,6 +386,14 @@ impl NodeTransport for IgnoresRemovals {
     ) -> Result<(), TransportError> {
         self.0.edit_users(node, add, &[]).await
     }
+    async fn usage(
+        &self,
+        node: &Node,
+        cursor: &UsageCursor,
+        max_batches: u32,
+    ) -> Result<UsagePage, TransportError> {
+        self.0.usage(node, cursor, max_batches).await
+    }
 }
 
 #[tokio::test]
@@ -322,4 +401,55 @@ impl NodeTransport for IgnoresRemovals {
 async fn the_suite_fails_a_transport_that_ignores_removals() {
     let broken = Simulated::through(|fleet| Arc::new(IgnoresRemovals(fleet)));
     conformance::edit_adds_and_removes_users(&broken).await;
+}
+
+/// A transport that forgets the cursor: every pull starts from the first batch.
+#[derive(Debug)]
+struct IgnoresCursor(Arc<SimulatedFleet>);
+
+#[deny(clippy::missing_trait_methods)]
+#[async_trait]
+impl NodeTransport for IgnoresCursor {
+    async fn start(
+        &self,
+        node: &Node,
+        users: &[UserCredentials],
+    ) -> Result<String, TransportError> {
+        self.0.start(node, users).await
+    }
+
+    async fn stop(&self, node: &Node) -> Result<(), TransportError> {
+        self.0.stop(node).await
+    }
+
+    async fn status(&self, node: &Node) -> Result<NodeReport, TransportError> {
+        self.0.status(node).await
+    }
+
+    async fn edit_users(
+        &self,
+        node: &Node,
+        add: &[UserCredentials],
+        del: &[UserId],
+    ) -> Result<(), TransportError> {
+        self.0.edit_users(node, add, del).await
+    }
+
+    async fn usage(
+        &self,
+        node: &Node,
+        _cursor: &UsageCursor,
+        max_batches: u32,
+    ) -> Result<UsagePage, TransportError> {
+        self.0
+            .usage(node, &UsageCursor::default(), max_batches)
+            .await
+    }
+}
+
+#[tokio::test]
+#[should_panic(expected = "the pages never end")]
+async fn the_suite_fails_a_transport_that_ignores_the_usage_cursor() {
+    let broken = Simulated::through(|fleet| Arc::new(IgnoresCursor(fleet)));
+    conformance::pages_follow_the_cursor_until_nothing_is_left(&broken).await;
 }

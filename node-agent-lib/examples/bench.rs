@@ -90,6 +90,7 @@ async fn main() {
         .env("XNA_CORE_BINARY", &core_binary)
         .env("XNA_BASE_CONFIG", &base)
         .env("XNA_GENERATED_CONFIG", dir.path().join("core.json"))
+        .env("XNA_STATE_DIR", dir.path().join("state"))
         .env("XNA_API_ADDRESS", format!("127.0.0.1:{}", ports.api))
         .env("XNA_SERVICE_BACKEND", "process")
         .env(

@@ -62,6 +62,7 @@ async fn main() {
     settings.core.binary = binary;
     settings.core.base_config = base;
     settings.core.generated_config = dir.path().join("core.json");
+    settings.state_dir = dir.path().join("state");
     settings.core.api_address = format!("127.0.0.1:{}", ports.api);
     settings.service.backend = Backend::Process;
     let node = Node::build(&settings).unwrap();

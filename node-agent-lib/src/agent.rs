@@ -20,7 +20,10 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{ConfigError, CoreConfig};
 use crate::core::{CoreApi, CoreError};
 use crate::service::{CoreInstance, ServiceControl, ServiceError, ServiceStatus};
-use crate::wire::{NodeStatus, StatusResponse, UsersEditRequest, WireUser};
+use crate::usage::Usage;
+use crate::wire::{
+    NodeStatus, StatusResponse, UsageRequest, UsageResponse, UsersEditRequest, WireUser,
+};
 use verify::Gone;
 
 /// Why an agent operation failed; the node API's error table maps each to a
@@ -135,6 +138,9 @@ pub struct Agent {
     passes: AtomicU64,
     repaired_added: AtomicU64,
     repaired_removed: AtomicU64,
+    /// Usage accounting, when on: read once more before the agent itself
+    /// stops or restarts the core, whose counters die with it.
+    usage: Option<Arc<Usage>>,
 }
 
 #[derive(Debug, Default)]
@@ -186,6 +192,43 @@ impl Agent {
             passes: AtomicU64::new(0),
             repaired_added: AtomicU64::new(0),
             repaired_removed: AtomicU64::new(0),
+            usage: None,
+        }
+    }
+
+    /// Usage accounting: `/usage` answers from its journal and the core's
+    /// counters are read once more before every stop or restart the agent orders.
+    pub fn with_usage(mut self, usage: Arc<Usage>) -> Self {
+        self.usage = Some(usage);
+        self
+    }
+
+    /// The usage accounting, if on.
+    pub fn usage(&self) -> Option<&Arc<Usage>> {
+        self.usage.as_ref()
+    }
+
+    /// `/usage`: the journal's batches after the manager's cursor. Journal
+    /// I/O failures (and an agent built without accounting) are internal
+    /// errors: the details go to the log, not to the caller.
+    pub async fn usage_after(&self, pull: UsageRequest) -> Result<UsageResponse, AgentError> {
+        let Some(usage) = &self.usage else {
+            return Err(AgentError::Internal("no usage journal".into()));
+        };
+        usage
+            .pull(pull)
+            .await
+            .map_err(|e| AgentError::Internal(e.to_string()))
+    }
+
+    /// The last read before the agent stops or restarts the core. A failure
+    /// is logged, not fatal: the core may already be down (nothing to lose)
+    /// and a failed append keeps the read in memory.
+    async fn last_usage_read(&self) {
+        if let Some(usage) = &self.usage
+            && let Err(e) = usage.collect().await
+        {
+            tracing::debug!(error = %e, "usage: read before stopping the core");
         }
     }
 
@@ -282,6 +325,7 @@ impl Agent {
         let begun = Instant::now();
         self.flush_now(&state).await?;
         let written = begun.elapsed();
+        self.last_usage_read().await;
         self.service.restart().await.map_err(AgentError::Service)?;
         self.wait_ready().await?;
         // Any core that started since the restart read the config just
@@ -307,6 +351,7 @@ impl Agent {
         };
         let _gate = self.gate.write().await;
         let mut state = self.state.lock().await;
+        self.last_usage_read().await;
         self.service.stop().await.map_err(AgentError::Service)?;
         state.running = false;
         let old = std::mem::take(&mut state.users);

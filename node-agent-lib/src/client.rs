@@ -8,7 +8,8 @@ use serde::de::DeserializeOwned;
 
 use crate::envelope::{self, AUTH_SCHEME, InvalidKey, NodeKey};
 use crate::wire::{
-    ErrorBody, StartRequest, StartResponse, StatusResponse, UsersEditRequest, WireUser,
+    ErrorBody, StartRequest, StartResponse, StatusResponse, UsageRequest, UsageResponse,
+    UsersEditRequest, WireUser,
 };
 
 /// Why a node call failed.
@@ -65,6 +66,14 @@ impl From<InvalidKey> for ClientError {
 /// pattern: kilobytes), sealed. Read as a stream and cut at this size, so a
 /// fake node or a man in the middle cannot make the manager buffer more.
 pub const MAX_START_ANSWER: usize = 1024 * 1024;
+/// The most a node's answer to `/usage` may be: the agent stops a page at
+/// [`USAGE_PAGE_BYTES`] of batches unless its first batch alone is larger,
+/// so this leaves room for one batch of ~500,000 users (about 75 bytes
+/// each), sealed (base64url: 4/3).
+pub const MAX_USAGE_ANSWER: usize = 64 * 1024 * 1024;
+/// Where the agent stops adding batches to a `/usage` answer (it always
+/// answers at least one): 16 MiB of JSON, 21.4 MiB sealed.
+pub const USAGE_PAGE_BYTES: u64 = 16 * 1024 * 1024;
 /// The most any other answer may be (`/status`, `/stop`, `/users/edit` and
 /// every error answer are under a kilobyte sealed).
 pub const MAX_ANSWER: usize = 64 * 1024;
@@ -153,6 +162,14 @@ impl NodeClient {
         self.call("POST", "/users/edit", &body).await.map(drop)
     }
 
+    /// `POST /usage`: the node's usage batches after `request`'s cursor;
+    /// naming the node's journal confirms `after`.
+    pub async fn usage(&self, request: &UsageRequest) -> Result<UsageResponse, ClientError> {
+        let body = serde_json::to_vec(request).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let answer = self.call("POST", "/usage", &body).await?;
+        parse(&answer)
+    }
+
     /// Seals `payload` for `method path`, sends it, and opens the answer. On
     /// success gives the answer's payload.
     async fn call(&self, method: &str, path: &str, payload: &[u8]) -> Result<Vec<u8>, ClientError> {
@@ -180,10 +197,10 @@ impl NodeClient {
         if status == StatusCode::UNAUTHORIZED {
             return Err(ClientError::Unauthorized);
         }
-        let cap = if path == "/start" {
-            MAX_START_ANSWER
-        } else {
-            MAX_ANSWER
+        let cap = match path {
+            "/start" => MAX_START_ANSWER,
+            "/usage" => MAX_USAGE_ANSWER,
+            _ => MAX_ANSWER,
         };
         let body = read_capped(&mut response, cap).await?;
         let text = std::str::from_utf8(&body)

@@ -1,6 +1,9 @@
 //! The core's configuration: the operator's base config, the inbounds the
 //! agent manages in it, and the generated config (base + the agent's users)
-//! the core is started with.
+//! the core is started with, which also carries what accounting needs
+//! ([`accounting`]).
+
+mod accounting;
 
 use std::io::{self, BufWriter, Write};
 use std::path::Path;
@@ -167,7 +170,8 @@ fn ss_cipher(method: &str) -> Option<ShadowsocksCipher> {
 }
 
 impl CoreConfig {
-    /// Reads the base config and finds the managed inbounds: every inbound
+    /// Reads the base config, turns on the per-user traffic counters (see
+    /// [`accounting`]) and finds the managed inbounds: every inbound
     /// with a tag whose protocol is VLESS, VMess, Trojan or (where the core
     /// holds several users in one inbound) Shadowsocks, except the API's.
     /// Gives the warnings about inbounds it skipped. `vless_flow` is given to
@@ -178,6 +182,7 @@ impl CoreConfig {
         vless_flow: &str,
     ) -> Result<(Self, Vec<String>), ConfigError> {
         let mut root: Value = serde_json::from_str(base)?;
+        let mut warnings = accounting::ensure_accounting(&mut root)?;
         let api_tag = root
             .pointer("/api/tag")
             .and_then(Value::as_str)
@@ -186,7 +191,6 @@ impl CoreConfig {
             return Err(ConfigError::Invalid("no `inbounds` array".into()));
         };
         let mut managed = Vec::new();
-        let mut warnings = Vec::new();
         for inbound in inbounds.iter_mut() {
             let protocol = inbound
                 .get("protocol")
@@ -422,6 +426,82 @@ mod tests {
         assert_eq!(clients(4)[1]["method"], "aes-256-gcm");
         assert!(v["inbounds"][5]["settings"].get("clients").is_none());
         assert_eq!(v["outbounds"][0]["protocol"], "freedom");
+    }
+
+    fn rendered(base: &str, flavor: Flavor) -> (Value, Vec<String>) {
+        let (cfg, warnings) = CoreConfig::parse(base, flavor, "").unwrap();
+        let mut out = Vec::new();
+        cfg.render(&mut out, [user("a")].iter()).unwrap();
+        (serde_json::from_slice(&out).unwrap(), warnings)
+    }
+
+    #[test]
+    fn generated_config_counts_every_users_traffic_on_both_flavors() {
+        for flavor in [Flavor::Xray, Flavor::V2ray] {
+            let (v, _) = rendered(BASE, flavor);
+            assert_eq!(v["stats"], serde_json::json!({}), "{flavor:?}");
+            let services = v["api"]["services"].as_array().unwrap();
+            assert_eq!(
+                services.iter().filter(|s| *s == "StatsService").count(),
+                1,
+                "{flavor:?}: {services:?}"
+            );
+            assert_eq!(v["policy"]["levels"]["0"]["statsUserUplink"], true);
+            assert_eq!(v["policy"]["levels"]["0"]["statsUserDownlink"], true);
+            assert_eq!(v["inbounds"][1]["settings"]["clients"][0]["level"], 0);
+        }
+    }
+
+    #[test]
+    fn the_operators_policy_and_stats_are_kept() {
+        let base = r#"{
+          "api": {"tag": "api", "services": ["HandlerService"]},
+          "stats": {"keep": 1},
+          "policy": {
+            "levels": {
+              "0": {"handshake": 4, "statsUserUplink": false},
+              "1": {"connIdle": 60}
+            },
+            "system": {"statsInboundUplink": true}
+          },
+          "inbounds": [{"tag": "vless-in", "protocol": "vless", "settings": {"decryption": "none"}}],
+          "outbounds": [{"protocol": "freedom"}]
+        }"#;
+        for flavor in [Flavor::Xray, Flavor::V2ray] {
+            let (v, warnings) = rendered(base, flavor);
+            assert_eq!(v["stats"]["keep"], 1);
+            assert_eq!(
+                v["api"]["services"],
+                serde_json::json!(["HandlerService", "StatsService"])
+            );
+            let levels = &v["policy"]["levels"];
+            assert_eq!(levels["0"]["handshake"], 4);
+            assert_eq!(levels["0"]["statsUserUplink"], true);
+            assert_eq!(levels["0"]["statsUserDownlink"], true);
+            assert_eq!(levels["1"], serde_json::json!({"connIdle": 60}));
+            assert_eq!(v["policy"]["system"]["statsInboundUplink"], true);
+            assert_eq!(warnings.len(), 1, "{warnings:?}");
+            assert!(warnings[0].contains("statsUserUplink"));
+        }
+    }
+
+    #[test]
+    fn a_policy_or_stats_of_the_wrong_shape_is_refused() {
+        for bad in [
+            r#"{"stats": [], "inbounds": []}"#,
+            r#"{"policy": 3, "inbounds": []}"#,
+            r#"{"policy": {"levels": []}, "inbounds": []}"#,
+            r#"{"policy": {"levels": {"0": "x"}}, "inbounds": []}"#,
+            r#"{"api": {"tag": "api", "services": "StatsService"}, "inbounds": []}"#,
+        ] {
+            assert!(
+                matches!(
+                    CoreConfig::parse(bad, Flavor::Xray, ""),
+                    Err(ConfigError::Invalid(_))
+                ),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -1,11 +1,14 @@
 //! The `CoreApi` port: what the agent needs from the core's gRPC API, with
 //! its adapter over [`xray_core_client::CoreClient`].
 
+use std::collections::HashMap;
 use std::fmt::Debug;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-pub use xray_core_client::{Account, CoreClient, CoreError, CoreUser, Flavor, ShadowsocksCipher};
+pub use xray_core_client::{
+    Account, CoreClient, CoreError, CoreUser, Flavor, ShadowsocksCipher, Stat,
+};
 
 use crate::service::ReadinessProbe;
 
@@ -22,6 +25,10 @@ use crate::service::ReadinessProbe;
 /// - `uptime_secs` is the core's uptime in whole seconds (too coarse to tell
 ///   restarts apart: the service backend names each run for that). Any call
 ///   fails with `CoreError::Unavailable` when the API does not answer.
+/// - `take_user_traffic` reads and zeroes every per-user traffic counter in
+///   one step and answers `(email, uplink, downlink)` bytes since the last
+///   take, one entry per email, zero entries left out. What it answered is
+///   gone from the core: the caller must keep it.
 #[cfg_attr(feature = "mocks", mockall::automock)]
 #[async_trait]
 pub trait CoreApi: Debug + Send + Sync {
@@ -29,6 +36,7 @@ pub trait CoreApi: Debug + Send + Sync {
     async fn remove_user(&self, inbound_tag: &str, email: &str) -> Result<(), CoreError>;
     async fn users_count(&self, inbound_tag: &str) -> Result<Option<u64>, CoreError>;
     async fn uptime_secs(&self) -> Result<u32, CoreError>;
+    async fn take_user_traffic(&self) -> Result<Vec<(String, u64, u64)>, CoreError>;
 }
 
 #[async_trait]
@@ -55,6 +63,45 @@ impl CoreApi for CoreClient {
     async fn uptime_secs(&self) -> Result<u32, CoreError> {
         Ok(self.sys_stats().await?.uptime_secs)
     }
+
+    async fn take_user_traffic(&self) -> Result<Vec<(String, u64, u64)>, CoreError> {
+        Ok(sum_user_traffic(self.query_stats("user>>>", true).await?))
+    }
+}
+
+/// Per-user `(email, uplink, downlink)` from `user>>>EMAIL>>>traffic>>>uplink`
+/// and `…>>>downlink` counters; other counters and zero totals are left out.
+/// The email is everything between the first `user>>>` and the last
+/// `>>>traffic>>>`, so an email holding `>>>` still parses.
+pub fn sum_user_traffic(stats: Vec<Stat>) -> Vec<(String, u64, u64)> {
+    let mut sums: HashMap<String, (u64, u64)> = HashMap::new();
+    for stat in stats {
+        let Some(rest) = stat.name.strip_prefix("user>>>") else {
+            continue;
+        };
+        let Some((email, direction)) = rest.rsplit_once(">>>traffic>>>") else {
+            continue;
+        };
+        // The core's counters are signed; a negative one is not traffic.
+        let value = u64::try_from(stat.value).unwrap_or(0);
+        if value == 0 {
+            continue;
+        }
+        let slot = match direction {
+            "uplink" => 0,
+            "downlink" => 1,
+            _ => continue,
+        };
+        let entry = sums.entry(email.to_owned()).or_default();
+        if slot == 0 {
+            entry.0 = entry.0.saturating_add(value);
+        } else {
+            entry.1 = entry.1.saturating_add(value);
+        }
+    }
+    sums.into_iter()
+        .map(|(email, (up, down))| (email, up, down))
+        .collect()
 }
 
 /// A readiness probe that asks the core's API for its uptime.
@@ -65,5 +112,40 @@ pub struct CoreApiProbe(pub Arc<dyn CoreApi>);
 impl ReadinessProbe for CoreApiProbe {
     async fn ready(&self) -> bool {
         self.0.uptime_secs().await.is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stat(name: &str, value: i64) -> Stat {
+        Stat {
+            name: name.into(),
+            value,
+        }
+    }
+
+    #[test]
+    fn user_counters_are_summed_per_email_and_others_ignored() {
+        let mut got = sum_user_traffic(vec![
+            stat("user>>>a>>>traffic>>>uplink", 10),
+            stat("user>>>a>>>traffic>>>downlink", 20),
+            stat("user>>>b>>>traffic>>>downlink", 5),
+            stat("user>>>c>>>traffic>>>uplink", 0),
+            stat("user>>>d>>>traffic>>>uplink", -3),
+            stat("user>>>e>>>online", 7),
+            stat("inbound>>>vless-in>>>traffic>>>uplink", 99),
+            stat("user>>>x>>>y>>>traffic>>>uplink", 1),
+        ]);
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                ("a".to_owned(), 10, 20),
+                ("b".to_owned(), 0, 5),
+                ("x>>>y".to_owned(), 1, 0),
+            ]
+        );
     }
 }

@@ -65,6 +65,17 @@
 //!   with `/start` when they differ; a restarted *agent* knows no users and
 //!   reports 0, which triggers that.
 //!
+//! # Traffic accounting
+//!
+//! See [`usage`]: every `stats_interval` the agent reads and zeroes the
+//! core's per-user counters into a durable, sequence-numbered journal in
+//! `state_dir` (written and synced before a read counts as taken; one last
+//! read before the agent stops or restarts the core). **`/usage`** answers
+//! the batches after the manager's cursor and, when the request names this
+//! journal, confirms it: the agent forgets batches only up to what the
+//! manager stored. While the manager is away, the oldest never-delivered
+//! batches are merged (exact sums), so the journal stays bounded.
+//!
 //! # The envelope
 //!
 //! See [`envelope`]: each request's header carries a compact JWE (`dir` +
@@ -104,6 +115,8 @@ pub mod server;
 pub mod service;
 #[cfg(feature = "agent")]
 pub mod settings;
+#[cfg(feature = "agent")]
+pub mod usage;
 pub mod wire;
 
 #[cfg(feature = "agent")]

@@ -1,6 +1,7 @@
 //! Prometheus metrics of the agent: whether the core runs, how many users it
 //! has, and how often it restarted behind the agent's back: the same facts
-//! as `/status`, read at scrape time. Served by [`router`] on a separate
+//! as `/status`, read at scrape time; with usage accounting, what the
+//! collector read and wrote and the journal's size. Served by [`router`] on a separate
 //! address (`metrics_listen`, off by default), since the node API accepts
 //! only JWE.
 //!
@@ -16,6 +17,7 @@
 //! ```
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use axum::Router;
 use axum::extract::State;
@@ -25,11 +27,12 @@ use axum::routing::get;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::registry::Registry;
 
 use crate::agent::Agent;
 use crate::refusals::Refusals;
+use crate::usage::Usage;
 use crate::wire::NodeStatus;
 
 /// The `Content-Type` of a scrape's answer.
@@ -90,6 +93,75 @@ impl Collector for Restarts {
     }
 }
 
+/// The usage collector's counters and the journal's size, read at scrape time.
+#[derive(Debug)]
+struct UsageSeries(Arc<Usage>);
+
+impl Collector for UsageSeries {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let c = self.0.counters();
+        let read = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        let counters = [
+            (
+                "usage_batches_appended",
+                "Usage batches written (and synced) to the journal",
+                read(&c.batches_appended),
+            ),
+            (
+                "usage_user_deltas",
+                "Per-user deltas written to the journal",
+                read(&c.user_deltas),
+            ),
+            (
+                "usage_reads",
+                "Reads (and resets) of the core's traffic counters",
+                read(&c.reads),
+            ),
+            (
+                "usage_read_errors",
+                "Reads of the core's traffic counters that failed",
+                read(&c.read_errors),
+            ),
+            (
+                "usage_append_errors",
+                "Journal appends that failed (the read is kept for the next)",
+                read(&c.append_errors),
+            ),
+        ];
+        for (name, help, value) in counters {
+            let counter = ConstCounter::new(value);
+            let metric = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
+            counter.encode(metric)?;
+        }
+        let seconds = ConstCounter::new(read(&c.read_micros) as f64 / 1e6);
+        let metric = encoder.encode_descriptor(
+            "usage_read_seconds",
+            "Time spent reading the core's traffic counters",
+            None,
+            seconds.metric_type(),
+        )?;
+        seconds.encode(metric)?;
+        let gauges = [
+            (
+                "usage_journal_batches",
+                "Batches in the usage journal not yet confirmed by the manager",
+                read(&c.journal_batches),
+            ),
+            (
+                "usage_journal_bytes",
+                "Size of the usage journal file",
+                read(&c.journal_bytes),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let gauge = ConstGauge::new(clamp(value));
+            let metric = encoder.encode_descriptor(name, help, None, gauge.metric_type())?;
+            gauge.encode(metric)?;
+        }
+        Ok(())
+    }
+}
+
 /// The refused-request counter, read from the API's state at scrape time.
 #[derive(Debug)]
 struct RefusedRequests(Arc<Refusals>);
@@ -144,6 +216,9 @@ impl AgentMetrics {
             status_ok.clone(),
         );
         registry.register_collector(Box::new(Restarts(agent.clone())));
+        if let Some(usage) = agent.usage() {
+            registry.register_collector(Box::new(UsageSeries(usage.clone())));
+        }
         Self {
             agent,
             registry,

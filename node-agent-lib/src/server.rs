@@ -17,6 +17,7 @@ use crate::service::{
     LaunchctlService, ProcessService, ProcessSettings, ServiceControl, SystemdService,
 };
 use crate::settings::{Backend, Settings, SettingsError};
+use crate::usage::{Journal, Usage};
 
 /// Why the agent could not start or serve.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +31,8 @@ pub enum ServeError {
         #[source]
         source: ConfigError,
     },
+    #[error(transparent)]
+    Journal(#[from] crate::usage::JournalError),
     #[error("core API client: {0}")]
     Core(#[from] xray_core_client::CoreError),
     #[error("serving: {0}")]
@@ -44,11 +47,13 @@ pub struct Node {
     pub service: Arc<dyn ServiceControl>,
     /// The supervised core, with the `process` backend.
     pub process: Option<Arc<ProcessService>>,
+    /// The usage journal and its collector.
+    pub usage: Arc<Usage>,
 }
 
 impl Node {
-    /// Reads the base config and builds the core client, the service backend
-    /// and the agent. Logs (without secrets) which inbounds it manages.
+    /// Reads the base config, opens the usage journal in `state_dir` and
+    /// builds the core client, the service backend and the agent. Logs (without secrets) which inbounds it manages.
     pub fn build(settings: &Settings) -> Result<Self, ServeError> {
         let key = settings.node_key()?;
         let flavor = settings.flavor()?;
@@ -98,7 +103,22 @@ impl Node {
         options.flush_delay = Duration::from_millis(settings.config_flush_ms);
         options.monitor_interval = Duration::from_secs(settings.monitor_interval_secs.max(1));
         options.verify_period = Duration::from_secs(settings.verify_period_secs);
-        let agent = Arc::new(Agent::new(service.clone(), core, config, options));
+        let max_batches = usize::try_from(settings.usage_journal_max_batches).unwrap_or(usize::MAX);
+        let journal = Journal::open(&settings.state_dir, max_batches)?;
+        tracing::info!(
+            journal = journal.id(),
+            batches = journal.len(),
+            bytes = journal.bytes(),
+            "usage journal open"
+        );
+        let mut usage = Usage::new(core.clone(), journal);
+        if settings.stats_interval().is_none() {
+            tracing::info!("traffic accounting off (stats_interval_secs = 0)");
+            usage = usage.without_reads();
+        }
+        let usage = Arc::new(usage);
+        let agent =
+            Arc::new(Agent::new(service.clone(), core, config, options).with_usage(usage.clone()));
         let state =
             Arc::new(AppState::new(agent.clone(), key).with_body_limit(settings.body_limit));
         Ok(Self {
@@ -106,6 +126,7 @@ impl Node {
             agent,
             service,
             process,
+            usage,
         })
     }
 
@@ -119,6 +140,9 @@ impl Node {
     ) -> Result<(), ServeError> {
         let background = CancellationToken::new();
         let tasks = self.agent.spawn_background(background.clone());
+        let collector = settings
+            .stats_interval()
+            .map(|every| tokio::spawn(self.usage.clone().run(every, background.clone())));
         let app = router(self.state.clone());
         let address = listener.local_addr()?;
         let tls = match &settings.tls {
@@ -138,6 +162,10 @@ impl Node {
         let served = listener::serve(listener, app, &settings.http, tls, shutdown).await;
         background.cancel();
         let _ = tasks.await;
+        // The collector's last read comes before the core stops.
+        if let Some(collector) = collector {
+            let _ = collector.await;
+        }
         if let Some(process) = &self.process {
             if let Err(e) = process.stop().await {
                 tracing::error!(error = %e, "cannot stop the core");

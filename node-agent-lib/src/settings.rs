@@ -5,6 +5,9 @@
 //! node_key_file = "/etc/xray-node-agent/node.key"   # or node_key = "…", or XNA_NODE_KEY
 //! flavor = "xray"                                    # or "v2ray"
 //! user_config_template = "vless://{{.UserID}}@vpn.example.com:443?security=tls#{{.UserName}}"
+//! state_dir = "/var/lib/xray-node-agent"             # the usage journal lives here
+//! stats_interval_secs = 5                            # 0: no traffic accounting
+//! usage_journal_max_batches = 720                    # never-pulled batches kept before merging
 //!
 //! [core]
 //! binary = "/usr/local/bin/xray"
@@ -102,6 +105,18 @@ pub struct Settings {
     /// Limits of every listener of the agent: timeouts, connection cap,
     /// header bytes (`[http]`, `XNA_HTTP_*`; see [`ListenerSettings`]).
     pub http: ListenerSettings,
+    /// Where the agent keeps state that must outlive it: the usage journal
+    /// (`XNA_STATE_DIR`).
+    pub state_dir: PathBuf,
+    /// How often the agent reads (and zeroes) the core's per-user traffic
+    /// counters into the usage journal, s; 0: no accounting
+    /// (`XNA_STATS_INTERVAL_SECS`).
+    pub stats_interval_secs: u64,
+    /// How many never-pulled batches the journal keeps before it merges the
+    /// oldest into one (sums stay exact; only time attribution coarsens): at
+    /// the default 5 s interval, an hour of the manager being away at full
+    /// resolution (`XNA_USAGE_JOURNAL_MAX_BATCHES`).
+    pub usage_journal_max_batches: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -176,6 +191,9 @@ impl Default for Settings {
             metrics_listen: None,
             docs_listen: None,
             http: ListenerSettings::agent(),
+            state_dir: PathBuf::from("/var/lib/xray-node-agent"),
+            stats_interval_secs: 5,
+            usage_journal_max_batches: 720,
         }
     }
 }
@@ -222,6 +240,7 @@ impl Settings {
         };
         settings.apply_env(std::env::vars())?;
         settings.http.validate().map_err(|e| invalid("http", e))?;
+        settings.validate_usage()?;
         Ok(settings)
     }
 
@@ -325,6 +344,14 @@ impl Settings {
                         })?),
                     };
                 }
+                "STATE_DIR" => self.state_dir = value.into(),
+                "STATS_INTERVAL_SECS" => {
+                    self.stats_interval_secs = number("XNA_STATS_INTERVAL_SECS", &value)?;
+                }
+                "USAGE_JOURNAL_MAX_BATCHES" => {
+                    self.usage_journal_max_batches =
+                        number("XNA_USAGE_JOURNAL_MAX_BATCHES", &value)?;
+                }
                 // Read by the binary's flag parser.
                 "CONFIG" => {}
                 http if http.starts_with("HTTP_") => {
@@ -387,6 +414,22 @@ impl Settings {
             .collect())
     }
 
+    /// The usage settings make sense: a journal holds at least 2 batches.
+    pub fn validate_usage(&self) -> Result<(), SettingsError> {
+        if self.usage_journal_max_batches < 2 {
+            return Err(invalid(
+                "usage_journal_max_batches",
+                "at least 2 (the oldest never-pulled batches are merged to stay under it)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The stats interval; `None` when accounting is off.
+    pub fn stats_interval(&self) -> Option<Duration> {
+        (self.stats_interval_secs > 0).then(|| Duration::from_secs(self.stats_interval_secs))
+    }
+
     pub fn start_timeout(&self) -> Duration {
         Duration::from_secs(self.core.start_timeout_secs)
     }
@@ -425,6 +468,36 @@ mod tests {
         assert_eq!(s.service.backend, Backend::Systemd);
         assert!(s.node_key().is_ok());
         assert!(!format!("{s:?}").contains(s.node_key.as_ref().unwrap().expose()));
+    }
+
+    #[test]
+    fn usage_settings_default_then_toml_then_env() {
+        let d = Settings::default();
+        assert_eq!(d.state_dir, PathBuf::from("/var/lib/xray-node-agent"));
+        assert_eq!(d.stats_interval(), Some(Duration::from_secs(5)));
+        assert_eq!(d.usage_journal_max_batches, 720);
+        let mut s = Settings::from_toml(
+            "state_dir = \"/srv/xna\"\nstats_interval_secs = 0\nusage_journal_max_batches = 10\n",
+        )
+        .unwrap();
+        assert_eq!(s.state_dir, PathBuf::from("/srv/xna"));
+        assert_eq!(s.stats_interval(), None, "0 turns accounting off");
+        assert_eq!(s.usage_journal_max_batches, 10);
+        s.apply_env([
+            ("XNA_STATE_DIR".to_owned(), "/srv/other".to_owned()),
+            ("XNA_STATS_INTERVAL_SECS".to_owned(), "2".to_owned()),
+            ("XNA_USAGE_JOURNAL_MAX_BATCHES".to_owned(), "30".to_owned()),
+        ])
+        .unwrap();
+        assert_eq!(s.state_dir, PathBuf::from("/srv/other"));
+        assert_eq!(s.stats_interval(), Some(Duration::from_secs(2)));
+        assert_eq!(s.usage_journal_max_batches, 30);
+        assert!(
+            s.apply_env([("XNA_STATS_INTERVAL_SECS".to_owned(), "often".to_owned())])
+                .is_err()
+        );
+        s.usage_journal_max_batches = 1;
+        assert!(s.validate_usage().is_err());
     }
 
     #[test]

@@ -365,6 +365,10 @@ impl CoreApi for FakeCore {
         // Whole seconds: every run in these tests is younger than one.
         Ok(0)
     }
+
+    async fn take_user_traffic(&self) -> Result<Vec<(String, u64, u64)>, CoreError> {
+        Ok(Vec::new())
+    }
 }
 
 /// A service over a [`FakeCore`]: each restart is a new run of it.

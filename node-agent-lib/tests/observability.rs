@@ -50,7 +50,13 @@ fn test_node(state: Arc<AtomicU8>, uptime: Arc<AtomicU32>) -> TestNode {
     core.expect_users_count().returning(|_| Ok(None));
     core.expect_add_user().returning(|_, _| Ok(()));
     core.expect_remove_user().returning(|_, _| Ok(()));
-    node(Arc::new(service), Arc::new(core))
+    let moved = Arc::new(AtomicU32::new(0));
+    core.expect_take_user_traffic().returning(move || {
+        // Every read finds 100 more bytes downloaded by user 1.
+        let n = moved.fetch_add(1, Ordering::SeqCst);
+        Ok(vec![(user(1).id, u64::from(n), 100)])
+    });
+    node_with_journal(Arc::new(service), Arc::new(core))
 }
 
 fn running_node() -> (TestNode, Arc<AtomicU8>, Arc<AtomicU32>) {
@@ -123,6 +129,7 @@ async fn the_document_parses_as_openapi_3_and_says_bodies_are_jwe() {
         ("post", "/stop"),
         ("get", "/status"),
         ("post", "/users/edit"),
+        ("post", "/usage"),
     ] {
         let op = &doc["paths"][path][method];
         assert_eq!(op["security"], json!([{"node_jwe": []}]), "{path}");
@@ -319,6 +326,21 @@ async fn metrics_show_the_core_up_with_its_users() {
     assert_eq!(m["xray_agent_core_uptime_seconds"], 1000.0);
     assert_eq!(m["xray_agent_core_restarts_total"], 0.0);
     assert_eq!(m["xray_agent_status_ok"], 1.0);
+}
+
+#[tokio::test]
+async fn metrics_show_what_the_usage_collector_wrote() {
+    let (node, _, _) = running_node();
+    let usage = node.agent.usage().unwrap().clone();
+    usage.collect().await.unwrap();
+    usage.collect().await.unwrap();
+    let m = scrape(&node).await;
+    assert_eq!(m["xray_agent_usage_batches_appended_total"], 2.0);
+    assert_eq!(m["xray_agent_usage_user_deltas_total"], 2.0);
+    assert_eq!(m["xray_agent_usage_reads_total"], 2.0);
+    assert_eq!(m["xray_agent_usage_journal_batches"], 2.0);
+    assert!(m["xray_agent_usage_journal_bytes"] > 0.0);
+    assert!(m.contains_key("xray_agent_usage_read_seconds_total"));
 }
 
 #[tokio::test]

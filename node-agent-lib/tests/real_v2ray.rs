@@ -121,6 +121,7 @@ impl RealNode {
         settings.core.binary = binary.clone();
         settings.core.base_config = base;
         settings.core.generated_config = dir.path().join("core.json");
+        settings.state_dir = dir.path().join("state");
         settings.core.api_address = format!("127.0.0.1:{}", ports.api);
         settings.core.start_timeout_secs = 20;
         settings.service.backend = Backend::Process;

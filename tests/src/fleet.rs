@@ -237,6 +237,8 @@ flavor = "{flavor}"
 user_config_template = "vless://{{{{.UserID}}}}@127.0.0.1:{vless}?encryption=none&type=tcp#{{{{.UserName}}}}"
 config_flush_ms = {flush_ms}
 monitor_interval_secs = 1
+state_dir = "{state}"
+stats_interval_secs = 1
 
 [core]
 binary = "{core}"
@@ -252,6 +254,7 @@ backend = "process"
             core = core.display(),
             base = base.display(),
             generated = dir.path().join("core.json").display(),
+            state = dir.path().join("state").display(),
             api = ports.api,
         );
         std::fs::write(&config, settings).unwrap();
@@ -321,6 +324,11 @@ backend = "process"
                 let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             }
         }
+    }
+
+    /// The agent's state directory (its usage journal), kept across restarts.
+    pub fn state_dir(&self) -> PathBuf {
+        self._dir.path().join("state")
     }
 
     /// Whether the agent process was started and not stopped or killed since.

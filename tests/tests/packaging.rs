@@ -537,5 +537,9 @@ fn the_agent_unit_is_hardened_and_matches_the_example() {
         settings.core.generated_config.starts_with(&state),
         "the generated config must be in the unit's writable state dir"
     );
+    assert!(
+        settings.state_dir.starts_with(&state),
+        "the usage journal must be in the unit's writable state dir"
+    );
     assert!(value(&found, "ExecStart").ends_with("--config /etc/xray-node-agent/agent.toml"));
 }

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use manager_lib::domain::usage::{UsageCursor, UsagePage};
 use manager_lib::domain::{Node, NodeId, UserCredentials, UserId};
 use manager_lib::manager::Manager;
 use manager_lib::reconcile::{Reconciler, ReconcilerSettings};
@@ -78,6 +79,15 @@ impl NodeTransport for Tagged {
     ) -> Result<(), TransportError> {
         self.note(node);
         self.fleet.edit_users(node, add, del).await
+    }
+    async fn usage(
+        &self,
+        node: &Node,
+        cursor: &UsageCursor,
+        max_batches: u32,
+    ) -> Result<UsagePage, TransportError> {
+        self.note(node);
+        self.fleet.usage(node, cursor, max_batches).await
     }
 }
 

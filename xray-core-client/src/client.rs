@@ -17,6 +17,13 @@ use crate::user::{CoreUser, typed};
 const HANDLER: &str = "app.proxyman.command.HandlerService";
 const STATS: &str = "app.stats.command.StatsService";
 
+/// The largest answer accepted from the core. tonic's default (4 MiB) is too
+/// small for a node's traffic counters: a `QueryStats` of 100,000 users
+/// (two counters each) is about 15 MiB (measured by
+/// `query_stats_of_100k_users_fits_the_decoding_limit`). The core is local
+/// and trusted; this only keeps a broken one from exhausting memory.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
 /// A cheap-to-clone handle on one core's API (clones share the connection).
 ///
 /// # Contract
@@ -317,7 +324,8 @@ impl CoreClient {
     {
         let path = PathAndQuery::try_from(self.flavor.method_path(service, method))
             .map_err(|e| CoreError::Other(format!("invalid method path: {e}")))?;
-        let mut grpc = tonic::client::Grpc::new(self.channel.clone());
+        let mut grpc = tonic::client::Grpc::new(self.channel.clone())
+            .max_decoding_message_size(MAX_MESSAGE_BYTES);
         let call = async move {
             grpc.ready()
                 .await
@@ -355,6 +363,32 @@ fn online_map_email(name: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn query_stats_of_100k_users_fits_the_decoding_limit() {
+        use prost::Message as _;
+        let stat = |i: usize, dir: &str| proto::Stat {
+            name: format!("user>>>{}>>>traffic>>>{dir}", uuid_like(i)),
+            // The widest value: the varint of a large counter.
+            value: i64::MAX,
+        };
+        let response = proto::QueryStatsResponse {
+            stat: (0..100_000)
+                .flat_map(|i| [stat(i, "uplink"), stat(i, "downlink")])
+                .collect(),
+        };
+        let bytes = response.encoded_len();
+        eprintln!("QueryStats answer for 100,000 users: {bytes} bytes");
+        assert!(bytes > 4 * 1024 * 1024, "tonic's default would refuse it");
+        assert!(
+            bytes * 3 < MAX_MESSAGE_BYTES,
+            "{bytes} leaves too little room"
+        );
+    }
+
+    fn uuid_like(i: usize) -> String {
+        format!("{i:08x}-0000-4000-8000-{i:012x}")
+    }
 
     #[test]
     fn online_map_names_reduce_to_emails() {

@@ -35,7 +35,7 @@ mod proto {
     include!(concat!(env!("OUT_DIR"), "/coreapi.rs"));
 }
 
-pub use client::CoreClient;
+pub use client::{CoreClient, MAX_MESSAGE_BYTES};
 pub use error::{CoreError, classify};
 pub use flavor::{Flavor, ParseFlavorError};
 pub use stats::{Direction, Stat, SysStats, user_traffic_stat_name};

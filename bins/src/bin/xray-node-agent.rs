@@ -28,6 +28,11 @@ use tokio_util::sync::CancellationToken;
 /// metrics_listen, a private address for Prometheus metrics, off by
 /// default (XNA_METRICS_LISTEN); verify_period_secs, how long one background
 /// check of every user in the core takes, default 25, 0 = off (XNA_VERIFY_PERIOD_SECS);
+/// state_dir, where the usage journal lives, default /var/lib/xray-node-agent
+/// (XNA_STATE_DIR); stats_interval_secs, how often the core's per-user traffic
+/// counters are read into it, default 5, 0 = off (XNA_STATS_INTERVAL_SECS);
+/// usage_journal_max_batches, never-pulled batches kept before the oldest
+/// are merged, default 720 (XNA_USAGE_JOURNAL_MAX_BATCHES);
 /// docs_listen, a private address for the
 /// API's OpenAPI document and Swagger UI, off by default (XNA_DOCS_LISTEN);
 /// [http] limits of every listener: header_read_timeout_ms (10000),

@@ -14,6 +14,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{NodeReport, NodeTransport, TransportError};
+use crate::domain::usage::{UsageCursor, UsagePage};
 use crate::domain::{Node, NodeKey, UserCredentials, UserId, UserSecret};
 
 /// A transport under test and the agents it talks to.
@@ -31,6 +32,14 @@ pub trait FleetFixture: Send + Sync {
 
     /// The node's agent takes calls but never answers them.
     async fn make_silent(&self, node: &Node);
+
+    /// The node's core counts these bytes `(user, up, down)` and its agent
+    /// journals them as one batch (all entries are non-zero).
+    async fn record_usage(&self, node: &Node, usage: &[(UserId, u64, u64)]);
+
+    /// The node's usage journal is lost (its state wiped): it comes back
+    /// with a new journal id and no batches.
+    async fn wipe_usage_journal(&self, node: &Node);
 }
 
 /// Expands into one `#[tokio::test]` per behaviour of the suite, each with a
@@ -56,6 +65,13 @@ macro_rules! transport_conformance_tests {
             a_node_that_went_away_is_unreachable,
             a_node_that_does_not_answer_is_unreachable_in_time,
             a_node_holding_another_key_is_a_key_mismatch,
+            usage_of_a_new_node_is_empty,
+            a_pull_answers_the_batches_after_the_cursor,
+            a_repeated_pull_answers_the_same,
+            a_confirmed_cursor_is_followed_by_newer_batches_only,
+            pages_follow_the_cursor_until_nothing_is_left,
+            another_journal_is_answered_from_its_first_batch,
+            a_wiped_journal_answers_its_new_batches_under_a_new_id,
         );
     };
     (@each $fresh:expr; $($name:ident),+ $(,)?) => {
@@ -109,6 +125,10 @@ async fn every_call(f: &dyn FleetFixture, node: &Node) -> Vec<(&'static str, Tra
         ("edit_users", t.edit_users(node, &one, &[]).await),
         ("status", t.status(node).await.map(drop)),
         ("stop", t.stop(node).await),
+        (
+            "usage",
+            t.usage(node, &UsageCursor::default(), 64).await.map(drop),
+        ),
     ];
     outcomes
         .into_iter()
@@ -300,4 +320,152 @@ pub async fn a_node_holding_another_key_is_a_key_mismatch(f: &dyn FleetFixture) 
     }
     // The refused calls did nothing.
     assert_node(f, &node, false, 0).await;
+}
+
+// ---- usage: POST /usage ----
+
+/// The cursor a manager holds after storing `page` on top of `cursor`.
+fn stored(page: &UsagePage, cursor: &UsageCursor) -> UsageCursor {
+    page.cursor_after(cursor)
+}
+
+/// `(user, up, down)` of every batch of `page`, in order.
+fn flat(page: &UsagePage) -> Vec<(UserId, u64, u64)> {
+    page.batches
+        .iter()
+        .flat_map(|b| b.users.iter().map(|u| (u.user, u.up, u.down)))
+        .collect()
+}
+
+async fn pull(f: &dyn FleetFixture, node: &Node, cursor: &UsageCursor, max: u32) -> UsagePage {
+    f.transport().usage(node, cursor, max).await.expect("usage")
+}
+
+pub async fn usage_of_a_new_node_is_empty(f: &dyn FleetFixture) {
+    let node = f.node().await;
+    let page = pull(f, &node, &UsageCursor::default(), 64).await;
+    assert!(!page.journal.is_empty(), "a journal has an id");
+    assert!(page.batches.is_empty());
+    assert!(!page.more);
+}
+
+pub async fn a_pull_answers_the_batches_after_the_cursor(f: &dyn FleetFixture) {
+    let node = f.node().await;
+    let (a, b) = (UserId::random(), UserId::random());
+    f.record_usage(&node, &[(a, 10, 20)]).await;
+    f.record_usage(&node, &[(b, 5, 1)]).await;
+    f.record_usage(&node, &[(a, 1, u64::MAX / 2)]).await;
+    let all = pull(f, &node, &UsageCursor::default(), 64).await;
+    assert_eq!(all.batches.len(), 3);
+    assert!(!all.more);
+    let seqs: Vec<u64> = all.batches.iter().map(|b| b.seq).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in order: {seqs:?}");
+    assert!(
+        all.batches
+            .iter()
+            .all(|b| b.first_seq <= b.seq && b.from <= b.to)
+    );
+    assert_eq!(flat(&all), [(a, 10, 20), (b, 5, 1), (a, 1, u64::MAX / 2)]);
+    let after_first = UsageCursor {
+        journal: Some(all.journal.clone()),
+        seq: all.batches[0].seq,
+    };
+    let rest = pull(f, &node, &after_first, 64).await;
+    assert_eq!(rest.journal, all.journal);
+    assert_eq!(flat(&rest), [(b, 5, 1), (a, 1, u64::MAX / 2)]);
+}
+
+pub async fn a_repeated_pull_answers_the_same(f: &dyn FleetFixture) {
+    // A manager killed between storing a page and its next pull pulls again
+    // with its old cursor: it must see the very same batches.
+    let node = f.node().await;
+    let a = UserId::random();
+    f.record_usage(&node, &[(a, 1, 2)]).await;
+    f.record_usage(&node, &[(a, 3, 4)]).await;
+    let first = pull(f, &node, &UsageCursor::default(), 64).await;
+    let cursor = UsageCursor {
+        journal: Some(first.journal.clone()),
+        seq: 0,
+    };
+    let named = pull(f, &node, &cursor, 64).await;
+    assert_eq!(named, first);
+    assert_eq!(pull(f, &node, &cursor, 64).await, first);
+}
+
+pub async fn a_confirmed_cursor_is_followed_by_newer_batches_only(f: &dyn FleetFixture) {
+    let node = f.node().await;
+    let a = UserId::random();
+    f.record_usage(&node, &[(a, 1, 1)]).await;
+    f.record_usage(&node, &[(a, 2, 2)]).await;
+    let page = pull(f, &node, &UsageCursor::default(), 64).await;
+    let cursor = stored(&page, &UsageCursor::default());
+    // Confirms everything stored: nothing after it.
+    let confirm = pull(f, &node, &cursor, 64).await;
+    assert!(confirm.batches.is_empty(), "{confirm:?}");
+    f.record_usage(&node, &[(a, 7, 9)]).await;
+    let newer = pull(f, &node, &cursor, 64).await;
+    assert_eq!(flat(&newer), [(a, 7, 9)]);
+    assert!(newer.batches[0].first_seq > cursor.seq, "numbers go on");
+}
+
+pub async fn pages_follow_the_cursor_until_nothing_is_left(f: &dyn FleetFixture) {
+    let node = f.node().await;
+    let users: Vec<UserId> = (0..5).map(|_| UserId::random()).collect();
+    for (i, user) in users.iter().enumerate() {
+        f.record_usage(&node, &[(*user, i as u64 + 1, 100)]).await;
+    }
+    let mut cursor = UsageCursor::default();
+    let mut seen = Vec::new();
+    let mut pulls = 0;
+    loop {
+        let page = pull(f, &node, &cursor, 2).await;
+        assert!(page.batches.len() <= 2, "{} batches", page.batches.len());
+        seen.extend(flat(&page));
+        cursor = stored(&page, &cursor);
+        pulls += 1;
+        assert!(pulls <= 5, "the pages never end");
+        if !page.more {
+            break;
+        }
+    }
+    let expected: Vec<_> = users
+        .iter()
+        .enumerate()
+        .map(|(i, u)| (*u, i as u64 + 1, 100))
+        .collect();
+    assert_eq!(seen, expected, "every batch exactly once");
+}
+
+pub async fn another_journal_is_answered_from_its_first_batch(f: &dyn FleetFixture) {
+    let node = f.node().await;
+    let a = UserId::random();
+    f.record_usage(&node, &[(a, 1, 2)]).await;
+    f.record_usage(&node, &[(a, 3, 4)]).await;
+    let foreign = UsageCursor {
+        journal: Some("a-journal-this-node-never-had".into()),
+        seq: 1,
+    };
+    let page = pull(f, &node, &foreign, 64).await;
+    assert_eq!(flat(&page), [(a, 1, 2), (a, 3, 4)]);
+    // A foreign cursor confirms nothing.
+    let again = pull(f, &node, &UsageCursor::default(), 64).await;
+    assert_eq!(flat(&again), [(a, 1, 2), (a, 3, 4)]);
+}
+
+pub async fn a_wiped_journal_answers_its_new_batches_under_a_new_id(f: &dyn FleetFixture) {
+    let node = f.node().await;
+    let a = UserId::random();
+    f.record_usage(&node, &[(a, 1, 2)]).await;
+    f.record_usage(&node, &[(a, 3, 4)]).await;
+    let page = pull(f, &node, &UsageCursor::default(), 64).await;
+    let cursor = stored(&page, &UsageCursor::default());
+    pull(f, &node, &cursor, 64).await;
+    f.wipe_usage_journal(&node).await;
+    f.record_usage(&node, &[(a, 50, 60)]).await;
+    let after = pull(f, &node, &cursor, 64).await;
+    assert_ne!(Some(after.journal.clone()), cursor.journal);
+    assert_eq!(flat(&after), [(a, 50, 60)]);
+    assert_eq!(after.batches[0].first_seq, 1, "a new journal starts at 1");
+    // Stored on top of the old cursor, the new journal's cursor restarts.
+    assert_eq!(stored(&after, &cursor).seq, after.batches[0].seq);
 }

@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use node_agent_lib::client::{ClientError, NodeClient};
-use node_agent_lib::wire::{NodeStatus, UsersEditRequest, WireUser};
+use node_agent_lib::wire::{self, NodeStatus, UsageRequest, UsersEditRequest, WireUser};
 
 use super::{NodeReport, NodeTransport, TransportError};
-use crate::domain::{Node, UserCredentials, UserId};
+use crate::domain::usage::{UsageBatch, UsageCursor, UsagePage, UserUsage};
+use crate::domain::{Node, Timestamp, UserCredentials, UserId};
 
 #[derive(Clone, Debug)]
 pub struct HttpTransport {
@@ -57,6 +58,50 @@ fn map_error(e: ClientError) -> TransportError {
         }
         other => TransportError::Protocol(other.to_string()),
     }
+}
+
+/// The node's answer in the manager's terms; a user id that does not parse
+/// refuses the whole page (storing part of a batch would lose the rest).
+fn usage_page(answer: wire::UsageResponse) -> Result<UsagePage, TransportError> {
+    let seconds = |s: i64| Timestamp(s.saturating_mul(1000));
+    let batches = answer
+        .batches
+        .into_iter()
+        .map(|b| {
+            let users = b
+                .users
+                .into_iter()
+                .map(|u| {
+                    let user = u.id.parse::<UserId>().map_err(|e| {
+                        TransportError::Protocol(format!("usage batch {}: {e}", b.seq))
+                    })?;
+                    Ok(UserUsage {
+                        user,
+                        up: u.up,
+                        down: u.down,
+                    })
+                })
+                .collect::<Result<Vec<_>, TransportError>>()?;
+            if b.first_seq == 0 || b.first_seq > b.seq {
+                return Err(TransportError::Protocol(format!(
+                    "usage batch covers {}..={}",
+                    b.first_seq, b.seq
+                )));
+            }
+            Ok(UsageBatch {
+                first_seq: b.first_seq,
+                seq: b.seq,
+                from: seconds(b.from),
+                to: seconds(b.to),
+                users,
+            })
+        })
+        .collect::<Result<Vec<_>, TransportError>>()?;
+    Ok(UsagePage {
+        journal: answer.journal,
+        batches,
+        more: answer.more,
+    })
 }
 
 /// `/start` sends every enabled user: give it time in proportion.
@@ -112,5 +157,82 @@ impl NodeTransport for HttpTransport {
             .edit_users(&edit)
             .await
             .map_err(map_error)
+    }
+
+    async fn usage(
+        &self,
+        node: &Node,
+        cursor: &UsageCursor,
+        max_batches: u32,
+    ) -> Result<UsagePage, TransportError> {
+        let request = UsageRequest {
+            journal: cursor.journal.clone(),
+            after: cursor.seq,
+            max_batches: Some(max_batches),
+        };
+        let answer = self
+            .client(node, self.timeout)?
+            .usage(&request)
+            .await
+            .map_err(map_error)?;
+        usage_page(answer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(id: &str, first_seq: u64, seq: u64) -> wire::UsageResponse {
+        wire::UsageResponse {
+            journal: "j".into(),
+            batches: vec![wire::UsageBatch {
+                first_seq,
+                seq,
+                from: 10,
+                to: 15,
+                users: vec![wire::UserUsage {
+                    id: id.into(),
+                    up: 1,
+                    down: 2,
+                }],
+            }],
+            more: true,
+        }
+    }
+
+    #[test]
+    fn a_usage_answer_becomes_a_page_in_the_managers_terms() {
+        let id = UserId::random();
+        let page = usage_page(answer(&id.to_string(), 3, 5)).unwrap();
+        assert_eq!(page.journal, "j");
+        assert!(page.more);
+        let b = &page.batches[0];
+        assert_eq!((b.first_seq, b.seq), (3, 5));
+        assert_eq!((b.from, b.to), (Timestamp(10_000), Timestamp(15_000)));
+        assert_eq!(
+            b.users,
+            vec![UserUsage {
+                user: id,
+                up: 1,
+                down: 2
+            }]
+        );
+    }
+
+    #[test]
+    fn a_usage_answer_with_a_bad_user_id_or_range_is_a_protocol_error() {
+        let id = UserId::random().to_string();
+        for bad in [
+            answer("admin@example.com", 1, 1),
+            answer(&id.to_uppercase(), 1, 1),
+            answer(&id, 0, 0),
+            answer(&id, 4, 3),
+        ] {
+            assert!(
+                matches!(usage_page(bad), Err(TransportError::Protocol(_))),
+                "accepted"
+            );
+        }
     }
 }

@@ -1,7 +1,10 @@
 //! An in-memory fleet of simulated node agents, for tests, benchmarks and
 //! trying the manager without real nodes. Each simulated node keeps a running
 //! flag and the set of users its "core" has, like a real agent would, and can
-//! be made unreachable, slow, or have its core lose its users. It is the
+//! be made unreachable, slow, or have its core lose its users. Each also
+//! keeps a usage journal ([`SimulatedFleet::record_usage`],
+//! [`SimulatedFleet::reset_usage_journal`]) that `usage` pulls with the
+//! agent's cursor, confirmation and journal-id rules. It is the
 //! reference transport: it meets the whole contract (the suite in
 //! `transport::conformance`, feature `conformance`, checks it).
 
@@ -12,7 +15,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{NodeReport, NodeTransport, TransportError};
-use crate::domain::{Node, NodeKey, UserCredentials, UserId};
+use crate::domain::usage::{UsageBatch, UsageCursor, UsagePage, UserUsage};
+use crate::domain::{Node, NodeKey, Timestamp, UserCredentials, UserId};
+
+/// The most batches a pull answers, as on a real agent.
+const MAX_PULL_BATCHES: u32 = 256;
 
 #[derive(Debug, Default, Clone)]
 struct SimNode {
@@ -24,6 +31,66 @@ struct SimNode {
     calls: u64,
     /// The key the agent holds; `None` takes any key.
     key: Option<NodeKey>,
+    journal: SimJournal,
+}
+
+/// A node's usage journal: the batches not yet confirmed.
+#[derive(Debug, Clone)]
+struct SimJournal {
+    id: String,
+    batches: Vec<UsageBatch>,
+    last_seq: u64,
+}
+
+impl Default for SimJournal {
+    fn default() -> Self {
+        Self {
+            id: uuid::Uuid::new_v4().to_string(),
+            batches: Vec::new(),
+            last_seq: 0,
+        }
+    }
+}
+
+impl SimJournal {
+    fn append(&mut self, users: &[(UserId, u64, u64)]) -> Option<u64> {
+        let users: Vec<UserUsage> = users
+            .iter()
+            .filter(|(_, up, down)| *up > 0 || *down > 0)
+            .map(|&(user, up, down)| UserUsage { user, up, down })
+            .collect();
+        if users.is_empty() {
+            return None;
+        }
+        self.last_seq += 1;
+        let now = Timestamp::now();
+        self.batches.push(UsageBatch {
+            first_seq: self.last_seq,
+            seq: self.last_seq,
+            from: now,
+            to: now,
+            users,
+        });
+        Some(self.last_seq)
+    }
+
+    fn pull(&mut self, cursor: &UsageCursor, max_batches: u32) -> UsagePage {
+        let ours = cursor.journal.as_deref() == Some(self.id.as_str());
+        let after = if ours {
+            self.batches.retain(|b| b.seq > cursor.seq);
+            cursor.seq
+        } else {
+            0
+        };
+        let max = max_batches.clamp(1, MAX_PULL_BATCHES) as usize;
+        let mut rest = self.batches.iter().filter(|b| b.seq > after);
+        let batches: Vec<UsageBatch> = rest.by_ref().take(max).cloned().collect();
+        UsagePage {
+            journal: self.id.clone(),
+            batches,
+            more: rest.next().is_some(),
+        }
+    }
 }
 
 /// Simulated agents, keyed by endpoint. A node unknown to the fleet answers
@@ -100,6 +167,24 @@ impl SimulatedFleet {
     /// The users the node's core has now.
     pub fn users(&self, endpoint: &str) -> HashSet<UserId> {
         self.with(endpoint, |n| n.users.clone())
+    }
+
+    /// The node's core counted these bytes `(user, up, down)` and its agent
+    /// journaled them as one batch (zero entries left out; none: no batch).
+    /// Gives the batch's sequence number.
+    pub fn record_usage(&self, endpoint: &str, usage: &[(UserId, u64, u64)]) -> Option<u64> {
+        self.with(endpoint, |n| n.journal.append(usage))
+    }
+
+    /// The node's usage journal is lost (its state dir wiped): a new journal
+    /// id, no batches, numbers from 1 again.
+    pub fn reset_usage_journal(&self, endpoint: &str) {
+        self.with(endpoint, |n| n.journal = SimJournal::default());
+    }
+
+    /// Batches the node's journal holds (not yet confirmed).
+    pub fn usage_batches(&self, endpoint: &str) -> usize {
+        self.with(endpoint, |n| n.journal.batches.len())
     }
 
     /// How many calls reached the node.
@@ -205,5 +290,15 @@ impl NodeTransport for SimulatedFleet {
             Ok(())
         })
         .await
+    }
+
+    async fn usage(
+        &self,
+        node: &Node,
+        cursor: &UsageCursor,
+        max_batches: u32,
+    ) -> Result<UsagePage, TransportError> {
+        self.call(node, |n| Ok(n.journal.pull(cursor, max_batches)))
+            .await
     }
 }

@@ -1,4 +1,4 @@
-//! The four calls of the node API, each inside the JWE envelope: the
+//! The five calls of the node API, each inside the JWE envelope: the
 //! payload is opened by `AppState::receive` (module `auth`), handed to the
 //! agent, and its result sealed by `AppState::seal`.
 
@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use super::responses::{HeaderToken, Initializing, Refused};
 use super::state::AppState;
 use crate::agent::AgentError;
-use crate::wire::{StartRequest, StartResponse, UsersEditRequest};
+use crate::wire::{StartRequest, StartResponse, UsageRequest, UsersEditRequest};
 
 fn parse<T: DeserializeOwned>(payload: &[u8]) -> Result<T, AgentError> {
     serde_json::from_slice(payload).map_err(|e| AgentError::BadRequest(e.to_string()))
@@ -151,4 +151,41 @@ pub(super) async fn edit_users(
     }
     .await;
     s.seal(&request, "/users/edit", result)
+}
+
+#[utoipa::path(
+    post,
+    path = "/usage",
+    summary = "Usage batches after the manager's cursor (and confirm it)",
+    description = "Answers the journal's batches after `after` when `journal` names this node's journal, else from its first batch (the node's state was wiped, or the manager never pulled); at most `maxBatches` (default 64, capped at 256), `more` when others wait. Naming this journal confirms `after`: the node may forget the batches up to it. Works whether the core runs or not.",
+    params(HeaderToken),
+    request_body(content = String, content_type = "application/jose", description = "The payload sealed on its own: a compact JWE (`dir`, `A256GCM`) whose plaintext is a `UsageRequest` (or empty: from the first batch), sent with `Content-Length` equal to the header token's `bln`."),
+    responses(
+        (status = 200, description = "Sealed: a compact JWE whose plaintext is a `UsageResponse`.", content_type = "application/jose", body = String),
+        (status = 400, description = "Sealed: a compact JWE whose plaintext is an `ErrorBody`: `bad request` (not the expected JSON, or a body that is not the one the header token announced).", content_type = "application/jose", body = String),
+        (status = 500, description = "Sealed: a compact JWE whose plaintext is an `ErrorBody`: `internal server error` (the usage journal could not be read or written; details in the agent's log).", content_type = "application/jose", body = String),
+        Refused,
+    ),
+    security(("node_jwe" = []))
+)]
+pub(super) async fn usage(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let (request, payload) = match s.receive(&Method::POST, "/usage", &headers, body).await {
+        Ok(received) => received,
+        Err(refused) => return refused,
+    };
+    let result = async {
+        // An empty body is the empty request: from the first batch.
+        let pull: UsageRequest = if payload.is_empty() {
+            UsageRequest::default()
+        } else {
+            parse(&payload)?
+        };
+        to_json(&s.agent.usage_after(pull).await?)
+    }
+    .await;
+    s.seal(&request, "/usage", result)
 }

@@ -10,10 +10,10 @@
 //! <token>` (binding method, path, time, `jti` and the body's length and
 //! digest); a request body is the compact serialisation of a JWE (`dir` +
 //! `A256GCM`, content type `application/jose`) whose plaintext is the JSON
-//! described by a component schema (`StartRequest`, `UsersEditRequest`).
-//! Answers other than the
+//! described by a component schema (`StartRequest`, `UsersEditRequest`,
+//! `UsageRequest`). Answers other than the
 //! bare 401 are sealed the same way around `StartResponse`,
-//! `StatusResponse` or `ErrorBody`. Each operation names its plaintext
+//! `StatusResponse`, `UsageResponse` or `ErrorBody`. Each operation names its plaintext
 //! schemas in the `x-jwe-request` and `x-jwe-response` extensions.
 //!
 //! ```
@@ -45,7 +45,7 @@ pub const JWE_SCHEME: &str = "node_jwe";
         title = "xray-node-agent",
         description = "The node agent's API, called by the manager. **Every request is sealed with the node's key** (compact JWE, `dir` + `A256GCM`): a header token in `Authorization: JWE <token>` whose authenticated header binds the method, path, time (`iat` in ms), a single-use `jti` and the body's exact length and SHA-256 digest, checked before any body byte is read; the body (content type `application/jose`, `Content-Length` as announced) is a JWE whose plaintext is the JSON described by the schema named in the operation's `x-jwe-request`. Answers are sealed the same way (plaintext schema in `x-jwe-response`, errors as `ErrorBody`), except the bare `401 {\"error\":\"unauthorized\"}` for any refused envelope. Every call is idempotent."
     ),
-    paths(api::start, api::stop, api::status, api::edit_users),
+    paths(api::start, api::stop, api::status, api::edit_users, api::usage),
     components(schemas(ErrorBody)),
     modifiers(&Envelope)
 )]
@@ -81,7 +81,7 @@ impl Modify for Envelope {
         for (name, schema) in wire_schemas() {
             components.schemas.insert(name.to_owned(), schema);
         }
-        let links: [(&str, HttpMethod, Option<&str>, Option<&str>); 4] = [
+        let links: [(&str, HttpMethod, Option<&str>, Option<&str>); 5] = [
             (
                 "/start",
                 HttpMethod::Post,
@@ -95,6 +95,12 @@ impl Modify for Envelope {
                 HttpMethod::Post,
                 Some("UsersEditRequest"),
                 None,
+            ),
+            (
+                "/usage",
+                HttpMethod::Post,
+                Some("UsageRequest"),
+                Some("UsageResponse"),
             ),
         ];
         let ref_of = |name: Option<&str>| match name {

@@ -8,7 +8,7 @@ use axum::response::Response;
 use axum::routing::any;
 
 use super::error::unauthorized;
-use super::handlers::{edit_users, start, status, stop};
+use super::handlers::{edit_users, start, status, stop, usage};
 use super::state::AppState;
 
 /// Every route of [`router`] (method, path), in one place: the OpenAPI
@@ -18,6 +18,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/stop"),
     ("GET", "/status"),
     ("POST", "/users/edit"),
+    ("POST", "/usage"),
 ];
 
 /// The node API's routes; every call is JWE-only. Whatever else a peer asks
@@ -35,6 +36,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/stop", any(refused).post(stop))
         .route("/status", any(refused).get(status))
         .route("/users/edit", any(refused).post(edit_users))
+        .route("/usage", any(refused).post(usage))
         .fallback(refused)
         .with_state(state)
 }

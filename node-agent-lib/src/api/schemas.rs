@@ -115,5 +115,54 @@ pub(super) fn wire_schemas() -> Vec<(&'static str, RefOr<Schema>)> {
                 .property("delUsers", array_of(string("A user id."), "Ids of users to remove (removing a missing one is success)."))
                 .into(),
         ),
+        (
+            "UsageRequest",
+            ObjectBuilder::new()
+                .description(Some("`POST /usage`: the batches after the manager's cursor; naming this node's journal confirms `after` (`max_batches` is accepted too)."))
+                .property("journal", string("The journal the manager's cursor belongs to; absent or another: from the first batch."))
+                .property("after", integer("The newest sequence number the manager stored from this journal (default 0)."))
+                .property("maxBatches", integer("How many batches at most (default 64, capped at 256)."))
+                .into(),
+        ),
+        (
+            "UsageResponse",
+            ObjectBuilder::new()
+                .description(Some("The answer to `POST /usage`."))
+                .property("journal", string("The node's journal id (made when its journal was created)."))
+                .required("journal")
+                .property("batches", array_of(reference("UsageBatch"), "In sequence order, each after the request's `after`."))
+                .required("batches")
+                .property("more", ObjectBuilder::new().schema_type(Type::Boolean).description(Some("More batches wait after the last one answered.")))
+                .required("more")
+                .into(),
+        ),
+        (
+            "UsageBatch",
+            ObjectBuilder::new()
+                .description(Some("The bytes the core counted between two reads, or several merged while the manager was away: sequence numbers `firstSeq..=seq`."))
+                .property("firstSeq", integer("The first sequence number the batch covers."))
+                .required("firstSeq")
+                .property("seq", integer("The last sequence number the batch covers."))
+                .required("seq")
+                .property("from", integer("Unix seconds of the read before the first delta."))
+                .required("from")
+                .property("to", integer("Unix seconds of the read that took the last delta."))
+                .required("to")
+                .property("users", array_of(reference("UserUsage"), "One entry per user that moved bytes."))
+                .required("users")
+                .into(),
+        ),
+        (
+            "UserUsage",
+            ObjectBuilder::new()
+                .description(Some("What one user moved through the node's core in a batch, in bytes as the core counts them."))
+                .property("id", string("The user's id."))
+                .required("id")
+                .property("up", integer("Bytes the user sent."))
+                .required("up")
+                .property("down", integer("Bytes the user received."))
+                .required("down")
+                .into(),
+        ),
     ]
 }

@@ -118,6 +118,23 @@ pub fn node_in(
     }
 }
 
+/// A node with usage accounting: its journal in the node's dir (`state/`).
+pub fn node_with_journal(service: Arc<dyn ServiceControl>, core: Arc<dyn CoreApi>) -> TestNode {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _) = CoreConfig::parse(&base_config(9), Flavor::Xray, "").unwrap();
+    let journal = node_agent_lib::usage::Journal::open(&dir.path().join("state"), 720).unwrap();
+    let usage = Arc::new(node_agent_lib::usage::Usage::new(core.clone(), journal));
+    let agent = Arc::new(Agent::new(service, core, config, options(&dir)).with_usage(usage));
+    let key = NodeKey::random();
+    let router = router(Arc::new(AppState::new(agent.clone(), key.clone())));
+    TestNode {
+        router,
+        agent,
+        key,
+        dir,
+    }
+}
+
 pub fn user(n: u32) -> WireUser {
     WireUser {
         id: uuid::Uuid::from_u128(0x1000 + u128::from(n)).to_string(),

@@ -1,0 +1,8 @@
+//! Traffic accounting on the node: the durable [`journal`] of usage batches
+//! the manager pulls with `POST /usage`.
+
+pub mod collector;
+pub mod journal;
+
+pub use collector::{CollectError, Usage, UsageCounters};
+pub use journal::{Journal, JournalError};

@@ -1,0 +1,592 @@
+//! The usage journal: the durable, sequence-numbered file of usage batches in
+//! the agent's state directory.
+//!
+//! # Format
+//!
+//! One file, `usage.journal`: a sequence of records, each `len: u32 LE`,
+//! `crc32(body): u32 LE`, then `len` bytes of JSON body. The first record is
+//! the header (`{"header":{"journal":ID,"lastSeq":N}}`: the journal's id,
+//! made when the file is created, and the sequence number just before the
+//! file's first batch, or the last assigned when it holds none, so numbers
+//! never repeat after old batches are reclaimed); every other record is one batch
+//! (`{"batch":{…wire::UsageBatch…}}`). A record that is cut short or fails
+//! its CRC at the end of the file is what a crash in the middle of an append
+//! leaves: it is dropped at open. The same thing anywhere else is corruption
+//! and refuses to open (nothing is thrown away silently).
+//!
+//! Memory holds an index (sequence numbers and file offsets), never the
+//! batches themselves, so 720 batches of 100,000 users cost a few KiB.
+//!
+//! # Delivery, confirmation, merging
+//!
+//! See the crate's design: `D`, the highest sequence number ever delivered
+//! by [`Journal::after`] (in memory; at open the highest in the file, since
+//! any of them may have been delivered before a restart), guards merging: only
+//! batches with `first_seq > D` are merged, so no answer ever straddles the
+//! manager's cursor. A pull naming this journal with `after = N` confirms
+//! `N`: batches up to it leave the index at once and the file lazily (rewritten
+//! to a temporary file, synced, renamed over, the directory synced) once
+//! they take more room than the live ones.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::client::USAGE_PAGE_BYTES;
+use crate::wire::{UsageBatch, UsageResponse, UserUsage};
+
+/// The journal's file name inside the state directory.
+pub const FILE_NAME: &str = "usage.journal";
+/// Bytes before each record's body: length and CRC32.
+const RECORD_HEAD: usize = 8;
+/// A record longer than this is corruption, not data (a batch of a million
+/// users is well under it).
+const MAX_RECORD: u32 = 1 << 30;
+
+/// The journal could not be read or written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JournalError {
+    #[error("usage journal {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("usage journal {path} is corrupt at byte {offset}: {reason}")]
+    Corrupt {
+        path: PathBuf,
+        offset: u64,
+        reason: String,
+    },
+}
+
+/// The result of journal operations.
+pub type Result<T, E = JournalError> = std::result::Result<T, E>;
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+enum Record {
+    Header(Header),
+    Batch(UsageBatch),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Header {
+    journal: String,
+    last_seq: u64,
+}
+
+/// A batch record written from borrowed users (the same JSON as
+/// `Record::Batch`), so the caller keeps them if the write fails.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+enum RecordRef<'a> {
+    Batch(BatchRef<'a>),
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct BatchRef<'a> {
+    first_seq: u64,
+    seq: u64,
+    from: i64,
+    to: i64,
+    users: &'a [UserUsage],
+}
+
+/// Where one batch lives in the file.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    first_seq: u64,
+    seq: u64,
+    offset: u64,
+    /// Whole record, head included.
+    len: u64,
+}
+
+/// The open journal. Its methods block on file I/O (and `fsync`): call them
+/// from a blocking context (`spawn_blocking`).
+#[derive(Debug)]
+pub struct Journal {
+    dir: PathBuf,
+    path: PathBuf,
+    file: File,
+    id: String,
+    /// Batches not yet confirmed, in sequence order.
+    index: Vec<Entry>,
+    /// The highest sequence number ever assigned.
+    last_seq: u64,
+    /// The highest sequence number ever delivered (see the module docs).
+    delivered: u64,
+    /// Where the next record goes (everything before it is valid).
+    end: u64,
+    /// Bytes of confirmed batches still in the file.
+    dead: u64,
+    /// An append failed part-way: cut the file back to `end` before the next write.
+    dirty_tail: bool,
+    max_batches: usize,
+    /// Tests: the next append fails as a full disk would.
+    #[cfg(test)]
+    pub(crate) fail_next_append: bool,
+}
+
+impl Journal {
+    /// Opens the journal in `dir` (created if missing, with a new id),
+    /// dropping a torn last record. Never-delivered batches beyond
+    /// `max_batches` (at least 1) are merged on append.
+    pub fn open(dir: &Path, max_batches: usize) -> Result<Journal> {
+        let path = dir.join(FILE_NAME);
+        let io_err = |source| JournalError::Io {
+            path: path.clone(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(io_err)?;
+        if !path.exists() {
+            let header = Header {
+                journal: uuid::Uuid::new_v4().to_string(),
+                last_seq: 0,
+            };
+            let header = encode(&Record::Header(header))?;
+            write_file_atomically(dir, &path, |out| out.write_all(&header))?;
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(io_err)?;
+        let mut journal = Journal {
+            dir: dir.to_owned(),
+            path,
+            file,
+            id: String::new(),
+            index: Vec::new(),
+            last_seq: 0,
+            delivered: 0,
+            end: 0,
+            dead: 0,
+            dirty_tail: false,
+            max_batches: max_batches.max(1),
+            #[cfg(test)]
+            fail_next_append: false,
+        };
+        journal.load()?;
+        Ok(journal)
+    }
+
+    /// Reads the file into the index; cuts a torn tail.
+    fn load(&mut self) -> Result<()> {
+        let size = self.file.metadata().map_err(|e| self.io(e))?.len();
+        let (header, header_len) = match self.read_record(0, size)? {
+            Some((Record::Header(h), len)) => (h, len),
+            Some((Record::Batch(_), _)) | None => {
+                return Err(self.corrupt(0, "no header record"));
+            }
+        };
+        self.id = header.journal;
+        self.last_seq = header.last_seq;
+        self.index.clear();
+        let mut offset = header_len;
+        while offset < size {
+            match self.read_record(offset, size) {
+                Ok(Some((Record::Batch(b), len))) => {
+                    if b.first_seq <= self.last_seq || b.seq < b.first_seq {
+                        return Err(self.corrupt(offset, "sequence numbers out of order"));
+                    }
+                    self.last_seq = b.seq;
+                    self.index.push(Entry {
+                        first_seq: b.first_seq,
+                        seq: b.seq,
+                        offset,
+                        len,
+                    });
+                    offset += len;
+                }
+                Ok(Some((Record::Header(_), _))) => {
+                    return Err(self.corrupt(offset, "a second header"));
+                }
+                // Cut short or failing its check: torn if nothing follows it.
+                Ok(None) | Err(JournalError::Corrupt { .. })
+                    if self.is_last_record(offset, size)? =>
+                {
+                    tracing::warn!(
+                        path = %self.path.display(),
+                        offset,
+                        dropped_bytes = size - offset,
+                        "usage journal: dropping a torn last record"
+                    );
+                    self.file.set_len(offset).map_err(|e| self.io(e))?;
+                    self.file.sync_all().map_err(|e| self.io(e))?;
+                    break;
+                }
+                Ok(None) => return Err(self.corrupt(offset, "record cut short")),
+                Err(e) => return Err(e),
+            }
+        }
+        self.end = offset.min(size);
+        self.delivered = self.last_seq;
+        self.dead = 0;
+        Ok(())
+    }
+
+    /// Whether the record at `offset` is the file's last (its declared length
+    /// reaches the end, or cannot even be read).
+    fn is_last_record(&self, offset: u64, size: u64) -> Result<bool> {
+        if size - offset < RECORD_HEAD as u64 {
+            return Ok(true);
+        }
+        let mut head = [0u8; RECORD_HEAD];
+        self.file
+            .read_exact_at(&mut head, offset)
+            .map_err(|e| self.io(e))?;
+        let len = u64::from(u32::from_le_bytes(head[..4].try_into().expect("4 bytes")));
+        Ok(offset + RECORD_HEAD as u64 + len >= size)
+    }
+
+    /// The record at `offset` and its whole length; `None` when the file ends
+    /// inside it; `Corrupt` when it fails its CRC or does not parse.
+    fn read_record(&self, offset: u64, size: u64) -> Result<Option<(Record, u64)>> {
+        if size.saturating_sub(offset) < RECORD_HEAD as u64 {
+            return Ok(None);
+        }
+        let mut head = [0u8; RECORD_HEAD];
+        self.file
+            .read_exact_at(&mut head, offset)
+            .map_err(|e| self.io(e))?;
+        let len = u32::from_le_bytes(head[..4].try_into().expect("4 bytes"));
+        let crc = u32::from_le_bytes(head[4..].try_into().expect("4 bytes"));
+        if len > MAX_RECORD {
+            return Err(self.corrupt(offset, format!("record length {len}")));
+        }
+        let whole = RECORD_HEAD as u64 + u64::from(len);
+        if size - offset < whole {
+            return Ok(None);
+        }
+        let mut body = vec![0u8; len as usize];
+        self.file
+            .read_exact_at(&mut body, offset + RECORD_HEAD as u64)
+            .map_err(|e| self.io(e))?;
+        if crc32fast::hash(&body) != crc {
+            return Err(self.corrupt(offset, "CRC mismatch"));
+        }
+        let record = serde_json::from_slice(&body)
+            .map_err(|e| self.corrupt(offset, format!("invalid record: {e}")))?;
+        Ok(Some((record, whole)))
+    }
+
+    fn read_batch(&self, entry: &Entry) -> Result<UsageBatch> {
+        match self.read_record(entry.offset, entry.offset + entry.len)? {
+            Some((Record::Batch(b), _)) => Ok(b),
+            _ => Err(self.corrupt(entry.offset, "indexed batch is not a batch")),
+        }
+    }
+
+    /// The journal's id, made when the file was created.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// How many batches the journal holds (not yet confirmed).
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Whether it holds no batch.
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    /// The file's size in bytes (confirmed batches not yet reclaimed included).
+    pub fn bytes(&self) -> u64 {
+        self.end
+    }
+
+    /// The highest sequence number ever assigned (0: none yet).
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
+    /// Appends the deltas read between `from` and `to` (unix seconds) as the
+    /// next batch, written and synced before it returns its sequence number.
+    /// No users: no batch (`None`). On error nothing was added (a part
+    /// written is cut off before the next write).
+    pub fn append(&mut self, from: i64, to: i64, users: &[UserUsage]) -> Result<Option<u64>> {
+        if users.is_empty() {
+            return Ok(None);
+        }
+        let seq = self.last_seq + 1;
+        let batch = BatchRef {
+            first_seq: seq,
+            seq,
+            from,
+            to,
+            users,
+        };
+        let record = encode(&RecordRef::Batch(batch))?;
+        if self.dirty_tail {
+            self.file.set_len(self.end).map_err(|e| self.io(e))?;
+            self.dirty_tail = false;
+        }
+        #[cfg(test)]
+        let fail = std::mem::take(&mut self.fail_next_append);
+        #[cfg(not(test))]
+        let fail = false;
+        let written = if fail {
+            // Tests: part of the record reaches the file, as on a full disk.
+            self.file
+                .write_all_at(&record[..record.len() / 2], self.end)
+                .and(Err(io::Error::other("no space left on device")))
+        } else {
+            self.file
+                .write_all_at(&record, self.end)
+                .and_then(|()| self.file.sync_data())
+        };
+        if let Err(e) = written {
+            self.dirty_tail = true;
+            return Err(self.io(e));
+        }
+        self.index.push(Entry {
+            first_seq: seq,
+            seq,
+            offset: self.end,
+            len: record.len() as u64,
+        });
+        self.end += record.len() as u64;
+        self.last_seq = seq;
+        let undelivered = self.undelivered_start();
+        if self.index.len() - undelivered > self.max_batches {
+            self.merge_oldest_undelivered(undelivered)?;
+        }
+        Ok(Some(seq))
+    }
+
+    /// Index of the first never-delivered batch.
+    fn undelivered_start(&self) -> usize {
+        self.index
+            .partition_point(|e| e.first_seq <= self.delivered)
+    }
+
+    /// Merges the oldest never-delivered batches so that at most half of
+    /// `max_batches` (plus the merged one) remain, so a full journal is
+    /// rewritten once per `max_batches / 2` appends, not at every one.
+    fn merge_oldest_undelivered(&mut self, start: usize) -> Result<()> {
+        let keep = self.max_batches / 2;
+        let count = self.index.len() - start - keep;
+        if count < 2 {
+            return Ok(());
+        }
+        let group = &self.index[start..start + count];
+        let mut sums: HashMap<String, (u64, u64)> = HashMap::new();
+        let mut order: Vec<String> = Vec::new();
+        let (mut from, mut to) = (i64::MAX, i64::MIN);
+        for entry in group {
+            let batch = self.read_batch(entry)?;
+            from = from.min(batch.from);
+            to = to.max(batch.to);
+            for u in batch.users {
+                let slot = sums.entry(u.id.clone()).or_insert_with(|| {
+                    order.push(u.id.clone());
+                    (0, 0)
+                });
+                slot.0 = slot.0.saturating_add(u.up);
+                slot.1 = slot.1.saturating_add(u.down);
+            }
+        }
+        let merged = UsageBatch {
+            first_seq: group[0].first_seq,
+            seq: group[count - 1].seq,
+            from,
+            to,
+            users: order
+                .into_iter()
+                .map(|id| {
+                    let (up, down) = sums[&id];
+                    UserUsage { id, up, down }
+                })
+                .collect(),
+        };
+        tracing::info!(
+            first_seq = merged.first_seq,
+            seq = merged.seq,
+            batches = count,
+            "usage journal: merging never-delivered batches (the manager is away)"
+        );
+        self.rewrite(Some((start, count, merged)))
+    }
+
+    /// The batches after `after` when `journal` names this journal, else
+    /// from the first; at most `max` (at least 1), and no more once they
+    /// reach [`USAGE_PAGE_BYTES`] (the first always comes), so an answer fits
+    /// the client's cap. Naming this journal also confirms `after`: batches
+    /// up to it are forgotten.
+    pub fn after(
+        &mut self,
+        journal: Option<&str>,
+        after: u64,
+        max: usize,
+    ) -> Result<UsageResponse> {
+        let ours = journal == Some(self.id.as_str());
+        if ours {
+            self.confirm(after)?;
+        }
+        let floor = if ours { after } else { 0 };
+        if ours && after > self.last_seq {
+            tracing::warn!(
+                after,
+                last_seq = self.last_seq,
+                "usage journal: the manager names a sequence number this journal never reached (was the state dir restored from a backup?)"
+            );
+        }
+        let start = self.index.partition_point(|e| e.seq <= floor);
+        let mut stop = start;
+        let mut bytes = 0;
+        while stop < self.index.len()
+            && stop - start < max.max(1)
+            && (stop == start || bytes + self.index[stop].len <= USAGE_PAGE_BYTES)
+        {
+            bytes += self.index[stop].len;
+            stop += 1;
+        }
+        let mut batches = Vec::with_capacity(stop - start);
+        for entry in &self.index[start..stop] {
+            batches.push(self.read_batch(entry)?);
+        }
+        if let Some(last) = batches.last() {
+            self.delivered = self.delivered.max(last.seq);
+        }
+        Ok(UsageResponse {
+            journal: self.id.clone(),
+            batches,
+            more: stop < self.index.len(),
+        })
+    }
+
+    /// Forgets batches up to `seq`; rewrites the file once they outweigh the rest.
+    fn confirm(&mut self, seq: u64) -> Result<()> {
+        let gone = self.index.partition_point(|e| e.seq <= seq);
+        if gone == 0 {
+            return Ok(());
+        }
+        self.dead += self.index.drain(..gone).map(|e| e.len).sum::<u64>();
+        if self.dead >= self.end - self.dead {
+            self.rewrite(None)?;
+        }
+        Ok(())
+    }
+
+    /// Writes a new file holding the header and the indexed batches (those
+    /// `count` from `start` replaced by `merged`), then swaps it in. Records
+    /// are copied one at a time: memory holds one batch, not the file.
+    fn rewrite(&mut self, merge: Option<(usize, usize, UsageBatch)>) -> Result<()> {
+        let (merge_at, merge_count, mut merged) = match merge {
+            Some((start, count, batch)) => (start, count, Some(batch)),
+            None => (usize::MAX, 0, None),
+        };
+        // The header names the number before the first batch kept, or the
+        // last assigned when none is, so numbers never repeat.
+        let header = Header {
+            journal: self.id.clone(),
+            last_seq: self
+                .index
+                .first()
+                .map_or(self.last_seq, |e| e.first_seq - 1),
+        };
+        let header = encode(&Record::Header(header))?;
+        let this = &*self;
+        write_file_atomically(&this.dir, &this.path, |out| {
+            out.write_all(&header)?;
+            let mut i = 0;
+            while i < this.index.len() {
+                if i == merge_at
+                    && let Some(batch) = merged.take()
+                {
+                    out.write_all(&encode(&Record::Batch(batch)).map_err(io::Error::other)?)?;
+                    i += merge_count;
+                    continue;
+                }
+                let entry = this.index[i];
+                let mut raw = vec![0u8; entry.len as usize];
+                this.file.read_exact_at(&mut raw, entry.offset)?;
+                out.write_all(&raw)?;
+                i += 1;
+            }
+            Ok(())
+        })?;
+        self.file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&self.path)
+            .map_err(|e| self.io(e))?;
+        self.dirty_tail = false;
+        let delivered = self.delivered;
+        self.load()?;
+        self.delivered = delivered;
+        Ok(())
+    }
+
+    fn io(&self, source: io::Error) -> JournalError {
+        JournalError::Io {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn corrupt(&self, offset: u64, reason: impl Into<String>) -> JournalError {
+        JournalError::Corrupt {
+            path: self.path.clone(),
+            offset,
+            reason: reason.into(),
+        }
+    }
+}
+
+fn encode(record: &impl Serialize) -> Result<Vec<u8>> {
+    let body = serde_json::to_vec(record).expect("a record always serialises");
+    let len = u32::try_from(body.len())
+        .ok()
+        .filter(|l| *l <= MAX_RECORD)
+        .ok_or_else(|| JournalError::Io {
+            path: PathBuf::from(FILE_NAME),
+            source: io::Error::new(io::ErrorKind::InvalidInput, "batch too large"),
+        })?;
+    let mut out = Vec::with_capacity(RECORD_HEAD + body.len());
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+/// Replaces `path` with `records`: a temporary file, synced, renamed over,
+/// the directory synced, so a crash leaves the old file or the new one.
+fn write_file_atomically(
+    dir: &Path,
+    path: &Path,
+    fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> Result<()> {
+    let io_err = |source| JournalError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".usage.journal.")
+        .tempfile_in(dir)
+        .map_err(io_err)?;
+    {
+        let mut out = io::BufWriter::new(tmp.as_file_mut());
+        fill(&mut out).map_err(io_err)?;
+        out.flush().map_err(io_err)?;
+    }
+    tmp.as_file().sync_all().map_err(io_err)?;
+    tmp.persist(path).map_err(|e| io_err(e.error))?;
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err)?;
+    Ok(())
+}
+
+#[cfg(test)]
+#[path = "journal_tests.rs"]
+mod tests;

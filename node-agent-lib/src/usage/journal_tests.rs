@@ -1,0 +1,304 @@
+use std::io::Write;
+
+use super::*;
+
+fn user(id: &str, up: u64, down: u64) -> UserUsage {
+    UserUsage {
+        id: id.into(),
+        up,
+        down,
+    }
+}
+
+fn totals(batches: &[UsageBatch]) -> HashMap<String, (u64, u64)> {
+    let mut sums = HashMap::new();
+    for b in batches {
+        for u in &b.users {
+            let slot = sums.entry(u.id.clone()).or_insert((0, 0));
+            slot.0 += u.up;
+            slot.1 += u.down;
+        }
+    }
+    sums
+}
+
+fn seqs(r: &UsageResponse) -> Vec<(u64, u64)> {
+    r.batches.iter().map(|b| (b.first_seq, b.seq)).collect()
+}
+
+#[test]
+fn append_then_after_answers_batches_in_order_after_the_cursor() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = Journal::open(dir.path(), 720).unwrap();
+    assert_eq!(j.append(10, 15, &[user("a", 1, 2)]).unwrap(), Some(1));
+    assert_eq!(j.append(15, 20, &[user("b", 3, 4)]).unwrap(), Some(2));
+    assert_eq!(j.append(20, 25, &[]).unwrap(), None, "no users, no batch");
+    let id = j.id().to_owned();
+
+    let all = j.after(None, 0, 64).unwrap();
+    assert_eq!(all.journal, id);
+    assert_eq!(seqs(&all), vec![(1, 1), (2, 2)]);
+    assert_eq!(all.batches[0].users, vec![user("a", 1, 2)]);
+    assert_eq!((all.batches[1].from, all.batches[1].to), (15, 20));
+    assert!(!all.more);
+
+    let page = j.after(Some(&id), 0, 1).unwrap();
+    assert_eq!(seqs(&page), vec![(1, 1)]);
+    assert!(page.more);
+    assert_eq!(j.after(Some(&id), 2, 64).unwrap().batches, vec![]);
+}
+
+#[test]
+fn a_repeated_pull_answers_the_same_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = Journal::open(dir.path(), 720).unwrap();
+    j.append(0, 1, &[user("a", 5, 6)]).unwrap();
+    let id = j.id().to_owned();
+    let first = j.after(Some(&id), 0, 64).unwrap();
+    let again = j.after(Some(&id), 0, 64).unwrap();
+    assert_eq!(first, again);
+}
+
+#[test]
+fn confirmed_batches_are_forgotten_and_the_file_shrinks() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = Journal::open(dir.path(), 720).unwrap();
+    for i in 0..10 {
+        j.append(i, i + 1, &[user("a", 100, 200)]).unwrap();
+    }
+    let id = j.id().to_owned();
+    let full = j.bytes();
+    let r = j.after(Some(&id), 8, 64).unwrap();
+    assert_eq!(seqs(&r), vec![(9, 9), (10, 10)]);
+    assert_eq!(j.len(), 2);
+    assert!(j.bytes() < full / 2, "{} of {full}", j.bytes());
+    // Sequence numbers go on after the reclaim, also across a reopen.
+    assert_eq!(j.append(0, 1, &[user("b", 1, 1)]).unwrap(), Some(11));
+    drop(j);
+    let mut j = Journal::open(dir.path(), 720).unwrap();
+    let r = j.after(Some(&id), 10, 64).unwrap();
+    assert_eq!(seqs(&r), vec![(11, 11)]);
+    j.after(Some(&id), 11, 64).unwrap();
+    assert!(j.is_empty());
+    drop(j);
+    let mut j = Journal::open(dir.path(), 720).unwrap();
+    assert_eq!(j.append(0, 1, &[user("c", 1, 1)]).unwrap(), Some(12));
+}
+
+#[test]
+fn another_journal_id_or_none_answers_from_the_first_batch_and_confirms_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = Journal::open(dir.path(), 720).unwrap();
+    j.append(0, 1, &[user("a", 1, 1)]).unwrap();
+    j.append(1, 2, &[user("a", 1, 1)]).unwrap();
+    let r = j.after(Some("someone-else"), 2, 64).unwrap();
+    assert_eq!(seqs(&r), vec![(1, 1), (2, 2)]);
+    assert_eq!(j.len(), 2, "a foreign cursor confirms nothing");
+    let r = j.after(None, 5, 64).unwrap();
+    assert_eq!(seqs(&r), vec![(1, 1), (2, 2)]);
+}
+
+#[test]
+fn a_new_journal_gets_a_new_id() {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let ja = Journal::open(a.path(), 720).unwrap();
+    let jb = Journal::open(b.path(), 720).unwrap();
+    assert_ne!(ja.id(), jb.id());
+    assert!(uuid::Uuid::parse_str(ja.id()).is_ok());
+}
+
+#[test]
+fn reopening_keeps_id_batches_and_bodies() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = Journal::open(dir.path(), 720).unwrap();
+    j.append(3, 4, &[user("a", 1, 2), user("b", u64::MAX, 0)])
+        .unwrap();
+    j.append(4, 5, &[user("a", 7, 8)]).unwrap();
+    let id = j.id().to_owned();
+    let before = j.after(None, 0, 64).unwrap();
+    drop(j);
+    let mut j = Journal::open(dir.path(), 720).unwrap();
+    assert_eq!(j.id(), id);
+    assert_eq!(j.after(None, 0, 64).unwrap(), before);
+}
+
+#[test]
+fn merging_keeps_exact_sums_and_stays_under_the_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let max = 8;
+    let mut j = Journal::open(dir.path(), max).unwrap();
+    let mut expected: HashMap<String, (u64, u64)> = HashMap::new();
+    for i in 0..50u64 {
+        let users = vec![user("a", i, 2 * i), user(&format!("u{}", i % 3), 1, 1)];
+        for u in &users {
+            let slot = expected.entry(u.id.clone()).or_insert((0, 0));
+            slot.0 += u.up;
+            slot.1 += u.down;
+        }
+        j.append(i as i64, i as i64 + 1, &users).unwrap();
+        assert!(j.len() <= max, "{} batches", j.len());
+    }
+    let r = j.after(None, 0, 256).unwrap();
+    assert_eq!(totals(&r.batches), expected);
+    // Contiguous, covering 1..=50, time attribution spanning the merged reads.
+    let mut next = 1;
+    for b in &r.batches {
+        assert_eq!(b.first_seq, next);
+        next = b.seq + 1;
+    }
+    assert_eq!(next, 51);
+    assert_eq!((r.batches[0].from, r.batches.last().unwrap().to), (0, 50));
+}
+
+#[test]
+fn merging_never_touches_a_delivered_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let max = 4;
+    let mut j = Journal::open(dir.path(), max).unwrap();
+    for i in 0..3 {
+        j.append(i, i + 1, &[user("a", 1, 0)]).unwrap();
+    }
+    let id = j.id().to_owned();
+    let delivered = j.after(Some(&id), 0, 2).unwrap();
+    assert_eq!(seqs(&delivered), vec![(1, 1), (2, 2)]);
+    for i in 3..40 {
+        j.append(i, i + 1, &[user("a", 1, 0)]).unwrap();
+    }
+    // The delivered batches are still there as they were answered: a
+    // manager that stored them and pulls again with after=2 loses nothing
+    // and counts nothing twice.
+    let again = j.after(Some(&id), 0, 2).unwrap();
+    assert_eq!(again, delivered);
+    let rest = j.after(Some(&id), 2, 256).unwrap();
+    assert_eq!(rest.batches[0].first_seq, 3);
+    let total: u64 = rest
+        .batches
+        .iter()
+        .flat_map(|b| &b.users)
+        .map(|u| u.up)
+        .sum();
+    assert_eq!(total, 40 - 2);
+}
+
+#[test]
+fn after_a_reopen_every_batch_counts_as_delivered_and_is_not_merged() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = Journal::open(dir.path(), 2).unwrap();
+    j.append(0, 1, &[user("a", 1, 0)]).unwrap();
+    j.append(1, 2, &[user("a", 1, 0)]).unwrap();
+    drop(j);
+    let mut j = Journal::open(dir.path(), 2).unwrap();
+    for i in 2..10 {
+        j.append(i, i + 1, &[user("a", 1, 0)]).unwrap();
+    }
+    let r = j.after(None, 0, 256).unwrap();
+    assert_eq!(&seqs(&r)[..2], &[(1, 1), (2, 2)]);
+    assert_eq!(totals(&r.batches)["a"], (10, 0));
+}
+
+#[test]
+fn a_torn_last_record_is_dropped_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = Journal::open(dir.path(), 720).unwrap();
+    j.append(0, 1, &[user("a", 1, 2)]).unwrap();
+    j.append(1, 2, &[user("a", 3, 4)]).unwrap();
+    let whole = j.bytes();
+    drop(j);
+    let path = dir.path().join(FILE_NAME);
+    // A crash in the middle of the third append: part of its record.
+    let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+    f.write_all(&[200, 0, 0, 0, 1, 2, 3, 4, b'{', b'"'])
+        .unwrap();
+    drop(f);
+    let mut j = Journal::open(dir.path(), 720).unwrap();
+    assert_eq!(j.len(), 2);
+    assert_eq!(j.bytes(), whole);
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), whole);
+    assert_eq!(j.append(2, 3, &[user("a", 5, 6)]).unwrap(), Some(3));
+    drop(j);
+    let mut j = Journal::open(dir.path(), 720).unwrap();
+    assert_eq!(totals(&j.after(None, 0, 64).unwrap().batches)["a"], (9, 12));
+}
+
+#[test]
+fn a_whole_length_record_with_a_bad_checksum_at_the_end_is_torn_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = Journal::open(dir.path(), 720).unwrap();
+    j.append(0, 1, &[user("a", 1, 2)]).unwrap();
+    let good = j.bytes();
+    j.append(1, 2, &[user("a", 3, 4)]).unwrap();
+    drop(j);
+    let path = dir.path().join(FILE_NAME);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let last = bytes.len() - 2;
+    bytes[last] ^= 0xff;
+    std::fs::write(&path, &bytes).unwrap();
+    let j = Journal::open(dir.path(), 720).unwrap();
+    assert_eq!((j.len(), j.bytes()), (1, good));
+}
+
+#[test]
+fn damage_before_the_last_record_refuses_to_open_and_keeps_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = Journal::open(dir.path(), 720).unwrap();
+    let header = j.bytes();
+    j.append(0, 1, &[user("a", 1, 2)]).unwrap();
+    j.append(1, 2, &[user("a", 3, 4)]).unwrap();
+    drop(j);
+    let path = dir.path().join(FILE_NAME);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[header as usize + 10] ^= 0xff;
+    std::fs::write(&path, &bytes).unwrap();
+    let err = Journal::open(dir.path(), 720).unwrap_err();
+    assert!(matches!(err, JournalError::Corrupt { .. }), "{err}");
+    assert_eq!(std::fs::read(&path).unwrap(), bytes);
+}
+
+#[test]
+fn after_never_answers_more_than_max() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = Journal::open(dir.path(), 720).unwrap();
+    for i in 0..20 {
+        j.append(i, i + 1, &[user("a", 1, 1)]).unwrap();
+    }
+    let r = j.after(None, 0, 7).unwrap();
+    assert_eq!(r.batches.len(), 7);
+    assert!(r.more);
+    let r = j.after(None, 0, 0).unwrap();
+    assert_eq!(r.batches.len(), 1, "0 is read as 1, so a pull always moves");
+}
+
+#[test]
+fn a_page_stops_at_the_byte_budget_but_always_answers_one_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = Journal::open(dir.path(), 720).unwrap();
+    // ~3.3 MiB per batch: 45,000 users of ~75 bytes.
+    let users: Vec<UserUsage> = (0..45_000)
+        .map(|i| user(&format!("{i:08x}-0000-4000-8000-000000000000"), i, i))
+        .collect();
+    for i in 0..8 {
+        j.append(i, i + 1, &users).unwrap();
+    }
+    let page = j.after(None, 0, 256).unwrap();
+    let per_batch = j.bytes() / 8;
+    assert_eq!(
+        page.batches.len() as u64,
+        USAGE_PAGE_BYTES / per_batch,
+        "{per_batch} bytes a batch"
+    );
+    assert!(page.more);
+    let sealed = serde_json::to_vec(&page).unwrap().len() * 4 / 3;
+    assert!(sealed < crate::client::MAX_USAGE_ANSWER, "{sealed}");
+    // A batch larger than the budget on its own still comes, alone.
+    let big: Vec<UserUsage> = (0..250_000)
+        .map(|i| user(&format!("{i:08x}-0000-4000-8000-000000000001"), 1, 1))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = Journal::open(dir.path(), 720).unwrap();
+    j.append(0, 1, &big).unwrap();
+    j.append(1, 2, &big).unwrap();
+    let page = j.after(None, 0, 256).unwrap();
+    assert_eq!(page.batches.len(), 1);
+    assert!(page.more);
+}
