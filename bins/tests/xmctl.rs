@@ -697,7 +697,10 @@ async fn wait_user(h: &Harness, id: &str, what: &str, check: impl Fn(&Value) -> 
         if check(&user) {
             return user;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}: {user}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}: {user}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -712,7 +715,10 @@ async fn plans_usage_and_multipliers() {
 
     // A plan from people's spellings.
     let run = h
-        .xmctl(&["user", "add", "carol", "--limit", "1KiB", "--expire", "+30d", "--reset", "month:15", "--json"])
+        .xmctl(&[
+            "user", "add", "carol", "--limit", "1KiB", "--expire", "+30d", "--reset", "month:15",
+            "--json",
+        ])
         .await;
     run.assert_code(0);
     let id = run.json()["user"]["id"].as_str().expect("id").to_owned();
@@ -735,8 +741,13 @@ async fn plans_usage_and_multipliers() {
     let uid: manager_lib::domain::UserId = id.parse().expect("a user id");
     h.fleet.record_usage(endpoint, &[(uid, 600, 600)]);
     let user = wait_user(&h, &id, "carol limited", |u| u["state"] == "limited").await;
-    assert_eq!((user["usedUp"].as_u64(), user["usedDown"].as_u64()), (Some(600), Some(600)));
-    let usage = h.xmctl(&["user", "usage", &id, "--by", "node", "--json"]).await;
+    assert_eq!(
+        (user["usedUp"].as_u64(), user["usedDown"].as_u64()),
+        (Some(600), Some(600))
+    );
+    let usage = h
+        .xmctl(&["user", "usage", &id, "--by", "node", "--json"])
+        .await;
     usage.assert_code(0);
     assert_eq!(usage.json()["usage"][0]["nodeID"], node.as_str());
     assert_eq!(usage.json()["usage"][0]["down"], 600);
@@ -747,7 +758,9 @@ async fn plans_usage_and_multipliers() {
     assert!(table.stdout.contains("total"), "{table:?}");
 
     // No limit: active again; a reset zeroes the bytes.
-    let run = h.xmctl(&["user", "edit", &id, "--limit", "none", "--json"]).await;
+    let run = h
+        .xmctl(&["user", "edit", &id, "--limit", "none", "--json"])
+        .await;
     run.assert_code(0);
     assert_eq!(run.json()["user"]["state"], "active");
     assert!(run.json()["user"].get("dataLimit").is_none());
@@ -756,7 +769,9 @@ async fn plans_usage_and_multipliers() {
     assert_eq!(run.json()["user"]["usedUp"], 0);
 
     // A multiplier counts each byte through the node twice, from now on.
-    h.xmctl(&["node", "multiplier", &node, "2"]).await.assert_code(0);
+    h.xmctl(&["node", "multiplier", &node, "2"])
+        .await
+        .assert_code(0);
     h.fleet.record_usage(endpoint, &[(uid, 100, 0)]);
     wait_user(&h, &id, "100 bytes counted as 200", |u| u["usedUp"] == 200).await;
 

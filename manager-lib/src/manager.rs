@@ -23,14 +23,14 @@ use crate::transport::{NodeTransport, TransportError};
 
 /// The heartbeat's step over many nodes: check each, then one fleet-wide push.
 mod heartbeat;
+/// Plans on users and the usage reads.
+mod plans;
 /// The fleet push engine: `push_pending`, `push_pending_many` and their helpers.
 mod push;
 /// The push on change: a user change pushed to the held nodes by the manager's own task.
 mod push_trigger;
 /// Traffic accounting: usage pulled and stored exactly once; the plans' clock.
 mod usage;
-/// Plans on users and the usage reads.
-mod plans;
 
 pub use usage::UsagePulled;
 

@@ -183,7 +183,10 @@ impl Reconciler {
     /// need to run it every beat).
     async fn purge_usage_history_hourly(&self) {
         let due = {
-            let mut last = self.last_history_purge.lock().unwrap_or_else(|e| e.into_inner());
+            let mut last = self
+                .last_history_purge
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
             let due = last.is_none_or(|t| t.elapsed() >= Duration::from_secs(3600));
             if due {
                 *last = Some(Instant::now());

@@ -38,7 +38,10 @@ struct Opts(HashMap<String, String>);
 
 impl Opts {
     fn get(&self, key: &str, default: &str) -> String {
-        self.0.get(key).cloned().unwrap_or_else(|| default.to_owned())
+        self.0
+            .get(key)
+            .cloned()
+            .unwrap_or_else(|| default.to_owned())
     }
     fn num(&self, key: &str, default: usize) -> usize {
         self.get(key, &default.to_string()).parse().expect(key)
@@ -51,7 +54,10 @@ async fn main() -> Result<()> {
     let scenario = args.next().unwrap_or_default();
     let mut opts = HashMap::new();
     while let Some(k) = args.next() {
-        opts.insert(k.trim_start_matches("--").to_owned(), args.next().unwrap_or_default());
+        opts.insert(
+            k.trim_start_matches("--").to_owned(),
+            args.next().unwrap_or_default(),
+        );
     }
     let opts = Opts(opts);
     match scenario.as_str() {
@@ -99,7 +105,10 @@ async fn users(storage: &Arc<dyn Storage>, n: usize, plan: Plan) -> Result<Vec<(
                 let mut new = NewUser::new(format!("u{i}")).unwrap();
                 new.plan = plan;
                 let user = storage.create_user(new).await.unwrap();
-                storage.set_user_status(user.id, UserStatus::Enabled).await.unwrap();
+                storage
+                    .set_user_status(user.id, UserStatus::Enabled)
+                    .await
+                    .unwrap();
                 (user.id, user.name)
             }
         })
@@ -182,7 +191,10 @@ async fn ingest(opts: &Opts) -> Result<()> {
     let url = format!("http://{}", listener.local_addr()?);
     tokio::spawn(server.serve(listener, std::future::pending()));
     let paths: Arc<Vec<String>> = Arc::new(
-        users.iter().map(|(id, name)| format!("/user/{id}-{name}/nodes")).collect(),
+        users
+            .iter()
+            .map(|(id, name)| format!("/user/{id}-{name}/nodes"))
+            .collect(),
     );
 
     // The node-list call without ingest, for comparison.
@@ -271,7 +283,10 @@ async fn enforce(opts: &Opts) -> Result<()> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     tokio::spawn(server.serve(listener, std::future::pending()));
     eprintln!("waiting for {samples} users on all {nodes_n} nodes…");
-    while !nodes.iter().all(|n| sim.users(&n.endpoint).len() == samples) {
+    while !nodes
+        .iter()
+        .all(|n| sim.users(&n.endpoint).len() == samples)
+    {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let mut lat = Vec::with_capacity(samples);

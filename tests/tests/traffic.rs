@@ -35,7 +35,7 @@ fn vless(id: &str) -> CoreUser {
 }
 
 async fn user(manager: &ManagerProcess, id: &str) -> Value {
-    let (status, body) = manager.get(&format!("/user/{id}")).await;
+    let (status, body) = manager.get(&format!("/users/{id}")).await;
     assert_eq!(status, 200, "{body}");
     body["user"].clone()
 }
@@ -67,7 +67,9 @@ async fn core_has(core: &CoreClient, id: &str) -> bool {
     match core.remove_user(VLESS_TAG, id).await {
         Err(CoreError::UserNotFound { .. }) => false,
         Ok(()) => {
-            core.add_user(VLESS_TAG, &vless(id)).await.expect("put the user back");
+            core.add_user(VLESS_TAG, &vless(id))
+                .await
+                .expect("put the user back");
             true
         }
         Err(e) => panic!("core API: {e}"),
@@ -107,7 +109,11 @@ async fn scenario(env: &[(&str, &str)]) {
     let one_mib = format!("http://{http}/file");
     let alice = new_user(&manager, "alice", json!({})).await;
     wait_for("alice on the node", LONG, || async {
-        manager.user_links(&alice, "alice").await.ok().filter(|l| l.len() == 1)
+        manager
+            .user_links(&alice, "alice")
+            .await
+            .ok()
+            .filter(|l| l.len() == 1)
     })
     .await;
     let client = TestClientCore::start(agent.ports.vless, &vless(&alice))
@@ -122,11 +128,17 @@ async fn scenario(env: &[(&str, &str)]) {
         (down >= MIB).then_some((up, down))
     })
     .await;
-    assert!(down <= MIB + OVERHEAD, "alice: {down} bytes down for a {MIB}-byte payload");
-    assert!(up > 0 && up <= OVERHEAD, "alice: {up} bytes up for one request");
+    assert!(
+        down <= MIB + OVERHEAD,
+        "alice: {down} bytes down for a {MIB}-byte payload"
+    );
+    assert!(
+        up > 0 && up <= OVERHEAD,
+        "alice: {up} bytes up for one request"
+    );
     let alice_used = (up, down);
     let (status, body) = manager
-        .get(&format!("/user/{alice}/usage?group=node"))
+        .get(&format!("/users/{alice}/usage?group=node"))
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["usage"][0]["nodeID"], node.as_str());
@@ -160,14 +172,26 @@ async fn scenario(env: &[(&str, &str)]) {
     );
     assert_eq!(manager.user_links(&bob, "bob").await, Ok(vec![]));
     // Bob's bytes came in later pulls: alice's were not counted again.
-    assert_eq!(used(&user(&manager, &alice).await), alice_used, "alice counted once");
-    wait_for("bob off the core", Duration::from_millis(4 * HEARTBEAT_MS) + LONG / 4, || async {
-        (!core_has(&core, &bob).await).then_some(())
-    })
+    assert_eq!(
+        used(&user(&manager, &alice).await),
+        alice_used,
+        "alice counted once"
+    );
+    wait_for(
+        "bob off the core",
+        Duration::from_millis(4 * HEARTBEAT_MS) + LONG / 4,
+        || async { (!core_has(&core, &bob).await).then_some(()) },
+    )
     .await;
-    assert!(!fetch(&bob_client, &one_mib, MIB).await, "a new connection as bob is refused");
+    assert!(
+        !fetch(&bob_client, &one_mib, MIB).await,
+        "a new connection as bob is refused"
+    );
     let (status, body) = manager
-        .post("/user/edit", json!({ "userID": bob, "dataLimit": 100 * MIB }))
+        .post(
+            "/user/edit",
+            json!({ "userID": bob, "dataLimit": 100 * MIB }),
+        )
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["user"]["state"], "active");
@@ -179,7 +203,10 @@ async fn scenario(env: &[(&str, &str)]) {
         fetch(&bob_client, &one_mib, MIB).await.then_some(())
     })
     .await;
-    assert_eq!(manager.user_links(&bob, "bob").await.map(|l| l.len()), Ok(1));
+    assert_eq!(
+        manager.user_links(&bob, "bob").await.map(|l| l.len()),
+        Ok(1)
+    );
 
     // Expired: an expiry a few seconds ahead; off when it passes, back
     // when it moves into the future.
@@ -202,7 +229,10 @@ async fn scenario(env: &[(&str, &str)]) {
     })
     .await;
     let (status, body) = manager
-        .post("/user/edit", json!({ "userID": carol, "expireAt": now + 3600 }))
+        .post(
+            "/user/edit",
+            json!({ "userID": carol, "expireAt": now + 3600 }),
+        )
         .await;
     assert_eq!(status, 200, "{body}");
     wait_for("carol back on the core", LONG, || async {

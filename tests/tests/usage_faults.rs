@@ -42,22 +42,36 @@ impl Journaled {
     }
 }
 
-async fn setup(storage: Arc<dyn Storage>, fleet: &Arc<SimulatedFleet>, users: usize) -> (Manager, Vec<UserId>) {
+async fn setup(
+    storage: Arc<dyn Storage>,
+    fleet: &Arc<SimulatedFleet>,
+    users: usize,
+) -> (Manager, Vec<UserId>) {
     fleet.add_node(ENDPOINT);
     let manager = Manager::new(storage.clone(), fleet.clone(), ManagerSettings::default());
     let node = manager.new_node(ENDPOINT).await.unwrap();
     manager.start_node(node.id).await.unwrap();
     let mut ids = Vec::new();
     for i in 0..users {
-        let user = storage.create_user(NewUser::new(format!("u{i}")).unwrap()).await.unwrap();
-        storage.set_user_status(user.id, UserStatus::Enabled).await.unwrap();
+        let user = storage
+            .create_user(NewUser::new(format!("u{i}")).unwrap())
+            .await
+            .unwrap();
+        storage
+            .set_user_status(user.id, UserStatus::Enabled)
+            .await
+            .unwrap();
         ids.push(user.id);
     }
     (manager, ids)
 }
 
 async fn the_node(storage: &dyn Storage) -> Node {
-    storage.find_node_by_endpoint(ENDPOINT).await.unwrap().expect("the node")
+    storage
+        .find_node_by_endpoint(ENDPOINT)
+        .await
+        .unwrap()
+        .expect("the node")
 }
 
 /// Pulls until the node's journal has nothing new (a bounded number of times).
@@ -72,10 +86,17 @@ async fn drain(manager: &Manager, storage: &dyn Storage) {
 }
 
 fn deltas(rng: &mut StdRng, ids: &[UserId]) -> Vec<(UserId, u64, u64)> {
-    ids.iter()
-        .filter(|_| rng.random_bool(0.7))
-        .map(|id| (*id, rng.random_range(1..10_000), rng.random_range(1..1_000_000)))
-        .collect()
+    let mut out = Vec::new();
+    for id in ids {
+        if rng.random_bool(0.7) {
+            out.push((
+                *id,
+                rng.random_range(1..10_000),
+                rng.random_range(1..1_000_000),
+            ));
+        }
+    }
+    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -87,7 +108,10 @@ async fn a_manager_killed_between_storing_and_confirming_counts_once() {
     let mut truth = Journaled::default();
     let stale = the_node(storage.as_ref()).await;
     truth.record(&fleet, ENDPOINT, &deltas(&mut rng, &ids));
-    first.pull_usage(&the_node(storage.as_ref()).await).await.unwrap();
+    first
+        .pull_usage(&the_node(storage.as_ref()).await)
+        .await
+        .unwrap();
     // Killed here: stored, but the node never heard of it (no later pull).
     drop(first);
     let second = Manager::new(storage.clone(), fleet.clone(), ManagerSettings::default());
@@ -129,7 +153,11 @@ async fn the_database_cut_during_ingest_loses_nothing() {
     db.storage().await; // the schema
     let mut url: reqwest::Url = db.url().parse().unwrap();
     let target = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(5432));
-    let target = tokio::net::lookup_host(target).await.unwrap().next().unwrap();
+    let target = tokio::net::lookup_host(target)
+        .await
+        .unwrap()
+        .next()
+        .unwrap();
     let proxy = TcpProxy::start(target).await.unwrap();
     url.set_port(Some(proxy.addr().port())).unwrap();
     let storage: Arc<dyn Storage> = Arc::new(PgStorage::connect(url.as_str()).await.unwrap());
@@ -145,7 +173,10 @@ async fn the_database_cut_during_ingest_loses_nothing() {
     proxy.cut().await;
     for _ in 0..5 {
         truth.record(&fleet, ENDPOINT, &deltas(&mut rng, &ids));
-        assert!(manager.pull_usage(&node).await.is_err(), "no database, no ingest");
+        assert!(
+            manager.pull_usage(&node).await.is_err(),
+            "no database, no ingest"
+        );
     }
     proxy.restore().await.unwrap();
     wait_for("the database again", Duration::from_secs(30), || async {

@@ -134,10 +134,10 @@ pub enum NodeCommand {
 #[derive(Debug, Args, Clone)]
 pub struct RangeArgs {
     /// Start: RFC 3339, Unix seconds, or -DURATION before now [default: -30d]
-    #[arg(long, value_name = "TIME")]
+    #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
     pub from: Option<String>,
     /// End: RFC 3339, Unix seconds, or -DURATION before now [default: now]
-    #[arg(long, value_name = "TIME")]
+    #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
     pub to: Option<String>,
 }
 

@@ -318,9 +318,9 @@ impl Client {
         self.post(&["user", "edit"], Value::Object(body)).await
     }
 
-    /// `GET /user/{id}`.
+    /// `GET /users/{id}`.
     pub async fn user_get(&self, id: &str) -> Result<UserAnswer, CliError> {
-        self.call(Method::GET, self.url(&["user", id]), None, true)
+        self.call(Method::GET, self.url(&["users", id]), None, true)
             .await
     }
 
@@ -330,9 +330,14 @@ impl Client {
             .await
     }
 
-    /// `GET /user/{id}/usage?<range>&group=<by>`.
-    pub async fn user_usage(&self, id: &str, range: &str, by: &str) -> Result<UsageAnswer, CliError> {
-        let mut url = self.url(&["user", id, "usage"]);
+    /// `GET /users/{id}/usage?<range>&group=<by>`.
+    pub async fn user_usage(
+        &self,
+        id: &str,
+        range: &str,
+        by: &str,
+    ) -> Result<UsageAnswer, CliError> {
+        let mut url = self.url(&["users", id, "usage"]);
         url.set_query(Some(&join_query(range, &format!("group={by}"))));
         self.call(Method::GET, url, None, true).await
     }

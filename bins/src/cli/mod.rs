@@ -91,7 +91,11 @@ async fn execute(cli: Cli) -> Result<u8, CliError> {
             }
             NodeCommand::Multiplier { id, value } => {
                 let answer = client.node_multiplier(&id, value).await?;
-                show(json, &answer, format!("node {id}: traffic multiplier {value}"));
+                show(
+                    json,
+                    &answer,
+                    format!("node {id}: traffic multiplier {value}"),
+                );
             }
             NodeCommand::Usage(range) => {
                 let range = plan::range_query(&range, now()).map_err(CliError::Usage)?;

@@ -132,7 +132,10 @@ pub fn user_details(u: &UserView) -> String {
     if let Some(hold) = u.on_hold_secs {
         row(
             "on hold",
-            format!("{} from the first byte", humantime::format_duration(std::time::Duration::from_secs(hold))),
+            format!(
+                "{} from the first byte",
+                humantime::format_duration(std::time::Duration::from_secs(hold))
+            ),
         );
     }
     if let Some(next) = u.next_reset_at {
@@ -160,9 +163,19 @@ pub fn usage_table(usage: &[UsageEntry]) -> String {
         };
         up = up.saturating_add(e.up);
         down = down.saturating_add(e.down);
-        t.add_row(vec![key, size(e.up), size(e.down), size(e.up.saturating_add(e.down))]);
+        t.add_row(vec![
+            key,
+            size(e.up),
+            size(e.down),
+            size(e.up.saturating_add(e.down)),
+        ]);
     }
-    t.add_row(vec!["total".to_owned(), size(up), size(down), size(up.saturating_add(down))]);
+    t.add_row(vec![
+        "total".to_owned(),
+        size(up),
+        size(down),
+        size(up.saturating_add(down)),
+    ]);
     t.to_string()
 }
 
@@ -336,11 +349,29 @@ mod tests {
     #[test]
     fn usage_tables_total_their_rows() {
         let rows = [
-            UsageEntry { day: Some(1_801_353_600), node_id: None, up: 1024, down: 2048 },
-            UsageEntry { day: Some(1_801_440_000), node_id: None, up: 1024, down: 2048 },
+            UsageEntry {
+                day: Some(1_801_353_600),
+                node_id: None,
+                up: 1024,
+                down: 2048,
+            },
+            UsageEntry {
+                day: Some(1_801_440_000),
+                node_id: None,
+                up: 1024,
+                down: 2048,
+            },
         ];
         let text = usage_table(&rows);
-        for needle in ["DAY", "2027-01-31", "2027-02-01", "total", "2.0 KiB", "4.0 KiB", "6.0 KiB"] {
+        for needle in [
+            "DAY",
+            "2027-01-31",
+            "2027-02-01",
+            "total",
+            "2.0 KiB",
+            "4.0 KiB",
+            "6.0 KiB",
+        ] {
             assert!(text.contains(needle), "{needle} in {text}");
         }
         assert_eq!(usage_table(&[]), "no traffic in this range");

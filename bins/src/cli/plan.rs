@@ -31,7 +31,10 @@ pub struct PlanArgs {
 
 impl PlanArgs {
     pub fn is_empty(&self) -> bool {
-        self.limit.is_none() && self.expire.is_none() && self.reset.is_none() && self.on_hold.is_none()
+        self.limit.is_none()
+            && self.expire.is_none()
+            && self.reset.is_none()
+            && self.on_hold.is_none()
     }
 
     /// The API's plan fields for these flags; `now` (Unix seconds) anchors
@@ -58,7 +61,9 @@ impl PlanArgs {
                 None => (raw.trim(), None),
             };
             if !["none", "day", "week", "month", "year"].contains(&period) {
-                return Err(format!("--reset {raw}: use none, day, week, month, month:DAY or year"));
+                return Err(format!(
+                    "--reset {raw}: use none, day, week, month, month:DAY or year"
+                ));
             }
             out.insert("resetStrategy".into(), json!(period));
             if period == "month" {
@@ -99,7 +104,8 @@ pub fn range_query(range: &super::args::RangeArgs, now: u64) -> Result<String, S
     let mut parts = Vec::new();
     for (name, raw) in [("from", &range.from), ("to", &range.to)] {
         if let Some(raw) = raw {
-            let secs = time(raw, now).map_err(|e| e.replacen("--expire", &format!("--{name}"), 1))?;
+            let secs =
+                time(raw, now).map_err(|e| e.replacen("--expire", &format!("--{name}"), 1))?;
             parts.push(format!("{name}={secs}"));
         }
     }
@@ -146,13 +152,17 @@ mod tests {
         assert_eq!(f["expireAt"], json!(1000 + 86_400));
         assert_eq!(f["resetStrategy"], json!("month"));
         assert_eq!(f["resetDay"], json!(15));
-        let f = plan("500MB", "2027-01-31T00:00:00Z", "week", "30d").fields(0).unwrap();
+        let f = plan("500MB", "2027-01-31T00:00:00Z", "week", "30d")
+            .fields(0)
+            .unwrap();
         assert_eq!(f["dataLimit"], json!(500_000_000u64));
         assert_eq!(f["expireAt"], json!(1_801_353_600u64));
         assert_eq!(f["resetStrategy"], json!("week"));
         assert!(f.get("resetDay").is_none());
         assert_eq!(f["onHoldSecs"], json!(30 * 86_400));
-        let f = plan("1048576", "1800000000", "month", "").fields(0).unwrap();
+        let f = plan("1048576", "1800000000", "month", "")
+            .fields(0)
+            .unwrap();
         assert_eq!(f["dataLimit"], json!(1_048_576));
         assert_eq!(f["expireAt"], json!(1_800_000_000u64));
         assert_eq!(f["resetDay"], json!(1));
@@ -164,8 +174,14 @@ mod tests {
             from: Some("-2d".into()),
             to: Some("1000000".into()),
         };
-        assert_eq!(range_query(&range, 500_000).unwrap(), "from=327200&to=1000000");
-        let bad = super::super::args::RangeArgs { from: Some("yesterday".into()), to: None };
+        assert_eq!(
+            range_query(&range, 500_000).unwrap(),
+            "from=327200&to=1000000"
+        );
+        let bad = super::super::args::RangeArgs {
+            from: Some("yesterday".into()),
+            to: None,
+        };
         assert!(range_query(&bad, 0).unwrap_err().contains("--from"));
     }
 

@@ -37,4 +37,3 @@ pub(super) fn user_id(raw: &str) -> Result<UserId, ApiError> {
     raw.parse()
         .map_err(|_| ApiError::Manager(ManagerError::UserNotFound))
 }
-

@@ -21,7 +21,9 @@ use crate::manager::ManagerError;
 
 /// `Some(value)` for a field that is present, `null` included: a patch
 /// tells "clear it" (`null`) from "leave it" (absent).
-fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
 }
 
@@ -80,11 +82,13 @@ impl PlanFields {
         }
         match (self.reset_strategy, self.reset_day) {
             (Some(period), day) => {
-                plan.reset = ResetStrategy::from_parts(&period, day.unwrap_or(1)).map_err(invalid)?;
+                plan.reset =
+                    ResetStrategy::from_parts(&period, day.unwrap_or(1)).map_err(invalid)?;
             }
             (None, Some(day)) => {
                 // A new day for the monthly reset the user already has.
-                plan.reset = ResetStrategy::from_parts(plan.reset.period(), day).map_err(invalid)?;
+                plan.reset =
+                    ResetStrategy::from_parts(plan.reset.period(), day).map_err(invalid)?;
             }
             (None, None) => {}
         }
@@ -199,7 +203,9 @@ pub(super) async fn user_edit(
     let current = st.manager.get_user(id).await?;
     let plan = body.plan.apply(current.plan)?;
     let user = st.manager.set_user_plan(id, plan).await?;
-    Ok(Json(UserAnswer { user: UserDetails::from(&user) }))
+    Ok(Json(UserAnswer {
+        user: UserDetails::from(&user),
+    }))
 }
 
 /// `userID`, as in the other user calls.
@@ -226,12 +232,14 @@ pub(super) async fn user_reset_usage(
     JsonBody(body): JsonBody<UserResetBody>,
 ) -> Result<Json<UserAnswer>, ApiError> {
     let user = st.manager.reset_user_usage(user_id(&body.user_id)?).await?;
-    Ok(Json(UserAnswer { user: UserDetails::from(&user) }))
+    Ok(Json(UserAnswer {
+        user: UserDetails::from(&user),
+    }))
 }
 
 #[utoipa::path(
     get,
-    path = "/user/{id}",
+    path = "/users/{id}",
     tag = "admin",
     summary = "One user, with plan and usage",
     params(("id" = String, Path, description = "the user's id")),
@@ -247,7 +255,9 @@ pub(super) async fn user_get(
 ) -> Result<Json<UserAnswer>, ApiError> {
     let Path(raw) = path.map_err(|_| ApiError::Manager(ManagerError::UserNotFound))?;
     let user = st.manager.get_user(user_id(&raw)?).await?;
-    Ok(Json(UserAnswer { user: UserDetails::from(&user) }))
+    Ok(Json(UserAnswer {
+        user: UserDetails::from(&user),
+    }))
 }
 
 /// `POST /node/edit`.

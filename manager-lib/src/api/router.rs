@@ -11,9 +11,9 @@ use axum::routing::{get, post};
 use super::admin_auth::{self, AdminAuth};
 use super::error::ApiError;
 use super::handlers::*;
-use super::{plans, usage};
 use super::ratelimit;
 use super::state::ApiState;
+use super::{plans, usage};
 use crate::metrics;
 
 /// The largest request body the manager reads.
@@ -37,8 +37,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/users"),
     ("POST", "/user/edit"),
     ("POST", "/user/reset-usage"),
-    ("GET", "/user/{id}"),
-    ("GET", "/user/{id}/usage"),
+    ("GET", "/users/{id}"),
+    ("GET", "/users/{id}/usage"),
     ("GET", "/user/{id_name}/nodes"),
     ("GET", "/health"),
     ("GET", "/metrics"),
@@ -93,8 +93,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/users", get(users))
         .route("/user/edit", post(plans::user_edit))
         .route("/user/reset-usage", post(plans::user_reset_usage))
-        .route("/user/{id}", get(plans::user_get))
-        .route("/user/{id}/usage", get(usage::user_usage));
+        .route("/users/{id}", get(plans::user_get))
+        .route("/users/{id}/usage", get(usage::user_usage));
     if let Some(m) = &state.metrics {
         admin = admin.route("/metrics", get(metrics::scrape).with_state(m.clone()));
     }

@@ -31,7 +31,9 @@ pub(super) struct RangeQuery {
 
 impl RangeQuery {
     fn range(&self) -> Result<(Timestamp, Timestamp), ApiError> {
-        let to = self.to.unwrap_or_else(|| Timestamp::now().0.div_euclid(1000));
+        let to = self
+            .to
+            .unwrap_or_else(|| Timestamp::now().0.div_euclid(1000));
         let from = self.from.unwrap_or(to - 30 * 86_400);
         if from >= to {
             return Err(ApiError::BadRequest("`from` must be before `to`".into()));
@@ -69,7 +71,7 @@ pub(super) struct UsageAnswer {
 
 #[utoipa::path(
     get,
-    path = "/user/{id}/usage",
+    path = "/users/{id}/usage",
     tag = "admin",
     summary = "A user's bytes over a time range, by day or by node (after node multipliers)",
     params(("id" = String, Path, description = "the user's id"), RangeQuery),

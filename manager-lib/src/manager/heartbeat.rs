@@ -11,8 +11,8 @@ use futures::StreamExt as _;
 use tracing::Instrument as _;
 
 use super::{Manager, ManagerError, ManagerResult, NodeOutcome};
-use crate::transport::TransportError;
 use crate::domain::{ActualStatus, Node, NodeId, RequiredStatus};
+use crate::transport::TransportError;
 
 impl Manager {
     /// One heartbeat's work on `nodes`: each checked ([`Manager::check_node`],
@@ -46,7 +46,9 @@ impl Manager {
                                 tracing::debug!(deltas = pulled.user_deltas, "usage stored");
                             }
                             Ok(_) => {}
-                            Err(e) => tracing::warn!(error = %e, "cannot pull usage; next beat retries"),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "cannot pull usage; next beat retries")
+                            }
                         }
                     }
                     on_checked(node.id, started.elapsed(), result.is_ok());

@@ -22,7 +22,10 @@ impl Manager {
     /// nodes, one it blocks now leaves them, both pushed at once.
     pub async fn set_user_plan(&self, id: UserId, plan: Plan) -> ManagerResult<User> {
         plan.validate().map_err(ManagerError::InvalidPlan)?;
-        let user = self.storage.set_user_plan(id, plan, Timestamp::now()).await?;
+        let user = self
+            .storage
+            .set_user_plan(id, plan, Timestamp::now())
+            .await?;
         self.trigger.pull();
         Ok(user)
     }
@@ -56,7 +59,11 @@ impl Manager {
     }
 
     /// The bytes through each node in `[from, to)` (raw).
-    pub async fn node_usage(&self, from: Timestamp, to: Timestamp) -> ManagerResult<Vec<NodeUsage>> {
+    pub async fn node_usage(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> ManagerResult<Vec<NodeUsage>> {
         Ok(self.storage.node_usage(from, to).await?)
     }
 }

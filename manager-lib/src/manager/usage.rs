@@ -9,7 +9,7 @@
 //! when a later pull names a cursor past them.
 
 use super::{Manager, ManagerResult};
-use crate::domain::plan::EnforceOutcome;
+use crate::domain::usage::EnforceOutcome;
 use crate::domain::{Node, Timestamp};
 
 /// What one node's pull stored.
