@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand};
 
 use super::config::Token;
 use super::import::DEFAULT_CONCURRENCY;
-use super::plan::PlanArgs;
+use super::plan::{PlanArgs, RangeArgs};
 
 /// Shown at the end of every `--help`.
 pub const EXIT_CODES_HELP: &str = "\
@@ -128,17 +128,6 @@ pub enum NodeCommand {
     /// Bytes through each node over a time range (raw, before multipliers)
     #[command(after_help = EXIT_CODES_HELP)]
     Usage(RangeArgs),
-}
-
-/// A time range of usage.
-#[derive(Debug, Args, Clone)]
-pub struct RangeArgs {
-    /// Start: RFC 3339, Unix seconds, or -DURATION before now [default: -30d]
-    #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
-    pub from: Option<String>,
-    /// End: RFC 3339, Unix seconds, or -DURATION before now [default: now]
-    #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
-    pub to: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -99,8 +99,19 @@ fn duration(raw: &str) -> Result<u64, String> {
         .map_err(|e| format!("{raw}: {e} (e.g. 30d, 12h, 90m)"))
 }
 
+/// A time range of usage.
+#[derive(Debug, Args, Clone)]
+pub struct RangeArgs {
+    /// Start: RFC 3339, Unix seconds, or -DURATION before now [default: -30d]
+    #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
+    pub from: Option<String>,
+    /// End: RFC 3339, Unix seconds, or -DURATION before now [default: now]
+    #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
+    pub to: Option<String>,
+}
+
 /// The query (`from=…&to=…`, Unix seconds) of a usage range.
-pub fn range_query(range: &super::args::RangeArgs, now: u64) -> Result<String, String> {
+pub fn range_query(range: &RangeArgs, now: u64) -> Result<String, String> {
     let mut parts = Vec::new();
     for (name, raw) in [("from", &range.from), ("to", &range.to)] {
         if let Some(raw) = raw {
@@ -170,7 +181,7 @@ mod tests {
 
     #[test]
     fn ranges_take_past_durations() {
-        let range = super::super::args::RangeArgs {
+        let range = RangeArgs {
             from: Some("-2d".into()),
             to: Some("1000000".into()),
         };
@@ -178,7 +189,7 @@ mod tests {
             range_query(&range, 500_000).unwrap(),
             "from=327200&to=1000000"
         );
-        let bad = super::super::args::RangeArgs {
+        let bad = RangeArgs {
             from: Some("yesterday".into()),
             to: None,
         };
