@@ -48,8 +48,10 @@
 //!   `change_seq`, is not seen until the row leaves the cache.
 //!
 //! The answer is then computed exactly as the storage would: no nodes for a
-//! disabled user, else the serving nodes with `applied_seq >= change_seq`, in
-//! id order.
+//! disabled user or one blocked by their plan, else the serving nodes with
+//! `applied_seq >= change_seq`, in id order. A block takes a change, so it
+//! is marked like a disable; used bytes alone are not a change, so a cached
+//! row may show older totals (the list never depends on them).
 //!
 //! **Absent users are cached too**, as a one-byte value at version -1 for at
 //! most 5 minutes: otherwise an unknown id would always reach the storage

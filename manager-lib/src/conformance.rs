@@ -69,6 +69,7 @@ macro_rules! storage_conformance_tests {
             usage_totals_saturate_near_the_limit,
             usage_history_by_day_node_and_hour_and_purge,
             blocked_users_stay_off_starts_and_counts,
+            concurrent_ingests_store_a_page_once_and_block_once,
         );
     };
     (@each $fresh:expr; $($name:ident),+ $(,)?) => {

@@ -21,6 +21,22 @@
 //! A deleted user leaves a tombstone (its newest change is a delete) until every
 //! node that may still have it has applied the delete; readers never see it.
 //!
+//! # Plans and usage
+//!
+//! A user is on the nodes when enabled, not deleted and not blocked by their
+//! plan (`User::blocked`: the data limit reached, or the expiry passed).
+//! Blocking and unblocking is a change like a disable or enable: it takes
+//! the next sequence number, so the pending operations, the node list and
+//! the fleet's on-node count follow it with nothing new to poll. Used bytes
+//! alone are not a change.
+//!
+//! Usage comes from each node's journal in pages (`domain::usage`);
+//! [`Storage::ingest_usage`](crate::storage::Storage::ingest_usage) stores a page only when the node's stored
+//! cursor is still the one the page was pulled with, and skips the batches
+//! at or below it, so a repeated pull or a second replica never counts a
+//! byte twice. [`kit::usage`](crate::storage::kit::usage) holds the arithmetic every backend shares
+//! (sums, the multiplier, saturation at `i64::MAX`, what a plan blocks).
+//!
 //! Sequence numbers are handed out so that a change with a smaller number is
 //! never committed after a reader saw a larger one (backends serialise the
 //! allocation inside the writing transaction): otherwise a cursor could jump
@@ -398,7 +414,8 @@ pub trait Storage: Debug + Send + Sync {
 
     /// The nodes that can serve users now: actual status Running, state up to
     /// date, with a template; each with its cursor, in id order. A user is on
-    /// such a node when enabled and `node.applied_seq >= user.change_seq`.
+    /// such a node when on nodes (enabled, not blocked) and
+    /// `node.applied_seq >= user.change_seq`.
     ///
     /// # Contract
     /// - The same nodes [`Storage::user_nodes`] would consider.

@@ -566,3 +566,97 @@ async fn concurrent_point_reads_each_get_their_own_answer() {
         }
     }
 }
+
+/// A database made by the first schema migrates to usage accounting: its
+/// users get the default plan and no usage, the on-node count is kept, and
+/// blocking then takes a change through the replaced trigger.
+#[tokio::test]
+async fn a_database_on_the_first_schema_gains_usage_accounting() {
+    use manager_lib::domain::usage::{UsageBatch, UsageCursor, UsagePage, UserUsage};
+    use manager_lib::domain::{BlockReason, Plan, Timestamp};
+
+    let dir = tempfile::tempdir().unwrap();
+    let only_first = dir.path().join("migrations");
+    std::fs::create_dir_all(&only_first).unwrap();
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/0001_initial.sql"),
+        only_first.join("0001_initial.sql"),
+    )
+    .unwrap();
+    let url = format!("{}?mode=rwc", url_in(&dir));
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    sqlx::migrate::Migrator::new(only_first.as_path())
+        .await
+        .unwrap()
+        .run(&pool)
+        .await
+        .unwrap();
+    let (a, b) = (
+        manager_lib::domain::UserId::random(),
+        manager_lib::domain::UserId::random(),
+    );
+    // Two users enabled by the old code (changes 1 and 2).
+    for (id, seq) in [(a, 1), (b, 2)] {
+        sqlx::query(
+            "INSERT INTO users (id, name, status, secret, change_seq, deleted, created_at) \
+             VALUES (?1, 'old', 'Disabled', 's', 0, 0, 0)",
+        )
+        .bind(id.to_string())
+        .execute(&pool)
+        .await
+        .unwrap();
+        sqlx::query("UPDATE users SET status = 'Enabled', change_seq = ?2 WHERE id = ?1")
+            .bind(id.to_string())
+            .bind(seq)
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    pool.close().await;
+
+    let s = SqliteStorage::connect(&url_in(&dir)).await.unwrap();
+    let fleet = s.fleet_state().await.unwrap();
+    assert_eq!((fleet.last_seq, fleet.enabled_users), (2, 2));
+    let old = s.get_user(a).await.unwrap();
+    assert_eq!(
+        (old.plan, old.used_up, old.blocked),
+        (Plan::default(), 0, None)
+    );
+    let node = s
+        .create_node(NewNode::new("http://10.0.0.1:80").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(node.traffic_multiplier, 1.0);
+    assert_eq!(node.usage_cursor, UsageCursor::default());
+    let now = Timestamp::now();
+    let limited = Plan {
+        data_limit: Some(10),
+        ..Plan::default()
+    };
+    s.set_user_plan(a, limited, now).await.unwrap();
+    let page = UsagePage {
+        journal: "j".into(),
+        batches: vec![UsageBatch {
+            first_seq: 1,
+            seq: 1,
+            from: now,
+            to: now,
+            users: vec![UserUsage {
+                user: a,
+                up: 10,
+                down: 0,
+            }],
+        }],
+        more: false,
+    };
+    let out = s
+        .ingest_usage(node.id, &UsageCursor::default(), &page, now)
+        .await
+        .unwrap();
+    assert_eq!(out.newly_blocked, [a]);
+    let blocked = s.get_user(a).await.unwrap();
+    assert_eq!(blocked.blocked, Some(BlockReason::Limited));
+    assert_eq!(blocked.change_seq, 3);
+    let fleet = s.fleet_state().await.unwrap();
+    assert_eq!((fleet.last_seq, fleet.enabled_users), (3, 1));
+}

@@ -598,3 +598,29 @@ pub async fn blocked_users_stay_off_starts_and_counts(s: &dyn Storage) {
     s.delete_user(u).await.unwrap();
     assert_eq!(s.fleet_state().await.unwrap().enabled_users, 1);
 }
+
+pub async fn concurrent_ingests_store_a_page_once_and_block_once(s: &dyn Storage) {
+    let a = node(s, "http://10.9.3.1:1").await;
+    let b = node(s, "http://10.9.3.2:1").await;
+    let u = enabled_user(s, "u").await;
+    let now = utc(2025, 3, 10, 12);
+    plan(s, u, limit(100), now).await;
+    let seq = s.fleet_state().await.unwrap().last_seq;
+    // The same page pulled by eight replicas at once, for each node: each
+    // node's page is stored once; the user crosses the limit once.
+    let page = page("j", vec![batch(1, now, &[(u, 60, 0)])]);
+    let fresh = UsageCursor::default();
+    let calls = (0..8).flat_map(|_| [a.id, b.id]).map(|n| {
+        let (page, fresh) = (&page, &fresh);
+        async move { s.ingest_usage(n, fresh, page, now).await.unwrap() }
+    });
+    let outcomes = futures::future::join_all(calls).await;
+    assert_eq!(outcomes.iter().filter(|o| o.stored).count(), 2);
+    let blocked: Vec<_> = outcomes.iter().flat_map(|o| &o.newly_blocked).collect();
+    assert_eq!(blocked, [&u]);
+    assert_eq!(used(s, u).await, (120, 0));
+    assert_eq!(s.fleet_state().await.unwrap().last_seq, seq + 1);
+    for n in [a.id, b.id] {
+        assert_eq!(s.get_node(n).await.unwrap().usage_cursor, cursor("j", 1));
+    }
+}

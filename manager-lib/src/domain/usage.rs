@@ -80,7 +80,8 @@ pub struct IngestOutcome {
     pub stored: bool,
     /// The node's cursor after the call (the stored one when `!stored`).
     pub cursor: UsageCursor,
-    /// How many user-deltas were added to existing users' totals.
+    /// How many user entries the stored batches held (the batches after
+    /// the cursor; users deleted meanwhile included): the ingest rate's unit.
     pub user_deltas: u64,
     /// Users this page took off the nodes (their limit reached), each once.
     pub newly_blocked: Vec<UserId>,
