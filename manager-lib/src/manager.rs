@@ -68,6 +68,9 @@ impl From<StorageError> for ManagerError {
         match e {
             StorageError::NotFound(Entity::Node) => Self::NodeNotFound,
             StorageError::NotFound(Entity::User) => Self::UserNotFound,
+            // The storage refuses what the scenarios check first (plans,
+            // multipliers): a 400 all the same if it ever gets there.
+            StorageError::Invalid(e) => Self::InvalidPlan(e),
             other => Self::Storage(other),
         }
     }
