@@ -134,6 +134,9 @@ pub struct Journal {
     /// Tests: the next append fails as a full disk would.
     #[cfg(test)]
     pub(crate) fail_next_append: bool,
+    /// Tests: the next rewrite fails before touching the file.
+    #[cfg(test)]
+    pub(crate) fail_next_rewrite: bool,
 }
 
 impl Journal {
@@ -154,6 +157,7 @@ impl Journal {
             };
             let header = encode(&Record::Header(header))?;
             write_file_atomically(dir, &path, |out| out.write_all(&header))?;
+            sync_dir(dir).map_err(io_err)?;
         }
         let file = OpenOptions::new()
             .read(true)
@@ -174,6 +178,8 @@ impl Journal {
             max_batches: max_batches.max(1),
             #[cfg(test)]
             fail_next_append: false,
+            #[cfg(test)]
+            fail_next_rewrite: false,
         };
         journal.load()?;
         Ok(journal)
@@ -359,8 +365,12 @@ impl Journal {
         self.end += record.len() as u64;
         self.last_seq = seq;
         let undelivered = self.undelivered_start();
-        if self.index.len() - undelivered > self.max_batches {
-            self.merge_oldest_undelivered(undelivered)?;
+        // The batch is on disk: a failed merge must not make the caller
+        // append it again. The journal stays over its cap until one works.
+        if self.index.len() - undelivered > self.max_batches
+            && let Err(e) = self.merge_oldest_undelivered(undelivered)
+        {
+            tracing::error!(error = %e, "usage journal: merging failed; the journal stays over its cap");
         }
         Ok(Some(seq))
     }
@@ -483,6 +493,10 @@ impl Journal {
     /// `count` from `start` replaced by `merged`), then swaps it in. Records
     /// are copied one at a time: memory holds one batch, not the file.
     fn rewrite(&mut self, merge: Option<(usize, usize, UsageBatch)>) -> Result<()> {
+        #[cfg(test)]
+        if std::mem::take(&mut self.fail_next_rewrite) {
+            return Err(self.io(io::Error::other("no space left on device")));
+        }
         let (merge_at, merge_count, mut merged) = match merge {
             Some((start, count, batch)) => (start, count, Some(batch)),
             None => (usize::MAX, 0, None),
@@ -498,7 +512,7 @@ impl Journal {
         };
         let header = encode(&Record::Header(header))?;
         let this = &*self;
-        write_file_atomically(&this.dir, &this.path, |out| {
+        let file = write_file_atomically(&this.dir, &this.path, |out| {
             out.write_all(&header)?;
             let mut i = 0;
             while i < this.index.len() {
@@ -517,16 +531,14 @@ impl Journal {
             }
             Ok(())
         })?;
-        self.file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&self.path)
-            .map_err(|e| self.io(e))?;
+        // From here on the new file is the journal, whatever fails next.
+        self.file = file;
         self.dirty_tail = false;
         let delivered = self.delivered;
-        self.load()?;
+        let loaded = self.load();
         self.delivered = delivered;
-        Ok(())
+        loaded?;
+        sync_dir(&self.dir).map_err(|e| self.io(e))
     }
 
     fn io(&self, source: io::Error) -> JournalError {
@@ -561,13 +573,15 @@ fn encode(record: &impl Serialize) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Replaces `path` with `records`: a temporary file, synced, renamed over,
-/// the directory synced, so a crash leaves the old file or the new one.
+/// Replaces `path` with what `fill` writes: a temporary file, synced,
+/// renamed over, so a crash leaves the old file or the new one. Gives the
+/// new file, open for reading and writing (no window where it cannot be
+/// opened again); the caller then syncs the directory ([`sync_dir`]).
 fn write_file_atomically(
     dir: &Path,
     path: &Path,
     fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
-) -> Result<()> {
+) -> Result<File> {
     let io_err = |source| JournalError::Io {
         path: path.to_owned(),
         source,
@@ -582,9 +596,13 @@ fn write_file_atomically(
         out.flush().map_err(io_err)?;
     }
     tmp.as_file().sync_all().map_err(io_err)?;
-    tmp.persist(path).map_err(|e| io_err(e.error))?;
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err)?;
-    Ok(())
+    tmp.persist(path).map_err(|e| io_err(e.error))
+}
+
+/// Makes a rename in `dir` durable: until then a crash may bring the old
+/// file back (and lose what was appended to the new one).
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]
