@@ -30,23 +30,19 @@
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
+use super::record::{
+    BatchRef, Header, MAX_RECORD, RECORD_HEAD, Record, RecordRef, encode, sync_dir,
+    write_file_atomically,
+};
 use crate::client::USAGE_PAGE_BYTES;
 use crate::wire::{UsageBatch, UsageResponse, UserUsage};
 
 /// The journal's file name inside the state directory.
 pub const FILE_NAME: &str = "usage.journal";
-/// Bytes before each record's body: length and CRC32.
-const RECORD_HEAD: usize = 8;
-/// A record longer than this is corruption, not data (a batch of a million
-/// users is well under it).
-const MAX_RECORD: u32 = 1 << 30;
-
 /// The journal could not be read or written.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -67,38 +63,6 @@ pub enum JournalError {
 
 /// The result of journal operations.
 pub type Result<T, E = JournalError> = std::result::Result<T, E>;
-
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-enum Record {
-    Header(Header),
-    Batch(UsageBatch),
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Header {
-    journal: String,
-    last_seq: u64,
-}
-
-/// A batch record written from borrowed users (the same JSON as
-/// `Record::Batch`), so the caller keeps them if the write fails.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-enum RecordRef<'a> {
-    Batch(BatchRef<'a>),
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct BatchRef<'a> {
-    first_seq: u64,
-    seq: u64,
-    from: i64,
-    to: i64,
-    users: &'a [UserUsage],
-}
 
 /// Where one batch lives in the file.
 #[derive(Debug, Clone, Copy)]
@@ -555,54 +519,6 @@ impl Journal {
             reason: reason.into(),
         }
     }
-}
-
-fn encode(record: &impl Serialize) -> Result<Vec<u8>> {
-    let body = serde_json::to_vec(record).expect("a record always serialises");
-    let len = u32::try_from(body.len())
-        .ok()
-        .filter(|l| *l <= MAX_RECORD)
-        .ok_or_else(|| JournalError::Io {
-            path: PathBuf::from(FILE_NAME),
-            source: io::Error::new(io::ErrorKind::InvalidInput, "batch too large"),
-        })?;
-    let mut out = Vec::with_capacity(RECORD_HEAD + body.len());
-    out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
-    out.extend_from_slice(&body);
-    Ok(out)
-}
-
-/// Replaces `path` with what `fill` writes: a temporary file, synced,
-/// renamed over, so a crash leaves the old file or the new one. Gives the
-/// new file, open for reading and writing (no window where it cannot be
-/// opened again); the caller then syncs the directory ([`sync_dir`]).
-fn write_file_atomically(
-    dir: &Path,
-    path: &Path,
-    fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
-) -> Result<File> {
-    let io_err = |source| JournalError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".usage.journal.")
-        .tempfile_in(dir)
-        .map_err(io_err)?;
-    {
-        let mut out = io::BufWriter::new(tmp.as_file_mut());
-        fill(&mut out).map_err(io_err)?;
-        out.flush().map_err(io_err)?;
-    }
-    tmp.as_file().sync_all().map_err(io_err)?;
-    tmp.persist(path).map_err(|e| io_err(e.error))
-}
-
-/// Makes a rename in `dir` durable: until then a crash may bring the old
-/// file back (and lose what was appended to the new one).
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]
