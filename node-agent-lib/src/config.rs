@@ -1,7 +1,7 @@
 //! The core's configuration: the operator's base config, the inbounds the
 //! agent manages in it, and the generated config (base + the agent's users)
 //! the core is started with, which also carries what accounting needs
-//! ([`accounting`]).
+//! (module `accounting`).
 
 mod accounting;
 
@@ -171,7 +171,7 @@ fn ss_cipher(method: &str) -> Option<ShadowsocksCipher> {
 
 impl CoreConfig {
     /// Reads the base config, turns on the per-user traffic counters (see
-    /// [`accounting`]) and finds the managed inbounds: every inbound
+    /// the `accounting` module) and finds the managed inbounds: every inbound
     /// with a tag whose protocol is VLESS, VMess, Trojan or (where the core
     /// holds several users in one inbound) Shadowsocks, except the API's.
     /// Gives the warnings about inbounds it skipped. `vless_flow` is given to

@@ -74,26 +74,32 @@ impl CoreApi for CoreClient {
 /// The email is everything between the first `user>>>` and the last
 /// `>>>traffic>>>`, so an email holding `>>>` still parses.
 pub fn sum_user_traffic(stats: Vec<Stat>) -> Vec<(String, u64, u64)> {
-    let mut sums: HashMap<String, (u64, u64)> = HashMap::new();
-    for stat in stats {
-        let Some(rest) = stat.name.strip_prefix("user>>>") else {
+    const PREFIX: &str = "user>>>";
+    const TRAFFIC: &str = ">>>traffic>>>";
+    let mut sums: HashMap<String, (u64, u64)> = HashMap::with_capacity(stats.len() / 2);
+    for Stat { mut name, value } in stats {
+        if !name.starts_with(PREFIX) {
+            continue;
+        }
+        let Some(at) = name.rfind(TRAFFIC).filter(|at| *at >= PREFIX.len()) else {
             continue;
         };
-        let Some((email, direction)) = rest.rsplit_once(">>>traffic>>>") else {
-            continue;
+        let uplink = match &name[at + TRAFFIC.len()..] {
+            "uplink" => true,
+            "downlink" => false,
+            _ => continue,
         };
         // The core's counters are signed; a negative one is not traffic.
-        let value = u64::try_from(stat.value).unwrap_or(0);
+        let value = u64::try_from(value).unwrap_or(0);
         if value == 0 {
             continue;
         }
-        let slot = match direction {
-            "uplink" => 0,
-            "downlink" => 1,
-            _ => continue,
-        };
-        let entry = sums.entry(email.to_owned()).or_default();
-        if slot == 0 {
+        // The counter's own name becomes the key: 100,000 users' reads
+        // allocate no second copy of every email.
+        name.truncate(at);
+        name.drain(..PREFIX.len());
+        let entry = sums.entry(name).or_default();
+        if uplink {
             entry.0 = entry.0.saturating_add(value);
         } else {
             entry.1 = entry.1.saturating_add(value);

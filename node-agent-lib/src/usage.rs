@@ -3,6 +3,7 @@
 
 pub mod collector;
 pub mod journal;
+mod record;
 
 pub use collector::{CollectError, Usage, UsageCounters};
 pub use journal::{Journal, JournalError};

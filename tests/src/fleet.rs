@@ -225,10 +225,25 @@ impl AgentProcess {
     /// Like [`AgentProcess::start_at`], with the agent's generated-config
     /// writer waiting `flush_ms` after edits (the agent's default is 500).
     pub async fn start_flushing(key: &str, core: &Path, listen: u16, flush_ms: u64) -> Self {
+        Self::start_with_base(key, core, listen, flush_ms, |_| {}).await
+    }
+
+    /// Like [`AgentProcess::start_flushing`], with the operator's base config
+    /// (the test server config: API, stats, VLESS and VMess inbounds) changed
+    /// by `edit` first.
+    pub async fn start_with_base(
+        key: &str,
+        core: &Path,
+        listen: u16,
+        flush_ms: u64,
+        edit: impl FnOnce(&mut serde_json::Value),
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let ports = ServerPorts::free();
         let base = dir.path().join("base.json");
-        std::fs::write(&base, server_config(&ports, &[]).to_string()).unwrap();
+        let mut base_config = server_config(&ports, &[]);
+        edit(&mut base_config);
+        std::fs::write(&base, base_config.to_string()).unwrap();
         let config = dir.path().join("agent.toml");
         let flavor = xray_core_client::testing::binary_flavor(core);
         let settings = format!(

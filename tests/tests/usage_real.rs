@@ -1,5 +1,5 @@
 //! Traffic accounting for real: the `xray-node-agent` binary with a real
-//! v2ray core; a user fetches a payload of known size through the node and
+//! v2ray core, from a base config with no stats of its own; a user fetches a payload of known size through the node and
 //! the bytes pulled with `POST /usage` match it within the protocol's
 //! overhead; a SIGKILL of the agent after the batch is journaled and before
 //! any pull loses nothing; pulls repeat and confirm as the contract says.
@@ -59,7 +59,21 @@ async fn bytes_through_a_real_core_are_journaled_and_survive_a_sigkill() {
         return;
     };
     let key = NodeKey::random();
-    let mut agent = AgentProcess::start(&key.expose_base64url(), &core).await;
+    // An operator's base config without anything accounting needs: the
+    // agent must add stats, StatsService and the per-user policy itself.
+    let mut agent = AgentProcess::start_with_base(
+        &key.expose_base64url(),
+        &core,
+        xray_core_client::testing::free_port(),
+        50,
+        |base| {
+            let base = base.as_object_mut().unwrap();
+            base.remove("stats");
+            base.remove("policy");
+            base["api"]["services"] = serde_json::json!(["HandlerService"]);
+        },
+    )
+    .await;
     let node = NodeClient::new(&agent.endpoint, key.clone(), Duration::from_secs(30)).unwrap();
     let alice = uuid::Uuid::new_v4().to_string();
     node.start(&[WireUser {

@@ -30,23 +30,19 @@
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
+use super::record::{
+    BatchRef, Header, MAX_RECORD, RECORD_HEAD, Record, RecordRef, encode, sync_dir,
+    write_file_atomically,
+};
 use crate::client::USAGE_PAGE_BYTES;
 use crate::wire::{UsageBatch, UsageResponse, UserUsage};
 
 /// The journal's file name inside the state directory.
 pub const FILE_NAME: &str = "usage.journal";
-/// Bytes before each record's body: length and CRC32.
-const RECORD_HEAD: usize = 8;
-/// A record longer than this is corruption, not data (a batch of a million
-/// users is well under it).
-const MAX_RECORD: u32 = 1 << 30;
-
 /// The journal could not be read or written.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -67,38 +63,6 @@ pub enum JournalError {
 
 /// The result of journal operations.
 pub type Result<T, E = JournalError> = std::result::Result<T, E>;
-
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-enum Record {
-    Header(Header),
-    Batch(UsageBatch),
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Header {
-    journal: String,
-    last_seq: u64,
-}
-
-/// A batch record written from borrowed users (the same JSON as
-/// `Record::Batch`), so the caller keeps them if the write fails.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-enum RecordRef<'a> {
-    Batch(BatchRef<'a>),
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct BatchRef<'a> {
-    first_seq: u64,
-    seq: u64,
-    from: i64,
-    to: i64,
-    users: &'a [UserUsage],
-}
 
 /// Where one batch lives in the file.
 #[derive(Debug, Clone, Copy)]
@@ -134,6 +98,9 @@ pub struct Journal {
     /// Tests: the next append fails as a full disk would.
     #[cfg(test)]
     pub(crate) fail_next_append: bool,
+    /// Tests: the next rewrite fails before touching the file.
+    #[cfg(test)]
+    pub(crate) fail_next_rewrite: bool,
 }
 
 impl Journal {
@@ -154,6 +121,7 @@ impl Journal {
             };
             let header = encode(&Record::Header(header))?;
             write_file_atomically(dir, &path, |out| out.write_all(&header))?;
+            sync_dir(dir).map_err(io_err)?;
         }
         let file = OpenOptions::new()
             .read(true)
@@ -174,6 +142,8 @@ impl Journal {
             max_batches: max_batches.max(1),
             #[cfg(test)]
             fail_next_append: false,
+            #[cfg(test)]
+            fail_next_rewrite: false,
         };
         journal.load()?;
         Ok(journal)
@@ -359,8 +329,12 @@ impl Journal {
         self.end += record.len() as u64;
         self.last_seq = seq;
         let undelivered = self.undelivered_start();
-        if self.index.len() - undelivered > self.max_batches {
-            self.merge_oldest_undelivered(undelivered)?;
+        // The batch is on disk: a failed merge must not make the caller
+        // append it again. The journal stays over its cap until one works.
+        if self.index.len() - undelivered > self.max_batches
+            && let Err(e) = self.merge_oldest_undelivered(undelivered)
+        {
+            tracing::error!(error = %e, "usage journal: merging failed; the journal stays over its cap");
         }
         Ok(Some(seq))
     }
@@ -483,6 +457,10 @@ impl Journal {
     /// `count` from `start` replaced by `merged`), then swaps it in. Records
     /// are copied one at a time: memory holds one batch, not the file.
     fn rewrite(&mut self, merge: Option<(usize, usize, UsageBatch)>) -> Result<()> {
+        #[cfg(test)]
+        if std::mem::take(&mut self.fail_next_rewrite) {
+            return Err(self.io(io::Error::other("no space left on device")));
+        }
         let (merge_at, merge_count, mut merged) = match merge {
             Some((start, count, batch)) => (start, count, Some(batch)),
             None => (usize::MAX, 0, None),
@@ -498,7 +476,7 @@ impl Journal {
         };
         let header = encode(&Record::Header(header))?;
         let this = &*self;
-        write_file_atomically(&this.dir, &this.path, |out| {
+        let file = write_file_atomically(&this.dir, &this.path, |out| {
             out.write_all(&header)?;
             let mut i = 0;
             while i < this.index.len() {
@@ -517,16 +495,14 @@ impl Journal {
             }
             Ok(())
         })?;
-        self.file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&self.path)
-            .map_err(|e| self.io(e))?;
+        // From here on the new file is the journal, whatever fails next.
+        self.file = file;
         self.dirty_tail = false;
         let delivered = self.delivered;
-        self.load()?;
+        let loaded = self.load();
         self.delivered = delivered;
-        Ok(())
+        loaded?;
+        sync_dir(&self.dir).map_err(|e| self.io(e))
     }
 
     fn io(&self, source: io::Error) -> JournalError {
@@ -543,48 +519,6 @@ impl Journal {
             reason: reason.into(),
         }
     }
-}
-
-fn encode(record: &impl Serialize) -> Result<Vec<u8>> {
-    let body = serde_json::to_vec(record).expect("a record always serialises");
-    let len = u32::try_from(body.len())
-        .ok()
-        .filter(|l| *l <= MAX_RECORD)
-        .ok_or_else(|| JournalError::Io {
-            path: PathBuf::from(FILE_NAME),
-            source: io::Error::new(io::ErrorKind::InvalidInput, "batch too large"),
-        })?;
-    let mut out = Vec::with_capacity(RECORD_HEAD + body.len());
-    out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
-    out.extend_from_slice(&body);
-    Ok(out)
-}
-
-/// Replaces `path` with `records`: a temporary file, synced, renamed over,
-/// the directory synced, so a crash leaves the old file or the new one.
-fn write_file_atomically(
-    dir: &Path,
-    path: &Path,
-    fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
-) -> Result<()> {
-    let io_err = |source| JournalError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".usage.journal.")
-        .tempfile_in(dir)
-        .map_err(io_err)?;
-    {
-        let mut out = io::BufWriter::new(tmp.as_file_mut());
-        fill(&mut out).map_err(io_err)?;
-        out.flush().map_err(io_err)?;
-    }
-    tmp.as_file().sync_all().map_err(io_err)?;
-    tmp.persist(path).map_err(|e| io_err(e.error))?;
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err)?;
-    Ok(())
 }
 
 #[cfg(test)]

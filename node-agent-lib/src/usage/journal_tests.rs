@@ -302,3 +302,33 @@ fn a_page_stops_at_the_byte_budget_but_always_answers_one_batch() {
     assert_eq!(page.batches.len(), 1);
     assert!(page.more);
 }
+
+#[test]
+fn a_failed_merge_still_counts_the_appended_batch_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = Journal::open(dir.path(), 2).unwrap();
+    j.append(0, 1, &[user("a", 1, 0)]).unwrap();
+    j.append(1, 2, &[user("a", 1, 0)]).unwrap();
+    j.fail_next_rewrite = true;
+    assert_eq!(j.append(2, 3, &[user("a", 1, 0)]).unwrap(), Some(3));
+    assert_eq!(j.len(), 3, "over the cap until a merge works");
+    j.append(3, 4, &[user("a", 1, 0)]).unwrap();
+    assert!(j.len() <= 2);
+    let r = j.after(None, 0, 64).unwrap();
+    assert_eq!(totals(&r.batches)["a"], (4, 0));
+}
+
+#[test]
+fn a_failed_append_is_cut_off_and_the_next_one_lands_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = Journal::open(dir.path(), 720).unwrap();
+    j.append(0, 1, &[user("a", 1, 0)]).unwrap();
+    j.fail_next_append = true;
+    assert!(j.append(1, 2, &[user("a", 10, 0)]).is_err());
+    assert_eq!(j.append(1, 2, &[user("a", 100, 0)]).unwrap(), Some(2));
+    drop(j);
+    let mut j = Journal::open(dir.path(), 720).unwrap();
+    let r = j.after(None, 0, 64).unwrap();
+    assert_eq!(seqs(&r), vec![(1, 1), (2, 2)]);
+    assert_eq!(totals(&r.batches)["a"], (101, 0));
+}

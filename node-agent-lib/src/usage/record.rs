@@ -1,0 +1,98 @@
+//! The journal's on-disk records: `len: u32 LE`, `crc32(body): u32 LE`, then
+//! `len` bytes of JSON (see [`super::journal`]'s format), and the atomic
+//! replacement of the whole file.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::journal::{FILE_NAME, JournalError, Result};
+use crate::wire::{UsageBatch, UserUsage};
+
+/// Bytes before each record's body: length and CRC32.
+pub(super) const RECORD_HEAD: usize = 8;
+/// A record longer than this is corruption, not data (a batch of a million
+/// users is well under it).
+pub(super) const MAX_RECORD: u32 = 1 << 30;
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) enum Record {
+    Header(Header),
+    Batch(UsageBatch),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct Header {
+    pub(super) journal: String,
+    pub(super) last_seq: u64,
+}
+
+/// A batch record written from borrowed users (the same JSON as
+/// `Record::Batch`), so the caller keeps them if the write fails.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) enum RecordRef<'a> {
+    Batch(BatchRef<'a>),
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct BatchRef<'a> {
+    pub(super) first_seq: u64,
+    pub(super) seq: u64,
+    pub(super) from: i64,
+    pub(super) to: i64,
+    pub(super) users: &'a [UserUsage],
+}
+
+pub(super) fn encode(record: &impl Serialize) -> Result<Vec<u8>> {
+    let body = serde_json::to_vec(record).expect("a record always serialises");
+    let len = u32::try_from(body.len())
+        .ok()
+        .filter(|l| *l <= MAX_RECORD)
+        .ok_or_else(|| JournalError::Io {
+            path: PathBuf::from(FILE_NAME),
+            source: io::Error::new(io::ErrorKind::InvalidInput, "batch too large"),
+        })?;
+    let mut out = Vec::with_capacity(RECORD_HEAD + body.len());
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+/// Replaces `path` with what `fill` writes: a temporary file, synced,
+/// renamed over, so a crash leaves the old file or the new one. Gives the
+/// new file, open for reading and writing (no window where it cannot be
+/// opened again); the caller then syncs the directory ([`sync_dir`]).
+pub(super) fn write_file_atomically(
+    dir: &Path,
+    path: &Path,
+    fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> Result<File> {
+    let io_err = |source| JournalError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".usage.journal.")
+        .tempfile_in(dir)
+        .map_err(io_err)?;
+    {
+        let mut out = io::BufWriter::new(tmp.as_file_mut());
+        fill(&mut out).map_err(io_err)?;
+        out.flush().map_err(io_err)?;
+    }
+    tmp.as_file().sync_all().map_err(io_err)?;
+    tmp.persist(path).map_err(|e| io_err(e.error))
+}
+
+/// Makes a rename in `dir` durable: until then a crash may bring the old
+/// file back (and lose what was appended to the new one).
+pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
