@@ -31,10 +31,10 @@
 //! alone are not a change.
 //!
 //! Usage comes from each node's journal in pages (`domain::usage`);
-//! [`Storage::ingest_usage`](crate::storage::Storage::ingest_usage) stores a page only when the node's stored
+//! [`Storage::ingest_usage`] stores a page only when the node's stored
 //! cursor is still the one the page was pulled with, and skips the batches
 //! at or below it, so a repeated pull or a second replica never counts a
-//! byte twice. [`kit::usage`](crate::storage::kit::usage) holds the arithmetic every backend shares
+//! byte twice. [`kit::usage`] holds the arithmetic every backend shares
 //! (sums, the multiplier, saturation at `i64::MAX`, what a plan blocks).
 //!
 //! Sequence numbers are handed out so that a change with a smaller number is

@@ -38,31 +38,9 @@ use super::record::{
     BatchRef, Header, MAX_RECORD, RECORD_HEAD, Record, RecordRef, encode, sync_dir,
     write_file_atomically,
 };
+pub use super::record::{FILE_NAME, JournalError, Result};
 use crate::client::USAGE_PAGE_BYTES;
 use crate::wire::{UsageBatch, UsageResponse, UserUsage};
-
-/// The journal's file name inside the state directory.
-pub const FILE_NAME: &str = "usage.journal";
-/// The journal could not be read or written.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum JournalError {
-    #[error("usage journal {path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("usage journal {path} is corrupt at byte {offset}: {reason}")]
-    Corrupt {
-        path: PathBuf,
-        offset: u64,
-        reason: String,
-    },
-}
-
-/// The result of journal operations.
-pub type Result<T, E = JournalError> = std::result::Result<T, E>;
 
 /// Where one batch lives in the file.
 #[derive(Debug, Clone, Copy)]

@@ -1,5 +1,5 @@
 //! The journal's on-disk records: `len: u32 LE`, `crc32(body): u32 LE`, then
-//! `len` bytes of JSON (see [`super::journal`]'s format), and the atomic
+//! `len` bytes of JSON (see the journal's format), and the atomic
 //! replacement of the whole file.
 
 use std::fs::File;
@@ -8,8 +8,30 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::journal::{FILE_NAME, JournalError, Result};
 use crate::wire::{UsageBatch, UserUsage};
+
+/// The journal's file name inside the state directory.
+pub const FILE_NAME: &str = "usage.journal";
+/// The journal could not be read or written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JournalError {
+    #[error("usage journal {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("usage journal {path} is corrupt at byte {offset}: {reason}")]
+    Corrupt {
+        path: PathBuf,
+        offset: u64,
+        reason: String,
+    },
+}
+
+/// The result of journal operations.
+pub type Result<T, E = JournalError> = std::result::Result<T, E>;
 
 /// Bytes before each record's body: length and CRC32.
 pub(super) const RECORD_HEAD: usize = 8;
