@@ -8,8 +8,8 @@
 //!   (drawn from `users`), then the manager pulls and stores every node
 //!   (`Manager::pull_usage`, `--concurrency` nodes at once, as the
 //!   heartbeat does): stored user-deltas per second. Meanwhile 16 clients
-//!   load the user-node-list call over HTTP: its p50/p99 during ingest and
-//!   without it.
+//!   call the user-node-list over HTTP at `--load-rate` requests a second
+//!   in all (default 1000; 0: none): its p50/p99 during ingest and without.
 //! - `enforce --nodes 1000 --samples 30 --heartbeat-ms 1000`: a served
 //!   manager with its heartbeat; each sample journals a batch that takes a
 //!   user over a 1,000-byte limit on one node, and measures until the user
@@ -125,21 +125,30 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-/// 16 clients loading the node-list call until `stop`; the latencies.
+/// 16 clients loading the node-list call until `stop`, `rate` requests a
+/// second in all (0: none), each request on its schedule; the latencies.
+/// A fixed rate measures the call's latency beside the ingest instead of
+/// a load generator taking the CPU from it.
 fn load_node_list(
     url: String,
     paths: Arc<Vec<String>>,
     stop: Arc<AtomicBool>,
+    rate: usize,
 ) -> tokio::task::JoinHandle<Vec<Duration>> {
     tokio::spawn(async move {
         let http = reqwest::Client::new();
         let mut tasks = tokio::task::JoinSet::new();
-        for t in 0..16 {
+        let clients = if rate == 0 { 0 } else { 16 };
+        let gap = Duration::from_secs_f64(16.0 / rate.max(1) as f64);
+        for t in 0..clients {
             let (http, url, paths, stop) = (http.clone(), url.clone(), paths.clone(), stop.clone());
             tasks.spawn(async move {
                 let mut lat = Vec::new();
                 let mut i = t;
+                let mut tick = tokio::time::interval(gap);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 while !stop.load(Ordering::Relaxed) {
+                    tick.tick().await;
                     let path = &paths[i % paths.len()];
                     i += 16;
                     let started = Instant::now();
@@ -166,6 +175,7 @@ async fn ingest(opts: &Opts) -> Result<()> {
     let users_n = opts.num("users", 100_000).max(per_node);
     let rounds = opts.num("rounds", 3);
     let concurrency = opts.num("concurrency", 32);
+    let rate = opts.num("load-rate", 1000);
     let storage = open_storage(opts, "ingest").await?;
     let sim = Arc::new(SimulatedFleet::new());
     let settings = ServerSettings {
@@ -199,7 +209,7 @@ async fn ingest(opts: &Opts) -> Result<()> {
 
     // The node-list call without ingest, for comparison.
     let stop = Arc::new(AtomicBool::new(false));
-    let idle = load_node_list(url.clone(), paths.clone(), stop.clone());
+    let idle = load_node_list(url.clone(), paths.clone(), stop.clone(), rate);
     tokio::time::sleep(Duration::from_secs(3)).await;
     stop.store(true, Ordering::Relaxed);
     let idle = idle.await?;
@@ -218,7 +228,7 @@ async fn ingest(opts: &Opts) -> Result<()> {
         }
         let fresh = manager_lib::storage::all_nodes(storage.as_ref()).await?;
         let stop = Arc::new(AtomicBool::new(false));
-        let load = load_node_list(url.clone(), paths.clone(), stop.clone());
+        let load = load_node_list(url.clone(), paths.clone(), stop.clone(), rate);
         let started = Instant::now();
         let stored: u64 = futures::stream::iter(fresh.iter())
             .map(|node| {
