@@ -16,7 +16,9 @@ use crate::domain::{
 };
 use crate::storage::{Entity, Storage, StorageError};
 
+mod plans;
 mod usage;
+pub use plans::*;
 pub use usage::*;
 
 /// Expands into one `#[tokio::test]` per behaviour of the suite, each with a
