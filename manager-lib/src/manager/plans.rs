@@ -53,8 +53,8 @@ impl Manager {
         to: Timestamp,
         group: UsageGrouping,
     ) -> ManagerResult<Vec<UsageRow>> {
-        // An unknown user is an error, not an empty history.
-        self.storage.get_user(id).await?;
+        // An unknown user is `UserNotFound` (the storage's contract), not
+        // an empty history.
         Ok(self.storage.user_usage(id, from, to, group).await?)
     }
 
