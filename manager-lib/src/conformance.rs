@@ -16,6 +16,7 @@ use crate::domain::{
 };
 use crate::storage::{Entity, Storage, StorageError};
 
+pub mod ingest_bench;
 mod plans;
 mod usage;
 pub use plans::*;
