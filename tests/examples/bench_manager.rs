@@ -27,7 +27,6 @@
 //! `--cache memory|redis://…|none|off` (none: the decorator over a cache that
 //! keeps nothing; off: node-list without the decorator).
 
-use std::collections::HashMap;
 use std::io::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,32 +39,13 @@ use manager_lib::server::{Backends, Server, ServerSettings};
 use manager_lib::storage::Storage;
 use manager_lib::transport::simulated::SimulatedFleet;
 
+use tests::bench::Opts;
+
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
-
-struct Opts(HashMap<String, String>);
-
-impl Opts {
-    fn get(&self, key: &str, default: &str) -> String {
-        self.0
-            .get(key)
-            .cloned()
-            .unwrap_or_else(|| default.to_owned())
-    }
-    fn num(&self, key: &str, default: usize) -> usize {
-        self.get(key, &default.to_string()).parse().expect(key)
-    }
-}
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let mut args = std::env::args().skip(1);
-    let scenario = args.next().unwrap_or_default();
-    let mut opts = HashMap::new();
-    while let Some(k) = args.next() {
-        let v = args.next().unwrap_or_default();
-        opts.insert(k.trim_start_matches("--").to_owned(), v);
-    }
-    let opts = Opts(opts);
+    let (scenario, opts) = Opts::from_args();
     match scenario.as_str() {
         "writes" => writes(&opts).await,
         "enable-latency" => enable_latency(&opts).await,

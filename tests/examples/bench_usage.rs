@@ -17,7 +17,6 @@
 //!
 //! Common option: `--storage URL` (default a fresh SQLite file under target/).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -32,34 +31,13 @@ use manager_lib::storage::Storage;
 use manager_lib::transport::simulated::SimulatedFleet;
 use rand::seq::IndexedRandom as _;
 
+use tests::bench::Opts;
+
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
-
-struct Opts(HashMap<String, String>);
-
-impl Opts {
-    fn get(&self, key: &str, default: &str) -> String {
-        self.0
-            .get(key)
-            .cloned()
-            .unwrap_or_else(|| default.to_owned())
-    }
-    fn num(&self, key: &str, default: usize) -> usize {
-        self.get(key, &default.to_string()).parse().expect(key)
-    }
-}
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let mut args = std::env::args().skip(1);
-    let scenario = args.next().unwrap_or_default();
-    let mut opts = HashMap::new();
-    while let Some(k) = args.next() {
-        opts.insert(
-            k.trim_start_matches("--").to_owned(),
-            args.next().unwrap_or_default(),
-        );
-    }
-    let opts = Opts(opts);
+    let (scenario, opts) = Opts::from_args();
     match scenario.as_str() {
         "ingest" => ingest(&opts).await,
         "enforce" => enforce(&opts).await,

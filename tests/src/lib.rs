@@ -146,5 +146,6 @@ async fn pump(
     let _ = to.shutdown().await;
 }
 
+pub mod bench;
 pub mod chaos;
 pub mod fleet;
