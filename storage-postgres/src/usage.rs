@@ -24,22 +24,7 @@ use crate::PgStorage;
 use crate::error::{node_err, user_err};
 use crate::rows::{self, count, free_stripe, node_columns, user_columns};
 
-/// `$col + $add` (both non-negative), saturating at the largest BIGINT.
-macro_rules! sat_add {
-    ($col:literal, $add:literal) => {
-        concat!(
-            "CASE WHEN ",
-            $col,
-            " > 9223372036854775807 - ",
-            $add,
-            " THEN 9223372036854775807 ELSE ",
-            $col,
-            " + ",
-            $add,
-            " END"
-        )
-    };
-}
+use manager_lib::sql_saturating_add as sat_add;
 
 /// Sets `blocked` on the live users among `ids` whose block differs, each
 /// with the next change number, and moves the on-node count by the users

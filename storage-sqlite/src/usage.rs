@@ -26,22 +26,7 @@ use crate::error::db_error;
 use crate::rows::{NODE_COLUMNS, USER_COLUMNS, bytes, found, node_from_row, parse, user_from_row};
 use crate::writer::Args;
 
-/// `$col + $add` (both non-negative), saturating at the largest INTEGER.
-macro_rules! sat_add {
-    ($col:literal, $add:literal) => {
-        concat!(
-            "CASE WHEN ",
-            $col,
-            " > 9223372036854775807 - ",
-            $add,
-            " THEN 9223372036854775807 ELSE ",
-            $col,
-            " + ",
-            $add,
-            " END"
-        )
-    };
-}
+use manager_lib::sql_saturating_add as sat_add;
 
 /// A JSON array of the already-encoded `items`.
 fn json_rows(items: impl Iterator<Item = String>) -> String {

@@ -10,6 +10,27 @@ use crate::domain::usage::{
 };
 use crate::domain::{BlockReason, NodeId, Plan, Timestamp, UserId};
 
+/// SQL for `$col + $add` (both non-negative), saturating at `i64::MAX`
+/// (PostgreSQL's BIGINT and SQLite's INTEGER alike): the addition itself
+/// would overflow, so the test comes first. Both arguments are string
+/// literals (column names, parameters); the expansion is one literal.
+#[macro_export]
+macro_rules! sql_saturating_add {
+    ($col:literal, $add:literal) => {
+        concat!(
+            "CASE WHEN ",
+            $col,
+            " > 9223372036854775807 - ",
+            $add,
+            " THEN 9223372036854775807 ELSE ",
+            $col,
+            " + ",
+            $add,
+            " END"
+        )
+    };
+}
+
 /// Up and down bytes, each saturating at `i64::MAX`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Bytes {
