@@ -33,14 +33,7 @@ fn wire_user(name: &str) -> WireUser {
 }
 
 fn vless(user: &WireUser) -> CoreUser {
-    CoreUser {
-        email: user.id.clone(),
-        level: 0,
-        account: Account::Vless {
-            id: user.id.clone(),
-            flow: String::new(),
-        },
-    }
+    xray_core_client::testing::vless_user_with_id(&user.id)
 }
 
 fn vmess(user: &WireUser) -> CoreUser {

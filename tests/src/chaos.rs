@@ -28,8 +28,8 @@ use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 use tokio::sync::{Mutex as AsyncMutex, RwLock as AsyncRwLock};
 use tokio::task::JoinHandle;
-use xray_core_client::testing::{VLESS_TAG, binary_flavor, free_port};
-use xray_core_client::{Account, CoreClient, CoreError, CoreUser};
+use xray_core_client::testing::{VLESS_TAG, binary_flavor, free_port, vless_user_with_id};
+use xray_core_client::{CoreClient, CoreError};
 
 use crate::TcpProxy;
 use crate::fleet::{AgentProcess, ManagerProcess};
@@ -1571,14 +1571,7 @@ impl Harness {
             };
             for (id, name, present) in &universe {
                 probes += 1;
-                let user = CoreUser {
-                    email: (*id).clone(),
-                    level: 0,
-                    account: Account::Vless {
-                        id: (*id).clone(),
-                        flow: String::new(),
-                    },
-                };
+                let user = vless_user_with_id(id);
                 match client.add_user(VLESS_TAG, &user).await {
                     Err(CoreError::UserExists { .. }) => {
                         if !present {

@@ -12,8 +12,9 @@ use tests::fleet::{AgentProcess, ManagerProcess};
 use tests::wait_for;
 use xray_core_client::testing::{
     TestClientCore, VLESS_TAG, binary_flavor, fetch_via_socks, serve_bytes, v2ray_binary,
+    vless_user_with_id,
 };
-use xray_core_client::{Account, CoreClient, CoreError, CoreUser};
+use xray_core_client::{CoreClient, CoreError};
 
 const HEARTBEAT_MS: u64 = 500;
 const MIB: u64 = 1024 * 1024;
@@ -22,17 +23,6 @@ const MIB: u64 = 1024 * 1024;
 /// proxied stream, not the VLESS framing or TCP/IP).
 const OVERHEAD: u64 = 16 * 1024;
 const LONG: Duration = Duration::from_secs(40);
-
-fn vless(id: &str) -> CoreUser {
-    CoreUser {
-        email: id.to_owned(),
-        level: 0,
-        account: Account::Vless {
-            id: id.to_owned(),
-            flow: String::new(),
-        },
-    }
-}
 
 async fn user(manager: &ManagerProcess, id: &str) -> Value {
     let (status, body) = manager.get(&format!("/users/{id}")).await;
@@ -67,7 +57,7 @@ async fn core_has(core: &CoreClient, id: &str) -> bool {
     match core.remove_user(VLESS_TAG, id).await {
         Err(CoreError::UserNotFound { .. }) => false,
         Ok(()) => {
-            core.add_user(VLESS_TAG, &vless(id))
+            core.add_user(VLESS_TAG, &vless_user_with_id(id))
                 .await
                 .expect("put the user back");
             true
@@ -116,7 +106,7 @@ async fn scenario(env: &[(&str, &str)]) {
             .filter(|l| l.len() == 1)
     })
     .await;
-    let client = TestClientCore::start(agent.ports.vless, &vless(&alice))
+    let client = TestClientCore::start(agent.ports.vless, &vless_user_with_id(&alice))
         .await
         .expect("client core");
     wait_for("a 1 MiB fetch as alice", LONG, || async {
@@ -153,7 +143,7 @@ async fn scenario(env: &[(&str, &str)]) {
         core_has(&core, &bob).await.then_some(())
     })
     .await;
-    let bob_client = TestClientCore::start(agent.ports.vless, &vless(&bob))
+    let bob_client = TestClientCore::start(agent.ports.vless, &vless_user_with_id(&bob))
         .await
         .expect("client core");
     wait_for("a 4 MiB fetch as bob", LONG, || async {

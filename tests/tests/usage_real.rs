@@ -14,8 +14,9 @@ use node_agent_lib::usage::Journal;
 use node_agent_lib::wire::{UsageBatch, UsageRequest, WireUser};
 use tests::fleet::AgentProcess;
 use tests::wait_for;
-use xray_core_client::testing::{TestClientCore, fetch_via_socks, serve_bytes, v2ray_binary};
-use xray_core_client::{Account, CoreUser};
+use xray_core_client::testing::{
+    TestClientCore, fetch_via_socks, serve_bytes, v2ray_binary, vless_user_with_id,
+};
 
 const PAYLOAD: usize = 1024 * 1024;
 /// What the core counts beyond the payload: the HTTP request (uplink) and
@@ -86,14 +87,7 @@ async fn bytes_through_a_real_core_are_journaled_and_survive_a_sigkill() {
 
     let (http, _server) = serve_bytes(PAYLOAD).await;
     let url = format!("http://{http}/file");
-    let user = CoreUser {
-        email: alice.clone(),
-        level: 0,
-        account: Account::Vless {
-            id: alice.clone(),
-            flow: String::new(),
-        },
-    };
+    let user = vless_user_with_id(&alice);
     let client = TestClientCore::start(agent.ports.vless, &user)
         .await
         .expect("client core");

@@ -8,23 +8,13 @@ use std::time::Duration;
 use serde_json::json;
 use tests::fleet::{AgentProcess, ManagerProcess};
 use tests::wait_for;
-use xray_core_client::testing::{TestClientCore, fetch_via_socks, serve_bytes, v2ray_binary};
-use xray_core_client::{Account, CoreUser};
+use xray_core_client::testing::{
+    TestClientCore, fetch_via_socks, serve_bytes, v2ray_binary, vless_user_with_id,
+};
 
 const HEARTBEAT_MS: u64 = 500;
 const BYTES: usize = 32 * 1024;
 const LONG: Duration = Duration::from_secs(30);
-
-fn vless(id: &str) -> CoreUser {
-    CoreUser {
-        email: id.to_owned(),
-        level: 0,
-        account: Account::Vless {
-            id: id.to_owned(),
-            flow: String::new(),
-        },
-    }
-}
 
 async fn fetch_ok(socks: u16, url: &str) -> bool {
     fetch_via_socks(socks, url)
@@ -77,7 +67,7 @@ async fn scenario(env: &[(&str, &str)]) {
     );
     let (http, _server) = serve_bytes(BYTES).await;
     let url = format!("http://{http}/file");
-    let client = TestClientCore::start(agents[0].ports.vless, &vless(&alice))
+    let client = TestClientCore::start(agents[0].ports.vless, &vless_user_with_id(&alice))
         .await
         .expect("client core");
     wait_for("a proxied fetch as alice", LONG, || async {
@@ -142,7 +132,7 @@ async fn scenario(env: &[(&str, &str)]) {
         (running && listed).then_some(())
     })
     .await;
-    let client1 = TestClientCore::start(agents[1].ports.vless, &vless(&alice))
+    let client1 = TestClientCore::start(agents[1].ports.vless, &vless_user_with_id(&alice))
         .await
         .expect("client core");
     wait_for(

@@ -123,6 +123,19 @@ pub fn vless_user(email: &str) -> CoreUser {
     }
 }
 
+/// A VLESS user as the node agent adds one: `id` is both the account id
+/// and the core's key (`email`), as it is for the manager's users.
+pub fn vless_user_with_id(id: &str) -> CoreUser {
+    CoreUser {
+        email: id.to_owned(),
+        level: 0,
+        account: Account::Vless {
+            id: id.to_owned(),
+            flow: String::new(),
+        },
+    }
+}
+
 /// A VMess user with a fresh random id and `email` as its key.
 pub fn vmess_user(email: &str) -> CoreUser {
     CoreUser {
