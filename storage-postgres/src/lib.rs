@@ -56,6 +56,7 @@ mod error;
 mod grouped;
 mod leases;
 mod nodes;
+mod plans;
 mod rows;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -278,15 +279,15 @@ impl Storage for PgStorage {
     }
 
     async fn set_user_plan(&self, id: UserId, plan: Plan, now: Timestamp) -> StorageResult<User> {
-        usage::set_user_plan(self, id, plan, now).await
+        plans::set_user_plan(self, id, plan, now).await
     }
 
     async fn reset_user_usage(&self, id: UserId, now: Timestamp) -> StorageResult<User> {
-        usage::reset_user_usage(self, id, now).await
+        plans::reset_user_usage(self, id, now).await
     }
 
     async fn enforce_time(&self, now: Timestamp) -> StorageResult<EnforceOutcome> {
-        usage::enforce_time(self, now).await
+        plans::enforce_time(self, now).await
     }
 
     async fn set_node_multiplier(&self, id: NodeId, multiplier: f64) -> StorageResult<Node> {

@@ -65,3 +65,13 @@ pub(crate) fn migrate_error(err: MigrateError) -> StorageError {
         other => StorageError::Other(Box::new(other)),
     }
 }
+
+/// A failed statement about users.
+pub(crate) fn user_err(e: sqlx::Error) -> StorageError {
+    db_error(e, Some(Entity::User))
+}
+
+/// A failed statement about nodes.
+pub(crate) fn node_err(e: sqlx::Error) -> StorageError {
+    db_error(e, Some(Entity::Node))
+}
