@@ -1,9 +1,12 @@
 //! Traffic accounting: storing pulled usage pages exactly once, the node's
 //! traffic multiplier, and the history reads (plans and blocks: `plans`).
 //!
-//! An ingest that may block a user takes the shared change lock before any
-//! row lock, as the change-sequence migration requires of every writer
-//! (blocks: `plans::set_blocked`).
+//! A page is stored first without the shared change lock: most pages block
+//! nobody, and a transaction that takes no change number need not hold it
+//! (so ingests never delay the change-log readers, who wait for every
+//! holder). A page that takes a user over a limit is rolled back and stored
+//! again under the lock, taken before any row lock as the change-sequence
+//! migration requires of every writer that blocks (`plans::set_blocked`).
 
 use manager_lib::domain::usage::{
     IngestOutcome, NodeUsage, UsageCursor, UsageGrouping, UsagePage, UsageRow, check_multiplier,
@@ -27,11 +30,31 @@ pub(crate) async fn ingest_usage(
     page: &UsagePage,
     now: Timestamp,
 ) -> StorageResult<IngestOutcome> {
+    if let Some(outcome) = ingest(s, node, pulled_with, page, now, false).await? {
+        return Ok(outcome);
+    }
+    ingest(s, node, pulled_with, page, now, true)
+        .await?
+        .ok_or_else(|| StorageError::Corrupt("an ingest under the change lock gave up".into()))
+}
+
+/// One attempt at storing `page`. Without `blocking` it gives up (rolls
+/// back, answers `None`) when the page would block a user.
+async fn ingest(
+    s: &PgStorage,
+    node: NodeId,
+    pulled_with: &UsageCursor,
+    page: &UsagePage,
+    now: Timestamp,
+    blocking: bool,
+) -> StorageResult<Option<IngestOutcome>> {
     let mut tx = s.pool.begin().await.map_err(node_err)?;
-    // The change lock first (a page may block users), then the node's row:
-    // concurrent ingests of one node queue here and the second sees the
-    // first one's cursor.
-    change_lock(&mut tx).await?;
+    // The change lock first when this attempt may block users, then the
+    // node's row: concurrent ingests of one node queue here and the second
+    // sees the first one's cursor.
+    if blocking {
+        change_lock(&mut tx).await?;
+    }
     let row = sqlx::query(
         "SELECT usage_journal, usage_seq, traffic_multiplier FROM nodes \
          WHERE id = $1::uuid FOR UPDATE",
@@ -46,12 +69,12 @@ pub(crate) async fn ingest_usage(
         seq: count(rows::col(&row, "usage_seq")?)?,
     };
     if stored != *pulled_with {
-        return Ok(IngestOutcome {
+        return Ok(Some(IngestOutcome {
             stored: false,
             cursor: stored,
             user_deltas: 0,
             newly_blocked: Vec::new(),
-        });
+        }));
     }
     let multiplier: f64 = rows::col(&row, "traffic_multiplier")?;
     let sums = sum_page(page, pulled_with, multiplier);
@@ -106,6 +129,10 @@ pub(crate) async fn ingest_usage(
                 crossing.push(id);
             }
         }
+        if !crossing.is_empty() && !blocking {
+            tx.rollback().await.map_err(user_err)?;
+            return Ok(None);
+        }
         crossing.sort();
         newly_blocked = set_blocked(&mut tx, &crossing, Some(BlockReason::Limited)).await?;
         let days: Vec<_> = sums
@@ -122,7 +149,7 @@ pub(crate) async fn ingest_usage(
              SELECT i.id, i.day, $5::uuid, i.up, i.down \
              FROM unnest($1::text[]::uuid[], $2::bigint[], $3::bigint[], $4::bigint[]) \
                AS i(id, day, up, down) \
-             ON CONFLICT (user_id, day, node_id) DO UPDATE SET up = ",
+             ON CONFLICT (day, node_id, user_id) DO UPDATE SET up = ",
             sat_add!("h.up", "EXCLUDED.up"),
             ", down = ",
             sat_add!("h.down", "EXCLUDED.down")
@@ -172,12 +199,12 @@ pub(crate) async fn ingest_usage(
     .await
     .map_err(node_err)?;
     tx.commit().await.map_err(node_err)?;
-    Ok(IngestOutcome {
+    Ok(Some(IngestOutcome {
         stored: true,
         cursor,
         user_deltas: sums.user_deltas,
         newly_blocked,
-    })
+    }))
 }
 
 pub(crate) async fn set_node_multiplier(

@@ -174,7 +174,7 @@ async fn ingest(
         "INSERT INTO user_usage_daily (user_id, day, node_id, up, down) \
          SELECT value ->> 0, value ->> 1, ?2, value ->> 2, value ->> 3 \
          FROM json_each(?1) WHERE true \
-         ON CONFLICT (user_id, day, node_id) DO UPDATE SET up = ",
+         ON CONFLICT (day, node_id, user_id) DO UPDATE SET up = ",
         sat_add!("up", "excluded.up"),
         ", down = ",
         sat_add!("down", "excluded.down")

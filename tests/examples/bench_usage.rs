@@ -3,13 +3,18 @@
 //! Traffic accounting's benchmarks (figures, not pass/fail tests), on a
 //! simulated fleet so 1,000 nodes fit on one machine:
 //!
-//! - `ingest --nodes 1000 --per-node 1000 --users 100000 --rounds 3`: every
-//!   round each node's journal gets one batch of `per-node` users' deltas
-//!   (drawn from `users`), then the manager pulls and stores every node
+//! - `ingest --nodes 1000 --per-node 1000 --users 1000000 --rounds 3
+//!   --assign fixed`: every round each node's journal gets one batch of
+//!   `per-node` users' deltas, then the manager pulls and stores every node
 //!   (`Manager::pull_usage`, `--concurrency` nodes at once, as the
 //!   heartbeat does): stored user-deltas per second. Meanwhile 16 clients
 //!   call the user-node-list over HTTP at `--load-rate` requests a second
 //!   in all (default 1000; 0: none): its p50/p99 during ingest and without.
+//!   `--assign fixed` (default): node `i` reports the same `per-node` users
+//!   every round (users `i * per-node ..`, wrapping around `users`), as a
+//!   fleet whose users stay on their node does; `random`: each node draws
+//!   its users afresh every round (every round then writes new history
+//!   rows: the worst case).
 //! - `enforce --nodes 1000 --samples 30 --heartbeat-ms 1000`: a served
 //!   manager with its heartbeat; each sample journals a batch that takes a
 //!   user over a 1,000-byte limit on one node, and measures until the user
@@ -150,7 +155,12 @@ fn load_node_list(
 async fn ingest(opts: &Opts) -> Result<()> {
     let nodes_n = opts.num("nodes", 1000);
     let per_node = opts.num("per-node", 1000);
-    let users_n = opts.num("users", 100_000).max(per_node);
+    let users_n = opts.num("users", 1_000_000).max(per_node);
+    let fixed = match opts.get("assign", "fixed").as_str() {
+        "fixed" => true,
+        "random" => false,
+        other => return Err(format!("--assign fixed|random, not {other}").into()),
+    };
     let rounds = opts.num("rounds", 3);
     let concurrency = opts.num("concurrency", 32);
     let rate = opts.num("load-rate", 1000);
@@ -196,12 +206,16 @@ async fn ingest(opts: &Opts) -> Result<()> {
     let mut rates = Vec::new();
     let mut during = Vec::new();
     for round in 0..rounds {
-        for node in &nodes {
-            let mut rng = rand::rng();
-            let deltas: Vec<(UserId, u64, u64)> = ids
-                .choose_multiple(&mut rng, per_node)
-                .map(|id| (*id, 1_000, 50_000))
-                .collect();
+        for (i, node) in nodes.iter().enumerate() {
+            let deltas: Vec<(UserId, u64, u64)> = if fixed {
+                (0..per_node)
+                    .map(|k| (ids[(i * per_node + k) % ids.len()], 1_000, 50_000))
+                    .collect()
+            } else {
+                ids.choose_multiple(&mut rand::rng(), per_node)
+                    .map(|id| (*id, 1_000, 50_000))
+                    .collect()
+            };
             sim.record_usage(&node.endpoint, &deltas);
         }
         let fresh = manager_lib::storage::all_nodes(storage.as_ref()).await?;
@@ -228,8 +242,9 @@ async fn ingest(opts: &Opts) -> Result<()> {
     during.sort();
     rates.sort_by(f64::total_cmp);
     println!(
-        "ingest: median {:.0} user-deltas/s over {rounds} rounds ({nodes_n} nodes x {per_node} users)",
-        rates[rates.len() / 2]
+        "ingest: median {:.0} user-deltas/s over {rounds} rounds ({nodes_n} nodes x {per_node} of {users_n} users, {} assignment)",
+        rates[rates.len() / 2],
+        if fixed { "fixed" } else { "random" }
     );
     println!(
         "node-list while ingesting: p50 {:.2?} p99 {:.2?} ({} requests); idle: p50 {:.2?} p99 {:.2?} ({} requests)",
