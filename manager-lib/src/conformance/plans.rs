@@ -92,13 +92,14 @@ pub async fn invalid_plans_are_refused_and_change_nothing(s: &dyn Storage) {
         },
     ] {
         assert!(matches!(
-            s.set_user_plan(u, bad, now).await,
+            s.edit_user_plan(u, bad.into(), now).await,
             Err(StorageError::Invalid(_))
         ));
     }
     assert_eq!(s.get_user(u).await.unwrap(), before);
     assert_not_found(
-        s.set_user_plan(UserId::random(), limit(5), now).await,
+        s.edit_user_plan(UserId::random(), limit(5).into(), now)
+            .await,
         Entity::User,
     );
     let bad_new = NewUser {
