@@ -139,13 +139,13 @@ impl Storage for CountingStorage {
             .ingest_usage(node, pulled_with, page, now)
             .await
     }
-    async fn set_user_plan(
+    async fn edit_user_plan(
         &self,
         id: manager_lib::domain::UserId,
-        plan: manager_lib::domain::Plan,
+        edit: manager_lib::domain::PlanEdit,
         now: manager_lib::domain::Timestamp,
     ) -> StorageResult<manager_lib::domain::User> {
-        self.write().set_user_plan(id, plan, now).await
+        self.write().edit_user_plan(id, edit, now).await
     }
     async fn reset_user_usage(
         &self,

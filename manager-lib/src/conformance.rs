@@ -66,6 +66,8 @@ macro_rules! storage_conformance_tests {
             usage_multiplier_is_applied_to_users_only,
             usage_limit_crossed_blocks_once_and_raising_it_unblocks,
             invalid_plans_are_refused_and_change_nothing,
+            plan_edits_set_clear_and_leave_fields,
+            concurrent_edits_of_different_fields_both_land,
             expiry_blocks_through_enforce_time_and_extending_unblocks,
             on_hold_starts_the_expiry_at_the_first_byte,
             resets_happen_at_period_boundaries,

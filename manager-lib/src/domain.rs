@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 pub mod plan;
 pub mod usage;
 
-pub use plan::{BlockReason, Plan, ResetStrategy, UserState};
+pub use plan::{BlockReason, FieldEdit, Plan, PlanEdit, ResetEdit, ResetStrategy, UserState};
 pub use usage::UsageCursor;
 
 /// Milliseconds since the Unix epoch. Stored as an integer by every backend so

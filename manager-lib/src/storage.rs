@@ -60,7 +60,7 @@ use crate::domain::usage::{
 };
 use crate::domain::{
     ActualStatus, FleetState, NewNode, NewUser, Node, NodeEntry, NodeId, Page, PageRequest,
-    PendingBatch, Plan, RequiredStatus, Seq, ServingNode, StartPlan, Timestamp, User, UserId,
+    PendingBatch, PlanEdit, RequiredStatus, Seq, ServingNode, StartPlan, Timestamp, User, UserId,
     UserNodes, UserStatus,
 };
 
@@ -348,17 +348,28 @@ pub trait Storage: Debug + Send + Sync {
         now: Timestamp,
     ) -> StorageResult<IngestOutcome>;
 
-    /// Sets the user's plan.
+    /// Edits the user's plan: `edit` is applied to the plan stored at that
+    /// moment, in the same atomic step as the write, so concurrent edits of
+    /// different fields all land. A whole plan is set with
+    /// `PlanEdit::from(plan)`.
     ///
     /// # Contract
-    /// - [`StorageError::Invalid`] for a plan [`Plan::validate`] refuses;
-    ///   nothing is written then.
-    /// - `next_reset_at` becomes the plan's first reset after `now`.
+    /// - [`StorageError::NotFound`] when there is no such live user (before
+    ///   the edit is looked at).
+    /// - [`StorageError::Invalid`] when the edited plan is refused by
+    ///   [`crate::domain::Plan::validate`] (or a monthly day does not fit); nothing is
+    ///   written then.
+    /// - `next_reset_at` becomes the edited plan's first reset after `now`.
     /// - The user is blocked as `Expired` when the expiry is at or before
     ///   `now`, else as `Limited` when the used bytes reach the limit, else
     ///   not blocked; only when that changes does the user take a change
     ///   (an add or a delete for every node).
-    async fn set_user_plan(&self, id: UserId, plan: Plan, now: Timestamp) -> StorageResult<User>;
+    async fn edit_user_plan(
+        &self,
+        id: UserId,
+        edit: PlanEdit,
+        now: Timestamp,
+    ) -> StorageResult<User>;
 
     /// Sets the user's used bytes to zero by hand.
     ///

@@ -379,3 +379,77 @@ async fn unknown_routes_and_methods_answer_in_the_error_shape() {
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(error(&body), "method not allowed");
 }
+
+#[tokio::test]
+async fn user_edit_sets_clears_and_leaves_plan_fields() {
+    let api = Api::new();
+    let id = api.new_user("bob").await;
+    let edit = |fields: Value| {
+        let mut body = fields;
+        body["userID"] = json!(id);
+        api.admin("POST", "/user/edit", body)
+    };
+    let (status, body) = edit(json!({
+        "dataLimit": 1000,
+        "expireAt": 4_000_000_000_i64,
+        "resetStrategy": "month",
+        "resetDay": 5,
+    }))
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let user = &body["user"];
+    assert_eq!(
+        (
+            &user["dataLimit"],
+            &user["expireAt"],
+            &user["resetStrategy"],
+            &user["resetDay"]
+        ),
+        (
+            &json!(1000),
+            &json!(4_000_000_000_i64),
+            &json!("month"),
+            &json!(5)
+        )
+    );
+    // `null` clears, absent leaves, a day alone moves the monthly reset.
+    let (status, body) = edit(json!({"data_limit": null, "resetDay": 20})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let user = &body["user"];
+    assert!(user.get("dataLimit").is_none(), "{user}");
+    assert_eq!(user["expireAt"], 4_000_000_000_i64);
+    assert_eq!(
+        (&user["resetStrategy"], &user["resetDay"]),
+        (&json!("month"), &json!(20))
+    );
+    // Refused: nothing changes.
+    let before = api.admin("GET", &format!("/users/{id}"), json!(null)).await;
+    for bad in [
+        json!({"onHoldSecs": 60}),
+        json!({"resetDay": 31}),
+        json!({"dataLimit": 0}),
+        json!({"resetStrategy": "hourly"}),
+    ] {
+        let (status, body) = edit(bad.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+        assert_eq!(error(&body), "invalid plan", "{bad}");
+    }
+    let (status, body) = edit(json!({})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(error(&body), "bad request");
+    let after = api.admin("GET", &format!("/users/{id}"), json!(null)).await;
+    assert_eq!(after, before);
+    // An unknown user is told before a bad field.
+    for fields in [json!({"dataLimit": 5}), json!({"resetStrategy": "hourly"})] {
+        let mut body = fields;
+        body["userID"] = json!(uuid_like());
+        let (status, body) = api.admin("POST", "/user/edit", body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(error(&body), "user not exists");
+    }
+    // A hold with the expiry cleared is a plan.
+    let (status, body) = edit(json!({"expireAt": null, "onHoldSecs": 60})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["user"]["onHoldSecs"], 60);
+    assert!(body["user"].get("expireAt").is_none());
+}

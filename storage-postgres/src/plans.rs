@@ -8,7 +8,7 @@
 //! change-sequence migration requires of every writer.
 
 use manager_lib::domain::usage::{EnforceOutcome, storable};
-use manager_lib::domain::{BlockReason, Plan, ResetStrategy, Timestamp, User, UserId};
+use manager_lib::domain::{BlockReason, PlanEdit, ResetStrategy, Timestamp, User, UserId};
 use manager_lib::storage::kit::usage::{block_after_reset, plan_block};
 use manager_lib::storage::{Entity, StorageError, StorageResult};
 use sqlx::PgConnection;
@@ -83,16 +83,19 @@ async fn locked_user(conn: &mut PgConnection, id: UserId) -> StorageResult<User>
     rows::user(&row.ok_or(StorageError::NotFound(Entity::User))?)
 }
 
-pub(crate) async fn set_user_plan(
+/// The edit is applied to the plan of the row locked FOR UPDATE (under the
+/// change lock), so no other write comes between the read and the update.
+/// A refused edit rolls the transaction back (dropped): nothing written.
+pub(crate) async fn edit_user_plan(
     s: &PgStorage,
     id: UserId,
-    plan: Plan,
+    edit: PlanEdit,
     now: Timestamp,
 ) -> StorageResult<User> {
-    plan.validate()?;
     let mut tx = s.pool.begin().await.map_err(user_err)?;
     change_lock(&mut tx).await?;
     let user = locked_user(&mut tx, id).await?;
+    let plan = edit.apply(user.plan)?;
     sqlx::query(
         "UPDATE users SET data_limit = $2, expire_at = $3, reset_period = $4, reset_day = $5, \
              on_hold = $6, next_reset_at = $7 \

@@ -62,7 +62,7 @@ use manager_lib::domain::usage::{
 };
 use manager_lib::domain::{
     ActualStatus, FleetState, NewNode, NewUser, Node, NodeId, Page, PageRequest, PendingBatch,
-    Plan, RequiredStatus, Seq, ServingNode, StartPlan, Timestamp, User, UserId, UserNodes,
+    PlanEdit, RequiredStatus, Seq, ServingNode, StartPlan, Timestamp, User, UserId, UserNodes,
     UserStatus,
 };
 use manager_lib::storage::{Storage, StorageResult};
@@ -333,8 +333,13 @@ impl Storage for SqliteStorage {
         usage::ingest_usage(self, node, pulled_with, page, now).await
     }
 
-    async fn set_user_plan(&self, id: UserId, plan: Plan, now: Timestamp) -> StorageResult<User> {
-        plans::set_user_plan(self, id, plan, now).await
+    async fn edit_user_plan(
+        &self,
+        id: UserId,
+        edit: PlanEdit,
+        now: Timestamp,
+    ) -> StorageResult<User> {
+        plans::edit_user_plan(self, id, edit, now).await
     }
 
     async fn reset_user_usage(&self, id: UserId, now: Timestamp) -> StorageResult<User> {

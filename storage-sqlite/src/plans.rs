@@ -6,7 +6,7 @@
 //! it and keeps the on-node count).
 
 use manager_lib::domain::usage::{EnforceOutcome, storable};
-use manager_lib::domain::{BlockReason, Plan, ResetStrategy, Timestamp, User, UserId};
+use manager_lib::domain::{BlockReason, PlanEdit, ResetStrategy, Timestamp, User, UserId};
 use manager_lib::storage::kit::usage::{block_after_reset, plan_block};
 use manager_lib::storage::{Entity, StorageError, StorageResult};
 use sqlx::{Row as _, SqliteConnection};
@@ -46,16 +46,18 @@ async fn live_user(conn: &mut SqliteConnection, id: UserId) -> StorageResult<Use
     user_from_row(&found(row, Entity::User)?)
 }
 
-pub(crate) async fn set_user_plan(
+/// The edit is applied to the plan read inside the write transaction, so
+/// no other write comes between the read and the update.
+pub(crate) async fn edit_user_plan(
     s: &SqliteStorage,
     id: UserId,
-    plan: Plan,
+    edit: PlanEdit,
     now: Timestamp,
 ) -> StorageResult<User> {
-    plan.validate()?;
     s.write(move |conn| {
         Box::pin(async move {
             let user = live_user(conn, id).await?;
+            let plan = edit.apply(user.plan)?;
             sqlx::query(
                 "UPDATE users SET data_limit = ?2, expire_at = ?3, reset_period = ?4, \
                      reset_day = ?5, on_hold = ?6, next_reset_at = ?7 \

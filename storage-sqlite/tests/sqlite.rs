@@ -633,7 +633,7 @@ async fn a_database_on_the_first_schema_gains_usage_accounting() {
         data_limit: Some(10),
         ..Plan::default()
     };
-    s.set_user_plan(a, limited, now).await.unwrap();
+    s.edit_user_plan(a, limited.into(), now).await.unwrap();
     let page = UsagePage {
         journal: "j".into(),
         batches: vec![UsageBatch {

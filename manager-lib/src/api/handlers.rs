@@ -279,7 +279,11 @@ pub(super) async fn user_new(
     let name = body
         .user_name
         .ok_or_else(|| ApiError::BadRequest("missing field `userName`".into()))?;
-    let plan = body.plan.apply(crate::domain::plan::Plan::default())?;
+    let plan = body
+        .plan
+        .edit()?
+        .apply(crate::domain::plan::Plan::default())
+        .map_err(|e| ApiError::Manager(crate::manager::ManagerError::InvalidPlan(e)))?;
     let user = st.manager.new_user_with_plan(&name, plan).await?;
     Ok(Json(UserCreated {
         user: UserView {

@@ -15,7 +15,7 @@ use super::error::ApiError;
 use super::extract::{JsonBody, node_id, user_id};
 use super::responses::AdminErrors;
 use super::state::ApiState;
-use crate::domain::plan::{Plan, ResetStrategy, UserState};
+use crate::domain::plan::{FieldEdit, PlanEdit, ResetEdit, ResetStrategy, UserState};
 use crate::domain::{Timestamp, User};
 use crate::manager::ManagerError;
 
@@ -59,40 +59,27 @@ pub(super) struct PlanFields {
 }
 
 impl PlanFields {
-    fn is_empty(&self) -> bool {
-        self.data_limit.is_none()
-            && self.expire_at.is_none()
-            && self.reset_strategy.is_none()
-            && self.reset_day.is_none()
-            && self.on_hold_secs.is_none()
-    }
-
-    /// `plan` with these fields applied; the result is validated by the
-    /// manager.
-    pub(super) fn apply(self, mut plan: Plan) -> Result<Plan, ApiError> {
-        let invalid = |e| ApiError::Manager(ManagerError::InvalidPlan(e));
-        if let Some(limit) = self.data_limit {
-            plan.data_limit = limit;
-        }
-        if let Some(expire) = self.expire_at {
-            plan.expire_at = expire.map(|s| Timestamp(s.saturating_mul(1000)));
-        }
-        if let Some(hold) = self.on_hold_secs {
-            plan.on_hold = hold;
-        }
-        match (self.reset_strategy, self.reset_day) {
-            (Some(period), day) => {
-                plan.reset =
-                    ResetStrategy::from_parts(&period, day.unwrap_or(1)).map_err(invalid)?;
-            }
-            (None, Some(day)) => {
-                // A new day for the monthly reset the user already has.
-                plan.reset =
-                    ResetStrategy::from_parts(plan.reset.period(), day).map_err(invalid)?;
-            }
-            (None, None) => {}
-        }
-        Ok(plan)
+    /// The edit these fields make: absent leaves a field, `null` clears it;
+    /// a reset day alone is a new day for the monthly reset the stored plan
+    /// has. A reset strategy that is no strategy is refused here.
+    pub(super) fn edit(self) -> Result<PlanEdit, ApiError> {
+        let reset = match (self.reset_strategy, self.reset_day) {
+            (Some(period), day) => ResetEdit::Set(
+                ResetStrategy::from_parts(&period, day.unwrap_or(1))
+                    .map_err(|e| ApiError::Manager(ManagerError::InvalidPlan(e)))?,
+            ),
+            (None, Some(day)) => ResetEdit::MonthDay(day),
+            (None, None) => ResetEdit::Leave,
+        };
+        Ok(PlanEdit {
+            data_limit: FieldEdit::from_patch(self.data_limit),
+            expire_at: FieldEdit::from_patch(
+                self.expire_at
+                    .map(|e| e.map(|s| Timestamp(s.saturating_mul(1000)))),
+            ),
+            reset,
+            on_hold: FieldEdit::from_patch(self.on_hold_secs),
+        })
     }
 }
 
@@ -197,12 +184,19 @@ pub(super) async fn user_edit(
     JsonBody(body): JsonBody<UserEditBody>,
 ) -> Result<Json<UserAnswer>, ApiError> {
     let id = user_id(&body.user_id)?;
-    if body.plan.is_empty() {
+    let edit = match body.plan.edit() {
+        Ok(edit) => edit,
+        Err(e) => {
+            // An unknown user is told before a bad strategy, as the storage
+            // tells it before a bad plan.
+            st.manager.get_user(id).await?;
+            return Err(e);
+        }
+    };
+    if edit.is_empty() {
         return Err(ApiError::BadRequest("no plan field to change".into()));
     }
-    let current = st.manager.get_user(id).await?;
-    let plan = body.plan.apply(current.plan)?;
-    let user = st.manager.set_user_plan(id, plan).await?;
+    let user = st.manager.edit_user_plan(id, edit).await?;
     Ok(Json(UserAnswer {
         user: UserDetails::from(&user),
     }))

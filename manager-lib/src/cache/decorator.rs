@@ -19,7 +19,7 @@ use crate::domain::usage::{
 };
 use crate::domain::{
     ActualStatus, FleetState, NewNode, NewUser, Node, NodeId, Page, PageRequest, PendingBatch,
-    Plan, RequiredStatus, Seq, ServingNode, StartPlan, Timestamp, User, UserId, UserNodes,
+    PlanEdit, RequiredStatus, Seq, ServingNode, StartPlan, Timestamp, User, UserId, UserNodes,
     UserStatus,
 };
 use crate::storage::{Entity, Storage, StorageError, StorageResult};
@@ -444,8 +444,13 @@ impl Storage for CachedStorage {
         r
     }
 
-    async fn set_user_plan(&self, id: UserId, plan: Plan, now: Timestamp) -> StorageResult<User> {
-        let r = self.inner.set_user_plan(id, plan, now).await;
+    async fn edit_user_plan(
+        &self,
+        id: UserId,
+        edit: PlanEdit,
+        now: Timestamp,
+    ) -> StorageResult<User> {
+        let r = self.inner.edit_user_plan(id, edit, now).await;
         if !matches!(r, Err(StorageError::NotFound(_) | StorageError::Invalid(_))) {
             // The row changed even without a new change number: drop it.
             self.user_written(id, None).await;

@@ -4,7 +4,8 @@
 
 use crate::domain::usage::{DAY_MS, UsageCursor};
 use crate::domain::{
-    BlockReason, NewUser, Operation, Plan, ResetStrategy, Timestamp, UserId, UserState, UserStatus,
+    BlockReason, FieldEdit, NewUser, Operation, Plan, PlanEdit, ResetEdit, ResetStrategy,
+    Timestamp, UserId, UserState, UserStatus,
 };
 use crate::storage::{Entity, Storage, StorageError};
 
@@ -92,13 +93,14 @@ pub async fn invalid_plans_are_refused_and_change_nothing(s: &dyn Storage) {
         },
     ] {
         assert!(matches!(
-            s.set_user_plan(u, bad, now).await,
+            s.edit_user_plan(u, bad.into(), now).await,
             Err(StorageError::Invalid(_))
         ));
     }
     assert_eq!(s.get_user(u).await.unwrap(), before);
     assert_not_found(
-        s.set_user_plan(UserId::random(), limit(5), now).await,
+        s.edit_user_plan(UserId::random(), limit(5).into(), now)
+            .await,
         Entity::User,
     );
     let bad_new = NewUser {
@@ -274,4 +276,155 @@ pub async fn blocked_users_stay_off_starts_and_counts(s: &dyn Storage) {
     // Deleting it does not count it twice.
     s.delete_user(u).await.unwrap();
     assert_eq!(s.fleet_state().await.unwrap().enabled_users, 1);
+}
+
+pub async fn plan_edits_set_clear_and_leave_fields(s: &dyn Storage) {
+    let u = enabled_user(s, "u").await;
+    let now = utc(2025, 3, 10, 12);
+    let day = |n: i64| Timestamp(now.0 + n * DAY_MS);
+    let stored = Plan {
+        data_limit: Some(1000),
+        expire_at: Some(day(1)),
+        reset: ResetStrategy::Month { day: 5 },
+        on_hold: None,
+    };
+    plan(s, u, stored, now).await;
+    let edit = PlanEdit {
+        data_limit: FieldEdit::Clear,
+        expire_at: FieldEdit::Set(day(2)),
+        reset: ResetEdit::MonthDay(20),
+        on_hold: FieldEdit::Leave,
+    };
+    let edited = s.edit_user_plan(u, edit, now).await.unwrap();
+    let want = Plan {
+        data_limit: None,
+        expire_at: Some(day(2)),
+        reset: ResetStrategy::Month { day: 20 },
+        on_hold: None,
+    };
+    assert_eq!(edited.plan, want);
+    assert_eq!(edited.next_reset_at, Some(utc(2025, 3, 20, 0)));
+    assert_eq!(s.get_user(u).await.unwrap().plan, want);
+    // One field set, the others left.
+    let limit_only = PlanEdit {
+        data_limit: FieldEdit::Set(50),
+        ..PlanEdit::default()
+    };
+    let edited = s.edit_user_plan(u, limit_only, now).await.unwrap();
+    assert_eq!(
+        edited.plan,
+        Plan {
+            data_limit: Some(50),
+            ..want
+        }
+    );
+    // Refused on the merged plan (a hold next to the stored expiry, a day
+    // the month lacks): nothing written, no change taken.
+    let before = s.get_user(u).await.unwrap();
+    let seq = s.fleet_state().await.unwrap().last_seq;
+    for bad in [
+        PlanEdit {
+            on_hold: FieldEdit::Set(60),
+            ..PlanEdit::default()
+        },
+        PlanEdit {
+            data_limit: FieldEdit::Set(1),
+            reset: ResetEdit::MonthDay(31),
+            ..PlanEdit::default()
+        },
+        PlanEdit {
+            data_limit: FieldEdit::Set(0),
+            ..PlanEdit::default()
+        },
+    ] {
+        assert!(
+            matches!(
+                s.edit_user_plan(u, bad, now).await,
+                Err(StorageError::Invalid(_))
+            ),
+            "{bad:?} accepted"
+        );
+    }
+    assert_eq!(s.get_user(u).await.unwrap(), before);
+    assert_eq!(s.fleet_state().await.unwrap().last_seq, seq);
+    // The same hold with the expiry cleared is a plan.
+    let hold = PlanEdit {
+        expire_at: FieldEdit::Clear,
+        on_hold: FieldEdit::Set(60),
+        ..PlanEdit::default()
+    };
+    let held = s.edit_user_plan(u, hold, now).await.unwrap();
+    assert_eq!(held.state(), UserState::OnHold);
+    assert_eq!(
+        (held.plan.data_limit, held.plan.expire_at),
+        (Some(50), None)
+    );
+    // A day alone keeps a period that is not monthly.
+    plan(
+        s,
+        u,
+        Plan {
+            reset: ResetStrategy::Week,
+            ..Plan::default()
+        },
+        now,
+    )
+    .await;
+    let day_only = PlanEdit {
+        reset: ResetEdit::MonthDay(9),
+        ..PlanEdit::default()
+    };
+    let weekly = s.edit_user_plan(u, day_only, now).await.unwrap();
+    assert_eq!(weekly.plan.reset, ResetStrategy::Week);
+    assert_not_found(
+        s.edit_user_plan(UserId::random(), limit_only, now).await,
+        Entity::User,
+    );
+}
+
+pub async fn concurrent_edits_of_different_fields_both_land(s: &dyn Storage) {
+    const ROUNDS: u64 = 60;
+    let u = enabled_user(s, "u").await;
+    let now = utc(2025, 3, 10, 12);
+    let expiry = |i: u64| Timestamp(now.0 + DAY_MS + i as i64);
+    // Each side owns one field: after its own edit that field must read as
+    // it set it, whatever the other side's edits of the other field did
+    // meanwhile. A read-modify-write across two transactions loses some.
+    let limits = async {
+        let mut lost = 0;
+        for i in 1..=ROUNDS {
+            let edit = PlanEdit {
+                data_limit: FieldEdit::Set(1000 + i),
+                ..PlanEdit::default()
+            };
+            s.edit_user_plan(u, edit, now).await.unwrap();
+            if s.get_user(u).await.unwrap().plan.data_limit != Some(1000 + i) {
+                lost += 1;
+            }
+        }
+        lost
+    };
+    let expiries = async {
+        let mut lost = 0;
+        for i in 1..=ROUNDS {
+            let edit = PlanEdit {
+                expire_at: FieldEdit::Set(expiry(i)),
+                ..PlanEdit::default()
+            };
+            s.edit_user_plan(u, edit, now).await.unwrap();
+            if s.get_user(u).await.unwrap().plan.expire_at != Some(expiry(i)) {
+                lost += 1;
+            }
+        }
+        lost
+    };
+    let (lost_limits, lost_expiries) = tokio::join!(limits, expiries);
+    assert_eq!(
+        (lost_limits, lost_expiries),
+        (0, 0),
+        "edits lost (limit, expiry)"
+    );
+    let last = s.get_user(u).await.unwrap().plan;
+    assert_eq!(last.data_limit, Some(1000 + ROUNDS));
+    assert_eq!(last.expire_at, Some(expiry(ROUNDS)));
 }

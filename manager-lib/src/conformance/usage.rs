@@ -55,7 +55,7 @@ pub(super) async fn enabled_user(s: &dyn Storage, name: &str) -> UserId {
 }
 
 pub(super) async fn plan(s: &dyn Storage, id: UserId, plan: Plan, now: Timestamp) -> User {
-    s.set_user_plan(id, plan, now).await.unwrap()
+    s.edit_user_plan(id, plan.into(), now).await.unwrap()
 }
 
 pub(super) fn limit(bytes: u64) -> Plan {

@@ -198,6 +198,95 @@ pub enum UserState {
     Disabled,
 }
 
+/// One field of a [`PlanEdit`]: left as it is, set, or cleared.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FieldEdit<T> {
+    /// Kept as the stored plan has it.
+    #[default]
+    Leave,
+    Set(T),
+    /// Back to `None` (unlimited, never, no hold).
+    Clear,
+}
+
+impl<T> FieldEdit<T> {
+    /// From a patch field: absent leaves it, `null` clears it.
+    pub fn from_patch(field: Option<Option<T>>) -> Self {
+        match field {
+            None => Self::Leave,
+            Some(None) => Self::Clear,
+            Some(Some(value)) => Self::Set(value),
+        }
+    }
+
+    fn apply(self, current: Option<T>) -> Option<T> {
+        match self {
+            Self::Leave => current,
+            Self::Set(value) => Some(value),
+            Self::Clear => None,
+        }
+    }
+}
+
+/// How a [`PlanEdit`] changes the reset strategy.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ResetEdit {
+    /// Kept as the stored plan has it.
+    #[default]
+    Leave,
+    Set(ResetStrategy),
+    /// A new day (1..=28) for the monthly reset the stored plan has; a
+    /// plan with another period keeps it.
+    MonthDay(i64),
+}
+
+/// A change of a user's plan, applied to the plan stored when the change
+/// is made (not to one read earlier), so that two edits of different
+/// fields both land. [`PlanEdit::from`] a [`Plan`] replaces every field.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PlanEdit {
+    pub data_limit: FieldEdit<u64>,
+    pub expire_at: FieldEdit<Timestamp>,
+    pub reset: ResetEdit,
+    pub on_hold: FieldEdit<u64>,
+}
+
+impl PlanEdit {
+    /// True when the edit leaves every field.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// `plan` with this edit applied, checked by [`Plan::validate`].
+    pub fn apply(&self, plan: Plan) -> Result<Plan, ParseError> {
+        let reset = match self.reset {
+            ResetEdit::Leave => plan.reset,
+            ResetEdit::Set(reset) => reset,
+            ResetEdit::MonthDay(day) => ResetStrategy::from_parts(plan.reset.period(), day)?,
+        };
+        let edited = Plan {
+            data_limit: self.data_limit.apply(plan.data_limit),
+            expire_at: self.expire_at.apply(plan.expire_at),
+            reset,
+            on_hold: self.on_hold.apply(plan.on_hold),
+        };
+        edited.validate()?;
+        Ok(edited)
+    }
+}
+
+impl From<Plan> for PlanEdit {
+    fn from(plan: Plan) -> Self {
+        // Every field present: a value sets it, `None` clears it.
+        Self {
+            data_limit: FieldEdit::from_patch(Some(plan.data_limit)),
+            expire_at: FieldEdit::from_patch(Some(plan.expire_at)),
+            reset: ResetEdit::Set(plan.reset),
+            on_hold: FieldEdit::from_patch(Some(plan.on_hold)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -331,5 +420,58 @@ mod tests {
             serde_json::to_string(&ResetStrategy::Month { day: 3 }).unwrap(),
             r#"{"period":"month","day":3}"#
         );
+    }
+
+    #[test]
+    fn edits_set_clear_and_leave_fields_and_check_the_result() {
+        let stored = Plan {
+            data_limit: Some(100),
+            expire_at: Some(Timestamp(5000)),
+            reset: ResetStrategy::Month { day: 3 },
+            on_hold: None,
+        };
+        let edit = PlanEdit {
+            data_limit: FieldEdit::Set(200),
+            expire_at: FieldEdit::Clear,
+            reset: ResetEdit::MonthDay(20),
+            on_hold: FieldEdit::Leave,
+        };
+        let edited = edit.apply(stored).unwrap();
+        assert_eq!(
+            edited,
+            Plan {
+                data_limit: Some(200),
+                expire_at: None,
+                reset: ResetStrategy::Month { day: 20 },
+                on_hold: None,
+            }
+        );
+        assert!(PlanEdit::default().is_empty());
+        assert!(!edit.is_empty());
+        assert_eq!(PlanEdit::default().apply(stored).unwrap(), stored);
+        // A day alone keeps another period.
+        let weekly = Plan {
+            reset: ResetStrategy::Week,
+            ..Plan::default()
+        };
+        let day = PlanEdit {
+            reset: ResetEdit::MonthDay(9),
+            ..PlanEdit::default()
+        };
+        assert_eq!(day.apply(weekly).unwrap(), weekly);
+        // Refused: a bad day for a monthly plan, a hold next to an expiry.
+        let bad_day = PlanEdit {
+            reset: ResetEdit::MonthDay(31),
+            ..PlanEdit::default()
+        };
+        assert!(bad_day.apply(stored).is_err());
+        let hold = PlanEdit {
+            on_hold: FieldEdit::Set(60),
+            ..PlanEdit::default()
+        };
+        assert!(hold.apply(stored).is_err());
+        // A whole plan replaces every field.
+        assert_eq!(PlanEdit::from(weekly).apply(stored).unwrap(), weekly);
+        assert_eq!(FieldEdit::from_patch(Some(None::<u64>)), FieldEdit::Clear);
     }
 }

@@ -4,7 +4,7 @@
 //! the change log like a disable or an enable, so it is pushed at once.
 
 use super::{Manager, ManagerError, ManagerResult};
-use crate::domain::plan::Plan;
+use crate::domain::plan::{Plan, PlanEdit};
 use crate::domain::usage::{NodeUsage, UsageGrouping, UsageRow};
 use crate::domain::{NewUser, Node, NodeId, Timestamp, User, UserId};
 
@@ -17,14 +17,17 @@ impl Manager {
         Ok(self.storage.create_user(new).await?)
     }
 
-    /// Replaces a user's plan. A user whose new plan no longer blocks them
+    /// Edits a user's plan: the storage applies `edit` to the plan it holds
+    /// at that moment, so concurrent edits of different fields all land
+    /// (`PlanEdit::from(plan)` replaces the whole plan). An edited plan
+    /// [`Plan::validate`] refuses is [`ManagerError::InvalidPlan`] and
+    /// changes nothing. A user whose edited plan no longer blocks them
     /// (limit above the used bytes, expiry in the future) is back on the
     /// nodes, one it blocks now leaves them, both pushed at once.
-    pub async fn set_user_plan(&self, id: UserId, plan: Plan) -> ManagerResult<User> {
-        plan.validate().map_err(ManagerError::InvalidPlan)?;
+    pub async fn edit_user_plan(&self, id: UserId, edit: PlanEdit) -> ManagerResult<User> {
         let user = self
             .storage
-            .set_user_plan(id, plan, Timestamp::now())
+            .edit_user_plan(id, edit, Timestamp::now())
             .await?;
         self.trigger.pull();
         Ok(user)

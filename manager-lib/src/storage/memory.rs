@@ -15,7 +15,7 @@ use crate::domain::usage::{
 };
 use crate::domain::{
     ActualStatus, DEFAULT_TRAFFIC_MULTIPLIER, FleetState, NewNode, NewUser, Node, NodeEntry,
-    NodeId, Page, PageRequest, PendingBatch, PendingOperation, Plan, RequiredStatus, Seq,
+    NodeId, Page, PageRequest, PendingBatch, PendingOperation, PlanEdit, RequiredStatus, Seq,
     StartPlan, Timestamp, User, UserId, UserNodes, UserStatus,
 };
 use crate::storage::kit::usage::Bytes;
@@ -423,9 +423,15 @@ impl Storage for MemoryStorage {
         self.lock().ingest(node, pulled_with, page, now)
     }
 
-    async fn set_user_plan(&self, id: UserId, plan: Plan, now: Timestamp) -> StorageResult<User> {
-        plan.validate()?;
-        self.lock().change_user(id, |u| {
+    async fn edit_user_plan(
+        &self,
+        id: UserId,
+        edit: PlanEdit,
+        now: Timestamp,
+    ) -> StorageResult<User> {
+        let mut st = self.lock();
+        let plan = edit.apply(st.live_user(id)?.plan)?;
+        st.change_user(id, |u| {
             u.plan = plan;
             u.next_reset_at = plan.reset.next_reset_after(now);
             u.blocked = kit::usage::plan_block(&plan, u.used(), now);
