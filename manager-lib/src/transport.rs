@@ -17,13 +17,40 @@ pub mod http;
 pub mod simulated;
 
 /// What a node's `/status` says.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeReport {
     pub running: bool,
     /// How many users the node's core really has.
     pub users: u64,
     pub core_uptime_secs: u64,
     pub core_restarts: u64,
+    /// Where the node's usage journal stands (`None`: an agent that does
+    /// not report it, or has no journal).
+    pub journal: Option<JournalReport>,
+}
+
+/// A node's usage journal as its `/status` reports it: enough to know that a
+/// pull would answer nothing, so the heartbeat does not make it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JournalReport {
+    /// The journal's id.
+    pub journal: String,
+    /// The newest sequence number it assigned (0: none yet).
+    pub seq: u64,
+    /// Batches it holds that no pull has confirmed yet.
+    pub batches: u64,
+}
+
+impl JournalReport {
+    /// Whether a pull from `cursor` would answer no batch and confirm none:
+    /// the same journal, no batch after the cursor, nothing held. A journal
+    /// behind the cursor (restored from a backup) is pulled, so the node
+    /// learns where the manager stands.
+    pub fn nothing_to_pull(&self, cursor: &UsageCursor) -> bool {
+        cursor.journal.as_deref() == Some(self.journal.as_str())
+            && cursor.seq == self.seq
+            && self.batches == 0
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

@@ -381,6 +381,7 @@ impl Agent {
                     users: 0,
                     core_uptime_secs: 0,
                     core_restarts: self.core_restarts(),
+                    usage_journal: self.usage.as_ref().map(|u| u.mark()),
                 });
             }
             Observed::Running { uptime } => uptime,
@@ -393,6 +394,7 @@ impl Agent {
             users,
             core_uptime_secs: u64::from(uptime),
             core_restarts: self.core_restarts(),
+            usage_journal: self.usage.as_ref().map(|u| u.mark()),
         })
     }
 

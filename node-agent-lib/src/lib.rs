@@ -74,7 +74,12 @@
 //! the batches after the manager's cursor and, when the request names this
 //! journal, confirms it: the agent forgets batches only up to what the
 //! manager stored. While the manager is away, the oldest never-delivered
-//! batches are merged (exact sums), so the journal stays bounded.
+//! batches are merged (exact sums), so the journal stays bounded. A cursor
+//! beyond the journal's newest number (a journal restored from an older
+//! backup) confirms everything it holds and numbering goes on after the
+//! cursor. **`/status`** reports the journal's id, newest number and
+//! unconfirmed batches (`usageJournal`), so the manager pulls only when
+//! there is something to pull.
 //!
 //! # The envelope
 //!

@@ -70,6 +70,26 @@ pub struct StatusResponse {
     /// How many times the agent saw the core restart behind its back.
     #[serde(default, alias = "core_restarts")]
     pub core_restarts: u64,
+    /// Where the usage journal stands, so the manager pulls only when there
+    /// is something to pull. Absent from an agent without a journal (or
+    /// older than this field).
+    #[serde(
+        default,
+        alias = "usage_journal",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub usage_journal: Option<JournalMark>,
+}
+
+/// The usage journal as `GET /status` reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalMark {
+    /// The journal's id (as `UsageResponse::journal`).
+    pub journal: String,
+    /// The newest sequence number assigned (0: none yet).
+    pub seq: u64,
+    /// Batches held that no pull has confirmed yet.
+    pub batches: u64,
 }
 
 /// `POST /users/edit`: add and remove users on the running core.

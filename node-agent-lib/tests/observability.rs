@@ -16,7 +16,8 @@ use node_agent_lib::core::MockCoreApi;
 use node_agent_lib::metrics::{self, AgentMetrics};
 use node_agent_lib::service::{CoreInstance, MockServiceControl, ServiceError, ServiceStatus};
 use node_agent_lib::wire::{
-    ErrorBody, NodeStatus, StartRequest, StartResponse, StatusResponse, UsersEditRequest, WireUser,
+    ErrorBody, JournalMark, NodeStatus, StartRequest, StartResponse, StatusResponse,
+    UsersEditRequest, WireUser,
 };
 use serde_json::{Value, json};
 
@@ -216,6 +217,19 @@ fn the_plaintext_schemas_match_the_wire_types() {
                 users: 1,
                 core_uptime_secs: 2,
                 core_restarts: 3,
+                usage_journal: Some(JournalMark {
+                    journal: "j".into(),
+                    seq: 4,
+                    batches: 5,
+                }),
+            }),
+        ),
+        (
+            "JournalMark",
+            field_names(&JournalMark {
+                journal: "j".into(),
+                seq: 4,
+                batches: 5,
             }),
         ),
         (

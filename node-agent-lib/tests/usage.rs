@@ -13,7 +13,7 @@ use node_agent_lib::core::{Flavor, MockCoreApi};
 use node_agent_lib::envelope::NodeKey;
 use node_agent_lib::service::MockServiceControl;
 use node_agent_lib::usage::{Journal, Usage};
-use node_agent_lib::wire::{UsageRequest, UserUsage};
+use node_agent_lib::wire::{JournalMark, StatusResponse, UsageRequest, UserUsage};
 use node_agent_lib::{Agent, AppState, ClientError, NodeClient, router};
 use serde_json::json;
 
@@ -266,4 +266,30 @@ async fn a_page_of_many_users_fits_the_clients_cap() {
     s.usage.collect().await.unwrap();
     let page = s.client.usage(&UsageRequest::default()).await.unwrap();
     assert_eq!(page.batches[0].users.len(), 20_000);
+}
+
+#[test]
+fn a_status_without_the_usage_journal_still_parses_and_none_is_left_out() {
+    // What an agent older than `usageJournal` answers.
+    let old: StatusResponse =
+        serde_json::from_str(r#"{"nodeStatus":"Running","users":3,"coreUptimeSecs":4}"#).unwrap();
+    assert_eq!(old.usage_journal, None);
+    assert!(
+        !serde_json::to_string(&old)
+            .unwrap()
+            .contains("usageJournal")
+    );
+    let new: StatusResponse = serde_json::from_value(json!({
+        "nodeStatus": "Stopped",
+        "usageJournal": {"journal": "j", "seq": 7, "batches": 2}
+    }))
+    .unwrap();
+    assert_eq!(
+        new.usage_journal,
+        Some(JournalMark {
+            journal: "j".into(),
+            seq: 7,
+            batches: 2
+        })
+    );
 }

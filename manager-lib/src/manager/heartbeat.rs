@@ -1,6 +1,8 @@
 //! The heartbeat's protocol, in one place: each node checked (status →
-//! start, stop or resync as required), then the pending operations of every
-//! node found in sync pushed in one fleet-wide push ([`Manager::heartbeat_step`]).
+//! start, stop or resync as required) and its usage journal pulled unless
+//! its status shows nothing after the node's cursor, then the pending
+//! operations of every node found in sync pushed in one fleet-wide push
+//! ([`Manager::heartbeat_step`]).
 //! Which nodes, when, and what a failure costs (leases, backoff, metrics) is
 //! the caller's: the heartbeat loop.
 
@@ -12,7 +14,7 @@ use tracing::Instrument as _;
 
 use super::{Manager, ManagerError, ManagerResult, NodeOutcome};
 use crate::domain::{ActualStatus, Node, NodeId, RequiredStatus};
-use crate::transport::TransportError;
+use crate::transport::{JournalReport, TransportError};
 
 impl Manager {
     /// One heartbeat's work on `nodes`: each checked ([`Manager::check_node`],
@@ -37,8 +39,13 @@ impl Manager {
                 let span = tracing::info_span!("reconcile", node = %node.id);
                 async move {
                     let started = Instant::now();
-                    let result = self.check_node(&node).await;
-                    if agent_answers(&result) {
+                    let mut journal = None;
+                    let result = self.check_node_reporting(&node, &mut journal).await;
+                    // A journal with nothing after the cursor costs no pull.
+                    let idle = journal
+                        .as_ref()
+                        .is_some_and(|j| j.nothing_to_pull(&node.usage_cursor));
+                    if agent_answers(&result) && !idle {
                         // Before the push below, so a user whose limit these
                         // bytes crossed leaves the nodes in this same step.
                         match self.pull_usage(&node).await {
@@ -106,6 +113,16 @@ impl Manager {
     /// pending operations are left to the caller (the heartbeat pushes to
     /// all such nodes at once with [`Manager::push_pending_many`]).
     pub async fn check_node(&self, node: &Node) -> ManagerResult<NodeOutcome> {
+        self.check_node_reporting(node, &mut None).await
+    }
+
+    /// [`Manager::check_node`], also giving what the node's status said of
+    /// its usage journal (`None` when it did not answer or did not say).
+    async fn check_node_reporting(
+        &self,
+        node: &Node,
+        journal: &mut Option<JournalReport>,
+    ) -> ManagerResult<NodeOutcome> {
         let lock = self.locks.get(node.id);
         let _guard = lock.lock().await;
         // Read after taking the lock: a start may have just finished.
@@ -114,7 +131,10 @@ impl Manager {
         // the node, so the report's user count matches this cursor.
         let fleet = self.storage.fleet_state().await?;
         let report = match self.transport.status(&node).await {
-            Ok(report) => report,
+            Ok(report) => {
+                journal.clone_from(&report.journal);
+                report
+            }
             Err(e) => {
                 // Unreachable, not authentic, or its core in trouble: not
                 // usable until it answers well again.
@@ -174,7 +194,8 @@ impl Manager {
 }
 
 /// Whether the node's agent answered the check (its journal can be pulled
-/// even when its core is in trouble or stopped).
+/// even when its core is in trouble or stopped). Whether there is anything
+/// to pull is the status report's ([`JournalReport::nothing_to_pull`]).
 fn agent_answers(result: &ManagerResult<NodeOutcome>) -> bool {
     match result {
         Ok(_) | Err(ManagerError::Node(TransportError::Node { .. })) => true,

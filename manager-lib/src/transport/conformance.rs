@@ -72,6 +72,7 @@ macro_rules! transport_conformance_tests {
             pages_follow_the_cursor_until_nothing_is_left,
             another_journal_is_answered_from_its_first_batch,
             a_wiped_journal_answers_its_new_batches_under_a_new_id,
+            the_status_tells_whether_a_pull_would_answer_anything,
         );
     };
     (@each $fresh:expr; $($name:ident),+ $(,)?) => {
@@ -468,4 +469,44 @@ pub async fn a_wiped_journal_answers_its_new_batches_under_a_new_id(f: &dyn Flee
     assert_eq!(after.batches[0].first_seq, 1, "a new journal starts at 1");
     // Stored on top of the old cursor, the new journal's cursor restarts.
     assert_eq!(stored(&after, &cursor).seq, after.batches[0].seq);
+}
+
+pub async fn the_status_tells_whether_a_pull_would_answer_anything(f: &dyn FleetFixture) {
+    let node = f.node().await;
+    let report = || async {
+        f.transport()
+            .status(&node)
+            .await
+            .expect("status")
+            .journal
+            .expect("the node reports its usage journal")
+    };
+    let first = pull(f, &node, &UsageCursor::default(), 64).await;
+    let cursor = stored(&first, &UsageCursor::default());
+    let fresh = report().await;
+    assert_eq!(fresh.journal, first.journal);
+    assert!(fresh.nothing_to_pull(&cursor), "{fresh:?}");
+    assert!(
+        !fresh.nothing_to_pull(&UsageCursor::default()),
+        "no cursor yet"
+    );
+
+    let a = UserId::random();
+    f.record_usage(&node, &[(a, 1, 2)]).await;
+    let recorded = report().await;
+    assert!(!recorded.nothing_to_pull(&cursor), "{recorded:?}");
+    let page = pull(f, &node, &cursor, 64).await;
+    let cursor = stored(&page, &cursor);
+    assert_eq!(
+        recorded.seq, cursor.seq,
+        "the newest number is the page's last"
+    );
+    let delivered = report().await;
+    assert!(
+        !delivered.nothing_to_pull(&cursor),
+        "delivered but not yet confirmed: {delivered:?}"
+    );
+    assert!(pull(f, &node, &cursor, 64).await.batches.is_empty());
+    let confirmed = report().await;
+    assert!(confirmed.nothing_to_pull(&cursor), "{confirmed:?}");
 }

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use node_agent_lib::client::{ClientError, NodeClient};
 use node_agent_lib::wire::{self, NodeStatus, UsageRequest, UsersEditRequest, WireUser};
 
-use super::{NodeReport, NodeTransport, TransportError};
+use super::{JournalReport, NodeReport, NodeTransport, TransportError};
 use crate::domain::usage::{UsageBatch, UsageCursor, UsagePage, UserUsage};
 use crate::domain::{Node, Timestamp, UserCredentials, UserId};
 
@@ -140,6 +140,11 @@ impl NodeTransport for HttpTransport {
             users: s.users,
             core_uptime_secs: s.core_uptime_secs,
             core_restarts: s.core_restarts,
+            journal: s.usage_journal.map(|j| JournalReport {
+                journal: j.journal,
+                seq: j.seq,
+                batches: j.batches,
+            }),
         })
     }
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{NodeReport, NodeTransport, TransportError};
+use super::{JournalReport, NodeReport, NodeTransport, TransportError};
 use crate::domain::usage::{UsageBatch, UsageCursor, UsagePage, UserUsage};
 use crate::domain::{Node, NodeKey, Timestamp, UserCredentials, UserId};
 
@@ -29,6 +29,8 @@ struct SimNode {
     delay: Duration,
     core_restarts: u64,
     calls: u64,
+    /// How many `usage` calls reached the node.
+    usage_calls: u64,
     /// The key the agent holds; `None` takes any key.
     key: Option<NodeKey>,
     journal: SimJournal,
@@ -78,6 +80,9 @@ impl SimJournal {
         let ours = cursor.journal.as_deref() == Some(self.id.as_str());
         let after = if ours {
             self.batches.retain(|b| b.seq > cursor.seq);
+            // A journal behind the cursor (restored from a backup): the
+            // manager stored up to it, so numbering goes on after it.
+            self.last_seq = self.last_seq.max(cursor.seq);
             cursor.seq
         } else {
             0
@@ -182,6 +187,15 @@ impl SimulatedFleet {
         self.with(endpoint, |n| n.journal = SimJournal::default());
     }
 
+    /// The node's usage journal comes back from a backup taken when its
+    /// newest number was `seq`: batches after it are gone, the id is the same.
+    pub fn restore_usage_journal(&self, endpoint: &str, seq: u64) {
+        self.with(endpoint, |n| {
+            n.journal.batches.retain(|b| b.seq <= seq);
+            n.journal.last_seq = seq;
+        });
+    }
+
     /// Batches the node's journal holds (not yet confirmed).
     pub fn usage_batches(&self, endpoint: &str) -> usize {
         self.with(endpoint, |n| n.journal.batches.len())
@@ -190,6 +204,11 @@ impl SimulatedFleet {
     /// How many calls reached the node.
     pub fn calls(&self, endpoint: &str) -> u64 {
         self.with(endpoint, |n| n.calls)
+    }
+
+    /// How many of them were usage pulls.
+    pub fn usage_calls(&self, endpoint: &str) -> u64 {
+        self.with(endpoint, |n| n.usage_calls)
     }
 
     async fn call<T>(
@@ -264,6 +283,11 @@ impl NodeTransport for SimulatedFleet {
                 users: n.users.len() as u64,
                 core_uptime_secs: 1,
                 core_restarts: n.core_restarts,
+                journal: Some(JournalReport {
+                    journal: n.journal.id.clone(),
+                    seq: n.journal.last_seq,
+                    batches: n.journal.batches.len() as u64,
+                }),
             })
         })
         .await
@@ -298,7 +322,10 @@ impl NodeTransport for SimulatedFleet {
         cursor: &UsageCursor,
         max_batches: u32,
     ) -> Result<UsagePage, TransportError> {
-        self.call(node, |n| Ok(n.journal.pull(cursor, max_batches)))
-            .await
+        self.call(node, |n| {
+            n.usage_calls += 1;
+            Ok(n.journal.pull(cursor, max_batches))
+        })
+        .await
     }
 }

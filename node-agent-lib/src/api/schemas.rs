@@ -105,6 +105,19 @@ pub(super) fn wire_schemas() -> Vec<(&'static str, RefOr<Schema>)> {
                 .property("users", integer("How many users the core really has."))
                 .property("coreUptimeSecs", integer("Seconds since the core started (0 when stopped)."))
                 .property("coreRestarts", integer("How many times the agent saw the core restart behind its back."))
+                .property("usageJournal", reference("JournalMark"))
+                .into(),
+        ),
+        (
+            "JournalMark",
+            ObjectBuilder::new()
+                .description(Some("Where the usage journal stands (absent when the agent keeps none): the manager pulls `/usage` only when a pull would answer or confirm something."))
+                .property("journal", string("The journal's id, as `UsageResponse.journal`."))
+                .required("journal")
+                .property("seq", integer("The newest sequence number the journal assigned (0: none yet)."))
+                .required("seq")
+                .property("batches", integer("Batches it holds that no pull has confirmed yet."))
+                .required("batches")
                 .into(),
         ),
         (

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::journal::{Journal, JournalError};
 use crate::core::{CoreApi, CoreError};
-use crate::wire::{UsageRequest, UsageResponse, UserUsage};
+use crate::wire::{JournalMark, UsageRequest, UsageResponse, UserUsage};
 
 /// The default number of batches a pull answers.
 pub const DEFAULT_PULL_BATCHES: u32 = 64;
@@ -63,6 +63,11 @@ struct Pending {
 pub struct Usage {
     core: Arc<dyn CoreApi>,
     journal: Arc<StdMutex<Journal>>,
+    /// The journal's id (fixed for the file's life), and its newest
+    /// sequence number after the last operation: `/status` reads them
+    /// without waiting for the journal's lock (held across `fsync`).
+    journal_id: String,
+    last_seq: AtomicU64,
     /// Held across a read and its append, so batches follow the reads' order.
     pending: tokio::sync::Mutex<Pending>,
     counters: UsageCounters,
@@ -83,6 +88,8 @@ impl Usage {
             .store(journal.bytes(), Ordering::Relaxed);
         Self {
             core,
+            journal_id: journal.id().to_owned(),
+            last_seq: AtomicU64::new(journal.last_seq()),
             journal: Arc::new(StdMutex::new(journal)),
             pending: tokio::sync::Mutex::new(Pending {
                 from: now,
@@ -107,7 +114,17 @@ impl Usage {
 
     /// The journal's id.
     pub fn journal_id(&self) -> String {
-        lock(&self.journal).id().to_owned()
+        self.journal_id.clone()
+    }
+
+    /// Where the journal stands, for `/status`: its id, newest sequence
+    /// number and the batches it holds (not yet confirmed).
+    pub fn mark(&self) -> JournalMark {
+        JournalMark {
+            journal: self.journal_id.clone(),
+            seq: self.last_seq.load(Ordering::Relaxed),
+            batches: self.counters.journal_batches.load(Ordering::Relaxed),
+        }
     }
 
     /// Reads and zeroes the core's counters and appends what it read (with
@@ -158,21 +175,22 @@ impl Usage {
         if pending.users.is_empty() {
             return Ok(None);
         }
-        let users: Vec<UserUsage> = pending
-            .users
-            .drain()
+        // Taken, not drained: a drained map keeps its table (100,000 users'
+        // worth) allocated between reads.
+        let users: Vec<UserUsage> = std::mem::take(&mut pending.users)
+            .into_iter()
             .map(|(id, (up, down))| UserUsage { id, up, down })
             .collect();
         let (from, to) = (pending.from, pending.last_read);
         let journal = self.journal.clone();
-        let (users, result, len, bytes) = tokio::task::spawn_blocking(move || {
+        let (users, result, size) = tokio::task::spawn_blocking(move || {
             let mut journal = lock(&journal);
             let result = journal.append(from, to, &users);
-            (users, result, journal.len(), journal.bytes())
+            (users, result, JournalSize::of(&journal))
         })
         .await
         .expect("the journal append does not panic");
-        self.set_journal_size(len, bytes);
+        self.set_journal_size(size);
         match result {
             Ok(seq) => {
                 self.counters
@@ -202,22 +220,27 @@ impl Usage {
             .unwrap_or(DEFAULT_PULL_BATCHES)
             .clamp(1, MAX_PULL_BATCHES) as usize;
         let journal = self.journal.clone();
-        let (result, len, bytes) = tokio::task::spawn_blocking(move || {
+        let (result, size) = tokio::task::spawn_blocking(move || {
             let mut journal = lock(&journal);
             let result = journal.after(request.journal.as_deref(), request.after, max);
-            (result, journal.len(), journal.bytes())
+            (result, JournalSize::of(&journal))
         })
         .await
         .expect("a journal read does not panic");
-        self.set_journal_size(len, bytes);
+        self.set_journal_size(size);
         result
     }
 
-    fn set_journal_size(&self, len: usize, bytes: u64) {
+    fn set_journal_size(&self, size: JournalSize) {
+        // A `/status` racing these stores may see part of them; the next
+        // sees all (a pull it skips waits one heartbeat, nothing is lost).
         self.counters
             .journal_batches
-            .store(len as u64, Ordering::Relaxed);
-        self.counters.journal_bytes.store(bytes, Ordering::Relaxed);
+            .store(size.batches, Ordering::Relaxed);
+        self.counters
+            .journal_bytes
+            .store(size.bytes, Ordering::Relaxed);
+        self.last_seq.store(size.last_seq, Ordering::Relaxed);
     }
 
     /// Collects every `interval` until `shutdown`, then once more, so what
@@ -247,6 +270,24 @@ impl Usage {
         }
         if let Err(e) = self.collect().await {
             tracing::debug!(error = %e, "usage: last read before stopping");
+        }
+    }
+}
+
+/// What the journal holds after an operation on it.
+#[derive(Debug, Clone, Copy)]
+struct JournalSize {
+    batches: u64,
+    bytes: u64,
+    last_seq: u64,
+}
+
+impl JournalSize {
+    fn of(journal: &Journal) -> Self {
+        Self {
+            batches: journal.len() as u64,
+            bytes: journal.bytes(),
+            last_seq: journal.last_seq(),
         }
     }
 }

@@ -385,15 +385,11 @@ impl Journal {
         let ours = journal == Some(self.id.as_str());
         if ours {
             self.confirm(after)?;
+            if after > self.last_seq {
+                self.continue_after(after)?;
+            }
         }
         let floor = if ours { after } else { 0 };
-        if ours && after > self.last_seq {
-            tracing::warn!(
-                after,
-                last_seq = self.last_seq,
-                "usage journal: the manager names a sequence number this journal never reached (was the state dir restored from a backup?)"
-            );
-        }
         let start = self.index.partition_point(|e| e.seq <= floor);
         let mut stop = start;
         let mut bytes = 0;
@@ -416,6 +412,21 @@ impl Journal {
             batches,
             more: stop < self.index.len(),
         })
+    }
+
+    /// The manager stored up to `seq`, a number this journal never reached:
+    /// its file was restored from an older backup. Every batch it holds is
+    /// stored already (confirmed just before), and numbering goes on after
+    /// `seq`, written to disk before the pull is answered, so no new batch
+    /// falls at or below the manager's cursor (where it would be skipped).
+    fn continue_after(&mut self, seq: u64) -> Result<()> {
+        tracing::warn!(
+            after = seq,
+            last_seq = self.last_seq,
+            "usage journal: the manager stored up to a sequence number this journal never reached (restored from a backup?); numbering goes on after it"
+        );
+        let last = std::mem::replace(&mut self.last_seq, seq);
+        self.rewrite(None).inspect_err(|_| self.last_seq = last)
     }
 
     /// Forgets batches up to `seq`; rewrites the file once they outweigh the rest.

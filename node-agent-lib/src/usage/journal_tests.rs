@@ -332,3 +332,54 @@ fn a_failed_append_is_cut_off_and_the_next_one_lands_whole() {
     assert_eq!(seqs(&r), vec![(1, 1), (2, 2)]);
     assert_eq!(totals(&r.batches)["a"], (101, 0));
 }
+
+#[test]
+fn a_journal_restored_from_an_older_backup_numbers_after_the_managers_cursor() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FILE_NAME);
+    let mut j = Journal::open(dir.path(), 720).unwrap();
+    assert_eq!(j.append(0, 1, &[user("a", 1, 1)]).unwrap(), Some(1));
+    let backup = std::fs::read(&path).unwrap();
+    j.append(1, 2, &[user("a", 2, 2)]).unwrap();
+    j.append(2, 3, &[user("b", 4, 4)]).unwrap();
+    let id = j.id().to_owned();
+    // The manager stores all three: its cursor is 3.
+    assert_eq!(
+        seqs(&j.after(Some(&id), 0, 64).unwrap()),
+        [(1, 1), (2, 2), (3, 3)]
+    );
+    drop(j);
+
+    std::fs::write(&path, &backup).unwrap();
+    let mut j = Journal::open(dir.path(), 720).unwrap();
+    assert_eq!((j.id(), j.last_seq(), j.len()), (id.as_str(), 1, 1));
+    // The manager's pull names its cursor: nothing it counted comes back.
+    let page = j.after(Some(&id), 3, 64).unwrap();
+    assert!(page.batches.is_empty(), "{page:?}");
+    assert_eq!(j.last_seq(), 3);
+    // An agent killed right after keeps the new numbering.
+    drop(j);
+    let mut j = Journal::open(dir.path(), 720).unwrap();
+    assert_eq!((j.last_seq(), j.len()), (3, 0));
+
+    assert_eq!(j.append(3, 4, &[user("a", 8, 9)]).unwrap(), Some(4));
+    let page = j.after(Some(&id), 3, 64).unwrap();
+    assert_eq!(seqs(&page), [(4, 4)]);
+    assert_eq!(totals(&page.batches), HashMap::from([("a".into(), (8, 9))]));
+    // Stored and confirmed: exactly once.
+    assert!(j.after(Some(&id), 4, 64).unwrap().batches.is_empty());
+    assert!(j.after(Some(&id), 4, 64).unwrap().batches.is_empty());
+    assert!(j.is_empty());
+}
+
+#[test]
+fn a_failed_renumbering_changes_nothing_and_the_next_pull_does_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = Journal::open(dir.path(), 720).unwrap();
+    let id = j.id().to_owned();
+    j.fail_next_rewrite = true;
+    assert!(j.after(Some(&id), 5, 64).is_err());
+    assert_eq!(j.last_seq(), 0);
+    assert!(j.after(Some(&id), 5, 64).unwrap().batches.is_empty());
+    assert_eq!(j.append(0, 1, &[user("a", 1, 1)]).unwrap(), Some(6));
+}

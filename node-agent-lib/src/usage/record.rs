@@ -71,8 +71,12 @@ pub(super) struct BatchRef<'a> {
     pub(super) users: &'a [UserUsage],
 }
 
+/// The whole record: the body is written after room for its head, then the
+/// head filled in, so a batch of 100,000 users is in memory once, not twice.
 pub(super) fn encode(record: &impl Serialize) -> Result<Vec<u8>> {
-    let body = serde_json::to_vec(record).expect("a record always serialises");
+    let mut out = vec![0u8; RECORD_HEAD];
+    serde_json::to_writer(&mut out, record).expect("a record always serialises");
+    let body = &out[RECORD_HEAD..];
     let len = u32::try_from(body.len())
         .ok()
         .filter(|l| *l <= MAX_RECORD)
@@ -80,10 +84,9 @@ pub(super) fn encode(record: &impl Serialize) -> Result<Vec<u8>> {
             path: PathBuf::from(FILE_NAME),
             source: io::Error::new(io::ErrorKind::InvalidInput, "batch too large"),
         })?;
-    let mut out = Vec::with_capacity(RECORD_HEAD + body.len());
-    out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
-    out.extend_from_slice(&body);
+    let crc = crc32fast::hash(body);
+    out[..4].copy_from_slice(&len.to_le_bytes());
+    out[4..RECORD_HEAD].copy_from_slice(&crc.to_le_bytes());
     Ok(out)
 }
 
