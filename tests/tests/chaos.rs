@@ -10,7 +10,9 @@ use manager_lib::domain::PageRequest;
 use manager_lib::storage::Storage;
 use storage_postgres::PgStorage;
 use storage_postgres::testing::TestDatabase;
-use tests::chaos::{self, ChaosSettings, DbNode, DbReader, DbSnapshot, DbUser};
+use tests::chaos::{
+    self, ChaosSettings, DbNode, DbReader, DbSnapshot, DbUser, JournalReader, JournalTotals,
+};
 use xray_core_client::testing::v2ray_binary;
 
 /// Reads users and nodes straight from PostgreSQL, not through a manager.
@@ -20,25 +22,8 @@ fn reader(storage: PgStorage) -> DbReader {
         let storage = storage.clone();
         Box::pin(async move {
             let mut snapshot = DbSnapshot::default();
-            let mut after = None;
-            loop {
-                let page = storage
-                    .list_users(&PageRequest {
-                        after,
-                        limit: PageRequest::MAX_LIMIT,
-                    })
-                    .await
-                    .map_err(|e| e.to_string())?;
-                snapshot.users.extend(page.items.iter().map(|u| DbUser {
-                    id: u.id.to_string(),
-                    name: u.name.clone(),
-                    status: u.status.as_str().to_owned(),
-                }));
-                match page.next {
-                    Some(next) => after = Some(next),
-                    None => break,
-                }
-            }
+            // Nodes (their usage cursors) before users (their totals): a
+            // cursor at a journal's end then covers every total read after it.
             let mut after = None;
             loop {
                 let page = storage
@@ -52,6 +37,29 @@ fn reader(storage: PgStorage) -> DbReader {
                     id: n.id.to_string(),
                     endpoint: n.endpoint.clone(),
                     required_status: n.required_status.as_str().to_owned(),
+                    usage_journal: n.usage_cursor.journal.clone(),
+                    usage_seq: n.usage_cursor.seq,
+                }));
+                match page.next {
+                    Some(next) => after = Some(next),
+                    None => break,
+                }
+            }
+            let mut after = None;
+            loop {
+                let page = storage
+                    .list_users(&PageRequest {
+                        after,
+                        limit: PageRequest::MAX_LIMIT,
+                    })
+                    .await
+                    .map_err(|e| e.to_string())?;
+                snapshot.users.extend(page.items.iter().map(|u| DbUser {
+                    id: u.id.to_string(),
+                    name: u.name.clone(),
+                    status: u.status.as_str().to_owned(),
+                    used_up: u.used_up,
+                    used_down: u.used_down,
                 }));
                 match page.next {
                     Some(next) => after = Some(next),
@@ -60,6 +68,20 @@ fn reader(storage: PgStorage) -> DbReader {
             }
             Ok(snapshot)
         })
+    })
+}
+
+/// Reads an agent's usage journal without opening it for writing.
+fn journals() -> JournalReader {
+    Arc::new(|state_dir| {
+        let totals =
+            node_agent_lib::usage::read_lifetime_totals(state_dir).map_err(|e| e.to_string())?;
+        Ok(totals.map(|t| JournalTotals {
+            all: t.all(),
+            journal: t.journal,
+            last_seq: t.last_seq,
+            forgotten: t.forgotten,
+        }))
     })
 }
 
@@ -75,7 +97,7 @@ async fn chaos_run_with(settings: ChaosSettings) {
     };
     let db = TestDatabase::new().await;
     let direct = db.storage().await; // the schema, and the checker's own connection
-    let report = chaos::run(settings, core, db.url(), reader(direct)).await;
+    let report = chaos::run(settings, core, db.url(), reader(direct), journals()).await;
     assert!(
         report.acked > 0,
         "no operation was acknowledged: {report:?}"

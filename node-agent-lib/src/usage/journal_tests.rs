@@ -375,7 +375,10 @@ fn lifetime_totals_keep_every_batch_across_confirms_rewrites_merges_and_reopens(
             j = Journal::open(dir.path(), 4).unwrap();
         }
         let totals = j.lifetime_totals().unwrap();
-        assert_eq!(totals.journal, id);
+        assert_eq!(
+            (totals.journal.as_str(), totals.last_seq),
+            (id.as_str(), i + 1)
+        );
         assert_eq!(
             totals.all().into_iter().collect::<HashMap<_, _>>(),
             expected,

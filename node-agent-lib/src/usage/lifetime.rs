@@ -24,6 +24,9 @@ pub type UserTotals = BTreeMap<String, (u64, u64)>;
 pub struct LifetimeTotals {
     /// The journal's id (a new one for a new state directory).
     pub journal: String,
+    /// The highest sequence number assigned (0: none): a manager whose
+    /// cursor names this journal and this number has pulled everything.
+    pub last_seq: u64,
     /// Confirmed by the manager and reclaimed from the file.
     pub forgotten: UserTotals,
     /// The batches the file still holds (confirmed but not yet reclaimed
@@ -77,12 +80,18 @@ fn add_users(totals: &mut UserTotals, users: &[UserUsage]) {
 }
 
 /// The header's forgotten totals and its record's length.
-fn header(file: &File, path: &Path, size: u64) -> Result<(String, UserTotals, u64)> {
+fn header(file: &File, path: &Path, size: u64) -> Result<(LifetimeTotals, u64)> {
     match record::read_record(file, path, 0, size)? {
         Some((Record::Header(h), len)) => {
             let mut forgotten = UserTotals::new();
             add_users(&mut forgotten, &h.forgotten);
-            Ok((h.journal, forgotten, len))
+            let totals = LifetimeTotals {
+                journal: h.journal,
+                last_seq: h.last_seq,
+                forgotten,
+                outstanding: UserTotals::new(),
+            };
+            Ok((totals, len))
         }
         Some((Record::Batch(_), _)) | None => Err(record::corrupt(path, 0, "no header record")),
     }
@@ -91,12 +100,12 @@ fn header(file: &File, path: &Path, size: u64) -> Result<(String, UserTotals, u6
 /// The totals of the first `size` bytes of `file`; a torn last record is
 /// left out (not cut: the file is not ours to change).
 pub(super) fn scan(file: &File, path: &Path, size: u64) -> Result<LifetimeTotals> {
-    let (journal, forgotten, mut offset) = header(file, path, size)?;
-    let mut outstanding = UserTotals::new();
+    let (mut totals, mut offset) = header(file, path, size)?;
     while offset < size {
         match record::read_record(file, path, offset, size) {
             Ok(Some((Record::Batch(b), len))) => {
-                add_users(&mut outstanding, &b.users);
+                add_users(&mut totals.outstanding, &b.users);
+                totals.last_seq = totals.last_seq.max(b.seq);
                 offset += len;
             }
             Ok(Some((Record::Header(_), _))) => {
@@ -111,11 +120,7 @@ pub(super) fn scan(file: &File, path: &Path, size: u64) -> Result<LifetimeTotals
             Err(e) => return Err(e),
         }
     }
-    Ok(LifetimeTotals {
-        journal,
-        forgotten,
-        outstanding,
-    })
+    Ok(totals)
 }
 
 /// The forgotten totals for a rewrite that drops every batch before byte
@@ -125,7 +130,8 @@ pub(super) fn forgotten_after_dropping(
     path: &Path,
     kept_from: u64,
 ) -> Result<Vec<UserUsage>> {
-    let (_, mut forgotten, mut offset) = header(file, path, kept_from)?;
+    let (totals, mut offset) = header(file, path, kept_from)?;
+    let mut forgotten = totals.forgotten;
     while offset < kept_from {
         match record::read_record(file, path, offset, kept_from)? {
             Some((Record::Batch(b), len)) => {

@@ -1,0 +1,287 @@
+//! Traffic through the chaos fleet: a few users of their own (never touched
+//! by the workers) fetch a payload through random nodes' real v2ray cores
+//! with real VLESS clients while the faults strike. At the end, once every
+//! node's agent has been pulled to the last batch of its journal, each
+//! user's total in the database must be what the agents read from the cores
+//! (their journals' lifetime totals): nothing lost, nothing counted twice.
+//!
+//! A killed core loses what its agent had not read yet: that is neither in
+//! a journal nor in the database, and is fine. A deleted node is never
+//! pulled again: the manager holds at least what that journal forgot
+//! (confirmed) and at most all it read, so such bytes widen the bound, and
+//! the report says by how much.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::json;
+use xray_core_client::testing::{TestClientCore, fetch_via_socks, serve_bytes, vless_user_with_id};
+
+use super::{Answer, DbReader, DbSnapshot, Harness, NAME_PREFIX, UserModel, UserState};
+
+/// Bytes of one fetch.
+const PAYLOAD: usize = 192 * 1024;
+/// Users with traffic.
+const USERS: usize = 2;
+
+/// Bytes per user id: `(up, down)`.
+pub type UserBytes = BTreeMap<String, (u64, u64)>;
+
+/// One agent's usage journal, read from its state directory.
+#[derive(Debug, Clone, Default)]
+pub struct JournalTotals {
+    pub journal: String,
+    /// The highest sequence number it assigned.
+    pub last_seq: u64,
+    /// Confirmed by the manager and reclaimed from the file.
+    pub forgotten: UserBytes,
+    /// Everything it ever read from the core (forgotten + outstanding).
+    pub all: UserBytes,
+}
+
+/// Reads the journal in an agent's state directory (`None`: none there yet).
+pub type JournalReader = Arc<dyn Fn(&Path) -> Result<Option<JournalTotals>, String> + Send + Sync>;
+
+/// What the traffic did and how it was counted.
+#[derive(Debug, Clone, Default)]
+pub struct TrafficReport {
+    /// Whole fetches through the nodes, and the payload bytes they moved.
+    pub fetches: u64,
+    pub moved: u64,
+    /// Fetches that failed (node down, user not there yet, core killed).
+    pub failed_fetches: u64,
+    /// What the agents read from the cores (all journals, up + down).
+    pub counted: u64,
+    /// What the database holds for the traffic users (up + down).
+    pub stored: u64,
+    /// Read by agents of deleted nodes and never pulled: the bound's width.
+    pub unpulled: u64,
+}
+
+/// The traffic's shared state in the harness.
+#[derive(Debug, Default)]
+pub(super) struct Traffic {
+    users: std::sync::Mutex<Vec<String>>,
+    stop: AtomicBool,
+    fetches: AtomicU64,
+    moved: AtomicU64,
+    failed: AtomicU64,
+}
+
+fn add(to: &mut UserBytes, id: &str, (up, down): (u64, u64)) {
+    let slot = to.entry(id.to_owned()).or_default();
+    slot.0 += up;
+    slot.1 += down;
+}
+
+impl Harness {
+    /// Creates and enables the traffic users, before any fault (every call
+    /// must succeed); the model holds them busy, so no worker picks them.
+    pub(super) async fn add_traffic_users(&self) {
+        for k in 0..USERS {
+            let name = format!("{NAME_PREFIX}traffic-{k}");
+            let Answer::Ok(body) = self
+                .call(0, "/user/new", Some(json!({"userName": name})))
+                .await
+            else {
+                panic!("creating {name} before any fault failed");
+            };
+            let id = body["user"]["id"].as_str().expect("user id").to_owned();
+            let answer = self
+                .call(0, "/user/enable", Some(json!({"userID": id})))
+                .await;
+            assert!(
+                matches!(answer, Answer::Ok(_)),
+                "enabling {name}: {answer:?}"
+            );
+            self.traffic.users.lock().unwrap().push(id.clone());
+            self.model.lock().unwrap().users.push(UserModel {
+                id,
+                name,
+                state: Some(UserState::Enabled),
+                maybe_deleted: false,
+                failed_at: None,
+                busy: true,
+            });
+        }
+    }
+
+    /// Fetches the payload as a random traffic user through a random node
+    /// (not deleted), one fetch at a time, until told to stop. A client core
+    /// per user and node, started on first use.
+    pub(super) async fn traffic_loop(self: Arc<Self>) {
+        let (http, server) = serve_bytes(PAYLOAD).await;
+        let url = format!("http://{http}/file");
+        let mut rng = StdRng::seed_from_u64(self.s.seed ^ 0x7AFF_1C7A_FF1C_7AFF);
+        let mut clients: HashMap<(usize, u16), TestClientCore> = HashMap::new();
+        let users = self.traffic.users.lock().unwrap().clone();
+        while !self.traffic.stop.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(rng.random_range(20..120))).await;
+            let ports: Vec<u16> = {
+                let model = self.model.lock().unwrap();
+                model
+                    .nodes
+                    .iter()
+                    .filter(|n| !n.deleted && !n.slot.removed.load(Ordering::SeqCst))
+                    .map(|n| n.slot.vless)
+                    .collect()
+            };
+            if ports.is_empty() || users.is_empty() {
+                continue;
+            }
+            let user = rng.random_range(0..users.len());
+            let port = ports[rng.random_range(0..ports.len())];
+            if let std::collections::hash_map::Entry::Vacant(slot) = clients.entry((user, port)) {
+                let core_user = vless_user_with_id(&users[user]);
+                match TestClientCore::start(port, &core_user).await {
+                    Some(client) => slot.insert(client),
+                    None => break, // no core binary: the run was skipped before
+                };
+            }
+            let socks = clients[&(user, port)].socks_port();
+            match fetch_via_socks(socks, &url).await {
+                Ok(body) if body.len() == PAYLOAD => {
+                    self.traffic.fetches.fetch_add(1, Ordering::SeqCst);
+                    self.traffic
+                        .moved
+                        .fetch_add(PAYLOAD as u64, Ordering::SeqCst);
+                }
+                _ => {
+                    self.traffic.failed.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }
+        server.abort();
+    }
+
+    pub(super) fn stop_traffic(&self) {
+        self.traffic.stop.store(true, Ordering::SeqCst);
+    }
+
+    /// Waits until every node in the database has been pulled to its
+    /// journal's last batch, then checks the traffic users' totals against
+    /// the journals (see the module docs); fails the run on any difference.
+    pub(super) async fn check_traffic(
+        &self,
+        db: &DbReader,
+        journals: &JournalReader,
+    ) -> TrafficReport {
+        let deadline = Instant::now() + self.s.converge;
+        let users = self.traffic.users.lock().unwrap().clone();
+        loop {
+            match self.compare_traffic(db, journals, &users).await {
+                Ok(Some(report)) => return report,
+                // A difference once everything is pulled is final.
+                Err(diffs) => {
+                    self.fail("traffic totals differ from what the cores reported", &diffs)
+                }
+                Ok(None) if Instant::now() >= deadline => self.fail(
+                    "the manager did not pull every journal to its end",
+                    &["a node's usage cursor is behind its journal".to_owned()],
+                ),
+                Ok(None) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    }
+
+    /// One comparison: `Ok(None)` while some node is not pulled to the end
+    /// of its journal; `Err` with the differences once all are.
+    async fn compare_traffic(
+        &self,
+        db: &DbReader,
+        journals: &JournalReader,
+        users: &[String],
+    ) -> Result<Option<TrafficReport>, Vec<String>> {
+        // The database first, the journals after: a cursor at a journal's
+        // last batch then proves the manager had nothing more to store.
+        let Ok(snapshot): Result<DbSnapshot, String> = db().await else {
+            return Ok(None);
+        };
+        let live: BTreeMap<&str, (&Option<String>, u64)> = snapshot
+            .nodes
+            .iter()
+            .map(|n| (n.id.as_str(), (&n.usage_journal, n.usage_seq)))
+            .collect();
+        let slots: Vec<_> = {
+            let model = self.model.lock().unwrap();
+            model.nodes.iter().map(|n| n.slot.clone()).collect()
+        };
+        let (mut low, mut high) = (UserBytes::new(), UserBytes::new());
+        let mut counted = 0u64;
+        for slot in &slots {
+            let dir = slot.agent.lock().await.state_dir();
+            let totals = match journals(&dir) {
+                Ok(Some(t)) => t,
+                Ok(None) => JournalTotals::default(),
+                Err(e) => return Err(vec![format!("node {}: {e}", slot.node_id)]),
+            };
+            counted += totals.all.values().map(|(u, d)| u + d).sum::<u64>();
+            match live.get(slot.node_id.as_str()) {
+                Some(&(journal, seq)) => {
+                    let pulled = seq == totals.last_seq
+                        && (totals.last_seq == 0 || journal.as_deref() == Some(&totals.journal));
+                    if !pulled {
+                        return Ok(None);
+                    }
+                    for (id, &bytes) in &totals.all {
+                        add(&mut low, id, bytes);
+                        add(&mut high, id, bytes);
+                    }
+                }
+                None => {
+                    for (id, &bytes) in &totals.forgotten {
+                        add(&mut low, id, bytes);
+                    }
+                    for (id, &bytes) in &totals.all {
+                        add(&mut high, id, bytes);
+                    }
+                }
+            }
+        }
+        let stored: HashMap<&str, (u64, u64)> = snapshot
+            .users
+            .iter()
+            .map(|u| (u.id.as_str(), (u.used_up, u.used_down)))
+            .collect();
+        let mut diffs = Vec::new();
+        let mut report = TrafficReport {
+            fetches: self.traffic.fetches.load(Ordering::SeqCst),
+            moved: self.traffic.moved.load(Ordering::SeqCst),
+            failed_fetches: self.traffic.failed.load(Ordering::SeqCst),
+            counted,
+            ..TrafficReport::default()
+        };
+        let known: BTreeSet<&str> = users.iter().map(String::as_str).collect();
+        for id in &known {
+            let lo = low.get(*id).copied().unwrap_or_default();
+            let hi = high.get(*id).copied().unwrap_or_default();
+            let Some(&(up, down)) = stored.get(id) else {
+                diffs.push(format!("traffic user {id} is not in the database"));
+                continue;
+            };
+            report.stored += up + down;
+            report.unpulled += (hi.0 - lo.0) + (hi.1 - lo.1);
+            if !(lo.0..=hi.0).contains(&up) || !(lo.1..=hi.1).contains(&down) {
+                diffs.push(format!(
+                    "user {id}: stored up {up} down {down}; the journals say up {}..={} down {}..={}",
+                    lo.0, hi.0, lo.1, hi.1
+                ));
+            }
+        }
+        for id in high.keys().filter(|id| !known.contains(id.as_str())) {
+            diffs.push(format!(
+                "user {id} has traffic in a journal but never had any"
+            ));
+        }
+        if diffs.is_empty() {
+            Ok(Some(report))
+        } else {
+            Err(diffs)
+        }
+    }
+}
