@@ -396,7 +396,7 @@ pub async fn run(
         workers.push(tokio::spawn(harness.clone().worker(k)));
     }
     let faults = tokio::spawn(harness.clone().fault_loop());
-    let traffic = tokio::spawn(harness.clone().traffic_loop());
+    let traffic = harness.start_traffic();
     for w in workers {
         join(w).await;
     }

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
+use tokio::task::JoinHandle;
 use xray_core_client::testing::{TestClientCore, fetch_via_socks, serve_bytes, vless_user_with_id};
 
 use super::{Answer, DbReader, DbSnapshot, Harness, NAME_PREFIX, UserModel, UserState};
@@ -111,15 +112,35 @@ impl Harness {
         }
     }
 
-    /// Fetches the payload as a random traffic user through a random node
-    /// (not deleted), one fetch at a time, until told to stop. A client core
-    /// per user and node, started on first use.
-    pub(super) async fn traffic_loop(self: Arc<Self>) {
-        let (http, server) = serve_bytes(PAYLOAD).await;
-        let url = format!("http://{http}/file");
-        let mut rng = StdRng::seed_from_u64(self.s.seed ^ 0x7AFF_1C7A_FF1C_7AFF);
-        let mut clients: HashMap<(usize, u16), TestClientCore> = HashMap::new();
-        let users = self.traffic.users.lock().unwrap().clone();
+    /// Starts one fetch loop per traffic user, all on one payload server;
+    /// they end when told to stop.
+    pub(super) fn start_traffic(self: &Arc<Self>) -> JoinHandle<()> {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let (http, server) = serve_bytes(PAYLOAD).await;
+            let url = format!("http://{http}/file");
+            let users = this.traffic.users.lock().unwrap().clone();
+            let loops: Vec<_> = users
+                .into_iter()
+                .enumerate()
+                .map(|(k, user)| tokio::spawn(this.clone().traffic_loop(k, user, url.clone())))
+                .collect();
+            for task in loops {
+                super::join(task).await;
+            }
+            server.abort();
+        })
+    }
+
+    /// Fetches the payload as `user` through a random node (not deleted),
+    /// one fetch at a time, until told to stop. A client core per node,
+    /// started on first use.
+    async fn traffic_loop(self: Arc<Self>, k: usize, user: String, url: String) {
+        let mut rng = StdRng::seed_from_u64(
+            self.s.seed ^ 0x7AFF_1C7A_FF1C_7AFFu64.wrapping_mul(k as u64 + 1),
+        );
+        let mut clients: HashMap<u16, TestClientCore> = HashMap::new();
+        let core_user = vless_user_with_id(&user);
         while !self.traffic.stop.load(Ordering::SeqCst) {
             tokio::time::sleep(Duration::from_millis(rng.random_range(20..120))).await;
             let ports: Vec<u16> = {
@@ -131,19 +152,17 @@ impl Harness {
                     .map(|n| n.slot.vless)
                     .collect()
             };
-            if ports.is_empty() || users.is_empty() {
+            if ports.is_empty() {
                 continue;
             }
-            let user = rng.random_range(0..users.len());
             let port = ports[rng.random_range(0..ports.len())];
-            if let std::collections::hash_map::Entry::Vacant(slot) = clients.entry((user, port)) {
-                let core_user = vless_user_with_id(&users[user]);
+            if let std::collections::hash_map::Entry::Vacant(slot) = clients.entry(port) {
                 match TestClientCore::start(port, &core_user).await {
                     Some(client) => slot.insert(client),
                     None => break, // no core binary: the run was skipped before
                 };
             }
-            let socks = clients[&(user, port)].socks_port();
+            let socks = clients[&port].socks_port();
             match fetch_via_socks(socks, &url).await {
                 Ok(body) if body.len() == PAYLOAD => {
                     self.traffic.fetches.fetch_add(1, Ordering::SeqCst);
@@ -156,7 +175,6 @@ impl Harness {
                 }
             }
         }
-        server.abort();
     }
 
     pub(super) fn stop_traffic(&self) {
