@@ -141,6 +141,8 @@ impl ChaosSettings {
 pub struct DbSnapshot {
     pub users: Vec<DbUser>,
     pub nodes: Vec<DbNode>,
+    /// Per user id, per node id: the bytes of the usage history (every day).
+    pub usage_by_node: BTreeMap<String, BTreeMap<String, (u64, u64)>>,
 }
 
 #[derive(Debug, Clone)]

@@ -7,11 +7,16 @@
 use std::sync::Arc;
 
 use manager_lib::domain::PageRequest;
+use manager_lib::domain::Timestamp;
+use manager_lib::domain::usage::UsageGrouping;
 use manager_lib::storage::Storage;
+use manager_lib::storage::StorageError;
+use node_agent_lib::usage::Journal;
 use storage_postgres::PgStorage;
 use storage_postgres::testing::TestDatabase;
 use tests::chaos::{
     self, ChaosSettings, DbNode, DbReader, DbSnapshot, DbUser, JournalReader, JournalTotals,
+    UserBytes,
 };
 use xray_core_client::testing::v2ray_binary;
 
@@ -66,21 +71,72 @@ fn reader(storage: PgStorage) -> DbReader {
                     None => break,
                 }
             }
+            // The usage history, per node, after the totals.
+            let to = Timestamp(Timestamp::now().0 + 2 * 86_400_000);
+            for user in &snapshot.users {
+                let Ok(id) = user.id.parse() else { continue };
+                let rows = match storage
+                    .user_usage(id, Timestamp(0), to, UsageGrouping::Node)
+                    .await
+                {
+                    Ok(rows) => rows,
+                    Err(StorageError::NotFound(_)) => continue, // deleted meanwhile
+                    Err(e) => return Err(e.to_string()),
+                };
+                let nodes = snapshot.usage_by_node.entry(user.id.clone()).or_default();
+                for row in rows {
+                    let node = row.node.map(|n| n.to_string()).unwrap_or_default();
+                    nodes.insert(node, (row.up, row.down));
+                }
+            }
             Ok(snapshot)
         })
     })
 }
 
-/// Reads an agent's usage journal without opening it for writing.
+/// Reads an agent's usage journal from a copy (the agent may hold the
+/// original): the lifetime totals, then the outstanding batches in order.
 fn journals() -> JournalReader {
     Arc::new(|state_dir| {
-        let totals =
-            node_agent_lib::usage::read_lifetime_totals(state_dir).map_err(|e| e.to_string())?;
-        Ok(totals.map(|t| JournalTotals {
-            all: t.all(),
-            journal: t.journal,
-            last_seq: t.last_seq,
-            forgotten: t.forgotten,
+        let copy = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let name = node_agent_lib::usage::journal::FILE_NAME;
+        match std::fs::copy(state_dir.join(name), copy.path().join(name)) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.to_string()),
+        }
+        let Some(totals) =
+            node_agent_lib::usage::read_lifetime_totals(copy.path()).map_err(|e| e.to_string())?
+        else {
+            return Ok(None);
+        };
+        let mut journal = Journal::open(copy.path(), usize::MAX).map_err(|e| e.to_string())?;
+        let mut batches = Vec::new();
+        let mut after = 0;
+        loop {
+            // Naming the journal confirms `after`: harmless on a copy.
+            let page = journal
+                .after(Some(&totals.journal), after, 1024)
+                .map_err(|e| e.to_string())?;
+            for batch in &page.batches {
+                let mut users = UserBytes::new();
+                for u in &batch.users {
+                    let slot = users.entry(u.id.clone()).or_default();
+                    slot.0 += u.up;
+                    slot.1 += u.down;
+                }
+                batches.push(users);
+                after = batch.seq;
+            }
+            if !page.more {
+                break;
+            }
+        }
+        Ok(Some(JournalTotals {
+            journal: totals.journal,
+            last_seq: totals.last_seq,
+            forgotten: totals.forgotten,
+            batches,
         }))
     })
 }

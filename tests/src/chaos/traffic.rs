@@ -5,11 +5,14 @@
 //! user's total in the database must be what the agents read from the cores
 //! (their journals' lifetime totals): nothing lost, nothing counted twice.
 //!
+//! The check is per (user, node), through the usage history the manager
+//! stores with each total (it outlives deleted nodes): a node in the
+//! database must have given exactly all its journal read; a deleted node,
+//! never pulled again, exactly what its journal forgot plus its first `k`
+//! outstanding batches, one `k` for all users (the manager's cursor stops
+//! at a batch boundary); and each user's total is the sum over the nodes.
 //! A killed core loses what its agent had not read yet: that is neither in
-//! a journal nor in the database, and is fine. A deleted node is never
-//! pulled again: the manager holds at least what that journal forgot
-//! (confirmed) and at most all it read, so such bytes widen the bound, and
-//! the report says by how much.
+//! a journal nor in the database, and is fine.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
@@ -41,8 +44,21 @@ pub struct JournalTotals {
     pub last_seq: u64,
     /// Confirmed by the manager and reclaimed from the file.
     pub forgotten: UserBytes,
-    /// Everything it ever read from the core (forgotten + outstanding).
-    pub all: UserBytes,
+    /// The batches not forgotten yet, in sequence order.
+    pub batches: Vec<UserBytes>,
+}
+
+impl JournalTotals {
+    /// Forgotten plus the first `k` outstanding batches.
+    fn prefix(&self, k: usize) -> UserBytes {
+        let mut sum = self.forgotten.clone();
+        for batch in &self.batches[..k] {
+            for (id, &bytes) in batch {
+                add(&mut sum, id, bytes);
+            }
+        }
+        sum
+    }
 }
 
 /// Reads the journal in an agent's state directory (`None`: none there yet).
@@ -60,7 +76,7 @@ pub struct TrafficReport {
     pub counted: u64,
     /// What the database holds for the traffic users (up + down).
     pub stored: u64,
-    /// Read by agents of deleted nodes and never pulled: the bound's width.
+    /// Read by agents of deleted nodes after their last pull: never stored.
     pub unpulled: u64,
 }
 
@@ -229,72 +245,103 @@ impl Harness {
             let model = self.model.lock().unwrap();
             model.nodes.iter().map(|n| n.slot.clone()).collect()
         };
-        let (mut low, mut high) = (UserBytes::new(), UserBytes::new());
-        let mut counted = 0u64;
-        for slot in &slots {
-            let dir = slot.agent.lock().await.state_dir();
-            let totals = match journals(&dir) {
-                Ok(Some(t)) => t,
-                Ok(None) => JournalTotals::default(),
-                Err(e) => return Err(vec![format!("node {}: {e}", slot.node_id)]),
-            };
-            counted += totals.all.values().map(|(u, d)| u + d).sum::<u64>();
-            match live.get(slot.node_id.as_str()) {
-                Some(&(journal, seq)) => {
-                    let pulled = seq == totals.last_seq
-                        && (totals.last_seq == 0 || journal.as_deref() == Some(&totals.journal));
-                    if !pulled {
-                        return Ok(None);
-                    }
-                    for (id, &bytes) in &totals.all {
-                        add(&mut low, id, bytes);
-                        add(&mut high, id, bytes);
-                    }
-                }
-                None => {
-                    for (id, &bytes) in &totals.forgotten {
-                        add(&mut low, id, bytes);
-                    }
-                    for (id, &bytes) in &totals.all {
-                        add(&mut high, id, bytes);
-                    }
-                }
-            }
-        }
-        let stored: HashMap<&str, (u64, u64)> = snapshot
-            .users
-            .iter()
-            .map(|u| (u.id.as_str(), (u.used_up, u.used_down)))
-            .collect();
-        let mut diffs = Vec::new();
+        let known: BTreeSet<&str> = users.iter().map(String::as_str).collect();
+        let none = BTreeMap::new();
+        let by_node = |user: &str| snapshot.usage_by_node.get(user).unwrap_or(&none);
         let mut report = TrafficReport {
             fetches: self.traffic.fetches.load(Ordering::SeqCst),
             moved: self.traffic.moved.load(Ordering::SeqCst),
             failed_fetches: self.traffic.failed.load(Ordering::SeqCst),
-            counted,
             ..TrafficReport::default()
         };
-        let known: BTreeSet<&str> = users.iter().map(String::as_str).collect();
+        let mut diffs = Vec::new();
+        let mut nodes_seen = BTreeSet::new();
+        for slot in &slots {
+            let dir = slot.agent.lock().await.state_dir();
+            let journal = match journals(&dir) {
+                Ok(Some(t)) => t,
+                Ok(None) => JournalTotals::default(),
+                Err(e) => return Err(vec![format!("node {}: {e}", slot.node_id)]),
+            };
+            let node = slot.node_id.as_str();
+            nodes_seen.insert(node);
+            let all = journal.prefix(journal.batches.len());
+            report.counted += all.values().map(|(u, d)| u + d).sum::<u64>();
+            for id in all.keys().filter(|id| !known.contains(id.as_str())) {
+                diffs.push(format!(
+                    "node {node}: user {id} has traffic but never had any"
+                ));
+            }
+            let stored = |id: &str| by_node(id).get(node).copied().unwrap_or_default();
+            let matches = |k: usize| {
+                let sum = journal.prefix(k);
+                known
+                    .iter()
+                    .all(|id| stored(id) == sum.get(*id).copied().unwrap_or_default())
+            };
+            match live.get(node) {
+                Some(&(cursor_journal, seq)) => {
+                    let pulled = seq == journal.last_seq
+                        && (journal.last_seq == 0
+                            || cursor_journal.as_deref() == Some(&journal.journal));
+                    if !pulled {
+                        return Ok(None);
+                    }
+                    if !matches(journal.batches.len()) {
+                        for id in &known {
+                            diffs.push(format!(
+                                "node {node}, user {id}: stored {:?}, its journal read {:?}",
+                                stored(id),
+                                all.get(*id).copied().unwrap_or_default()
+                            ));
+                        }
+                    }
+                }
+                None => match (0..=journal.batches.len()).rev().find(|&k| matches(k)) {
+                    Some(k) => {
+                        let kept = journal.prefix(k);
+                        let total = |m: &UserBytes| m.values().map(|(u, d)| u + d).sum::<u64>();
+                        report.unpulled += total(&all) - total(&kept);
+                    }
+                    None => {
+                        for id in &known {
+                            diffs.push(format!(
+                                "deleted node {node}, user {id}: stored {:?} is no prefix of its journal (forgotten {:?}, then {} batches, {:?} in all)",
+                                stored(id),
+                                journal.forgotten.get(*id).copied().unwrap_or_default(),
+                                journal.batches.len(),
+                                all.get(*id).copied().unwrap_or_default()
+                            ));
+                        }
+                    }
+                },
+            }
+        }
+        let totals: HashMap<&str, (u64, u64)> = snapshot
+            .users
+            .iter()
+            .map(|u| (u.id.as_str(), (u.used_up, u.used_down)))
+            .collect();
         for id in &known {
-            let lo = low.get(*id).copied().unwrap_or_default();
-            let hi = high.get(*id).copied().unwrap_or_default();
-            let Some(&(up, down)) = stored.get(id) else {
+            let Some(&(up, down)) = totals.get(id) else {
                 diffs.push(format!("traffic user {id} is not in the database"));
                 continue;
             };
             report.stored += up + down;
-            report.unpulled += (hi.0 - lo.0) + (hi.1 - lo.1);
-            if !(lo.0..=hi.0).contains(&up) || !(lo.1..=hi.1).contains(&down) {
+            let history = by_node(id);
+            let (h_up, h_down) = history
+                .values()
+                .fold((0, 0), |(a, b), &(u, d)| (a + u, b + d));
+            if (h_up, h_down) != (up, down) {
                 diffs.push(format!(
-                    "user {id}: stored up {up} down {down}; the journals say up {}..={} down {}..={}",
-                    lo.0, hi.0, lo.1, hi.1
+                    "user {id}: total up {up} down {down}, history per node sums to up {h_up} down {h_down}"
                 ));
             }
-        }
-        for id in high.keys().filter(|id| !known.contains(id.as_str())) {
-            diffs.push(format!(
-                "user {id} has traffic in a journal but never had any"
-            ));
+            for node in history.keys().filter(|n| !nodes_seen.contains(n.as_str())) {
+                diffs.push(format!(
+                    "user {id}: bytes from node {node}, which never had an agent"
+                ));
+            }
         }
         if diffs.is_empty() {
             Ok(Some(report))
