@@ -10,7 +10,7 @@
 //! and checks it against the model: the manager's view, the users' node
 //! lists, every core (through its own gRPC API) and the database. Users of
 //! their own move real bytes through the nodes all along; their stored
-//! totals must be what the agents read from the cores ([`traffic`]).
+//! totals must be what the agents read from the cores (see `TrafficReport`).
 //!
 //! Every random choice comes from `CHAOS_SEED` (printed first); the same seed
 //! replays the same decisions, though not the same interleaving.
