@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the chaos suite (tests/tests/chaos.rs) RUNS times in a row, each with a
 # fresh random seed, in a release build, and prints one line per run and
-# variant: seed, wall time, operations, faults, convergence time.
+# variant: seed, wall time, operations, faults, convergence time, and the
+# traffic: MiB fetched through the nodes, MiB the agents read, MiB stored.
 #
 #   scripts/chaos.sh [runs] [ops]        # defaults: 10 runs, CHAOS_OPS or 300
 #
@@ -24,8 +25,8 @@ cargo build --release -p bins --bins || exit 1
 cargo nextest run --release -p tests --test chaos --no-run || exit 1
 
 failed=0
-printf '%-4s %-22s %-21s %9s %6s %7s %11s  %s\n' \
-  run variant seed wall_s ops faults converge_s result
+printf '%-4s %-22s %-21s %9s %6s %7s %11s %8s %8s %8s  %s\n' \
+  run variant seed wall_s ops faults converge_s moved_mb count_mb store_mb result
 for run in $(seq 1 "$runs"); do
   seed="$(od -An -N8 -tu8 /dev/urandom | tr -d ' ')"
   log="$logs/run-$run.log"
@@ -45,11 +46,13 @@ for run in $(seq 1 "$runs"); do
     if [ "$result" = ok ]; then
       wall=$(awk -v ms="$(field wall_ms)" 'BEGIN { printf "%.1f", ms / 1000 }')
       conv=$(awk -v ms="$(field converge_ms)" 'BEGIN { printf "%.3f", ms / 1000 }')
-      printf '%-4s %-22s %-21s %9s %6s %7s %11s  %s\n' \
-        "$run" "$variant" "$seed" "$wall" "$(field ops)" "$(field faults)" "$conv" ok
+      mib() { awk -v b="$(field "$1")" 'BEGIN { printf "%.1f", b / 1048576 }'; }
+      printf '%-4s %-22s %-21s %9s %6s %7s %11s %8s %8s %8s  %s\n' \
+        "$run" "$variant" "$seed" "$wall" "$(field ops)" "$(field faults)" "$conv" \
+        "$(mib moved_b)" "$(mib counted_b)" "$(mib stored_b)" ok
     else
-      printf '%-4s %-22s %-21s %9s %6s %7s %11s  %s\n' \
-        "$run" "$variant" "$seed" "-" "-" "-" "-" "FAILED (replay: CHAOS_SEED=$seed CHAOS_OPS=$ops cargo nextest run --release -p tests --test chaos $variant)"
+      printf '%-4s %-22s %-21s %9s %6s %7s %11s %8s %8s %8s  %s\n' \
+        "$run" "$variant" "$seed" "-" "-" "-" "-" "-" "-" "-" "FAILED (replay: CHAOS_SEED=$seed CHAOS_OPS=$ops cargo nextest run --release -p tests --test chaos $variant)"
     fi
   done < <(grep -a '^CHAOS-RESULT ' "$log")
   if [ "$rc" -ne 0 ]; then

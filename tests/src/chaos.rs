@@ -8,7 +8,9 @@
 //! what was acknowledged (200 answers). When the faults stop and everything
 //! answers again, the harness measures how long the fleet takes to converge
 //! and checks it against the model: the manager's view, the users' node
-//! lists, every core (through its own gRPC API) and the database.
+//! lists, every core (through its own gRPC API) and the database. Users of
+//! their own move real bytes through the nodes all along; their stored
+//! totals must be what the agents read from the cores (see `TrafficReport`).
 //!
 //! Every random choice comes from `CHAOS_SEED` (printed first); the same seed
 //! replays the same decisions, though not the same interleaving.
@@ -33,6 +35,9 @@ use xray_core_client::{CoreClient, CoreError};
 
 use crate::TcpProxy;
 use crate::fleet::{AgentProcess, ManagerProcess};
+
+mod traffic;
+pub use traffic::{JournalReader, JournalTotals, TrafficReport, UserBytes};
 
 /// Names of the users the harness creates (unacknowledged creates are
 /// recognised by it).
@@ -136,6 +141,8 @@ impl ChaosSettings {
 pub struct DbSnapshot {
     pub users: Vec<DbUser>,
     pub nodes: Vec<DbNode>,
+    /// Per user id, per node id: the bytes of the usage history (every day).
+    pub usage_by_node: BTreeMap<String, BTreeMap<String, (u64, u64)>>,
 }
 
 #[derive(Debug, Clone)]
@@ -144,6 +151,10 @@ pub struct DbUser {
     pub name: String,
     /// `Enabled` / `Disabled`.
     pub status: String,
+    /// Bytes stored for the user (since the last reset; the chaos users
+    /// have no plan, so: ever).
+    pub used_up: u64,
+    pub used_down: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -152,6 +163,10 @@ pub struct DbNode {
     pub endpoint: String,
     /// `Running` / `Stopped`.
     pub required_status: String,
+    /// The manager's usage cursor on the node: the journal and the last
+    /// batch stored.
+    pub usage_journal: Option<String>,
+    pub usage_seq: u64,
 }
 
 /// Reads a [`DbSnapshot`]; called once everything has converged.
@@ -172,6 +187,7 @@ pub struct ChaosReport {
     pub probes: usize,
     pub users: usize,
     pub nodes: usize,
+    pub traffic: TrafficReport,
 }
 
 impl ChaosReport {
@@ -330,6 +346,7 @@ struct Harness {
     started: Instant,
     /// After a failed call, how long it may still land in the database.
     settle: Duration,
+    traffic: traffic::Traffic,
 }
 
 /// Prints the replay hint if the run panics anywhere.
@@ -351,12 +368,14 @@ impl Drop for ReplayHint {
 
 /// Runs one chaos run and checks the outcome; panics (printing what differs
 /// and the seed) on any divergence. `db_url` is the database the managers
-/// use (reached through a proxy the harness cuts); `db` reads it directly.
+/// use (reached through a proxy the harness cuts); `db` reads it directly;
+/// `journals` reads an agent's usage journal from its state directory.
 pub async fn run(
     settings: ChaosSettings,
     core: PathBuf,
     db_url: &str,
     db: DbReader,
+    journals: JournalReader,
 ) -> ChaosReport {
     println!(
         "[chaos {}] CHAOS_SEED={} ops={} replicas={} nodes={} heartbeat={:?}",
@@ -379,13 +398,16 @@ pub async fn run(
         workers.push(tokio::spawn(harness.clone().worker(k)));
     }
     let faults = tokio::spawn(harness.clone().fault_loop());
+    let traffic = harness.start_traffic();
     for w in workers {
         join(w).await;
     }
     harness.stop_faults.store(true, Ordering::SeqCst);
+    harness.stop_traffic();
     for task in join(faults).await {
         join(task).await;
     }
+    join(traffic).await;
     harness.log(&format!(
         "chaos over: {} ops ({} acknowledged, {} failed: {:?}), faults {:?}",
         harness.issued.load(Ordering::SeqCst).min(harness.s.ops),
@@ -394,7 +416,7 @@ pub async fn run(
         harness.fail_kinds.lock().unwrap(),
         harness.faults.lock().unwrap()
     ));
-    harness.check(db).await
+    harness.check(db, journals).await
 }
 
 /// Awaits a task, passing its panic on.
@@ -486,6 +508,7 @@ impl Harness {
             stop_faults: AtomicBool::new(false),
             started,
             settle,
+            traffic: traffic::Traffic::default(),
         };
         // The initial fleet, before any fault: every call must succeed.
         for _ in 0..harness.s.nodes {
@@ -528,8 +551,9 @@ impl Harness {
                 busy: false,
             });
         }
+        harness.add_traffic_users().await;
         harness.log(&format!(
-            "fleet up: {} manager(s), {} nodes",
+            "fleet up: {} manager(s), {} nodes, traffic users",
             harness.replicas.len(),
             harness.s.nodes
         ));
@@ -1108,7 +1132,7 @@ struct Expected {
 impl Harness {
     // ---- after the faults ----
 
-    async fn check(self: Arc<Self>, db: DbReader) -> ChaosReport {
+    async fn check(self: Arc<Self>, db: DbReader, journals: JournalReader) -> ChaosReport {
         // Everything back: the fault tasks healed what they broke; make sure.
         self.db_proxy.set_delay(Duration::ZERO);
         let slots: Vec<Arc<NodeSlot>> = {
@@ -1226,6 +1250,8 @@ impl Harness {
         if !violations.is_empty() {
             self.fail("contradictions while operating", &violations);
         }
+        // 5. the traffic users' totals are what the agents read.
+        let traffic = self.check_traffic(&db, &journals).await;
 
         let report = ChaosReport {
             seed: self.s.seed,
@@ -1238,6 +1264,7 @@ impl Harness {
             probes,
             users: expected.users.len(),
             nodes: expected.running.len(),
+            traffic,
         };
         let faults: Vec<String> = report
             .faults
@@ -1245,7 +1272,7 @@ impl Harness {
             .map(|(k, v)| format!("{k}:{v}"))
             .collect();
         println!(
-            "CHAOS-RESULT variant={} seed={} ops={} acked={} failed={} faults={} [{}] converge_ms={} wall_ms={} probes={} users={} running_nodes={} result=ok",
+            "CHAOS-RESULT variant={} seed={} ops={} acked={} failed={} faults={} [{}] converge_ms={} wall_ms={} probes={} users={} running_nodes={} fetches={} failed_fetches={} moved_b={} counted_b={} stored_b={} unpulled_b={} result=ok",
             self.s.name,
             report.seed,
             report.ops,
@@ -1257,7 +1284,13 @@ impl Harness {
             report.wall.as_millis(),
             report.probes,
             report.users,
-            report.nodes
+            report.nodes,
+            report.traffic.fetches,
+            report.traffic.failed_fetches,
+            report.traffic.moved,
+            report.traffic.counted,
+            report.traffic.stored,
+            report.traffic.unpulled
         );
         report
     }

@@ -7,10 +7,17 @@
 use std::sync::Arc;
 
 use manager_lib::domain::PageRequest;
+use manager_lib::domain::Timestamp;
+use manager_lib::domain::usage::UsageGrouping;
 use manager_lib::storage::Storage;
+use manager_lib::storage::StorageError;
+use node_agent_lib::usage::Journal;
 use storage_postgres::PgStorage;
 use storage_postgres::testing::TestDatabase;
-use tests::chaos::{self, ChaosSettings, DbNode, DbReader, DbSnapshot, DbUser};
+use tests::chaos::{
+    self, ChaosSettings, DbNode, DbReader, DbSnapshot, DbUser, JournalReader, JournalTotals,
+    UserBytes,
+};
 use xray_core_client::testing::v2ray_binary;
 
 /// Reads users and nodes straight from PostgreSQL, not through a manager.
@@ -20,25 +27,8 @@ fn reader(storage: PgStorage) -> DbReader {
         let storage = storage.clone();
         Box::pin(async move {
             let mut snapshot = DbSnapshot::default();
-            let mut after = None;
-            loop {
-                let page = storage
-                    .list_users(&PageRequest {
-                        after,
-                        limit: PageRequest::MAX_LIMIT,
-                    })
-                    .await
-                    .map_err(|e| e.to_string())?;
-                snapshot.users.extend(page.items.iter().map(|u| DbUser {
-                    id: u.id.to_string(),
-                    name: u.name.clone(),
-                    status: u.status.as_str().to_owned(),
-                }));
-                match page.next {
-                    Some(next) => after = Some(next),
-                    None => break,
-                }
-            }
+            // Nodes (their usage cursors) before users (their totals): a
+            // cursor at a journal's end then covers every total read after it.
             let mut after = None;
             loop {
                 let page = storage
@@ -52,14 +42,102 @@ fn reader(storage: PgStorage) -> DbReader {
                     id: n.id.to_string(),
                     endpoint: n.endpoint.clone(),
                     required_status: n.required_status.as_str().to_owned(),
+                    usage_journal: n.usage_cursor.journal.clone(),
+                    usage_seq: n.usage_cursor.seq,
                 }));
                 match page.next {
                     Some(next) => after = Some(next),
                     None => break,
                 }
             }
+            let mut after = None;
+            loop {
+                let page = storage
+                    .list_users(&PageRequest {
+                        after,
+                        limit: PageRequest::MAX_LIMIT,
+                    })
+                    .await
+                    .map_err(|e| e.to_string())?;
+                snapshot.users.extend(page.items.iter().map(|u| DbUser {
+                    id: u.id.to_string(),
+                    name: u.name.clone(),
+                    status: u.status.as_str().to_owned(),
+                    used_up: u.used_up,
+                    used_down: u.used_down,
+                }));
+                match page.next {
+                    Some(next) => after = Some(next),
+                    None => break,
+                }
+            }
+            // The usage history, per node, after the totals.
+            let to = Timestamp(Timestamp::now().0 + 2 * 86_400_000);
+            for user in &snapshot.users {
+                let Ok(id) = user.id.parse() else { continue };
+                let rows = match storage
+                    .user_usage(id, Timestamp(0), to, UsageGrouping::Node)
+                    .await
+                {
+                    Ok(rows) => rows,
+                    Err(StorageError::NotFound(_)) => continue, // deleted meanwhile
+                    Err(e) => return Err(e.to_string()),
+                };
+                let nodes = snapshot.usage_by_node.entry(user.id.clone()).or_default();
+                for row in rows {
+                    let node = row.node.map(|n| n.to_string()).unwrap_or_default();
+                    nodes.insert(node, (row.up, row.down));
+                }
+            }
             Ok(snapshot)
         })
+    })
+}
+
+/// Reads an agent's usage journal from a copy (the agent may hold the
+/// original): the lifetime totals, then the outstanding batches in order.
+fn journals() -> JournalReader {
+    Arc::new(|state_dir| {
+        let copy = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let name = node_agent_lib::usage::journal::FILE_NAME;
+        match std::fs::copy(state_dir.join(name), copy.path().join(name)) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.to_string()),
+        }
+        let Some(totals) =
+            node_agent_lib::usage::read_lifetime_totals(copy.path()).map_err(|e| e.to_string())?
+        else {
+            return Ok(None);
+        };
+        let mut journal = Journal::open(copy.path(), usize::MAX).map_err(|e| e.to_string())?;
+        let mut batches = Vec::new();
+        let mut after = 0;
+        loop {
+            // Naming the journal confirms `after`: harmless on a copy.
+            let page = journal
+                .after(Some(&totals.journal), after, 1024)
+                .map_err(|e| e.to_string())?;
+            for batch in &page.batches {
+                let mut users = UserBytes::new();
+                for u in &batch.users {
+                    let slot = users.entry(u.id.clone()).or_default();
+                    slot.0 += u.up;
+                    slot.1 += u.down;
+                }
+                batches.push(users);
+                after = batch.seq;
+            }
+            if !page.more {
+                break;
+            }
+        }
+        Ok(Some(JournalTotals {
+            journal: totals.journal,
+            last_seq: totals.last_seq,
+            forgotten: totals.forgotten,
+            batches,
+        }))
     })
 }
 
@@ -75,7 +153,7 @@ async fn chaos_run_with(settings: ChaosSettings) {
     };
     let db = TestDatabase::new().await;
     let direct = db.storage().await; // the schema, and the checker's own connection
-    let report = chaos::run(settings, core, db.url(), reader(direct)).await;
+    let report = chaos::run(settings, core, db.url(), reader(direct), journals()).await;
     assert!(
         report.acked > 0,
         "no operation was acknowledged: {report:?}"

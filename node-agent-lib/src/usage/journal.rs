@@ -34,9 +34,9 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use super::lifetime::{self, LifetimeTotals};
 use super::record::{
-    BatchRef, Header, MAX_RECORD, RECORD_HEAD, Record, RecordRef, encode, sync_dir,
-    write_file_atomically,
+    self, BatchRef, Header, Record, RecordRef, encode, sync_dir, write_file_atomically,
 };
 pub use super::record::{FILE_NAME, JournalError, Result};
 use crate::client::USAGE_PAGE_BYTES;
@@ -96,6 +96,7 @@ impl Journal {
             let header = Header {
                 journal: uuid::Uuid::new_v4().to_string(),
                 last_seq: 0,
+                forgotten: Vec::new(),
             };
             let header = encode(&Record::Header(header))?;
             write_file_atomically(dir, &path, |out| out.write_all(&header))?;
@@ -182,49 +183,14 @@ impl Journal {
         Ok(())
     }
 
-    /// Whether the record at `offset` is the file's last (its declared length
-    /// reaches the end, or cannot even be read).
+    /// Whether the record at `offset` is the file's last (see [`record::is_last_record`]).
     fn is_last_record(&self, offset: u64, size: u64) -> Result<bool> {
-        if size - offset < RECORD_HEAD as u64 {
-            return Ok(true);
-        }
-        let mut head = [0u8; RECORD_HEAD];
-        self.file
-            .read_exact_at(&mut head, offset)
-            .map_err(|e| self.io(e))?;
-        let len = u64::from(u32::from_le_bytes(head[..4].try_into().expect("4 bytes")));
-        Ok(offset + RECORD_HEAD as u64 + len >= size)
+        record::is_last_record(&self.file, &self.path, offset, size)
     }
 
-    /// The record at `offset` and its whole length; `None` when the file ends
-    /// inside it; `Corrupt` when it fails its CRC or does not parse.
+    /// The record at `offset` and its whole length (see [`record::read_record`]).
     fn read_record(&self, offset: u64, size: u64) -> Result<Option<(Record, u64)>> {
-        if size.saturating_sub(offset) < RECORD_HEAD as u64 {
-            return Ok(None);
-        }
-        let mut head = [0u8; RECORD_HEAD];
-        self.file
-            .read_exact_at(&mut head, offset)
-            .map_err(|e| self.io(e))?;
-        let len = u32::from_le_bytes(head[..4].try_into().expect("4 bytes"));
-        let crc = u32::from_le_bytes(head[4..].try_into().expect("4 bytes"));
-        if len > MAX_RECORD {
-            return Err(self.corrupt(offset, format!("record length {len}")));
-        }
-        let whole = RECORD_HEAD as u64 + u64::from(len);
-        if size - offset < whole {
-            return Ok(None);
-        }
-        let mut body = vec![0u8; len as usize];
-        self.file
-            .read_exact_at(&mut body, offset + RECORD_HEAD as u64)
-            .map_err(|e| self.io(e))?;
-        if crc32fast::hash(&body) != crc {
-            return Err(self.corrupt(offset, "CRC mismatch"));
-        }
-        let record = serde_json::from_slice(&body)
-            .map_err(|e| self.corrupt(offset, format!("invalid record: {e}")))?;
-        Ok(Some((record, whole)))
+        record::read_record(&self.file, &self.path, offset, size)
     }
 
     fn read_batch(&self, entry: &Entry) -> Result<UsageBatch> {
@@ -455,13 +421,18 @@ impl Journal {
             None => (usize::MAX, 0, None),
         };
         // The header names the number before the first batch kept, or the
-        // last assigned when none is, so numbers never repeat.
+        // last assigned when none is, so numbers never repeat; and what was
+        // forgotten so far plus the confirmed batches this rewrite drops
+        // (all before the first kept one), so the new file keeps the same
+        // lifetime totals as the old one.
+        let kept_from = self.index.first().map_or(self.end, |e| e.offset);
         let header = Header {
             journal: self.id.clone(),
             last_seq: self
                 .index
                 .first()
                 .map_or(self.last_seq, |e| e.first_seq - 1),
+            forgotten: lifetime::forgotten_after_dropping(&self.file, &self.path, kept_from)?,
         };
         let header = encode(&Record::Header(header))?;
         let this = &*self;
@@ -494,6 +465,14 @@ impl Journal {
         sync_dir(&self.dir).map_err(|e| self.io(e))
     }
 
+    /// Everything ever read into this journal, per user: the forgotten
+    /// (confirmed and reclaimed) totals and the batches the file holds. Reads
+    /// the file; see [`lifetime::read_lifetime_totals`] for a journal another
+    /// process holds open.
+    pub fn lifetime_totals(&self) -> Result<LifetimeTotals> {
+        lifetime::scan(&self.file, &self.path, self.end)
+    }
+
     fn io(&self, source: io::Error) -> JournalError {
         JournalError::Io {
             path: self.path.clone(),
@@ -502,11 +481,7 @@ impl Journal {
     }
 
     fn corrupt(&self, offset: u64, reason: impl Into<String>) -> JournalError {
-        JournalError::Corrupt {
-            path: self.path.clone(),
-            offset,
-            reason: reason.into(),
-        }
+        record::corrupt(&self.path, offset, reason)
     }
 }
 

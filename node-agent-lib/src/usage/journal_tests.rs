@@ -383,3 +383,152 @@ fn a_failed_renumbering_changes_nothing_and_the_next_pull_does_it() {
     assert!(j.after(Some(&id), 5, 64).unwrap().batches.is_empty());
     assert_eq!(j.append(0, 1, &[user("a", 1, 1)]).unwrap(), Some(6));
 }
+
+/// Adds what `users` read to `expected` (the ground truth a test keeps).
+fn read_into(expected: &mut HashMap<String, (u64, u64)>, users: &[UserUsage]) {
+    for u in users {
+        let slot = expected.entry(u.id.clone()).or_insert((0, 0));
+        slot.0 += u.up;
+        slot.1 += u.down;
+    }
+}
+
+fn lifetime_of(dir: &Path) -> HashMap<String, (u64, u64)> {
+    crate::usage::read_lifetime_totals(dir)
+        .unwrap()
+        .expect("a journal")
+        .all()
+        .into_iter()
+        .collect()
+}
+
+#[test]
+fn lifetime_totals_keep_every_batch_across_confirms_rewrites_merges_and_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = Journal::open(dir.path(), 4).unwrap();
+    let id = j.id().to_owned();
+    let mut expected = HashMap::new();
+    let mut confirmed = 0;
+    for i in 0..60u64 {
+        let users = vec![user("a", i, 2 * i), user(&format!("u{}", i % 5), 3, 1)];
+        read_into(&mut expected, &users);
+        j.append(i as i64, i as i64 + 1, &users).unwrap();
+        // A manager that confirms now and then, and is away in between
+        // (merges), with a restart of the agent every 17 reads.
+        if i % 7 == 3 {
+            let r = j.after(Some(&id), confirmed, 2).unwrap();
+            if let Some(last) = r.batches.last() {
+                confirmed = last.seq;
+            }
+        }
+        if i % 17 == 16 {
+            drop(j);
+            j = Journal::open(dir.path(), 4).unwrap();
+        }
+        let totals = j.lifetime_totals().unwrap();
+        assert_eq!(
+            (totals.journal.as_str(), totals.last_seq),
+            (id.as_str(), i + 1)
+        );
+        assert_eq!(
+            totals.all().into_iter().collect::<HashMap<_, _>>(),
+            expected,
+            "after read {i}"
+        );
+        assert_eq!(
+            lifetime_of(dir.path()),
+            expected,
+            "read-only, after read {i}"
+        );
+    }
+    // Everything confirmed: the file holds no batch, the header all of it.
+    j.after(Some(&id), j.last_seq(), 64).unwrap();
+    j.after(Some(&id), j.last_seq(), 64).unwrap();
+    assert!(j.is_empty());
+    let totals = crate::usage::read_lifetime_totals(dir.path())
+        .unwrap()
+        .unwrap();
+    assert!(totals.forgotten.values().any(|&(up, _)| up > 0));
+    assert_eq!(
+        totals.all().into_iter().collect::<HashMap<_, _>>(),
+        expected
+    );
+}
+
+#[test]
+fn lifetime_totals_survive_a_crash_at_any_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = Journal::open(dir.path(), 720).unwrap();
+    let id = j.id().to_owned();
+    let mut expected = HashMap::new();
+    for i in 0..6 {
+        let users = [user("a", 10, 20), user("b", i, 1)];
+        read_into(&mut expected, &users);
+        j.append(i as i64, i as i64 + 1, &users).unwrap();
+    }
+    j.after(Some(&id), 5, 64).unwrap(); // confirms 5 of 6: rewritten
+    // A crash in the middle of the next append: not taken, not counted.
+    j.fail_next_append = true;
+    assert!(j.append(6, 7, &[user("a", 1000, 1000)]).is_err());
+    // A crash in the middle of a rewrite leaves the old file as it was
+    // (and its temporary file, never renamed over).
+    let torn = dir.path().join(".usage.journal.crashed");
+    std::fs::write(&torn, b"half a rewrite").unwrap();
+    assert_eq!(
+        lifetime_of(dir.path()),
+        expected,
+        "read while the agent holds it"
+    );
+    std::mem::forget(j); // no orderly close
+    let mut j = Journal::open(dir.path(), 720).unwrap();
+    assert_eq!(j.id(), id);
+    assert_eq!(j.len(), 1, "the torn append is dropped at open");
+    let totals = j.lifetime_totals().unwrap();
+    assert_eq!(totals.forgotten["a"], (50, 100));
+    assert_eq!(totals.outstanding["a"], (10, 20));
+    assert_eq!(
+        totals.all().into_iter().collect::<HashMap<_, _>>(),
+        expected
+    );
+    let users = [user("c", 7, 7)];
+    read_into(&mut expected, &users);
+    j.append(7, 8, &users).unwrap();
+    j.after(Some(&id), j.last_seq(), 64).unwrap();
+    drop(j);
+    assert_eq!(lifetime_of(dir.path()), expected);
+}
+
+#[test]
+fn reading_lifetime_totals_needs_a_journal_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("never-started");
+    assert_eq!(crate::usage::read_lifetime_totals(&missing).unwrap(), None);
+    assert!(!missing.exists(), "a read creates nothing");
+    let mut j = Journal::open(dir.path(), 720).unwrap();
+    j.append(0, 1, &[user("a", 1, 2)]).unwrap();
+    drop(j);
+    let path = dir.path().join(FILE_NAME);
+    // An append cut short at the end is left out, and left in the file.
+    let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+    f.write_all(&[200, 0, 0, 0, 1, 2]).unwrap();
+    drop(f);
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(lifetime_of(dir.path())["a"], (1, 2));
+    assert_eq!(std::fs::read(&path).unwrap(), bytes);
+}
+
+#[test]
+fn a_header_from_before_lifetime_totals_opens_with_nothing_forgotten() {
+    let dir = tempfile::tempdir().unwrap();
+    let header = encode(&serde_json::json!({"header": {"journal": "j-1", "lastSeq": 4}})).unwrap();
+    std::fs::write(dir.path().join(FILE_NAME), header).unwrap();
+    let mut j = Journal::open(dir.path(), 720).unwrap();
+    assert_eq!(j.append(0, 1, &[user("a", 1, 1)]).unwrap(), Some(5));
+    let totals = j.lifetime_totals().unwrap();
+    assert_eq!(
+        (totals.journal.as_str(), totals.forgotten.len()),
+        ("j-1", 0)
+    );
+    j.after(Some("j-1"), 5, 64).unwrap();
+    assert_eq!(lifetime_of(dir.path())["a"], (1, 1));
+}

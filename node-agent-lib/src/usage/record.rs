@@ -4,6 +4,7 @@
 
 use std::fs::File;
 use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -51,6 +52,11 @@ pub(super) enum Record {
 pub(super) struct Header {
     pub(super) journal: String,
     pub(super) last_seq: u64,
+    /// Per user, the sum of every batch confirmed and reclaimed from the
+    /// file (written at each rewrite, with the batches it drops). Absent in
+    /// files from before it existed: nothing forgotten.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(super) forgotten: Vec<UserUsage>,
 }
 
 /// A batch record written from borrowed users (the same JSON as
@@ -69,6 +75,68 @@ pub(super) struct BatchRef<'a> {
     pub(super) from: i64,
     pub(super) to: i64,
     pub(super) users: &'a [UserUsage],
+}
+
+pub(super) fn corrupt(path: &Path, offset: u64, reason: impl Into<String>) -> JournalError {
+    JournalError::Corrupt {
+        path: path.to_owned(),
+        offset,
+        reason: reason.into(),
+    }
+}
+
+/// Whether the record at `offset` is the file's last (its declared length
+/// reaches the end, `size`, or cannot even be read).
+pub(super) fn is_last_record(file: &File, path: &Path, offset: u64, size: u64) -> Result<bool> {
+    if size - offset < RECORD_HEAD as u64 {
+        return Ok(true);
+    }
+    let mut head = [0u8; RECORD_HEAD];
+    file.read_exact_at(&mut head, offset)
+        .map_err(|source| JournalError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+    let len = u64::from(u32::from_le_bytes(head[..4].try_into().expect("4 bytes")));
+    Ok(offset + RECORD_HEAD as u64 + len >= size)
+}
+
+/// The record at `offset` of `file` (named `path` in errors) and its whole
+/// length; `None` when the file (`size` bytes) ends inside it; `Corrupt`
+/// when it fails its CRC or does not parse.
+pub(super) fn read_record(
+    file: &File,
+    path: &Path,
+    offset: u64,
+    size: u64,
+) -> Result<Option<(Record, u64)>> {
+    let io_err = |source| JournalError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    if size.saturating_sub(offset) < RECORD_HEAD as u64 {
+        return Ok(None);
+    }
+    let mut head = [0u8; RECORD_HEAD];
+    file.read_exact_at(&mut head, offset).map_err(io_err)?;
+    let len = u32::from_le_bytes(head[..4].try_into().expect("4 bytes"));
+    let crc = u32::from_le_bytes(head[4..].try_into().expect("4 bytes"));
+    if len > MAX_RECORD {
+        return Err(corrupt(path, offset, format!("record length {len}")));
+    }
+    let whole = RECORD_HEAD as u64 + u64::from(len);
+    if size - offset < whole {
+        return Ok(None);
+    }
+    let mut body = vec![0u8; len as usize];
+    file.read_exact_at(&mut body, offset + RECORD_HEAD as u64)
+        .map_err(io_err)?;
+    if crc32fast::hash(&body) != crc {
+        return Err(corrupt(path, offset, "CRC mismatch"));
+    }
+    let record = serde_json::from_slice(&body)
+        .map_err(|e| corrupt(path, offset, format!("invalid record: {e}")))?;
+    Ok(Some((record, whole)))
 }
 
 /// The whole record: the body is written after room for its head, then the
