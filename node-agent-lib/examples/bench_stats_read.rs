@@ -1,4 +1,4 @@
-//! Run with: cargo run --release -p node-agent-lib --example bench_usage -- [users] [reads]
+//! Run with: cargo run --release -p node-agent-lib --example bench_stats_read -- [users] [reads]
 //!
 //! What the agent's usage accounting costs with `users` active users
 //! (default 100,000) on a node, without a core: the counters the core would
