@@ -72,6 +72,8 @@ macro_rules! storage_conformance_tests {
             on_hold_starts_the_expiry_at_the_first_byte,
             resets_happen_at_period_boundaries,
             usage_totals_saturate_near_the_limit,
+            usage_of_deleted_or_unknown_users_is_not_kept,
+            usage_limits_near_the_top_compare_without_overflow,
             usage_history_by_day_node_and_hour_and_purge,
             blocked_users_stay_off_starts_and_counts,
             concurrent_ingests_store_a_page_once_and_block_once,

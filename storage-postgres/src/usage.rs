@@ -12,8 +12,8 @@ use manager_lib::domain::usage::{
     IngestOutcome, NodeUsage, UsageCursor, UsageGrouping, UsagePage, UsageRow, check_multiplier,
     storable,
 };
-use manager_lib::domain::{BlockReason, Node, NodeId, Plan, Timestamp, UserId};
-use manager_lib::storage::kit::usage::{group_user_rows, over_limit, sum_page};
+use manager_lib::domain::{BlockReason, Node, NodeId, Timestamp, UserId};
+use manager_lib::storage::kit::usage::{group_user_rows, sum_page};
 use manager_lib::storage::{Entity, StorageError, StorageResult};
 
 use crate::PgStorage;
@@ -86,22 +86,31 @@ async fn ingest(
         let ids: Vec<String> = sums.users.keys().map(UserId::to_string).collect();
         let ups: Vec<i64> = sums.users.values().map(|b| storable(b.up)).collect();
         let downs: Vec<i64> = sums.users.values().map(|b| storable(b.down)).collect();
-        let updated = sqlx::query(concat!(
+        // Only the users this page took to their limit come back (the
+        // rest of the page is neither decoded nor sent): at or over the
+        // limit (`kit::usage::over_limit` in SQL, in numeric so a sum past
+        // i64 compares right) and not blocked yet.
+        let crossing: Vec<String> = sqlx::query_scalar(concat!(
             "WITH i AS ( \
                SELECT * FROM unnest($1::text[]::uuid[], $2::bigint[], $3::bigint[]) \
                  AS i(id, up, down) \
              ), locked AS ( \
                SELECT u.id FROM users u JOIN i ON u.id = i.id \
                WHERE NOT u.deleted ORDER BY u.id FOR UPDATE OF u \
-             ) UPDATE users u SET used_up = ",
+             ), updated AS ( \
+               UPDATE users u SET used_up = ",
             sat_add!("u.used_up", "i.up"),
             ", used_down = ",
             sat_add!("u.used_down", "i.down"),
             ", expire_at = CASE WHEN (i.up > 0 OR i.down > 0) AND u.on_hold IS NOT NULL \
                  THEN $4 + u.on_hold * 1000 ELSE u.expire_at END, \
                on_hold = CASE WHEN i.up > 0 OR i.down > 0 THEN NULL ELSE u.on_hold END \
-             FROM i JOIN locked l ON l.id = i.id WHERE u.id = i.id \
-             RETURNING u.id::text AS id, u.used_up, u.used_down, u.data_limit, u.blocked"
+               FROM i JOIN locked l ON l.id = i.id WHERE u.id = i.id \
+               RETURNING u.id, u.used_up, u.used_down, u.data_limit, u.blocked \
+             ) SELECT id::text FROM updated \
+             WHERE blocked IS NULL AND data_limit IS NOT NULL \
+               AND used_up::numeric + used_down >= data_limit \
+             ORDER BY id"
         ))
         .bind(ids)
         .bind(ups)
@@ -111,35 +120,18 @@ async fn ingest(
         .fetch_all(&mut *tx)
         .await
         .map_err(user_err)?;
-        let mut live = std::collections::HashSet::with_capacity(updated.len());
-        let mut crossing = Vec::new();
-        for row in &updated {
-            let id: UserId = rows::parse(rows::col::<&str>(row, "id")?)?;
-            live.insert(id);
-            let used = count(rows::col(row, "used_up")?)?
-                .saturating_add(count(rows::col(row, "used_down")?)?);
-            let plan = Plan {
-                data_limit: rows::col::<Option<i64>>(row, "data_limit")?
-                    .map(count)
-                    .transpose()?,
-                ..Plan::default()
-            };
-            let blocked = rows::col::<Option<&str>>(row, "blocked")?;
-            if blocked.is_none() && over_limit(&plan, used) {
-                crossing.push(id);
-            }
-        }
+        let crossing = crossing
+            .iter()
+            .map(|id| rows::parse(id))
+            .collect::<StorageResult<Vec<UserId>>>()?;
         if !crossing.is_empty() && !blocking {
             tx.rollback().await.map_err(user_err)?;
             return Ok(None);
         }
-        crossing.sort();
         newly_blocked = set_blocked(&mut tx, &crossing, Some(BlockReason::Limited)).await?;
-        let days: Vec<_> = sums
-            .user_days
-            .iter()
-            .filter(|((id, _), _)| live.contains(id))
-            .collect();
+        // History of live users only (a deleted or unknown user's bytes
+        // are not kept): the join below.
+        let days: Vec<_> = sums.user_days.iter().collect();
         let day_users: Vec<String> = days.iter().map(|((id, _), _)| id.to_string()).collect();
         let day_at: Vec<i64> = days.iter().map(|((_, day), _)| day.0).collect();
         let day_up: Vec<i64> = days.iter().map(|(_, b)| storable(b.up)).collect();
@@ -149,6 +141,7 @@ async fn ingest(
              SELECT i.id, i.day, $5::uuid, i.up, i.down \
              FROM unnest($1::text[]::uuid[], $2::bigint[], $3::bigint[], $4::bigint[]) \
                AS i(id, day, up, down) \
+             JOIN users u ON u.id = i.id AND NOT u.deleted \
              ON CONFLICT (day, node_id, user_id) DO UPDATE SET up = ",
             sat_add!("h.up", "EXCLUDED.up"),
             ", down = ",

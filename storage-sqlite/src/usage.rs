@@ -10,8 +10,8 @@ use manager_lib::domain::usage::{
     IngestOutcome, NodeUsage, UsageCursor, UsageGrouping, UsagePage, UsageRow, check_multiplier,
     storable,
 };
-use manager_lib::domain::{BlockReason, Node, NodeId, Plan, Timestamp, UserId};
-use manager_lib::storage::kit::usage::{group_node_rows, group_user_rows, over_limit, sum_page};
+use manager_lib::domain::{BlockReason, Node, NodeId, Timestamp, UserId};
+use manager_lib::storage::kit::usage::{group_node_rows, group_user_rows, sum_page};
 use manager_lib::storage::{Entity, StorageError, StorageResult};
 use sqlx::{Row as _, SqliteConnection};
 
@@ -79,101 +79,79 @@ async fn ingest(
     let cursor = page.cursor_after(&pulled_with);
     let node_text = node.to_string();
     let mut newly_blocked = Vec::new();
-    let mut live = std::collections::HashSet::with_capacity(sums.users.len());
     if !sums.users.is_empty() {
         // One statement for every user of the page: the deltas travel as
         // one JSON array, `[id, up, down]` each. It sets the used bytes
-        // only, so no index of `users` is touched.
+        // only, so no index of `users` is touched, and answers nothing:
+        // every row sent back costs a hop between threads.
         let deltas = json_rows(
             sums.users
                 .iter()
                 .map(|(id, b)| format!("[\"{id}\",{},{}]", storable(b.up), storable(b.down))),
         );
-        let rows = sqlx::query(concat!(
+        sqlx::query(concat!(
             "UPDATE users AS u SET used_up = ",
             sat_add!("u.used_up", "i.up"),
             ", used_down = ",
             sat_add!("u.used_down", "i.down"),
             " FROM (SELECT value ->> 0 AS id, value ->> 1 AS up, value ->> 2 AS down \
                    FROM json_each(?1)) AS i \
-             WHERE u.id = i.id AND u.deleted = 0 \
-             RETURNING id, used_up, used_down, data_limit, blocked, on_hold"
+             WHERE u.id = i.id AND u.deleted = 0"
         ))
-        .bind(deltas)
+        .bind(&deltas)
+        .execute(&mut *conn)
+        .await
+        .map_err(user_err)?;
+        // Holds start at the first byte (expiry = now + hold): the page's
+        // users on hold that moved bytes.
+        sqlx::query(
+            "UPDATE users SET expire_at = ?2 + on_hold * 1000, on_hold = NULL \
+             WHERE on_hold IS NOT NULL AND deleted = 0 AND id IN ( \
+                 SELECT value ->> 0 FROM json_each(?1) \
+                 WHERE value ->> 1 > 0 OR value ->> 2 > 0)",
+        )
+        .bind(&deltas)
+        .bind(now.0)
+        .execute(&mut *conn)
+        .await
+        .map_err(user_err)?;
+        // The page's users now at or over their limit and not blocked yet
+        // (`kit::usage::over_limit` in SQL):
+        // the only rows read back. (A sum past i64 becomes a REAL here,
+        // which still compares right.)
+        let crossing: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM users \
+             WHERE id IN (SELECT value ->> 0 FROM json_each(?1)) AND deleted = 0 \
+                 AND blocked IS NULL AND data_limit IS NOT NULL \
+                 AND used_up + used_down >= data_limit \
+             ORDER BY id",
+        )
+        .bind(&deltas)
         .fetch_all(&mut *conn)
         .await
         .map_err(user_err)?;
-        // Holds start at the first byte (expiry = now + hold): the few
-        // on-hold users with bytes, by primary key.
-        let mut holds = Vec::new();
-        for row in &rows {
-            if row
-                .try_get::<Option<i64>, _>("on_hold")
-                .map_err(user_err)?
-                .is_some()
-            {
-                let id: &str = row.try_get("id").map_err(user_err)?;
-                let b = sums.users[&parse::<UserId>(id)?];
-                if b.up > 0 || b.down > 0 {
-                    holds.push(id.to_owned());
-                }
-            }
-        }
-        if !holds.is_empty() {
-            sqlx::query(
-                "UPDATE users SET expire_at = ?2 + on_hold * 1000, on_hold = NULL \
-                 WHERE id IN (SELECT value FROM json_each(?1)) AND on_hold IS NOT NULL",
-            )
-            .bind(serde_json::to_string(&holds).expect("strings serialize"))
-            .bind(now.0)
-            .execute(&mut *conn)
-            .await
-            .map_err(user_err)?;
-        }
-        let mut crossing = Vec::new();
-        for row in &rows {
-            // Deleted users are not in the answer: skipped.
-            let id: UserId = parse(row.try_get::<&str, _>("id").map_err(user_err)?)?;
-            live.insert(id);
-            let used = bytes(row.try_get("used_up").map_err(user_err)?)?
-                .saturating_add(bytes(row.try_get("used_down").map_err(user_err)?)?);
-            let plan = Plan {
-                data_limit: row
-                    .try_get::<Option<i64>, _>("data_limit")
-                    .map_err(user_err)?
-                    .map(bytes)
-                    .transpose()?,
-                ..Plan::default()
-            };
-            let blocked: Option<&str> = row.try_get("blocked").map_err(user_err)?;
-            if blocked.is_none() && over_limit(&plan, used) {
-                crossing.push(id);
-            }
-        }
-        crossing.sort();
-        for id in crossing {
+        for id in &crossing {
+            let id: UserId = parse(id)?;
             set_blocked(conn, id, Some(BlockReason::Limited)).await?;
             newly_blocked.push(id);
         }
     }
-    let days = json_rows(
-        sums.user_days
-            .iter()
-            .filter(|((id, _), _)| live.contains(id))
-            .map(|((id, day), b)| {
-                format!(
-                    "[\"{id}\",{},{},{}]",
-                    day.0,
-                    storable(b.up),
-                    storable(b.down)
-                )
-            }),
-    );
+    // History of live users only (a deleted or unknown user's bytes are
+    // not kept), in key order within the page's (day, node).
+    let days = json_rows(sums.user_days.iter().map(|((id, day), b)| {
+        format!(
+            "[\"{id}\",{},{},{}]",
+            day.0,
+            storable(b.up),
+            storable(b.down)
+        )
+    }));
     // `WHERE true`: SQLite's upsert after a SELECT needs it to parse.
     sqlx::query(concat!(
         "INSERT INTO user_usage_daily (user_id, day, node_id, up, down) \
-         SELECT value ->> 0, value ->> 1, ?2, value ->> 2, value ->> 3 \
-         FROM json_each(?1) WHERE true \
+         SELECT j.value ->> 0, j.value ->> 1, ?2, j.value ->> 2, j.value ->> 3 \
+         FROM json_each(?1) AS j JOIN users AS u ON u.id = j.value ->> 0 AND u.deleted = 0 \
+         WHERE true \
          ON CONFLICT (day, node_id, user_id) DO UPDATE SET up = ",
         sat_add!("up", "excluded.up"),
         ", down = ",

@@ -354,3 +354,59 @@ pub async fn concurrent_ingests_store_a_page_once_and_block_once(s: &dyn Storage
         assert_eq!(s.get_node(n).await.unwrap().usage_cursor, cursor("j", 1));
     }
 }
+
+pub async fn usage_of_deleted_or_unknown_users_is_not_kept(s: &dyn Storage) {
+    let n = node(s, "http://10.9.3.1:1").await;
+    let kept = user(s, "kept").await;
+    let gone = user(s, "gone").await;
+    s.delete_user(gone).await.unwrap();
+    let unknown = UserId::random();
+    let now = utc(2025, 3, 10, 12);
+    let p = page(
+        "j",
+        vec![batch(
+            1,
+            now,
+            &[(kept, 10, 20), (gone, 100, 200), (unknown, 1000, 2000)],
+        )],
+    );
+    let outcome = s
+        .ingest_usage(n.id, &UsageCursor::default(), &p, now)
+        .await
+        .unwrap();
+    assert!(outcome.stored);
+    assert_eq!(used(s, kept).await, (10, 20));
+    // The node's raw totals count every byte its core reported.
+    let stored = s.get_node(n.id).await.unwrap();
+    assert_eq!((stored.used_up, stored.used_down), (1110, 2220));
+    // History: the live user's day and the node's hour, nothing else.
+    let purged = s
+        .purge_usage_history(Timestamp(i64::MAX), Timestamp(i64::MAX))
+        .await
+        .unwrap();
+    assert_eq!(purged, 2);
+}
+
+pub async fn usage_limits_near_the_top_compare_without_overflow(s: &dyn Storage) {
+    let n = node(s, "http://10.9.3.2:1").await;
+    let u = enabled_user(s, "huge").await;
+    let max = i64::MAX as u64;
+    let now = utc(2025, 3, 10, 12);
+    plan(s, u, limit(max - 10), now).await;
+    // Up and down each below the limit, their sum past i64 (2^62 each:
+    // exact through the multiplier's f64).
+    let half = 1u64 << 62;
+    let p = page("j", vec![batch(1, now, &[(u, half, half)])]);
+    let outcome = s
+        .ingest_usage(n.id, &UsageCursor::default(), &p, now)
+        .await
+        .unwrap();
+    assert_eq!(outcome.newly_blocked, vec![u]);
+    let again = page("j", vec![batch(2, now, &[(u, 1, 1)])]);
+    let outcome = s
+        .ingest_usage(n.id, &cursor("j", 1), &again, now)
+        .await
+        .unwrap();
+    assert!(outcome.newly_blocked.is_empty(), "blocked once");
+    assert_eq!(used(s, u).await, (half + 1, half + 1));
+}
