@@ -254,6 +254,12 @@ impl Manager {
         {
             tracing::warn!(node = %id, error = %e, "deleting a node that could not be stopped");
         }
+        // The agent reads the core's counters one last time as it stops it:
+        // what its journal holds is stored before the node is gone (no pull
+        // ever reaches a deleted node). An unreachable node's is lost with it.
+        if let Err(e) = self.pull_usage(&self.storage.get_node(id).await?).await {
+            tracing::warn!(node = %id, error = %e, "deleting a node whose last usage could not be pulled");
+        }
         self.storage.delete_node(id).await?;
         self.locks.forget(id);
         Ok(())

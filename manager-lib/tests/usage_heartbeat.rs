@@ -1,6 +1,7 @@
 //! The heartbeat's usage pulls, on a simulated fleet: a node whose status
 //! shows nothing after the manager's cursor costs no `/usage` call; a node
-//! with new batches is pulled in the same beat as before.
+//! with new batches is pulled in the same beat as before; a node being
+//! deleted gives its last batches first.
 
 use std::sync::Arc;
 
@@ -117,4 +118,16 @@ async fn a_journal_behind_the_cursor_is_pulled_and_numbers_go_on_after_it() {
     w.fleet.record_usage(ENDPOINT, &[(w.user, 5, 7)]);
     w.beat().await;
     assert_eq!(w.used().await, (8, 10), "the new batch counted, once");
+}
+
+#[tokio::test]
+async fn a_deleted_node_gives_its_last_usage_first() {
+    let w = World::new().await;
+    w.beat().await;
+    w.fleet.record_usage(ENDPOINT, &[(w.user, 3, 4)]);
+    w.beat().await;
+    // Read by the agent after the last beat: no beat will reach it again.
+    w.fleet.record_usage(ENDPOINT, &[(w.user, 30, 40)]);
+    w.manager.delete_node(w.node).await.unwrap();
+    assert_eq!(w.used().await, (33, 44), "nothing the node read is lost");
 }
