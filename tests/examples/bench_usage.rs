@@ -27,6 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
+use manager_lib::cache::MemoryCache;
 use manager_lib::domain::plan::Plan;
 use manager_lib::domain::{NewUser, Node, UserId, UserStatus};
 use manager_lib::manager::{Manager, ManagerSettings};
@@ -180,7 +181,11 @@ async fn ingest(opts: &Opts) -> Result<()> {
         node_list_limit: None,
         ..ServerSettings::new("bench")
     };
-    let server = Server::build(Backends::new(storage.clone(), sim.clone()), settings);
+    // The memory cache, as the xray-manager binary runs by default: without
+    // it every node-list call reads the whole fleet from the database.
+    let backends =
+        Backends::new(storage.clone(), sim.clone()).with_cache(Arc::new(MemoryCache::new()));
+    let server = Server::build(backends, settings);
     let manager = server.manager.clone();
     eprintln!("seeding {nodes_n} nodes and {users_n} users…");
     let nodes = fleet(&manager, &sim, nodes_n).await?;
