@@ -102,36 +102,50 @@ async fn ingest(
         .execute(&mut *conn)
         .await
         .map_err(user_err)?;
-        // Holds start at the first byte (expiry = now + hold): the page's
-        // users on hold that moved bytes.
-        sqlx::query(
-            "UPDATE users SET expire_at = ?2 + on_hold * 1000, on_hold = NULL \
-             WHERE on_hold IS NOT NULL AND deleted = 0 AND id IN ( \
-                 SELECT value ->> 0 FROM json_each(?1) \
-                 WHERE value ->> 1 > 0 OR value ->> 2 > 0)",
-        )
-        .bind(&deltas)
-        .bind(now.0)
-        .execute(&mut *conn)
-        .await
-        .map_err(user_err)?;
-        // The page's users now at or over their limit and not blocked yet
-        // (`kit::usage::over_limit` in SQL):
-        // the only rows read back. (A sum past i64 becomes a REAL here,
-        // which still compares right.)
-        let crossing: Vec<String> = sqlx::query_scalar(
-            "SELECT id FROM users \
-             WHERE id IN (SELECT value ->> 0 FROM json_each(?1)) AND deleted = 0 \
-                 AND blocked IS NULL AND data_limit IS NOT NULL \
-                 AND used_up + used_down >= data_limit \
-             ORDER BY id",
+        // One pass over the page's users reads back only the rare ones: on
+        // hold with bytes (their hold starts now) or at or over their limit
+        // and not blocked yet (`kit::usage::over_limit` in SQL; a sum past
+        // i64 becomes a REAL here, which still compares right).
+        let rows = sqlx::query(
+            "SELECT u.id AS id, \
+                 u.on_hold IS NOT NULL AND (j.value ->> 1 > 0 OR j.value ->> 2 > 0) AS holds, \
+                 u.blocked IS NULL AND u.data_limit IS NOT NULL \
+                     AND u.used_up + u.used_down >= u.data_limit AS crossing \
+             FROM json_each(?1) AS j JOIN users AS u ON u.id = j.value ->> 0 \
+             WHERE u.deleted = 0 AND ( \
+                 (u.on_hold IS NOT NULL AND (j.value ->> 1 > 0 OR j.value ->> 2 > 0)) \
+                 OR (u.blocked IS NULL AND u.data_limit IS NOT NULL \
+                     AND u.used_up + u.used_down >= u.data_limit))",
         )
         .bind(&deltas)
         .fetch_all(&mut *conn)
         .await
         .map_err(user_err)?;
-        for id in &crossing {
-            let id: UserId = parse(id)?;
+        let mut holds = Vec::new();
+        let mut crossing = Vec::new();
+        for row in &rows {
+            let id: &str = row.try_get("id").map_err(user_err)?;
+            if row.try_get::<bool, _>("holds").map_err(user_err)? {
+                holds.push(id.to_owned());
+            }
+            if row.try_get::<bool, _>("crossing").map_err(user_err)? {
+                crossing.push(parse::<UserId>(id)?);
+            }
+        }
+        // Holds start at the first byte (expiry = now + hold).
+        if !holds.is_empty() {
+            sqlx::query(
+                "UPDATE users SET expire_at = ?2 + on_hold * 1000, on_hold = NULL \
+                 WHERE id IN (SELECT value FROM json_each(?1))",
+            )
+            .bind(serde_json::to_string(&holds).expect("strings serialize"))
+            .bind(now.0)
+            .execute(&mut *conn)
+            .await
+            .map_err(user_err)?;
+        }
+        crossing.sort();
+        for id in crossing {
             set_blocked(conn, id, Some(BlockReason::Limited)).await?;
             newly_blocked.push(id);
         }
