@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt as _;
 use manager_lib::cache::MemoryCache;
 use manager_lib::domain::plan::Plan;
-use manager_lib::domain::{NewUser, Node, UserId, UserStatus};
+use manager_lib::domain::{NewUser, Node, PageRequest, RequiredStatus, UserId, UserStatus};
 use manager_lib::manager::{Manager, ManagerSettings};
 use manager_lib::reconcile::ReconcilerSettings;
 use manager_lib::server::{Backends, Server, ServerSettings};
@@ -65,6 +65,75 @@ async fn open_storage(opts: &Opts, name: &str) -> Result<Arc<dyn Storage>> {
     } else {
         Arc::new(storage_postgres::PgStorage::connect(&url).await?)
     })
+}
+
+/// The storage at `--storage` (default an SQLite file named after `name`
+/// under target/), kept from an earlier run unless `--fresh 1`.
+async fn open_kept_storage(opts: &Opts, name: &str) -> Result<Arc<dyn Storage>> {
+    let url = opts.get("storage", &format!("sqlite://target/bench-{name}.db"));
+    if opts.0.contains_key("fresh") && url.starts_with("sqlite://") {
+        let file = url.trim_start_matches("sqlite://");
+        for ext in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{file}{ext}"));
+        }
+    }
+    Ok(if url.starts_with("sqlite://") {
+        Arc::new(storage_sqlite::SqliteStorage::connect(&url).await?)
+    } else {
+        Arc::new(storage_postgres::PgStorage::connect(&url).await?)
+    })
+}
+
+/// `nodes_n` simulated nodes of which the first `serving` run, and
+/// `users_n` enabled users, applied on the serving nodes (their cursors
+/// acknowledged straight in the storage, as the node-list benchmark does);
+/// kept in the storage, so a later run only reads them back.
+async fn seed_fleet(
+    manager: &Manager,
+    storage: &Arc<dyn Storage>,
+    sim: &SimulatedFleet,
+    nodes_n: usize,
+    serving: usize,
+    users_n: usize,
+) -> Result<(Vec<Node>, Vec<(UserId, String)>)> {
+    let mut nodes = manager_lib::storage::all_nodes(storage.as_ref()).await?;
+    if nodes.len() != nodes_n || storage.fleet_state().await?.enabled_users != users_n as u64 {
+        if !nodes.is_empty() {
+            return Err("the kept database holds another fleet: pass --fresh 1".into());
+        }
+        eprintln!("seeding {nodes_n} nodes and {users_n} users (kept for later runs)…");
+        for i in 0..nodes_n {
+            let endpoint = format!("http://sim-{i}.bench:9000");
+            sim.add_node(&endpoint);
+            let node = manager.new_node(&endpoint).await?;
+            if i < serving {
+                manager.start_node(node.id).await?;
+            }
+        }
+        users(storage, users_n, Plan::default()).await?;
+        let last = storage.fleet_state().await?.last_seq;
+        nodes = manager_lib::storage::all_nodes(storage.as_ref()).await?;
+        for node in &nodes {
+            if node.required_status == RequiredStatus::Running {
+                storage.ack_operations(node.id, last).await?;
+            }
+        }
+    } else {
+        for node in &nodes {
+            sim.add_node(&node.endpoint);
+        }
+    }
+    let mut users = Vec::with_capacity(users_n);
+    let mut req = PageRequest::first(PageRequest::MAX_LIMIT);
+    loop {
+        let page = storage.list_users(&req).await?;
+        users.extend(page.items.into_iter().map(|u| (u.id, u.name)));
+        match page.next {
+            Some(next) => req.after = Some(next),
+            None => break,
+        }
+    }
+    Ok((nodes, users))
 }
 
 /// `n` simulated nodes, registered and started.
@@ -129,7 +198,10 @@ fn load_node_list(
             tasks.spawn(async move {
                 let mut lat = Vec::new();
                 let mut i = t;
-                let mut tick = tokio::time::interval(gap);
+                // Staggered: 16 clients on one schedule would send in
+                // bursts of 16 and measure their own queue.
+                let start = tokio::time::Instant::now() + gap.mul_f64(t as f64 / 16.0);
+                let mut tick = tokio::time::interval_at(start, gap);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 while !stop.load(Ordering::Relaxed) {
                     tick.tick().await;
@@ -155,6 +227,7 @@ fn load_node_list(
 
 async fn ingest(opts: &Opts) -> Result<()> {
     let nodes_n = opts.num("nodes", 1000);
+    let serving = opts.num("serving", nodes_n).min(nodes_n);
     let per_node = opts.num("per-node", 1000);
     let users_n = opts.num("users", 1_000_000).max(per_node);
     let fixed = match opts.get("assign", "fixed").as_str() {
@@ -165,17 +238,15 @@ async fn ingest(opts: &Opts) -> Result<()> {
     let rounds = opts.num("rounds", 3);
     let concurrency = opts.num("concurrency", 32);
     let rate = opts.num("load-rate", 1000);
-    let storage = open_storage(opts, "ingest").await?;
+    // Seeding a million users takes minutes: the database is kept and
+    // reused by later runs with the same fleet (`--fresh 1` starts over).
+    let name = format!("ingest-{users_n}-{nodes_n}-{serving}");
+    let storage = open_kept_storage(opts, &name).await?;
     let sim = Arc::new(SimulatedFleet::new());
     let settings = ServerSettings {
         manager: ManagerSettings {
             concurrency,
             ..ManagerSettings::default()
-        },
-        // The bench pulls by itself; no heartbeat during the figures.
-        reconciler: ReconcilerSettings {
-            interval: Duration::from_secs(3600),
-            ..ReconcilerSettings::default()
         },
         push_on_change: false,
         node_list_limit: None,
@@ -187,17 +258,56 @@ async fn ingest(opts: &Opts) -> Result<()> {
         Backends::new(storage.clone(), sim.clone()).with_cache(Arc::new(MemoryCache::new()));
     let server = Server::build(backends, settings);
     let manager = server.manager.clone();
-    eprintln!("seeding {nodes_n} nodes and {users_n} users…");
-    let nodes = fleet(&manager, &sim, nodes_n).await?;
-    let users = users(&storage, users_n, Plan::default()).await?;
+    let (nodes, users) = seed_fleet(&manager, &storage, &sim, nodes_n, serving, users_n).await?;
+    // The API alone, as the node-list benchmark serves it: no heartbeat
+    // beside the figures (the bench pulls by itself, as the heartbeat
+    // would; a first heartbeat would push every user to every node).
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
-    tokio::spawn(server.serve(listener, std::future::pending()));
+    let app = server.router;
+    tokio::spawn(async move { axum::serve(listener, app).await });
     let paths: Arc<Vec<String>> = Arc::new(
         users
             .iter()
             .map(|(id, name)| format!("/user/{id}-{name}/nodes"))
             .collect(),
+    );
+    let probe = reqwest::get(format!("{url}{}", paths[0])).await?;
+    let links: Vec<String> = probe.json().await?;
+    eprintln!("a user's node list has {} links", links.len());
+
+    // One cold user at a time, in process (the storage, the cache and the
+    // JSON the handler writes) and over HTTP: the call's own cost.
+    let mut inproc = Vec::new();
+    let mut http = Vec::new();
+    let client = reqwest::Client::new();
+    for (k, path) in paths.iter().rev().take(400).enumerate() {
+        let id_name = path.trim_start_matches("/user/").trim_end_matches("/nodes");
+        let started = Instant::now();
+        if k % 2 == 0 {
+            let links = manager.user_node_links(id_name).await?;
+            let body = serde_json::to_vec(&links)?;
+            std::hint::black_box(body);
+            inproc.push(started.elapsed());
+        } else {
+            let body = client
+                .get(format!("{url}{path}"))
+                .send()
+                .await?
+                .bytes()
+                .await?;
+            std::hint::black_box(body);
+            http.push(started.elapsed());
+        }
+    }
+    inproc.sort();
+    http.sort();
+    println!(
+        "node-list, one cold user at a time: in process p50 {:.2?} p99 {:.2?}; over HTTP p50 {:.2?} p99 {:.2?}",
+        percentile(&inproc, 0.5),
+        percentile(&inproc, 0.99),
+        percentile(&http, 0.5),
+        percentile(&http, 0.99)
     );
 
     // The node-list call without ingest, for comparison.
