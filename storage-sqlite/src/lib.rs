@@ -36,10 +36,12 @@
 //! whose caller left before its batch started is skipped.
 //!
 //! Reads use a pool of up to [`READERS`] connections, which WAL lets run next
-//! to the writer.
+//! to the writer. WAL checkpoints run on a connection of their own after
+//! commits, not inside the writer's commit (`checkpoint`).
 
 pub mod backup;
 mod changes;
+mod checkpoint;
 mod error;
 mod leases;
 mod nodes;
@@ -74,6 +76,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+use crate::checkpoint::Checkpoints;
 use crate::error::{db_error, migrate_error};
 use crate::writer::{BoxFuture, Writer};
 pub use crate::writer::{MAX_BATCH, WriteStats};
@@ -165,7 +168,13 @@ impl SqliteStorage {
             .min_connections(1)
             .idle_timeout(None)
             .max_lifetime(None)
-            .connect_with(options.clone().journal_mode(SqliteJournalMode::Wal))
+            .connect_with(
+                options
+                    .clone()
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .pragma("wal_autocheckpoint", checkpoint::BACKSTOP_PAGES.to_string())
+                    .pragma("journal_size_limit", checkpoint::WAL_SIZE_KEPT.to_string()),
+            )
             .await
             .map_err(|e| db_error(e, None))?;
         MIGRATOR.run(&writer).await.map_err(migrate_error)?;
@@ -176,7 +185,7 @@ impl SqliteStorage {
             .map_err(|e| db_error(e, None))?;
         Ok(Self {
             filename: writer.connect_options().get_filename().to_path_buf(),
-            writes: Writer::spawn(writer.clone()),
+            writes: Writer::spawn(writer.clone(), Some(Checkpoints::spawn(reader.clone()))),
             user_reads: point_reads::spawn(reader.clone()),
             writer,
             reader,
@@ -193,7 +202,7 @@ impl SqliteStorage {
         MIGRATOR.run(&pool).await.map_err(migrate_error)?;
         Ok(Self {
             filename: pool.connect_options().get_filename().to_path_buf(),
-            writes: Writer::spawn(pool.clone()),
+            writes: Writer::spawn(pool.clone(), None),
             user_reads: point_reads::spawn(pool.clone()),
             writer: pool.clone(),
             reader: pool,

@@ -30,6 +30,7 @@ use sqlx::sqlite::{SqliteArguments, SqliteRow};
 use sqlx::{Arguments as _, Sqlite, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::checkpoint::Checkpoints;
 use crate::error::db_error;
 
 /// A boxed future borrowing the write connection.
@@ -70,11 +71,12 @@ pub(crate) struct Writer {
 
 impl Writer {
     /// Starts the writer task on the current Tokio runtime. It takes a
-    /// connection from `pool` for each batch.
-    pub(crate) fn spawn(pool: SqlitePool) -> Self {
+    /// connection from `pool` for each batch, and nudges `checkpoints`, if
+    /// given, after each.
+    pub(crate) fn spawn(pool: SqlitePool, checkpoints: Option<Checkpoints>) -> Self {
         let (jobs, queue) = mpsc::channel(QUEUE);
         let counters = Arc::new(Counters::default());
-        tokio::spawn(run(pool, queue, counters.clone()));
+        tokio::spawn(run(pool, queue, counters.clone(), checkpoints));
         Self { jobs, counters }
     }
 
@@ -308,7 +310,12 @@ fn ran<T: Send + 'static>(
     }
 }
 
-async fn run(pool: SqlitePool, mut queue: mpsc::Receiver<Box<dyn Job>>, counters: Arc<Counters>) {
+async fn run(
+    pool: SqlitePool,
+    mut queue: mpsc::Receiver<Box<dyn Job>>,
+    counters: Arc<Counters>,
+    checkpoints: Option<Checkpoints>,
+) {
     let mut taken = Vec::with_capacity(MAX_BATCH);
     // Whatever is queued, at once: a lone caller never waits for company.
     while queue.recv_many(&mut taken, MAX_BATCH).await > 0 {
@@ -316,6 +323,9 @@ async fn run(pool: SqlitePool, mut queue: mpsc::Receiver<Box<dyn Job>>, counters
         if !batch.is_empty() {
             counters.batches.fetch_add(1, Ordering::Relaxed);
             run_batch(&pool, batch, &counters).await;
+            if let Some(checkpoints) = &checkpoints {
+                checkpoints.committed();
+            }
         }
     }
 }

@@ -660,3 +660,37 @@ async fn a_database_on_the_first_schema_gains_usage_accounting() {
     let fleet = s.fleet_state().await.unwrap();
     assert_eq!((fleet.last_seq, fleet.enabled_users), (3, 1));
 }
+
+/// Commits reach the database file without a checkpoint in any commit: a
+/// few writes (far below SQLite's automatic checkpoint of 1,000 WAL pages,
+/// and the writer's backstop) are copied from the WAL into the file by the
+/// checkpoint task, while the storage stays open (nothing else copies
+/// them before the last connection closes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_are_checkpointed_off_the_write_path() {
+    let f = fresh_storage().await;
+    let file = f.dir.path().join("manager.db");
+    let size = || std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+    let before = size();
+    for i in 0..20 {
+        let user = f
+            .storage
+            .create_user(NewUser::new(format!("u{i}")).unwrap())
+            .await
+            .unwrap();
+        f.storage
+            .set_user_status(user.id, UserStatus::Enabled)
+            .await
+            .unwrap();
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while size() <= before {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nothing was checkpointed into the database file ({} bytes)",
+            size()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(f.storage.fleet_state().await.unwrap().enabled_users, 20);
+}
