@@ -92,6 +92,8 @@ pub struct PgStorage {
     /// reads of nodes (see `grouped`), started on first use so `from_pool`
     /// needs no runtime.
     calls: Arc<std::sync::OnceLock<Calls>>,
+    /// Usage pages stored at once (see `usage`).
+    ingest_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl fmt::Debug for PgStorage {
@@ -146,6 +148,7 @@ impl PgStorage {
         Self {
             pool,
             calls: Arc::default(),
+            ingest_slots: Arc::new(tokio::sync::Semaphore::new(usage::CONCURRENT_INGESTS)),
         }
     }
 
