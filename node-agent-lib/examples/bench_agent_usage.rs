@@ -20,7 +20,6 @@
 //! users, default 2) and `BENCH_CONNS` (connections in flight, default 64)
 //! change the sizes.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -29,9 +28,9 @@ use futures::StreamExt as _;
 use node_agent_lib::NodeClient;
 use node_agent_lib::envelope::NodeKey;
 use node_agent_lib::wire::{UsageRequest, WireUser};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use xray_core_client::testing::{
-    ServerPorts, binary_flavor, free_port, server_config, v2ray_binary,
+    ServerPorts, binary_flavor, free_port, serve_exchange, server_config, v2ray_binary,
+    vless_exchange,
 };
 
 /// Bytes each connection sends (the users' uplink) and gets back (downlink).
@@ -45,9 +44,12 @@ fn env_usize(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// User `i`, its id spread over the id space as the manager's random ids
+/// are (the agent reads counters by the id's first character).
 fn user(i: usize) -> WireUser {
+    let spread = (i as u128 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835);
     WireUser {
-        id: uuid::Uuid::from_u128(0x5eed_0000_0000 + i as u128).to_string(),
+        id: uuid::Uuid::from_u128(spread).to_string(),
         name: format!("user-{i}"),
         secret: format!("secret-{i:08}-abcdefghijklmnopqrstuv"),
     }
@@ -69,55 +71,6 @@ fn median(values: &mut [f64]) -> f64 {
     }
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
-}
-
-/// A TCP server that reads [`SENT`] bytes and answers [`ANSWERED`].
-async fn sink() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut got = [0u8; SENT];
-                if stream.read_exact(&mut got).await.is_ok() {
-                    let _ = stream.write_all(&[7u8; ANSWERED]).await;
-                    let _ = stream.shutdown().await;
-                }
-            });
-        }
-    });
-    addr
-}
-
-/// One VLESS connection of user `id` to `target` through the core's VLESS
-/// inbound at `vless`: request header (version 0, no addons, TCP), then
-/// [`SENT`] bytes; reads the answer.
-async fn vless_exchange(vless: SocketAddr, id: uuid::Uuid, target: SocketAddr) -> bool {
-    let SocketAddr::V4(target) = target else {
-        return false;
-    };
-    let mut request = vec![0u8];
-    request.extend_from_slice(id.as_bytes());
-    request.extend_from_slice(&[0, 1]);
-    request.extend_from_slice(&target.port().to_be_bytes());
-    request.push(1);
-    request.extend_from_slice(&target.ip().octets());
-    request.extend_from_slice(&[1u8; SENT]);
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(vless).await.ok()?;
-        stream.write_all(&request).await.ok()?;
-        // Two bytes of VLESS response header, then the sink's answer; not
-        // to its end: the core holds a closed link open for its policy's
-        // `uplinkOnly` (1 s).
-        let mut answer = [0u8; 2 + ANSWERED];
-        stream.read_exact(&mut answer).await.ok()?;
-        Some(())
-    };
-    tokio::time::timeout(Duration::from_secs(20), exchange)
-        .await
-        .ok()
-        .flatten()
-        .is_some()
 }
 
 /// `usage_reads` and `usage_read_seconds` from the agent's metrics.
@@ -168,6 +121,7 @@ async fn main() {
     let conns = env_usize("BENCH_CONNS", 64);
     let samples = env_usize("BENCH_SAMPLES", 5);
     let interval_secs = env_usize("BENCH_INTERVAL_SECS", 1) as u64;
+    let pulls = env_usize("BENCH_PULL", 1) != 0;
     let Some(core_binary) = v2ray_binary() else {
         eprintln!("no v2ray/xray binary: install v2ray or set V2RAY_BIN");
         std::process::exit(2);
@@ -265,20 +219,23 @@ async fn main() {
         })
     };
 
-    let vless: SocketAddr = format!("127.0.0.1:{}", ports.vless).parse().unwrap();
-    let target = sink().await;
+    let (target, _sink) = serve_exchange(SENT, ANSWERED).await;
     let mut cursor = (None, 0);
     let (mut pulled_batches, mut pulled_deltas) = (0, 0);
     let traffic_began = Instant::now();
     for round in 1..=rounds {
         let began = Instant::now();
         let failed = futures::stream::iter(ids.iter().copied())
-            .map(|id| vless_exchange(vless, id, target))
+            .map(|id| async move { vless_exchange(ports.vless, &id, target, SENT, ANSWERED).await })
             .buffer_unordered(conns)
             .filter(|ok| std::future::ready(!ok))
             .count()
             .await;
-        let (b, d) = pull_all(&client, &mut cursor).await;
+        let (b, d) = if pulls {
+            pull_all(&client, &mut cursor).await
+        } else {
+            (0, 0)
+        };
         pulled_batches += b;
         pulled_deltas += d;
         println!(
@@ -291,11 +248,13 @@ async fn main() {
     // Idle: the traffic stopped, the reads go on (200,000 zero counters each).
     let settle = Duration::from_secs(interval_secs * 2 + 1);
     tokio::time::sleep(settle).await;
-    let (b, d) = pull_all(&client, &mut cursor).await;
-    pulled_batches += b;
-    pulled_deltas += d;
-    // One more pull confirms the last batch (the journal then forgets it).
-    let _ = pull_all(&client, &mut cursor).await;
+    if pulls {
+        let (b, d) = pull_all(&client, &mut cursor).await;
+        pulled_batches += b;
+        pulled_deltas += d;
+        // One more pull confirms the last batch (the journal then forgets it).
+        let _ = pull_all(&client, &mut cursor).await;
+    }
     let mut rss = Vec::new();
     let mut reads_seen = read_metrics(&http, &metrics_url).await.expect("metrics").0;
     while rss.len() < samples {
@@ -321,11 +280,48 @@ async fn main() {
             .filter(|(at, _)| *at >= from && *at <= to)
             .map(|(_, ms)| *ms)
             .collect();
-        (ms.len(), median(&mut ms), ms.iter().copied().fold(0.0, f64::max))
+        (
+            ms.len(),
+            median(&mut ms),
+            ms.iter().copied().fold(0.0, f64::max),
+        )
     };
     let busy = ms_of(traffic_began, traffic_ended);
     let idle = ms_of(traffic_ended + settle, Instant::now());
     let status = client.status().await.expect("status");
+
+    // The core's own answer, from this process (no reset: the agent's
+    // reads are not disturbed): one call, and sixteen by first character.
+    let api = xray_core_client::CoreClient::new(
+        &format!("127.0.0.1:{}", ports.api),
+        binary_flavor(&core_binary),
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    let mut one = Vec::new();
+    let mut sixteen = Vec::new();
+    let mut counters = 0;
+    for _ in 0..5 {
+        let t = Instant::now();
+        counters = api
+            .query_stats("user>>>", false)
+            .await
+            .expect("query")
+            .len();
+        one.push(t.elapsed().as_secs_f64() * 1000.0);
+        let t = Instant::now();
+        for first in "0123456789abcdef".chars() {
+            api.query_stats(&format!("user>>>{first}"), false)
+                .await
+                .expect("query");
+        }
+        sixteen.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    println!(
+        "QueryStats from outside the agent ({counters} counters, no reset): one call median {:.0} ms, sixteen calls median {:.0} ms",
+        median(&mut one),
+        median(&mut sixteen)
+    );
 
     println!("core: {}", core_binary.display());
     println!(
@@ -343,7 +339,9 @@ async fn main() {
     println!(
         "agent RSS idle (median of {samples}, between reads): {:.1} MiB, samples {:?}; peak (VmHWM) {peak:.1} MiB",
         median(&mut rss.clone()),
-        rss.iter().map(|r| (r * 10.0).round() / 10.0).collect::<Vec<_>>()
+        rss.iter()
+            .map(|r| (r * 10.0).round() / 10.0)
+            .collect::<Vec<_>>()
     );
 
     client.stop().await.expect("stop");

@@ -1,5 +1,6 @@
 //! The `CoreApi` port: what the agent needs from the core's gRPC API, with
-//! its adapter over [`xray_core_client::CoreClient`].
+//! its adapter over [`xray_core_client::CoreClient`]; and the
+//! [`TrafficReader`] port the usage collector reads through.
 
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -11,6 +12,8 @@ pub use xray_core_client::{
 };
 
 use crate::service::ReadinessProbe;
+use crate::usage::UserSums;
+use crate::usage::sums::{user_id, user_traffic_counter};
 
 /// The running core's user management and health.
 ///
@@ -74,31 +77,17 @@ impl CoreApi for CoreClient {
 /// The email is everything between the first `user>>>` and the last
 /// `>>>traffic>>>`, so an email holding `>>>` still parses.
 pub fn sum_user_traffic(stats: Vec<Stat>) -> Vec<(String, u64, u64)> {
-    const PREFIX: &str = "user>>>";
-    const TRAFFIC: &str = ">>>traffic>>>";
     let mut sums: HashMap<String, (u64, u64)> = HashMap::with_capacity(stats.len() / 2);
-    for Stat { mut name, value } in stats {
-        if !name.starts_with(PREFIX) {
+    for Stat { name, value } in stats {
+        let Some((email, uplink)) = user_traffic_counter(&name) else {
             continue;
-        }
-        let Some(at) = name.rfind(TRAFFIC).filter(|at| *at >= PREFIX.len()) else {
-            continue;
-        };
-        let uplink = match &name[at + TRAFFIC.len()..] {
-            "uplink" => true,
-            "downlink" => false,
-            _ => continue,
         };
         // The core's counters are signed; a negative one is not traffic.
         let value = u64::try_from(value).unwrap_or(0);
         if value == 0 {
             continue;
         }
-        // The counter's own name becomes the key: 100,000 users' reads
-        // allocate no second copy of every email.
-        name.truncate(at);
-        name.drain(..PREFIX.len());
-        let entry = sums.entry(name).or_default();
+        let entry = sums.entry(email.to_owned()).or_default();
         if uplink {
             entry.0 = entry.0.saturating_add(value);
         } else {
@@ -108,6 +97,49 @@ pub fn sum_user_traffic(stats: Vec<Stat>) -> Vec<(String, u64, u64)> {
     sums.into_iter()
         .map(|(email, (up, down))| (email, up, down))
         .collect()
+}
+
+/// What the usage collector reads from the core: its users' traffic.
+///
+/// # Contract
+///
+/// - `take_user_traffic_into` reads and zeroes the traffic counters of every
+///   user whose email is a user id (a UUID as `Uuid::hyphenated` writes it)
+///   and adds the bytes since the last take to `sums`, zeroes left out.
+///   Counters of other emails (the operator's own clients) may be read and
+///   zeroed too, or left in the core; they never reach `sums`.
+/// - What it read is gone from the core, so on an error `sums` keeps what
+///   was read before it (the caller must keep that too).
+#[async_trait]
+pub trait TrafficReader: Debug + Send + Sync {
+    async fn take_user_traffic_into(&self, sums: &mut UserSums) -> Result<(), CoreError>;
+}
+
+/// One `QueryStats` call, its answer summed as it arrives
+/// ([`CoreClient::query_stats_into`]): a read of 100,000 users holds one
+/// HTTP/2 frame of it at a time, and `sums`.
+#[async_trait]
+impl TrafficReader for CoreClient {
+    async fn take_user_traffic_into(&self, sums: &mut UserSums) -> Result<(), CoreError> {
+        self.query_stats_into("user>>>", true, sums).await
+    }
+}
+
+/// A [`TrafficReader`] over any [`CoreApi`]: its `take_user_traffic`, user
+/// ids kept.
+#[derive(Debug, Clone)]
+pub struct CoreApiTraffic(pub Arc<dyn CoreApi>);
+
+#[async_trait]
+impl TrafficReader for CoreApiTraffic {
+    async fn take_user_traffic_into(&self, sums: &mut UserSums) -> Result<(), CoreError> {
+        for (email, up, down) in self.0.take_user_traffic().await? {
+            if let Some(id) = user_id(&email) {
+                sums.add(id, up, down);
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A readiness probe that asks the core's API for its uptime.

@@ -5,7 +5,9 @@ pub mod collector;
 pub mod journal;
 pub mod lifetime;
 mod record;
+pub(crate) mod sums;
 
 pub use collector::{CollectError, Usage, UsageCounters};
 pub use journal::{Journal, JournalError};
 pub use lifetime::{LifetimeTotals, UserTotals, read_lifetime_totals};
+pub use sums::UserSums;
