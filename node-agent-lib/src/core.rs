@@ -1,6 +1,5 @@
 //! The `CoreApi` port: what the agent needs from the core's gRPC API, with
-//! its adapter over [`xray_core_client::CoreClient`]; and the
-//! [`TrafficReader`] port the usage collector reads through.
+//! its adapter over [`xray_core_client::CoreClient`].
 
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -12,8 +11,6 @@ pub use xray_core_client::{
 };
 
 use crate::service::ReadinessProbe;
-use crate::usage::UserSums;
-use crate::usage::sums::{user_id, user_traffic_counter};
 
 /// The running core's user management and health.
 ///
@@ -99,47 +96,20 @@ pub fn sum_user_traffic(stats: Vec<Stat>) -> Vec<(String, u64, u64)> {
         .collect()
 }
 
-/// What the usage collector reads from the core: its users' traffic.
-///
-/// # Contract
-///
-/// - `take_user_traffic_into` reads and zeroes the traffic counters of every
-///   user whose email is a user id (a UUID as `Uuid::hyphenated` writes it)
-///   and adds the bytes since the last take to `sums`, zeroes left out.
-///   Counters of other emails (the operator's own clients) may be read and
-///   zeroed too, or left in the core; they never reach `sums`.
-/// - What it read is gone from the core, so on an error `sums` keeps what
-///   was read before it (the caller must keep that too).
-#[async_trait]
-pub trait TrafficReader: Debug + Send + Sync {
-    async fn take_user_traffic_into(&self, sums: &mut UserSums) -> Result<(), CoreError>;
-}
-
-/// One `QueryStats` call, its answer summed as it arrives
-/// ([`CoreClient::query_stats_into`]): a read of 100,000 users holds one
-/// HTTP/2 frame of it at a time, and `sums`.
-#[async_trait]
-impl TrafficReader for CoreClient {
-    async fn take_user_traffic_into(&self, sums: &mut UserSums) -> Result<(), CoreError> {
-        self.query_stats_into("user>>>", true, sums).await
-    }
-}
-
-/// A [`TrafficReader`] over any [`CoreApi`]: its `take_user_traffic`, user
-/// ids kept.
-#[derive(Debug, Clone)]
-pub struct CoreApiTraffic(pub Arc<dyn CoreApi>);
-
-#[async_trait]
-impl TrafficReader for CoreApiTraffic {
-    async fn take_user_traffic_into(&self, sums: &mut UserSums) -> Result<(), CoreError> {
-        for (email, up, down) in self.0.take_user_traffic().await? {
-            if let Some(id) = user_id(&email) {
-                sums.add(id, up, down);
-            }
-        }
-        Ok(())
-    }
+/// `(email, is uplink)` of a `user>>>EMAIL>>>traffic>>>uplink|downlink`
+/// counter: the email is everything between the first `user>>>` and the
+/// last `>>>traffic>>>`, so an email holding `>>>` still parses.
+pub(crate) fn user_traffic_counter(name: &str) -> Option<(&str, bool)> {
+    const PREFIX: &str = "user>>>";
+    const TRAFFIC: &str = ">>>traffic>>>";
+    let rest = name.strip_prefix(PREFIX)?;
+    let at = rest.rfind(TRAFFIC)?;
+    let uplink = match &rest[at + TRAFFIC.len()..] {
+        "uplink" => true,
+        "downlink" => false,
+        _ => return None,
+    };
+    Some((&rest[..at], uplink))
 }
 
 /// A readiness probe that asks the core's API for its uptime.

@@ -231,14 +231,20 @@ impl CoreClient {
             pattern: pattern.to_owned(),
             reset,
         };
-        let call =
-            stat_stream::query_stats(self.channel.clone(), path, &request, self.timeout, sink);
+        let call = stat_stream::query_stats(
+            self.channel.clone(),
+            path,
+            &request,
+            self.timeout,
+            MAX_MESSAGE_BYTES,
+            sink,
+        );
         match tokio::time::timeout(self.timeout, call).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(CallError::Transport(why))) => {
                 Err(CoreError::Unavailable(format!("{}: {why}", self.addr)))
             }
-            Ok(Err(CallError::Status(status))) => Err(self.from_status(status)),
+            Ok(Err(CallError::Status(status))) => Err(self.status_error(status)),
             Err(_) => Err(CoreError::Unavailable(format!(
                 "{}: no answer within {:?}",
                 self.addr, self.timeout
@@ -323,7 +329,7 @@ impl CoreClient {
     }
 
     /// The error of a call the core answered with `status`.
-    fn from_status(&self, status: tonic::Status) -> CoreError {
+    fn status_error(&self, status: tonic::Status) -> CoreError {
         match CoreError::from(status) {
             CoreError::Unavailable(why) => CoreError::Unavailable(format!("{}: {why}", self.addr)),
             other => other,
@@ -361,7 +367,7 @@ impl CoreClient {
             grpc.unary(request, path, codec)
                 .await
                 .map(tonic::Response::into_inner)
-                .map_err(|status| self.from_status(status))
+                .map_err(|status| self.status_error(status))
         };
         // The endpoint's own timeouts do not cover waiting for the channel to
         // become ready, so bound the whole call here.

@@ -14,7 +14,6 @@ use tonic::client::GrpcService;
 use tonic::codegen::http::{self, HeaderValue, header, uri::PathAndQuery};
 use tonic::transport::Channel;
 
-use crate::client::MAX_MESSAGE_BYTES;
 use crate::proto;
 use crate::stats::Stat;
 
@@ -49,6 +48,7 @@ pub(crate) async fn query_stats(
     path: PathAndQuery,
     request: &proto::QueryStatsRequest,
     timeout: Duration,
+    max_message_bytes: usize,
     sink: &mut (impl StatSink + ?Sized),
 ) -> Result<(), CallError> {
     let mut body = BytesMut::with_capacity(5 + request.encoded_len());
@@ -91,7 +91,7 @@ pub(crate) async fn query_stats(
         ))));
     }
     let mut body = response.into_body();
-    let mut answer = AnswerParser::default();
+    let mut answer = AnswerParser::new(max_message_bytes);
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| CallError::Transport(e.to_string()))?;
         match frame.into_data() {
@@ -129,14 +129,24 @@ enum Part {
 /// Parses a unary `QueryStatsResponse` answer (one gRPC frame, not
 /// compressed) from chunks of any size, one field at a time; holds the
 /// bytes of one unfinished field at most.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct AnswerParser {
     /// Bytes received and not yet parsed.
     held: BytesMut,
     part: Part,
+    /// The largest message accepted.
+    max: usize,
 }
 
 impl AnswerParser {
+    pub(crate) fn new(max_message_bytes: usize) -> Self {
+        Self {
+            held: BytesMut::new(),
+            part: Part::Head,
+            max: max_message_bytes,
+        }
+    }
+
     /// Parses what `chunk` completes; counters go to `sink`.
     pub(crate) fn feed(
         &mut self,
@@ -155,9 +165,10 @@ impl AnswerParser {
                     }
                     self.held.advance(1);
                     let len = u64::from(self.held.get_u32());
-                    if len > MAX_MESSAGE_BYTES as u64 {
+                    if len > self.max as u64 {
                         return Err(Status::out_of_range(format!(
-                            "the core's answer of {len} bytes is over {MAX_MESSAGE_BYTES}"
+                            "the core's answer of {len} bytes is over {}",
+                            self.max
                         )));
                     }
                     self.part = if len == 0 {

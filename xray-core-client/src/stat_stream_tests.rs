@@ -26,7 +26,7 @@ fn answer(stats: &[proto::Stat]) -> Vec<u8> {
 
 /// What the parser hands out for `bytes` cut into chunks of `size`.
 fn parse_in_chunks(bytes: &[u8], size: usize) -> Result<Vec<Stat>, Status> {
-    let mut parser = AnswerParser::default();
+    let mut parser = AnswerParser::new(1 << 20);
     let mut got = Vec::new();
     for chunk in bytes.chunks(size.max(1)) {
         parser.feed(Bytes::copy_from_slice(chunk), &mut got)?;
@@ -96,7 +96,7 @@ fn unknown_fields_are_skipped() {
 #[test]
 fn a_cut_answer_is_an_error_after_what_came_whole() {
     let bytes = answer(&[stat("a", 1), stat("b", 2)]);
-    let mut parser = AnswerParser::default();
+    let mut parser = AnswerParser::new(1 << 20);
     let mut got = Vec::new();
     parser
         .feed(Bytes::copy_from_slice(&bytes[..bytes.len() - 2]), &mut got)
@@ -110,7 +110,7 @@ fn a_cut_answer_is_an_error_after_what_came_whole() {
         }]
     );
     assert!(
-        AnswerParser::default().finish().is_err(),
+        AnswerParser::new(1 << 20).finish().is_err(),
         "no message at all"
     );
 }

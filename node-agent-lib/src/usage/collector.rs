@@ -11,8 +11,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio_util::sync::CancellationToken;
 
 use super::journal::{Journal, JournalError};
+use super::reader::{CoreApiTraffic, TrafficReader};
 use super::sums::UserSums;
-use crate::core::{CoreApi, CoreApiTraffic, CoreError, TrafficReader};
+use crate::core::{CoreApi, CoreError};
 use crate::wire::{JournalMark, UsageRequest, UsageResponse};
 
 /// The default number of batches a pull answers.
@@ -217,6 +218,28 @@ impl Usage {
     /// `max_batches` (default [`DEFAULT_PULL_BATCHES`], capped at
     /// [`MAX_PULL_BATCHES`]); naming this journal confirms `after`.
     pub async fn pull(&self, request: UsageRequest) -> Result<UsageResponse, JournalError> {
+        self.page(request, |journal, cursor, after, max| {
+            journal.after(cursor, after, max)
+        })
+        .await
+    }
+
+    /// As [`Self::pull`], the answer's JSON made from the journal's records
+    /// as they are (see [`Journal::after_json`]): what `POST /usage` sends.
+    pub async fn pull_json(&self, request: UsageRequest) -> Result<Vec<u8>, JournalError> {
+        self.page(request, |journal, cursor, after, max| {
+            journal.after_json(cursor, after, max)
+        })
+        .await
+    }
+
+    async fn page<T: Send + 'static>(
+        &self,
+        request: UsageRequest,
+        answer: impl FnOnce(&mut Journal, Option<&str>, u64, usize) -> Result<T, JournalError>
+        + Send
+        + 'static,
+    ) -> Result<T, JournalError> {
         let max = request
             .max_batches
             .unwrap_or(DEFAULT_PULL_BATCHES)
@@ -224,7 +247,7 @@ impl Usage {
         let journal = self.journal.clone();
         let (result, size) = tokio::task::spawn_blocking(move || {
             let mut journal = lock(&journal);
-            let result = journal.after(request.journal.as_deref(), request.after, max);
+            let result = answer(&mut journal, request.journal.as_deref(), request.after, max);
             (result, JournalSize::of(&journal))
         })
         .await

@@ -140,6 +140,49 @@ pub(super) fn read_record(
     Ok(Some((record, whole)))
 }
 
+/// How a batch record's body starts: `{"batch":` then the batch's JSON.
+const BATCH_OPENING: &[u8] = br#"{"batch":"#;
+
+/// Appends to `out` the JSON of the batch record at `offset` (`len` bytes,
+/// head included) as `wire::UsageBatch` serialises: the body read straight
+/// into `out`, checked against its CRC, its `{"batch":…}` wrapper taken
+/// off. No copy of the batch is made and none parsed.
+pub(super) fn append_batch_json(
+    file: &File,
+    path: &Path,
+    offset: u64,
+    len: u64,
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    let io_err = |source| JournalError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let mut head = [0u8; RECORD_HEAD];
+    file.read_exact_at(&mut head, offset).map_err(io_err)?;
+    let body_len = u32::from_le_bytes(head[..4].try_into().expect("4 bytes"));
+    let crc = u32::from_le_bytes(head[4..].try_into().expect("4 bytes"));
+    if u64::from(body_len) + RECORD_HEAD as u64 != len {
+        return Err(corrupt(path, offset, "indexed batch changed length"));
+    }
+    let start = out.len();
+    out.resize(start + body_len as usize, 0);
+    file.read_exact_at(&mut out[start..], offset + RECORD_HEAD as u64)
+        .map_err(io_err)?;
+    let body = &out[start..];
+    if crc32fast::hash(body) != crc {
+        out.truncate(start);
+        return Err(corrupt(path, offset, "CRC mismatch"));
+    }
+    if !body.starts_with(BATCH_OPENING) || body.last() != Some(&b'}') {
+        out.truncate(start);
+        return Err(corrupt(path, offset, "indexed batch is not a batch"));
+    }
+    out.pop();
+    out.drain(start..start + BATCH_OPENING.len());
+    Ok(())
+}
+
 /// The whole record: the body is written after room for its head, then the
 /// head filled in, so a batch of 100,000 users is in memory once, not twice.
 pub(super) fn encode(record: &impl Serialize) -> Result<Vec<u8>> {

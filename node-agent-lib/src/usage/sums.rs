@@ -10,6 +10,7 @@ use serde::{Serialize, Serializer};
 use uuid::Uuid;
 use xray_core_client::StatSink;
 
+use crate::core::user_traffic_counter;
 use crate::wire::UserUsage;
 
 /// `(up, down)` bytes per user id. Serialises as the journal's and the
@@ -107,22 +108,6 @@ impl StatSink for UserSums {
             self.add(id, 0, value);
         }
     }
-}
-
-/// `(email, is uplink)` of a `user>>>EMAIL>>>traffic>>>uplink|downlink`
-/// counter: the email is everything between the first `user>>>` and the
-/// last `>>>traffic>>>`, so an email holding `>>>` still parses.
-pub(crate) fn user_traffic_counter(name: &str) -> Option<(&str, bool)> {
-    const PREFIX: &str = "user>>>";
-    const TRAFFIC: &str = ">>>traffic>>>";
-    let rest = name.strip_prefix(PREFIX)?;
-    let at = rest.rfind(TRAFFIC)?;
-    let uplink = match &rest[at + TRAFFIC.len()..] {
-        "uplink" => true,
-        "downlink" => false,
-        _ => return None,
-    };
-    Some((&rest[..at], uplink))
 }
 
 /// `email` as a user id: the manager's users are UUIDs, written as
