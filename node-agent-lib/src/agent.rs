@@ -221,6 +221,17 @@ impl Agent {
             .map_err(|e| AgentError::Internal(e.to_string()))
     }
 
+    /// As [`Self::usage_after`], the answer's JSON as the journal holds it.
+    pub async fn usage_after_json(&self, pull: UsageRequest) -> Result<Vec<u8>, AgentError> {
+        let Some(usage) = &self.usage else {
+            return Err(AgentError::Internal("no usage journal".into()));
+        };
+        usage
+            .pull_json(pull)
+            .await
+            .map_err(|e| AgentError::Internal(e.to_string()))
+    }
+
     /// The last read before the agent stops or restarts the core. A failure
     /// is logged, not fatal: the core may already be down (nothing to lose)
     /// and a failed append keeps the read in memory.

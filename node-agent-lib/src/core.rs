@@ -74,31 +74,17 @@ impl CoreApi for CoreClient {
 /// The email is everything between the first `user>>>` and the last
 /// `>>>traffic>>>`, so an email holding `>>>` still parses.
 pub fn sum_user_traffic(stats: Vec<Stat>) -> Vec<(String, u64, u64)> {
-    const PREFIX: &str = "user>>>";
-    const TRAFFIC: &str = ">>>traffic>>>";
     let mut sums: HashMap<String, (u64, u64)> = HashMap::with_capacity(stats.len() / 2);
-    for Stat { mut name, value } in stats {
-        if !name.starts_with(PREFIX) {
+    for Stat { name, value } in stats {
+        let Some((email, uplink)) = user_traffic_counter(&name) else {
             continue;
-        }
-        let Some(at) = name.rfind(TRAFFIC).filter(|at| *at >= PREFIX.len()) else {
-            continue;
-        };
-        let uplink = match &name[at + TRAFFIC.len()..] {
-            "uplink" => true,
-            "downlink" => false,
-            _ => continue,
         };
         // The core's counters are signed; a negative one is not traffic.
         let value = u64::try_from(value).unwrap_or(0);
         if value == 0 {
             continue;
         }
-        // The counter's own name becomes the key: 100,000 users' reads
-        // allocate no second copy of every email.
-        name.truncate(at);
-        name.drain(..PREFIX.len());
-        let entry = sums.entry(name).or_default();
+        let entry = sums.entry(email.to_owned()).or_default();
         if uplink {
             entry.0 = entry.0.saturating_add(value);
         } else {
@@ -108,6 +94,22 @@ pub fn sum_user_traffic(stats: Vec<Stat>) -> Vec<(String, u64, u64)> {
     sums.into_iter()
         .map(|(email, (up, down))| (email, up, down))
         .collect()
+}
+
+/// `(email, is uplink)` of a `user>>>EMAIL>>>traffic>>>uplink|downlink`
+/// counter: the email is everything between the first `user>>>` and the
+/// last `>>>traffic>>>`, so an email holding `>>>` still parses.
+pub(crate) fn user_traffic_counter(name: &str) -> Option<(&str, bool)> {
+    const PREFIX: &str = "user>>>";
+    const TRAFFIC: &str = ">>>traffic>>>";
+    let rest = name.strip_prefix(PREFIX)?;
+    let at = rest.rfind(TRAFFIC)?;
+    let uplink = match &rest[at + TRAFFIC.len()..] {
+        "uplink" => true,
+        "downlink" => false,
+        _ => return None,
+    };
+    Some((&rest[..at], uplink))
 }
 
 /// A readiness probe that asks the core's API for its uptime.

@@ -71,11 +71,12 @@ impl Node {
         for inbound in config.inbounds() {
             tracing::info!(tag = %inbound.tag, protocol = ?inbound.protocol, "managed inbound");
         }
-        let core: Arc<dyn CoreApi> = Arc::new(CoreClient::new(
+        let client = CoreClient::new(
             &settings.core.api_address,
             flavor,
             Duration::from_millis(settings.core.api_timeout_ms),
-        )?);
+        )?;
+        let core: Arc<dyn CoreApi> = Arc::new(client.clone());
         let mut process = None;
         let service: Arc<dyn ServiceControl> = match settings.service.backend {
             Backend::Process => {
@@ -111,7 +112,9 @@ impl Node {
             bytes = journal.bytes(),
             "usage journal open"
         );
-        let mut usage = Usage::new(core.clone(), journal);
+        // The client itself reads the counters: in several small answers,
+        // summed as they decode (see `TrafficReader for CoreClient`).
+        let mut usage = Usage::with_reader(Arc::new(client), journal);
         if settings.stats_interval().is_none() {
             tracing::info!("traffic accounting off (stats_interval_secs = 0)");
             usage = usage.without_reads();

@@ -283,3 +283,23 @@ async fn padding_or_spaces_inside_the_token_are_unauthorized() {
         }
     }
 }
+
+/// Answers are sealed a chunk at a time (48 KiB): whatever their size, the
+/// token is the compact JWE josekit opens, with the very payload.
+#[test]
+fn answers_of_any_size_open_with_josekit_to_the_same_payload() {
+    let key = NodeKey::random();
+    for len in [0, 1, 2, 3, 48 * 1024 - 1, 48 * 1024, 48 * 1024 + 1, 300_001] {
+        let payload: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        let token = envelope::seal_response(&key, "rid-1", 200, &payload).unwrap();
+        assert_eq!(
+            envelope::open_response(&key, &token, "rid-1", 200).unwrap(),
+            payload,
+            "{len} bytes"
+        );
+        let decrypter = Dir.decrypter_from_bytes(key_bytes(&key)).unwrap();
+        let (opened, header) = jwe::deserialize_compact(&token, &decrypter).unwrap();
+        assert_eq!(opened, payload, "{len} bytes, by josekit");
+        assert_eq!(header.claim("rid"), Some(&json!("rid-1")));
+    }
+}

@@ -11,6 +11,7 @@ use tonic::transport::{Channel, Endpoint};
 use crate::error::CoreError;
 use crate::flavor::Flavor;
 use crate::proto;
+use crate::stat_stream::{self, CallError, StatSink};
 use crate::stats::{Direction, Stat, SysStats, user_traffic_stat_name};
 use crate::user::{CoreUser, typed};
 
@@ -209,24 +210,46 @@ impl CoreClient {
     /// All counters whose name contains `pattern` (plain substring; empty
     /// matches all); `reset` zeroes them after reading.
     pub async fn query_stats(&self, pattern: &str, reset: bool) -> Result<Vec<Stat>, CoreError> {
-        let response: proto::QueryStatsResponse = self
-            .unary(
-                STATS,
-                "QueryStats",
-                proto::QueryStatsRequest {
-                    pattern: pattern.to_owned(),
-                    reset,
-                },
-            )
-            .await?;
-        Ok(response
-            .stat
-            .into_iter()
-            .map(|s| Stat {
-                name: s.name,
-                value: s.value,
-            })
-            .collect())
+        let mut stats = Vec::new();
+        self.query_stats_into(pattern, reset, &mut stats).await?;
+        Ok(stats)
+    }
+
+    /// As [`Self::query_stats`], each counter handed to `sink` as the
+    /// answer arrives: neither the answer nor a `String` per counter is
+    /// ever held whole. On an error, what `sink` took stays there (with
+    /// `reset`, the core zeroed it: the caller keeps it).
+    pub async fn query_stats_into(
+        &self,
+        pattern: &str,
+        reset: bool,
+        sink: &mut (impl StatSink + ?Sized),
+    ) -> Result<(), CoreError> {
+        let path = PathAndQuery::try_from(self.flavor.method_path(STATS, "QueryStats"))
+            .map_err(|e| CoreError::Other(format!("invalid method path: {e}")))?;
+        let request = proto::QueryStatsRequest {
+            pattern: pattern.to_owned(),
+            reset,
+        };
+        let call = stat_stream::query_stats(
+            self.channel.clone(),
+            path,
+            &request,
+            self.timeout,
+            MAX_MESSAGE_BYTES,
+            sink,
+        );
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(CallError::Transport(why))) => {
+                Err(CoreError::Unavailable(format!("{}: {why}", self.addr)))
+            }
+            Ok(Err(CallError::Status(status))) => Err(self.status_error(status)),
+            Err(_) => Err(CoreError::Unavailable(format!(
+                "{}: no answer within {:?}",
+                self.addr, self.timeout
+            ))),
+        }
     }
 
     /// The core's runtime figures, including its uptime.
@@ -305,6 +328,14 @@ impl CoreClient {
         Ok((value_of(&up_name), value_of(&down_name)))
     }
 
+    /// The error of a call the core answered with `status`.
+    fn status_error(&self, status: tonic::Status) -> CoreError {
+        match CoreError::from(status) {
+            CoreError::Unavailable(why) => CoreError::Unavailable(format!("{}: {why}", self.addr)),
+            other => other,
+        }
+    }
+
     fn require_xray(&self, what: &'static str) -> Result<(), CoreError> {
         match self.flavor {
             Flavor::Xray => Ok(()),
@@ -336,12 +367,7 @@ impl CoreClient {
             grpc.unary(request, path, codec)
                 .await
                 .map(tonic::Response::into_inner)
-                .map_err(|status| match CoreError::from(status) {
-                    CoreError::Unavailable(why) => {
-                        CoreError::Unavailable(format!("{}: {why}", self.addr))
-                    }
-                    other => other,
-                })
+                .map_err(|status| self.status_error(status))
         };
         // The endpoint's own timeouts do not cover waiting for the channel to
         // become ready, so bound the whole call here.

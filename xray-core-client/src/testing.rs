@@ -25,6 +25,9 @@ use tokio::task::JoinHandle;
 
 use crate::{Account, CoreClient, CoreUser, Flavor};
 
+mod exchange;
+pub use exchange::{serve_exchange, vless_exchange};
+
 /// Tag of the VLESS inbound in [`server_config`].
 pub const VLESS_TAG: &str = "vless-in";
 /// Tag of the VMess inbound in [`server_config`].

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use xray_core_client::testing::{
     TestClientCore, TestCore, VLESS_TAG, VMESS_TAG, fetch_via_socks, free_port, serve_bytes,
-    vless_user, vmess_user,
+    serve_exchange, vless_exchange, vless_user, vless_user_with_id, vmess_user,
 };
 use xray_core_client::{
     Account, CoreClient, CoreError, CoreUser, Direction, Flavor, ShadowsocksCipher,
@@ -312,4 +312,64 @@ async fn a_vless_user_added_at_runtime_carries_counted_traffic_until_removed() {
 async fn a_vmess_user_added_at_runtime_carries_counted_traffic_until_removed() {
     runtime_user_carries_counted_traffic_until_removed(vmess_user("vmess-traffic@test"), VMESS_TAG)
         .await;
+}
+
+/// An answer of many HTTP/2 frames (300 users' counters, about 40 KB;
+/// frames are 16 KiB) streamed into a sink: every counter once, with the
+/// value the core's `GetStats` gives it; with `reset` each is handed out
+/// once, then reads zero.
+#[tokio::test]
+async fn a_streamed_answer_of_many_frames_hands_out_every_counter_once() {
+    const USERS: u128 = 300;
+    let ids: Vec<uuid::Uuid> = (1..=USERS)
+        .map(|i| uuid::Uuid::from_u128(i.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835)))
+        .collect();
+    let users: Vec<CoreUser> = ids
+        .iter()
+        .map(|id| vless_user_with_id(&id.to_string()))
+        .collect();
+    let core = start_core!(&users);
+    let (target, _server) = serve_exchange(100, 1000).await;
+    for id in &ids {
+        assert!(
+            vless_exchange(core.vless_port(), id, target, 100, 1000).await,
+            "user {id}: exchange through the core\ncore log:\n{}",
+            core.log()
+        );
+    }
+    let traffic = |stats: &[xray_core_client::Stat]| {
+        let mut named: Vec<(String, i64)> = stats
+            .iter()
+            .filter(|s| s.name.starts_with("user>>>") && s.name.contains(">>>traffic>>>"))
+            .map(|s| (s.name.clone(), s.value))
+            .collect();
+        named.sort();
+        named
+    };
+    // The downlink counts once the answer went through: wait for all.
+    let before = eventually("every user's downlink to count the answer", || async {
+        let stats = core.client().query_stats("user>>>", false).await.ok()?;
+        let named = traffic(&stats);
+        (named.len() == 2 * USERS as usize && named.iter().all(|(_, v)| *v >= 100)).then_some(named)
+    })
+    .await;
+    for (name, value) in before.iter().step_by(37) {
+        assert_eq!(
+            core.client().get_stat(name, false).await,
+            Ok(*value),
+            "{name}"
+        );
+    }
+
+    let mut taken: Vec<xray_core_client::Stat> = Vec::new();
+    core.client()
+        .query_stats_into("user>>>", true, &mut taken)
+        .await
+        .unwrap();
+    assert_eq!(traffic(&taken), before);
+    let after = core.client().query_stats("user>>>", false).await.unwrap();
+    assert!(
+        traffic(&after).iter().all(|(_, v)| *v == 0),
+        "a reset read hands each counter out once"
+    );
 }

@@ -4,7 +4,6 @@
 //! next append, so nothing read is ever dropped; the agent also takes one
 //! last read before it stops or restarts the core itself ([`Usage::collect`]).
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -12,8 +11,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio_util::sync::CancellationToken;
 
 use super::journal::{Journal, JournalError};
+use super::reader::{CoreApiTraffic, TrafficReader};
+use super::sums::UserSums;
 use crate::core::{CoreApi, CoreError};
-use crate::wire::{JournalMark, UsageRequest, UsageResponse, UserUsage};
+use crate::wire::{JournalMark, UsageRequest, UsageResponse};
 
 /// The default number of batches a pull answers.
 pub const DEFAULT_PULL_BATCHES: u32 = 64;
@@ -55,13 +56,13 @@ struct Pending {
     from: i64,
     /// Unix seconds of the last read.
     last_read: i64,
-    users: HashMap<String, (u64, u64)>,
+    users: UserSums,
 }
 
 /// The agent's usage accounting: the journal and what feeds it.
 #[derive(Debug)]
 pub struct Usage {
-    core: Arc<dyn CoreApi>,
+    core: Arc<dyn TrafficReader>,
     journal: Arc<StdMutex<Journal>>,
     /// The journal's id (fixed for the file's life), and its newest
     /// sequence number after the last operation: `/status` reads them
@@ -77,7 +78,15 @@ pub struct Usage {
 }
 
 impl Usage {
+    /// Accounting that reads through `core`'s `take_user_traffic`.
     pub fn new(core: Arc<dyn CoreApi>, journal: Journal) -> Self {
+        Self::with_reader(Arc::new(CoreApiTraffic(core)), journal)
+    }
+
+    /// Accounting that reads through `core`, e.g. a
+    /// [`crate::core::CoreClient`], whose reads never hold every user's
+    /// counters at once.
+    pub fn with_reader(core: Arc<dyn TrafficReader>, journal: Journal) -> Self {
         let now = unix_now();
         let counters = UsageCounters::default();
         counters
@@ -94,7 +103,7 @@ impl Usage {
             pending: tokio::sync::Mutex::new(Pending {
                 from: now,
                 last_read: now,
-                users: HashMap::new(),
+                users: UserSums::default(),
             }),
             counters,
             reads_core: true,
@@ -136,36 +145,29 @@ impl Usage {
             return Ok(None);
         }
         let mut pending = self.pending.lock().await;
+        if pending.users.is_empty() {
+            pending.from = pending.last_read;
+        }
         let began = Instant::now();
-        let read = self.core.take_user_traffic().await;
+        // Straight into what waits for the journal: a read that fails part
+        // way has still read (and zeroed) what it added, which is kept.
+        let read = self.core.take_user_traffic_into(&mut pending.users).await;
         let micros = u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX);
         self.counters
             .read_micros
             .fetch_add(micros, Ordering::Relaxed);
         self.counters.reads.fetch_add(1, Ordering::Relaxed);
-        let read = match read {
-            Ok(read) => read,
-            Err(e) => {
-                self.counters.read_errors.fetch_add(1, Ordering::Relaxed);
-                // What an earlier append left still waits for the journal.
-                if !pending.users.is_empty() {
-                    return self.append(&mut pending).await.and(Err(e.into()));
-                }
-                return Err(e.into());
-            }
-        };
-        let now = unix_now();
-        if pending.users.is_empty() {
-            pending.from = pending.last_read;
+        if read.is_ok() || !pending.users.is_empty() {
+            pending.last_read = unix_now();
         }
-        pending.last_read = now;
-        for (email, up, down) in read {
-            if !is_user_id(&email) {
-                continue;
+        if let Err(e) = read {
+            self.counters.read_errors.fetch_add(1, Ordering::Relaxed);
+            // What was read, now or by an earlier read whose append
+            // failed, still goes to the journal.
+            if !pending.users.is_empty() {
+                return self.append(&mut pending).await.and(Err(e.into()));
             }
-            let slot = pending.users.entry(email).or_default();
-            slot.0 = slot.0.saturating_add(up);
-            slot.1 = slot.1.saturating_add(down);
+            return Err(e.into());
         }
         self.append(&mut pending).await
     }
@@ -175,22 +177,26 @@ impl Usage {
         if pending.users.is_empty() {
             return Ok(None);
         }
-        // Taken, not drained: a drained map keeps its table (100,000 users'
-        // worth) allocated between reads.
-        let users: Vec<UserUsage> = std::mem::take(&mut pending.users)
-            .into_iter()
-            .map(|(id, (up, down))| UserUsage { id, up, down })
-            .collect();
+        // Moved out for the blocking task and back, emptied, with its table
+        // (100,000 users' worth): allocated once, not at every read, so no
+        // read leaves a freed table behind that the allocator keeps.
+        let users = std::mem::take(&mut pending.users);
         let (from, to) = (pending.from, pending.last_read);
         let journal = self.journal.clone();
-        let (users, result, size) = tokio::task::spawn_blocking(move || {
+        let (mut users, result, size) = tokio::task::spawn_blocking(move || {
             let mut journal = lock(&journal);
-            let result = journal.append(from, to, &users);
+            let result = journal.append_sums(from, to, &users);
             (users, result, JournalSize::of(&journal))
         })
         .await
         .expect("the journal append does not panic");
         self.set_journal_size(size);
+        let appended = users.len() as u64;
+        if result.is_ok() {
+            users.clear();
+        }
+        // Nothing was added meanwhile: the caller holds `pending`.
+        pending.users = users;
         match result {
             Ok(seq) => {
                 self.counters
@@ -198,14 +204,11 @@ impl Usage {
                     .fetch_add(1, Ordering::Relaxed);
                 self.counters
                     .user_deltas
-                    .fetch_add(users.len() as u64, Ordering::Relaxed);
+                    .fetch_add(appended, Ordering::Relaxed);
                 Ok(seq)
             }
             Err(e) => {
                 self.counters.append_errors.fetch_add(1, Ordering::Relaxed);
-                pending
-                    .users
-                    .extend(users.into_iter().map(|u| (u.id, (u.up, u.down))));
                 Err(e.into())
             }
         }
@@ -215,6 +218,28 @@ impl Usage {
     /// `max_batches` (default [`DEFAULT_PULL_BATCHES`], capped at
     /// [`MAX_PULL_BATCHES`]); naming this journal confirms `after`.
     pub async fn pull(&self, request: UsageRequest) -> Result<UsageResponse, JournalError> {
+        self.page(request, |journal, cursor, after, max| {
+            journal.after(cursor, after, max)
+        })
+        .await
+    }
+
+    /// As [`Self::pull`], the answer's JSON made from the journal's records
+    /// as they are (see [`Journal::after_json`]): what `POST /usage` sends.
+    pub async fn pull_json(&self, request: UsageRequest) -> Result<Vec<u8>, JournalError> {
+        self.page(request, |journal, cursor, after, max| {
+            journal.after_json(cursor, after, max)
+        })
+        .await
+    }
+
+    async fn page<T: Send + 'static>(
+        &self,
+        request: UsageRequest,
+        answer: impl FnOnce(&mut Journal, Option<&str>, u64, usize) -> Result<T, JournalError>
+        + Send
+        + 'static,
+    ) -> Result<T, JournalError> {
         let max = request
             .max_batches
             .unwrap_or(DEFAULT_PULL_BATCHES)
@@ -222,7 +247,7 @@ impl Usage {
         let journal = self.journal.clone();
         let (result, size) = tokio::task::spawn_blocking(move || {
             let mut journal = lock(&journal);
-            let result = journal.after(request.journal.as_deref(), request.after, max);
+            let result = answer(&mut journal, request.journal.as_deref(), request.after, max);
             (result, JournalSize::of(&journal))
         })
         .await
@@ -290,11 +315,6 @@ impl JournalSize {
             last_seq: journal.last_seq(),
         }
     }
-}
-
-/// Whether `email` is a user id (the manager's users are UUIDs).
-fn is_user_id(email: &str) -> bool {
-    uuid::Uuid::parse_str(email).is_ok_and(|u| u.hyphenated().to_string() == email)
 }
 
 fn unix_now() -> i64 {

@@ -1,9 +1,11 @@
+use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
 
 use async_trait::async_trait;
 
 use super::*;
 use crate::core::CoreUser;
+use crate::wire::UserUsage;
 
 const A: &str = "6f1c2a5e-0000-4000-8000-00000000000a";
 const B: &str = "6f1c2a5e-0000-4000-8000-00000000000b";

@@ -34,11 +34,14 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use serde::Serialize;
+
 use super::lifetime::{self, LifetimeTotals};
 use super::record::{
     self, BatchRef, Header, Record, RecordRef, encode, sync_dir, write_file_atomically,
 };
 pub use super::record::{FILE_NAME, JournalError, Result};
+use super::sums::UserSums;
 use crate::client::USAGE_PAGE_BYTES;
 use crate::wire::{UsageBatch, UsageResponse, UserUsage};
 
@@ -230,7 +233,23 @@ impl Journal {
     /// No users: no batch (`None`). On error nothing was added (a part
     /// written is cut off before the next write).
     pub fn append(&mut self, from: i64, to: i64, users: &[UserUsage]) -> Result<Option<u64>> {
-        if users.is_empty() {
+        self.append_users(from, to, users, users.is_empty())
+    }
+
+    /// As [`Self::append`], from the collector's sums (written as they are,
+    /// without a `String` per user or the record in memory).
+    pub fn append_sums(&mut self, from: i64, to: i64, users: &UserSums) -> Result<Option<u64>> {
+        self.append_users(from, to, users, users.is_empty())
+    }
+
+    fn append_users<U: Serialize + ?Sized>(
+        &mut self,
+        from: i64,
+        to: i64,
+        users: &U,
+        empty: bool,
+    ) -> Result<Option<u64>> {
+        if empty {
             return Ok(None);
         }
         let seq = self.last_seq + 1;
@@ -241,36 +260,37 @@ impl Journal {
             to,
             users,
         };
-        let record = encode(&RecordRef::Batch(batch))?;
+        let record = RecordRef::Batch(batch);
         if self.dirty_tail {
             self.file.set_len(self.end).map_err(|e| self.io(e))?;
             self.dirty_tail = false;
         }
         #[cfg(test)]
-        let fail = std::mem::take(&mut self.fail_next_append);
-        #[cfg(not(test))]
-        let fail = false;
-        let written = if fail {
+        if std::mem::take(&mut self.fail_next_append) {
             // Tests: part of the record reaches the file, as on a full disk.
-            self.file
-                .write_all_at(&record[..record.len() / 2], self.end)
-                .and(Err(io::Error::other("no space left on device")))
-        } else {
-            self.file
-                .write_all_at(&record, self.end)
-                .and_then(|()| self.file.sync_data())
-        };
-        if let Err(e) = written {
+            let record = encode(&record)?;
+            let _ = self
+                .file
+                .write_all_at(&record[..record.len() / 2], self.end);
             self.dirty_tail = true;
-            return Err(self.io(e));
+            return Err(self.io(io::Error::other("no space left on device")));
         }
+        let written = record::write_at(&self.file, &self.path, self.end, &record)
+            .and_then(|len| self.file.sync_data().map(|()| len).map_err(|e| self.io(e)));
+        let len = match written {
+            Ok(len) => len,
+            Err(e) => {
+                self.dirty_tail = true;
+                return Err(e);
+            }
+        };
         self.index.push(Entry {
             first_seq: seq,
             seq,
             offset: self.end,
-            len: record.len() as u64,
+            len,
         });
-        self.end += record.len() as u64;
+        self.end += len;
         self.last_seq = seq;
         let undelivered = self.undelivered_start();
         // The batch is on disk: a failed merge must not make the caller
@@ -348,6 +368,49 @@ impl Journal {
         after: u64,
         max: usize,
     ) -> Result<UsageResponse> {
+        let (start, stop) = self.page(journal, after, max)?;
+        let mut batches = Vec::with_capacity(stop - start);
+        for entry in &self.index[start..stop] {
+            batches.push(self.read_batch(entry)?);
+        }
+        self.delivered_up_to(stop);
+        Ok(UsageResponse {
+            journal: self.id.clone(),
+            batches,
+            more: stop < self.index.len(),
+        })
+    }
+
+    /// As [`Self::after`], the answer's JSON (as `UsageResponse`
+    /// serialises) made from the batches' records as the file holds them:
+    /// one buffer of the page's size, no batch parsed or copied twice.
+    pub fn after_json(&mut self, journal: Option<&str>, after: u64, max: usize) -> Result<Vec<u8>> {
+        let (start, stop) = self.page(journal, after, max)?;
+        let entries = &self.index[start..stop];
+        let batches: u64 = entries.iter().map(|e| e.len).sum();
+        let mut out = Vec::with_capacity(batches as usize + self.id.len() + 64);
+        out.extend_from_slice(br#"{"journal":"#);
+        serde_json::to_writer(&mut out, &self.id).expect("a string serialises");
+        out.extend_from_slice(br#","batches":["#);
+        for (i, entry) in entries.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            record::append_batch_json(&self.file, &self.path, entry.offset, entry.len, &mut out)?;
+        }
+        let more = stop < self.index.len();
+        out.extend_from_slice(if more {
+            br#"],"more":true}"#.as_slice()
+        } else {
+            br#"],"more":false}"#.as_slice()
+        });
+        self.delivered_up_to(stop);
+        Ok(out)
+    }
+
+    /// The index range `start..stop` of the page after `after` (see
+    /// [`Self::after`]), confirming `after` when `journal` is this one.
+    fn page(&mut self, journal: Option<&str>, after: u64, max: usize) -> Result<(usize, usize)> {
         let ours = journal == Some(self.id.as_str());
         if ours {
             self.confirm(after)?;
@@ -366,18 +429,14 @@ impl Journal {
             bytes += self.index[stop].len;
             stop += 1;
         }
-        let mut batches = Vec::with_capacity(stop - start);
-        for entry in &self.index[start..stop] {
-            batches.push(self.read_batch(entry)?);
-        }
-        if let Some(last) = batches.last() {
+        Ok((start, stop))
+    }
+
+    /// The batches before index `stop` were answered.
+    fn delivered_up_to(&mut self, stop: usize) {
+        if let Some(last) = stop.checked_sub(1).map(|i| self.index[i]) {
             self.delivered = self.delivered.max(last.seq);
         }
-        Ok(UsageResponse {
-            journal: self.id.clone(),
-            batches,
-            more: stop < self.index.len(),
-        })
     }
 
     /// The manager stored up to `seq`, a number this journal never reached:

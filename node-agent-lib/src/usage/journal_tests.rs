@@ -532,3 +532,53 @@ fn a_header_from_before_lifetime_totals_opens_with_nothing_forgotten() {
     j.after(Some("j-1"), 5, 64).unwrap();
     assert_eq!(lifetime_of(dir.path())["a"], (1, 1));
 }
+
+#[test]
+fn the_json_page_is_the_page_as_the_wire_type_serialises_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = Journal::open(dir.path(), 4).unwrap();
+    let a = "0b5e8f1c-5a7e-4c2b-9d3f-00000000000a";
+    let sums: UserSums = [(a.parse().unwrap(), 7, u64::MAX)].into_iter().collect();
+    assert_eq!(j.append_sums(1, 2, &sums).unwrap(), Some(1));
+    assert_eq!(j.append_sums(2, 3, &UserSums::default()).unwrap(), None);
+    let first = j.after(None, 0, 1).unwrap();
+    assert_eq!(first.batches[0].users, sums.to_users());
+    for i in 0..6 {
+        j.append(3 + i, 4 + i, &[user("b\"\\é", i as u64, 1)])
+            .unwrap();
+    }
+    let id = j.id().to_owned();
+    // A merged batch, a page cut by `max` (`more`), and the rest.
+    for (journal, after, max) in [(None, 0, 64), (Some(id.as_str()), 0, 2), (Some(&id), 1, 64)] {
+        let json = j.after_json(journal, after, max).unwrap();
+        let want = j.after(journal, after, max).unwrap();
+        let got: UsageResponse = serde_json::from_slice(&json).unwrap();
+        assert_eq!(got, want);
+        assert_eq!(json, serde_json::to_vec(&want).unwrap());
+    }
+    assert!(
+        j.after(None, 0, 64)
+            .unwrap()
+            .batches
+            .iter()
+            .any(|b| b.first_seq < b.seq),
+        "a merged batch was on the page"
+    );
+}
+
+#[test]
+fn a_json_page_of_a_damaged_batch_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = Journal::open(dir.path(), 720).unwrap();
+    j.append(0, 1, &[user("a", 5, 6)]).unwrap();
+    j.append(1, 2, &[user("b", 5, 6)]).unwrap();
+    let path = dir.path().join(FILE_NAME);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes.len() - 40;
+    bytes[at] ^= 1;
+    std::fs::write(&path, &bytes).unwrap();
+    assert!(matches!(
+        j.after_json(None, 0, 64),
+        Err(JournalError::Corrupt { .. })
+    ));
+}

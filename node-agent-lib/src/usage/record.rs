@@ -60,21 +60,22 @@ pub(super) struct Header {
 }
 
 /// A batch record written from borrowed users (the same JSON as
-/// `Record::Batch`), so the caller keeps them if the write fails.
+/// `Record::Batch`; `U` serialises as `[UserUsage]` does), so the caller
+/// keeps them if the write fails.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-pub(super) enum RecordRef<'a> {
-    Batch(BatchRef<'a>),
+pub(super) enum RecordRef<'a, U: Serialize + ?Sized> {
+    Batch(BatchRef<'a, U>),
 }
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-pub(super) struct BatchRef<'a> {
+pub(super) struct BatchRef<'a, U: Serialize + ?Sized> {
     pub(super) first_seq: u64,
     pub(super) seq: u64,
     pub(super) from: i64,
     pub(super) to: i64,
-    pub(super) users: &'a [UserUsage],
+    pub(super) users: &'a U,
 }
 
 pub(super) fn corrupt(path: &Path, offset: u64, reason: impl Into<String>) -> JournalError {
@@ -139,23 +140,148 @@ pub(super) fn read_record(
     Ok(Some((record, whole)))
 }
 
+/// How a batch record's body starts: `{"batch":` then the batch's JSON.
+const BATCH_OPENING: &[u8] = br#"{"batch":"#;
+
+/// Appends to `out` the JSON of the batch record at `offset` (`len` bytes,
+/// head included) as `wire::UsageBatch` serialises: the body read straight
+/// into `out`, checked against its CRC, its `{"batch":…}` wrapper taken
+/// off. No copy of the batch is made and none parsed.
+pub(super) fn append_batch_json(
+    file: &File,
+    path: &Path,
+    offset: u64,
+    len: u64,
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    let io_err = |source| JournalError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let mut head = [0u8; RECORD_HEAD];
+    file.read_exact_at(&mut head, offset).map_err(io_err)?;
+    let body_len = u32::from_le_bytes(head[..4].try_into().expect("4 bytes"));
+    let crc = u32::from_le_bytes(head[4..].try_into().expect("4 bytes"));
+    if u64::from(body_len) + RECORD_HEAD as u64 != len {
+        return Err(corrupt(path, offset, "indexed batch changed length"));
+    }
+    let start = out.len();
+    out.resize(start + body_len as usize, 0);
+    file.read_exact_at(&mut out[start..], offset + RECORD_HEAD as u64)
+        .map_err(io_err)?;
+    let body = &out[start..];
+    if crc32fast::hash(body) != crc {
+        out.truncate(start);
+        return Err(corrupt(path, offset, "CRC mismatch"));
+    }
+    if !body.starts_with(BATCH_OPENING) || body.last() != Some(&b'}') {
+        out.truncate(start);
+        return Err(corrupt(path, offset, "indexed batch is not a batch"));
+    }
+    out.pop();
+    out.drain(start..start + BATCH_OPENING.len());
+    Ok(())
+}
+
 /// The whole record: the body is written after room for its head, then the
 /// head filled in, so a batch of 100,000 users is in memory once, not twice.
 pub(super) fn encode(record: &impl Serialize) -> Result<Vec<u8>> {
     let mut out = vec![0u8; RECORD_HEAD];
     serde_json::to_writer(&mut out, record).expect("a record always serialises");
     let body = &out[RECORD_HEAD..];
-    let len = u32::try_from(body.len())
+    let len = record_len(body.len() as u64)?;
+    let crc = crc32fast::hash(body);
+    out[..4].copy_from_slice(&len.to_le_bytes());
+    out[4..RECORD_HEAD].copy_from_slice(&crc.to_le_bytes());
+    Ok(out)
+}
+
+/// Writes `record` at `offset` of `file` (named `path` in errors) as
+/// [`encode`] lays it out, without holding it in memory: a first pass
+/// sizes the body and sums its CRC, a second writes it (serialising twice
+/// costs less than a buffer of 100,000 users' JSON, which the allocator
+/// keeps). Not synced. Gives the record's whole length.
+pub(super) fn write_at(
+    file: &File,
+    path: &Path,
+    offset: u64,
+    record: &impl Serialize,
+) -> Result<u64> {
+    let io_err = |source| JournalError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let mut sized = Sizer::default();
+    serde_json::to_writer(&mut sized, record).map_err(|e| io_err(e.into()))?;
+    let len = record_len(sized.len)?;
+    let mut head = [0u8; RECORD_HEAD];
+    head[..4].copy_from_slice(&len.to_le_bytes());
+    head[4..].copy_from_slice(&sized.crc.finalize().to_le_bytes());
+    file.write_all_at(&head, offset).map_err(io_err)?;
+    let body_at = offset + RECORD_HEAD as u64;
+    let mut out = io::BufWriter::with_capacity(
+        64 * 1024,
+        WriteAt {
+            file,
+            offset: body_at,
+        },
+    );
+    serde_json::to_writer(&mut out, record).map_err(|e| io_err(e.into()))?;
+    let written = out.into_inner().map_err(|e| io_err(e.into_error()))?.offset - body_at;
+    if written != sized.len {
+        return Err(io_err(io::Error::other(
+            "a record serialised to different lengths",
+        )));
+    }
+    Ok(RECORD_HEAD as u64 + written)
+}
+
+/// A body's length as its head holds it, or the error for one too large.
+fn record_len(len: u64) -> Result<u32> {
+    u32::try_from(len)
         .ok()
         .filter(|l| *l <= MAX_RECORD)
         .ok_or_else(|| JournalError::Io {
             path: PathBuf::from(FILE_NAME),
             source: io::Error::new(io::ErrorKind::InvalidInput, "batch too large"),
-        })?;
-    let crc = crc32fast::hash(body);
-    out[..4].copy_from_slice(&len.to_le_bytes());
-    out[4..RECORD_HEAD].copy_from_slice(&crc.to_le_bytes());
-    Ok(out)
+        })
+}
+
+/// Counts what is written and sums its CRC.
+#[derive(Default)]
+struct Sizer {
+    len: u64,
+    crc: crc32fast::Hasher,
+}
+
+impl Write for Sizer {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.len += buf.len() as u64;
+        self.crc.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Writes at an offset of a file, moving on as it writes.
+struct WriteAt<'a> {
+    file: &'a File,
+    offset: u64,
+}
+
+impl Write for WriteAt<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write_at(buf, self.offset)?;
+        self.offset += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Replaces `path` with what `fill` writes: a temporary file, synced,
