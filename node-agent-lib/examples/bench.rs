@@ -13,24 +13,14 @@
 //! (V2Ray 4.34 precomputes time-based hashes per VMess user, which dominates
 //! its start with 100,000 users).
 
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
-use node_agent_lib::NodeClient;
-use node_agent_lib::envelope::NodeKey;
 use node_agent_lib::wire::{UsersEditRequest, WireUser};
-use xray_core_client::testing::{
-    ServerPorts, binary_flavor, free_port, server_config, v2ray_binary,
-};
+use xray_core_client::testing::binary_flavor;
 
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+mod common;
+use common::{env_usize, status_mib};
 
 fn user(i: usize) -> WireUser {
     WireUser {
@@ -42,77 +32,21 @@ fn user(i: usize) -> WireUser {
 
 /// `VmRSS` and `VmHWM` of a process, in MiB.
 fn memory(pid: u32) -> (f64, f64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-            .map_or(f64::NAN, |kb| kb / 1024.0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
+    (status_mib(pid, "VmRSS:"), status_mib(pid, "VmHWM:"))
 }
 
 #[tokio::main]
 async fn main() {
     let users_n = env_usize("BENCH_USERS", 100_000);
     let edits_n = env_usize("BENCH_EDITS", 1_000);
-    let Some(core_binary) = v2ray_binary() else {
-        eprintln!("no v2ray/xray binary: install v2ray or set V2RAY_BIN");
-        std::process::exit(2);
-    };
-    let agent_binary = std::env::var_os("XNA_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/xray-node-agent")
-        });
-    assert!(
-        agent_binary.is_file(),
-        "{} missing: cargo build --release -p bins --bin xray-node-agent",
-        agent_binary.display()
-    );
-
-    let dir = tempfile::tempdir().unwrap();
-    let ports = ServerPorts::free();
-    let base = dir.path().join("base.json");
-    let mut config = server_config(&ports, &[]);
-    if std::env::var("BENCH_VMESS").is_err() {
-        let inbounds = config["inbounds"].as_array_mut().unwrap();
-        inbounds.retain(|i| i["protocol"] != "vmess");
-    }
-    std::fs::write(&base, config.to_string()).unwrap();
-    let key = NodeKey::random();
-    let listen = format!("127.0.0.1:{}", free_port());
-    let mut agent = tokio::process::Command::new(&agent_binary)
-        .env("XNA_LISTEN", &listen)
-        .env("XNA_NODE_KEY", key.expose_base64url())
-        .env("XNA_FLAVOR", binary_flavor(&core_binary).to_string())
-        .env("XNA_CORE_BINARY", &core_binary)
-        .env("XNA_BASE_CONFIG", &base)
-        .env("XNA_GENERATED_CONFIG", dir.path().join("core.json"))
-        .env("XNA_STATE_DIR", dir.path().join("state"))
-        .env("XNA_API_ADDRESS", format!("127.0.0.1:{}", ports.api))
-        .env("XNA_SERVICE_BACKEND", "process")
-        .env(
-            "RUST_LOG",
-            std::env::var("BENCH_AGENT_LOG").unwrap_or_else(|_| "warn".into()),
-        )
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start the agent");
-    let pid = agent.id().unwrap();
-    let client = NodeClient::new(
-        &format!("http://{listen}"),
-        key.clone(),
-        Duration::from_secs(120),
-    )
-    .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while client.status().await.is_err() {
-        assert!(Instant::now() < deadline, "the agent never answered");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let common::Agent {
+        process: mut agent,
+        pid,
+        client,
+        core_binary,
+        ports,
+        dir: _dir,
+    } = common::start(std::env::var("BENCH_VMESS").is_ok(), &[]).await;
     let (idle_rss, _) = memory(pid);
 
     let users: Vec<WireUser> = (0..users_n).map(user).collect();

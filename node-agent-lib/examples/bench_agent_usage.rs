@@ -20,29 +20,19 @@
 //! users, default 2) and `BENCH_CONNS` (connections in flight, default 64)
 //! change the sizes.
 
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
 use node_agent_lib::NodeClient;
-use node_agent_lib::envelope::NodeKey;
 use node_agent_lib::wire::{UsageRequest, WireUser};
-use xray_core_client::testing::{
-    ServerPorts, binary_flavor, free_port, serve_exchange, server_config, v2ray_binary,
-    vless_exchange,
-};
+use xray_core_client::testing::{binary_flavor, free_port, serve_exchange, vless_exchange};
+
+mod common;
+use common::{env_usize, status_mib};
 
 /// Bytes each connection sends (the users' uplink) and gets back (downlink).
 const SENT: usize = 64;
 const ANSWERED: usize = 1024;
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// User `i`, its id spread over the id space as the manager's random ids
 /// are (the agent reads counters by the id's first character).
@@ -53,16 +43,6 @@ fn user(i: usize) -> WireUser {
         name: format!("user-{i}"),
         secret: format!("secret-{i:08}-abcdefghijklmnopqrstuv"),
     }
-}
-
-/// A `/proc/PID/status` figure in MiB (`VmRSS:` now, `VmHWM:` peak).
-fn status_mib(pid: u32, field: &str) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
 fn median(values: &mut [f64]) -> f64 {
@@ -122,69 +102,26 @@ async fn main() {
     let samples = env_usize("BENCH_SAMPLES", 5);
     let interval_secs = env_usize("BENCH_INTERVAL_SECS", 1) as u64;
     let pulls = env_usize("BENCH_PULL", 1) != 0;
-    let Some(core_binary) = v2ray_binary() else {
-        eprintln!("no v2ray/xray binary: install v2ray or set V2RAY_BIN");
-        std::process::exit(2);
-    };
-    let agent_binary = std::env::var_os("XNA_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/xray-node-agent")
-        });
-    assert!(
-        agent_binary.is_file(),
-        "{} missing: cargo build --release -p bins --bin xray-node-agent",
-        agent_binary.display()
-    );
-
-    let dir = tempfile::tempdir().unwrap();
-    let ports = ServerPorts::free();
-    let base = dir.path().join("base.json");
-    let mut config = server_config(&ports, &[]);
-    config["inbounds"]
-        .as_array_mut()
-        .unwrap()
-        .retain(|i| i["protocol"] != "vmess");
-    std::fs::write(&base, config.to_string()).unwrap();
-    let key = NodeKey::random();
-    let listen = format!("127.0.0.1:{}", free_port());
     let metrics_url = format!("http://127.0.0.1:{}/metrics", free_port());
     let metrics_listen = metrics_url
         .trim_start_matches("http://")
         .trim_end_matches("/metrics")
         .to_owned();
-    let mut agent = tokio::process::Command::new(&agent_binary)
-        .env("XNA_LISTEN", &listen)
-        .env("XNA_NODE_KEY", key.expose_base64url())
-        .env("XNA_FLAVOR", binary_flavor(&core_binary).to_string())
-        .env("XNA_CORE_BINARY", &core_binary)
-        .env("XNA_BASE_CONFIG", &base)
-        .env("XNA_GENERATED_CONFIG", dir.path().join("core.json"))
-        .env("XNA_STATE_DIR", dir.path().join("state"))
-        .env("XNA_API_ADDRESS", format!("127.0.0.1:{}", ports.api))
-        .env("XNA_SERVICE_BACKEND", "process")
-        .env("XNA_STATS_INTERVAL_SECS", interval_secs.to_string())
-        .env("XNA_METRICS_LISTEN", &metrics_listen)
-        .env(
-            "RUST_LOG",
-            std::env::var("BENCH_AGENT_LOG").unwrap_or_else(|_| "warn".into()),
-        )
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start the agent");
-    let pid = agent.id().unwrap();
-    let client = NodeClient::new(
-        &format!("http://{listen}"),
-        key.clone(),
-        Duration::from_secs(120),
+    let common::Agent {
+        process: mut agent,
+        pid,
+        client,
+        core_binary,
+        ports,
+        dir: _dir,
+    } = common::start(
+        false,
+        &[
+            ("XNA_STATS_INTERVAL_SECS", interval_secs.to_string()),
+            ("XNA_METRICS_LISTEN", metrics_listen),
+        ],
     )
-    .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while client.status().await.is_err() {
-        assert!(Instant::now() < deadline, "the agent never answered");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    .await;
     let rss_before_start = status_mib(pid, "VmRSS:");
 
     let users: Vec<WireUser> = (0..users_n).map(user).collect();
