@@ -21,9 +21,7 @@ use crate::config::{ConfigError, CoreConfig};
 use crate::core::{CoreApi, CoreError};
 use crate::service::{CoreInstance, ServiceControl, ServiceError, ServiceStatus};
 use crate::usage::Usage;
-use crate::wire::{
-    NodeStatus, StatusResponse, UsageRequest, UsageResponse, UsersEditRequest, WireUser,
-};
+use crate::wire::{NodeStatus, StatusResponse, UsageRequest, UsersEditRequest, WireUser};
 use verify::Gone;
 
 /// Why an agent operation failed; the node API's error table maps each to a
@@ -208,20 +206,11 @@ impl Agent {
         self.usage.as_ref()
     }
 
-    /// `/usage`: the journal's batches after the manager's cursor. Journal
-    /// I/O failures (and an agent built without accounting) are internal
+    /// `/usage`: the journal's batches after the manager's cursor, as the
+    /// answer's JSON made from the journal's records as they are (a page of
+    /// 100,000 users is never parsed to be written again). Journal I/O
+    /// failures (and an agent built without accounting) are internal
     /// errors: the details go to the log, not to the caller.
-    pub async fn usage_after(&self, pull: UsageRequest) -> Result<UsageResponse, AgentError> {
-        let Some(usage) = &self.usage else {
-            return Err(AgentError::Internal("no usage journal".into()));
-        };
-        usage
-            .pull(pull)
-            .await
-            .map_err(|e| AgentError::Internal(e.to_string()))
-    }
-
-    /// As [`Self::usage_after`], the answer's JSON as the journal holds it.
     pub async fn usage_after_json(&self, pull: UsageRequest) -> Result<Vec<u8>, AgentError> {
         let Some(usage) = &self.usage else {
             return Err(AgentError::Internal("no usage journal".into()));

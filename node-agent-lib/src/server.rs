@@ -112,8 +112,8 @@ impl Node {
             bytes = journal.bytes(),
             "usage journal open"
         );
-        // The client itself reads the counters: in several small answers,
-        // summed as they decode (see `TrafficReader for CoreClient`).
+        // The client itself reads the counters: one answer summed as it
+        // decodes, never held whole (see `TrafficReader for CoreClient`).
         let mut usage = Usage::with_reader(Arc::new(client), journal);
         if settings.stats_interval().is_none() {
             tracing::info!("traffic accounting off (stats_interval_secs = 0)");

@@ -32,7 +32,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use manager_lib::cache::{Cache, CachedStorageSettings, MemoryCache};
-use manager_lib::domain::{NewUser, RequiredStatus, UserStatus};
+use manager_lib::domain::{NewUser, UserStatus};
 use manager_lib::manager::{Manager, ManagerSettings};
 use manager_lib::reconcile::ReconcilerSettings;
 use manager_lib::server::{Backends, Server, ServerSettings};
@@ -41,7 +41,8 @@ use manager_lib::transport::simulated::SimulatedFleet;
 
 use tests::bench::Opts;
 
-type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+mod common;
+use common::Result;
 
 #[tokio::main]
 async fn main() -> Result<()> {
@@ -340,14 +341,7 @@ async fn node_list(opts: &Opts) -> Result<()> {
     if fleet_state.enabled_users < users_n as u64 {
         eprintln!("seeding {users_n} users and {nodes_n} nodes (once)…");
         let manager = Manager::new(storage.clone(), sim.clone(), ManagerSettings::default());
-        for i in 0..nodes_n {
-            let endpoint = format!("http://sim-{i}.bench:9000");
-            sim.add_node(&endpoint);
-            let node = manager.new_node(&endpoint).await?;
-            if i < serving {
-                manager.start_node(node.id).await?;
-            }
-        }
+        common::seed_nodes(&manager, &sim, nodes_n, serving).await?;
         let mut paths = std::io::BufWriter::new(std::fs::File::create(&paths_file)?);
         let started = Instant::now();
         let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(1024);
@@ -384,20 +378,7 @@ async fn node_list(opts: &Opts) -> Result<()> {
             }
         }
         paths.flush()?;
-        let last = storage.fleet_state().await?.last_seq;
-        let mut req = manager_lib::domain::PageRequest::first(10_000);
-        loop {
-            let page = storage.list_nodes(&req).await?;
-            for node in &page.items {
-                if node.required_status == RequiredStatus::Running {
-                    storage.ack_operations(node.id, last).await?;
-                }
-            }
-            match page.next {
-                Some(next) => req.after = Some(next),
-                None => break,
-            }
-        }
+        common::ack_running_nodes(storage.as_ref()).await?;
         eprintln!("seeded in {:.1?}", started.elapsed());
     }
     if !std::path::Path::new(&paths_file).exists() {

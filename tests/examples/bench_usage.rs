@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt as _;
 use manager_lib::cache::MemoryCache;
 use manager_lib::domain::plan::Plan;
-use manager_lib::domain::{NewUser, Node, PageRequest, RequiredStatus, UserId, UserStatus};
+use manager_lib::domain::{NewUser, Node, PageRequest, UserId, UserStatus};
 use manager_lib::manager::{Manager, ManagerSettings};
 use manager_lib::reconcile::ReconcilerSettings;
 use manager_lib::server::{Backends, Server, ServerSettings};
@@ -39,7 +39,8 @@ use rand::seq::IndexedRandom as _;
 
 use tests::bench::Opts;
 
-type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+mod common;
+use common::Result;
 
 #[tokio::main]
 async fn main() -> Result<()> {
@@ -102,22 +103,10 @@ async fn seed_fleet(
             return Err("the kept database holds another fleet: pass --fresh 1".into());
         }
         eprintln!("seeding {nodes_n} nodes and {users_n} users (kept for later runs)…");
-        for i in 0..nodes_n {
-            let endpoint = format!("http://sim-{i}.bench:9000");
-            sim.add_node(&endpoint);
-            let node = manager.new_node(&endpoint).await?;
-            if i < serving {
-                manager.start_node(node.id).await?;
-            }
-        }
+        common::seed_nodes(manager, sim, nodes_n, serving).await?;
         users(storage, users_n, Plan::default()).await?;
-        let last = storage.fleet_state().await?.last_seq;
+        common::ack_running_nodes(storage.as_ref()).await?;
         nodes = manager_lib::storage::all_nodes(storage.as_ref()).await?;
-        for node in &nodes {
-            if node.required_status == RequiredStatus::Running {
-                storage.ack_operations(node.id, last).await?;
-            }
-        }
     } else {
         for node in &nodes {
             sim.add_node(&node.endpoint);
@@ -134,19 +123,6 @@ async fn seed_fleet(
         }
     }
     Ok((nodes, users))
-}
-
-/// `n` simulated nodes, registered and started.
-async fn fleet(manager: &Manager, sim: &SimulatedFleet, n: usize) -> Result<Vec<Node>> {
-    let mut nodes = Vec::with_capacity(n);
-    for i in 0..n {
-        let endpoint = format!("http://sim-{i}.bench:9000");
-        sim.add_node(&endpoint);
-        let node = manager.new_node(&endpoint).await?;
-        manager.start_node(node.id).await?;
-        nodes.push(node);
-    }
-    Ok(nodes)
 }
 
 /// `n` users created straight in the storage (64 at a time), enabled.
@@ -392,7 +368,8 @@ async fn enforce(opts: &Opts) -> Result<()> {
     };
     let server = Server::build(Backends::new(storage.clone(), sim.clone()), settings);
     let manager = server.manager.clone();
-    let nodes = fleet(&manager, &sim, nodes_n).await?;
+    common::seed_nodes(&manager, &sim, nodes_n, nodes_n).await?;
+    let nodes = manager_lib::storage::all_nodes(storage.as_ref()).await?;
     let limited = Plan {
         data_limit: Some(1_000),
         ..Plan::default()

@@ -184,8 +184,6 @@ pub(super) async fn usage(
         } else {
             parse(&payload)?
         };
-        // Made from the journal's records as they are: a page of 100,000
-        // users is never parsed into `UsageBatch`es to be written again.
         s.agent.usage_after_json(pull).await
     }
     .await;

@@ -3,7 +3,6 @@
 //! of 100,000 users makes no allocation per user).
 
 use std::collections::HashMap;
-use std::collections::hash_map;
 
 use serde::ser::{SerializeSeq, SerializeStruct};
 use serde::{Serialize, Serializer};
@@ -24,17 +23,6 @@ impl UserSums {
         let slot = self.0.entry(id).or_default();
         slot.0 = slot.0.saturating_add(up);
         slot.1 = slot.1.saturating_add(down);
-    }
-
-    /// Adds `other` to these sums; takes it whole when these are empty.
-    pub fn merge(&mut self, other: UserSums) {
-        if self.0.is_empty() {
-            *self = other;
-            return;
-        }
-        for (id, (up, down)) in other.0 {
-            self.add(id, up, down);
-        }
     }
 
     /// Forgets every sum, keeping the room they took.
@@ -65,15 +53,6 @@ impl UserSums {
                 down,
             })
             .collect()
-    }
-}
-
-impl IntoIterator for UserSums {
-    type Item = (Uuid, (u64, u64));
-    type IntoIter = hash_map::IntoIter<Uuid, (u64, u64)>;
-
-    fn into_iter(self) -> Self::IntoIter {
-        self.0.into_iter()
     }
 }
 
@@ -219,10 +198,10 @@ mod tests {
     }
 
     #[test]
-    fn merging_adds_and_saturates() {
+    fn adding_saturates() {
         let a: Uuid = A.parse().unwrap();
         let mut sums: UserSums = [(a, 1, 2)].into_iter().collect();
-        sums.merge([(a, 10, u64::MAX)].into_iter().collect());
+        sums.add(a, 10, u64::MAX);
         assert_eq!(sums.iter().collect::<Vec<_>>(), vec![(a, 11, u64::MAX)]);
     }
 }
