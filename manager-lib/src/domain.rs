@@ -10,9 +10,16 @@ use rand::RngCore as _;
 use serde::{Deserialize, Serialize};
 
 pub mod plan;
+pub mod profile;
+pub mod subscription;
 pub mod usage;
 
 pub use plan::{BlockReason, FieldEdit, Plan, PlanEdit, ResetEdit, ResetStrategy, UserState};
+pub use profile::{
+    InboundDescription, InboundOverride, InboundProtocol, Network, NodeProfile, Security,
+    ServedInbound,
+};
+pub use subscription::{SubscriptionKey, SubscriptionToken};
 pub use usage::UsageCursor;
 
 /// Milliseconds since the Unix epoch. Stored as an integer by every backend so
@@ -52,6 +59,10 @@ macro_rules! uuid_id {
             }
             pub fn as_uuid(&self) -> uuid::Uuid {
                 self.0
+            }
+            /// The id a UUID is (any version: ids are only compared).
+            pub fn from_uuid(id: uuid::Uuid) -> Self {
+                Self(id)
             }
             /// The canonical text form: 36 lower-case characters with dashes.
             pub const TEXT_LEN: usize = 36;

@@ -7,6 +7,10 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+mod inbound;
+
+pub use inbound::{InboundDescription, InboundProtocol, Network, Security};
+
 /// One user as the manager sends it to a node.
 ///
 /// `id` is the user's VLESS/VMess id and the core's key (`email`) for the
@@ -45,6 +49,10 @@ pub struct StartResponse {
     /// manager.
     #[serde(alias = "user_config_template")]
     pub user_config_template: String,
+    /// How clients dial each inbound whose users the agent manages, in
+    /// config order. Absent from agents older than this field.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inbounds: Vec<InboundDescription>,
 }
 
 /// Whether the core runs, as `GET /status` reports it.

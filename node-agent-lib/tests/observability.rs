@@ -208,6 +208,7 @@ fn the_plaintext_schemas_match_the_wire_types() {
             "StartResponse",
             field_names(&StartResponse {
                 user_config_template: TEMPLATE.into(),
+                inbounds: Vec::new(),
             }),
         ),
         (
