@@ -38,6 +38,8 @@
 //!   limit, admin auth);
 //! - [`server`]: the composition root (backends, settings, a listener and a
 //!   shutdown in; a running manager out);
+//! - [`subscription`]: a user's subscription in each client format (pure,
+//!   no I/O);
 //! - [`settings`]: typed settings (defaults, TOML file, `XM_*` environment);
 //! - [`metrics`]: Prometheus metrics;
 //! - `conformance` (feature `conformance`): the `Storage` suite every backend
@@ -53,6 +55,7 @@ pub mod reconcile;
 pub mod server;
 pub mod settings;
 pub mod storage;
+pub mod subscription;
 pub mod transport;
 
 #[cfg(feature = "conformance")]

@@ -1,0 +1,140 @@
+//! A user's subscription: the nodes that can serve the user now (exactly as
+//! the node-list call decides), each inbound at each address, written in the
+//! format the user's client app imports. Pure: no I/O.
+//!
+//! Where each format lives:
+//! - `links`: share links (VLESS, VMess, Trojan, Shadowsocks), plain or as
+//!   the base64 list;
+//! - `xray`: Xray JSON, an array of complete client configs;
+//! - `singbox`: sing-box JSON, outbounds with a selector and a urltest;
+//! - `clash`: Clash Meta / Mihomo YAML, proxies and groups;
+//! - `html`: the page a browser gets, with a QR code per link.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use crate::domain::{ServedInbound, User};
+
+#[cfg(any(test, feature = "conformance"))]
+pub mod testing;
+
+/// What a subscription is written as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Format {
+    /// Share links, one per line, the whole text in standard base64.
+    Base64,
+    /// Share links, one per line.
+    Links,
+    /// Xray JSON: an array of client configs.
+    Xray,
+    /// sing-box JSON.
+    SingBox,
+    /// Clash Meta / Mihomo YAML.
+    Clash,
+    /// An HTML page for a browser.
+    Html,
+}
+
+impl Format {
+    /// Every format, in the order of [`Format::as_str`]'s names.
+    pub const ALL: [Format; 6] = [
+        Format::Base64,
+        Format::Links,
+        Format::Xray,
+        Format::SingBox,
+        Format::Clash,
+        Format::Html,
+    ];
+
+    /// The name used by `?format=` and in the rule table.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Base64 => "base64",
+            Self::Links => "links",
+            Self::Xray => "xray",
+            Self::SingBox => "sing-box",
+            Self::Clash => "clash",
+            Self::Html => "html",
+        }
+    }
+
+    /// The format a name names (`singbox` and `mihomo` are accepted too).
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "singbox" => Some(Self::SingBox),
+            "mihomo" | "clash-meta" => Some(Self::Clash),
+            _ => Self::ALL.into_iter().find(|f| f.as_str() == name),
+        }
+    }
+}
+
+/// What one subscription lists: whose it is, and every entry of every node
+/// serving the user now, in node order.
+#[derive(Clone, Debug)]
+pub struct Listing<'a> {
+    pub user: &'a User,
+    pub entries: Vec<&'a ServedInbound>,
+}
+
+impl<'a> Listing<'a> {
+    pub fn new(user: &'a User, entries: impl IntoIterator<Item = &'a ServedInbound>) -> Self {
+        Self {
+            user,
+            entries: entries.into_iter().collect(),
+        }
+    }
+
+    /// One name per entry, in order, unique in the listing: a remark that
+    /// appeared before gets ` (2)`, ` (3)`, … (Clash refuses two proxies
+    /// of one name; sing-box two outbounds of one tag).
+    pub fn unique_names(&self) -> Vec<Cow<'a, str>> {
+        let mut seen: HashMap<&str, usize> = HashMap::with_capacity(self.entries.len());
+        let mut taken: std::collections::HashSet<Cow<'a, str>> =
+            std::collections::HashSet::with_capacity(self.entries.len());
+        let mut names = Vec::with_capacity(self.entries.len());
+        for e in &self.entries {
+            let count = seen.entry(e.remark.as_str()).or_insert(0);
+            *count += 1;
+            let mut n = *count;
+            let mut name: Cow<'a, str> = if n == 1 {
+                Cow::Borrowed(e.remark.as_str())
+            } else {
+                Cow::Owned(format!("{} ({n})", e.remark))
+            };
+            while taken.contains(&name) {
+                n += 1;
+                name = Cow::Owned(format!("{} ({n})", e.remark));
+            }
+            taken.insert(name.clone());
+            names.push(name);
+        }
+        names
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn format_names_round_trip() {
+        for f in Format::ALL {
+            assert_eq!(Format::parse(f.as_str()), Some(f));
+        }
+        assert_eq!(Format::parse("mihomo"), Some(Format::Clash));
+        assert_eq!(Format::parse("nope"), None);
+    }
+
+    #[test]
+    fn names_are_made_unique_in_order() {
+        let user = testing::user("alice");
+        let mut entries = testing::entries();
+        entries.truncate(3);
+        for e in &mut entries {
+            e.remark = "same".into();
+        }
+        entries[2].remark = "same (2)".into();
+        let listing = Listing::new(&user, &entries);
+        assert_eq!(listing.unique_names(), ["same", "same (2)", "same (2) (2)"]);
+    }
+}
