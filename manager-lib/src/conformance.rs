@@ -18,8 +18,10 @@ use crate::storage::{Entity, Storage, StorageError};
 
 pub mod ingest_bench;
 mod plans;
+mod subscriptions;
 mod usage;
 pub use plans::*;
+pub use subscriptions::*;
 pub use usage::*;
 
 /// Expands into one `#[tokio::test]` per behaviour of the suite, each with a
@@ -77,6 +79,11 @@ macro_rules! storage_conformance_tests {
             usage_history_by_day_node_and_hour_and_purge,
             blocked_users_stay_off_starts_and_counts,
             concurrent_ingests_store_a_page_once_and_block_once,
+            started_nodes_keep_their_described_inbounds,
+            node_profiles_round_trip_and_survive_starts,
+            invalid_profiles_are_refused_and_change_nothing,
+            user_nodes_serve_each_inbound_with_the_profile_applied,
+            subscription_keys_are_stored_and_rotated,
         );
     };
     (@each $fresh:expr; $($name:ident),+ $(,)?) => {
@@ -111,7 +118,12 @@ async fn running_node(s: &dyn Storage, endpoint: &str) -> Node {
         .await
         .unwrap();
     let plan = s.begin_start(n.id).await.unwrap();
-    s.finish_start(n.id, plan.seq, "vless://{{.UserID}}@host#{{.UserName}}")
+    s.finish_start(
+        n.id,
+        plan.seq,
+        "vless://{{.UserID}}@host#{{.UserName}}",
+        &[],
+    )
         .await
         .unwrap();
     s.get_node(n.id).await.unwrap()
@@ -180,7 +192,7 @@ pub async fn missing_node_is_not_found(s: &dyn Storage) {
         Entity::Node,
     );
     assert_not_found(s.begin_start(id).await, Entity::Node);
-    assert_not_found(s.finish_start(id, 0, "t").await, Entity::Node);
+    assert_not_found(s.finish_start(id, 0, "t", &[]).await, Entity::Node);
     assert_not_found(s.begin_stop(id).await, Entity::Node);
     assert_not_found(s.finish_stop(id).await, Entity::Node);
     assert_not_found(
@@ -568,7 +580,7 @@ pub async fn start_plan_hides_the_node_until_finished(s: &dyn Storage) {
     );
     assert!(!s.get_node(n.id).await.unwrap().state_up_to_date);
 
-    s.finish_start(n.id, plan.seq, "tpl").await.unwrap();
+    s.finish_start(n.id, plan.seq, "tpl", &[]).await.unwrap();
     let after = s.get_node(n.id).await.unwrap();
     assert!(after.state_up_to_date);
     assert_eq!(after.actual_status, ActualStatus::Running);
@@ -586,7 +598,7 @@ pub async fn start_moves_the_cursor_to_the_plan(s: &dyn Storage) {
     // A change after the snapshot stays pending after the start.
     let late = user(s, "late").await;
     s.set_user_status(late, UserStatus::Enabled).await.unwrap();
-    s.finish_start(n.id, plan.seq, "tpl").await.unwrap();
+    s.finish_start(n.id, plan.seq, "tpl", &[]).await.unwrap();
     let batch = s.pending_operations(n.id, 10).await.unwrap();
     assert_eq!(
         batch

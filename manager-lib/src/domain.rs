@@ -228,6 +228,10 @@ pub struct Node {
     pub required_status: RequiredStatus,
     /// The share-link template the node returned on its last successful start.
     pub user_config_template: Option<String>,
+    /// The inbounds the node described on its last successful start.
+    pub inbounds: Vec<InboundDescription>,
+    /// The operator's subscription settings for the node.
+    pub profile: NodeProfile,
     /// False while a start/stop is in flight or after one whose result could not be stored.
     pub state_up_to_date: bool,
     /// Changes with a sequence number up to this one are applied on the node.
@@ -264,6 +268,8 @@ pub struct User {
     pub name: String,
     pub status: UserStatus,
     pub secret: UserSecret,
+    /// What the user's subscription URL is keyed by (with the id).
+    pub subscription_key: SubscriptionKey,
     /// The sequence number of the user's newest change (0: never changed).
     pub change_seq: Seq,
     pub created_at: Timestamp,
@@ -303,6 +309,11 @@ impl User {
         self.used_up.saturating_add(self.used_down)
     }
 
+    /// The token of the user's subscription URL.
+    pub fn subscription_token(&self) -> SubscriptionToken {
+        self.subscription_key.token(self.id)
+    }
+
     pub fn credentials(&self) -> UserCredentials {
         UserCredentials {
             id: self.id,
@@ -324,6 +335,7 @@ pub struct NewUser {
     pub id: UserId,
     pub name: String,
     pub secret: UserSecret,
+    pub subscription_key: SubscriptionKey,
     /// Checked by the storage ([`Plan::validate`]); the default limits nothing.
     pub plan: Plan,
 }
@@ -343,6 +355,7 @@ impl NewUser {
             id: UserId::random(),
             name,
             secret: UserSecret::random(),
+            subscription_key: SubscriptionKey::random(),
             plan: Plan::default(),
         })
     }
@@ -424,13 +437,45 @@ pub struct StartPlan {
     pub seq: Seq,
 }
 
-/// A node on which a user is usable right now, for the user-node-list call.
-/// Shared text: the cache's snapshot hands the same entries to every call.
+/// A node on which a user is usable right now, for the user-node-list call
+/// and the subscription. Shared: the cache's snapshot hands the same entries
+/// to every call.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeEntry {
     pub id: NodeId,
     pub endpoint: std::sync::Arc<str>,
     pub user_config_template: std::sync::Arc<str>,
+    /// What the user's subscription lists for the node
+    /// ([`NodeProfile::serve`]).
+    pub served: std::sync::Arc<[ServedInbound]>,
+}
+
+impl NodeEntry {
+    /// The entry of a node with this endpoint, template, described inbounds
+    /// and profile.
+    pub fn new(
+        id: NodeId,
+        endpoint: &str,
+        user_config_template: &str,
+        inbounds: &[InboundDescription],
+        profile: &NodeProfile,
+    ) -> Self {
+        Self {
+            id,
+            endpoint: endpoint.into(),
+            user_config_template: user_config_template.into(),
+            served: profile.serve(&endpoint_host(endpoint), inbounds).into(),
+        }
+    }
+}
+
+/// The host of a node endpoint (IPv6 without brackets); the whole text for
+/// one that is not a URL.
+pub fn endpoint_host(endpoint: &str) -> String {
+    url::Url::parse(endpoint)
+        .ok()
+        .and_then(|u| u.host_str().map(|h| h.trim_matches(['[', ']']).to_owned()))
+        .unwrap_or_else(|| endpoint.to_owned())
 }
 
 /// A node that can serve users now, with its cursor.

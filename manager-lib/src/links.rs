@@ -161,6 +161,7 @@ mod tests {
             name: name.into(),
             status: UserStatus::Enabled,
             secret: crate::domain::UserSecret::from_stored("s3cret".into()),
+            subscription_key: crate::domain::SubscriptionKey::random(),
             change_seq: 1,
             created_at: crate::domain::Timestamp(0),
             plan: Default::default(),
@@ -268,10 +269,14 @@ mod tests {
             let user = enabled_user_named(&name);
             let nodes = templates
                 .iter()
-                .map(|t| crate::domain::NodeEntry {
-                    id: crate::domain::NodeId::random(),
-                    endpoint: "http://n:1".into(),
-                    user_config_template: t.as_str().into(),
+                .map(|t| {
+                    crate::domain::NodeEntry::new(
+                        crate::domain::NodeId::random(),
+                        "http://n:1",
+                        t,
+                        &[],
+                        &Default::default(),
+                    )
                 })
                 .collect();
             let links = NodeLinks(UserNodes { user: user.clone(), nodes });

@@ -271,8 +271,15 @@ impl Manager {
 
     async fn start_locked(&self, id: NodeId) -> ManagerResult<()> {
         let plan = self.storage.begin_start(id).await?;
-        let template = self.transport.start(&plan.node, &plan.users).await?;
-        self.storage.finish_start(id, plan.seq, &template).await?;
+        let started = self.transport.start(&plan.node, &plan.users).await?;
+        self.storage
+            .finish_start(
+                id,
+                plan.seq,
+                &started.user_config_template,
+                &started.inbounds,
+            )
+            .await?;
         Ok(())
     }
 

@@ -59,9 +59,9 @@ use crate::domain::usage::{
     EnforceOutcome, IngestOutcome, NodeUsage, UsageCursor, UsageGrouping, UsagePage, UsageRow,
 };
 use crate::domain::{
-    ActualStatus, FleetState, NewNode, NewUser, Node, NodeEntry, NodeId, Page, PageRequest,
-    PendingBatch, PlanEdit, RequiredStatus, Seq, ServingNode, StartPlan, Timestamp, User, UserId,
-    UserNodes, UserStatus,
+    ActualStatus, FleetState, InboundDescription, NewNode, NewUser, Node, NodeEntry, NodeId,
+    NodeProfile, Page, PageRequest, PendingBatch, PlanEdit, RequiredStatus, Seq, ServingNode,
+    StartPlan, SubscriptionKey, Timestamp, User, UserId, UserNodes, UserStatus,
 };
 
 /// A boxed error from a backend's driver.
@@ -177,12 +177,27 @@ pub trait Storage: Debug + Send + Sync {
     async fn begin_start(&self, id: NodeId) -> StorageResult<StartPlan>;
 
     /// Records a successful `/start`: actual status Running, the node's
-    /// template, cursor moved to `seq` (never backwards), last seen now, and the
-    /// state up to date again.
+    /// template and described inbounds, cursor moved to `seq` (never
+    /// backwards), last seen now, and the state up to date again.
     ///
     /// # Contract
     /// - Changes after `seq` stay pending.
-    async fn finish_start(&self, id: NodeId, seq: Seq, template: &str) -> StorageResult<()>;
+    /// - The inbounds replace the ones stored; the node's profile is kept.
+    async fn finish_start(
+        &self,
+        id: NodeId,
+        seq: Seq,
+        template: &str,
+        inbounds: &[InboundDescription],
+    ) -> StorageResult<()>;
+
+    /// Sets the operator's subscription settings for the node.
+    ///
+    /// # Contract
+    /// - [`StorageError::Invalid`] when [`NodeProfile::validate`] refuses
+    ///   it; nothing written.
+    /// - Nothing else of the node changes; the serving-node set shows it.
+    async fn set_node_profile(&self, id: NodeId, profile: &NodeProfile) -> StorageResult<Node>;
 
     /// Marks the node's stored state as not up to date before a `/stop`.
     ///
@@ -371,6 +386,17 @@ pub trait Storage: Debug + Send + Sync {
         now: Timestamp,
     ) -> StorageResult<User>;
 
+    /// Sets the key of the user's subscription URL (a rotation: every token
+    /// made with the old key is unknown from then on).
+    ///
+    /// # Contract
+    /// - [`StorageError::NotFound`] for an unknown or deleted user.
+    /// - Takes a change (the user's next `change_seq`), so that every cache
+    ///   of the user's row, on every replica, drops the old key as it drops
+    ///   an old status; the nodes re-apply the user as it is (harmless).
+    ///   Nothing else of the user changes.
+    async fn set_subscription_key(&self, id: UserId, key: SubscriptionKey) -> StorageResult<User>;
+
     /// Sets the user's used bytes to zero by hand.
     ///
     /// # Contract
@@ -436,13 +462,10 @@ pub trait Storage: Debug + Send + Sync {
             .into_iter()
             .filter_map(|n| {
                 let serving = n.actual_status == ActualStatus::Running && n.state_up_to_date;
+                let template = n.user_config_template.filter(|_| serving)?;
                 Some(ServingNode {
                     applied_seq: n.applied_seq,
-                    entry: NodeEntry {
-                        id: n.id,
-                        endpoint: n.endpoint.into(),
-                        user_config_template: n.user_config_template.filter(|_| serving)?.into(),
-                    },
+                    entry: NodeEntry::new(n.id, &n.endpoint, &template, &n.inbounds, &n.profile),
                 })
             })
             .collect())

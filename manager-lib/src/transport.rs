@@ -11,6 +11,10 @@ use async_trait::async_trait;
 use crate::domain::usage::{UsageCursor, UsagePage};
 use crate::domain::{Node, UserCredentials, UserId};
 
+/// What a node answers to `/start`: its template and the inbounds it
+/// describes (the agent's own wire type).
+pub use node_agent_lib::wire::StartResponse;
+
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod http;
@@ -88,9 +92,12 @@ pub enum TransportError {
 #[async_trait]
 pub trait NodeTransport: Debug + Send + Sync {
     /// `POST /start`: the node runs its core with exactly `users`; answers the
-    /// node's user config template.
-    async fn start(&self, node: &Node, users: &[UserCredentials])
-    -> Result<String, TransportError>;
+    /// node's user config template and the inbounds it describes.
+    async fn start(
+        &self,
+        node: &Node,
+        users: &[UserCredentials],
+    ) -> Result<StartResponse, TransportError>;
 
     /// `POST /stop`.
     async fn stop(&self, node: &Node) -> Result<(), TransportError>;

@@ -2,8 +2,8 @@
 //! heartbeat saw, and the nodes that serve users now.
 
 use manager_lib::domain::{
-    ActualStatus, NewNode, Node, NodeEntry, NodeId, Page, PageRequest, RequiredStatus, Seq,
-    ServingNode, StartPlan, Timestamp,
+    ActualStatus, InboundDescription, NewNode, Node, NodeId, NodeProfile, Page, PageRequest,
+    RequiredStatus, Seq, ServingNode, StartPlan, Timestamp,
 };
 use manager_lib::storage::{Entity, StorageResult, kit};
 use sqlx::Row as _;
@@ -149,9 +149,10 @@ pub(crate) async fn finish_start(
     id: NodeId,
     seq: Seq,
     template: &str,
+    inbounds: &[InboundDescription],
 ) -> StorageResult<()> {
     let sql = "UPDATE nodes SET actual_status = 'Running', user_config_template = ?3, \
-             applied_seq = MAX(applied_seq, ?2), state_up_to_date = 1, \
+             inbounds = ?5, applied_seq = MAX(applied_seq, ?2), state_up_to_date = 1, \
              last_seen = ?4, updated_at = ?4 \
          WHERE id = ?1 RETURNING 1"
         .to_owned();
@@ -159,10 +160,31 @@ pub(crate) async fn finish_start(
         .bind(id.to_string())
         .bind(seq)
         .bind(template.to_owned())
-        .bind(Timestamp::now().0);
+        .bind(Timestamp::now().0)
+        .bind(kit::profile::inbounds_to_json(inbounds));
     s.writes
         .statement(sql, args, Some(Entity::Node), |row| {
             found(row, Entity::Node).map(drop)
+        })
+        .await
+}
+
+pub(crate) async fn set_node_profile(
+    s: &SqliteStorage,
+    id: NodeId,
+    profile: &NodeProfile,
+) -> StorageResult<Node> {
+    profile.validate()?;
+    let sql = format!(
+        "UPDATE nodes SET profile = ?2, updated_at = ?3 WHERE id = ?1 RETURNING {NODE_COLUMNS}"
+    );
+    let args = Args::default()
+        .bind(id.to_string())
+        .bind(kit::profile::profile_to_json(profile))
+        .bind(Timestamp::now().0);
+    s.writes
+        .statement(sql, args, Some(Entity::Node), |row| {
+            node_from_row(&found(row, Entity::Node)?)
         })
         .await
 }
@@ -222,7 +244,7 @@ pub(crate) async fn record_observation(
 pub(crate) async fn serving_nodes(s: &SqliteStorage) -> StorageResult<Vec<ServingNode>> {
     // The same node conditions as `user_nodes`, minus the user's.
     let rows = sqlx::query(
-        "SELECT id, endpoint, user_config_template, applied_seq FROM nodes \
+        "SELECT id, endpoint, user_config_template, inbounds, profile, applied_seq FROM nodes \
          WHERE actual_status = 'Running' AND state_up_to_date = 1 \
              AND user_config_template IS NOT NULL \
          ORDER BY id",
@@ -234,14 +256,13 @@ pub(crate) async fn serving_nodes(s: &SqliteStorage) -> StorageResult<Vec<Servin
     rows.iter()
         .map(|row| {
             Ok(ServingNode {
-                entry: NodeEntry {
-                    id: parse(row.try_get::<&str, _>("id").map_err(get)?)?,
-                    endpoint: row.try_get::<&str, _>("endpoint").map_err(get)?.into(),
-                    user_config_template: row
-                        .try_get::<&str, _>("user_config_template")
-                        .map_err(get)?
-                        .into(),
-                },
+                entry: kit::profile::node_entry(
+                    parse(row.try_get::<&str, _>("id").map_err(get)?)?,
+                    row.try_get("endpoint").map_err(get)?,
+                    row.try_get("user_config_template").map_err(get)?,
+                    row.try_get("inbounds").map_err(get)?,
+                    row.try_get("profile").map_err(get)?,
+                )?,
                 applied_seq: row.try_get("applied_seq").map_err(get)?,
             })
         })

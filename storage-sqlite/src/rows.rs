@@ -3,8 +3,10 @@
 
 use std::str::FromStr;
 
-use manager_lib::domain::{Node, Plan, ResetStrategy, Timestamp, UsageCursor, User, UserSecret};
-use manager_lib::storage::{Entity, StorageError, StorageResult};
+use manager_lib::domain::{
+    Node, Plan, ResetStrategy, SubscriptionKey, Timestamp, UsageCursor, User, UserSecret,
+};
+use manager_lib::storage::{Entity, StorageError, StorageResult, kit};
 use sqlx::Row as _;
 use sqlx::sqlite::SqliteRow;
 
@@ -13,12 +15,12 @@ use crate::error::db_error;
 /// The columns [`node_from_row`] reads, in `SELECT` / `RETURNING` form.
 pub(crate) const NODE_COLUMNS: &str = "id, endpoint, key, actual_status, required_status, \
      user_config_template, state_up_to_date, applied_seq, last_seen, created_at, updated_at, \
-     usage_journal, usage_seq, traffic_multiplier, used_up, used_down";
+     usage_journal, usage_seq, traffic_multiplier, used_up, used_down, inbounds, profile";
 
 /// The columns [`user_from_row`] reads.
 pub(crate) const USER_COLUMNS: &str = "id, name, status, secret, change_seq, created_at, \
      data_limit, expire_at, reset_period, reset_day, on_hold, used_up, used_down, blocked, \
-     next_reset_at, last_reset_at";
+     next_reset_at, last_reset_at, subscription_key";
 
 /// [`USER_COLUMNS`] from a `users u` joined with other tables.
 pub(crate) const USER_COLUMNS_U: &str = "u.id AS id, u.name AS name, u.status AS status, \
@@ -26,7 +28,7 @@ pub(crate) const USER_COLUMNS_U: &str = "u.id AS id, u.name AS name, u.status AS
      u.data_limit AS data_limit, u.expire_at AS expire_at, u.reset_period AS reset_period, \
      u.reset_day AS reset_day, u.on_hold AS on_hold, u.used_up AS used_up, \
      u.used_down AS used_down, u.blocked AS blocked, u.next_reset_at AS next_reset_at, \
-     u.last_reset_at AS last_reset_at";
+     u.last_reset_at AS last_reset_at, u.subscription_key AS subscription_key";
 
 /// Parses a stored id or status.
 pub(crate) fn parse<T>(s: &str) -> StorageResult<T>
@@ -56,6 +58,8 @@ pub(crate) fn node_from_row(row: &SqliteRow) -> StorageResult<Node> {
         actual_status: parse(get(row, "actual_status", e)?)?,
         required_status: parse(get(row, "required_status", e)?)?,
         user_config_template: get(row, "user_config_template", e)?,
+        inbounds: kit::profile::inbounds_from_json(get(row, "inbounds", e)?)?,
+        profile: kit::profile::profile_from_json(get(row, "profile", e)?)?,
         state_up_to_date: get(row, "state_up_to_date", e)?,
         applied_seq: get(row, "applied_seq", e)?,
         last_seen: get::<Option<i64>>(row, "last_seen", e)?.map(Timestamp),
@@ -78,6 +82,8 @@ pub(crate) fn user_from_row(row: &SqliteRow) -> StorageResult<User> {
         name: get(row, "name", e)?,
         status: parse(get(row, "status", e)?)?,
         secret: UserSecret::from_stored(get(row, "secret", e)?),
+        subscription_key: SubscriptionKey::from_hex(get(row, "subscription_key", e)?)
+            .map_err(|e| StorageError::Corrupt(e.to_string()))?,
         change_seq: get(row, "change_seq", e)?,
         created_at: Timestamp(get(row, "created_at", e)?),
         plan: Plan {

@@ -3,7 +3,7 @@
 
 use manager_lib::domain::usage::storable;
 use manager_lib::domain::{
-    NewUser, NodeEntry, Page, PageRequest, Timestamp, User, UserId, UserNodes, UserStatus,
+    NewUser, Page, PageRequest, SubscriptionKey, Timestamp, User, UserId, UserNodes, UserStatus,
 };
 use manager_lib::storage::{Entity, StorageError, StorageResult, kit};
 use sqlx::Row as _;
@@ -21,8 +21,9 @@ pub(crate) async fn create_user(s: &SqliteStorage, new: NewUser) -> StorageResul
     // already expired, is written without one (it is on no node anyway).
     let sql = format!(
         "INSERT INTO users (id, name, status, secret, change_seq, deleted, created_at, \
-             data_limit, expire_at, reset_period, reset_day, on_hold, blocked, next_reset_at) \
-         VALUES (?1, ?2, 'Disabled', ?3, 0, 0, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
+             data_limit, expire_at, reset_period, reset_day, on_hold, blocked, next_reset_at, \
+             subscription_key) \
+         VALUES (?1, ?2, 'Disabled', ?3, 0, 0, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
          RETURNING {USER_COLUMNS}"
     );
     let args = Args::default()
@@ -36,7 +37,8 @@ pub(crate) async fn create_user(s: &SqliteStorage, new: NewUser) -> StorageResul
         .bind(i64::from(plan.reset.month_day()))
         .bind(plan.on_hold.map(storable))
         .bind(kit::usage::plan_block(&plan, 0, now).map(|b| b.as_str()))
-        .bind(plan.reset.next_reset_after(now).map(|t| t.0));
+        .bind(plan.reset.next_reset_after(now).map(|t| t.0))
+        .bind(new.subscription_key.to_hex());
     s.writes
         .statement(sql, args, Some(Entity::User), |row| {
             user_from_row(&found(row, Entity::User)?)
@@ -96,6 +98,26 @@ pub(crate) async fn set_user_status(
     }
 }
 
+pub(crate) async fn set_subscription_key(
+    s: &SqliteStorage,
+    id: UserId,
+    key: SubscriptionKey,
+) -> StorageResult<User> {
+    // One statement with the next change number, as in set_user_status.
+    let sql = format!(
+        "UPDATE users SET subscription_key = ?2, \
+             change_seq = (SELECT last_seq + 1 FROM meta WHERE id = 1) \
+         WHERE id = ?1 AND deleted = 0 \
+         RETURNING {USER_COLUMNS}"
+    );
+    let args = Args::default().bind(id.to_string()).bind(key.to_hex());
+    s.writes
+        .statement(sql, args, Some(Entity::User), |row| {
+            user_from_row(&found(row, Entity::User)?)
+        })
+        .await
+}
+
 pub(crate) async fn delete_user(s: &SqliteStorage, id: UserId) -> StorageResult<()> {
     // One statement, as in set_user_status.
     let sql = "UPDATE users SET status = 'Disabled', deleted = 1, \
@@ -115,7 +137,8 @@ pub(crate) async fn user_nodes(s: &SqliteStorage, id: UserId) -> StorageResult<U
     // usable node, or once with NULL node columns when there is none.
     let rows = sqlx::query(&format!(
         "SELECT {USER_COLUMNS_U}, n.id AS node_id, n.endpoint AS node_endpoint, \
-             n.user_config_template AS node_template \
+             n.user_config_template AS node_template, n.inbounds AS node_inbounds, \
+             n.profile AS node_profile \
          FROM users u \
          LEFT JOIN nodes n ON u.status = 'Enabled' AND u.blocked IS NULL \
              AND n.actual_status = 'Running' AND n.state_up_to_date = 1 \
@@ -135,11 +158,13 @@ pub(crate) async fn user_nodes(s: &SqliteStorage, id: UserId) -> StorageResult<U
         let Some(node_id) = row.try_get::<Option<&str>, _>("node_id").map_err(get)? else {
             continue;
         };
-        nodes.push(NodeEntry {
-            id: parse(node_id)?,
-            endpoint: row.try_get::<&str, _>("node_endpoint").map_err(get)?.into(),
-            user_config_template: row.try_get::<&str, _>("node_template").map_err(get)?.into(),
-        });
+        nodes.push(kit::profile::node_entry(
+            parse(node_id)?,
+            row.try_get("node_endpoint").map_err(get)?,
+            row.try_get("node_template").map_err(get)?,
+            row.try_get("node_inbounds").map_err(get)?,
+            row.try_get("node_profile").map_err(get)?,
+        )?);
     }
     Ok(UserNodes { user, nodes })
 }

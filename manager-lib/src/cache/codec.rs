@@ -2,7 +2,8 @@
 //! cache: the key of a user row, the row itself, and the absence of one.
 
 use crate::domain::{
-    BlockReason, Plan, ResetStrategy, Seq, Timestamp, User, UserId, UserSecret, UserStatus,
+    BlockReason, Plan, ResetStrategy, Seq, SubscriptionKey, Timestamp, User, UserId, UserSecret,
+    UserStatus,
 };
 
 pub(super) fn user_key(generation: u64, id: UserId) -> String {
@@ -17,13 +18,16 @@ pub(super) const USER_ROW_V1: u8 = 1;
 /// any version, so a replica that does not know it reads the storage.
 pub(super) const ABSENT_ROW: &[u8] = &[0];
 
-/// The format of a user row with its plan and usage (issue 16). Replicas
-/// that only know [`USER_ROW_V1`] treat it as absent, and this one theirs.
-pub(super) const USER_ROW_V2: u8 = 2;
+/// The format of a user row with its plan, usage (issue 16) and
+/// subscription key (issue 17). Replicas that only know an older format
+/// (1: no plan; 2: no subscription key) treat it as absent, and this one
+/// theirs.
+pub(super) const USER_ROW_V3: u8 = 3;
 
 /// A compact binary row: version, status, change_seq, created_at, blocked,
 /// used up and down, the plan (limit, expiry, hold: each a presence byte and
-/// 8 bytes; reset period and day), next and last reset, secret
+/// 8 bytes; reset period and day), next and last reset, the subscription
+/// key, secret
 /// (length-prefixed), name (the rest). The id is the key's.
 pub(super) fn encode_user(user: &User) -> Vec<u8> {
     fn opt(out: &mut Vec<u8>, v: Option<i64>) {
@@ -33,7 +37,7 @@ pub(super) fn encode_user(user: &User) -> Vec<u8> {
     let secret = user.secret.expose().as_bytes();
     let secret_len = u16::try_from(secret.len()).expect("a user secret is short");
     let mut out = Vec::with_capacity(100 + secret.len() + user.name.len());
-    out.push(USER_ROW_V2);
+    out.push(USER_ROW_V3);
     out.push(match user.status {
         UserStatus::Enabled => 1,
         UserStatus::Disabled => 0,
@@ -61,6 +65,7 @@ pub(super) fn encode_user(user: &User) -> Vec<u8> {
     out.push(plan.reset.month_day());
     opt(&mut out, user.next_reset_at.map(|t| t.0));
     opt(&mut out, user.last_reset_at.map(|t| t.0));
+    out.extend_from_slice(user.subscription_key.as_bytes());
     out.extend_from_slice(&secret_len.to_le_bytes());
     out.extend_from_slice(secret);
     out.extend_from_slice(user.name.as_bytes());
@@ -92,7 +97,7 @@ pub(super) fn decode_user(id: UserId, bytes: &[u8]) -> Option<User> {
         }
     }
     let mut rest = bytes;
-    if byte(&mut rest)? != USER_ROW_V2 {
+    if byte(&mut rest)? != USER_ROW_V3 {
         return None;
     }
     let status = match byte(&mut rest)? {
@@ -124,6 +129,7 @@ pub(super) fn decode_user(id: UserId, bytes: &[u8]) -> Option<User> {
     let reset = ResetStrategy::from_parts(period, byte(&mut rest)?.into()).ok()?;
     let next_reset_at = opt(&mut rest)?.map(Timestamp);
     let last_reset_at = opt(&mut rest)?.map(Timestamp);
+    let subscription_key = SubscriptionKey::from_bytes(take(&mut rest, 16)?.try_into().ok()?);
     let secret_len = u16::from_le_bytes(take(&mut rest, 2)?.try_into().ok()?);
     let secret = std::str::from_utf8(take(&mut rest, secret_len.into())?).ok()?;
     let name = std::str::from_utf8(rest).ok()?;
@@ -132,6 +138,7 @@ pub(super) fn decode_user(id: UserId, bytes: &[u8]) -> Option<User> {
         name: name.to_owned(),
         status,
         secret: UserSecret::from_stored(secret.to_owned()),
+        subscription_key,
         change_seq,
         created_at,
         plan: Plan {
@@ -158,6 +165,7 @@ mod tests {
             name: name.to_owned(),
             status,
             secret: UserSecret::random(),
+            subscription_key: SubscriptionKey::random(),
             change_seq: 1 << 40,
             created_at: Timestamp(-5),
             plan: Plan {
@@ -192,8 +200,10 @@ mod tests {
         assert_eq!(decode_user(user.id, &[]), None);
         assert_eq!(decode_user(user.id, &bytes[..10]), None);
         let mut other_version = bytes.clone();
-        other_version[0] = USER_ROW_V1;
-        assert_eq!(decode_user(user.id, &other_version), None);
+        for older in [USER_ROW_V1, 2] {
+            other_version[0] = older;
+            assert_eq!(decode_user(user.id, &other_version), None);
+        }
         let mut bad_status = bytes.clone();
         bad_status[1] = 7;
         assert_eq!(decode_user(user.id, &bad_status), None);

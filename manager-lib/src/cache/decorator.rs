@@ -18,9 +18,9 @@ use crate::domain::usage::{
     EnforceOutcome, IngestOutcome, NodeUsage, UsageCursor, UsageGrouping, UsagePage, UsageRow,
 };
 use crate::domain::{
-    ActualStatus, FleetState, NewNode, NewUser, Node, NodeId, Page, PageRequest, PendingBatch,
-    PlanEdit, RequiredStatus, Seq, ServingNode, StartPlan, Timestamp, User, UserId, UserNodes,
-    UserStatus,
+    ActualStatus, FleetState, InboundDescription, NewNode, NewUser, Node, NodeId, NodeProfile, Page,
+    PageRequest, PendingBatch, PlanEdit, RequiredStatus, Seq, ServingNode, StartPlan,
+    SubscriptionKey, Timestamp, User, UserId, UserNodes, UserStatus,
 };
 use crate::storage::{Entity, Storage, StorageError, StorageResult};
 
@@ -304,8 +304,14 @@ impl Storage for CachedStorage {
         r
     }
 
-    async fn finish_start(&self, id: NodeId, seq: Seq, template: &str) -> StorageResult<()> {
-        let r = self.inner.finish_start(id, seq, template).await;
+    async fn finish_start(
+        &self,
+        id: NodeId,
+        seq: Seq,
+        template: &str,
+        inbounds: &[InboundDescription],
+    ) -> StorageResult<()> {
+        let r = self.inner.finish_start(id, seq, template, inbounds).await;
         self.nodes.invalidate();
         r
     }
@@ -474,6 +480,22 @@ impl Storage for CachedStorage {
             for id in outcome.expired.iter().chain(&outcome.reset) {
                 self.user_written(*id, None).await;
             }
+        }
+        r
+    }
+
+    async fn set_node_profile(&self, id: NodeId, profile: &NodeProfile) -> StorageResult<Node> {
+        let r = self.inner.set_node_profile(id, profile).await;
+        self.nodes.invalidate();
+        r
+    }
+
+    async fn set_subscription_key(&self, id: UserId, key: SubscriptionKey) -> StorageResult<User> {
+        let r = self.inner.set_subscription_key(id, key).await;
+        match &r {
+            Ok(user) => self.user_written(id, Some(user.change_seq)).await,
+            Err(StorageError::NotFound(_)) => {}
+            Err(_) => self.user_written(id, None).await,
         }
         r
     }

@@ -31,6 +31,14 @@ impl SubscriptionKey {
         Self(bytes)
     }
 
+    pub fn from_bytes(bytes: [u8; 16]) -> Self {
+        Self(bytes)
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 16] {
+        &self.0
+    }
+
     /// The stored form (hex).
     pub fn to_hex(&self) -> String {
         hex::encode(self.0)

@@ -225,6 +225,7 @@ mod tests {
             name: format!("u{id}"),
             status: UserStatus::Enabled,
             secret: UserSecret::random(),
+            subscription_key: crate::domain::SubscriptionKey::random(),
             change_seq: 0,
             created_at: Timestamp(0),
             plan: Default::default(),

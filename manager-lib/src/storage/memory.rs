@@ -14,9 +14,10 @@ use crate::domain::usage::{
     EnforceOutcome, IngestOutcome, NodeUsage, UsageCursor, UsageGrouping, UsagePage, UsageRow,
 };
 use crate::domain::{
-    ActualStatus, DEFAULT_TRAFFIC_MULTIPLIER, FleetState, NewNode, NewUser, Node, NodeEntry,
-    NodeId, Page, PageRequest, PendingBatch, PendingOperation, PlanEdit, RequiredStatus, Seq,
-    StartPlan, Timestamp, User, UserId, UserNodes, UserStatus,
+    ActualStatus, DEFAULT_TRAFFIC_MULTIPLIER, FleetState, InboundDescription, NewNode, NewUser,
+    Node, NodeEntry, NodeId, NodeProfile, Page, PageRequest, PendingBatch, PendingOperation,
+    PlanEdit, RequiredStatus, Seq, StartPlan, SubscriptionKey, Timestamp, User, UserId, UserNodes,
+    UserStatus,
 };
 use crate::storage::kit::usage::Bytes;
 use crate::storage::{Entity, Storage, StorageError, StorageResult, kit};
@@ -158,6 +159,8 @@ impl Storage for MemoryStorage {
             actual_status: ActualStatus::Stopped,
             required_status: RequiredStatus::Stopped,
             user_config_template: None,
+            inbounds: Vec::new(),
+            profile: NodeProfile::default(),
             state_up_to_date: true,
             applied_seq: st.last_seq,
             last_seen: None,
@@ -222,12 +225,19 @@ impl Storage for MemoryStorage {
         Ok(StartPlan { node, users, seq })
     }
 
-    async fn finish_start(&self, id: NodeId, seq: Seq, template: &str) -> StorageResult<()> {
+    async fn finish_start(
+        &self,
+        id: NodeId,
+        seq: Seq,
+        template: &str,
+        inbounds: &[InboundDescription],
+    ) -> StorageResult<()> {
         let mut st = self.lock();
         let node = st.node_mut(id)?;
         let now = Timestamp::now();
         node.actual_status = ActualStatus::Running;
         node.user_config_template = Some(template.to_owned());
+        node.inbounds = inbounds.to_vec();
         node.applied_seq = node.applied_seq.max(seq);
         node.state_up_to_date = true;
         node.last_seen = Some(now);
@@ -280,6 +290,7 @@ impl Storage for MemoryStorage {
             name: new.name,
             status: UserStatus::Disabled,
             secret: new.secret,
+            subscription_key: new.subscription_key,
             change_seq: 0,
             created_at: now,
             next_reset_at: new.plan.reset.next_reset_after(now),
@@ -349,11 +360,13 @@ impl Storage for MemoryStorage {
                         && n.applied_seq >= user.change_seq
                 })
                 .filter_map(|n| {
-                    Some(NodeEntry {
-                        id: n.id,
-                        endpoint: n.endpoint.as_str().into(),
-                        user_config_template: n.user_config_template.as_deref()?.into(),
-                    })
+                    Some(NodeEntry::new(
+                        n.id,
+                        &n.endpoint,
+                        n.user_config_template.as_deref()?,
+                        &n.inbounds,
+                        &n.profile,
+                    ))
                 })
                 .collect()
         } else {
@@ -449,6 +462,22 @@ impl Storage for MemoryStorage {
 
     async fn enforce_time(&self, now: Timestamp) -> StorageResult<EnforceOutcome> {
         Ok(self.lock().enforce_time(now))
+    }
+
+    async fn set_node_profile(&self, id: NodeId, profile: &NodeProfile) -> StorageResult<Node> {
+        profile.validate()?;
+        let mut st = self.lock();
+        let node = st.node_mut(id)?;
+        node.profile = profile.clone();
+        node.updated_at = Timestamp::now();
+        Ok(node.clone())
+    }
+
+    async fn set_subscription_key(&self, id: UserId, key: SubscriptionKey) -> StorageResult<User> {
+        let mut st = self.lock();
+        st.change_user(id, |u| u.subscription_key = key)?;
+        st.bump(id);
+        st.live_user(id).cloned()
     }
 
     async fn set_node_multiplier(&self, id: NodeId, multiplier: f64) -> StorageResult<Node> {

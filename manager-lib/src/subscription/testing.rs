@@ -15,6 +15,7 @@ pub fn user(name: &str) -> User {
         name: new.name,
         status: UserStatus::Enabled,
         secret: new.secret,
+        subscription_key: new.subscription_key,
         change_seq: 1,
         created_at: Timestamp(0),
         plan: Plan::default(),

@@ -155,7 +155,8 @@ pub async fn start_answers_the_nodes_template(f: &dyn FleetFixture) {
     let node = f.node().await;
     let first = f.transport().start(&node, &users(1)).await.unwrap();
     assert!(
-        first.contains("{{.UserID}}") || first.contains("{{.UserName}}"),
+        first.user_config_template.contains("{{.UserID}}")
+            || first.user_config_template.contains("{{.UserName}}"),
         "a template names the user it is filled for: {first:?}"
     );
     let again = f.transport().start(&node, &users(2)).await.unwrap();

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use node_agent_lib::client::{ClientError, NodeClient};
-use node_agent_lib::wire::{self, NodeStatus, UsageRequest, UsersEditRequest, WireUser};
+use node_agent_lib::wire::{
+    self, NodeStatus, StartResponse, UsageRequest, UsersEditRequest, WireUser,
+};
 
 use super::{JournalReport, NodeReport, NodeTransport, TransportError};
 use crate::domain::usage::{UsageBatch, UsageCursor, UsagePage, UserUsage};
@@ -115,11 +117,10 @@ impl NodeTransport for HttpTransport {
         &self,
         node: &Node,
         users: &[UserCredentials],
-    ) -> Result<String, TransportError> {
+    ) -> Result<StartResponse, TransportError> {
         let wire: Vec<WireUser> = users.iter().map(wire_user).collect();
         let client = self.client(node, start_timeout(self.timeout, users.len()))?;
-        let answer = client.start(&wire).await.map_err(map_error)?;
-        Ok(answer.user_config_template)
+        client.start(&wire).await.map_err(map_error)
     }
 
     async fn stop(&self, node: &Node) -> Result<(), TransportError> {

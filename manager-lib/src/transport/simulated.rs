@@ -14,9 +14,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{JournalReport, NodeReport, NodeTransport, TransportError};
+use super::{JournalReport, NodeReport, NodeTransport, StartResponse, TransportError};
 use crate::domain::usage::{UsageBatch, UsageCursor, UsagePage, UserUsage};
-use crate::domain::{Node, NodeKey, Timestamp, UserCredentials, UserId};
+use crate::domain::{
+    InboundDescription, InboundProtocol, Network, Node, NodeKey, Security, Timestamp,
+    UserCredentials, UserId,
+};
 
 /// The most batches a pull answers, as on a real agent.
 const MAX_PULL_BATCHES: u32 = 256;
@@ -104,6 +107,7 @@ impl SimJournal {
 pub struct SimulatedFleet {
     nodes: Mutex<HashMap<String, SimNode>>,
     template: String,
+    inbounds: Vec<InboundDescription>,
     timeout: Duration,
 }
 
@@ -118,9 +122,40 @@ impl SimulatedFleet {
         Self {
             nodes: Mutex::new(HashMap::new()),
             template: "vless://{{.UserID}}@sim:443?security=none#{{.UserName}}".to_owned(),
+            inbounds: vec![InboundDescription {
+                tag: "vless-in".into(),
+                protocol: InboundProtocol::Vless,
+                port: 443,
+                flow: String::new(),
+                method: String::new(),
+                network: Network::Tcp,
+                header_type: String::new(),
+                path: String::new(),
+                host: String::new(),
+                service_name: String::new(),
+                mode: String::new(),
+                authority: String::new(),
+                seed: String::new(),
+                security: Security::None,
+                sni: String::new(),
+                alpn: Vec::new(),
+                fingerprint: String::new(),
+                server_names: Vec::new(),
+                short_ids: Vec::new(),
+                public_key: String::new(),
+                spider_x: String::new(),
+                allow_insecure: false,
+            }],
             // The manager's default node timeout.
             timeout: Duration::from_secs(10),
         }
+    }
+
+    /// Every node describes these inbounds on `/start` (by default one
+    /// VLESS inbound over plain TCP on port 443, as the template says).
+    pub fn with_inbounds(mut self, inbounds: Vec<InboundDescription>) -> Self {
+        self.inbounds = inbounds;
+        self
     }
 
     /// A node slower than `timeout` (see [`SimulatedFleet::set_delay`]) is
@@ -257,12 +292,15 @@ impl NodeTransport for SimulatedFleet {
         &self,
         node: &Node,
         users: &[UserCredentials],
-    ) -> Result<String, TransportError> {
-        let template = self.template.clone();
+    ) -> Result<StartResponse, TransportError> {
+        let answer = StartResponse {
+            user_config_template: self.template.clone(),
+            inbounds: self.inbounds.clone(),
+        };
         self.call(node, |n| {
             n.running = true;
             n.users = users.iter().map(|u| u.id).collect();
-            Ok(template)
+            Ok(answer)
         })
         .await
     }
