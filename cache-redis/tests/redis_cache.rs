@@ -39,7 +39,7 @@ async fn serving_node_with_user(s: &dyn Storage) -> (NodeId, UserId) {
         .await
         .unwrap();
     let plan = s.begin_start(n.id).await.unwrap();
-    s.finish_start(n.id, plan.seq, "vless://{{.UserID}}@host")
+    s.finish_start(n.id, plan.seq, "vless://{{.UserID}}@host", &[])
         .await
         .unwrap();
     let u = s

@@ -80,8 +80,14 @@ impl Storage for CountingStorage {
     async fn begin_start(&self, id: NodeId) -> StorageResult<StartPlan> {
         self.write().begin_start(id).await
     }
-    async fn finish_start(&self, id: NodeId, seq: Seq, template: &str) -> StorageResult<()> {
-        self.write().finish_start(id, seq, template).await
+    async fn finish_start(
+        &self,
+        id: NodeId,
+        seq: Seq,
+        template: &str,
+        inbounds: &[manager_lib::domain::InboundDescription],
+    ) -> StorageResult<()> {
+        self.write().finish_start(id, seq, template, inbounds).await
     }
     async fn begin_stop(&self, id: NodeId) -> StorageResult<Node> {
         self.write().begin_stop(id).await
@@ -159,6 +165,20 @@ impl Storage for CountingStorage {
         now: manager_lib::domain::Timestamp,
     ) -> StorageResult<manager_lib::domain::usage::EnforceOutcome> {
         self.write().enforce_time(now).await
+    }
+    async fn set_node_profile(
+        &self,
+        id: manager_lib::domain::NodeId,
+        profile: &manager_lib::domain::NodeProfile,
+    ) -> StorageResult<manager_lib::domain::Node> {
+        self.write().set_node_profile(id, profile).await
+    }
+    async fn set_subscription_key(
+        &self,
+        id: manager_lib::domain::UserId,
+        key: manager_lib::domain::SubscriptionKey,
+    ) -> StorageResult<manager_lib::domain::User> {
+        self.write().set_subscription_key(id, key).await
     }
     async fn set_node_multiplier(
         &self,

@@ -124,8 +124,8 @@ async fn running_node(s: &dyn Storage, endpoint: &str) -> Node {
         "vless://{{.UserID}}@host#{{.UserName}}",
         &[],
     )
-        .await
-        .unwrap();
+    .await
+    .unwrap();
     s.get_node(n.id).await.unwrap()
 }
 

@@ -58,7 +58,7 @@ async fn serving_node_with_user(s: &dyn Storage) -> (NodeId, UserId) {
         .await
         .unwrap();
     let plan = s.begin_start(n.id).await.unwrap();
-    s.finish_start(n.id, plan.seq, "vless://{{.UserID}}@host")
+    s.finish_start(n.id, plan.seq, "vless://{{.UserID}}@host", &[])
         .await
         .unwrap();
     let u = s
@@ -467,8 +467,14 @@ impl Storage for CountingStorage {
     async fn begin_start(&self, id: NodeId) -> StorageResult<StartPlan> {
         self.inner.begin_start(id).await
     }
-    async fn finish_start(&self, id: NodeId, seq: Seq, t: &str) -> StorageResult<()> {
-        self.inner.finish_start(id, seq, t).await
+    async fn finish_start(
+        &self,
+        id: NodeId,
+        seq: Seq,
+        t: &str,
+        inbounds: &[manager_lib::domain::InboundDescription],
+    ) -> StorageResult<()> {
+        self.inner.finish_start(id, seq, t, inbounds).await
     }
     async fn begin_stop(&self, id: NodeId) -> StorageResult<Node> {
         self.inner.begin_stop(id).await
@@ -548,6 +554,20 @@ impl Storage for CountingStorage {
         now: manager_lib::domain::Timestamp,
     ) -> StorageResult<manager_lib::domain::usage::EnforceOutcome> {
         self.inner.enforce_time(now).await
+    }
+    async fn set_node_profile(
+        &self,
+        id: manager_lib::domain::NodeId,
+        profile: &manager_lib::domain::NodeProfile,
+    ) -> StorageResult<manager_lib::domain::Node> {
+        self.inner.set_node_profile(id, profile).await
+    }
+    async fn set_subscription_key(
+        &self,
+        id: manager_lib::domain::UserId,
+        key: manager_lib::domain::SubscriptionKey,
+    ) -> StorageResult<manager_lib::domain::User> {
+        self.inner.set_subscription_key(id, key).await
     }
     async fn set_node_multiplier(
         &self,

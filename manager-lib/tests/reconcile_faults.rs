@@ -70,7 +70,7 @@ impl NodeTransport for FaultyFleet {
         &self,
         node: &Node,
         users: &[UserCredentials],
-    ) -> Result<String, TransportError> {
+    ) -> Result<manager_lib::transport::StartResponse, TransportError> {
         if self.faults.hit(Step::Start) {
             return Err(node_down());
         }
@@ -151,9 +151,15 @@ impl Storage for FaultyStorage {
     async fn begin_start(&self, id: NodeId) -> StorageResult<StartPlan> {
         self.inner.begin_start(id).await
     }
-    async fn finish_start(&self, id: NodeId, seq: Seq, t: &str) -> StorageResult<()> {
+    async fn finish_start(
+        &self,
+        id: NodeId,
+        seq: Seq,
+        t: &str,
+        inbounds: &[manager_lib::domain::InboundDescription],
+    ) -> StorageResult<()> {
         self.check(Step::FinishStart)?;
-        self.inner.finish_start(id, seq, t).await
+        self.inner.finish_start(id, seq, t, inbounds).await
     }
     async fn begin_stop(&self, id: NodeId) -> StorageResult<Node> {
         self.inner.begin_stop(id).await
@@ -233,6 +239,20 @@ impl Storage for FaultyStorage {
         now: manager_lib::domain::Timestamp,
     ) -> StorageResult<manager_lib::domain::usage::EnforceOutcome> {
         self.inner.enforce_time(now).await
+    }
+    async fn set_node_profile(
+        &self,
+        id: manager_lib::domain::NodeId,
+        profile: &manager_lib::domain::NodeProfile,
+    ) -> StorageResult<manager_lib::domain::Node> {
+        self.inner.set_node_profile(id, profile).await
+    }
+    async fn set_subscription_key(
+        &self,
+        id: manager_lib::domain::UserId,
+        key: manager_lib::domain::SubscriptionKey,
+    ) -> StorageResult<manager_lib::domain::User> {
+        self.inner.set_subscription_key(id, key).await
     }
     async fn set_node_multiplier(
         &self,

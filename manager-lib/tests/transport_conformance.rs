@@ -366,7 +366,7 @@ impl NodeTransport for IgnoresRemovals {
         &self,
         node: &Node,
         users: &[UserCredentials],
-    ) -> Result<String, TransportError> {
+    ) -> Result<manager_lib::transport::StartResponse, TransportError> {
         self.0.start(node, users).await
     }
 
@@ -414,7 +414,7 @@ impl NodeTransport for IgnoresCursor {
         &self,
         node: &Node,
         users: &[UserCredentials],
-    ) -> Result<String, TransportError> {
+    ) -> Result<manager_lib::transport::StartResponse, TransportError> {
         self.0.start(node, users).await
     }
 

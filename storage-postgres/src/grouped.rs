@@ -176,6 +176,7 @@ async fn create_users(pool: PgPool, new: Vec<NewUser>) -> StorageResult<Vec<User
     let ids: Vec<String> = new.iter().map(|u| u.id.to_string()).collect();
     let names: Vec<&str> = new.iter().map(|u| u.name.as_str()).collect();
     let secrets: Vec<&str> = new.iter().map(|u| u.secret.expose()).collect();
+    let keys: Vec<String> = new.iter().map(|u| u.subscription_key.to_hex()).collect();
     let plans: Vec<_> = new.iter().map(|u| u.plan).collect();
     let limits: Vec<Option<i64>> = plans.iter().map(|p| p.data_limit.map(storable)).collect();
     let expiries: Vec<Option<i64>> = plans.iter().map(|p| p.expire_at.map(|t| t.0)).collect();
@@ -192,14 +193,16 @@ async fn create_users(pool: PgPool, new: Vec<NewUser>) -> StorageResult<Vec<User
         .collect();
     sqlx::query(concat!(
         "INSERT INTO users (id, name, status, secret, change_seq, deleted, created_at, \
-             data_limit, expire_at, reset_period, reset_day, on_hold, blocked, next_reset_at) \
+             data_limit, expire_at, reset_period, reset_day, on_hold, blocked, next_reset_at, \
+             subscription_key) \
          SELECT i.id, i.name, 'Disabled', i.secret, 0, FALSE, $4, \
              i.data_limit, i.expire_at, i.reset_period, i.reset_day, i.on_hold, i.blocked, \
-             i.next_reset_at \
+             i.next_reset_at, i.subscription_key \
          FROM unnest($1::text[]::uuid[], $2::text[], $3::text[], $5::bigint[], $6::bigint[], \
-             $7::text[], $8::smallint[], $9::bigint[], $10::text[], $11::bigint[]) \
+             $7::text[], $8::smallint[], $9::bigint[], $10::text[], $11::bigint[], \
+             $12::text[]) \
              AS i(id, name, secret, data_limit, expire_at, reset_period, reset_day, on_hold, \
-                  blocked, next_reset_at) \
+                  blocked, next_reset_at, subscription_key) \
          ON CONFLICT (id) DO NOTHING RETURNING ",
         user_columns!()
     ))
@@ -214,6 +217,7 @@ async fn create_users(pool: PgPool, new: Vec<NewUser>) -> StorageResult<Vec<User
     .bind(holds)
     .bind(blocked)
     .bind(resets)
+    .bind(keys)
     .fetch_all(&pool)
     .await
     .map_err(user_err)

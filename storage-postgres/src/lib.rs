@@ -40,9 +40,9 @@ use manager_lib::domain::usage::{
     EnforceOutcome, IngestOutcome, NodeUsage, UsageCursor, UsageGrouping, UsagePage, UsageRow,
 };
 use manager_lib::domain::{
-    ActualStatus, FleetState, NewNode, NewUser, Node, NodeId, Page, PageRequest, PendingBatch,
-    PlanEdit, RequiredStatus, Seq, ServingNode, StartPlan, Timestamp, User, UserId, UserNodes,
-    UserStatus,
+    ActualStatus, FleetState, InboundDescription, NewNode, NewUser, Node, NodeId, NodeProfile,
+    Page, PageRequest, PendingBatch, PlanEdit, RequiredStatus, Seq, ServingNode, StartPlan,
+    SubscriptionKey, Timestamp, User, UserId, UserNodes, UserStatus,
 };
 use manager_lib::storage::{Entity, Storage, StorageResult};
 // For the docs' links only.
@@ -207,8 +207,18 @@ impl Storage for PgStorage {
         nodes::begin_start(self, id).await
     }
 
-    async fn finish_start(&self, id: NodeId, seq: Seq, template: &str) -> StorageResult<()> {
-        nodes::finish_start(self, id, seq, template).await
+    async fn finish_start(
+        &self,
+        id: NodeId,
+        seq: Seq,
+        template: &str,
+        inbounds: &[InboundDescription],
+    ) -> StorageResult<()> {
+        nodes::finish_start(self, id, seq, template, inbounds).await
+    }
+
+    async fn set_node_profile(&self, id: NodeId, profile: &NodeProfile) -> StorageResult<Node> {
+        nodes::set_node_profile(self, id, profile).await
     }
 
     async fn begin_stop(&self, id: NodeId) -> StorageResult<Node> {
@@ -288,6 +298,10 @@ impl Storage for PgStorage {
         now: Timestamp,
     ) -> StorageResult<User> {
         plans::edit_user_plan(self, id, edit, now).await
+    }
+
+    async fn set_subscription_key(&self, id: UserId, key: SubscriptionKey) -> StorageResult<User> {
+        users::set_subscription_key(self, id, key).await
     }
 
     async fn reset_user_usage(&self, id: UserId, now: Timestamp) -> StorageResult<User> {

@@ -2,8 +2,8 @@
 //! heartbeat saw, and the nodes that serve users now.
 
 use manager_lib::domain::{
-    ActualStatus, NewNode, Node, NodeId, Page, PageRequest, RequiredStatus, Seq, ServingNode,
-    StartPlan,
+    ActualStatus, InboundDescription, NewNode, Node, NodeId, NodeProfile, Page, PageRequest,
+    RequiredStatus, Seq, ServingNode, StartPlan,
 };
 use manager_lib::storage::{Entity, StorageError, StorageResult, kit};
 
@@ -157,16 +157,18 @@ pub(crate) async fn finish_start(
     id: NodeId,
     seq: Seq,
     template: &str,
+    inbounds: &[InboundDescription],
 ) -> StorageResult<()> {
     let done = sqlx::query(
         "UPDATE nodes SET actual_status = 'Running', user_config_template = $3, \
-         applied_seq = GREATEST(applied_seq, $2), state_up_to_date = TRUE, \
+         inbounds = $5, applied_seq = GREATEST(applied_seq, $2), state_up_to_date = TRUE, \
          last_seen = $4, updated_at = $4 WHERE id = $1::uuid",
     )
     .bind(id.to_string())
     .bind(seq)
     .bind(template)
     .bind(now_ms())
+    .bind(kit::profile::inbounds_to_json(inbounds))
     .execute(&s.pool)
     .await
     .map_err(node_err)?;
@@ -174,6 +176,26 @@ pub(crate) async fn finish_start(
         return Err(StorageError::NotFound(Entity::Node));
     }
     Ok(())
+}
+
+pub(crate) async fn set_node_profile(
+    s: &PgStorage,
+    id: NodeId,
+    profile: &NodeProfile,
+) -> StorageResult<Node> {
+    profile.validate()?;
+    let row = sqlx::query(concat!(
+        "UPDATE nodes SET profile = $2, updated_at = $3 WHERE id = $1::uuid RETURNING ",
+        node_columns!()
+    ))
+    .bind(id.to_string())
+    .bind(kit::profile::profile_to_json(profile))
+    .bind(now_ms())
+    .fetch_optional(&s.pool)
+    .await
+    .map_err(node_err)?
+    .ok_or(StorageError::NotFound(Entity::Node))?;
+    rows::node(&row)
 }
 
 pub(crate) async fn begin_stop(s: &PgStorage, id: NodeId) -> StorageResult<Node> {
@@ -232,7 +254,8 @@ pub(crate) async fn record_observation(
 pub(crate) async fn serving_nodes(s: &PgStorage) -> StorageResult<Vec<ServingNode>> {
     // The node half of `user_nodes`' join condition, in one query.
     let rows = sqlx::query(
-        "SELECT id::text AS node_id, endpoint, user_config_template, applied_seq \
+        "SELECT id::text AS node_id, endpoint, user_config_template, inbounds, profile, \
+             applied_seq \
          FROM nodes \
          WHERE actual_status = 'Running' AND state_up_to_date \
            AND user_config_template IS NOT NULL \

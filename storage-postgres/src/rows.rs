@@ -4,9 +4,10 @@
 use std::str::FromStr;
 
 use manager_lib::domain::{
-    Node, NodeEntry, Plan, ResetStrategy, Timestamp, UsageCursor, User, UserCredentials, UserSecret,
+    Node, NodeEntry, Plan, ResetStrategy, SubscriptionKey, Timestamp, UsageCursor, User,
+    UserCredentials, UserSecret,
 };
-use manager_lib::storage::{Entity, StorageError, StorageResult};
+use manager_lib::storage::{Entity, StorageError, StorageResult, kit};
 use sqlx::postgres::PgRow;
 use sqlx::{Decode, Postgres, Row, Type};
 
@@ -17,7 +18,7 @@ macro_rules! node_columns {
     () => {
         "id::text AS id, endpoint, node_key, actual_status, required_status, \
          user_config_template, state_up_to_date, applied_seq, last_seen, created_at, updated_at, \
-         usage_journal, usage_seq, traffic_multiplier, used_up, used_down"
+         usage_journal, usage_seq, traffic_multiplier, used_up, used_down, inbounds, profile"
     };
 }
 
@@ -26,7 +27,7 @@ macro_rules! user_columns {
     () => {
         "id::text AS id, name, status, secret, change_seq, created_at, data_limit, expire_at, \
          reset_period, reset_day, on_hold, used_up, used_down, blocked, next_reset_at, \
-         last_reset_at"
+         last_reset_at, subscription_key"
     };
 }
 
@@ -35,7 +36,7 @@ macro_rules! user_columns_u {
     () => {
         "u.id::text AS id, u.name, u.status, u.secret, u.change_seq, u.created_at, \
          u.data_limit, u.expire_at, u.reset_period, u.reset_day, u.on_hold, u.used_up, \
-         u.used_down, u.blocked, u.next_reset_at, u.last_reset_at"
+         u.used_down, u.blocked, u.next_reset_at, u.last_reset_at, u.subscription_key"
     };
 }
 
@@ -91,6 +92,8 @@ pub(crate) fn node(row: &PgRow) -> StorageResult<Node> {
         actual_status: parse_col(row, "actual_status")?,
         required_status: parse_col(row, "required_status")?,
         user_config_template: col(row, "user_config_template")?,
+        inbounds: kit::profile::inbounds_from_json(col(row, "inbounds")?)?,
+        profile: kit::profile::profile_from_json(col(row, "profile")?)?,
         state_up_to_date: col(row, "state_up_to_date")?,
         applied_seq: col(row, "applied_seq")?,
         last_seen: col::<Option<i64>>(row, "last_seen")?.map(Timestamp),
@@ -112,6 +115,8 @@ pub(crate) fn user(row: &PgRow) -> StorageResult<User> {
         name: col(row, "name")?,
         status: parse_col(row, "status")?,
         secret: UserSecret::from_stored(col(row, "secret")?),
+        subscription_key: SubscriptionKey::from_hex(col(row, "subscription_key")?)
+            .map_err(|e| StorageError::Corrupt(e.to_string()))?,
         change_seq: col(row, "change_seq")?,
         created_at: Timestamp(col(row, "created_at")?),
         plan: Plan {
@@ -154,11 +159,13 @@ pub(crate) fn node_entry(row: &PgRow) -> StorageResult<Option<NodeEntry>> {
     let Some(id) = col::<Option<&str>>(row, "node_id")? else {
         return Ok(None);
     };
-    Ok(Some(NodeEntry {
-        id: parse(id)?,
-        endpoint: col::<&str>(row, "endpoint")?.into(),
-        user_config_template: col::<&str>(row, "user_config_template")?.into(),
-    }))
+    Ok(Some(kit::profile::node_entry(
+        parse(id)?,
+        col(row, "endpoint")?,
+        col(row, "user_config_template")?,
+        col(row, "inbounds")?,
+        col(row, "profile")?,
+    )?))
 }
 
 /// Now, as stored in the timestamp columns.

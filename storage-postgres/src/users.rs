@@ -1,7 +1,9 @@
 //! Users: creation, reads and status changes (grouped, see `grouped`),
 //! deletion (a tombstone), and the user-node-list read.
 
-use manager_lib::domain::{NewUser, Page, PageRequest, User, UserId, UserNodes, UserStatus};
+use manager_lib::domain::{
+    NewUser, Page, PageRequest, SubscriptionKey, User, UserId, UserNodes, UserStatus,
+};
 use manager_lib::storage::{Entity, StorageError, StorageResult, kit};
 
 use crate::PgStorage;
@@ -49,6 +51,27 @@ pub(crate) async fn set_user_status(
     s.calls().set_status(id, status).await
 }
 
+pub(crate) async fn set_subscription_key(
+    s: &PgStorage,
+    id: UserId,
+    key: SubscriptionKey,
+) -> StorageResult<User> {
+    // The next change number under the shared change lock, as every change
+    // takes one (see `delete_user`); the enabled count does not move.
+    let row = sqlx::query(concat!(
+        "UPDATE users SET subscription_key = $2, change_seq = xm_next_change_seq() \
+         WHERE id = $1::uuid AND NOT deleted AND xm_change_lock() RETURNING ",
+        user_columns!()
+    ))
+    .bind(id.to_string())
+    .bind(key.to_hex())
+    .fetch_optional(&s.pool)
+    .await
+    .map_err(user_err)?
+    .ok_or(StorageError::NotFound(Entity::User))?;
+    rows::user(&row)
+}
+
 pub(crate) async fn delete_user(s: &PgStorage, id: UserId) -> StorageResult<()> {
     // One statement, as in `set_user_status`: lock (shared change lock
     // first), tombstone with the next number, and one enabled user less
@@ -89,7 +112,7 @@ pub(crate) async fn user_nodes(s: &PgStorage, id: UserId) -> StorageResult<UserN
     let rows = sqlx::query(concat!(
         "SELECT ",
         user_columns_u!(),
-        ", n.id::text AS node_id, n.endpoint, n.user_config_template \
+        ", n.id::text AS node_id, n.endpoint, n.user_config_template, n.inbounds, n.profile \
          FROM users u \
          LEFT JOIN nodes n ON u.status = 'Enabled' AND u.blocked IS NULL \
            AND n.actual_status = 'Running' \

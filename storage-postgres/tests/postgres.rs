@@ -274,7 +274,7 @@ async fn start_plan_is_one_snapshot_while_another_replica_changes_users() {
     // after it must give exactly the enabled users in the end.
     let plan = manager.begin_start(node.id).await.unwrap();
     manager
-        .finish_start(node.id, plan.seq, "vless://{{.UserID}}")
+        .finish_start(node.id, plan.seq, "vless://{{.UserID}}", &[])
         .await
         .unwrap();
     toggler.await.unwrap();
@@ -498,7 +498,7 @@ async fn started_node(s: &dyn Storage, endpoint: &str) -> NodeId {
         .await
         .unwrap();
     let plan = s.begin_start(node.id).await.unwrap();
-    s.finish_start(node.id, plan.seq, "vless://{{.UserID}}")
+    s.finish_start(node.id, plan.seq, "vless://{{.UserID}}", &[])
         .await
         .unwrap();
     node.id

@@ -39,7 +39,7 @@ async fn main() {
             .await
             .unwrap();
         let plan = s.begin_start(node.id).await.unwrap();
-        s.finish_start(node.id, plan.seq, "vless://{{.UserID}}@h")
+        s.finish_start(node.id, plan.seq, "vless://{{.UserID}}@h", &[])
             .await
             .unwrap();
     }

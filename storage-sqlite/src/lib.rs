@@ -63,8 +63,8 @@ use manager_lib::domain::usage::{
     EnforceOutcome, IngestOutcome, NodeUsage, UsageCursor, UsageGrouping, UsagePage, UsageRow,
 };
 use manager_lib::domain::{
-    ActualStatus, FleetState, InboundDescription, NewNode, NewUser, Node, NodeId, NodeProfile, Page,
-    PageRequest, PendingBatch, PlanEdit, RequiredStatus, Seq, ServingNode, StartPlan,
+    ActualStatus, FleetState, InboundDescription, NewNode, NewUser, Node, NodeId, NodeProfile,
+    Page, PageRequest, PendingBatch, PlanEdit, RequiredStatus, Seq, ServingNode, StartPlan,
     SubscriptionKey, Timestamp, User, UserId, UserNodes, UserStatus,
 };
 use manager_lib::storage::{Storage, StorageResult};

@@ -59,7 +59,7 @@ impl NodeTransport for Tagged {
         &self,
         node: &Node,
         users: &[UserCredentials],
-    ) -> Result<String, TransportError> {
+    ) -> Result<manager_lib::transport::StartResponse, TransportError> {
         self.note(node);
         self.fleet.start(node, users).await
     }

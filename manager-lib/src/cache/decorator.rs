@@ -18,8 +18,8 @@ use crate::domain::usage::{
     EnforceOutcome, IngestOutcome, NodeUsage, UsageCursor, UsageGrouping, UsagePage, UsageRow,
 };
 use crate::domain::{
-    ActualStatus, FleetState, InboundDescription, NewNode, NewUser, Node, NodeId, NodeProfile, Page,
-    PageRequest, PendingBatch, PlanEdit, RequiredStatus, Seq, ServingNode, StartPlan,
+    ActualStatus, FleetState, InboundDescription, NewNode, NewUser, Node, NodeId, NodeProfile,
+    Page, PageRequest, PendingBatch, PlanEdit, RequiredStatus, Seq, ServingNode, StartPlan,
     SubscriptionKey, Timestamp, User, UserId, UserNodes, UserStatus,
 };
 use crate::storage::{Entity, Storage, StorageError, StorageResult};

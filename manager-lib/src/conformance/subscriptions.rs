@@ -2,9 +2,7 @@
 //! node described on its start, the operator's profile of a node, what the
 //! serving set lists from both, and the users' subscription keys.
 
-use crate::domain::{
-    InboundOverride, NewUser, NodeProfile, SubscriptionKey, UserStatus,
-};
+use crate::domain::{InboundOverride, NewUser, NodeProfile, SubscriptionKey, UserStatus};
 use crate::storage::{Entity, Storage, StorageError};
 use crate::subscription::testing;
 
@@ -39,7 +37,9 @@ pub async fn started_nodes_keep_their_described_inbounds(s: &dyn Storage) {
     let n = node(s, "http://10.11.0.1:1").await;
     let inbounds: Vec<_> = testing::entries().into_iter().map(|e| e.inbound).collect();
     let plan = s.begin_start(n.id).await.unwrap();
-    s.finish_start(n.id, plan.seq, "t", &inbounds).await.unwrap();
+    s.finish_start(n.id, plan.seq, "t", &inbounds)
+        .await
+        .unwrap();
     assert_eq!(s.get_node(n.id).await.unwrap().inbounds, inbounds);
     // Another start replaces them, in the node's new order.
     let fewer = vec![inbounds[3].clone(), inbounds[0].clone()];
@@ -94,7 +94,9 @@ pub async fn user_nodes_serve_each_inbound_with_the_profile_applied(s: &dyn Stor
     s.set_node_profile(n.id, &profile()).await.unwrap();
     let inbounds: Vec<_> = testing::entries().into_iter().map(|e| e.inbound).collect();
     let plan = s.begin_start(n.id).await.unwrap();
-    s.finish_start(n.id, plan.seq, "t", &inbounds).await.unwrap();
+    s.finish_start(n.id, plan.seq, "t", &inbounds)
+        .await
+        .unwrap();
     let u = user(s, "u").await;
     s.set_user_status(u, UserStatus::Enabled).await.unwrap();
     drain(s, n.id).await;
@@ -124,10 +126,7 @@ pub async fn subscription_keys_are_stored_and_rotated(s: &dyn Storage) {
         .unwrap();
     assert!(rotated.subscription_key.matches(&rotated_to));
     assert!(rotated.change_seq > created.change_seq, "takes a change");
-    assert_eq!(
-        s.fleet_state().await.unwrap().last_seq,
-        before.last_seq + 1
-    );
+    assert_eq!(s.fleet_state().await.unwrap().last_seq, before.last_seq + 1);
     let read = s.get_user(created.id).await.unwrap();
     assert!(read.subscription_key.matches(&rotated_to));
     assert_eq!(read.status, created.status, "nothing else changes");

@@ -17,8 +17,7 @@ pub fn inbounds_to_json(inbounds: &[InboundDescription]) -> String {
 }
 
 pub fn inbounds_from_json(text: &str) -> StorageResult<Vec<InboundDescription>> {
-    serde_json::from_str(text)
-        .map_err(|e| StorageError::Corrupt(format!("stored inbounds: {e}")))
+    serde_json::from_str(text).map_err(|e| StorageError::Corrupt(format!("stored inbounds: {e}")))
 }
 
 pub fn profile_to_json(profile: &NodeProfile) -> String {

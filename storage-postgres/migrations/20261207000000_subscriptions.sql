@@ -1,0 +1,14 @@
+-- Subscriptions (issue 17).
+--
+-- The random half of each user's subscription token, as 32 hex digits;
+-- rotating it makes the old URL unknown. Existing users get one here from
+-- gen_random_uuid() (PostgreSQL 13+, the OS's CSPRNG; 122 random bits, the
+-- version digits fixed); users created from now on get 128 from the manager.
+ALTER TABLE users ADD COLUMN subscription_key TEXT NOT NULL DEFAULT '';
+UPDATE users SET subscription_key = replace(gen_random_uuid()::text, '-', '');
+
+-- What the node's agent described of its inbounds on its last start (a
+-- JSON array), and the operator's subscription settings of the node (a
+-- JSON object): read whole, never queried by field.
+ALTER TABLE nodes ADD COLUMN inbounds TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE nodes ADD COLUMN profile TEXT NOT NULL DEFAULT '{}';
