@@ -21,7 +21,9 @@ use crate::config::{ConfigError, CoreConfig};
 use crate::core::{CoreApi, CoreError};
 use crate::service::{CoreInstance, ServiceControl, ServiceError, ServiceStatus};
 use crate::usage::Usage;
-use crate::wire::{NodeStatus, StatusResponse, UsageRequest, UsersEditRequest, WireUser};
+use crate::wire::{
+    InboundDescription, NodeStatus, StatusResponse, UsageRequest, UsersEditRequest, WireUser,
+};
 use verify::Gone;
 
 /// Why an agent operation failed; the node API's error table maps each to a
@@ -234,6 +236,12 @@ impl Agent {
 
     pub fn user_config_template(&self) -> &str {
         &self.options.user_config_template
+    }
+
+    /// How clients dial each managed inbound, returned by `/start`: derived
+    /// from the base config when it was parsed ([`CoreConfig::descriptions`]).
+    pub fn inbounds(&self) -> &[InboundDescription] {
+        self.config.descriptions()
     }
 
     /// How many times the agent saw the core start without being told to.

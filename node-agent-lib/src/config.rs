@@ -1,9 +1,11 @@
 //! The core's configuration: the operator's base config, the inbounds the
 //! agent manages in it, and the generated config (base + the agent's users)
 //! the core is started with, which also carries what accounting needs
-//! (module `accounting`).
+//! (module `accounting`), and how clients dial each managed inbound
+//! (module `describe`).
 
 mod accounting;
+mod describe;
 
 use std::io::{self, BufWriter, Write};
 use std::path::Path;
@@ -12,7 +14,7 @@ use serde::Serialize;
 use serde_json::Value;
 use xray_core_client::{Account, CoreUser, Flavor, ShadowsocksCipher};
 
-use crate::wire::WireUser;
+use crate::wire::{InboundDescription, WireUser};
 
 /// The protocols whose users the agent manages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -151,6 +153,9 @@ pub struct CoreConfig {
     /// `settings.clients` array goes: `pieces.len() == inbounds.len() + 1`.
     pieces: Vec<String>,
     inbounds: Vec<ManagedInbound>,
+    /// How clients dial the managed inbounds that could be described, in
+    /// config order.
+    descriptions: Vec<InboundDescription>,
 }
 
 fn placeholder(i: usize) -> String {
@@ -174,8 +179,9 @@ impl CoreConfig {
     /// the `accounting` module) and finds the managed inbounds: every inbound
     /// with a tag whose protocol is VLESS, VMess, Trojan or (where the core
     /// holds several users in one inbound) Shadowsocks, except the API's.
-    /// Gives the warnings about inbounds it skipped. `vless_flow` is given to
-    /// every VLESS user.
+    /// Describes how clients dial each of them ([`Self::descriptions`]).
+    /// Gives the warnings about inbounds it skipped or could not describe.
+    /// `vless_flow` is given to every VLESS user.
     pub fn parse(
         base: &str,
         flavor: Flavor,
@@ -191,6 +197,7 @@ impl CoreConfig {
             return Err(ConfigError::Invalid("no `inbounds` array".into()));
         };
         let mut managed = Vec::new();
+        let mut descriptions = Vec::new();
         for inbound in inbounds.iter_mut() {
             let protocol = inbound
                 .get("protocol")
@@ -253,7 +260,7 @@ impl CoreConfig {
                 }
             };
             settings["clients"] = Value::String(placeholder(managed.len()));
-            managed.push(ManagedInbound {
+            let inbound_managed = ManagedInbound {
                 tag,
                 protocol,
                 flow: if protocol == Protocol::Vless {
@@ -264,7 +271,16 @@ impl CoreConfig {
                 method,
                 cipher,
                 static_clients,
-            });
+            };
+            match describe::describe(inbound, &inbound_managed) {
+                Ok(description) => descriptions.push(description),
+                Err(why) => warnings.push(format!(
+                    "inbound {}: {why}: clients are not told how to dial it \
+                     (its users are still managed)",
+                    inbound_managed.tag
+                )),
+            }
+            managed.push(inbound_managed);
         }
         if managed.is_empty() {
             warnings.push("no managed inbound: users are accepted but go nowhere".into());
@@ -285,6 +301,7 @@ impl CoreConfig {
             Self {
                 pieces,
                 inbounds: managed,
+                descriptions,
             },
             warnings,
         ))
@@ -292,6 +309,13 @@ impl CoreConfig {
 
     pub fn inbounds(&self) -> &[ManagedInbound] {
         &self.inbounds
+    }
+
+    /// How clients dial each managed inbound, in config order; an inbound
+    /// that could not be described (a warning of [`Self::parse`] says why)
+    /// is not here.
+    pub fn descriptions(&self) -> &[InboundDescription] {
+        &self.descriptions
     }
 
     /// Whether some managed inbound takes the user id as a UUID credential.
@@ -376,11 +400,11 @@ mod tests {
       "api": {"tag": "api", "services": ["HandlerService", "StatsService"]},
       "inbounds": [
         {"tag": "api", "protocol": "dokodemo-door", "settings": {"address": "127.0.0.1"}},
-        {"tag": "vless-in", "protocol": "vless", "settings": {"decryption": "none"}},
-        {"tag": "vmess-in", "protocol": "vmess", "settings": {"clients": [{"id": "static", "email": "op"}]}},
-        {"tag": "tr-in", "protocol": "trojan"},
-        {"tag": "ss-in", "protocol": "shadowsocks", "settings": {"method": "aes-256-gcm"}},
-        {"tag": "ss22", "protocol": "shadowsocks", "settings": {"method": "2022-blake3-aes-128-gcm"}}
+        {"tag": "vless-in", "port": 1, "protocol": "vless", "settings": {"decryption": "none"}},
+        {"tag": "vmess-in", "port": 2, "protocol": "vmess", "settings": {"clients": [{"id": "static", "email": "op"}]}},
+        {"tag": "tr-in", "port": 3, "protocol": "trojan"},
+        {"tag": "ss-in", "port": 4, "protocol": "shadowsocks", "settings": {"method": "aes-256-gcm"}},
+        {"tag": "ss22", "port": 5, "protocol": "shadowsocks", "settings": {"method": "2022-blake3-aes-128-gcm"}}
       ],
       "outbounds": [{"protocol": "freedom"}]
     }"#;
@@ -464,7 +488,7 @@ mod tests {
             },
             "system": {"statsInboundUplink": true}
           },
-          "inbounds": [{"tag": "vless-in", "protocol": "vless", "settings": {"decryption": "none"}}],
+          "inbounds": [{"tag": "vless-in", "port": 1, "protocol": "vless", "settings": {"decryption": "none"}}],
           "outbounds": [{"protocol": "freedom"}]
         }"#;
         for flavor in [Flavor::Xray, Flavor::V2ray] {

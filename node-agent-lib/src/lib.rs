@@ -33,6 +33,12 @@
 //!   config plus every user in every managed inbound, written atomically with
 //!   mode 0600), restarts the core through the service backend so it runs
 //!   exactly those users, and answers once the core's API answers.
+//!   Its answer carries the operator's `user_config_template` and
+//!   `inbounds`: how clients dial each managed inbound (protocol, port,
+//!   transport, TLS or REALITY with the public key computed from the
+//!   config's private key), derived once from the base config when it is
+//!   parsed ([`config::CoreConfig::descriptions`]); an inbound that cannot be
+//!   described exactly is left out with a warning, its users still managed.
 //! - **`/users/edit`** applies removals, then additions, through the core's
 //!   gRPC API (an existing user added or a missing one removed counts as
 //!   success) and marks the generated config dirty. A background writer

@@ -71,6 +71,15 @@ impl Node {
         for inbound in config.inbounds() {
             tracing::info!(tag = %inbound.tag, protocol = ?inbound.protocol, "managed inbound");
         }
+        for d in config.descriptions() {
+            tracing::info!(
+                tag = %d.tag,
+                port = d.port,
+                network = d.network.as_str(),
+                security = d.security.as_str(),
+                "inbound described to the manager"
+            );
+        }
         let client = CoreClient::new(
             &settings.core.api_address,
             flavor,

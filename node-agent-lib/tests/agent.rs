@@ -111,9 +111,13 @@ async fn start_writes_a_private_config_with_the_users_and_restarts_the_core() {
     )
     .await;
     assert_eq!(answer.status.as_u16(), 200);
+    // The template, and how clients dial each managed inbound of the base config.
     assert_eq!(
         answer.json.unwrap(),
-        json!({"userConfigTemplate": TEMPLATE})
+        json!({"userConfigTemplate": TEMPLATE, "inbounds": [
+            {"tag": "vless-in", "protocol": "vless", "port": 1, "network": "tcp", "security": "none"},
+            {"tag": "vmess-in", "protocol": "vmess", "port": 2, "network": "tcp", "security": "none"},
+        ]})
     );
     assert_eq!(restarts.load(Ordering::SeqCst), 1);
 

@@ -16,8 +16,8 @@ use node_agent_lib::core::MockCoreApi;
 use node_agent_lib::metrics::{self, AgentMetrics};
 use node_agent_lib::service::{CoreInstance, MockServiceControl, ServiceError, ServiceStatus};
 use node_agent_lib::wire::{
-    ErrorBody, JournalMark, NodeStatus, StartRequest, StartResponse, StatusResponse,
-    UsersEditRequest, WireUser,
+    ErrorBody, InboundDescription, InboundProtocol, JournalMark, Network, NodeStatus, Security,
+    StartRequest, StartResponse, StatusResponse, UsersEditRequest, WireUser,
 };
 use serde_json::{Value, json};
 
@@ -196,6 +196,32 @@ fn the_plaintext_schemas_match_the_wire_types() {
         name: "n".into(),
         secret: "s".into(),
     };
+    // Every field set, so none is left out of the JSON.
+    let text = |s: &str| s.to_owned();
+    let inbound = InboundDescription {
+        tag: text("t"),
+        protocol: InboundProtocol::Vless,
+        port: 443,
+        flow: text("xtls-rprx-vision"),
+        method: text("aes-256-gcm"),
+        network: Network::Grpc,
+        header_type: text("http"),
+        path: text("/p"),
+        host: text("h"),
+        service_name: text("s"),
+        mode: text("multi"),
+        authority: text("a"),
+        seed: text("seed"),
+        security: Security::Reality,
+        sni: text("sni"),
+        alpn: vec![text("h2")],
+        fingerprint: text("chrome"),
+        server_names: vec![text("sni")],
+        short_ids: vec![text("")],
+        public_key: text("k"),
+        spider_x: text("/"),
+        allow_insecure: true,
+    };
     let cases: Vec<(&str, BTreeSet<String>)> = vec![
         ("WireUser", field_names(&user)),
         (
@@ -208,9 +234,10 @@ fn the_plaintext_schemas_match_the_wire_types() {
             "StartResponse",
             field_names(&StartResponse {
                 user_config_template: TEMPLATE.into(),
-                inbounds: Vec::new(),
+                inbounds: vec![inbound.clone()],
             }),
         ),
+        ("InboundDescription", field_names(&inbound)),
         (
             "StatusResponse",
             field_names(&StatusResponse {

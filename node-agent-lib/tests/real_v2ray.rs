@@ -14,12 +14,15 @@ use node_agent_lib::agent::Agent;
 use node_agent_lib::core::{Account, CoreClient, CoreUser, Flavor};
 use node_agent_lib::service::ProcessService;
 use node_agent_lib::settings::{Backend, Secret, Settings};
-use node_agent_lib::wire::{NodeStatus, UsersEditRequest, WireUser};
+use node_agent_lib::wire::{
+    InboundDescription, InboundProtocol, Network, NodeStatus, Security, UsersEditRequest, WireUser,
+};
 use node_agent_lib::{Node, NodeClient, NodeKey};
+use serde_json::{Value, json};
 use tokio::time::Instant;
 use xray_core_client::testing::{
-    ServerPorts, TestClientCore, VLESS_TAG, VMESS_TAG, binary_flavor, fetch_via_socks, serve_bytes,
-    server_config, v2ray_binary,
+    ServerPorts, TestClientCore, VLESS_TAG, VMESS_TAG, binary_flavor, fetch_via_socks, free_port,
+    serve_bytes, server_config, v2ray_binary,
 };
 
 const BYTES: usize = 64 * 1024;
@@ -409,5 +412,133 @@ async fn users_changed_behind_the_agents_back_are_repaired_within_two_verify_per
     assert!(node.agent.users_readded() >= 1);
     assert!(node.agent.users_removed_as_stray() >= 1);
     assert_eq!(node.client.status().await.unwrap().core_restarts, 0);
+    node.shut_down().await;
+}
+
+/// A self-signed certificate for `localhost` in `dir`, made by the openssl tool.
+fn certificate(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+        .args(["-subj", "/CN=localhost"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("the openssl tool");
+    assert!(made.status.success(), "{made:?}");
+    (cert, key)
+}
+
+/// A description with only what every inbound has set.
+fn plain(tag: &str, protocol: InboundProtocol, port: u16) -> InboundDescription {
+    InboundDescription {
+        tag: tag.into(),
+        protocol,
+        port,
+        flow: String::new(),
+        method: String::new(),
+        network: Network::Tcp,
+        header_type: String::new(),
+        path: String::new(),
+        host: String::new(),
+        service_name: String::new(),
+        mode: String::new(),
+        authority: String::new(),
+        seed: String::new(),
+        security: Security::None,
+        sni: String::new(),
+        alpn: Vec::new(),
+        fingerprint: String::new(),
+        server_names: Vec::new(),
+        short_ids: Vec::new(),
+        public_key: String::new(),
+        spider_x: String::new(),
+        allow_insecure: false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_tells_how_clients_dial_every_inbound_of_the_core_it_runs() {
+    // The test's base config, with the transports and TLS V2Ray 4.34 serves:
+    // VLESS over ws+TLS, VMess over tcp with the HTTP disguise, and a
+    // Trojan+TLS inbound added on a port of its own.
+    let trojan_port = free_port();
+    let Some(node) = RealNode::start(|s| {
+        let path = s.core.base_config.clone();
+        let (cert, key) = certificate(path.parent().unwrap());
+        let tls = |server_name: &str| {
+            json!({
+                "serverName": server_name, "alpn": ["http/1.1"],
+                "certificates": [{"certificateFile": cert, "keyFile": key}]
+            })
+        };
+        let mut base: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let inbounds = base["inbounds"].as_array_mut().unwrap();
+        for inbound in inbounds.iter_mut() {
+            if inbound["tag"] == VLESS_TAG {
+                inbound["streamSettings"] = json!({
+                    "network": "ws", "security": "tls",
+                    "wsSettings": {"path": "/vless", "headers": {"Host": "cdn.example.com"}},
+                    "tlsSettings": tls("vpn.example.com"),
+                });
+            } else if inbound["tag"] == VMESS_TAG {
+                inbound["streamSettings"] = json!({
+                    "network": "tcp",
+                    "tcpSettings": {"header": {"type": "http", "request": {
+                        "path": ["/video"], "headers": {"Host": ["www.example.com"]}
+                    }}},
+                });
+            }
+        }
+        inbounds.push(json!({
+            "tag": "trojan-in", "listen": "127.0.0.1", "port": trojan_port,
+            "protocol": "trojan", "settings": {"clients": []},
+            "streamSettings": {"network": "tcp", "security": "tls", "tlsSettings": tls("trojan.example.com")},
+        }));
+        std::fs::write(&path, base.to_string()).unwrap();
+    })
+    .await
+    else {
+        return;
+    };
+
+    let started = node.client.start(&[wire_user("alice")]).await.unwrap();
+
+    let mut vless = plain(VLESS_TAG, InboundProtocol::Vless, node.ports.vless);
+    vless.network = Network::Ws;
+    vless.path = "/vless".into();
+    vless.host = "cdn.example.com".into();
+    vless.security = Security::Tls;
+    vless.sni = "vpn.example.com".into();
+    vless.alpn = vec!["http/1.1".into()];
+    let mut vmess = plain(VMESS_TAG, InboundProtocol::Vmess, node.ports.vmess);
+    vmess.header_type = "http".into();
+    vmess.path = "/video".into();
+    vmess.host = "www.example.com".into();
+    let mut trojan = plain("trojan-in", InboundProtocol::Trojan, trojan_port);
+    trojan.security = Security::Tls;
+    trojan.sni = "trojan.example.com".into();
+    trojan.alpn = vec!["http/1.1".into()];
+    assert_eq!(started.inbounds, [vless, vmess, trojan]);
+
+    // The core runs that config, listening where the descriptions say.
+    assert_eq!(
+        node.client.status().await.unwrap().node_status,
+        NodeStatus::Running
+    );
+    for described in &started.inbounds {
+        eventually(
+            &format!("{} to accept connections", described.tag),
+            || async {
+                tokio::net::TcpStream::connect(("127.0.0.1", described.port))
+                    .await
+                    .is_ok()
+            },
+        )
+        .await;
+    }
     node.shut_down().await;
 }

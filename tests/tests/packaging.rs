@@ -426,6 +426,12 @@ fn the_example_base_config_has_a_managed_vless_inbound_and_the_agents_api_port()
         assert!(warnings.is_empty(), "{flavor:?}: {warnings:?}");
         let tags: Vec<_> = config.inbounds().iter().map(|i| i.tag.as_str()).collect();
         assert_eq!(tags, ["vless-tls"]);
+        let described: Vec<_> = config
+            .descriptions()
+            .iter()
+            .map(|d| (d.tag.as_str(), d.port, d.security.as_str(), d.sni.as_str()))
+            .collect();
+        assert_eq!(described, [("vless-tls", 443, "tls", "vpn.example.com")]);
     }
     let json: serde_json::Value = serde_json::from_str(&base).unwrap();
     let api = json["inbounds"]

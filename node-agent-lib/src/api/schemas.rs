@@ -45,6 +45,49 @@ fn integer(description: &str) -> ObjectBuilder {
         .description(Some(description))
 }
 
+fn one_of(values: &[&'static str], description: &str) -> ObjectBuilder {
+    string(description).enum_values(Some(values.iter().copied()))
+}
+
+fn strings(description: &str) -> ArrayBuilder {
+    array_of(ObjectBuilder::new().schema_type(Type::String), description)
+}
+
+/// One managed inbound as clients dial it ([`crate::wire::InboundDescription`]):
+/// empty texts and lists are left out of the JSON.
+fn inbound_description() -> RefOr<Schema> {
+    ObjectBuilder::new()
+        .description(Some("How clients dial one managed inbound, derived by the agent from the core config it runs (the XTLS share-link standard's keys). The address clients use is not here: the manager takes it from the node's settings. Texts and lists the config does not set are absent."))
+        .property("tag", string("The inbound's tag in the core config."))
+        .required("tag")
+        .property("protocol", one_of(&["vless", "vmess", "trojan", "shadowsocks"], "The inbound's protocol."))
+        .required("protocol")
+        .property("port", integer("The port it listens on (the first of a range)."))
+        .required("port")
+        .property("flow", string("VLESS: the flow every user gets (`xtls-rprx-vision`)."))
+        .property("method", string("Shadowsocks: the cipher."))
+        .property("network", one_of(&["tcp", "ws", "httpupgrade", "grpc", "xhttp", "kcp"], "The transport (`raw` is `tcp`)."))
+        .required("network")
+        .property("headerType", string("tcp: `http` for the HTTP header disguise; kcp: its header type."))
+        .property("path", string("ws, httpupgrade, xhttp: the path; tcp with an http header: its first path."))
+        .property("host", string("ws, httpupgrade, xhttp: the Host header; tcp with an http header: its first Host."))
+        .property("serviceName", string("grpc: the service name."))
+        .property("mode", string("grpc: `gun` or `multi`; xhttp: `auto`, `packet-up`, `stream-up` or `stream-one`."))
+        .property("authority", string("grpc: the `:authority` clients send."))
+        .property("seed", string("kcp: the seed."))
+        .property("security", one_of(&["none", "tls", "reality"], "The security layer."))
+        .required("security")
+        .property("sni", string("tls: the certificate's server name; reality: the first server name."))
+        .property("alpn", strings("tls: the ALPN protocols, in order."))
+        .property("fingerprint", string("The uTLS fingerprint clients should present (`chrome`, …)."))
+        .property("serverNames", strings("reality: every server name the inbound accepts."))
+        .property("shortIds", strings("reality: every short id the inbound accepts (may hold `\"\"`)."))
+        .property("publicKey", string("reality: the X25519 public key (base64url without padding, as `xray x25519` prints it), computed from the config's private key."))
+        .property("spiderX", string("reality: the spider path clients start from."))
+        .property("allowInsecure", ObjectBuilder::new().schema_type(Type::Boolean).description(Some("tls: clients may skip verifying the certificate; only the operator sets it on the manager, never the agent.")))
+        .into()
+}
+
 fn reference(name: &str) -> RefOr<Schema> {
     RefOr::Ref(utoipa::openapi::Ref::from_schema_name(name))
 }
@@ -89,8 +132,13 @@ pub(super) fn wire_schemas() -> Vec<(&'static str, RefOr<Schema>)> {
                     string("The node's share-link pattern for one user (`{{.UserID}}`, `{{.UserName}}`, `{{.UserSecret}}`), filled by the manager."),
                 )
                 .required("userConfigTemplate")
+                .property(
+                    "inbounds",
+                    array_of(reference("InboundDescription"), "How clients dial each managed inbound the agent could describe, in config order (absent when none; agents older than this field never send it)."),
+                )
                 .into(),
         ),
+        ("InboundDescription", inbound_description()),
         (
             "StatusResponse",
             ObjectBuilder::new()
