@@ -29,6 +29,8 @@ mod plans;
 mod push;
 /// The push on change: a user change pushed to the held nodes by the manager's own task.
 mod push_trigger;
+/// The subscription scenarios: token look-up, rotation, node profiles.
+mod subscriptions;
 /// Traffic accounting: usage pulled and stored exactly once; the plans' clock.
 mod usage;
 
@@ -56,6 +58,12 @@ pub enum ManagerError {
     /// The user-node-list call with an id and a name that do not belong together.
     #[error("user id and name do not match")]
     UserMismatch,
+    /// A subscription token that names no user (or an old key of one).
+    #[error("no such subscription")]
+    SubscriptionNotFound,
+    /// A node profile that cannot hold (see `NodeProfile::validate`).
+    #[error("invalid profile: {0}")]
+    InvalidProfile(ParseError),
     /// A node call failed; the node's own errors pass through.
     #[error(transparent)]
     Node(#[from] TransportError),
@@ -320,6 +328,10 @@ impl Manager {
         self.storage.delete_user(id).await?;
         self.trigger.pull();
         Ok(())
+    }
+
+    pub async fn get_node(&self, id: NodeId) -> ManagerResult<Node> {
+        Ok(self.storage.get_node(id).await?)
     }
 
     pub async fn get_user(&self, id: UserId) -> ManagerResult<User> {

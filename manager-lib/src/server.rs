@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::admin_auth::FailureLimit;
 use crate::api::ratelimit::RateLimit;
-use crate::api::{self, ApiState};
+use crate::api::{self, ApiState, SubscriptionApi};
 use crate::cache::{Cache, CachedStorage, CachedStorageSettings};
 use crate::manager::{Manager, ManagerSettings};
 use crate::metrics::{self, ManagerMetrics};
@@ -96,6 +96,8 @@ pub struct ServerSettings {
     pub metrics_listen: Option<SocketAddr>,
     /// Limits of the API and metrics listeners.
     pub http: ListenerSettings,
+    /// Subscriptions: titles, links, the User-Agent rule table.
+    pub subscription: SubscriptionApi,
 }
 
 impl ServerSettings {
@@ -112,6 +114,7 @@ impl ServerSettings {
             node_list_limit: Some(RateLimit::default()),
             metrics_listen: None,
             http: ListenerSettings::default(),
+            subscription: SubscriptionApi::default(),
         }
     }
 
@@ -152,6 +155,7 @@ impl ServerSettings {
             node_list_limit: cfg.node_list_limit(),
             metrics_listen: cfg.metrics_listen,
             http: cfg.http.clone(),
+            subscription: SubscriptionApi::new(cfg.subscription.clone())?,
         })
     }
 }
@@ -200,6 +204,7 @@ impl Server {
         let state = ApiState::new(manager.clone(), settings.admin_token.expose())
             .with_admin_failure_limit(settings.admin_failure_limit)
             .with_rate_limit(settings.node_list_limit)
+            .with_subscription(settings.subscription)
             .with_metrics(metrics.clone());
         Self {
             manager,

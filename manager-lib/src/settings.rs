@@ -10,6 +10,7 @@ use node_agent_lib::listener::ListenerSettings;
 use serde::Deserialize;
 
 use crate::api::admin_auth::{self, FailureLimit};
+use crate::subscription::SubscriptionSettings;
 
 /// A secret setting; `Debug` never shows it (the agent's settings use the
 /// same type).
@@ -70,6 +71,9 @@ pub struct ManagerConfig {
     /// `XM_HTTP_MAX_CONNECTIONS`, `XM_HTTP_MAX_HEADER_BYTES`, `XM_HTTP_HTTP2`,
     /// `XM_HTTP_HTTP2_MAX_STREAMS`, `XM_HTTP_SHUTDOWN_GRACE_MS`).
     pub http: ListenerSettings,
+    /// Subscriptions (`[subscription]`; env `XM_SUB_*`): see
+    /// [`SubscriptionSettings`].
+    pub subscription: SubscriptionSettings,
 }
 
 impl Default for ManagerConfig {
@@ -92,6 +96,7 @@ impl Default for ManagerConfig {
             node_list_burst: 40,
             metrics_listen: None,
             http: ListenerSettings::default(),
+            subscription: SubscriptionSettings::default(),
         }
     }
 }
@@ -139,6 +144,7 @@ impl ManagerConfig {
             );
         }
         self.http.validate()?;
+        self.subscription.validate()?;
         Ok(())
     }
 
@@ -199,6 +205,7 @@ impl ManagerConfig {
                 self.http.set(key, &v).map_err(|e| format!("XM_HTTP_{e}"))?;
             }
         }
+        self.subscription.apply_env(&var)?;
         if let Some(v) = var("XM_LOG_JSON") {
             self.log_json = matches!(v.as_str(), "1" | "true" | "yes");
         }

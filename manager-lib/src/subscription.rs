@@ -8,15 +8,24 @@
 //! - `xray`: Xray JSON, an array of complete client configs;
 //! - `singbox`: sing-box JSON, outbounds with a selector and a urltest;
 //! - `clash`: Clash Meta / Mihomo YAML, proxies and groups;
-//! - `html`: the page a browser gets, with a QR code per link.
+//! - `html`: the page a browser gets, with a QR code per link;
+//! - [`rules`]: which format a request gets;
+//! - [`settings`]: what the operator sets (titles, links, the rule table).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 
 use crate::domain::{ServedInbound, User};
 
+mod render;
+pub mod rules;
+pub mod settings;
 #[cfg(any(test, feature = "conformance"))]
 pub mod testing;
+
+pub use render::{Rendered, render};
+pub use rules::{ClientRule, ClientRules};
+pub use settings::SubscriptionSettings;
 
 /// What a subscription is written as.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -54,6 +54,8 @@ impl ApiError {
                 S::InvalidUserName(_) => (StatusCode::BAD_REQUEST, "invalid user name"),
                 S::InvalidPlan(_) => (StatusCode::BAD_REQUEST, "invalid plan"),
                 S::InvalidMultiplier(_) => (StatusCode::BAD_REQUEST, "invalid multiplier"),
+                S::InvalidProfile(_) => (StatusCode::BAD_REQUEST, "invalid profile"),
+                S::SubscriptionNotFound => (StatusCode::NOT_FOUND, "not found"),
                 S::NodeNotFound => (StatusCode::BAD_REQUEST, "node not exists"),
                 S::UserNotFound => (StatusCode::BAD_REQUEST, "user not exists"),
                 S::UserMismatch => (
@@ -83,6 +85,7 @@ impl ApiError {
             Self::BadRequest(m) => Some(m.clone()),
             Self::Manager(S::InvalidEndpoint(e)) => Some(e.to_string()),
             Self::Manager(S::InvalidPlan(e)) => Some(e.to_string()),
+            Self::Manager(S::InvalidProfile(e)) => Some(e.to_string()),
             Self::Manager(S::InvalidMultiplier(_)) => {
                 Some("a traffic multiplier is a number above 0 and at most 1000".into())
             }

@@ -46,6 +46,12 @@ pub(super) struct UserIdBody {
     user_id: String,
 }
 
+impl UserIdBody {
+    pub(super) fn user_id(&self) -> &str {
+        &self.user_id
+    }
+}
+
 /// `user_name` and `name` are accepted too.
 #[derive(Deserialize, ToSchema)]
 pub(super) struct UserNameBody {

@@ -14,6 +14,8 @@
 //! - `responses`: the error answers many routes share, described once;
 //! - `handlers` (with their bodies and views) and `schemas`; `plans` (plan
 //!   fields, user details, plan edits) and `usage` (usage reads);
+//!   `subscription` (the user's subscription call and its headers) and
+//!   `profiles` (node details and profiles, subscription URLs);
 //! - [`openapi`]: the document generated from the handlers, and `/docs`;
 //! - `router`: [`router`], [`serve`], [`serve_with`], [`ROUTES`].
 
@@ -23,11 +25,13 @@ mod extract;
 mod handlers;
 pub mod openapi;
 mod plans;
+mod profiles;
 pub mod ratelimit;
 mod responses;
 mod router;
 mod schemas;
 mod state;
+mod subscription;
 mod usage;
 
 pub use error::{ApiError, ErrorBody};
@@ -35,3 +39,4 @@ pub use extract::JsonBody;
 pub use handlers::DEFAULT_PAGE;
 pub use router::{MAX_BODY_BYTES, ROUTES, route_of, router, serve, serve_with};
 pub use state::ApiState;
+pub use subscription::SubscriptionApi;

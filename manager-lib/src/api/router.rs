@@ -13,7 +13,7 @@ use super::error::ApiError;
 use super::handlers::*;
 use super::ratelimit;
 use super::state::ApiState;
-use super::{plans, usage};
+use super::{plans, profiles, subscription, usage};
 use crate::metrics;
 
 /// The largest request body the manager reads.
@@ -39,7 +39,12 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/user/reset-usage"),
     ("GET", "/users/{id}"),
     ("GET", "/users/{id}/usage"),
+    ("GET", "/users/{id}/subscription"),
+    ("POST", "/user/subscription/rotate"),
+    ("GET", "/nodes/{id}"),
+    ("POST", "/node/profile"),
     ("GET", "/user/{id_name}/nodes"),
+    ("GET", "/sub/{token}"),
     ("GET", "/health"),
     ("GET", "/metrics"),
     ("GET", "/openapi.json"),
@@ -94,7 +99,14 @@ pub fn router(state: ApiState) -> Router {
         .route("/user/edit", post(plans::user_edit))
         .route("/user/reset-usage", post(plans::user_reset_usage))
         .route("/users/{id}", get(plans::user_get))
-        .route("/users/{id}/usage", get(usage::user_usage));
+        .route("/users/{id}/usage", get(usage::user_usage))
+        .route("/users/{id}/subscription", get(profiles::user_subscription))
+        .route(
+            "/user/subscription/rotate",
+            post(profiles::user_subscription_rotate),
+        )
+        .route("/nodes/{id}", get(profiles::node_get))
+        .route("/node/profile", post(profiles::node_profile));
     if let Some(m) = &state.metrics {
         admin = admin.route("/metrics", get(metrics::scrape).with_state(m.clone()));
     }
@@ -107,9 +119,15 @@ pub fn router(state: ApiState) -> Router {
         Arc::new(auth),
         admin_auth::require_admin,
     ));
+    // The user calls share one per-client budget.
     let mut node_list = get(user_nodes);
+    let mut sub = get(subscription::subscription);
     if let Some(limiter) = &state.rate_limiter {
         node_list = node_list.route_layer(middleware::from_fn_with_state(
+            limiter.clone(),
+            ratelimit::limit_by_client,
+        ));
+        sub = sub.route_layer(middleware::from_fn_with_state(
             limiter.clone(),
             ratelimit::limit_by_client,
         ));
@@ -117,6 +135,7 @@ pub fn router(state: ApiState) -> Router {
     let mut app = Router::new()
         .merge(admin)
         .route("/user/{id_name}/nodes", node_list)
+        .route("/sub/{token}", sub)
         .route("/health", get(health))
         .merge(super::openapi::docs_router())
         .fallback(|| async { ApiError::NotFound })

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use super::admin_auth::{FailureLimit, TokenDigest};
 use super::ratelimit::{RateLimit, RateLimiter};
+use super::subscription::SubscriptionApi;
 use crate::manager::Manager;
 use crate::metrics::ManagerMetrics;
 
@@ -15,6 +16,7 @@ pub struct ApiState {
     pub(super) admin_failures: Option<FailureLimit>,
     pub(super) rate_limiter: Option<Arc<RateLimiter>>,
     pub(super) metrics: Option<Arc<ManagerMetrics>>,
+    pub(super) subscription: Arc<SubscriptionApi>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -42,6 +44,7 @@ impl ApiState {
             admin_failures: Some(FailureLimit::default()),
             rate_limiter: Some(Arc::new(RateLimiter::new(RateLimit::default()))),
             metrics: None,
+            subscription: Arc::new(SubscriptionApi::default()),
         }
     }
 
@@ -57,6 +60,13 @@ impl ApiState {
     /// off (e.g. behind a proxy that limits, or for a benchmark).
     pub fn with_rate_limit(mut self, limit: Option<RateLimit>) -> Self {
         self.rate_limiter = limit.map(|l| Arc::new(RateLimiter::new(l)));
+        self
+    }
+
+    /// Subscriptions as `subscription` sets them (titles, links, the
+    /// User-Agent rule table); the defaults otherwise.
+    pub fn with_subscription(mut self, subscription: SubscriptionApi) -> Self {
+        self.subscription = Arc::new(subscription);
         self
     }
 

@@ -1,0 +1,52 @@
+//! The subscription scenarios: a user's subscription found by its token
+//! (the nodes exactly as the node-list call finds them), a token rotated,
+//! and a node's profile (what subscriptions show of it) set.
+
+use super::{Manager, ManagerError, ManagerResult};
+use crate::domain::{
+    Node, NodeId, NodeProfile, SubscriptionKey, SubscriptionToken, User, UserId, UserNodes,
+};
+use crate::storage::StorageError;
+
+impl Manager {
+    /// The user a subscription token names, with the nodes that can serve
+    /// the user now (none for a disabled or blocked user). A token that does
+    /// not parse, names no user or carries an old key is
+    /// [`ManagerError::SubscriptionNotFound`], all alike: the answer tells
+    /// nothing about which users exist. The user's row comes through the
+    /// same read (and cache) as the node-list call's, and the key is
+    /// compared in constant time.
+    pub async fn subscription(&self, token: &str) -> ManagerResult<UserNodes> {
+        let (id, key) =
+            SubscriptionToken::parse(token).ok_or(ManagerError::SubscriptionNotFound)?;
+        let found = match self.storage.user_nodes(id).await {
+            Ok(found) => found,
+            Err(StorageError::NotFound(_)) => return Err(ManagerError::SubscriptionNotFound),
+            Err(e) => return Err(e.into()),
+        };
+        if !found.user.subscription_key.matches(&key) {
+            return Err(ManagerError::SubscriptionNotFound);
+        }
+        Ok(found)
+    }
+
+    /// Gives the user a new subscription key: the old URL is unknown from
+    /// then on, on every replica. Answers the user with the new key.
+    pub async fn rotate_subscription(&self, id: UserId) -> ManagerResult<User> {
+        let user = self
+            .storage
+            .set_subscription_key(id, SubscriptionKey::random())
+            .await?;
+        // The rotation takes a change: the nodes re-apply the user as is.
+        self.trigger.pull();
+        Ok(user)
+    }
+
+    /// Sets what subscriptions show of a node (its address, name and
+    /// per-inbound overrides); [`ManagerError::InvalidProfile`] changes
+    /// nothing.
+    pub async fn set_node_profile(&self, id: NodeId, profile: NodeProfile) -> ManagerResult<Node> {
+        profile.validate().map_err(ManagerError::InvalidProfile)?;
+        Ok(self.storage.set_node_profile(id, &profile).await?)
+    }
+}
