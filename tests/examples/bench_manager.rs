@@ -16,6 +16,12 @@
 //!   loads `GET /user/{id}-{name}/nodes` with `wrk` (64 connections, random
 //!   users); prints wrk's figures and the process's resident memory.
 //!
+//! `node-list --sub FORMAT` loads `GET /sub/{token}?format=FORMAT`
+//! instead (base64, links, xray, sing-box, clash, html) on its own fleet
+//! whose nodes each describe three inbounds (VLESS REALITY, VMess ws TLS,
+//! Trojan TLS): the subscription benchmark is `--sub base64 --users 1000000
+//! --nodes 10`.
+//!
 //! `node-list --baseline 1` runs the same load on `GET /health`;
 //! `--warm 1` first reads every user's list once through the cache (the
 //! steady state of polling clients); `--hot K` requests only the first K
@@ -327,9 +333,16 @@ async fn node_list(opts: &Opts) -> Result<()> {
     let users_n = opts.num("users", 1_000_000);
     let nodes_n = opts.num("nodes", 1000);
     let serving = opts.num("serving", nodes_n);
-    let name = format!("nodelist-{users_n}-{nodes_n}");
+    let sub = opts.0.get("sub").cloned();
+    let name = match sub {
+        Some(_) => format!("sub-{users_n}-{nodes_n}"),
+        None => format!("nodelist-{users_n}-{nodes_n}"),
+    };
     let storage = open_storage(opts, &name).await?;
-    let sim = Arc::new(SimulatedFleet::new());
+    let sim = Arc::new(match sub {
+        Some(_) => SimulatedFleet::new().with_inbounds(common::three_inbounds()),
+        None => SimulatedFleet::new(),
+    });
     // One paths file per storage: the users differ.
     let backend = if opts.get("storage", "sqlite").starts_with("sqlite") {
         "sqlite"
@@ -397,6 +410,11 @@ async fn node_list(opts: &Opts) -> Result<()> {
         }
         paths.flush()?;
     }
+    // What wrk requests; `--warm` reads the user ids of the node-list paths.
+    let load_paths = match &sub {
+        Some(format) => common::subscription_paths(storage.as_ref(), &name, backend, format).await?,
+        None => paths_file.clone(),
+    };
     if opts.0.contains_key("seed-only") {
         return Ok(());
     }
@@ -452,7 +470,7 @@ async fn node_list(opts: &Opts) -> Result<()> {
     } else {
         let hot = opts.num("hot", usize::MAX);
         format!(
-            r#"for line in io.lines("{paths_file}") do
+            r#"for line in io.lines("{load_paths}") do
     if #paths >= {hot} then break end
     paths[#paths + 1] = line
   end"#
