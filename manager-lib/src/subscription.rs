@@ -15,6 +15,10 @@ use std::collections::HashMap;
 
 use crate::domain::{ServedInbound, User};
 
+pub mod html;
+pub mod links;
+pub mod qr;
+
 #[cfg(any(test, feature = "conformance"))]
 pub mod testing;
 
