@@ -17,6 +17,9 @@ use std::collections::HashMap;
 
 use crate::domain::{ServedInbound, User};
 
+pub mod html;
+pub mod links;
+pub mod qr;
 mod render;
 pub mod rules;
 pub mod settings;
