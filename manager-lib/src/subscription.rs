@@ -15,8 +15,11 @@ use std::collections::HashMap;
 
 use crate::domain::{ServedInbound, User};
 
+pub mod clash;
+pub mod singbox;
 #[cfg(any(test, feature = "conformance"))]
 pub mod testing;
+pub mod xray;
 
 /// What a subscription is written as.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
