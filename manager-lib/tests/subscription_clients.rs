@@ -3,7 +3,9 @@
 //! config passes `mihomo -t` (Mihomo 1.19.2), and the Xray configs V2Ray
 //! 4.34 understands pass `v2ray -test`. `scripts/setup.sh` installs the
 //! binaries; `SING_BOX_BIN`, `MIHOMO_BIN`, `V2RAY_BIN` point elsewhere.
-//! Without a binary a test skips, except with `CI=true`, where it fails.
+//! Then both apps run the config with hostile names and list, through
+//! their Clash API, exactly the names served. Without a binary a test
+//! skips, except with `CI=true`, where it fails.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -222,4 +224,184 @@ fn xray_configs_v2ray_understands_pass_v2ray_test() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// A port that was free a moment ago, from 20000–31999 (below Linux's
+/// ephemeral range, so no outgoing connection takes it meanwhile).
+fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let offset = (std::process::id() % 6000) as u16 * 2;
+    loop {
+        let port = 20_000 + (offset + NEXT.fetch_add(1, Ordering::SeqCst)) % 12_000;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// A client app running a config; ended when dropped.
+struct Running(std::process::Child, PathBuf);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Running {
+    fn start(cmd: &mut Command, log: PathBuf) -> Self {
+        let out = std::fs::File::create(&log).unwrap();
+        let child = cmd
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        Self(child, log)
+    }
+
+    /// The names of every proxy and group the app loaded, from its Clash
+    /// API (`GET /proxies`), polled until it answers or 20 s pass.
+    fn loaded_names(&mut self, api_port: u16) -> Vec<String> {
+        use std::io::{Read as _, Write as _};
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                panic!(
+                    "exited ({status}): {}",
+                    std::fs::read_to_string(&self.1).unwrap()
+                );
+            }
+            let answer = std::net::TcpStream::connect(("127.0.0.1", api_port)).and_then(|mut s| {
+                s.write_all(b"GET /proxies HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+                let mut text = String::new();
+                s.read_to_string(&mut text)?;
+                Ok(text)
+            });
+            if let Ok(text) = answer {
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    assert!(
+                        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+                        "{text}"
+                    );
+                    let v: Value = serde_json::from_str(body).unwrap();
+                    return v["proxies"].as_object().unwrap().keys().cloned().collect();
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no answer on the Clash API: {}",
+                std::fs::read_to_string(&self.1).unwrap()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+/// The fixtures, the reserved and the YAML-hostile names in one listing.
+fn everything() -> Vec<ServedInbound> {
+    let mut entries = testing::entries();
+    entries.extend(renamed(&RESERVED));
+    entries.extend(renamed(&HOSTILE));
+    entries
+}
+
+/// The names `list` gives its items under `key`.
+fn names_in(list: &Value, key: &str) -> Vec<String> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o[key].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn mihomo_loads_every_name_as_written() {
+    let Some(bin) = binary("MIHOMO_BIN", "mihomo") else {
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    if Path::new(MMDB).is_file() {
+        std::fs::copy(MMDB, home.path().join("Country.mmdb")).unwrap();
+    }
+    let user = testing::user("alice");
+    let entries = everything();
+    let config = clash::render(&Listing::new(&user, &entries));
+    let read: Value = serde_norway::from_str(&config).unwrap();
+    let mut expected = names_in(&read["proxies"], "name");
+    expected.extend(names_in(&read["proxy-groups"], "name"));
+    for hostile in HOSTILE {
+        assert!(
+            expected.iter().any(|n| n == hostile),
+            "{hostile:?} is served"
+        );
+    }
+    let api = free_port();
+    let config = config.replacen(
+        &format!("mixed-port: {}\n", clash::MIXED_PORT),
+        &format!(
+            "mixed-port: {}\nexternal-controller: 127.0.0.1:{api}\n",
+            free_port()
+        ),
+        1,
+    );
+    let file = home.path().join("config.yaml");
+    std::fs::write(&file, config).unwrap();
+    let mut app = Running::start(
+        Command::new(&bin)
+            .arg("-d")
+            .arg(home.path())
+            .arg("-f")
+            .arg(&file),
+        home.path().join("log"),
+    );
+    let loaded = app.loaded_names(api);
+    let missing: Vec<_> = expected.iter().filter(|n| !loaded.contains(n)).collect();
+    assert!(
+        missing.is_empty(),
+        "not loaded: {missing:?}; loaded: {loaded:?}"
+    );
+}
+
+#[test]
+fn sing_box_loads_every_tag_as_written() {
+    let Some(bin) = binary("SING_BOX_BIN", "sing-box") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let user = testing::user("alice");
+    let entries = everything();
+    let mut v: Value = serde_json::from_str(&without_utls(&singbox::render(&Listing::new(
+        &user, &entries,
+    ))))
+    .unwrap();
+    let expected = names_in(&v["outbounds"], "tag");
+    for hostile in HOSTILE {
+        assert!(
+            expected.iter().any(|n| n == hostile),
+            "{hostile:?} is served"
+        );
+    }
+    let api = free_port();
+    v["inbounds"][0]["listen_port"] = free_port().into();
+    v["experimental"] =
+        serde_json::json!({"clash_api": {"external_controller": format!("127.0.0.1:{api}")}});
+    let file = dir.path().join("config.json");
+    std::fs::write(&file, v.to_string()).unwrap();
+    let mut app = Running::start(
+        Command::new(&bin)
+            .arg("run")
+            .arg("-c")
+            .arg(&file)
+            .arg("-D")
+            .arg(dir.path()),
+        dir.path().join("log"),
+    );
+    let loaded = app.loaded_names(api);
+    let missing: Vec<_> = expected.iter().filter(|n| !loaded.contains(n)).collect();
+    assert!(
+        missing.is_empty(),
+        "not loaded: {missing:?}; loaded: {loaded:?}"
+    );
 }
