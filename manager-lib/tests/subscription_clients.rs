@@ -4,8 +4,9 @@
 //! 4.34 understands pass `v2ray -test`. `scripts/setup.sh` installs the
 //! binaries; `SING_BOX_BIN`, `MIHOMO_BIN`, `V2RAY_BIN` point elsewhere.
 //! Then both apps run the config with hostile names and list, through
-//! their Clash API, exactly the names served. Without a binary a test
-//! skips, except with `CI=true`, where it fails.
+//! their Clash API, exactly the names served; and both carry real traffic
+//! through a V2Ray server for the kinds all three share without TLS.
+//! Without a binary a test skips, except with `CI=true`, where it fails.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -404,4 +405,185 @@ fn sing_box_loads_every_tag_as_written() {
         missing.is_empty(),
         "not loaded: {missing:?}; loaded: {loaded:?}"
     );
+}
+
+/// Serves `body` to every HTTP request on 127.0.0.1, for as long as the
+/// test runs; answers its port.
+fn serve_body(body: &'static str) -> u16 {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            let _ = write!(
+                conn,
+                "HTTP/1.0 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    port
+}
+
+/// What an HTTP proxy on `proxy_port` fetches from 127.0.0.1:`port`, once
+/// the proxy and the path behind it answer (20 s deadline).
+fn fetch_through(app: &mut Running, proxy_port: u16, port: u16, body: &str) -> Result<(), String> {
+    use std::io::{Read as _, Write as _};
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut last = String::new();
+    while std::time::Instant::now() < deadline {
+        if let Some(status) = app.0.try_wait().unwrap() {
+            return Err(format!("exited ({status})"));
+        }
+        let got = std::net::TcpStream::connect(("127.0.0.1", proxy_port)).and_then(|mut s| {
+            s.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+            write!(
+                s,
+                "GET http://127.0.0.1:{port}/ HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+            )?;
+            let mut text = Vec::new();
+            s.read_to_end(&mut text)?;
+            Ok(String::from_utf8_lossy(&text).into_owned())
+        });
+        match got {
+            Ok(text) if text.ends_with(body) => return Ok(()),
+            Ok(text) => last = text,
+            Err(e) => last = e.to_string(),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    Err(format!("no body through the proxy; last: {last:?}"))
+}
+
+/// A V2Ray 4.34 server with the kinds both clients and V2Ray share without
+/// TLS: VLESS over tcp, VMess over ws with a Host, VMess over tcp with the
+/// http header, Shadowsocks; and the entries that describe it.
+fn v2ray_server(
+    bin: &Path,
+    dir: &Path,
+    user: &manager_lib::domain::User,
+) -> (Running, Vec<ServedInbound>) {
+    let id = user.id.to_string();
+    let ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
+    let config = serde_json::json!({
+        "log": {"loglevel": "warning"},
+        "inbounds": [
+            {"listen": "127.0.0.1", "port": ports[0], "protocol": "vless",
+                "settings": {"decryption": "none", "clients": [{"id": id}]}},
+            {"listen": "127.0.0.1", "port": ports[1], "protocol": "vmess",
+                "settings": {"clients": [{"id": id, "alterId": 0}]},
+                "streamSettings": {"network": "ws",
+                    "wsSettings": {"path": "/vm", "headers": {"Host": "vm.example.com"}}}},
+            {"listen": "127.0.0.1", "port": ports[2], "protocol": "vmess",
+                "settings": {"clients": [{"id": id, "alterId": 0}]},
+                "streamSettings": {"network": "tcp", "tcpSettings": {"header": {"type": "http",
+                    "request": {"path": ["/"], "headers": {"Host": ["www.bing.com"]}}}}}},
+            {"listen": "127.0.0.1", "port": ports[3], "protocol": "shadowsocks",
+                "settings": {"method": "chacha20-ietf-poly1305",
+                    "password": user.secret.expose(), "network": "tcp"}},
+        ],
+        "outbounds": [{"protocol": "freedom"}],
+    });
+    let file = dir.join("server.json");
+    std::fs::write(&file, config.to_string()).unwrap();
+    let server = Running::start(
+        Command::new(bin).arg("-config").arg(&file),
+        dir.join("server.log"),
+    );
+    let entry = |remark: &str, inbound| ServedInbound {
+        remark: remark.into(),
+        address: "127.0.0.1".into(),
+        inbound,
+    };
+    let mut vless = testing::inbound("vless-tcp", InboundProtocol::Vless, ports[0]);
+    vless.flow = String::new();
+    let mut ws = testing::inbound("vmess-ws", InboundProtocol::Vmess, ports[1]);
+    ws.network = Network::Ws;
+    ws.path = "/vm".into();
+    ws.host = "vm.example.com".into();
+    let mut http = testing::inbound("vmess-http", InboundProtocol::Vmess, ports[2]);
+    http.header_type = "http".into();
+    http.path = "/".into();
+    http.host = "www.bing.com".into();
+    let mut ss = testing::inbound("ss", InboundProtocol::Shadowsocks, ports[3]);
+    ss.method = "chacha20-ietf-poly1305".into();
+    let entries = vec![
+        entry("vless tcp", vless),
+        entry("vmess ws", ws),
+        entry("vmess http header", http),
+        entry("shadowsocks", ss),
+    ];
+    (server, entries)
+}
+
+/// Runs `client` on each entry's config in turn and fetches known bytes
+/// through it from a local server, via a V2Ray server that knows the user.
+fn traffic_passes(client: impl Fn(&Path, &Listing<'_>, u16) -> Running) {
+    let Some(v2ray) = binary("V2RAY_BIN", "v2ray") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let user = testing::user("alice");
+    let (_server, entries) = v2ray_server(&v2ray, dir.path(), &user);
+    const BODY: &str = "fetched through the subscription";
+    let target = serve_body(BODY);
+    let mut failures = Vec::new();
+    for e in &entries {
+        let proxy_port = free_port();
+        let mut app = client(dir.path(), &Listing::new(&user, [e]), proxy_port);
+        if let Err(why) = fetch_through(&mut app, proxy_port, target, BODY) {
+            let log = std::fs::read_to_string(&app.1).unwrap_or_default();
+            failures.push(format!("{}: {why}\n{log}", e.remark));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
+fn traffic_passes_through_sing_box_configs_to_a_real_server() {
+    let Some(bin) = binary("SING_BOX_BIN", "sing-box") else {
+        return;
+    };
+    traffic_passes(|dir, listing, port| {
+        let mut v: Value = serde_json::from_str(&singbox::render(listing)).unwrap();
+        v["inbounds"][0]["listen_port"] = port.into();
+        let file = dir.join("sing-box.json");
+        std::fs::write(&file, v.to_string()).unwrap();
+        Running::start(
+            Command::new(&bin)
+                .arg("run")
+                .arg("-c")
+                .arg(&file)
+                .arg("-D")
+                .arg(dir),
+            dir.join("sing-box.log"),
+        )
+    });
+}
+
+#[test]
+fn traffic_passes_through_clash_configs_to_a_real_server() {
+    let Some(bin) = binary("MIHOMO_BIN", "mihomo") else {
+        return;
+    };
+    traffic_passes(|dir, listing, port| {
+        let home = dir.join("mihomo");
+        std::fs::create_dir_all(&home).unwrap();
+        if Path::new(MMDB).is_file() {
+            std::fs::copy(MMDB, home.join("Country.mmdb")).unwrap();
+        }
+        let config = clash::render(listing).replacen(
+            &format!("mixed-port: {}\n", clash::MIXED_PORT),
+            &format!("mixed-port: {port}\n"),
+            1,
+        );
+        let file = home.join("config.yaml");
+        std::fs::write(&file, config).unwrap();
+        Running::start(
+            Command::new(&bin).arg("-d").arg(&home).arg("-f").arg(&file),
+            dir.join("mihomo.log"),
+        )
+    });
 }
