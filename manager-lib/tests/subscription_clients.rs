@@ -5,7 +5,8 @@
 //! binaries; `SING_BOX_BIN`, `MIHOMO_BIN`, `V2RAY_BIN` point elsewhere.
 //! Then both apps run the config with hostile names and list, through
 //! their Clash API, exactly the names served; and both carry real traffic
-//! through a V2Ray server for the kinds all three share without TLS.
+//! through a V2Ray server for the kinds all three share without TLS, as
+//! does V2Ray itself as a client of the Xray JSON.
 //! Without a binary a test skips, except with `CI=true`, where it fails.
 
 use std::path::{Path, PathBuf};
@@ -584,6 +585,26 @@ fn traffic_passes_through_clash_configs_to_a_real_server() {
         Running::start(
             Command::new(&bin).arg("-d").arg(&home).arg("-f").arg(&file),
             dir.join("mihomo.log"),
+        )
+    });
+}
+
+#[test]
+fn traffic_passes_through_xray_configs_to_a_real_server() {
+    let Some(bin) = binary("V2RAY_BIN", "v2ray") else {
+        return;
+    };
+    traffic_passes(|dir, listing, port| {
+        let configs: Value = serde_json::from_str(&xray::render(listing)).unwrap();
+        let mut config = configs[0].clone();
+        // The HTTP inbound is the proxy the test fetches through.
+        config["inbounds"][0]["port"] = free_port().into();
+        config["inbounds"][1]["port"] = port.into();
+        let file = dir.join("xray-client.json");
+        std::fs::write(&file, config.to_string()).unwrap();
+        Running::start(
+            Command::new(&bin).arg("-config").arg(&file),
+            dir.join("xray-client.log"),
         )
     });
 }
