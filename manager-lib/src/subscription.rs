@@ -17,14 +17,17 @@ use std::collections::HashMap;
 
 use crate::domain::{ServedInbound, User};
 
+pub mod clash;
 pub mod html;
 pub mod links;
 pub mod qr;
 mod render;
 pub mod rules;
 pub mod settings;
+pub mod singbox;
 #[cfg(any(test, feature = "conformance"))]
 pub mod testing;
+pub mod xray;
 
 pub use render::{Rendered, render};
 pub use rules::{ClientRule, ClientRules};
