@@ -243,12 +243,22 @@ async fn the_document_lists_exactly_the_routes_of_the_router() {
     // subscription call answers 404 for a token of nobody, as the
     // fallback does: it gets a real user's token.
     let (_, created) = api
-        .call("POST", "/user/new", Some(json!({"userName": "doc"})), Some(TOKEN))
+        .call(
+            "POST",
+            "/user/new",
+            Some(json!({"userName": "doc"})),
+            Some(TOKEN),
+        )
         .await;
     let user: Value = serde_json::from_str(&created).unwrap();
     let user = user["user"]["id"].as_str().unwrap().to_owned();
     let (_, sub) = api
-        .call("GET", &format!("/users/{user}/subscription"), None, Some(TOKEN))
+        .call(
+            "GET",
+            &format!("/users/{user}/subscription"),
+            None,
+            Some(TOKEN),
+        )
         .await;
     let sub: Value = serde_json::from_str(&sub).unwrap();
     let token = sub["subscription"]["token"].as_str().unwrap().to_owned();

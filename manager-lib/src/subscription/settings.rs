@@ -118,9 +118,9 @@ impl SubscriptionSettings {
             self.title = v;
         }
         if let Some(v) = var("XM_SUBSCRIPTION_UPDATE_INTERVAL_HOURS") {
-            self.update_interval_hours = v
-                .parse()
-                .map_err(|_| format!("XM_SUBSCRIPTION_UPDATE_INTERVAL_HOURS: cannot parse {v:?}"))?;
+            self.update_interval_hours = v.parse().map_err(|_| {
+                format!("XM_SUBSCRIPTION_UPDATE_INTERVAL_HOURS: cannot parse {v:?}")
+            })?;
         }
         if let Some(v) = var("XM_SUBSCRIPTION_SUPPORT_URL") {
             self.support_url = text(v);
@@ -191,7 +191,9 @@ mod tests {
             "XM_SUBSCRIPTION_TITLE" => Some("VPN · {name}".into()),
             "XM_SUBSCRIPTION_UPDATE_INTERVAL_HOURS" => Some("6".into()),
             "XM_SUBSCRIPTION_ANNOUNCE" => Some("".into()),
-            "XM_SUBSCRIPTION_RULES" => Some(r#"[{"user_agent": "^happ/", "format": "xray"}]"#.into()),
+            "XM_SUBSCRIPTION_RULES" => {
+                Some(r#"[{"user_agent": "^happ/", "format": "xray"}]"#.into())
+            }
             _ => None,
         })
         .unwrap();
