@@ -148,4 +148,7 @@ async fn pump(
 
 pub mod bench;
 pub mod chaos;
+pub mod clients;
 pub mod fleet;
+pub mod origin;
+pub mod tls_node;
