@@ -9,11 +9,13 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngCore as _;
 use serde::{Deserialize, Serialize};
 
+pub mod endpoint;
 pub mod plan;
 pub mod profile;
 pub mod subscription;
 pub mod usage;
 
+pub use endpoint::{endpoint_host, normalize_endpoint};
 pub use plan::{BlockReason, FieldEdit, Plan, PlanEdit, ResetEdit, ResetStrategy, UserState};
 pub use profile::{
     InboundDescription, InboundOverride, InboundProtocol, Network, NodeProfile, Security,
@@ -382,30 +384,6 @@ impl NewNode {
     }
 }
 
-/// Checks a node endpoint and gives its one canonical spelling (scheme and
-/// host lower-cased, no trailing slash), so the same node cannot be registered
-/// twice under two spellings.
-pub fn normalize_endpoint(raw: &str) -> Result<String, ParseError> {
-    let err = || ParseError {
-        what: "endpoint",
-        value: raw.chars().take(128).collect(),
-    };
-    if raw.len() > MAX_ENDPOINT_BYTES {
-        return Err(err());
-    }
-    let url = url::Url::parse(raw.trim()).map_err(|_| err())?;
-    let ok = matches!(url.scheme(), "http" | "https")
-        && url.host_str().is_some_and(|h| !h.is_empty())
-        && url.username().is_empty()
-        && url.password().is_none()
-        && url.query().is_none()
-        && url.fragment().is_none();
-    if !ok {
-        return Err(err());
-    }
-    Ok(url.as_str().trim_end_matches('/').to_owned())
-}
-
 /// What one node must do with one user.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PendingOperation {
@@ -467,15 +445,6 @@ impl NodeEntry {
             served: profile.serve(&endpoint_host(endpoint), inbounds).into(),
         }
     }
-}
-
-/// The host of a node endpoint (IPv6 without brackets); the whole text for
-/// one that is not a URL.
-pub fn endpoint_host(endpoint: &str) -> String {
-    url::Url::parse(endpoint)
-        .ok()
-        .and_then(|u| u.host_str().map(|h| h.trim_matches(['[', ']']).to_owned()))
-        .unwrap_or_else(|| endpoint.to_owned())
 }
 
 /// A node that can serve users now, with its cursor.
@@ -569,34 +538,5 @@ mod tests {
         assert!(NewUser::new("   ").is_err());
         assert!(NewUser::new("x".repeat(MAX_USER_NAME_BYTES + 1)).is_err());
         assert!(NewUser::new("Вася-🚀").is_ok());
-    }
-
-    #[test]
-    fn endpoints_are_checked_and_normalized() {
-        assert_eq!(
-            normalize_endpoint("HTTP://10.0.0.1:8080/").unwrap(),
-            "http://10.0.0.1:8080"
-        );
-        assert_eq!(
-            normalize_endpoint("https://node.example.com").unwrap(),
-            "https://node.example.com"
-        );
-        assert_eq!(
-            normalize_endpoint("http://[::1]:9000").unwrap(),
-            "http://[::1]:9000"
-        );
-        for bad in [
-            "",
-            "node:8080",
-            "ftp://x",
-            "http://",
-            "http://:80",
-            "http://a b",
-            "http://u:p@host",
-            "http://host:99999",
-            "http://host?x=1",
-        ] {
-            assert!(normalize_endpoint(bad).is_err(), "{bad:?} accepted");
-        }
     }
 }

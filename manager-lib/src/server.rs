@@ -27,13 +27,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::admin_auth::FailureLimit;
 use crate::api::ratelimit::RateLimit;
-use crate::api::{self, ApiState, SubscriptionApi};
+use crate::api::{self, ApiState};
 use crate::cache::{Cache, CachedStorage, CachedStorageSettings};
 use crate::manager::{Manager, ManagerSettings};
 use crate::metrics::{self, ManagerMetrics};
 use crate::reconcile::{Reconciler, ReconcilerSettings};
 use crate::settings::{ManagerConfig, Secret};
 use crate::storage::Storage;
+use crate::subscription::Subscriptions;
 use crate::transport::NodeTransport;
 
 /// Why the manager could not serve.
@@ -97,7 +98,7 @@ pub struct ServerSettings {
     /// Limits of the API and metrics listeners.
     pub http: ListenerSettings,
     /// Subscriptions: titles, links, the User-Agent rule table.
-    pub subscription: SubscriptionApi,
+    pub subscription: Subscriptions,
 }
 
 impl ServerSettings {
@@ -114,7 +115,7 @@ impl ServerSettings {
             node_list_limit: Some(RateLimit::default()),
             metrics_listen: None,
             http: ListenerSettings::default(),
-            subscription: SubscriptionApi::default(),
+            subscription: Subscriptions::default(),
         }
     }
 
@@ -155,7 +156,7 @@ impl ServerSettings {
             node_list_limit: cfg.node_list_limit(),
             metrics_listen: cfg.metrics_listen,
             http: cfg.http.clone(),
-            subscription: SubscriptionApi::new(cfg.subscription.clone())?,
+            subscription: Subscriptions::new(cfg.subscription.clone())?,
         })
     }
 }

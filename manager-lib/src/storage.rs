@@ -391,10 +391,8 @@ pub trait Storage: Debug + Send + Sync {
     ///
     /// # Contract
     /// - [`StorageError::NotFound`] for an unknown or deleted user.
-    /// - Takes a change (the user's next `change_seq`), so that every cache
-    ///   of the user's row, on every replica, drops the old key as it drops
-    ///   an old status; the nodes re-apply the user as it is (harmless).
-    ///   Nothing else of the user changes.
+    /// - Takes no change: the nodes are not concerned, and the user stays
+    ///   on every node that serves them. Nothing else of the user changes.
     async fn set_subscription_key(&self, id: UserId, key: SubscriptionKey) -> StorageResult<User>;
 
     /// Sets the user's used bytes to zero by hand.

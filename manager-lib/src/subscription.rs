@@ -31,7 +31,7 @@ pub mod xray;
 
 pub use render::{Rendered, render};
 pub use rules::{ClientRule, ClientRules};
-pub use settings::SubscriptionSettings;
+pub use settings::{SubscriptionSettings, Subscriptions};
 
 /// What a subscription is written as.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -11,7 +11,8 @@ use manager_lib::cache::{
 };
 use manager_lib::domain::{
     ActualStatus, FleetState, NewNode, NewUser, Node, NodeId, Page, PageRequest, PendingBatch,
-    RequiredStatus, Seq, ServingNode, StartPlan, User, UserId, UserNodes, UserStatus,
+    RequiredStatus, Seq, ServingNode, StartPlan, SubscriptionKey, User, UserId, UserNodes,
+    UserStatus,
 };
 use manager_lib::storage::memory::MemoryStorage;
 use manager_lib::storage::{Entity, Storage, StorageError, StorageResult};
@@ -324,6 +325,55 @@ async fn a_row_read_before_another_replicas_write_is_refused_by_its_mark() {
     let hits = b.stats().hits;
     assert!(node_ids(b.as_ref(), u).await.is_empty());
     assert_eq!(b.stats().hits, hits + 1, "{:?}", b.stats());
+}
+
+#[tokio::test]
+async fn a_rotated_subscription_key_shows_on_another_replica_at_once() {
+    let (a, b) = replicas(long_ttls());
+    let (n, u) = serving_node_with_user(a.as_ref()).await;
+    let old = b.user_nodes(u).await.unwrap().user.subscription_key;
+    assert_eq!(node_ids(b.as_ref(), u).await, vec![n], "cached on b");
+    let new = SubscriptionKey::random();
+    a.set_subscription_key(u, new).await.unwrap();
+    for replica in [&a, &b] {
+        let got = replica.user_nodes(u).await.unwrap();
+        assert!(got.user.subscription_key.matches(&new));
+        assert!(!got.user.subscription_key.matches(&old));
+        assert_eq!(got.nodes.len(), 1, "the user stays on the node");
+    }
+}
+
+#[tokio::test]
+async fn a_row_read_before_another_replicas_rotation_is_refused() {
+    let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+    let cache = Arc::new(GatedCache::default());
+    let a = Arc::new(CachedStorage::new(
+        storage.clone(),
+        cache.clone(),
+        long_ttls(),
+    ));
+    let b = Arc::new(CachedStorage::new(storage, cache.clone(), long_ttls()));
+    let (_, u) = serving_node_with_user(a.as_ref()).await;
+    let (arrived_rx, release_tx) = cache.hold_next_fill();
+    // Replica b read the row with the old key and is about to cache it...
+    let reader = tokio::spawn({
+        let b = b.clone();
+        async move { b.user_nodes(u).await.unwrap().user.subscription_key }
+    });
+    arrived_rx.await.unwrap();
+    // ...when replica a rotates the key (no change number); then b's put
+    // lands. Only a's mark can refuse the old row.
+    let new = SubscriptionKey::random();
+    a.set_subscription_key(u, new).await.unwrap();
+    release_tx.send(()).unwrap();
+    assert!(!reader.await.unwrap().matches(&new), "answered as read");
+    for replica in [&a, &b] {
+        let got = replica.user_nodes(u).await.unwrap();
+        assert!(
+            got.user.subscription_key.matches(&new),
+            "stale row was kept"
+        );
+    }
 }
 
 /// A replica's view of a shared cache in which its own marks and

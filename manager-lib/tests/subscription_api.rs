@@ -47,7 +47,7 @@ impl Api {
             admin_failure_limit: None,
             push_on_change: false,
             node_list_limit: None,
-            subscription: manager_lib::api::SubscriptionApi::new(subscription).unwrap(),
+            subscription: manager_lib::subscription::Subscriptions::new(subscription).unwrap(),
             ..ServerSettings::new(TOKEN)
         };
         let server = Server::build(
@@ -210,7 +210,10 @@ async fn a_rotated_token_is_unknown_at_once_and_the_new_one_works() {
         serde_json::from_str::<Value>(&body).unwrap()["error"],
         "not found"
     );
-    assert_eq!(api.fetch(&new, &[]).await.0, StatusCode::OK);
+    // The user stays on their nodes: the new URL lists them at once.
+    let (status, _, body) = api.fetch(&new, &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(decoded_links(&body).len(), 3);
     assert_eq!(api.url(&user).await, new);
 }
 

@@ -56,11 +56,10 @@ pub(crate) async fn set_subscription_key(
     id: UserId,
     key: SubscriptionKey,
 ) -> StorageResult<User> {
-    // The next change number under the shared change lock, as every change
-    // takes one (see `delete_user`); the enabled count does not move.
+    // No change number: the nodes are not concerned.
     let row = sqlx::query(concat!(
-        "UPDATE users SET subscription_key = $2, change_seq = xm_next_change_seq() \
-         WHERE id = $1::uuid AND NOT deleted AND xm_change_lock() RETURNING ",
+        "UPDATE users SET subscription_key = $2 \
+         WHERE id = $1::uuid AND NOT deleted RETURNING ",
         user_columns!()
     ))
     .bind(id.to_string())

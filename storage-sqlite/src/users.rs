@@ -103,11 +103,8 @@ pub(crate) async fn set_subscription_key(
     id: UserId,
     key: SubscriptionKey,
 ) -> StorageResult<User> {
-    // One statement with the next change number, as in set_user_status.
     let sql = format!(
-        "UPDATE users SET subscription_key = ?2, \
-             change_seq = (SELECT last_seq + 1 FROM meta WHERE id = 1) \
-         WHERE id = ?1 AND deleted = 0 \
+        "UPDATE users SET subscription_key = ?2 WHERE id = ?1 AND deleted = 0 \
          RETURNING {USER_COLUMNS}"
     );
     let args = Args::default().bind(id.to_string()).bind(key.to_hex());

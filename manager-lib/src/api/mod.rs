@@ -39,4 +39,3 @@ pub use extract::JsonBody;
 pub use handlers::DEFAULT_PAGE;
 pub use router::{MAX_BODY_BYTES, ROUTES, route_of, router, serve, serve_with};
 pub use state::ApiState;
-pub use subscription::SubscriptionApi;

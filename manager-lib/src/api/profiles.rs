@@ -168,7 +168,7 @@ fn answer(st: &ApiState, user: &User) -> Json<SubscriptionAnswer> {
     let token = user.subscription_token();
     Json(SubscriptionAnswer {
         subscription: SubscriptionView {
-            url: st.subscription.settings.url_for(token.expose()),
+            url: st.subscription.settings().url_for(token.expose()),
             token: token.expose().to_owned(),
         },
     })

@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use super::admin_auth::{FailureLimit, TokenDigest};
 use super::ratelimit::{RateLimit, RateLimiter};
-use super::subscription::SubscriptionApi;
 use crate::manager::Manager;
 use crate::metrics::ManagerMetrics;
+use crate::subscription::Subscriptions;
 
 #[derive(Clone)]
 pub struct ApiState {
@@ -16,7 +16,7 @@ pub struct ApiState {
     pub(super) admin_failures: Option<FailureLimit>,
     pub(super) rate_limiter: Option<Arc<RateLimiter>>,
     pub(super) metrics: Option<Arc<ManagerMetrics>>,
-    pub(super) subscription: Arc<SubscriptionApi>,
+    pub(super) subscription: Arc<Subscriptions>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -44,7 +44,7 @@ impl ApiState {
             admin_failures: Some(FailureLimit::default()),
             rate_limiter: Some(Arc::new(RateLimiter::new(RateLimit::default()))),
             metrics: None,
-            subscription: Arc::new(SubscriptionApi::default()),
+            subscription: Arc::new(Subscriptions::default()),
         }
     }
 
@@ -65,7 +65,7 @@ impl ApiState {
 
     /// Subscriptions as `subscription` sets them (titles, links, the
     /// User-Agent rule table); the defaults otherwise.
-    pub fn with_subscription(mut self, subscription: SubscriptionApi) -> Self {
+    pub fn with_subscription(mut self, subscription: Subscriptions) -> Self {
         self.subscription = Arc::new(subscription);
         self
     }

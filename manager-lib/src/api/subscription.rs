@@ -20,30 +20,7 @@ use super::state::ApiState;
 use crate::domain::User;
 use crate::manager::ManagerError;
 use crate::subscription::html::PageOptions;
-use crate::subscription::{ClientRules, Format, Listing, SubscriptionSettings, render};
-
-/// What the subscription call reads of the settings, prepared once.
-#[derive(Clone, Debug)]
-pub struct SubscriptionApi {
-    pub settings: SubscriptionSettings,
-    rules: ClientRules,
-}
-
-impl SubscriptionApi {
-    /// Compiles the rule table; settings that fail
-    /// [`SubscriptionSettings::validate`] are refused.
-    pub fn new(settings: SubscriptionSettings) -> Result<Self, String> {
-        settings.validate()?;
-        let rules = settings.client_rules().map_err(|e| e.to_string())?;
-        Ok(Self { settings, rules })
-    }
-}
-
-impl Default for SubscriptionApi {
-    fn default() -> Self {
-        Self::new(SubscriptionSettings::default()).expect("the defaults are valid")
-    }
-}
+use crate::subscription::{Format, Listing, render};
 
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -131,12 +108,12 @@ pub(super) async fn subscription(
     let found = st.manager.subscription(&token).await?;
     let api = &st.subscription;
     let asked = query.ok().and_then(|Query(q)| q.format);
-    let format = api.rules.choose(
+    let format = api.rules().choose(
         asked.as_deref(),
         header(&headers, USER_AGENT),
         header(&headers, ACCEPT),
     );
-    let settings = &api.settings;
+    let settings = api.settings();
     let title = settings.title_for(&found.user.name);
     let listing = Listing::new(
         &found.user,

@@ -493,7 +493,15 @@ impl Storage for CachedStorage {
     async fn set_subscription_key(&self, id: UserId, key: SubscriptionKey) -> StorageResult<User> {
         let r = self.inner.set_subscription_key(id, key).await;
         match &r {
-            Ok(user) => self.user_written(id, Some(user.change_seq)).await,
+            // No change number: a mark one above the row's own replaces the
+            // cached row (of that number) in one atomic step on the cache,
+            // and refuses every fill of that number, an old row read before
+            // the rotation included, while the mark lasts (far longer than
+            // a fill may take). Meanwhile the user is read from storage.
+            Ok(user) => {
+                self.user_written(id, Some(user.change_seq.saturating_add(1)))
+                    .await
+            }
             Err(StorageError::NotFound(_)) => {}
             Err(_) => self.user_written(id, None).await,
         }

@@ -37,8 +37,6 @@ impl Manager {
             .storage
             .set_subscription_key(id, SubscriptionKey::random())
             .await?;
-        // The rotation takes a change: the nodes re-apply the user as is.
-        self.trigger.pull();
         Ok(user)
     }
 

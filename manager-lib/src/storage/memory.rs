@@ -474,10 +474,7 @@ impl Storage for MemoryStorage {
     }
 
     async fn set_subscription_key(&self, id: UserId, key: SubscriptionKey) -> StorageResult<User> {
-        let mut st = self.lock();
-        st.change_user(id, |u| u.subscription_key = key)?;
-        st.bump(id);
-        st.live_user(id).cloned()
+        self.lock().change_user(id, |u| u.subscription_key = key)
     }
 
     async fn set_node_multiplier(&self, id: NodeId, multiplier: f64) -> StorageResult<Node> {

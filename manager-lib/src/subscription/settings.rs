@@ -139,6 +139,37 @@ impl SubscriptionSettings {
     }
 }
 
+/// The settings checked, with the rule table compiled: what the
+/// subscription call reads, prepared once.
+#[derive(Clone, Debug)]
+pub struct Subscriptions {
+    settings: SubscriptionSettings,
+    rules: ClientRules,
+}
+
+impl Subscriptions {
+    /// Settings that fail [`SubscriptionSettings::validate`] are refused.
+    pub fn new(settings: SubscriptionSettings) -> Result<Self, String> {
+        settings.validate()?;
+        let rules = settings.client_rules().map_err(|e| e.to_string())?;
+        Ok(Self { settings, rules })
+    }
+
+    pub fn settings(&self) -> &SubscriptionSettings {
+        &self.settings
+    }
+
+    pub fn rules(&self) -> &ClientRules {
+        &self.rules
+    }
+}
+
+impl Default for Subscriptions {
+    fn default() -> Self {
+        Self::new(SubscriptionSettings::default()).expect("the defaults are valid")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
