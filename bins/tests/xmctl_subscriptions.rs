@@ -229,7 +229,7 @@ async fn node_show_lists_described_inbounds_and_what_subscriptions_serve() {
         "REMARK",
         "ADDRESS",
         "10.0.0.1",
-        "(the endpoint's host)",
+        "10.0.0.1 (the endpoint's host)",
     ] {
         assert!(human.stdout.contains(needle), "{needle}: {human:?}");
     }

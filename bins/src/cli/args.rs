@@ -95,7 +95,9 @@ pub enum NodeCommand {
     /// (registering an endpoint again prints the same node)
     #[command(after_help = EXIT_CODES_HELP)]
     Add {
-        /// The agent's address, e.g. https://node1.example.com:8443
+        // In `help`, not a doc comment: rustdoc would want the bare URL
+        // as a link, and `--help` would then show the angle brackets.
+        #[arg(help = "The agent's address, e.g. https://node1.example.com:8443")]
         endpoint: String,
     },
     /// Ask the node to run its proxy core (with every enabled user)

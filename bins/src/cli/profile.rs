@@ -236,6 +236,17 @@ fn override_text(o: &Value) -> String {
         .join("; ")
 }
 
+/// What clients dial without an address in the profile.
+fn endpoint_host(endpoint: &str) -> String {
+    let host = reqwest::Url::parse(endpoint)
+        .ok()
+        .and_then(|u| u.host_str().map(|h| h.trim_matches(['[', ']']).to_owned()));
+    match host {
+        Some(h) => format!("{h} (the endpoint's host)"),
+        None => "(the endpoint's host)".to_owned(),
+    }
+}
+
 /// `node show` and `node profile`, for people.
 pub fn node_details(n: &NodeDetails) -> String {
     let profile_text = |field: &str, unset: &str| {
@@ -251,7 +262,10 @@ pub fn node_details(n: &NodeDetails) -> String {
         ("actual", n.actual_status.clone()),
         ("required", n.required_status.clone()),
         ("multiplier", n.traffic_multiplier.to_string()),
-        ("address", profile_text("address", "(the endpoint's host)")),
+        (
+            "address",
+            profile_text("address", &endpoint_host(&n.endpoint)),
+        ),
         ("remark", profile_text("remark", "(the address)")),
     ] {
         t.add_row(vec![k.to_owned(), v]);
@@ -403,7 +417,7 @@ mod tests {
         for needle in [
             "http://10.0.0.1:9000",
             "1.5",
-            "(the endpoint's host)",
+            "10.0.0.1 (the endpoint's host)",
             "node.example.com",
             "8080",
             "ws",
