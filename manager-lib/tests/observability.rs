@@ -239,9 +239,33 @@ async fn the_document_lists_exactly_the_routes_of_the_router() {
         .collect();
     assert_eq!(documented_operations(&doc), routes);
 
-    // And every listed route is one the router really serves.
+    // And every listed route is one the router really serves. The
+    // subscription call answers 404 for a token of nobody, as the
+    // fallback does: it gets a real user's token.
+    let (_, created) = api
+        .call(
+            "POST",
+            "/user/new",
+            Some(json!({"userName": "doc"})),
+            Some(TOKEN),
+        )
+        .await;
+    let user: Value = serde_json::from_str(&created).unwrap();
+    let user = user["user"]["id"].as_str().unwrap().to_owned();
+    let (_, sub) = api
+        .call(
+            "GET",
+            &format!("/users/{user}/subscription"),
+            None,
+            Some(TOKEN),
+        )
+        .await;
+    let sub: Value = serde_json::from_str(&sub).unwrap();
+    let token = sub["subscription"]["token"].as_str().unwrap().to_owned();
     for (method, path) in ROUTES {
-        let concrete = path.replace("{id_name}", "00000000-0000-0000-0000-000000000000-x");
+        let concrete = path
+            .replace("{id_name}", "00000000-0000-0000-0000-000000000000-x")
+            .replace("{token}", &token);
         let body = (*method == "POST").then(|| json!({}));
         let (status, text) = api.call(method, &concrete, body, Some(TOKEN)).await;
         assert_ne!(status, StatusCode::NOT_FOUND, "{method} {path}: {text}");

@@ -67,8 +67,8 @@ impl Api {
 
     /// A running node and an enabled user on it; the user's id.
     async fn user_on_a_node(&self, name: &str) -> String {
-        let node = common::running_node(&self.router, TOKEN, &self.fleet, "http://10.0.0.1:9000")
-            .await;
+        let node =
+            common::running_node(&self.router, TOKEN, &self.fleet, "http://10.0.0.1:9000").await;
         let user = common::new_user(&self.router, TOKEN, name).await;
         let (status, _) = self
             .admin("POST", "/user/enable", json!({"userID": user}))
@@ -132,7 +132,11 @@ async fn the_base64_list_has_one_link_per_inbound_and_the_usage_headers() {
     assert_eq!(status, StatusCode::OK);
     let links = decoded_links(&body);
     assert_eq!(links.len(), 3, "{links:?}");
-    assert!(links[0].starts_with(&format!("vless://{user}@10.0.0.1:443?")), "{}", links[0]);
+    assert!(
+        links[0].starts_with(&format!("vless://{user}@10.0.0.1:443?")),
+        "{}",
+        links[0]
+    );
     assert!(links[1].starts_with("vmess://"));
     assert!(links[2].starts_with("trojan://"));
     assert_eq!(
@@ -157,8 +161,16 @@ async fn the_format_follows_the_query_then_the_user_agent_then_accept() {
     let url = api.url(&user).await;
     let cases: [(&str, &[(&str, &str)], &str); 6] = [
         ("?format=clash", &[], "text/yaml"),
-        ("?format=xray", &[("user-agent", "clash-verge/2")], "application/json"),
-        ("", &[("user-agent", "SFA/1.10.1 (sing-box 1.10.1)")], "application/json"),
+        (
+            "?format=xray",
+            &[("user-agent", "clash-verge/2")],
+            "application/json",
+        ),
+        (
+            "",
+            &[("user-agent", "SFA/1.10.1 (sing-box 1.10.1)")],
+            "application/json",
+        ),
         ("", &[("user-agent", "mihomo/1.19")], "text/yaml"),
         ("", &[("accept", "text/html,*/*")], "text/html"),
         ("?format=links", &[], "text/plain"),
@@ -166,16 +178,18 @@ async fn the_format_follows_the_query_then_the_user_agent_then_accept() {
     for (query, headers, want) in cases {
         let (status, got, body) = api.fetch(&format!("{url}{query}"), headers).await;
         assert_eq!(status, StatusCode::OK, "{query} {headers:?}");
-        assert!(header(&got, "content-type").starts_with(want), "{query} {headers:?}: {body}");
+        assert!(
+            header(&got, "content-type").starts_with(want),
+            "{query} {headers:?}: {body}"
+        );
     }
-    let (_, _, sing_box) = api
-        .fetch(&format!("{url}?format=sing-box"), &[])
-        .await;
+    let (_, _, sing_box) = api.fetch(&format!("{url}?format=sing-box"), &[]).await;
     let config: Value = serde_json::from_str(&sing_box).unwrap();
     assert!(config["outbounds"].as_array().unwrap().len() >= 3);
     let (_, html_headers, html) = api.fetch(&format!("{url}?format=html"), &[]).await;
     assert!(html.contains("<svg"), "a QR code per link");
     assert!(html_headers.get("content-disposition").is_none());
+    assert!(header(&html_headers, "content-security-policy").starts_with("default-src 'none'"));
 }
 
 #[tokio::test]
@@ -192,7 +206,10 @@ async fn a_rotated_token_is_unknown_at_once_and_the_new_one_works() {
     assert_ne!(new, old);
     let (status, _, body) = api.fetch(&old, &[]).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["error"], "not found");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["error"],
+        "not found"
+    );
     assert_eq!(api.fetch(&new, &[]).await.0, StatusCode::OK);
     assert_eq!(api.url(&user).await, new);
 }
@@ -206,8 +223,8 @@ async fn tokens_that_name_nobody_are_not_found() {
     let mut other_key = token.to_owned();
     let last = if token.ends_with('A') { "B" } else { "A" };
     other_key.replace_range(token.len() - 1.., last);
-    let unknown_user = manager_lib::domain::SubscriptionKey::random()
-        .token(manager_lib::domain::UserId::random());
+    let unknown_user =
+        manager_lib::domain::SubscriptionKey::random().token(manager_lib::domain::UserId::random());
     for path in [
         "/sub/x".to_owned(),
         format!("/sub/{other_key}"),
@@ -216,7 +233,10 @@ async fn tokens_that_name_nobody_are_not_found() {
     ] {
         let (status, _, body) = api.fetch(&path, &[]).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
-        assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["error"], "not found");
+        assert_eq!(
+            serde_json::from_str::<Value>(&body).unwrap()["error"],
+            "not found"
+        );
     }
     let (status, body) = api
         .admin(
@@ -267,7 +287,10 @@ async fn the_operators_settings_reach_the_headers() {
     );
     assert_eq!(header(&headers, "profile-update-interval"), "3");
     assert_eq!(header(&headers, "support-url"), "https://t.me/support");
-    assert_eq!(header(&headers, "profile-web-page-url"), "https://example.com");
+    assert_eq!(
+        header(&headers, "profile-web-page-url"),
+        "https://example.com"
+    );
     assert_eq!(
         header(&headers, "announce"),
         format!("base64:{}", STANDARD.encode("Maintenance at 03:00 UTC"))
@@ -336,7 +359,11 @@ async fn the_subscription_lists_the_nodes_the_node_list_lists() {
         .unwrap();
     api.fleet.add_node("http://10.0.0.3:9000");
     let (_, _) = api
-        .admin("POST", "/node/new", json!({"endpoint": "http://10.0.0.3:9000"}))
+        .admin(
+            "POST",
+            "/node/new",
+            json!({"endpoint": "http://10.0.0.3:9000"}),
+        )
         .await;
     let url = api.url(&user).await;
     let (status, _, node_list) = api.fetch(&format!("/user/{user}-hank/nodes"), &[]).await;

@@ -41,18 +41,21 @@ fn binary(var: &str, name: &str) -> Option<PathBuf> {
     found
 }
 
+/// Runs a check; it fails on an error exit, and on a deprecation warning
+/// too (what the next client version refuses).
 fn run(cmd: &mut Command) -> Result<(), String> {
     let out = cmd
         .output()
         .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
-    if out.status.success() {
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() && !text.to_ascii_lowercase().contains("deprecat") {
         Ok(())
     } else {
-        Err(format!(
-            "{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ))
+        Err(text)
     }
 }
 

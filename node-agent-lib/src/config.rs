@@ -14,39 +14,13 @@ use serde::Serialize;
 use serde_json::Value;
 use xray_core_client::{Account, CoreUser, Flavor, ShadowsocksCipher};
 
-use crate::wire::{InboundDescription, WireUser};
-
-/// The protocols whose users the agent manages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Protocol {
-    Vless,
-    Vmess,
-    Trojan,
-    Shadowsocks,
-}
-
-impl Protocol {
-    fn parse(s: &str) -> Option<Self> {
-        match s {
-            "vless" => Some(Self::Vless),
-            "vmess" => Some(Self::Vmess),
-            "trojan" => Some(Self::Trojan),
-            "shadowsocks" => Some(Self::Shadowsocks),
-            _ => None,
-        }
-    }
-
-    /// Whether the user's id is the protocol's credential (a UUID).
-    pub fn uses_uuid(self) -> bool {
-        matches!(self, Self::Vless | Self::Vmess)
-    }
-}
+use crate::wire::{InboundDescription, InboundProtocol, WireUser};
 
 /// An inbound of the base config whose users the agent manages.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ManagedInbound {
     pub tag: String,
-    pub protocol: Protocol,
+    pub protocol: InboundProtocol,
     /// VLESS flow given to every user (e.g. `xtls-rprx-vision`), or empty.
     pub flow: String,
     /// Shadowsocks only: the inbound's cipher, as in the config and as a type.
@@ -66,17 +40,17 @@ impl ManagedInbound {
     /// `user` as the core's API wants it for this inbound.
     pub fn core_user(&self, user: &WireUser) -> CoreUser {
         let account = match self.protocol {
-            Protocol::Vless => Account::Vless {
+            InboundProtocol::Vless => Account::Vless {
                 id: user.id.clone(),
                 flow: self.flow.clone(),
             },
-            Protocol::Vmess => Account::Vmess {
+            InboundProtocol::Vmess => Account::Vmess {
                 id: user.id.clone(),
             },
-            Protocol::Trojan => Account::Trojan {
+            InboundProtocol::Trojan => Account::Trojan {
                 password: user.secret.clone(),
             },
-            Protocol::Shadowsocks => Account::Shadowsocks {
+            InboundProtocol::Shadowsocks => Account::Shadowsocks {
                 password: user.secret.clone(),
                 cipher: self.cipher.unwrap_or(ShadowsocksCipher::Aes256Gcm),
             },
@@ -115,16 +89,16 @@ impl ManagedInbound {
             level: 0,
         };
         match self.protocol {
-            Protocol::Vless => {
+            InboundProtocol::Vless => {
                 client.id = Some(&user.id);
                 client.flow = Some(self.flow.as_str()).filter(|f| !f.is_empty());
             }
-            Protocol::Vmess => {
+            InboundProtocol::Vmess => {
                 client.id = Some(&user.id);
                 client.alter_id = Some(0);
             }
-            Protocol::Trojan => client.password = Some(&user.secret),
-            Protocol::Shadowsocks => {
+            InboundProtocol::Trojan => client.password = Some(&user.secret),
+            InboundProtocol::Shadowsocks => {
                 client.password = Some(&user.secret);
                 client.method = Some(&self.method);
             }
@@ -203,7 +177,7 @@ impl CoreConfig {
                 .get("protocol")
                 .and_then(Value::as_str)
                 .unwrap_or("");
-            let Some(protocol) = Protocol::parse(protocol) else {
+            let Some(protocol) = InboundProtocol::from_config(protocol) else {
                 continue;
             };
             let tag = inbound
@@ -226,7 +200,7 @@ impl CoreConfig {
             let settings = &mut inbound["settings"];
             let mut method = String::new();
             let mut cipher = None;
-            if protocol == Protocol::Shadowsocks {
+            if protocol == InboundProtocol::Shadowsocks {
                 if flavor == Flavor::V2ray {
                     warnings.push(format!(
                         "shadowsocks inbound {tag}: V2Ray holds one user per Shadowsocks inbound; skipped"
@@ -263,7 +237,7 @@ impl CoreConfig {
             let inbound_managed = ManagedInbound {
                 tag,
                 protocol,
-                flow: if protocol == Protocol::Vless {
+                flow: if protocol == InboundProtocol::Vless {
                     vless_flow.to_owned()
                 } else {
                     String::new()

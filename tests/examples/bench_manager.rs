@@ -412,7 +412,9 @@ async fn node_list(opts: &Opts) -> Result<()> {
     }
     // What wrk requests; `--warm` reads the user ids of the node-list paths.
     let load_paths = match &sub {
-        Some(format) => common::subscription_paths(storage.as_ref(), &name, backend, format).await?,
+        Some(format) => {
+            common::subscription_paths(storage.as_ref(), &name, backend, format).await?
+        }
         None => paths_file.clone(),
     };
     if opts.0.contains_key("seed-only") {

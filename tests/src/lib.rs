@@ -1,6 +1,8 @@
 //! Helpers for the whole-system tests in `tests/tests/`: they start the real
 //! binaries and real proxy cores on 127.0.0.1 and port 0, and cut network
-//! paths with a TCP proxy they control.
+//! paths with a TCP proxy they control; real client apps (V2Ray, sing-box,
+//! Mihomo) fetch known bytes through the nodes (`clients`, `origin`,
+//! `tls_node`).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -148,4 +150,7 @@ async fn pump(
 
 pub mod bench;
 pub mod chaos;
+pub mod clients;
 pub mod fleet;
+pub mod origin;
+pub mod tls_node;

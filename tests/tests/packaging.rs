@@ -9,6 +9,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use manager_lib::settings::ManagerConfig;
+use manager_lib::subscription::SubscriptionSettings;
 use node_agent_lib::Settings;
 use node_agent_lib::listener::ListenerSettings;
 use node_agent_lib::settings::{CoreSettings, ServiceSettings, TlsSettings};
@@ -242,12 +243,16 @@ fn the_manager_example_documents_every_key_with_its_default_and_variable() {
     let keys = documented_keys(&text);
     let top: Vec<_> = fields_of::<ManagerConfig>()
         .into_iter()
-        .filter(|f| *f != "http")
+        .filter(|f| !["http", "subscription"].contains(f))
         .collect();
     assert_complete(
         MANAGER_EXAMPLE,
         &keys,
-        &[("", top), ("http", fields_of::<ListenerSettings>())],
+        &[
+            ("", top),
+            ("http", fields_of::<ListenerSettings>()),
+            ("subscription", fields_of::<SubscriptionSettings>()),
+        ],
     );
     for key in &keys {
         let var = match key.section.as_str() {

@@ -5,8 +5,8 @@
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::header::{
-    ACCEPT, CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue,
-    USER_AGENT,
+    ACCEPT, CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_SECURITY_POLICY, CONTENT_TYPE, HeaderMap,
+    HeaderName, HeaderValue, USER_AGENT,
 };
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
@@ -138,7 +138,10 @@ pub(super) async fn subscription(
     );
     let settings = &api.settings;
     let title = settings.title_for(&found.user.name);
-    let listing = Listing::new(&found.user, found.nodes.iter().flat_map(|n| n.served.iter()));
+    let listing = Listing::new(
+        &found.user,
+        found.nodes.iter().flat_map(|n| n.served.iter()),
+    );
     let url = settings.url_for(&token);
     let page = PageOptions {
         announce: settings.announce.as_deref(),
@@ -148,7 +151,10 @@ pub(super) async fn subscription(
     let rendered = render(format, &listing, &page);
     let mut response = rendered.body.into_response();
     let out = response.headers_mut();
-    out.insert(CONTENT_TYPE, HeaderValue::from_static(rendered.content_type));
+    out.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static(rendered.content_type),
+    );
     // A subscription holds credentials: no shared cache keeps it.
     out.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     let mut set = |name: &'static str, value: String| {
@@ -171,10 +177,17 @@ pub(super) async fn subscription(
     if let Some(text) = &settings.announce {
         set("announce", base64_text(text));
     }
-    if format != Format::Html {
-        if let Ok(v) = HeaderValue::from_str(&attachment(&title, format)) {
-            out.insert(CONTENT_DISPOSITION, v);
-        }
+    if format == Format::Html {
+        // The page runs no script and loads nothing: say so, so that a
+        // hostile name that slipped through could not either.
+        out.insert(
+            CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(
+                "default-src 'none'; style-src 'unsafe-inline'; img-src data:",
+            ),
+        );
+    } else if let Ok(v) = HeaderValue::from_str(&attachment(&title, format)) {
+        out.insert(CONTENT_DISPOSITION, v);
     }
     Ok(response)
 }
@@ -188,10 +201,7 @@ mod tests {
     #[test]
     fn user_info_always_has_all_four_keys() {
         let mut user = testing::user("a");
-        assert_eq!(
-            user_info(&user),
-            "upload=0; download=0; total=0; expire=0"
-        );
+        assert_eq!(user_info(&user), "upload=0; download=0; total=0; expire=0");
         user.used_up = 5;
         user.used_down = 7;
         user.plan.data_limit = Some(1 << 30);
@@ -206,7 +216,10 @@ mod tests {
     fn attachment_names_are_header_safe() {
         let v = attachment("Вася \"VPN\"; x", Format::Clash);
         assert!(HeaderValue::from_str(&v).is_ok(), "{v}");
-        assert!(v.starts_with("attachment; filename=\"____ _VPN__ x.yaml\""), "{v}");
+        assert!(
+            v.starts_with("attachment; filename=\"____ _VPN__ x.yaml\""),
+            "{v}"
+        );
         assert!(v.contains("filename*=UTF-8''%D0%92"), "{v}");
     }
 }

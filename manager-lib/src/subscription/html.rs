@@ -95,13 +95,32 @@ pub fn render_page(listing: &Listing<'_>, now: Timestamp, options: &PageOptions<
 fn copyable(text: &str, label: &str) -> Markup {
     html! {
         textarea readonly rows="3" aria-label=(label) { (text) }
-        p { a href=(text) { "Open in app" } }
+        @if openable(text) {
+            p { a href=(text) { "Open in app" } }
+        }
         @match qr::svg(text, QR_PIXELS) {
             // Our own markup, built from numbers only: nothing to escape.
             Some(svg) => div.qr { (PreEscaped(svg)) },
             None => p.notice { "Too long for a QR code: copy the text instead." },
         }
     }
+}
+
+/// Whether `text` may be a link's target: only the schemes we write (and
+/// the web's), so no `javascript:` text can ever become one.
+fn openable(text: &str) -> bool {
+    const SCHEMES: [&str; 6] = [
+        "vless://",
+        "vmess://",
+        "trojan://",
+        "ss://",
+        "https://",
+        "http://",
+    ];
+    SCHEMES.iter().any(|s| {
+        text.get(..s.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(s))
+    })
 }
 
 fn state_class(state: UserState) -> &'static str {

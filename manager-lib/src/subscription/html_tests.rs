@@ -59,6 +59,26 @@ fn hostile_text_is_escaped_everywhere() {
 }
 
 #[test]
+fn only_our_schemes_become_clickable() {
+    let user = testing::user("alice");
+    let listing = Listing::new(&user, []);
+    let with_url = |url| {
+        page(
+            &listing,
+            PageOptions {
+                subscription_url: Some(url),
+                ..PageOptions::default()
+            },
+        )
+    };
+    assert!(!with_url("javascript:alert(1)").contains("href="));
+    assert!(
+        with_url("HTTPS://sub.example.com/s/abc")
+            .contains("href=\"HTTPS://sub.example.com/s/abc\"")
+    );
+}
+
+#[test]
 fn every_link_appears_with_a_qr_code() {
     let user = testing::user("alice");
     let entries = testing::entries();

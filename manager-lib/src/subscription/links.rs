@@ -22,8 +22,6 @@
 
 use std::fmt::{self, Write as _};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Serialize;
 
@@ -70,7 +68,7 @@ pub fn links_text(listing: &Listing<'_>) -> String {
 /// The subscription body most clients fetch: [`write_links`]'s text in
 /// standard base64 (with padding).
 pub fn base64_links(listing: &Listing<'_>) -> String {
-    STANDARD.encode(links_text(listing))
+    base64_simd::STANDARD.encode_to_string(links_text(listing))
 }
 
 /// One entry's share link for `user`.
@@ -94,7 +92,12 @@ fn write_into(user: &User, entry: &ServedInbound, out: &mut String, scratch: &mu
     match ib.protocol {
         InboundProtocol::Vless => {
             out.push_str("vless://");
-            write_display(out, &user.id);
+            out.push_str(
+                user.id
+                    .as_uuid()
+                    .hyphenated()
+                    .encode_lower(&mut uuid::Uuid::encode_buffer()),
+            );
             out.push('@');
             write_authority(out, &entry.address, ib.port);
             out.push('?');
@@ -128,7 +131,7 @@ fn write_into(user: &User, entry: &ServedInbound, out: &mut String, scratch: &mu
             scratch.extend_from_slice(method.as_bytes());
             scratch.push(b':');
             scratch.extend_from_slice(user.secret.expose().as_bytes());
-            URL_SAFE_NO_PAD.encode_string(&*scratch, out);
+            base64_simd::URL_SAFE_NO_PAD.encode_append(&*scratch, out);
             out.push('@');
             write_authority(out, &entry.address, ib.port);
         }
@@ -138,7 +141,7 @@ fn write_into(user: &User, entry: &ServedInbound, out: &mut String, scratch: &mu
             scratch.clear();
             serde_json::to_writer(&mut *scratch, &VmessJson::new(user, entry))
                 .expect("serialising borrowed strings into a Vec cannot fail");
-            STANDARD.encode_string(&*scratch, out);
+            base64_simd::STANDARD.encode_append(&*scratch, out);
             return;
         }
     }
@@ -262,8 +265,12 @@ impl<'o> Query<'o> {
     }
 }
 
+/// Through the encoder's chunks rather than its `Display`, which would go
+/// through `fmt::write` and a `dyn Write` call per chunk.
 fn write_encoded(out: &mut String, value: &str) {
-    write_display(out, &utf8_percent_encode(value, COMPONENT));
+    for chunk in utf8_percent_encode(value, COMPONENT) {
+        out.push_str(chunk);
+    }
 }
 
 /// `host:port`, an IPv6 address in brackets (a host name never holds `:`).

@@ -42,7 +42,10 @@ pub fn default_rules() -> Vec<ClientRule> {
             r"^(clash-verge|clash[-. ]?meta|clashmeta|flclash|mihomo|stash|clashx|koala-clash|clash-nyanpasu|clash)",
             Format::Clash,
         ),
-        ClientRule::new(r"^(sfa|sfi|sfm|sft|karing|hiddify)|sing-box", Format::SingBox),
+        ClientRule::new(
+            r"^(sfa|sfi|sfm|sft|karing|hiddify)|sing-box",
+            Format::SingBox,
+        ),
         ClientRule::new(
             r"^(v2rayn|v2rayng|v2raytun|v2box|streisand|happ|incy|nekobox|nekoray|shadowrocket|foxray|fair|npvtunnel|v2rayu|v2rayx)",
             Format::Base64,
@@ -137,7 +140,10 @@ mod tests {
         ("Clash-Verge/1.3.8", Format::Clash),
         ("ClashMetaForAndroid/2.10.1.Meta", Format::Clash),
         ("clash.meta", Format::Clash),
-        ("FlClash/v0.8.76 clash-verge Platform/android", Format::Clash),
+        (
+            "FlClash/v0.8.76 clash-verge Platform/android",
+            Format::Clash,
+        ),
         ("mihomo/1.19.2", Format::Clash),
         ("Stash/2.4.6 Clash/1.9.0", Format::Clash),
         ("ClashX Meta/v1.3.0", Format::Clash),
@@ -146,7 +152,10 @@ mod tests {
         ("SFI/1.11.0 (iOS 17.5; sing-box 1.11.0)", Format::SingBox),
         ("SFM/1.9.3", Format::SingBox),
         ("sing-box 1.14.4", Format::SingBox),
-        ("HiddifyNext/2.5.7 (android) like ClashMeta v2ray sing-box", Format::SingBox),
+        (
+            "HiddifyNext/2.5.7 (android) like ClashMeta v2ray sing-box",
+            Format::SingBox,
+        ),
         ("karing/1.1.2.606 android", Format::SingBox),
         ("v2rayN/7.10.5", Format::Base64),
         ("v2rayNG/1.9.46", Format::Base64),
@@ -155,7 +164,10 @@ mod tests {
         ("v2RayTun/5.16.60 (Android 14)", Format::Base64),
         ("INCY/2.2", Format::Base64),
         ("V2Box 8.4 (iPhone)", Format::Base64),
-        ("Shadowrocket/2070 CFNetwork/1498.700.2 Darwin/23.6.0", Format::Base64),
+        (
+            "Shadowrocket/2070 CFNetwork/1498.700.2 Darwin/23.6.0",
+            Format::Base64,
+        ),
         ("NekoBox/Android/1.3.4", Format::Base64),
         ("FoXray/3.1 (iOS)", Format::Base64),
         ("curl/8.5.0", Format::Base64),
@@ -173,12 +185,16 @@ mod tests {
     #[test]
     fn the_query_wins_then_the_agent_then_a_browser() {
         let rules = ClientRules::default();
-        let browser = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/131.0 Safari/537.36";
+        let browser =
+            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/131.0 Safari/537.36";
         let html = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
         assert_eq!(rules.choose(None, browser, html), Format::Html);
         assert_eq!(rules.choose(Some("clash"), browser, html), Format::Clash);
         assert_eq!(rules.choose(Some("xray"), "v2rayN/7", ""), Format::Xray);
-        assert_eq!(rules.choose(Some("unknown"), "v2rayN/7", ""), Format::Base64);
+        assert_eq!(
+            rules.choose(Some("unknown"), "v2rayN/7", ""),
+            Format::Base64
+        );
         assert_eq!(rules.choose(None, "mihomo/1", html), Format::Clash);
     }
 
@@ -197,6 +213,9 @@ mod tests {
             format: "yaml".into(),
         };
         assert!(ClientRules::new(&[unknown]).is_err());
-        assert_eq!(ClientRules::new(&[]).unwrap().choose(None, "x", ""), Format::Base64);
+        assert_eq!(
+            ClientRules::new(&[]).unwrap().choose(None, "x", ""),
+            Format::Base64
+        );
     }
 }

@@ -1,5 +1,5 @@
 //! What the operator sets for subscriptions (`[subscription]` in the
-//! manager's settings file; `XM_SUB_*` in the environment): where the URL
+//! manager's settings file; `XM_SUBSCRIPTION_*` in the environment): where the URL
 //! lives, what clients show about the profile, and the rule table.
 
 use serde::Deserialize;
@@ -14,25 +14,25 @@ pub const MAX_ANNOUNCE_CHARS: usize = 200;
 pub struct SubscriptionSettings {
     /// The public base URL of the subscription links the admin API shows
     /// (e.g. `https://sub.example.com`); unset: the links are shown as
-    /// paths (`/sub/<token>`). Env: `XM_SUB_PUBLIC_URL`.
+    /// paths (`/sub/<token>`). Env: `XM_SUBSCRIPTION_PUBLIC_URL`.
     pub public_url: Option<String>,
     /// The profile's name in client apps (`profile-title`); `{name}` is
-    /// replaced with the user's name. Env: `XM_SUB_TITLE`.
+    /// replaced with the user's name. Env: `XM_SUBSCRIPTION_TITLE`.
     pub title: String,
     /// Hours between a client's refreshes (`profile-update-interval`,
-    /// default 12). Env: `XM_SUB_UPDATE_INTERVAL_HOURS`.
+    /// default 12). Env: `XM_SUBSCRIPTION_UPDATE_INTERVAL_HOURS`.
     pub update_interval_hours: u32,
-    /// A support link clients show (`support-url`). Env: `XM_SUB_SUPPORT_URL`.
+    /// A support link clients show (`support-url`). Env: `XM_SUBSCRIPTION_SUPPORT_URL`.
     pub support_url: Option<String>,
     /// The provider's page clients link to (`profile-web-page-url`).
-    /// Env: `XM_SUB_WEB_PAGE_URL`.
+    /// Env: `XM_SUBSCRIPTION_WEB_PAGE_URL`.
     pub web_page_url: Option<String>,
     /// A short text clients show above the list (`announce`, at most 200
-    /// characters). Env: `XM_SUB_ANNOUNCE`.
+    /// characters). Env: `XM_SUBSCRIPTION_ANNOUNCE`.
     pub announce: Option<String>,
     /// The User-Agent rule table, first match wins; replaces the default
     /// table when set (`[[subscription.rules]]` with `user_agent` and
-    /// `format`).
+    /// `format`). Env: `XM_SUBSCRIPTION_RULES`, the table as a JSON array.
     pub rules: Vec<ClientRule>,
 }
 
@@ -108,28 +108,32 @@ impl SubscriptionSettings {
         }
     }
 
-    /// Applies the `XM_SUB_*` variables.
+    /// Applies the `XM_SUBSCRIPTION_*` variables.
     pub fn apply_env(&mut self, var: &impl Fn(&str) -> Option<String>) -> Result<(), String> {
         let text = |v: String| (!v.trim().is_empty()).then_some(v);
-        if let Some(v) = var("XM_SUB_PUBLIC_URL") {
+        if let Some(v) = var("XM_SUBSCRIPTION_PUBLIC_URL") {
             self.public_url = text(v);
         }
-        if let Some(v) = var("XM_SUB_TITLE") {
+        if let Some(v) = var("XM_SUBSCRIPTION_TITLE") {
             self.title = v;
         }
-        if let Some(v) = var("XM_SUB_UPDATE_INTERVAL_HOURS") {
-            self.update_interval_hours = v
-                .parse()
-                .map_err(|_| format!("XM_SUB_UPDATE_INTERVAL_HOURS: cannot parse {v:?}"))?;
+        if let Some(v) = var("XM_SUBSCRIPTION_UPDATE_INTERVAL_HOURS") {
+            self.update_interval_hours = v.parse().map_err(|_| {
+                format!("XM_SUBSCRIPTION_UPDATE_INTERVAL_HOURS: cannot parse {v:?}")
+            })?;
         }
-        if let Some(v) = var("XM_SUB_SUPPORT_URL") {
+        if let Some(v) = var("XM_SUBSCRIPTION_SUPPORT_URL") {
             self.support_url = text(v);
         }
-        if let Some(v) = var("XM_SUB_WEB_PAGE_URL") {
+        if let Some(v) = var("XM_SUBSCRIPTION_WEB_PAGE_URL") {
             self.web_page_url = text(v);
         }
-        if let Some(v) = var("XM_SUB_ANNOUNCE") {
+        if let Some(v) = var("XM_SUBSCRIPTION_ANNOUNCE") {
             self.announce = text(v);
+        }
+        if let Some(v) = var("XM_SUBSCRIPTION_RULES") {
+            self.rules = serde_json::from_str(&v)
+                .map_err(|e| format!("XM_SUBSCRIPTION_RULES: not a JSON array of rules: {e}"))?;
         }
         Ok(())
     }
@@ -184,14 +188,25 @@ mod tests {
     fn the_environment_overrides() {
         let mut s = SubscriptionSettings::default();
         s.apply_env(&|k| match k {
-            "XM_SUB_TITLE" => Some("VPN · {name}".into()),
-            "XM_SUB_UPDATE_INTERVAL_HOURS" => Some("6".into()),
-            "XM_SUB_ANNOUNCE" => Some("".into()),
+            "XM_SUBSCRIPTION_TITLE" => Some("VPN · {name}".into()),
+            "XM_SUBSCRIPTION_UPDATE_INTERVAL_HOURS" => Some("6".into()),
+            "XM_SUBSCRIPTION_ANNOUNCE" => Some("".into()),
+            "XM_SUBSCRIPTION_RULES" => {
+                Some(r#"[{"user_agent": "^happ/", "format": "xray"}]"#.into())
+            }
             _ => None,
         })
         .unwrap();
         assert_eq!(s.title_for("bob"), "VPN · bob");
         assert_eq!(s.update_interval_hours, 6);
         assert_eq!(s.announce, None);
+        assert_eq!(
+            s.client_rules().unwrap().choose(None, "Happ/3", ""),
+            super::super::Format::Xray
+        );
+        assert!(
+            s.apply_env(&|k| (k == "XM_SUBSCRIPTION_RULES").then(|| "[1]".into()))
+                .is_err()
+        );
     }
 }

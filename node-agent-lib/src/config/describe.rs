@@ -12,8 +12,8 @@ use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use openssl::pkey::{Id, PKey};
 use serde_json::Value;
 
-use super::{ManagedInbound, Protocol};
-use crate::wire::{InboundDescription, InboundProtocol, Network, Security};
+use super::ManagedInbound;
+use crate::wire::{InboundDescription, Network, Security};
 
 /// Describes `inbound` (its object in the base config), managed as
 /// `managed`. The error says why it cannot be described, for the warning;
@@ -26,12 +26,7 @@ pub(super) fn describe(
     let stream = inbound.get("streamSettings").unwrap_or(&Value::Null);
     let mut description = InboundDescription {
         tag: managed.tag.clone(),
-        protocol: match managed.protocol {
-            Protocol::Vless => InboundProtocol::Vless,
-            Protocol::Vmess => InboundProtocol::Vmess,
-            Protocol::Trojan => InboundProtocol::Trojan,
-            Protocol::Shadowsocks => InboundProtocol::Shadowsocks,
-        },
+        protocol: managed.protocol,
         port,
         flow: managed.flow.clone(),
         method: managed.method.clone(),

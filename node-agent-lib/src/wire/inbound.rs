@@ -30,6 +30,20 @@ impl InboundProtocol {
             Self::Shadowsocks => "shadowsocks",
         }
     }
+
+    /// The protocol a core config's inbound names (`"protocol": "vless"`),
+    /// or `None` for one whose users the agent does not manage (socks,
+    /// dokodemo-door, …).
+    pub fn from_config(protocol: &str) -> Option<Self> {
+        [Self::Vless, Self::Vmess, Self::Trojan, Self::Shadowsocks]
+            .into_iter()
+            .find(|p| p.as_str() == protocol)
+    }
+
+    /// Whether the user's id is the protocol's credential (a UUID).
+    pub fn uses_uuid(self) -> bool {
+        matches!(self, Self::Vless | Self::Vmess)
+    }
 }
 
 /// The transport (`streamSettings.network`; `raw` is read as `tcp`).

@@ -101,7 +101,11 @@ pub async fn subscription_paths(
     loop {
         let page = storage.list_users(&req).await?;
         for user in &page.items {
-            writeln!(out, "/sub/{}?format={format}", user.subscription_token().expose())?;
+            writeln!(
+                out,
+                "/sub/{}?format={format}",
+                user.subscription_token().expose()
+            )?;
         }
         match page.next {
             Some(next) => req.after = Some(next),
