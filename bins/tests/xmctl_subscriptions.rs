@@ -114,7 +114,10 @@ async fn without_a_public_url_the_path_is_completed_with_the_manager_url() {
     let human = h.xmctl(&["user", "subscription", &user]).await;
     human.assert_code(0);
     assert_eq!(human.stdout, format!("{}/sub/{token}\n", h.url));
-    assert!(human.stderr.contains("XM_SUB_PUBLIC_URL"), "{human:?}");
+    assert!(
+        human.stderr.contains("XM_SUBSCRIPTION_PUBLIC_URL"),
+        "{human:?}"
+    );
     // The completed URL is one a client can fetch.
     let (status, _) = fetch(human.stdout.trim()).await;
     assert_eq!(status, 200);

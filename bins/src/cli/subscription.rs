@@ -83,8 +83,8 @@ pub fn shown_url(base: &Url, url: &str) -> ShownUrl {
         Ok(full) => ShownUrl {
             url: full.to_string(),
             note: Some(
-                "the manager has no public subscription URL set (`[subscription] public_url` or \
-                 XM_SUB_PUBLIC_URL): this URL is the manager as xmctl reaches it"
+                "the manager has no public subscription URL set (`[subscription] public_url` \
+                 or XM_SUBSCRIPTION_PUBLIC_URL): this URL is the manager as xmctl reaches it"
                     .to_owned(),
             ),
         },
