@@ -329,6 +329,15 @@ const CLASH_PORT_KEYS: [&str; 9] = [
 /// `proxy` selected: traffic leaves through that proxy, whatever the
 /// config's groups and rules would pick.
 pub async fn run_mihomo(bin: &Path, mmdb: &Path, yaml: &str, proxy: &str) -> ClientApp {
+    run_mihomo_in(bin, mmdb, yaml, &[proxy]).await
+}
+
+/// [`run_mihomo`] selecting a path of names: `path[0]` in `GLOBAL`, then
+/// each next name in the group before it (e.g. a select group over a proxy
+/// provider, then one of the provider's proxies). A provider's proxies may
+/// appear only once it has fetched them: each selection is retried until
+/// [`CLIENT_START`] runs out.
+pub async fn run_mihomo_in(bin: &Path, mmdb: &Path, yaml: &str, path: &[&str]) -> ClientApp {
     let (port, api) = (free_port(), free_port());
     let mut text = format!("mixed-port: {port}\nallow-lan: false\n");
     for line in yaml.lines() {
@@ -376,19 +385,34 @@ pub async fn run_mihomo(bin: &Path, mmdb: &Path, yaml: &str, proxy: &str) -> Cli
         .await
         .expect("mihomo's API answers");
     assert!(mode.status().is_success(), "mihomo global mode: {mode:?}");
-    let chosen = http
-        .put(format!("{controller}/proxies/GLOBAL"))
-        .json(&json!({ "name": proxy }))
-        .send()
-        .await
-        .expect("mihomo's API answers");
-    assert!(
-        chosen.status().is_success(),
-        "mihomo cannot select {proxy:?}: {} {}\n{}",
-        chosen.status(),
-        chosen.text().await.unwrap_or_default(),
-        app.log()
-    );
+    let mut group = "GLOBAL";
+    for proxy in path {
+        let deadline = std::time::Instant::now() + CLIENT_START;
+        loop {
+            let mut url = reqwest::Url::parse(&controller).expect("the controller's URL");
+            url.path_segments_mut()
+                .expect("a base URL")
+                .extend(["proxies", group]);
+            let chosen = http
+                .put(url)
+                .json(&json!({ "name": proxy }))
+                .send()
+                .await
+                .expect("mihomo's API answers");
+            if chosen.status().is_success() {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "mihomo cannot select {proxy:?} in {group}: {} {}\n{}",
+                chosen.status(),
+                chosen.text().await.unwrap_or_default(),
+                app.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        group = proxy;
+    }
     app
 }
 
