@@ -8,12 +8,13 @@ use clap::{Args, Parser, Subcommand};
 use super::config::Token;
 use super::import::DEFAULT_CONCURRENCY;
 use super::plan::{PlanArgs, RangeArgs};
+use super::profile::ProfileArgs;
 
 /// Shown at the end of every `--help`.
 pub const EXIT_CODES_HELP: &str = "\
 Exit codes:
   0  success
-  1  usage or config error (bad flags, unreadable config or CSV, no token)
+  1  usage or config error (bad flags, unreadable config, CSV or profile file, no token)
   2  the manager rejected the request (4xx; its error text is printed)
   3  authentication failed (401: the manager refused the admin token)
   4  the manager could not be reached (connection failed or timed out)
@@ -68,10 +69,11 @@ fn parse_token(raw: &str) -> Result<Token, String> {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Register, start, stop, delete and list nodes
+    /// Register, start, stop, delete, list and show nodes; set their profiles
     #[command(subcommand, after_help = EXIT_CODES_HELP)]
     Node(NodeCommand),
-    /// Create, enable, disable, delete, list and import users
+    /// Create, enable, disable, delete, list and import users; show and
+    /// rotate their subscription URLs
     #[command(subcommand, after_help = EXIT_CODES_HELP)]
     User(UserCommand),
     /// The manager's health, nodes by actual status and users by status
@@ -93,7 +95,9 @@ pub enum NodeCommand {
     /// (registering an endpoint again prints the same node)
     #[command(after_help = EXIT_CODES_HELP)]
     Add {
-        /// The agent's address, e.g. https://node1.example.com:8443
+        // In `help`, not a doc comment: rustdoc would want the bare URL
+        // as a link, and `--help` would then show the angle brackets.
+        #[arg(help = "The agent's address, e.g. https://node1.example.com:8443")]
         endpoint: String,
     },
     /// Ask the node to run its proxy core (with every enabled user)
@@ -128,6 +132,29 @@ pub enum NodeCommand {
     /// Bytes through each node over a time range (raw, before multipliers)
     #[command(after_help = EXIT_CODES_HELP)]
     Usage(RangeArgs),
+    /// The node with the inbounds its agent described, what subscriptions
+    /// list of it, and its profile
+    #[command(after_help = EXIT_CODES_HELP)]
+    Show {
+        /// The node's id
+        id: String,
+    },
+    /// Set what subscriptions show of the node: the address clients dial,
+    /// its name, per-inbound overrides
+    ///
+    /// With --file, the file is the whole new profile: what it leaves out
+    /// is cleared, and --address and --remark override its fields. Without
+    /// --file, only the flags given change: the current address, remark
+    /// and per-inbound overrides are read first and kept, so `--address`
+    /// alone never clears the overrides. Prints the node as `node show`
+    /// does.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Profile {
+        /// The node's id
+        id: String,
+        #[command(flatten)]
+        profile: ProfileArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -200,6 +227,20 @@ pub enum UserCommand {
         id: String,
         /// The user's name (must match the id)
         name: String,
+    },
+    /// The user's subscription URL, for their client app (the token too
+    /// with --json)
+    #[command(after_help = EXIT_CODES_HELP)]
+    Subscription {
+        /// The user's id
+        id: String,
+    },
+    /// Give the user a new subscription URL; the old one stops working at
+    /// once (404). Prints the new URL
+    #[command(after_help = EXIT_CODES_HELP)]
+    RotateSubscription {
+        /// The user's id
+        id: String,
     },
     /// Create users from a CSV file with a `name` column and an optional
     /// `enabled` column (true/false); prints a summary with each failed line

@@ -188,12 +188,17 @@ impl Client {
         self.base.as_str()
     }
 
+    /// The manager's base URL, parsed (ends with `/`).
+    pub(super) fn base(&self) -> &Url {
+        &self.base
+    }
+
     /// Whether an admin token is configured.
     pub fn has_token(&self) -> bool {
         self.token.is_some()
     }
 
-    fn url(&self, segments: &[&str]) -> Url {
+    pub(super) fn url(&self, segments: &[&str]) -> Url {
         let mut url = self.base.clone();
         url.path_segments_mut()
             .expect("checked in new: the URL can be a base")
@@ -202,7 +207,7 @@ impl Client {
         url
     }
 
-    async fn call<T: DeserializeOwned>(
+    pub(super) async fn call<T: DeserializeOwned>(
         &self,
         method: Method,
         url: Url,
@@ -241,7 +246,11 @@ impl Client {
         Err(status_error(status, &bytes))
     }
 
-    async fn post<T: DeserializeOwned>(&self, path: &[&str], body: Value) -> Result<T, CliError> {
+    pub(super) async fn post<T: DeserializeOwned>(
+        &self,
+        path: &[&str],
+        body: Value,
+    ) -> Result<T, CliError> {
         self.call(Method::POST, self.url(path), Some(body), true)
             .await
     }

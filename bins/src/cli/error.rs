@@ -6,7 +6,8 @@ use std::fmt;
 pub mod exit {
     /// The command did what was asked.
     pub const SUCCESS: u8 = 0;
-    /// Bad flags, a bad or missing config file, no token for an admin call.
+    /// Bad flags, a bad or missing config, CSV or profile file, no token for
+    /// an admin call.
     pub const USAGE: u8 = 1;
     /// The manager rejected the request (a 4xx other than 401).
     pub const REJECTED: u8 = 2;

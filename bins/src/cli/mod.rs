@@ -1,7 +1,8 @@
 //! `xmctl`, the admin CLI of xray-manager: a typed client over the manager's
-//! HTTP API ([`client`]), its output as tables or JSON ([`output`]) and the
-//! bulk user import from CSV ([`import`]). The binary only parses flags and
-//! calls [`run`].
+//! HTTP API ([`client`]), its output as tables or JSON ([`output`]), the
+//! bulk user import from CSV ([`import`]), users' subscription URLs
+//! ([`subscription`]) and nodes' profiles ([`profile`]). The binary only
+//! parses flags and calls [`run`].
 //!
 //! ```text
 //! XMCTL_URL=http://127.0.0.1:8080 XMCTL_TOKEN=… xmctl user list --json
@@ -16,7 +17,7 @@
 //! | code | meaning |
 //! |---|---|
 //! | 0 | success |
-//! | 1 | usage or config error (bad flags, unreadable config or CSV, no token) |
+//! | 1 | usage or config error (bad flags, unreadable config, CSV or profile file, no token) |
 //! | 2 | the manager rejected the request (4xx; its error text is printed) |
 //! | 3 | authentication failed (401) |
 //! | 4 | the manager could not be reached (connection failed or timed out) |
@@ -30,6 +31,8 @@ pub mod error;
 pub mod import;
 pub mod output;
 pub mod plan;
+pub mod profile;
+pub mod subscription;
 
 use std::io::IsTerminal;
 
@@ -102,6 +105,24 @@ async fn execute(cli: Cli) -> Result<u8, CliError> {
                 let usage = client.nodes_usage(&range).await?;
                 show(json, &usage, output::usage_table(&usage.usage));
             }
+            NodeCommand::Show { id } => {
+                let answer = client.node_get(&id).await?;
+                show(json, &answer, profile::node_details(&answer.node));
+            }
+            NodeCommand::Profile { id, profile: args } => {
+                // The file first: a bad one fails before any call.
+                let base = match &args.file {
+                    Some(file) => profile::load_file(file)?,
+                    None if args.is_empty() => {
+                        return Err(CliError::Usage(
+                            "nothing to change: give --address, --remark or --file".into(),
+                        ));
+                    }
+                    None => client.node_get(&id).await?.node.profile,
+                };
+                let answer = client.node_profile(&id, args.apply(base)).await?;
+                show(json, &answer, profile::node_details(&answer.node));
+            }
         },
         Command::User(cmd) => match cmd {
             UserCommand::Add { name, plan } => {
@@ -155,6 +176,15 @@ async fn execute(cli: Cli) -> Result<u8, CliError> {
             UserCommand::Nodes { id, name } => {
                 let links = client.user_nodes(&id, &name).await?;
                 show(json, &links, output::links(&links));
+            }
+            UserCommand::Subscription { id } => {
+                let answer = client.user_subscription(&id).await?;
+                show_subscription(&client, json, &answer, None);
+            }
+            UserCommand::RotateSubscription { id } => {
+                let answer = client.user_subscription_rotate(&id).await?;
+                let done = format!("user {id}: new subscription URL; the old one answers 404 now");
+                show_subscription(&client, json, &answer, Some(done));
             }
             UserCommand::Import { file, concurrency } => {
                 return import_file(&client, &file, concurrency, json).await;
@@ -222,6 +252,26 @@ async fn import_file(
         None if summary.failed > 0 => Ok(exit::IMPORT_FAILURES),
         None => Ok(exit::SUCCESS),
     }
+}
+
+/// The API's answer with `--json`; else the URL alone on stdout and what
+/// people should know (`done`, the note of [`subscription::shown_url`]) on
+/// stderr, so that `$(xmctl user subscription ID)` is the URL.
+fn show_subscription(
+    client: &Client,
+    json: bool,
+    answer: &subscription::SubscriptionAnswer,
+    done: Option<String>,
+) {
+    if json {
+        emit(&output::json(answer));
+        return;
+    }
+    let shown = subscription::shown_url(client.base(), &answer.subscription.url);
+    for line in done.into_iter().chain(shown.note) {
+        eprintln!("xmctl: {line}");
+    }
+    emit(&shown.url);
 }
 
 /// Prints the API's answer with `--json`, else the text for people.
