@@ -8,9 +8,9 @@ mod common;
 use std::time::Duration;
 
 use common::{Harness, start_manager_custom};
-use manager_lib::api::SubscriptionApi;
 use manager_lib::domain::InboundDescription;
 use manager_lib::subscription::SubscriptionSettings;
+use manager_lib::subscription::Subscriptions;
 use manager_lib::transport::simulated::SimulatedFleet;
 use serde_json::{Value, json};
 
@@ -35,7 +35,7 @@ async fn start(public_url: Option<&str>) -> Harness {
     };
     start_manager_custom(
         SimulatedFleet::new().with_inbounds(two_inbounds()),
-        |s| s.subscription = SubscriptionApi::new(sub).expect("valid settings"),
+        |s| s.subscription = Subscriptions::new(sub).expect("valid settings"),
         |r| r,
     )
     .await

@@ -159,7 +159,9 @@ async fn the_format_follows_the_query_then_the_user_agent_then_accept() {
     let api = Api::new(SubscriptionSettings::default());
     let user = api.user_on_a_node("bob").await;
     let url = api.url(&user).await;
-    let cases: [(&str, &[(&str, &str)], &str); 6] = [
+    /// A query, the request's headers, and the content type it must get.
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: [Case; 6] = [
         ("?format=clash", &[], "text/yaml"),
         (
             "?format=xray",

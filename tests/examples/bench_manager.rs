@@ -48,6 +48,8 @@ use manager_lib::transport::simulated::SimulatedFleet;
 use tests::bench::Opts;
 
 mod common;
+#[path = "common/subscription_fleet.rs"]
+mod subscription_fleet;
 use common::Result;
 
 #[tokio::main]
@@ -340,7 +342,7 @@ async fn node_list(opts: &Opts) -> Result<()> {
     };
     let storage = open_storage(opts, &name).await?;
     let sim = Arc::new(match sub {
-        Some(_) => SimulatedFleet::new().with_inbounds(common::three_inbounds()),
+        Some(_) => SimulatedFleet::new().with_inbounds(subscription_fleet::three_inbounds()),
         None => SimulatedFleet::new(),
     });
     // One paths file per storage: the users differ.
@@ -413,7 +415,7 @@ async fn node_list(opts: &Opts) -> Result<()> {
     // What wrk requests; `--warm` reads the user ids of the node-list paths.
     let load_paths = match &sub {
         Some(format) => {
-            common::subscription_paths(storage.as_ref(), &name, backend, format).await?
+            subscription_fleet::subscription_paths(storage.as_ref(), &name, backend, format).await?
         }
         None => paths_file.clone(),
     };
