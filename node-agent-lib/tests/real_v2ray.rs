@@ -434,30 +434,7 @@ fn certificate(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf
 
 /// A description with only what every inbound has set.
 fn plain(tag: &str, protocol: InboundProtocol, port: u16) -> InboundDescription {
-    InboundDescription {
-        tag: tag.into(),
-        protocol,
-        port,
-        flow: String::new(),
-        method: String::new(),
-        network: Network::Tcp,
-        header_type: String::new(),
-        path: String::new(),
-        host: String::new(),
-        service_name: String::new(),
-        mode: String::new(),
-        authority: String::new(),
-        seed: String::new(),
-        security: Security::None,
-        sni: String::new(),
-        alpn: Vec::new(),
-        fingerprint: String::new(),
-        server_names: Vec::new(),
-        short_ids: Vec::new(),
-        public_key: String::new(),
-        spider_x: String::new(),
-        allow_insecure: false,
-    }
+    InboundDescription::new(tag, protocol, port)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -262,30 +262,10 @@ mod tests {
     use super::*;
 
     fn described(tag: &str, protocol: InboundProtocol) -> InboundDescription {
-        InboundDescription {
-            tag: tag.into(),
-            protocol,
-            port: 443,
-            flow: String::new(),
-            method: String::new(),
-            network: Network::Tcp,
-            header_type: String::new(),
-            path: String::new(),
-            host: String::new(),
-            service_name: String::new(),
-            mode: String::new(),
-            authority: String::new(),
-            seed: String::new(),
-            security: Security::Tls,
-            sni: "node.example".into(),
-            alpn: Vec::new(),
-            fingerprint: String::new(),
-            server_names: Vec::new(),
-            short_ids: Vec::new(),
-            public_key: String::new(),
-            spider_x: String::new(),
-            allow_insecure: false,
-        }
+        let mut i = InboundDescription::new(tag, protocol, 443);
+        i.security = Security::Tls;
+        i.sni = "node.example".into();
+        i
     }
 
     #[test]

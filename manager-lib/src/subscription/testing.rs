@@ -29,30 +29,7 @@ pub fn user(name: &str) -> User {
 
 /// An inbound with nothing set beyond its protocol, port and transport.
 pub fn inbound(tag: &str, protocol: InboundProtocol, port: u16) -> InboundDescription {
-    InboundDescription {
-        tag: tag.into(),
-        protocol,
-        port,
-        flow: String::new(),
-        method: String::new(),
-        network: Network::Tcp,
-        header_type: String::new(),
-        path: String::new(),
-        host: String::new(),
-        service_name: String::new(),
-        mode: String::new(),
-        authority: String::new(),
-        seed: String::new(),
-        security: Security::None,
-        sni: String::new(),
-        alpn: Vec::new(),
-        fingerprint: String::new(),
-        server_names: Vec::new(),
-        short_ids: Vec::new(),
-        public_key: String::new(),
-        spider_x: String::new(),
-        allow_insecure: false,
-    }
+    InboundDescription::new(tag, protocol, port)
 }
 
 /// One entry per kind: VLESS REALITY vision, VLESS TLS ws, VLESS grpc,

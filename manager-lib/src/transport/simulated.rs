@@ -17,8 +17,7 @@ use async_trait::async_trait;
 use super::{JournalReport, NodeReport, NodeTransport, StartResponse, TransportError};
 use crate::domain::usage::{UsageBatch, UsageCursor, UsagePage, UserUsage};
 use crate::domain::{
-    InboundDescription, InboundProtocol, Network, Node, NodeKey, Security, Timestamp,
-    UserCredentials, UserId,
+    InboundDescription, InboundProtocol, Node, NodeKey, Timestamp, UserCredentials, UserId,
 };
 
 /// The most batches a pull answers, as on a real agent.
@@ -122,30 +121,11 @@ impl SimulatedFleet {
         Self {
             nodes: Mutex::new(HashMap::new()),
             template: "vless://{{.UserID}}@sim:443?security=none#{{.UserName}}".to_owned(),
-            inbounds: vec![InboundDescription {
-                tag: "vless-in".into(),
-                protocol: InboundProtocol::Vless,
-                port: 443,
-                flow: String::new(),
-                method: String::new(),
-                network: Network::Tcp,
-                header_type: String::new(),
-                path: String::new(),
-                host: String::new(),
-                service_name: String::new(),
-                mode: String::new(),
-                authority: String::new(),
-                seed: String::new(),
-                security: Security::None,
-                sni: String::new(),
-                alpn: Vec::new(),
-                fingerprint: String::new(),
-                server_names: Vec::new(),
-                short_ids: Vec::new(),
-                public_key: String::new(),
-                spider_x: String::new(),
-                allow_insecure: false,
-            }],
+            inbounds: vec![InboundDescription::new(
+                "vless-in",
+                InboundProtocol::Vless,
+                443,
+            )],
             // The manager's default node timeout.
             timeout: Duration::from_secs(10),
         }

@@ -24,31 +24,11 @@ pub(super) fn describe(
 ) -> Result<InboundDescription, String> {
     let port = port(inbound.get("port"))?;
     let stream = inbound.get("streamSettings").unwrap_or(&Value::Null);
-    let mut description = InboundDescription {
-        tag: managed.tag.clone(),
-        protocol: managed.protocol,
-        port,
-        flow: managed.flow.clone(),
-        method: managed.method.clone(),
-        network: Network::Tcp,
-        header_type: String::new(),
-        path: String::new(),
-        host: String::new(),
-        service_name: String::new(),
-        mode: String::new(),
-        authority: String::new(),
-        seed: String::new(),
-        security: Security::None,
-        sni: String::new(),
-        alpn: Vec::new(),
-        fingerprint: String::new(),
-        server_names: Vec::new(),
-        short_ids: Vec::new(),
-        public_key: String::new(),
-        spider_x: String::new(),
-        // Only the operator can vouch that clients should skip verification.
-        allow_insecure: false,
-    };
+    let mut description = InboundDescription::new(managed.tag.clone(), managed.protocol, port);
+    // Only the operator can vouch that clients should skip verification:
+    // `allow_insecure` stays false.
+    description.flow.clone_from(&managed.flow);
+    description.method.clone_from(&managed.method);
     transport(stream, &mut description)?;
     security(stream, &mut description)?;
     Ok(description)

@@ -172,3 +172,35 @@ pub struct InboundDescription {
     #[serde(default, skip_serializing_if = "is_false")]
     pub allow_insecure: bool,
 }
+
+impl InboundDescription {
+    /// An inbound with only its tag, protocol and port: plain TCP, no
+    /// security, every other field empty. Deriving code and tests set the
+    /// rest on it.
+    pub fn new(tag: impl Into<String>, protocol: InboundProtocol, port: u16) -> Self {
+        Self {
+            tag: tag.into(),
+            protocol,
+            port,
+            flow: String::new(),
+            method: String::new(),
+            network: Network::Tcp,
+            header_type: String::new(),
+            path: String::new(),
+            host: String::new(),
+            service_name: String::new(),
+            mode: String::new(),
+            authority: String::new(),
+            seed: String::new(),
+            security: Security::None,
+            sni: String::new(),
+            alpn: Vec::new(),
+            fingerprint: String::new(),
+            server_names: Vec::new(),
+            short_ids: Vec::new(),
+            public_key: String::new(),
+            spider_x: String::new(),
+            allow_insecure: false,
+        }
+    }
+}

@@ -12,29 +12,12 @@ use crate::common::Result;
 /// inbounds a typical node runs (VLESS REALITY with Vision, VMess over
 /// WebSocket with TLS, Trojan with TLS).
 pub fn three_inbounds() -> Vec<InboundDescription> {
-    let base = |tag: &str, protocol, port| InboundDescription {
-        tag: tag.into(),
-        protocol,
-        port,
-        flow: String::new(),
-        method: String::new(),
-        network: Network::Tcp,
-        header_type: String::new(),
-        path: String::new(),
-        host: String::new(),
-        service_name: String::new(),
-        mode: String::new(),
-        authority: String::new(),
-        seed: String::new(),
-        security: Security::Tls,
-        sni: "node.example.com".into(),
-        alpn: Vec::new(),
-        fingerprint: "chrome".into(),
-        server_names: Vec::new(),
-        short_ids: Vec::new(),
-        public_key: String::new(),
-        spider_x: String::new(),
-        allow_insecure: false,
+    let base = |tag: &str, protocol, port| {
+        let mut i = InboundDescription::new(tag, protocol, port);
+        i.security = Security::Tls;
+        i.sni = "node.example.com".into();
+        i.fingerprint = "chrome".into();
+        i
     };
     let mut vless = base("vless-reality", InboundProtocol::Vless, 443);
     vless.flow = "xtls-rprx-vision".into();
