@@ -16,10 +16,12 @@ use crate::domain::{
 };
 use crate::storage::{Entity, Storage, StorageError};
 
+mod devices;
 pub mod ingest_bench;
 mod plans;
 mod subscriptions;
 mod usage;
+pub use devices::*;
 pub use plans::*;
 pub use subscriptions::*;
 pub use usage::*;
@@ -84,6 +86,12 @@ macro_rules! storage_conformance_tests {
             invalid_profiles_are_refused_and_change_nothing,
             user_nodes_serve_each_inbound_with_the_profile_applied,
             subscription_keys_are_stored_and_rotated,
+            device_limits_are_stored_without_a_change,
+            devices_are_recorded_within_the_limit,
+            a_known_devices_last_seen_moves_only_by_the_step,
+            a_forgotten_device_counts_as_new_again,
+            devices_of_unknown_or_deleted_users_are_not_found,
+            concurrent_new_devices_never_pass_the_limit,
         );
     };
     (@each $fresh:expr; $($name:ident),+ $(,)?) => {

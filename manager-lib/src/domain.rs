@@ -9,12 +9,14 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngCore as _;
 use serde::{Deserialize, Serialize};
 
+pub mod device;
 pub mod endpoint;
 pub mod plan;
 pub mod profile;
 pub mod subscription;
 pub mod usage;
 
+pub use device::{Device, DeviceSighting, DeviceVerdict};
 pub use endpoint::{endpoint_host, normalize_endpoint};
 pub use plan::{BlockReason, FieldEdit, Plan, PlanEdit, ResetEdit, ResetStrategy, UserState};
 pub use profile::{
@@ -272,6 +274,9 @@ pub struct User {
     pub secret: UserSecret,
     /// What the user's subscription URL is keyed by (with the id).
     pub subscription_key: SubscriptionKey,
+    /// How many devices may fetch the subscription: `None` the settings'
+    /// default, `Some(0)` no limit.
+    pub device_limit: Option<u32>,
     /// The sequence number of the user's newest change (0: never changed).
     pub change_seq: Seq,
     pub created_at: Timestamp,

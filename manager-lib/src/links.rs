@@ -162,6 +162,7 @@ mod tests {
             status: UserStatus::Enabled,
             secret: crate::domain::UserSecret::from_stored("s3cret".into()),
             subscription_key: crate::domain::SubscriptionKey::random(),
+            device_limit: None,
             change_seq: 1,
             created_at: crate::domain::Timestamp(0),
             plan: Default::default(),

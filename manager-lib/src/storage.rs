@@ -59,9 +59,10 @@ use crate::domain::usage::{
     EnforceOutcome, IngestOutcome, NodeUsage, UsageCursor, UsageGrouping, UsagePage, UsageRow,
 };
 use crate::domain::{
-    ActualStatus, FleetState, InboundDescription, NewNode, NewUser, Node, NodeEntry, NodeId,
-    NodeProfile, Page, PageRequest, PendingBatch, PlanEdit, RequiredStatus, Seq, ServingNode,
-    StartPlan, SubscriptionKey, Timestamp, User, UserId, UserNodes, UserStatus,
+    ActualStatus, Device, DeviceSighting, DeviceVerdict, FleetState, InboundDescription, NewNode,
+    NewUser, Node, NodeEntry, NodeId, NodeProfile, Page, PageRequest, PendingBatch, PlanEdit,
+    RequiredStatus, Seq, ServingNode, StartPlan, SubscriptionKey, Timestamp, User, UserId,
+    UserNodes, UserStatus,
 };
 
 /// A boxed error from a backend's driver.
@@ -72,6 +73,8 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 pub enum Entity {
     Node,
     User,
+    /// One of a user's devices.
+    Device,
 }
 
 impl std::fmt::Display for Entity {
@@ -79,6 +82,7 @@ impl std::fmt::Display for Entity {
         f.write_str(match self {
             Entity::Node => "node",
             Entity::User => "user",
+            Entity::Device => "device",
         })
     }
 }
@@ -394,6 +398,49 @@ pub trait Storage: Debug + Send + Sync {
     /// - Takes no change: the nodes are not concerned, and the user stays
     ///   on every node that serves them. Nothing else of the user changes.
     async fn set_subscription_key(&self, id: UserId, key: SubscriptionKey) -> StorageResult<User>;
+
+    /// Sets how many devices may fetch the user's subscription: `None` the
+    /// settings' default, `Some(0)` no limit.
+    ///
+    /// # Contract
+    /// - [`StorageError::NotFound`] for an unknown or deleted user.
+    /// - Takes no change; devices already recorded stay (a lower limit
+    ///   refuses only devices not yet seen).
+    async fn set_device_limit(&self, id: UserId, limit: Option<u32>) -> StorageResult<User>;
+
+    /// Records that a device fetched the user's subscription, within
+    /// `limit` devices (0: no limit).
+    ///
+    /// # Contract
+    /// - A device already recorded is [`DeviceVerdict::Allowed`]; its
+    ///   details and `last_seen` are written only when `last_seen` is
+    ///   [`LAST_SEEN_STEP_MS`](crate::domain::device::LAST_SEEN_STEP_MS)
+    ///   or more behind `now`.
+    /// - A new device is recorded (`first_seen = last_seen = now`) and
+    ///   allowed while the user has fewer than `limit` devices; otherwise
+    ///   [`DeviceVerdict::OverLimit`] and nothing is written. Concurrent
+    ///   sightings of new devices never leave more than `limit`.
+    /// - [`StorageError::NotFound`] for an unknown or deleted user.
+    async fn record_device(
+        &self,
+        id: UserId,
+        sighting: &DeviceSighting,
+        limit: u32,
+        now: Timestamp,
+    ) -> StorageResult<DeviceVerdict>;
+
+    /// The user's devices, oldest first (by `first_seen`, then hardware id).
+    ///
+    /// # Contract
+    /// - [`StorageError::NotFound`] for an unknown or deleted user.
+    async fn list_devices(&self, id: UserId) -> StorageResult<Vec<Device>>;
+
+    /// Forgets one of the user's devices (it counts again as new).
+    ///
+    /// # Contract
+    /// - `NotFound(Entity::Device)` when the user has no such device;
+    ///   `NotFound(Entity::User)` for an unknown or deleted user.
+    async fn delete_device(&self, id: UserId, hwid: &str) -> StorageResult<()>;
 
     /// Sets the user's used bytes to zero by hand.
     ///

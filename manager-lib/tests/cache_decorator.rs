@@ -619,6 +619,35 @@ impl Storage for CountingStorage {
     ) -> StorageResult<manager_lib::domain::User> {
         self.inner.set_subscription_key(id, key).await
     }
+    async fn set_device_limit(
+        &self,
+        id: manager_lib::domain::UserId,
+        limit: Option<u32>,
+    ) -> StorageResult<manager_lib::domain::User> {
+        self.inner.set_device_limit(id, limit).await
+    }
+    async fn record_device(
+        &self,
+        id: manager_lib::domain::UserId,
+        sighting: &manager_lib::domain::DeviceSighting,
+        limit: u32,
+        now: manager_lib::domain::Timestamp,
+    ) -> StorageResult<manager_lib::domain::DeviceVerdict> {
+        self.inner.record_device(id, sighting, limit, now).await
+    }
+    async fn list_devices(
+        &self,
+        id: manager_lib::domain::UserId,
+    ) -> StorageResult<Vec<manager_lib::domain::Device>> {
+        self.inner.list_devices(id).await
+    }
+    async fn delete_device(
+        &self,
+        id: manager_lib::domain::UserId,
+        hwid: &str,
+    ) -> StorageResult<()> {
+        self.inner.delete_device(id, hwid).await
+    }
     async fn set_node_multiplier(
         &self,
         id: manager_lib::domain::NodeId,

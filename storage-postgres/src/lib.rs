@@ -40,9 +40,9 @@ use manager_lib::domain::usage::{
     EnforceOutcome, IngestOutcome, NodeUsage, UsageCursor, UsageGrouping, UsagePage, UsageRow,
 };
 use manager_lib::domain::{
-    ActualStatus, FleetState, InboundDescription, NewNode, NewUser, Node, NodeId, NodeProfile,
-    Page, PageRequest, PendingBatch, PlanEdit, RequiredStatus, Seq, ServingNode, StartPlan,
-    SubscriptionKey, Timestamp, User, UserId, UserNodes, UserStatus,
+    ActualStatus, Device, DeviceSighting, DeviceVerdict, FleetState, InboundDescription, NewNode,
+    NewUser, Node, NodeId, NodeProfile, Page, PageRequest, PendingBatch, PlanEdit, RequiredStatus,
+    Seq, ServingNode, StartPlan, SubscriptionKey, Timestamp, User, UserId, UserNodes, UserStatus,
 };
 use manager_lib::storage::{Entity, Storage, StorageResult};
 // For the docs' links only.
@@ -52,6 +52,7 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 mod changes;
+mod devices;
 mod error;
 mod grouped;
 mod leases;
@@ -302,6 +303,28 @@ impl Storage for PgStorage {
 
     async fn set_subscription_key(&self, id: UserId, key: SubscriptionKey) -> StorageResult<User> {
         users::set_subscription_key(self, id, key).await
+    }
+
+    async fn set_device_limit(&self, id: UserId, limit: Option<u32>) -> StorageResult<User> {
+        devices::set_device_limit(self, id, limit).await
+    }
+
+    async fn record_device(
+        &self,
+        id: UserId,
+        sighting: &DeviceSighting,
+        limit: u32,
+        now: Timestamp,
+    ) -> StorageResult<DeviceVerdict> {
+        devices::record_device(self, id, sighting, limit, now).await
+    }
+
+    async fn list_devices(&self, id: UserId) -> StorageResult<Vec<Device>> {
+        devices::list_devices(self, id).await
+    }
+
+    async fn delete_device(&self, id: UserId, hwid: &str) -> StorageResult<()> {
+        devices::delete_device(self, id, hwid).await
     }
 
     async fn reset_user_usage(&self, id: UserId, now: Timestamp) -> StorageResult<User> {

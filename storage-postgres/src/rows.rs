@@ -27,7 +27,7 @@ macro_rules! user_columns {
     () => {
         "id::text AS id, name, status, secret, change_seq, created_at, data_limit, expire_at, \
          reset_period, reset_day, on_hold, used_up, used_down, blocked, next_reset_at, \
-         last_reset_at, subscription_key"
+         last_reset_at, subscription_key, device_limit"
     };
 }
 
@@ -36,7 +36,8 @@ macro_rules! user_columns_u {
     () => {
         "u.id::text AS id, u.name, u.status, u.secret, u.change_seq, u.created_at, \
          u.data_limit, u.expire_at, u.reset_period, u.reset_day, u.on_hold, u.used_up, \
-         u.used_down, u.blocked, u.next_reset_at, u.last_reset_at, u.subscription_key"
+         u.used_down, u.blocked, u.next_reset_at, u.last_reset_at, u.subscription_key, \
+         u.device_limit"
     };
 }
 
@@ -117,6 +118,11 @@ pub(crate) fn user(row: &PgRow) -> StorageResult<User> {
         secret: UserSecret::from_stored(col(row, "secret")?),
         subscription_key: SubscriptionKey::from_hex(col(row, "subscription_key")?)
             .map_err(|e| StorageError::Corrupt(e.to_string()))?,
+        device_limit: col::<Option<i32>>(row, "device_limit")?
+            .map(|v| {
+                u32::try_from(v).map_err(|_| StorageError::Corrupt(format!("device limit {v}")))
+            })
+            .transpose()?,
         change_seq: col(row, "change_seq")?,
         created_at: Timestamp(col(row, "created_at")?),
         plan: Plan {

@@ -11,3 +11,19 @@ UPDATE users SET subscription_key = lower(hex(randomblob(16)));
 -- JSON object): read whole, never queried by field.
 ALTER TABLE nodes ADD COLUMN inbounds TEXT NOT NULL DEFAULT '[]';
 ALTER TABLE nodes ADD COLUMN profile TEXT NOT NULL DEFAULT '{}';
+
+-- How many devices may fetch the user's subscription (NULL: the settings'
+-- default; 0: no limit), and each user's devices (hardware ids sent by the
+-- client apps), gone with the user's row.
+ALTER TABLE users ADD COLUMN device_limit INTEGER CHECK (device_limit >= 0);
+CREATE TABLE user_devices (
+    user_id    TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    hwid       TEXT NOT NULL,
+    os         TEXT NOT NULL,
+    os_version TEXT NOT NULL,
+    model      TEXT NOT NULL,
+    user_agent TEXT NOT NULL,
+    first_seen INTEGER NOT NULL,
+    last_seen  INTEGER NOT NULL,
+    PRIMARY KEY (user_id, hwid)
+) STRICT, WITHOUT ROWID;

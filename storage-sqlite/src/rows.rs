@@ -20,7 +20,7 @@ pub(crate) const NODE_COLUMNS: &str = "id, endpoint, key, actual_status, require
 /// The columns [`user_from_row`] reads.
 pub(crate) const USER_COLUMNS: &str = "id, name, status, secret, change_seq, created_at, \
      data_limit, expire_at, reset_period, reset_day, on_hold, used_up, used_down, blocked, \
-     next_reset_at, last_reset_at, subscription_key";
+     next_reset_at, last_reset_at, subscription_key, device_limit";
 
 /// [`USER_COLUMNS`] from a `users u` joined with other tables.
 pub(crate) const USER_COLUMNS_U: &str = "u.id AS id, u.name AS name, u.status AS status, \
@@ -28,7 +28,8 @@ pub(crate) const USER_COLUMNS_U: &str = "u.id AS id, u.name AS name, u.status AS
      u.data_limit AS data_limit, u.expire_at AS expire_at, u.reset_period AS reset_period, \
      u.reset_day AS reset_day, u.on_hold AS on_hold, u.used_up AS used_up, \
      u.used_down AS used_down, u.blocked AS blocked, u.next_reset_at AS next_reset_at, \
-     u.last_reset_at AS last_reset_at, u.subscription_key AS subscription_key";
+     u.last_reset_at AS last_reset_at, u.subscription_key AS subscription_key, \
+     u.device_limit AS device_limit";
 
 /// Parses a stored id or status.
 pub(crate) fn parse<T>(s: &str) -> StorageResult<T>
@@ -84,6 +85,11 @@ pub(crate) fn user_from_row(row: &SqliteRow) -> StorageResult<User> {
         secret: UserSecret::from_stored(get(row, "secret", e)?),
         subscription_key: SubscriptionKey::from_hex(get(row, "subscription_key", e)?)
             .map_err(|e| StorageError::Corrupt(e.to_string()))?,
+        device_limit: get::<Option<i64>>(row, "device_limit", e)?
+            .map(|v| {
+                u32::try_from(v).map_err(|_| StorageError::Corrupt(format!("device limit {v}")))
+            })
+            .transpose()?,
         change_seq: get(row, "change_seq", e)?,
         created_at: Timestamp(get(row, "created_at", e)?),
         plan: Plan {

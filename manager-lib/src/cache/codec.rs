@@ -19,7 +19,7 @@ pub(super) const USER_ROW_V1: u8 = 1;
 pub(super) const ABSENT_ROW: &[u8] = &[0];
 
 /// The format of a user row with its plan, usage (issue 16) and
-/// subscription key (issue 17). Replicas that only know an older format
+/// subscription key and device limit (issue 17). Replicas that only know an older format
 /// (1: no plan; 2: no subscription key) treat it as absent, and this one
 /// theirs.
 pub(super) const USER_ROW_V3: u8 = 3;
@@ -27,7 +27,7 @@ pub(super) const USER_ROW_V3: u8 = 3;
 /// A compact binary row: version, status, change_seq, created_at, blocked,
 /// used up and down, the plan (limit, expiry, hold: each a presence byte and
 /// 8 bytes; reset period and day), next and last reset, the subscription
-/// key, secret
+/// key, the device limit (a presence byte and 8 bytes), secret
 /// (length-prefixed), name (the rest). The id is the key's.
 pub(super) fn encode_user(user: &User) -> Vec<u8> {
     fn opt(out: &mut Vec<u8>, v: Option<i64>) {
@@ -66,6 +66,7 @@ pub(super) fn encode_user(user: &User) -> Vec<u8> {
     opt(&mut out, user.next_reset_at.map(|t| t.0));
     opt(&mut out, user.last_reset_at.map(|t| t.0));
     out.extend_from_slice(user.subscription_key.as_bytes());
+    opt(&mut out, user.device_limit.map(i64::from));
     out.extend_from_slice(&secret_len.to_le_bytes());
     out.extend_from_slice(secret);
     out.extend_from_slice(user.name.as_bytes());
@@ -130,6 +131,10 @@ pub(super) fn decode_user(id: UserId, bytes: &[u8]) -> Option<User> {
     let next_reset_at = opt(&mut rest)?.map(Timestamp);
     let last_reset_at = opt(&mut rest)?.map(Timestamp);
     let subscription_key = SubscriptionKey::from_bytes(take(&mut rest, 16)?.try_into().ok()?);
+    let device_limit = match opt(&mut rest)? {
+        Some(v) => Some(u32::try_from(v).ok()?),
+        None => None,
+    };
     let secret_len = u16::from_le_bytes(take(&mut rest, 2)?.try_into().ok()?);
     let secret = std::str::from_utf8(take(&mut rest, secret_len.into())?).ok()?;
     let name = std::str::from_utf8(rest).ok()?;
@@ -139,6 +144,7 @@ pub(super) fn decode_user(id: UserId, bytes: &[u8]) -> Option<User> {
         status,
         secret: UserSecret::from_stored(secret.to_owned()),
         subscription_key,
+        device_limit,
         change_seq,
         created_at,
         plan: Plan {
@@ -166,6 +172,7 @@ mod tests {
             status,
             secret: UserSecret::random(),
             subscription_key: SubscriptionKey::random(),
+            device_limit: Some(3),
             change_seq: 1 << 40,
             created_at: Timestamp(-5),
             plan: Plan {

@@ -18,9 +18,9 @@ use crate::domain::usage::{
     EnforceOutcome, IngestOutcome, NodeUsage, UsageCursor, UsageGrouping, UsagePage, UsageRow,
 };
 use crate::domain::{
-    ActualStatus, FleetState, InboundDescription, NewNode, NewUser, Node, NodeId, NodeProfile,
-    Page, PageRequest, PendingBatch, PlanEdit, RequiredStatus, Seq, ServingNode, StartPlan,
-    SubscriptionKey, Timestamp, User, UserId, UserNodes, UserStatus,
+    ActualStatus, Device, DeviceSighting, DeviceVerdict, FleetState, InboundDescription, NewNode,
+    NewUser, Node, NodeId, NodeProfile, Page, PageRequest, PendingBatch, PlanEdit, RequiredStatus,
+    Seq, ServingNode, StartPlan, SubscriptionKey, Timestamp, User, UserId, UserNodes, UserStatus,
 };
 use crate::storage::{Entity, Storage, StorageError, StorageResult};
 
@@ -209,6 +209,24 @@ impl CachedStorage {
                 }
             }
             None => self.invalidate_key(&key).await,
+        }
+    }
+
+    /// After a write of a user's row that takes no change number (a new
+    /// subscription key, a device limit), whatever its result. A mark one
+    /// above the row's number replaces the cached row (of that number) in
+    /// one atomic step on the cache, and refuses every fill of that number,
+    /// an old row read before the write included, while the mark lasts (far
+    /// longer than a fill may take); meanwhile the user is read from
+    /// storage. A write whose result is unknown drops the row.
+    async fn row_rewritten(&self, id: UserId, result: &StorageResult<User>) {
+        match result {
+            Ok(user) => {
+                self.user_written(id, Some(user.change_seq.saturating_add(1)))
+                    .await
+            }
+            Err(StorageError::NotFound(_)) => {}
+            Err(_) => self.user_written(id, None).await,
         }
     }
 
@@ -492,20 +510,32 @@ impl Storage for CachedStorage {
 
     async fn set_subscription_key(&self, id: UserId, key: SubscriptionKey) -> StorageResult<User> {
         let r = self.inner.set_subscription_key(id, key).await;
-        match &r {
-            // No change number: a mark one above the row's own replaces the
-            // cached row (of that number) in one atomic step on the cache,
-            // and refuses every fill of that number, an old row read before
-            // the rotation included, while the mark lasts (far longer than
-            // a fill may take). Meanwhile the user is read from storage.
-            Ok(user) => {
-                self.user_written(id, Some(user.change_seq.saturating_add(1)))
-                    .await
-            }
-            Err(StorageError::NotFound(_)) => {}
-            Err(_) => self.user_written(id, None).await,
-        }
+        self.row_rewritten(id, &r).await;
         r
+    }
+
+    async fn set_device_limit(&self, id: UserId, limit: Option<u32>) -> StorageResult<User> {
+        let r = self.inner.set_device_limit(id, limit).await;
+        self.row_rewritten(id, &r).await;
+        r
+    }
+
+    async fn record_device(
+        &self,
+        id: UserId,
+        sighting: &DeviceSighting,
+        limit: u32,
+        now: Timestamp,
+    ) -> StorageResult<DeviceVerdict> {
+        self.inner.record_device(id, sighting, limit, now).await
+    }
+
+    async fn list_devices(&self, id: UserId) -> StorageResult<Vec<Device>> {
+        self.inner.list_devices(id).await
+    }
+
+    async fn delete_device(&self, id: UserId, hwid: &str) -> StorageResult<()> {
+        self.inner.delete_device(id, hwid).await
     }
 
     async fn set_node_multiplier(&self, id: NodeId, multiplier: f64) -> StorageResult<Node> {

@@ -226,6 +226,7 @@ mod tests {
             status: UserStatus::Enabled,
             secret: UserSecret::random(),
             subscription_key: crate::domain::SubscriptionKey::random(),
+            device_limit: None,
             change_seq: 0,
             created_at: Timestamp(0),
             plan: Default::default(),

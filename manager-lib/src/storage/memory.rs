@@ -2,6 +2,7 @@
 //! unit tests and for embedding the manager without a database. Nothing
 //! survives the process.
 
+mod devices;
 mod usage;
 
 use std::collections::{BTreeMap, HashMap};
@@ -14,10 +15,10 @@ use crate::domain::usage::{
     EnforceOutcome, IngestOutcome, NodeUsage, UsageCursor, UsageGrouping, UsagePage, UsageRow,
 };
 use crate::domain::{
-    ActualStatus, DEFAULT_TRAFFIC_MULTIPLIER, FleetState, InboundDescription, NewNode, NewUser,
-    Node, NodeEntry, NodeId, NodeProfile, Page, PageRequest, PendingBatch, PendingOperation,
-    PlanEdit, RequiredStatus, Seq, StartPlan, SubscriptionKey, Timestamp, User, UserId, UserNodes,
-    UserStatus,
+    ActualStatus, DEFAULT_TRAFFIC_MULTIPLIER, Device, DeviceSighting, DeviceVerdict, FleetState,
+    InboundDescription, NewNode, NewUser, Node, NodeEntry, NodeId, NodeProfile, Page, PageRequest,
+    PendingBatch, PendingOperation, PlanEdit, RequiredStatus, Seq, StartPlan, SubscriptionKey,
+    Timestamp, User, UserId, UserNodes, UserStatus,
 };
 use crate::storage::kit::usage::Bytes;
 use crate::storage::{Entity, Storage, StorageError, StorageResult, kit};
@@ -41,6 +42,8 @@ struct State {
     user_days: BTreeMap<(UserId, Timestamp, NodeId), Bytes>,
     /// …and per node per UTC hour (raw).
     node_hours: BTreeMap<(NodeId, Timestamp), Bytes>,
+    /// Each user's devices, by hardware id.
+    devices: HashMap<UserId, BTreeMap<String, Device>>,
 }
 
 impl MemoryStorage {
@@ -291,6 +294,7 @@ impl Storage for MemoryStorage {
             status: UserStatus::Disabled,
             secret: new.secret,
             subscription_key: new.subscription_key,
+            device_limit: None,
             change_seq: 0,
             created_at: now,
             next_reset_at: new.plan.reset.next_reset_after(now),
@@ -422,6 +426,7 @@ impl Storage for MemoryStorage {
             if let Some((user, _)) = st.users.remove(id) {
                 st.changes.remove(&user.change_seq);
             }
+            st.devices.remove(id);
         }
         Ok(dead.len() as u64)
     }
@@ -475,6 +480,28 @@ impl Storage for MemoryStorage {
 
     async fn set_subscription_key(&self, id: UserId, key: SubscriptionKey) -> StorageResult<User> {
         self.lock().change_user(id, |u| u.subscription_key = key)
+    }
+
+    async fn set_device_limit(&self, id: UserId, limit: Option<u32>) -> StorageResult<User> {
+        self.lock().change_user(id, |u| u.device_limit = limit)
+    }
+
+    async fn record_device(
+        &self,
+        id: UserId,
+        sighting: &DeviceSighting,
+        limit: u32,
+        now: Timestamp,
+    ) -> StorageResult<DeviceVerdict> {
+        self.lock().record_device(id, sighting, limit, now)
+    }
+
+    async fn list_devices(&self, id: UserId) -> StorageResult<Vec<Device>> {
+        self.lock().list_devices(id)
+    }
+
+    async fn delete_device(&self, id: UserId, hwid: &str) -> StorageResult<()> {
+        self.lock().delete_device(id, hwid)
     }
 
     async fn set_node_multiplier(&self, id: NodeId, multiplier: f64) -> StorageResult<Node> {

@@ -16,6 +16,7 @@ pub fn user(name: &str) -> User {
         status: UserStatus::Enabled,
         secret: new.secret,
         subscription_key: new.subscription_key,
+        device_limit: None,
         change_seq: 1,
         created_at: Timestamp(0),
         plan: Plan::default(),
