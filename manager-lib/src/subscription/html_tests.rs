@@ -1,5 +1,5 @@
 use super::*;
-use crate::domain::{BlockReason, UserStatus};
+use crate::domain::{BlockReason, ServedInbound, UserStatus};
 use crate::subscription::testing;
 
 const NOW: Timestamp = Timestamp(1_800_000_000_000); // 2027-01-15 08:00 UTC
@@ -231,4 +231,44 @@ fn the_state_line_names_the_users_state() {
     assert_eq!(state(&user), "Data limit reached");
     user.status = UserStatus::Disabled;
     assert_eq!(state(&user), "Disabled by the operator");
+}
+
+/// Thirty entries, as a busy operator's listing has: the fixtures' kinds
+/// over and over, each with its own remark.
+fn thirty_entries() -> Vec<ServedInbound> {
+    let kinds = testing::entries();
+    (0..30)
+        .map(|i| {
+            let mut entry = kinds[i % kinds.len()].clone();
+            entry.remark = format!("{} #{i}", entry.remark);
+            entry
+        })
+        .collect()
+}
+
+/// Not a check, a measurement: how long a page of 30 links takes the first
+/// time (a fresh user, so no QR code is cached) and again (the same user).
+/// `cargo test --release -p manager-lib --lib subscription::html::tests::render_time -- --ignored --nocapture`
+#[test]
+#[ignore = "a measurement, for release builds"]
+fn render_time() {
+    let entries = thirty_entries();
+    let rounds = 20;
+    let mut first = std::time::Duration::ZERO;
+    let mut again = std::time::Duration::ZERO;
+    for _ in 0..rounds {
+        let user = testing::user("alice");
+        let listing = Listing::new(&user, &entries);
+        let start = std::time::Instant::now();
+        std::hint::black_box(page(&listing, PageOptions::default()));
+        first += start.elapsed();
+        let start = std::time::Instant::now();
+        std::hint::black_box(page(&listing, PageOptions::default()));
+        again += start.elapsed();
+    }
+    println!(
+        "render_page, 30 links: first {:?}, again {:?} (mean of {rounds})",
+        first / rounds,
+        again / rounds
+    );
 }
