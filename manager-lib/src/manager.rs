@@ -58,6 +58,9 @@ pub enum ManagerError {
     /// The user-node-list call with an id and a name that do not belong together.
     #[error("user id and name do not match")]
     UserMismatch,
+    /// A user has no device with this hardware id.
+    #[error("device not exists")]
+    DeviceNotFound,
     /// A subscription token that names no user (or an old key of one).
     #[error("no such subscription")]
     SubscriptionNotFound,
@@ -76,6 +79,7 @@ impl From<StorageError> for ManagerError {
         match e {
             StorageError::NotFound(Entity::Node) => Self::NodeNotFound,
             StorageError::NotFound(Entity::User) => Self::UserNotFound,
+            StorageError::NotFound(Entity::Device) => Self::DeviceNotFound,
             // The storage refuses what the scenarios check first (plans,
             // multipliers): a 400 all the same if it ever gets there.
             StorageError::Invalid(e) => Self::InvalidPlan(e),

@@ -56,6 +56,7 @@ impl ApiError {
                 S::InvalidMultiplier(_) => (StatusCode::BAD_REQUEST, "invalid multiplier"),
                 S::InvalidProfile(_) => (StatusCode::BAD_REQUEST, "invalid profile"),
                 S::SubscriptionNotFound => (StatusCode::NOT_FOUND, "not found"),
+                S::DeviceNotFound => (StatusCode::BAD_REQUEST, "device not exists"),
                 S::NodeNotFound => (StatusCode::BAD_REQUEST, "node not exists"),
                 S::UserNotFound => (StatusCode::BAD_REQUEST, "user not exists"),
                 S::UserMismatch => (

@@ -15,11 +15,13 @@
 //! - `handlers` (with their bodies and views) and `schemas`; `plans` (plan
 //!   fields, user details, plan edits) and `usage` (usage reads);
 //!   `subscription` (the user's subscription call and its headers) and
-//!   `profiles` (node details and profiles, subscription URLs);
+//!   `profiles` (node details and profiles, subscription URLs) and
+//!   `devices` (a user's devices and device limit);
 //! - [`openapi`]: the document generated from the handlers, and `/docs`;
 //! - `router`: [`router`], [`serve`], [`serve_with`], [`ROUTES`].
 
 pub mod admin_auth;
+mod devices;
 pub mod error;
 mod extract;
 mod handlers;

@@ -139,6 +139,10 @@ pub(super) struct UserDetails {
     status: &'static str,
     #[serde(flatten)]
     usage: UsageFields,
+    /// Devices that may fetch the subscription (0: no limit); absent: the
+    /// settings' default.
+    #[serde(rename = "deviceLimit", skip_serializing_if = "Option::is_none")]
+    device_limit: Option<u32>,
 }
 
 impl From<&User> for UserDetails {
@@ -148,13 +152,14 @@ impl From<&User> for UserDetails {
             name: u.name.clone(),
             status: u.status.as_str(),
             usage: UsageFields::from(u),
+            device_limit: u.device_limit,
         }
     }
 }
 
 #[derive(Serialize, ToSchema)]
 pub(super) struct UserAnswer {
-    user: UserDetails,
+    pub(super) user: UserDetails,
 }
 
 /// `POST /user/edit`: the user and the plan fields to change.

@@ -13,7 +13,7 @@ use super::error::ApiError;
 use super::handlers::*;
 use super::ratelimit;
 use super::state::ApiState;
-use super::{plans, profiles, subscription, usage};
+use super::{devices, plans, profiles, subscription, usage};
 use crate::metrics;
 
 /// The largest request body the manager reads.
@@ -41,6 +41,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/users/{id}/usage"),
     ("GET", "/users/{id}/subscription"),
     ("POST", "/user/subscription/rotate"),
+    ("GET", "/users/{id}/devices"),
+    ("POST", "/user/device/delete"),
+    ("POST", "/user/device-limit"),
     ("GET", "/nodes/{id}"),
     ("POST", "/node/profile"),
     ("GET", "/user/{id_name}/nodes"),
@@ -105,6 +108,9 @@ pub fn router(state: ApiState) -> Router {
             "/user/subscription/rotate",
             post(profiles::user_subscription_rotate),
         )
+        .route("/users/{id}/devices", get(devices::user_devices))
+        .route("/user/device/delete", post(devices::user_device_delete))
+        .route("/user/device-limit", post(devices::user_device_limit))
         .route("/nodes/{id}", get(profiles::node_get))
         .route("/node/profile", post(profiles::node_profile));
     if let Some(m) = &state.metrics {

@@ -1,6 +1,7 @@
 //! The user's subscription on the API: `GET /sub/{token}`, answered in the
 //! format the client imports, with the headers client apps read (usage,
-//! expiry, title, refresh interval, links, announce).
+//! expiry, title, refresh interval, links, announce), and the device limit
+//! (`x-hwid`) applied.
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -17,7 +18,7 @@ use utoipa::IntoParams;
 use super::error::ApiError;
 use super::responses::ServerError;
 use super::state::ApiState;
-use crate::domain::User;
+use crate::domain::{DeviceSighting, DeviceVerdict, User};
 use crate::manager::ManagerError;
 use crate::subscription::html::PageOptions;
 use crate::subscription::{Format, Listing, render};
@@ -77,6 +78,24 @@ fn attachment(title: &str, format: Format) -> String {
     format!("attachment; filename=\"{ascii}.{ext}\"; filename*=UTF-8''{exact}")
 }
 
+/// What a device over the user's limit is told (clients show the
+/// announce; Happ up to 200 characters).
+pub const DEVICE_LIMIT_TEXT: &str =
+    "Device limit reached: this app is not one of your devices. Remove one to add it.";
+
+/// The device a request names, if its `x-hwid` follows the rule.
+fn sighting(headers: &HeaderMap) -> Option<DeviceSighting> {
+    let get = |name: &'static str| header(headers, HeaderName::from_static(name));
+    DeviceSighting::new(
+        get("x-hwid"),
+        get("x-device-os"),
+        get("x-ver-os"),
+        get("x-device-model"),
+        header(headers, USER_AGENT),
+    )
+    .ok()
+}
+
 fn base64_text(text: &str) -> String {
     format!("base64:{}", STANDARD.encode(text))
 }
@@ -86,7 +105,7 @@ fn base64_text(text: &str) -> String {
     path = "/sub/{token}",
     tag = "user",
     summary = "A user's subscription, in the format the client app imports",
-    description = "The nodes that can serve the user now, exactly as the node-list call decides, each inbound as the chosen format has it. The format comes from `?format=`, else the User-Agent rule table (settings), else `Accept: text/html` (an HTML page with QR codes), else the base64 link list. Headers: `subscription-userinfo`, `profile-title`, `profile-update-interval`, `content-disposition`, and `support-url`, `profile-web-page-url`, `announce` when set. A disabled or blocked user gets an empty list, not an error.",
+    description = "The nodes that can serve the user now, exactly as the node-list call decides, each inbound as the chosen format has it. A request with `x-hwid` (and `x-device-os`, `x-ver-os`, `x-device-model`) is counted against the user's device limit (settings `device_limit`, or the user's own): a device over it gets no nodes, `x-hwid-limit: true` and an `announce` saying why. The format comes from `?format=`, else the User-Agent rule table (settings), else `Accept: text/html` (an HTML page with QR codes), else the base64 link list. Headers: `subscription-userinfo`, `profile-title`, `profile-update-interval`, `content-disposition`, and `support-url`, `profile-web-page-url`, `announce` when set. A disabled or blocked user gets an empty list, not an error.",
     params(
         ("token" = String, Path, description = "The user's subscription token (43 characters)"),
         SubscriptionQuery
@@ -114,15 +133,34 @@ pub(super) async fn subscription(
         header(&headers, ACCEPT),
     );
     let settings = api.settings();
+    let device = sighting(&headers);
+    let refused = if device.is_none()
+        && settings.require_hwid
+        && found.user.device_limit.unwrap_or(settings.device_limit) > 0
+    {
+        true
+    } else {
+        st.manager
+            .admit_device(&found.user, device.as_ref(), settings.device_limit)
+            .await?
+            == DeviceVerdict::OverLimit
+    };
     let title = settings.title_for(&found.user.name);
-    let listing = Listing::new(
-        &found.user,
-        found.nodes.iter().flat_map(|n| n.served.iter()),
-    );
+    let listing = match refused {
+        false => Listing::new(
+            &found.user,
+            found.nodes.iter().flat_map(|n| n.served.iter()),
+        ),
+        true => Listing::new(&found.user, []),
+    };
     let url = settings.url_for(&token);
+    let announce = match refused {
+        true => Some(DEVICE_LIMIT_TEXT),
+        false => settings.announce.as_deref(),
+    };
     let page = PageOptions {
         announce: settings.announce.as_deref(),
-        refusal: None,
+        refusal: refused.then_some(DEVICE_LIMIT_TEXT),
         subscription_url: Some(&url),
     };
     let rendered = render(format, &listing, &page);
@@ -151,8 +189,11 @@ pub(super) async fn subscription(
     if let Some(url) = &settings.web_page_url {
         set("profile-web-page-url", url.clone());
     }
-    if let Some(text) = &settings.announce {
+    if let Some(text) = announce {
         set("announce", base64_text(text));
+    }
+    if refused {
+        set("x-hwid-limit", "true".to_owned());
     }
     if format == Format::Html {
         // The page runs no script and loads nothing: say so, so that a

@@ -1,10 +1,12 @@
 //! The subscription scenarios: a user's subscription found by its token
 //! (the nodes exactly as the node-list call finds them), a token rotated,
-//! and a node's profile (what subscriptions show of it) set.
+//! the devices that fetch it within the user's limit, and a node's profile
+//! (what subscriptions show of it) set.
 
 use super::{Manager, ManagerError, ManagerResult};
 use crate::domain::{
-    Node, NodeId, NodeProfile, SubscriptionKey, SubscriptionToken, User, UserId, UserNodes,
+    Device, DeviceSighting, DeviceVerdict, Node, NodeId, NodeProfile, SubscriptionKey,
+    SubscriptionToken, Timestamp, User, UserId, UserNodes,
 };
 use crate::storage::StorageError;
 
@@ -38,6 +40,40 @@ impl Manager {
             .set_subscription_key(id, SubscriptionKey::random())
             .await?;
         Ok(user)
+    }
+
+    /// Whether `device` may fetch `user`'s subscription: the user's own
+    /// limit, else `default_limit` (0: none). A fetch without a hardware id
+    /// is not counted. A new device within the limit is recorded.
+    pub async fn admit_device(
+        &self,
+        user: &User,
+        device: Option<&DeviceSighting>,
+        default_limit: u32,
+    ) -> ManagerResult<DeviceVerdict> {
+        let limit = user.device_limit.unwrap_or(default_limit);
+        let Some(device) = device else {
+            return Ok(DeviceVerdict::Allowed);
+        };
+        Ok(self
+            .storage
+            .record_device(user.id, device, limit, Timestamp::now())
+            .await?)
+    }
+
+    /// Sets how many devices may fetch the user's subscription (`None`: the
+    /// settings' default; `Some(0)`: no limit).
+    pub async fn set_device_limit(&self, id: UserId, limit: Option<u32>) -> ManagerResult<User> {
+        Ok(self.storage.set_device_limit(id, limit).await?)
+    }
+
+    pub async fn list_devices(&self, id: UserId) -> ManagerResult<Vec<Device>> {
+        Ok(self.storage.list_devices(id).await?)
+    }
+
+    /// Forgets a device: its next fetch counts as a new device.
+    pub async fn delete_device(&self, id: UserId, hwid: &str) -> ManagerResult<()> {
+        Ok(self.storage.delete_device(id, hwid).await?)
     }
 
     /// Sets what subscriptions show of a node (its address, name and

@@ -30,6 +30,14 @@ pub struct SubscriptionSettings {
     /// A short text clients show above the list (`announce`, at most 200
     /// characters). Env: `XM_SUBSCRIPTION_ANNOUNCE`.
     pub announce: Option<String>,
+    /// How many devices (client apps sending `x-hwid`) may fetch a user's
+    /// subscription, for users without a limit of their own; 0: no limit.
+    /// Env: `XM_SUBSCRIPTION_DEVICE_LIMIT`.
+    pub device_limit: u32,
+    /// Whether a fetch without `x-hwid` lists nothing for a user with a
+    /// device limit (else it is not counted). Env:
+    /// `XM_SUBSCRIPTION_REQUIRE_HWID`.
+    pub require_hwid: bool,
     /// The User-Agent rule table, first match wins; replaces the default
     /// table when set (`[[subscription.rules]]` with `user_agent` and
     /// `format`). Env: `XM_SUBSCRIPTION_RULES`, the table as a JSON array.
@@ -45,6 +53,8 @@ impl Default for SubscriptionSettings {
             support_url: None,
             web_page_url: None,
             announce: None,
+            device_limit: 0,
+            require_hwid: false,
             rules: default_rules(),
         }
     }
@@ -130,6 +140,14 @@ impl SubscriptionSettings {
         }
         if let Some(v) = var("XM_SUBSCRIPTION_ANNOUNCE") {
             self.announce = text(v);
+        }
+        if let Some(v) = var("XM_SUBSCRIPTION_DEVICE_LIMIT") {
+            self.device_limit = v
+                .parse()
+                .map_err(|_| format!("XM_SUBSCRIPTION_DEVICE_LIMIT: cannot parse {v:?}"))?;
+        }
+        if let Some(v) = var("XM_SUBSCRIPTION_REQUIRE_HWID") {
+            self.require_hwid = matches!(v.as_str(), "1" | "true" | "yes");
         }
         if let Some(v) = var("XM_SUBSCRIPTION_RULES") {
             self.rules = serde_json::from_str(&v)
