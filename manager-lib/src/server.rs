@@ -315,6 +315,11 @@ mod tests {
             super::loggable_path(&format!("/user/{id}-alice/nodes")),
             "/user/{id_name}/nodes"
         );
+        let token = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8";
+        assert_eq!(
+            super::loggable_path(&format!("/sub/{token}")),
+            "/sub/{token}"
+        );
         for malformed in [
             format!("/user/{id}-alice/nodes/"),
             format!("/user/{id}-alice"),
