@@ -16,7 +16,7 @@ pub mod profile;
 pub mod subscription;
 pub mod usage;
 
-pub use device::{Device, DeviceSighting, DeviceVerdict};
+pub use device::{Device, DevicePolicy, DeviceSighting, DeviceVerdict};
 pub use endpoint::{endpoint_host, normalize_endpoint};
 pub use plan::{BlockReason, FieldEdit, Plan, PlanEdit, ResetEdit, ResetStrategy, UserState};
 pub use profile::{

@@ -134,17 +134,11 @@ pub(super) async fn subscription(
     );
     let settings = api.settings();
     let device = sighting(&headers);
-    let refused = if device.is_none()
-        && settings.require_hwid
-        && found.user.device_limit.unwrap_or(settings.device_limit) > 0
-    {
-        true
-    } else {
-        st.manager
-            .admit_device(&found.user, device.as_ref(), settings.device_limit)
-            .await?
-            == DeviceVerdict::OverLimit
-    };
+    let verdict = st
+        .manager
+        .admit_device(&found.user, device.as_ref(), settings.device_policy())
+        .await?;
+    let refused = verdict == DeviceVerdict::OverLimit;
     let title = settings.title_for(&found.user.name);
     let listing = match refused {
         false => Listing::new(

@@ -77,6 +77,16 @@ pub struct Device {
     pub last_seen: Timestamp,
 }
 
+/// Who may fetch a subscription, for users without a limit of their own.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DevicePolicy {
+    /// Devices per user; 0: no limit.
+    pub default_limit: u32,
+    /// Whether a fetch without a hardware id is refused for a user with a
+    /// limit (else it is not counted).
+    pub require_hwid: bool,
+}
+
 /// What recording a sighting decided.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DeviceVerdict {

@@ -5,8 +5,8 @@
 
 use super::{Manager, ManagerError, ManagerResult};
 use crate::domain::{
-    Device, DeviceSighting, DeviceVerdict, Node, NodeId, NodeProfile, SubscriptionKey,
-    SubscriptionToken, Timestamp, User, UserId, UserNodes,
+    Device, DevicePolicy, DeviceSighting, DeviceVerdict, Node, NodeId, NodeProfile,
+    SubscriptionKey, SubscriptionToken, Timestamp, User, UserId, UserNodes,
 };
 use crate::storage::StorageError;
 
@@ -42,18 +42,22 @@ impl Manager {
         Ok(user)
     }
 
-    /// Whether `device` may fetch `user`'s subscription: the user's own
-    /// limit, else `default_limit` (0: none). A fetch without a hardware id
-    /// is not counted. A new device within the limit is recorded.
+    /// Whether `device` may fetch `user`'s subscription: within the user's
+    /// own limit, else the policy's (0: none). A fetch without a hardware
+    /// id is not counted, or refused for a limited user when the policy
+    /// requires one. A new device within the limit is recorded.
     pub async fn admit_device(
         &self,
         user: &User,
         device: Option<&DeviceSighting>,
-        default_limit: u32,
+        policy: DevicePolicy,
     ) -> ManagerResult<DeviceVerdict> {
-        let limit = user.device_limit.unwrap_or(default_limit);
+        let limit = user.device_limit.unwrap_or(policy.default_limit);
         let Some(device) = device else {
-            return Ok(DeviceVerdict::Allowed);
+            return Ok(match policy.require_hwid && limit > 0 {
+                true => DeviceVerdict::OverLimit,
+                false => DeviceVerdict::Allowed,
+            });
         };
         Ok(self
             .storage

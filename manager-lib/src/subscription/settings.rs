@@ -105,6 +105,14 @@ impl SubscriptionSettings {
         ClientRules::new(&self.rules)
     }
 
+    /// The device limit these settings set.
+    pub fn device_policy(&self) -> crate::domain::DevicePolicy {
+        crate::domain::DevicePolicy {
+            default_limit: self.device_limit,
+            require_hwid: self.require_hwid,
+        }
+    }
+
     /// The profile's name for a user.
     pub fn title_for(&self, user_name: &str) -> String {
         self.title.replace("{name}", user_name)
