@@ -242,6 +242,32 @@ pub enum UserCommand {
         /// The user's id
         id: String,
     },
+    /// List the devices (client apps sending a hardware id) that fetched
+    /// the user's subscription, oldest first
+    #[command(after_help = EXIT_CODES_HELP)]
+    Devices {
+        /// The user's id
+        id: String,
+    },
+    /// Forget one of the user's devices: its next fetch counts as a new
+    /// device (making room under the limit)
+    #[command(after_help = EXIT_CODES_HELP)]
+    ForgetDevice {
+        /// The user's id
+        id: String,
+        /// The device's hardware id (as `user devices` lists it)
+        hwid: String,
+    },
+    /// Set how many devices may fetch the user's subscription: a number (0
+    /// for no limit) or `default` (the manager's `[subscription]
+    /// device_limit`)
+    #[command(after_help = EXIT_CODES_HELP)]
+    DeviceLimit {
+        /// The user's id
+        id: String,
+        /// A number of devices, 0 or `default`
+        limit: String,
+    },
     /// Create users from a CSV file with a `name` column and an optional
     /// `enabled` column (true/false); prints a summary with each failed line
     #[command(after_help = EXIT_CODES_HELP)]

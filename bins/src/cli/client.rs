@@ -79,6 +79,10 @@ pub struct UserView {
     pub next_reset_at: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_reset_at: Option<i64>,
+    /// Devices that may fetch the subscription (0: no limit); absent: the
+    /// manager's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_limit: Option<u32>,
 }
 
 /// An answer holding one user (`user edit`, `user show`, `user reset-usage`).

@@ -27,6 +27,7 @@
 pub mod args;
 pub mod client;
 pub mod config;
+pub mod devices;
 pub mod error;
 pub mod import;
 pub mod output;
@@ -185,6 +186,20 @@ async fn execute(cli: Cli) -> Result<u8, CliError> {
                 let answer = client.user_subscription_rotate(&id).await?;
                 let done = format!("user {id}: new subscription URL; the old one answers 404 now");
                 show_subscription(&client, json, &answer, Some(done));
+            }
+            UserCommand::Devices { id } => {
+                let answer = client.user_devices(&id).await?;
+                show(json, &answer, devices::devices_table(&answer.devices));
+            }
+            UserCommand::ForgetDevice { id, hwid } => {
+                client.user_device_delete(&id, &hwid).await?;
+                let done = format!("user {id}: device {hwid} forgotten");
+                show(json, &serde_json::json!({}), done);
+            }
+            UserCommand::DeviceLimit { id, limit } => {
+                let limit = devices::parse_limit(&limit).map_err(CliError::Usage)?;
+                let answer = client.user_device_limit(&id, limit).await?;
+                show(json, &answer, output::user_details(&answer.user));
             }
             UserCommand::Import { file, concurrency } => {
                 return import_file(&client, &file, concurrency, json).await;

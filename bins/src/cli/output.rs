@@ -27,7 +27,8 @@ pub fn json<T: Serialize + ?Sized>(value: &T) -> String {
     serde_json::to_string_pretty(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
 }
 
-fn table(header: &[&str]) -> Table {
+/// A table in the house preset, with `header`.
+pub(crate) fn table(header: &[&str]) -> Table {
     let mut t = Table::new();
     t.load_preset(presets::UTF8_FULL_CONDENSED)
         .set_header(header.to_vec());
@@ -73,7 +74,7 @@ fn size(bytes: u64) -> String {
 }
 
 /// Unix seconds for people (RFC 3339, UTC).
-fn when(secs: i64) -> String {
+pub(crate) fn when(secs: i64) -> String {
     u64::try_from(secs)
         .ok()
         .map(|s| std::time::UNIX_EPOCH + std::time::Duration::from_secs(s))
@@ -143,6 +144,13 @@ pub fn user_details(u: &UserView) -> String {
     }
     if let Some(last) = u.last_reset_at {
         row("last reset", when(last));
+    }
+    if let Some(limit) = u.device_limit {
+        let limit = match limit {
+            0 => "no limit".to_owned(),
+            n => n.to_string(),
+        };
+        row("devices", limit);
     }
     t.to_string()
 }

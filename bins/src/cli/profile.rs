@@ -13,13 +13,13 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use comfy_table::{Table, presets};
 use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::client::Client;
 use super::error::CliError;
+use super::output::table;
 
 /// The fields of a profile.
 pub const PROFILE_FIELDS: [&str; 3] = ["address", "remark", "inbounds"];
@@ -203,13 +203,6 @@ fn unknown<'a>(
         )),
         None => Ok(()),
     }
-}
-
-fn table(header: &[&str]) -> Table {
-    let mut t = Table::new();
-    t.load_preset(presets::UTF8_FULL_CONDENSED)
-        .set_header(header.to_vec());
-    t
 }
 
 /// A JSON value as a person writes it: strings bare, lists comma-joined.
