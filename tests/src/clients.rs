@@ -299,23 +299,15 @@ pub async fn run_v2ray(bin: &Path, mut config: Value) -> ClientApp {
         routing.remove("rules");
         routing.remove("balancers");
     }
+    run_v2ray_as_given(bin, &config, port).await
+}
+
+/// Runs V2Ray (`bin`) with `config` exactly as given (a server's, say);
+/// ready once 127.0.0.1:`port` (one of its inbounds) accepts.
+pub async fn run_v2ray_as_given(bin: &Path, config: &Value, port: u16) -> ClientApp {
     let dir = tempfile::tempdir().expect("tempdir");
     // V2Ray picks the config format from the extension.
     let file = dir.path().join("config.json");
-    std::fs::write(&file, config.to_string()).expect("write the v2ray config");
-    let mut command = Command::new(bin);
-    if xray_core_client::testing::binary_flavor(bin) == xray_core_client::Flavor::Xray {
-        command.arg("run");
-    }
-    command.arg("-config").arg(&file);
-    ClientApp::started("v2ray", command, dir, port).await
-}
-
-/// Runs V2Ray (`bin`) as a server of `config`, complete and run as given;
-/// ready once 127.0.0.1:`port` (one of its inbounds) accepts.
-pub async fn run_v2ray_server(bin: &Path, config: &Value, port: u16) -> ClientApp {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let file = dir.path().join("server.json");
     std::fs::write(&file, config.to_string()).expect("write the v2ray config");
     let mut command = Command::new(bin);
     if xray_core_client::testing::binary_flavor(bin) == xray_core_client::Flavor::Xray {

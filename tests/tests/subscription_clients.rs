@@ -17,7 +17,7 @@ use serde_json::Value;
 use tests::client_checks::{mihomo_test, sing_box_check, v2ray_test};
 use tests::clients::{
     ClientApp, country_mmdb, fetches, mihomo_binary, run_mihomo_in, run_sing_box, run_v2ray,
-    run_v2ray_server, sing_box_binary, v2ray_client_binary,
+    run_v2ray_as_given, sing_box_binary, v2ray_client_binary,
 };
 use tests::origin::Origin;
 use xray_core_client::testing::free_port;
@@ -295,7 +295,7 @@ async fn v2ray_server(
         ],
         "outbounds": [{"protocol": "freedom"}],
     });
-    let server = run_v2ray_server(bin, &config, ports[0]).await;
+    let server = run_v2ray_as_given(bin, &config, ports[0]).await;
     let entry = |remark: &str, inbound| ServedInbound {
         remark: remark.into(),
         address: "127.0.0.1".into(),
