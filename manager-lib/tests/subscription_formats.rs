@@ -2,7 +2,7 @@
 //! a libyaml-family parser as Mihomo's go-yaml is): the right fields for
 //! every kind of fixture, hostile names intact, names never colliding with
 //! the formats' own tags. The real clients check the same output in
-//! `subscription_clients.rs`.
+//! the `tests` crate's `tests/subscription_clients.rs`.
 
 use manager_lib::domain::{Network, ServedInbound, User};
 use manager_lib::subscription::{Listing, clash, singbox, testing, xray};

@@ -131,6 +131,9 @@ pub struct ClientApp {
     name: &'static str,
     child: Child,
     proxy_port: u16,
+    /// The Clash API's port, where the app has one (Mihomo always; sing-box
+    /// when its config asks for one).
+    api_port: Option<u16>,
     log: PathBuf,
     dir: tempfile::TempDir,
 }
@@ -185,6 +188,7 @@ impl ClientApp {
             name,
             child,
             proxy_port,
+            api_port: None,
             log,
             dir,
         };
@@ -202,6 +206,49 @@ impl ClientApp {
                 app.log()
             );
             tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// The names of every proxy and group the app loaded, from its Clash
+    /// API (`GET /proxies`), polled until it answers or [`CLIENT_START`]
+    /// passes; panics with the log if the app exits first or has no API.
+    pub async fn loaded_names(&mut self) -> Vec<String> {
+        let name = self.name;
+        let api = self
+            .api_port
+            .unwrap_or_else(|| panic!("{name} runs without a Clash API"));
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(FETCH_TIMEOUT)
+            .build()
+            .expect("an HTTP client");
+        let deadline = tokio::time::Instant::now() + CLIENT_START;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("{name} exited ({status}):\n{}", self.log());
+            }
+            let answer = http
+                .get(format!("http://127.0.0.1:{api}/proxies"))
+                .send()
+                .await;
+            if let Ok(answer) = answer {
+                let status = answer.status();
+                let body = answer.text().await.unwrap_or_default();
+                assert!(status.is_success(), "{name} GET /proxies: {status} {body}");
+                let v: Value = serde_json::from_str(&body).expect("/proxies is JSON");
+                return v["proxies"]
+                    .as_object()
+                    .expect("/proxies has proxies")
+                    .keys()
+                    .cloned()
+                    .collect();
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{name}: no answer on the Clash API within {CLIENT_START:?}:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -252,6 +299,12 @@ pub async fn run_v2ray(bin: &Path, mut config: Value) -> ClientApp {
         routing.remove("rules");
         routing.remove("balancers");
     }
+    run_v2ray_as_given(bin, &config, port).await
+}
+
+/// Runs V2Ray (`bin`) with `config` exactly as given (a server's, say);
+/// ready once 127.0.0.1:`port` (one of its inbounds) accepts.
+pub async fn run_v2ray_as_given(bin: &Path, config: &Value, port: u16) -> ClientApp {
     let dir = tempfile::tempdir().expect("tempdir");
     // V2Ray picks the config format from the extension.
     let file = dir.path().join("config.json");
@@ -266,7 +319,9 @@ pub async fn run_v2ray(bin: &Path, mut config: Value) -> ClientApp {
 
 /// Runs sing-box (`bin`) with `config`, a sing-box client JSON. Its mixed
 /// inbound (one is added if it has none; other inbounds go) gets a free
-/// port on 127.0.0.1; `tls.utls` goes from every outbound. With `select`,
+/// port on 127.0.0.1; `tls.utls` goes from every outbound; a Clash API
+/// (`experimental.clash_api`), if the config has one, moves to a free
+/// port on 127.0.0.1 ([`ClientApp::loaded_names`]). With `select`,
 /// traffic leaves through that outbound tag: it becomes `route.final`
 /// and the route's rules go; without, the route stays as served minus
 /// its rules.
@@ -295,6 +350,13 @@ pub async fn run_sing_box(bin: &Path, mut config: Value, select: Option<&str>) -
     if let Some(tag) = select {
         route.insert("final".into(), tag.into());
     }
+    let api_port = config["experimental"]["clash_api"]
+        .is_object()
+        .then(free_port);
+    if let Some(api) = api_port {
+        config["experimental"]["clash_api"]["external_controller"] =
+            format!("127.0.0.1:{api}").into();
+    }
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("config.json");
     std::fs::write(&file, config.to_string()).expect("write the sing-box config");
@@ -305,7 +367,9 @@ pub async fn run_sing_box(bin: &Path, mut config: Value, select: Option<&str>) -
         .arg(&file)
         .arg("-D")
         .arg(dir.path());
-    ClientApp::started("sing-box", command, dir, port).await
+    let mut app = ClientApp::started("sing-box", command, dir, port).await;
+    app.api_port = api_port;
+    app
 }
 
 /// Top-level keys of a Clash config that open ports or set the API: the
@@ -366,7 +430,7 @@ pub async fn run_mihomo_in(bin: &Path, mmdb: &Path, yaml: &str, path: &[&str]) -
         .timeout(FETCH_TIMEOUT)
         .build()
         .expect("an HTTP client");
-    let app = ClientApp::start("mihomo", command, dir, port, || {
+    let mut app = ClientApp::start("mihomo", command, dir, port, || {
         let (http, controller) = (http.clone(), controller.clone());
         async move {
             accepts_tcp(port).await
@@ -378,6 +442,7 @@ pub async fn run_mihomo_in(bin: &Path, mmdb: &Path, yaml: &str, path: &[&str]) -
         }
     })
     .await;
+    app.api_port = Some(api);
     let mode = http
         .patch(format!("{controller}/configs"))
         .json(&json!({ "mode": "global" }))
@@ -451,17 +516,29 @@ pub async fn fetch_through(proxy_port: u16, url: &str) -> Result<Vec<u8>, String
 /// body; panics after `within` with the last failure and the app's log.
 /// Answers how long it took.
 pub async fn assert_fetches(app: &ClientApp, origin: &Origin, within: Duration) -> Duration {
+    fetches(app, origin, within)
+        .await
+        .unwrap_or_else(|why| panic!("{why}"))
+}
+
+/// [`assert_fetches`] answering the failure instead of panicking, so a
+/// test can try every config before it fails.
+pub async fn fetches(
+    app: &ClientApp,
+    origin: &Origin,
+    within: Duration,
+) -> Result<Duration, String> {
     let started = tokio::time::Instant::now();
     let mut last = String::new();
     while started.elapsed() < within {
         match fetch_through(app.proxy_port, &origin.url()).await {
-            Ok(body) if origin.is_body(&body) => return started.elapsed(),
+            Ok(body) if origin.is_body(&body) => return Ok(started.elapsed()),
             Ok(body) => last = format!("{} bytes that are not the origin's body", body.len()),
             Err(e) => last = e,
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!(
+    Err(format!(
         "{} on port {} brought no copy of the origin's body ({} bytes, sha256 {}) \
          within {within:?}; last: {last}\n{}",
         app.name,
@@ -469,7 +546,7 @@ pub async fn assert_fetches(app: &ClientApp, origin: &Origin, within: Duration) 
         origin.len(),
         origin.sha256_hex(),
         app.log()
-    );
+    ))
 }
 
 /// Polls fetches of `origin` through `app` until one fails (an error, or

@@ -150,6 +150,7 @@ async fn pump(
 
 pub mod bench;
 pub mod chaos;
+pub mod client_checks;
 pub mod clients;
 pub mod fleet;
 pub mod origin;
