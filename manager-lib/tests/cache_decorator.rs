@@ -291,16 +291,19 @@ async fn debug_never_shows_the_user_secret() {
     assert!(!shown.contains(got.user.secret.expose()), "{shown}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_row_read_before_another_replicas_write_is_refused_by_its_mark() {
+/// Two replicas over one storage and one gated cache (whose next fill a
+/// test can hold).
+fn gated_replicas() -> (Arc<GatedCache>, Arc<CachedStorage>, Arc<CachedStorage>) {
     let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
     let cache = Arc::new(GatedCache::default());
-    let a = Arc::new(CachedStorage::new(
-        storage.clone(),
-        cache.clone(),
-        long_ttls(),
-    ));
-    let b = Arc::new(CachedStorage::new(storage, cache.clone(), long_ttls()));
+    let a = CachedStorage::new(storage.clone(), cache.clone(), long_ttls());
+    let b = CachedStorage::new(storage, cache.clone(), long_ttls());
+    (cache, Arc::new(a), Arc::new(b))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_read_before_another_replicas_write_is_refused_by_its_mark() {
+    let (cache, a, b) = gated_replicas();
     let (n, u) = serving_node_with_user(a.as_ref()).await;
     let (arrived_rx, release_tx) = cache.hold_next_fill();
 
@@ -345,14 +348,7 @@ async fn a_rotated_subscription_key_shows_on_another_replica_at_once() {
 
 #[tokio::test]
 async fn a_row_read_before_another_replicas_rotation_is_refused() {
-    let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
-    let cache = Arc::new(GatedCache::default());
-    let a = Arc::new(CachedStorage::new(
-        storage.clone(),
-        cache.clone(),
-        long_ttls(),
-    ));
-    let b = Arc::new(CachedStorage::new(storage, cache.clone(), long_ttls()));
+    let (cache, a, b) = gated_replicas();
     let (_, u) = serving_node_with_user(a.as_ref()).await;
     let (arrived_rx, release_tx) = cache.hold_next_fill();
     // Replica b read the row with the old key and is about to cache it...

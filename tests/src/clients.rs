@@ -1,7 +1,7 @@
 //! Real client apps as child processes, each running one client config
 //! with a local proxy port on 127.0.0.1: V2Ray 4.34 (an Xray/V2Ray client
 //! JSON), sing-box (a sing-box JSON) and Mihomo (a Clash YAML); and
-//! [`fetch_through`], a GET through such a port. What a subscription serves
+//! [`fetch_via_socks`], a GET through such a port. What a subscription serves
 //! is run as served, except for what makes it runnable here: its proxy
 //! ports become free ones, its routing rules go (served configs send
 //! private addresses direct, and the test's origin is on 127.0.0.1: a kept
@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
-use xray_core_client::testing::free_port;
+use xray_core_client::testing::{fetch_via_socks, free_port};
 
 use crate::origin::Origin;
 
@@ -140,7 +140,7 @@ pub struct ClientApp {
 
 impl ClientApp {
     /// The local proxy port: socks5 (V2Ray), mixed socks5/http (sing-box,
-    /// Mihomo). [`fetch_through`] speaks socks5 to all three.
+    /// Mihomo). [`fetch_via_socks`] speaks socks5 to all three.
     pub fn proxy_port(&self) -> u16 {
         self.proxy_port
     }
@@ -481,37 +481,6 @@ pub async fn run_mihomo_in(bin: &Path, mmdb: &Path, yaml: &str, path: &[&str]) -
     app
 }
 
-/// GETs `url` through the socks5 proxy on 127.0.0.1:`proxy_port` on a fresh
-/// connection (so a fresh connection of the client app to its server), at
-/// most [`FETCH_TIMEOUT`]; the body of a 2xx answer.
-pub async fn fetch_through(proxy_port: u16, url: &str) -> Result<Vec<u8>, String> {
-    let proxy = reqwest::Proxy::all(format!("socks5h://127.0.0.1:{proxy_port}"))
-        .map_err(|e| format!("proxy: {e}"))?;
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .proxy(proxy)
-        .pool_max_idle_per_host(0)
-        .timeout(FETCH_TIMEOUT)
-        .build()
-        .map_err(|e| format!("client: {e}"))?;
-    let response = client
-        .get(url)
-        .send()
-        .await
-        .map_err(|e| format!("GET {url} via 127.0.0.1:{proxy_port}: {e:?}"))?;
-    let status = response.status();
-    if !status.is_success() {
-        return Err(format!(
-            "GET {url} via 127.0.0.1:{proxy_port}: status {status}"
-        ));
-    }
-    response
-        .bytes()
-        .await
-        .map(|b| b.to_vec())
-        .map_err(|e| format!("GET {url} body via 127.0.0.1:{proxy_port}: {e:?}"))
-}
-
 /// Polls fetches of `origin` through `app` until one brings exactly its
 /// body; panics after `within` with the last failure and the app's log.
 /// Answers how long it took.
@@ -531,7 +500,7 @@ pub async fn fetches(
     let started = tokio::time::Instant::now();
     let mut last = String::new();
     while started.elapsed() < within {
-        match fetch_through(app.proxy_port, &origin.url()).await {
+        match fetch_via_socks(app.proxy_port, &origin.url()).await {
             Ok(body) if origin.is_body(&body) => return Ok(started.elapsed()),
             Ok(body) => last = format!("{} bytes that are not the origin's body", body.len()),
             Err(e) => last = e,
@@ -555,7 +524,7 @@ pub async fn fetches(
 pub async fn assert_refused(app: &ClientApp, origin: &Origin, within: Duration) -> Duration {
     let started = tokio::time::Instant::now();
     while started.elapsed() < within {
-        match fetch_through(app.proxy_port, &origin.url()).await {
+        match fetch_via_socks(app.proxy_port, &origin.url()).await {
             Ok(body) if origin.is_body(&body) => {}
             _ => return started.elapsed(),
         }
@@ -567,4 +536,32 @@ pub async fn assert_refused(app: &ClientApp, origin: &Origin, within: Duration) 
         app.proxy_port,
         app.log()
     );
+}
+
+/// Every app of `apps` (named for the log) brings `origin`'s body, all
+/// polled at once (each app is its own process); each name with how long
+/// it took goes to stderr.
+pub async fn assert_all_fetch(apps: &[(String, ClientApp)], origin: &Origin, within: Duration) {
+    let took = futures::future::join_all(
+        apps.iter()
+            .map(|(_, app)| assert_fetches(app, origin, within)),
+    )
+    .await;
+    for ((what, _), took) in apps.iter().zip(took) {
+        eprintln!("{what}: fetched {} bytes in {took:?}", origin.len());
+    }
+}
+
+/// Every app of `apps` fails to bring `origin`'s body, all polled at once:
+/// a refused fetch may only end at the fetch timeout (a server that drains
+/// a connection silently), paid once rather than per app.
+pub async fn assert_all_refused(apps: &[(String, ClientApp)], origin: &Origin, within: Duration) {
+    let took = futures::future::join_all(
+        apps.iter()
+            .map(|(_, app)| assert_refused(app, origin, within)),
+    )
+    .await;
+    for ((what, _), took) in apps.iter().zip(took) {
+        eprintln!("{what}: refused after {took:?}");
+    }
 }

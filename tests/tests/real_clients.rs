@@ -9,12 +9,11 @@
 
 use std::time::Duration;
 
-use futures::future::join_all;
 use node_agent_lib::wire::{InboundProtocol, Network, Security, UsersEditRequest, WireUser};
 use node_agent_lib::{NodeClient, NodeKey};
 use serde_json::{Value, json};
 use tests::clients::{
-    ClientApp, assert_fetches, assert_refused, country_mmdb, mihomo_binary, run_mihomo,
+    ClientApp, assert_all_fetch, assert_all_refused, country_mmdb, mihomo_binary, run_mihomo,
     run_sing_box, run_v2ray, sing_box_binary, v2ray_client_binary,
 };
 use tests::origin::Origin;
@@ -237,14 +236,7 @@ async fn real_clients_fetch_through_vless_vmess_and_trojan_until_the_user_is_rem
 
     // All at once: each app is its own process, and a refused VMess fetch
     // only ends at the fetch timeout (the server drains it silently).
-    let fetched = join_all(
-        apps.iter()
-            .map(|(_, app)| assert_fetches(app, &origin, LONG)),
-    )
-    .await;
-    for ((what, _), took) in apps.iter().zip(fetched) {
-        eprintln!("{what}: fetched {} bytes in {took:?}", origin.len());
-    }
+    assert_all_fetch(&apps, &origin, LONG).await;
 
     agent
         .edit_users(&UsersEditRequest {
@@ -253,14 +245,7 @@ async fn real_clients_fetch_through_vless_vmess_and_trojan_until_the_user_is_rem
         })
         .await
         .expect("/users/edit");
-    let refused = join_all(
-        apps.iter()
-            .map(|(_, app)| assert_refused(app, &origin, LONG)),
-    )
-    .await;
-    for ((what, _), took) in apps.iter().zip(refused) {
-        eprintln!("{what}: refused after {took:?}");
-    }
+    assert_all_refused(&apps, &origin, LONG).await;
     eprintln!(
         "9 clients up in {up:?}; the whole test took {:?}",
         began.elapsed()

@@ -17,10 +17,9 @@
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use futures::future::join_all;
 use serde_json::{Value, json};
 use tests::clients::{
-    ClientApp, assert_fetches, assert_refused, country_mmdb, mihomo_binary, run_mihomo,
+    ClientApp, assert_all_fetch, assert_all_refused, country_mmdb, mihomo_binary, run_mihomo,
     run_mihomo_in, run_sing_box, run_v2ray, sing_box_binary, v2ray_client_binary,
 };
 use tests::fleet::ManagerProcess;
@@ -176,14 +175,7 @@ async fn every_format_carries_real_bytes_until_the_user_is_disabled() {
         apps.push((format!("clash in mihomo: {name}"), app));
     }
 
-    let fetched = join_all(
-        apps.iter()
-            .map(|(_, app)| assert_fetches(app, &origin, LONG)),
-    )
-    .await;
-    for ((what, _), took) in apps.iter().zip(fetched) {
-        eprintln!("{what}: fetched {} bytes in {took:?}", origin.len());
-    }
+    assert_all_fetch(&apps, &origin, LONG).await;
 
     let (status, _) = manager.post("/user/disable", json!({"userID": user})).await;
     assert_eq!(status, 200);
@@ -196,14 +188,7 @@ async fn every_format_carries_real_bytes_until_the_user_is_disabled() {
         };
         assert!(listed.is_empty(), "{format}: {listed:?}");
     }
-    let refused = join_all(
-        apps.iter()
-            .map(|(_, app)| assert_refused(app, &origin, LONG)),
-    )
-    .await;
-    for ((what, _), took) in apps.iter().zip(refused) {
-        eprintln!("{what}: refused after {took:?}");
-    }
+    assert_all_refused(&apps, &origin, LONG).await;
     eprintln!(
         "{} apps; the whole test took {:?}",
         apps.len(),
