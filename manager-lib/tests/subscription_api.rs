@@ -11,7 +11,8 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use manager_lib::domain::{InboundProtocol, Network, Security};
+use manager_lib::domain::{InboundProtocol, Network, PageRequest, Security};
+use manager_lib::cache::MemoryCache;
 use manager_lib::manager::Manager;
 use manager_lib::server::{Backends, Server, ServerSettings};
 use manager_lib::storage::memory::MemoryStorage;
@@ -42,6 +43,16 @@ fn three_inbounds() -> Vec<manager_lib::domain::InboundDescription> {
 
 impl Api {
     fn new(subscription: SubscriptionSettings) -> Self {
+        Self::build(subscription, false)
+    }
+
+    /// With the in-memory cache in front of the storage, as the shipped
+    /// manager runs.
+    fn cached(subscription: SubscriptionSettings) -> Self {
+        Self::build(subscription, true)
+    }
+
+    fn build(subscription: SubscriptionSettings, cached: bool) -> Self {
         let fleet = Arc::new(SimulatedFleet::new().with_inbounds(three_inbounds()));
         let settings = ServerSettings {
             admin_failure_limit: None,
@@ -50,10 +61,11 @@ impl Api {
             subscription: manager_lib::subscription::Subscriptions::new(subscription).unwrap(),
             ..ServerSettings::new(TOKEN)
         };
-        let server = Server::build(
-            Backends::new(Arc::new(MemoryStorage::new()), fleet.clone()),
-            settings,
-        );
+        let mut backends = Backends::new(Arc::new(MemoryStorage::new()), fleet.clone());
+        if cached {
+            backends = backends.with_cache(Arc::new(MemoryCache::new()));
+        }
+        let server = Server::build(backends, settings);
         Self {
             router: server.router,
             fleet,
@@ -152,6 +164,40 @@ async fn the_base64_list_has_one_link_per_inbound_and_the_usage_headers() {
     assert!(header(&headers, "content-disposition").starts_with("attachment;"));
     assert!(header(&headers, "content-type").starts_with("text/plain"));
     assert!(headers.get("announce").is_none());
+}
+
+#[tokio::test]
+async fn the_usage_header_shows_what_was_counted_since_a_cached_fetch() {
+    let api = Api::cached(SubscriptionSettings::default());
+    let user = api.user_on_a_node("carol").await;
+    let url = api.url(&user).await;
+    // The first fetch leaves the user's row in the cache.
+    let (status, headers, _) = api.fetch(&url, &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        header(&headers, "subscription-userinfo"),
+        "upload=0; download=0; total=0; expire=0"
+    );
+    let endpoint = "http://10.0.0.1:9000";
+    api.fleet
+        .record_usage(endpoint, &[(user.parse().unwrap(), 1_000, 25_000)])
+        .expect("the node is in the fleet");
+    let node = api
+        .manager
+        .list_nodes(&PageRequest::first(10))
+        .await
+        .unwrap()
+        .items
+        .remove(0);
+    let pulled = api.manager.pull_usage(&node).await.unwrap();
+    assert_eq!(pulled.user_deltas, 1);
+    let (status, headers, body) = api.fetch(&url, &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        header(&headers, "subscription-userinfo"),
+        "upload=1000; download=25000; total=0; expire=0"
+    );
+    assert_eq!(decoded_links(&body).len(), 3, "still served from the cache");
 }
 
 #[tokio::test]

@@ -21,7 +21,7 @@ impl Manager {
     pub async fn subscription(&self, token: &str) -> ManagerResult<UserNodes> {
         let (id, key) =
             SubscriptionToken::parse(token).ok_or(ManagerError::SubscriptionNotFound)?;
-        let found = match self.storage.user_nodes(id).await {
+        let mut found = match self.storage.user_nodes(id).await {
             Ok(found) => found,
             Err(StorageError::NotFound(_)) => return Err(ManagerError::SubscriptionNotFound),
             Err(e) => return Err(e.into()),
@@ -29,6 +29,17 @@ impl Manager {
         if !found.user.subscription_key.matches(&key) {
             return Err(ManagerError::SubscriptionNotFound);
         }
+        // A cached row keeps the usage it was read with (usage is not a
+        // change: the node-list call never needs it), while the usage
+        // headers must show what was counted: the totals are read again,
+        // only once the key matched, so a guessed token costs no read.
+        let counted = match self.storage.get_user(id).await {
+            Ok(user) => user,
+            Err(StorageError::NotFound(_)) => return Err(ManagerError::SubscriptionNotFound),
+            Err(e) => return Err(e.into()),
+        };
+        found.user.used_up = counted.used_up;
+        found.user.used_down = counted.used_down;
         Ok(found)
     }
 
