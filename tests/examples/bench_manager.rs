@@ -44,6 +44,7 @@ use manager_lib::reconcile::ReconcilerSettings;
 use manager_lib::server::{Backends, Server, ServerSettings};
 use manager_lib::storage::Storage;
 use manager_lib::transport::simulated::SimulatedFleet;
+use nix::sys::resource::{UsageWho, getrusage};
 
 use tests::bench::Opts;
 
@@ -318,6 +319,23 @@ async fn burst(opts: &Opts) -> Result<()> {
     Ok(())
 }
 
+/// User and system CPU seconds of this process, or of its children that
+/// were waited for (here: wrk).
+fn cpu_secs(who: UsageWho) -> f64 {
+    let usage = getrusage(who).expect("getrusage on this process cannot fail");
+    let secs = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+    secs(usage.user_time()) + secs(usage.system_time())
+}
+
+/// The request count of wrk's "N requests in …" line.
+fn wrk_requests(report: &str) -> Option<u64> {
+    report
+        .lines()
+        .find(|l| l.contains(" requests in "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+}
+
 fn rss_kib() -> (u64, u64) {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let field = |name: &str| {
@@ -518,6 +536,7 @@ end
     std::fs::write(&script, body)?;
     let duration = opts.get("duration", "20s");
     let connections = opts.get("connections", "64");
+    let cpu_before = cpu_secs(UsageWho::RUSAGE_SELF);
     let out = tokio::process::Command::new("wrk")
         .args([
             "-t2",
@@ -532,7 +551,20 @@ end
         .arg(format!("http://{addr}"))
         .output()
         .await?;
-    println!("{}", String::from_utf8_lossy(&out.stdout));
+    let server_cpu = cpu_secs(UsageWho::RUSAGE_SELF) - cpu_before;
+    let wrk_cpu = cpu_secs(UsageWho::RUSAGE_CHILDREN);
+    let report = String::from_utf8_lossy(&out.stdout);
+    println!("{report}");
+    // CPU per request tells the server's cost apart from the load
+    // generator's on two shared cores, and holds on a busy machine.
+    if let Some(requests) = wrk_requests(&report).filter(|&n| n > 0) {
+        let per = |secs: f64| secs * 1e6 / requests as f64;
+        println!(
+            "CPU per request: server {:.1} µs, wrk {:.1} µs ({requests} requests)",
+            per(server_cpu),
+            per(wrk_cpu)
+        );
+    }
     let (rss, hwm) = rss_kib();
     println!(
         "manager resident memory: now {} MiB, peak {} MiB (this process also holds the bench's seeding data)",
