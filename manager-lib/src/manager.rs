@@ -109,6 +109,10 @@ pub struct ManagerSettings {
     pub usage_days_kept: u32,
     /// Hours of per-node, per-hour usage history kept.
     pub usage_node_hours_kept: u32,
+    /// How old the usage totals a subscription shows may be: a user row
+    /// cached longer ago has them read again (one point read). About what
+    /// the nodes' usage pulls lag anyway.
+    pub subscription_usage_max_age: Duration,
 }
 
 impl Default for ManagerSettings {
@@ -121,6 +125,7 @@ impl Default for ManagerSettings {
             usage_pages_per_pull: 16,
             usage_days_kept: 400,
             usage_node_hours_kept: 24 * 90,
+            subscription_usage_max_age: Duration::from_secs(60),
         }
     }
 }

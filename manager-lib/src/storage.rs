@@ -265,6 +265,20 @@ pub trait Storage: Debug + Send + Sync {
     /// - [`StorageError::NotFound`] when there is no such user.
     async fn user_nodes(&self, id: UserId) -> StorageResult<UserNodes>;
 
+    /// [`Storage::user_nodes`], with the user's usage totals (`used_up`,
+    /// `used_down`) as counted at most `max_age` ago (for the headers of the
+    /// user's subscription). A backend reads them now; a cache in front
+    /// keeps a user's row until the user's next change, and usage is not a
+    /// change, so it reads the totals again for a row older than that.
+    async fn user_nodes_with_usage(
+        &self,
+        id: UserId,
+        max_age: Duration,
+    ) -> StorageResult<UserNodes> {
+        let _ = max_age;
+        self.user_nodes(id).await
+    }
+
     /// The node's pending operations: the newest intent of every user whose
     /// newest change the node has not applied, oldest change first, at most
     /// `limit` (clamped to 1..=10,000) of them.

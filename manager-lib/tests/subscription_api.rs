@@ -6,14 +6,15 @@
 mod common;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use manager_lib::domain::{InboundProtocol, Network, PageRequest, Security};
 use manager_lib::cache::MemoryCache;
-use manager_lib::manager::Manager;
+use manager_lib::domain::{InboundProtocol, Network, PageRequest, Security};
+use manager_lib::manager::{Manager, ManagerSettings};
 use manager_lib::server::{Backends, Server, ServerSettings};
 use manager_lib::storage::memory::MemoryStorage;
 use manager_lib::subscription::{SubscriptionSettings, testing};
@@ -55,6 +56,12 @@ impl Api {
     fn build(subscription: SubscriptionSettings, cached: bool) -> Self {
         let fleet = Arc::new(SimulatedFleet::new().with_inbounds(three_inbounds()));
         let settings = ServerSettings {
+            manager: ManagerSettings {
+                // Usage read again on every fetch of a cached row: the
+                // test pulls usage and fetches at once.
+                subscription_usage_max_age: Duration::ZERO,
+                ..ManagerSettings::default()
+            },
             admin_failure_limit: None,
             push_on_change: false,
             node_list_limit: None,

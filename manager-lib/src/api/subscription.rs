@@ -147,7 +147,8 @@ pub(super) async fn subscription(
         ),
         true => Listing::new(&found.user, []),
     };
-    let url = settings.url_for(&token);
+    // Only the page shows its own URL (with its QR code).
+    let url = (format == Format::Html).then(|| settings.url_for(&token));
     let announce = match refused {
         true => Some(DEVICE_LIMIT_TEXT),
         false => settings.announce.as_deref(),
@@ -155,7 +156,7 @@ pub(super) async fn subscription(
     let page = PageOptions {
         announce: settings.announce.as_deref(),
         refusal: refused.then_some(DEVICE_LIMIT_TEXT),
-        subscription_url: Some(&url),
+        subscription_url: url.as_deref(),
     };
     let rendered = render(format, &listing, &page);
     let mut response = rendered.body.into_response();

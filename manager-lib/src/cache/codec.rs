@@ -18,18 +18,20 @@ pub(super) const USER_ROW_V1: u8 = 1;
 /// any version, so a replica that does not know it reads the storage.
 pub(super) const ABSENT_ROW: &[u8] = &[0];
 
-/// The format of a user row with its plan, usage (issue 16) and
-/// subscription key and device limit (issue 17). Replicas that only know an older format
-/// (1: no plan; 2: no subscription key) treat it as absent, and this one
-/// theirs.
-pub(super) const USER_ROW_V3: u8 = 3;
+/// The format of a user row with its plan, usage (issue 16), subscription
+/// key and device limit (issue 17), and when it was read from the storage
+/// (the age of its usage totals). Replicas that only know an older format
+/// (1: no plan; 2: no subscription key; 3: no read time) treat it as
+/// absent, and this one theirs.
+pub(super) const USER_ROW_V4: u8 = 4;
 
 /// A compact binary row: version, status, change_seq, created_at, blocked,
 /// used up and down, the plan (limit, expiry, hold: each a presence byte and
 /// 8 bytes; reset period and day), next and last reset, the subscription
-/// key, the device limit (a presence byte and 8 bytes), secret
-/// (length-prefixed), name (the rest). The id is the key's.
-pub(super) fn encode_user(user: &User) -> Vec<u8> {
+/// key, the device limit (a presence byte and 8 bytes), when the row was
+/// read from the storage (8 bytes), secret (length-prefixed), name (the
+/// rest). The id is the key's.
+pub(super) fn encode_user(user: &User, read_at: Timestamp) -> Vec<u8> {
     fn opt(out: &mut Vec<u8>, v: Option<i64>) {
         out.push(u8::from(v.is_some()));
         out.extend_from_slice(&v.unwrap_or_default().to_le_bytes());
@@ -37,7 +39,7 @@ pub(super) fn encode_user(user: &User) -> Vec<u8> {
     let secret = user.secret.expose().as_bytes();
     let secret_len = u16::try_from(secret.len()).expect("a user secret is short");
     let mut out = Vec::with_capacity(100 + secret.len() + user.name.len());
-    out.push(USER_ROW_V3);
+    out.push(USER_ROW_V4);
     out.push(match user.status {
         UserStatus::Enabled => 1,
         UserStatus::Disabled => 0,
@@ -67,13 +69,16 @@ pub(super) fn encode_user(user: &User) -> Vec<u8> {
     opt(&mut out, user.last_reset_at.map(|t| t.0));
     out.extend_from_slice(user.subscription_key.as_bytes());
     opt(&mut out, user.device_limit.map(i64::from));
+    out.extend_from_slice(&read_at.0.to_le_bytes());
     out.extend_from_slice(&secret_len.to_le_bytes());
     out.extend_from_slice(secret);
     out.extend_from_slice(user.name.as_bytes());
     out
 }
 
-pub(super) fn decode_user(id: UserId, bytes: &[u8]) -> Option<User> {
+/// A row [`encode_user`] wrote: the user, and when it was read from the
+/// storage.
+pub(super) fn decode_user(id: UserId, bytes: &[u8]) -> Option<(User, Timestamp)> {
     fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
         let (head, tail) = bytes.split_at_checked(n)?;
         *bytes = tail;
@@ -98,7 +103,7 @@ pub(super) fn decode_user(id: UserId, bytes: &[u8]) -> Option<User> {
         }
     }
     let mut rest = bytes;
-    if byte(&mut rest)? != USER_ROW_V3 {
+    if byte(&mut rest)? != USER_ROW_V4 {
         return None;
     }
     let status = match byte(&mut rest)? {
@@ -135,10 +140,11 @@ pub(super) fn decode_user(id: UserId, bytes: &[u8]) -> Option<User> {
         Some(v) => Some(u32::try_from(v).ok()?),
         None => None,
     };
+    let read_at = Timestamp(i64_le(&mut rest)?);
     let secret_len = u16::from_le_bytes(take(&mut rest, 2)?.try_into().ok()?);
     let secret = std::str::from_utf8(take(&mut rest, secret_len.into())?).ok()?;
     let name = std::str::from_utf8(rest).ok()?;
-    Some(User {
+    let user = User {
         id,
         name: name.to_owned(),
         status,
@@ -158,7 +164,8 @@ pub(super) fn decode_user(id: UserId, bytes: &[u8]) -> Option<User> {
         blocked,
         next_reset_at,
         last_reset_at,
-    })
+    };
+    Some((user, read_at))
 }
 
 #[cfg(test)]
@@ -196,18 +203,22 @@ mod tests {
             sample("", UserStatus::Disabled),
             sample(&"я🚀".repeat(200), UserStatus::Enabled),
         ] {
-            assert_eq!(decode_user(user.id, &encode_user(&user)), Some(user));
+            let read_at = Timestamp(1_800_000_000_123);
+            assert_eq!(
+                decode_user(user.id, &encode_user(&user, read_at)),
+                Some((user, read_at))
+            );
         }
     }
 
     #[test]
     fn damaged_user_rows_are_not_read() {
         let user = sample("alice", UserStatus::Enabled);
-        let bytes = encode_user(&user);
+        let bytes = encode_user(&user, Timestamp(42));
         assert_eq!(decode_user(user.id, &[]), None);
         assert_eq!(decode_user(user.id, &bytes[..10]), None);
         let mut other_version = bytes.clone();
-        for older in [USER_ROW_V1, 2] {
+        for older in [USER_ROW_V1, 2, 3] {
             other_version[0] = older;
             assert_eq!(decode_user(user.id, &other_version), None);
         }

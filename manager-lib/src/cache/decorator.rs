@@ -108,14 +108,36 @@ impl CachedStorage {
         &self.settings
     }
 
-    /// The user's row: from the cache, else from the storage (then cached).
-    async fn user_row(&self, id: UserId) -> StorageResult<User> {
+    /// [`Storage::user_nodes`] through the cache, with when the user's row
+    /// was read from the storage.
+    async fn user_nodes_read_at(&self, id: UserId) -> StorageResult<(UserNodes, Timestamp)> {
+        // Nodes first: a node read earlier that has applied the user's
+        // change read later has applied the user's newest state, whereas a
+        // user read first may have changed again before the nodes are read.
+        let serving = self.serving().await?;
+        let (user, read_at) = self.user_row(id).await?;
+        let nodes = if user.on_nodes() {
+            serving
+                .iter()
+                .filter(|n| n.applied_seq >= user.change_seq)
+                .map(|n| n.entry.clone())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Ok((UserNodes { user, nodes }, read_at))
+    }
+
+    /// The user's row: from the cache, else from the storage (then cached);
+    /// with when it was read from the storage.
+    async fn user_row(&self, id: UserId) -> StorageResult<(User, Timestamp)> {
         let generation = self.feed.row_generation.load(Ordering::SeqCst);
         if generation == 0 || !self.feed.following.load(Ordering::SeqCst) {
             // Changes made elsewhere may not be marked: the cache cannot be
             // trusted until a follow of the feed succeeds.
             bump(&self.counters.misses);
-            return self.inner.get_user(id).await;
+            let read_at = Timestamp::now();
+            return Ok((self.inner.get_user(id).await?, read_at));
         }
         let key = user_key(generation, id);
         let mut cache_ok = true;
@@ -126,9 +148,9 @@ impl CachedStorage {
                 return Err(StorageError::NotFound(Entity::User));
             }
             Ok(Some(bytes)) => match decode_user(id, &bytes) {
-                Some(user) => {
+                Some(row) => {
                     bump(&self.counters.hits);
-                    return Ok(user);
+                    return Ok(row);
                 }
                 None => {
                     bump(&self.counters.errors);
@@ -146,9 +168,15 @@ impl CachedStorage {
         bump(&self.counters.misses);
         let epoch = self.feed.users_epoch.load(Ordering::SeqCst);
         let read_at = Instant::now();
+        // Taken before the read: the row is at least this fresh.
+        let read_at_wall = Timestamp::now();
         let read = self.inner.get_user(id).await;
         let (row, version, ttl) = match &read {
-            Ok(user) => (encode_user(user), user.change_seq, self.settings.user_ttl),
+            Ok(user) => (
+                encode_user(user, read_at_wall),
+                user.change_seq,
+                self.settings.user_ttl,
+            ),
             // Cached too, so that asking again for an unknown id does not
             // reach the storage while a known one is answered from the
             // cache: the two would take measurably different times.
@@ -157,7 +185,7 @@ impl CachedStorage {
                 ABSENT_VERSION,
                 ABSENT_TTL.min(self.settings.user_ttl),
             ),
-            Err(_) => return read,
+            Err(_) => return read.map(|user| (user, read_at_wall)),
         };
         if cache_ok
             && self.feed.users_epoch.load(Ordering::SeqCst) == epoch
@@ -177,7 +205,7 @@ impl CachedStorage {
                 Err(e) => self.counters.cache_failed("put", &e),
             }
         }
-        read
+        read.map(|user| (user, read_at_wall))
     }
 
     async fn invalidate_key(&self, key: &str) {
@@ -401,21 +429,24 @@ impl Storage for CachedStorage {
     }
 
     async fn user_nodes(&self, id: UserId) -> StorageResult<UserNodes> {
-        // Nodes first: a node read earlier that has applied the user's
-        // change read later has applied the user's newest state, whereas a
-        // user read first may have changed again before the nodes are read.
-        let serving = self.serving().await?;
-        let user = self.user_row(id).await?;
-        let nodes = if user.on_nodes() {
-            serving
-                .iter()
-                .filter(|n| n.applied_seq >= user.change_seq)
-                .map(|n| n.entry.clone())
-                .collect()
-        } else {
-            Vec::new()
-        };
-        Ok(UserNodes { user, nodes })
+        Ok(self.user_nodes_read_at(id).await?.0)
+    }
+
+    async fn user_nodes_with_usage(
+        &self,
+        id: UserId,
+        max_age: Duration,
+    ) -> StorageResult<UserNodes> {
+        let (mut found, read_at) = self.user_nodes_read_at(id).await?;
+        let age_ms = Timestamp::now().0.saturating_sub(read_at.0);
+        if u128::try_from(age_ms).unwrap_or(0) > max_age.as_millis() {
+            // Usage is not a change: the cached row kept the totals it was
+            // read with. Only they are taken from the storage's row.
+            let counted = self.inner.get_user(id).await?;
+            found.user.used_up = counted.used_up;
+            found.user.used_down = counted.used_down;
+        }
+        Ok(found)
     }
 
     async fn pending_operations(&self, id: NodeId, limit: u32) -> StorageResult<PendingBatch> {

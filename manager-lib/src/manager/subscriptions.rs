@@ -16,12 +16,19 @@ impl Manager {
     /// not parse, names no user or carries an old key is
     /// [`ManagerError::SubscriptionNotFound`], all alike: the answer tells
     /// nothing about which users exist. The user's row comes through the
-    /// same read (and cache) as the node-list call's, and the key is
-    /// compared in constant time.
+    /// same read (and cache) as the node-list call's, with usage totals at
+    /// most `subscription_usage_max_age` old, and the key is compared in
+    /// constant time.
     pub async fn subscription(&self, token: &str) -> ManagerResult<UserNodes> {
         let (id, key) =
             SubscriptionToken::parse(token).ok_or(ManagerError::SubscriptionNotFound)?;
-        let mut found = match self.storage.user_nodes(id).await {
+        // The usage headers show what was counted: a cached row's totals
+        // only while they are young enough (usage is not a change).
+        let found = match self
+            .storage
+            .user_nodes_with_usage(id, self.settings.subscription_usage_max_age)
+            .await
+        {
             Ok(found) => found,
             Err(StorageError::NotFound(_)) => return Err(ManagerError::SubscriptionNotFound),
             Err(e) => return Err(e.into()),
@@ -29,17 +36,6 @@ impl Manager {
         if !found.user.subscription_key.matches(&key) {
             return Err(ManagerError::SubscriptionNotFound);
         }
-        // A cached row keeps the usage it was read with (usage is not a
-        // change: the node-list call never needs it), while the usage
-        // headers must show what was counted: the totals are read again,
-        // only once the key matched, so a guessed token costs no read.
-        let counted = match self.storage.get_user(id).await {
-            Ok(user) => user,
-            Err(StorageError::NotFound(_)) => return Err(ManagerError::SubscriptionNotFound),
-            Err(e) => return Err(e.into()),
-        };
-        found.user.used_up = counted.used_up;
-        found.user.used_down = counted.used_down;
         Ok(found)
     }
 
