@@ -5,7 +5,7 @@
 //!
 //! The target is the first id found in the request's JSON body (under
 //! `userID`, `nodeID`, `tokenID` or their spellings), else in a successful
-//! answer's (a created user, node or token). Only a value that parses as a
+//! answer's (a created node or token; a created user's `user.id`). Only a value that parses as a
 //! UUID is kept: no body, and so no key, token or subscription URL, is
 //! ever copied into the log.
 
@@ -42,15 +42,24 @@ impl Caller {
     }
 }
 
-/// The first id field of a JSON object, when it holds a UUID.
+/// The first id field of a JSON object, when it holds a UUID; else the
+/// `id` of an object one level down (an answer's `{"user": {"id": …}}`).
 fn target_in(json: &[u8]) -> Option<String> {
     let value: serde_json::Value = serde_json::from_slice(json).ok()?;
     let object = value.as_object()?;
-    ID_FIELDS.iter().find_map(|field| {
-        let text = object.get(*field)?.as_str()?;
-        let id = uuid::Uuid::try_parse(text).ok()?;
+    let uuid_at = |o: &serde_json::Map<String, serde_json::Value>, field: &str| {
+        let id = uuid::Uuid::try_parse(o.get(field)?.as_str()?).ok()?;
         Some(id.hyphenated().to_string())
-    })
+    };
+    ID_FIELDS
+        .iter()
+        .find_map(|field| uuid_at(object, field))
+        .or_else(|| {
+            object
+                .values()
+                .filter_map(|v| v.as_object())
+                .find_map(|inner| uuid_at(inner, "id"))
+        })
 }
 
 async fn record(
@@ -140,6 +149,8 @@ mod tests {
         let id = "6f1c7f3e-9a59-4c1a-9d8e-4f0c2b7a1d22";
         let body = format!(r#"{{"userName":"{id}","nodeID":"{id}"}}"#);
         assert_eq!(target_in(body.as_bytes()).as_deref(), Some(id));
+        let nested = format!(r#"{{"user":{{"id":"{id}","name":"x"}}}}"#);
+        assert_eq!(target_in(nested.as_bytes()).as_deref(), Some(id));
         let upper = format!(r#"{{"userID":"{}"}}"#, id.to_uppercase());
         assert_eq!(target_in(upper.as_bytes()).as_deref(), Some(id));
         for no in [
