@@ -76,6 +76,12 @@ pub enum Command {
     /// rotate their subscription URLs
     #[command(subcommand, after_help = EXIT_CODES_HELP)]
     User(UserCommand),
+    /// Make, list and revoke scoped API tokens (read-only, users, admin)
+    #[command(subcommand, after_help = EXIT_CODES_HELP)]
+    Token(super::tokens::TokenCommand),
+    /// Who changed what through the API, newest first, filtered
+    #[command(after_help = EXIT_CODES_HELP)]
+    Audit(super::tokens::AuditArgs),
     /// The manager's health, nodes by actual status and users by status
     #[command(after_help = EXIT_CODES_HELP)]
     Status(PageArgs),
