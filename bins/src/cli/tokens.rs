@@ -1,62 +1,15 @@
 //! Scoped API tokens (`token create|list|revoke`) and the audit log
 //! (`audit`): the token's text is printed once, by `token create`.
 
-use clap::{Args, Subcommand};
 use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::args::EXIT_CODES_HELP;
+use super::args::{AuditArgs, TokenCommand};
 use super::client::Client;
 use super::error::CliError;
 use super::output::{table, when};
-use super::plan::{RangeArgs, range_query, time};
-
-#[derive(Debug, Subcommand)]
-pub enum TokenCommand {
-    /// Make a token; prints its text once (it is not stored and cannot be
-    /// shown again)
-    #[command(after_help = EXIT_CODES_HELP)]
-    Create {
-        /// 1 to 64 letters, digits, `-`, `_`, `.` or `@`; unique for good
-        name: String,
-        /// read-only (admin reads), users (reads and user changes) or admin
-        #[arg(long, value_parser = ["read-only", "users", "admin"])]
-        role: String,
-        /// When it stops working: RFC 3339, Unix seconds, or +DURATION
-        /// from now (e.g. +90d) [default: never]
-        #[arg(long, value_name = "TIME")]
-        expires: Option<String>,
-    },
-    /// Every token (revoked and expired ones too), never their texts
-    #[command(after_help = EXIT_CODES_HELP)]
-    List,
-    /// Revoke a token: refused from now on
-    #[command(after_help = EXIT_CODES_HELP)]
-    Revoke {
-        /// The token's id, as `token list` shows it
-        id: String,
-    },
-}
-
-/// Filters of `audit`.
-#[derive(Debug, Args)]
-pub struct AuditArgs {
-    /// Only this actor: a token's name, or `bootstrap`
-    #[arg(long)]
-    pub actor: Option<String>,
-    /// Only this call, e.g. "POST /user/enable"
-    #[arg(long)]
-    pub call: Option<String>,
-    /// Only calls about this user, node or token id
-    #[arg(long)]
-    pub target: Option<String>,
-    #[command(flatten)]
-    pub range: RangeArgs,
-    /// Entries shown at most, newest first
-    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
-    pub limit: u32,
-}
+use super::plan::{range_query, time};
 
 /// A token as the API lists it (times in Unix seconds).
 #[derive(Debug, Clone, Serialize, Deserialize)]
