@@ -291,7 +291,10 @@ async fn every_change_is_audited_with_its_actor_target_and_result_and_no_secret(
     assert_eq!(status, StatusCode::FORBIDDEN);
     let entries = audit_of(&f.router, "read-only", "POST /user/enable").await;
     assert_eq!(entries.len(), 1);
-    assert_eq!(entries[0]["result"], 403);
+    assert_eq!(
+        (&entries[0]["result"], &entries[0]["target"]),
+        (&json!(403), &json!(id))
+    );
 
     // No token text, node key or subscription URL anywhere in the log.
     let (_, all) = admin(&f.router, BOOT, "GET", "/audit?limit=10000", Value::Null).await;
@@ -478,4 +481,45 @@ async fn bad_token_requests_are_refused_and_make_nothing() {
         !listed.to_string().contains("xmt_"),
         "the list shows no token text"
     );
+}
+
+#[tokio::test]
+async fn the_heartbeat_prunes_audit_entries_past_the_retention() {
+    use manager_lib::domain::{AuditQuery, NewAuditEntry, Timestamp};
+    use manager_lib::manager::{Manager, ManagerSettings};
+    use manager_lib::reconcile::{Reconciler, ReconcilerSettings};
+
+    let settings = ManagerSettings {
+        audit_days_kept: 2,
+        ..ManagerSettings::default()
+    };
+    let manager = Arc::new(Manager::new(
+        Arc::new(MemoryStorage::new()),
+        Arc::new(SimulatedFleet::new()),
+        settings,
+    ));
+    let day = 24 * 3600 * 1000;
+    let now = Timestamp::now().0;
+    for (age_days, actor) in [(3, "old"), (1, "recent")] {
+        let entry = NewAuditEntry {
+            at: Timestamp(now - age_days * day),
+            actor: actor.into(),
+            call: "POST /user/new".into(),
+            target: None,
+            result: 200,
+        };
+        manager.record_audit(&entry).await.unwrap();
+    }
+    Reconciler::new(manager.clone(), ReconcilerSettings::default())
+        .heartbeat()
+        .await;
+    let left = manager
+        .list_audit(&AuditQuery {
+            limit: 10,
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    let actors: Vec<&str> = left.items.iter().map(|e| e.actor.as_str()).collect();
+    assert_eq!(actors, ["recent"]);
 }

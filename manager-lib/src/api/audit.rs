@@ -100,7 +100,10 @@ pub(crate) async fn authorize_and_run(
     if !caller.role.allows(needed) {
         let answer = ApiError::Forbidden(needed).into_response();
         if change {
-            record(manager, &caller, call, None, answer.status()).await;
+            // What the caller tried to touch, when the body says it.
+            let body = to_bytes(req.into_body(), super::MAX_BODY_BYTES).await;
+            let target = body.ok().and_then(|b| target_in(&b));
+            record(manager, &caller, call, target, answer.status()).await;
         }
         return answer;
     }
