@@ -271,3 +271,69 @@ async fn debug_logs_of_malformed_node_list_paths_hold_no_id_or_name() {
         "a user name is in the log:\n{stderr}"
     );
 }
+
+#[tokio::test]
+async fn scoped_tokens_work_after_a_restart_and_are_never_in_the_database_files_in_clear() {
+    let data = tempfile::tempdir().unwrap();
+    let env = [("XM_ADMIN_TOKEN", TOKEN)];
+    let running = Running::start(manager(data.path(), &env)).await;
+    let created: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}/token/new", running.url))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({"name": "backup-job", "role": "read-only"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let text = created["token"].as_str().unwrap().to_owned();
+    assert!(text.starts_with("xmt_"), "{created}");
+    assert_eq!(running.get("/users", Some(&text)).await, 200);
+    running.stop().await;
+
+    // Read back from the file by a new process: the token still works…
+    let running = Running::start(manager(data.path(), &env)).await;
+    assert_eq!(running.get("/users", Some(&text)).await, 200);
+    assert_eq!(running.get("/tokens", Some(&text)).await, 403);
+    running.stop().await;
+
+    // …yet no form of its secret is in the database, its WAL or journal.
+    let secret_b64 = &text[37..];
+    let secret = base64::Engine::decode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        secret_b64,
+    )
+    .unwrap();
+    let hex_secret = secret
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>();
+    let mut checked = 0;
+    for entry in std::fs::read_dir(data.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if !path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("manager.db")
+        {
+            continue;
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        checked += bytes.len();
+        for needle in [
+            text.as_bytes(),
+            secret_b64.as_bytes(),
+            &secret,
+            hex_secret.as_bytes(),
+        ] {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle),
+                "{} holds the token's secret",
+                path.display()
+            );
+        }
+    }
+    assert!(checked > 4096, "no database file was read");
+}

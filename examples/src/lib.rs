@@ -53,6 +53,8 @@ impl CountingStorage {
     }
 }
 
+manager_lib::forward_access_store!(CountingStorage, inner);
+
 // Every method forwards, the optimised defaults included: a decorator that
 // left `serving_nodes` or `ack_operations_many` to the trait's defaults would
 // quietly read every node and ack one node at a time over a real backend.

@@ -16,11 +16,13 @@ use crate::domain::{
 };
 use crate::storage::{Entity, Storage, StorageError};
 
+mod access;
 mod devices;
 pub mod ingest_bench;
 mod plans;
 mod subscriptions;
 mod usage;
+pub use access::*;
 pub use devices::*;
 pub use plans::*;
 pub use subscriptions::*;
@@ -92,6 +94,13 @@ macro_rules! storage_conformance_tests {
             a_forgotten_device_counts_as_new_again,
             devices_of_unknown_or_deleted_users_are_not_found,
             concurrent_new_devices_never_pass_the_limit,
+            tokens_round_trip_with_their_verifier,
+            token_names_and_ids_are_unique_and_a_clash_writes_nothing,
+            revoking_a_token_is_idempotent_and_keeps_the_first_time,
+            audit_entries_are_listed_newest_first_and_filtered,
+            audit_pages_visit_every_entry_once,
+            audit_purge_drops_only_older_entries,
+            concurrent_audit_appends_all_land_with_distinct_ids,
         );
     };
     (@each $fresh:expr; $($name:ident),+ $(,)?) => {

@@ -9,13 +9,16 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngCore as _;
 use serde::{Deserialize, Serialize};
 
+pub mod audit;
 pub mod device;
 pub mod endpoint;
 pub mod plan;
 pub mod profile;
 pub mod subscription;
+pub mod token;
 pub mod usage;
 
+pub use audit::{AuditEntry, AuditQuery, NewAuditEntry};
 pub use device::{Device, DevicePolicy, DeviceSighting, DeviceVerdict};
 pub use endpoint::{endpoint_host, normalize_endpoint};
 pub use plan::{BlockReason, FieldEdit, Plan, PlanEdit, ResetEdit, ResetStrategy, UserState};
@@ -24,6 +27,7 @@ pub use profile::{
     ServedInbound,
 };
 pub use subscription::{SubscriptionKey, SubscriptionToken};
+pub use token::{ApiToken, IssuedToken, NewToken, PresentedToken, Role, TokenVerifier};
 pub use usage::UsageCursor;
 
 /// Milliseconds since the Unix epoch. Stored as an integer by every backend so
@@ -126,6 +130,12 @@ uuid_id!(
     /// authorises the user's node-list call: so it is random and never reused.
     UserId,
     "user id"
+);
+uuid_id!(
+    /// A scoped API token's id: the public half of the token, so a token is
+    /// found by one point read (see [`token`]).
+    TokenId,
+    "token id"
 );
 
 /// The JWE key shared by the manager and one node: the envelope's own type,

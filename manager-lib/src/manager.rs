@@ -21,6 +21,8 @@ use crate::links::{NodeLinks, split_id_name};
 use crate::storage::{Entity, Storage, StorageError};
 use crate::transport::{NodeTransport, TransportError};
 
+/// Scoped API tokens and the audit log.
+mod access;
 /// The heartbeat's step over many nodes: check each, then one fleet-wide push.
 mod heartbeat;
 /// Plans on users and the usage reads.
@@ -64,6 +66,15 @@ pub enum ManagerError {
     /// A subscription token that names no user (or an old key of one).
     #[error("no such subscription")]
     SubscriptionNotFound,
+    /// No API token has this id.
+    #[error("token not exists")]
+    TokenNotFound,
+    /// A token's name that another token has, or had.
+    #[error("token name taken")]
+    TokenNameTaken,
+    /// A token request that cannot hold (a name, an expiry in the past).
+    #[error("invalid token: {0}")]
+    InvalidToken(ParseError),
     /// A node profile that cannot hold (see `NodeProfile::validate`).
     #[error("invalid profile: {0}")]
     InvalidProfile(ParseError),
@@ -80,6 +91,8 @@ impl From<StorageError> for ManagerError {
             StorageError::NotFound(Entity::Node) => Self::NodeNotFound,
             StorageError::NotFound(Entity::User) => Self::UserNotFound,
             StorageError::NotFound(Entity::Device) => Self::DeviceNotFound,
+            StorageError::NotFound(Entity::Token) => Self::TokenNotFound,
+            StorageError::AlreadyExists(Entity::Token) => Self::TokenNameTaken,
             // The storage refuses what the scenarios check first (plans,
             // multipliers): a 400 all the same if it ever gets there.
             StorageError::Invalid(e) => Self::InvalidPlan(e),
@@ -113,6 +126,8 @@ pub struct ManagerSettings {
     /// cached longer ago has them read again (one point read). About what
     /// the nodes' usage pulls lag anyway.
     pub subscription_usage_max_age: Duration,
+    /// Days of audit entries kept.
+    pub audit_days_kept: u32,
 }
 
 impl Default for ManagerSettings {
@@ -126,6 +141,7 @@ impl Default for ManagerSettings {
             usage_days_kept: 400,
             usage_node_hours_kept: 24 * 90,
             subscription_usage_max_age: Duration::from_secs(60),
+            audit_days_kept: 365,
         }
     }
 }

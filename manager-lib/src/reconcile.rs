@@ -179,7 +179,7 @@ impl Reconciler {
         report
     }
 
-    /// Old usage history goes once an hour (a delete over an index; no
+    /// Old usage history and audit entries go once an hour (a delete over an index; no
     /// need to run it every beat).
     async fn purge_usage_history_hourly(&self) {
         let due = {
@@ -198,6 +198,11 @@ impl Reconciler {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(rows = n, "old usage history purged"),
                 Err(e) => tracing::warn!(error = %e, "purge of old usage history failed"),
+            }
+            match self.manager.purge_audit().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(rows = n, "old audit entries purged"),
+                Err(e) => tracing::warn!(error = %e, "purge of old audit entries failed"),
             }
         }
     }

@@ -137,6 +137,7 @@ impl ServerSettings {
             manager: ManagerSettings {
                 concurrency: cfg.concurrency,
                 usage_days_kept: cfg.usage_days_kept,
+                audit_days_kept: cfg.audit_days_kept,
                 usage_node_hours_kept: cfg.usage_node_hours_kept,
                 ..ManagerSettings::default()
             },

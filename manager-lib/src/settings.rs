@@ -40,6 +40,9 @@ pub struct ManagerConfig {
     /// Hours of usage history kept per node, per hour (default 2160, 90
     /// days). Env: `XM_USAGE_NODE_HOURS_KEPT`.
     pub usage_node_hours_kept: u32,
+    /// Days of audit entries kept (default 365); older ones are pruned
+    /// hourly. Env: `XM_AUDIT_DAYS_KEPT`.
+    pub audit_days_kept: u32,
     /// The admin bearer token: at least 32 visible ASCII characters with at
     /// least 8 distinct ones (e.g. `openssl rand -hex 32`); anything weaker,
     /// or set but empty, is refused at start. When unset, one is generated on
@@ -88,6 +91,7 @@ impl Default for ManagerConfig {
             concurrency: 32,
             usage_days_kept: 400,
             usage_node_hours_kept: 24 * 90,
+            audit_days_kept: 365,
             admin_token: None,
             admin_failure_burst: 10,
             admin_failure_refill_secs: 60,
@@ -125,6 +129,9 @@ impl ManagerConfig {
         }
         if self.usage_days_kept == 0 || self.usage_node_hours_kept == 0 {
             return Err("usage_days_kept and usage_node_hours_kept must be above 0".into());
+        }
+        if self.audit_days_kept == 0 {
+            return Err("audit_days_kept must be above 0".into());
         }
         if let Some(token) = &self.admin_token {
             admin_auth::check_strength(token.expose()).map_err(|e| {
@@ -178,6 +185,9 @@ impl ManagerConfig {
         }
         if let Some(v) = var("XM_USAGE_NODE_HOURS_KEPT") {
             self.usage_node_hours_kept = parse("XM_USAGE_NODE_HOURS_KEPT", v)?;
+        }
+        if let Some(v) = var("XM_AUDIT_DAYS_KEPT") {
+            self.audit_days_kept = parse("XM_AUDIT_DAYS_KEPT", v)?;
         }
         if let Some(v) = var("XM_ADMIN_TOKEN") {
             self.admin_token = Some(Secret::new(v));

@@ -55,6 +55,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+pub use access::AccessStore;
+
 use crate::domain::usage::{
     EnforceOutcome, IngestOutcome, NodeUsage, UsageCursor, UsageGrouping, UsagePage, UsageRow,
 };
@@ -75,6 +77,8 @@ pub enum Entity {
     User,
     /// One of a user's devices.
     Device,
+    /// A scoped API token.
+    Token,
 }
 
 impl std::fmt::Display for Entity {
@@ -83,6 +87,7 @@ impl std::fmt::Display for Entity {
             Entity::Node => "node",
             Entity::User => "user",
             Entity::Device => "device",
+            Entity::Token => "token",
         })
     }
 }
@@ -122,12 +127,13 @@ impl StorageError {
 pub type StorageResult<T> = Result<T, StorageError>;
 
 /// Where the manager keeps its state. Object safe; used as `Arc<dyn Storage>`.
+/// Tokens and the audit log are its [`AccessStore`] part.
 ///
 /// Every method is one transaction: it either happens whole or not at all.
 /// Methods that take an id answer [`StorageError::NotFound`] when no such
 /// record exists; deleted users are not found.
 #[async_trait]
-pub trait Storage: Debug + Send + Sync {
+pub trait Storage: AccessStore + Debug + Send + Sync {
     /// Stores a new node with `actual_status = Stopped`, `required_status =
     /// Stopped`, no template, `state_up_to_date = true` and its cursor at the
     /// current newest change (a stopped node has nothing to apply; its start
@@ -545,6 +551,7 @@ pub async fn all_nodes<S: Storage + ?Sized>(storage: &S) -> StorageResult<Vec<No
     }
 }
 
+pub mod access;
 pub mod grouped;
 pub mod kit;
 pub mod memory;

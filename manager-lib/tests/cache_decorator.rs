@@ -489,6 +489,8 @@ impl CountingStorage {
     }
 }
 
+manager_lib::forward_access_store!(CountingStorage, inner);
+
 #[async_trait]
 #[deny(clippy::missing_trait_methods)]
 impl Storage for CountingStorage {

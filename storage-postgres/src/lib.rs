@@ -44,13 +44,17 @@ use manager_lib::domain::{
     NewUser, Node, NodeId, NodeProfile, Page, PageRequest, PendingBatch, PlanEdit, RequiredStatus,
     Seq, ServingNode, StartPlan, SubscriptionKey, Timestamp, User, UserId, UserNodes, UserStatus,
 };
-use manager_lib::storage::{Entity, Storage, StorageResult};
+use manager_lib::domain::{
+    ApiToken, AuditEntry, AuditQuery, NewAuditEntry, TokenId, TokenVerifier,
+};
+use manager_lib::storage::{AccessStore, Entity, Storage, StorageResult};
 // For the docs' links only.
 #[cfg(doc)]
 use manager_lib::storage::StorageError;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
+mod access;
 mod changes;
 mod devices;
 mod error;
@@ -170,6 +174,38 @@ impl PgStorage {
     /// Closes every connection; later calls answer [`StorageError::Unavailable`].
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+#[async_trait]
+#[deny(clippy::missing_trait_methods)]
+impl AccessStore for PgStorage {
+    async fn create_token(&self, token: &ApiToken, verifier: &TokenVerifier) -> StorageResult<()> {
+        access::create_token(self, token, verifier).await
+    }
+
+    async fn get_token(&self, id: TokenId) -> StorageResult<(ApiToken, TokenVerifier)> {
+        access::get_token(self, id).await
+    }
+
+    async fn list_tokens(&self) -> StorageResult<Vec<ApiToken>> {
+        access::list_tokens(self).await
+    }
+
+    async fn revoke_token(&self, id: TokenId, now: Timestamp) -> StorageResult<ApiToken> {
+        access::revoke_token(self, id, now).await
+    }
+
+    async fn append_audit(&self, entry: &NewAuditEntry) -> StorageResult<AuditEntry> {
+        access::append_audit(self, entry).await
+    }
+
+    async fn list_audit(&self, query: &AuditQuery) -> StorageResult<Page<AuditEntry>> {
+        access::list_audit(self, query).await
+    }
+
+    async fn purge_audit(&self, before: Timestamp) -> StorageResult<u64> {
+        access::purge_audit(self, before).await
     }
 }
 

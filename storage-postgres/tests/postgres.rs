@@ -843,3 +843,51 @@ async fn a_database_on_the_first_schema_migrates_and_keeps_counting() {
         "an old binary must fail instead of numbering on its own"
     );
 }
+
+#[tokio::test]
+async fn a_pg_dump_holds_no_form_of_a_tokens_secret() {
+    use base64::Engine as _;
+    use manager_lib::domain::{IssuedToken, NewToken, Role, Timestamp};
+    use manager_lib::storage::AccessStore as _;
+
+    let db = TestDatabase::new().await;
+    let storage = db.storage().await;
+    let issued = IssuedToken::issue(
+        NewToken::new("dump-check", Role::Admin, None).unwrap(),
+        Timestamp(1_800_000_000_000),
+    );
+    storage
+        .create_token(&issued.token, &issued.verifier)
+        .await
+        .unwrap();
+    let text = issued.text();
+    let secret_b64 = &text[37..];
+    let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(secret_b64)
+        .unwrap();
+    let hex_secret: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+    let out = std::process::Command::new("pg_dump")
+        .args(["--data-only", "--table=api_tokens", db.url()])
+        .output()
+        .expect("pg_dump runs (install the PostgreSQL client tools)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dump = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        dump.contains("dump-check"),
+        "the dump holds the token's row: {dump}"
+    );
+    let digest: String = issued
+        .verifier
+        .digest_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert!(dump.contains(&digest), "only the salted digest is stored");
+    for needle in [text.as_str(), secret_b64, hex_secret.as_str()] {
+        assert!(!dump.contains(needle), "the dump holds the token's secret");
+    }
+}

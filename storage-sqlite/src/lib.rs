@@ -39,6 +39,7 @@
 //! to the writer. WAL checkpoints run on a connection of their own after
 //! commits, not inside the writer's commit (`checkpoint`).
 
+mod access;
 pub mod backup;
 mod changes;
 mod checkpoint;
@@ -68,7 +69,10 @@ use manager_lib::domain::{
     NewUser, Node, NodeId, NodeProfile, Page, PageRequest, PendingBatch, PlanEdit, RequiredStatus,
     Seq, ServingNode, StartPlan, SubscriptionKey, Timestamp, User, UserId, UserNodes, UserStatus,
 };
-use manager_lib::storage::{Storage, StorageResult};
+use manager_lib::domain::{
+    ApiToken, AuditEntry, AuditQuery, NewAuditEntry, TokenId, TokenVerifier,
+};
+use manager_lib::storage::{AccessStore, Storage, StorageResult};
 // For the docs' links only.
 #[cfg(doc)]
 use manager_lib::storage::StorageError;
@@ -232,6 +236,38 @@ impl SqliteStorage {
             + 'static,
     {
         self.writes.write(work).await
+    }
+}
+
+#[async_trait]
+#[deny(clippy::missing_trait_methods)]
+impl AccessStore for SqliteStorage {
+    async fn create_token(&self, token: &ApiToken, verifier: &TokenVerifier) -> StorageResult<()> {
+        access::create_token(self, token, verifier).await
+    }
+
+    async fn get_token(&self, id: TokenId) -> StorageResult<(ApiToken, TokenVerifier)> {
+        access::get_token(self, id).await
+    }
+
+    async fn list_tokens(&self) -> StorageResult<Vec<ApiToken>> {
+        access::list_tokens(self).await
+    }
+
+    async fn revoke_token(&self, id: TokenId, now: Timestamp) -> StorageResult<ApiToken> {
+        access::revoke_token(self, id, now).await
+    }
+
+    async fn append_audit(&self, entry: &NewAuditEntry) -> StorageResult<AuditEntry> {
+        access::append_audit(self, entry).await
+    }
+
+    async fn list_audit(&self, query: &AuditQuery) -> StorageResult<Page<AuditEntry>> {
+        access::list_audit(self, query).await
+    }
+
+    async fn purge_audit(&self, before: Timestamp) -> StorageResult<u64> {
+        access::purge_audit(self, before).await
     }
 }
 

@@ -76,9 +76,61 @@ pub enum Command {
     /// rotate their subscription URLs
     #[command(subcommand, after_help = EXIT_CODES_HELP)]
     User(UserCommand),
+    /// Make, list and revoke scoped API tokens (read-only, users, admin)
+    #[command(subcommand, after_help = EXIT_CODES_HELP)]
+    Token(TokenCommand),
+    /// Who changed what through the API, newest first, filtered
+    #[command(after_help = EXIT_CODES_HELP)]
+    Audit(AuditArgs),
     /// The manager's health, nodes by actual status and users by status
     #[command(after_help = EXIT_CODES_HELP)]
     Status(PageArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Make a token; prints its text once (it is not stored and cannot be
+    /// shown again)
+    #[command(after_help = EXIT_CODES_HELP)]
+    Create {
+        /// 1 to 64 letters, digits, `-`, `_`, `.` or `@`; unique for good
+        name: String,
+        /// read-only (admin reads), users (reads and user changes) or admin
+        #[arg(long, value_parser = ["read-only", "users", "admin"])]
+        role: String,
+        /// When it stops working: RFC 3339, Unix seconds, or +DURATION
+        /// from now (e.g. +90d) [default: never]
+        #[arg(long, value_name = "TIME")]
+        expires: Option<String>,
+    },
+    /// Every token (revoked and expired ones too), never their texts
+    #[command(after_help = EXIT_CODES_HELP)]
+    List,
+    /// Revoke a token: refused from now on
+    #[command(after_help = EXIT_CODES_HELP)]
+    Revoke {
+        /// The token's id, as `token list` shows it
+        id: String,
+    },
+}
+
+/// Filters of `audit`.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Only this actor: a token's name, or `bootstrap`
+    #[arg(long)]
+    pub actor: Option<String>,
+    /// Only this call, e.g. "POST /user/enable"
+    #[arg(long)]
+    pub call: Option<String>,
+    /// Only calls about this user, node or token id
+    #[arg(long)]
+    pub target: Option<String>,
+    #[command(flatten)]
+    pub range: RangeArgs,
+    /// Entries shown at most, newest first
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub limit: u32,
 }
 
 /// How many items to ask for per page when listing.

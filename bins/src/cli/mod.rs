@@ -1,7 +1,8 @@
 //! `xmctl`, the admin CLI of xray-manager: a typed client over the manager's
 //! HTTP API ([`client`]), its output as tables or JSON ([`output`]), the
 //! bulk user import from CSV ([`import`]), users' subscription URLs
-//! ([`subscription`]) and nodes' profiles ([`profile`]). The binary only
+//! ([`subscription`]), nodes' profiles ([`profile`]), and scoped tokens
+//! and the audit log ([`tokens`]). The binary only
 //! parses flags and calls [`run`].
 //!
 //! ```text
@@ -34,6 +35,7 @@ pub mod output;
 pub mod plan;
 pub mod profile;
 pub mod subscription;
+pub mod tokens;
 
 use std::io::IsTerminal;
 
@@ -205,6 +207,14 @@ async fn execute(cli: Cli) -> Result<u8, CliError> {
                 return import_file(&client, &file, concurrency, json).await;
             }
         },
+        Command::Token(cmd) => {
+            let (answer, human) = tokens::run_token(&client, cmd, now()).await?;
+            show(json, &answer, human);
+        }
+        Command::Audit(args) => {
+            let (answer, human) = tokens::run_audit(&client, &args, now()).await?;
+            show(json, &answer, human);
+        }
         Command::Status(page) => {
             let health = client.health().await?;
             let nodes = client.all_nodes(page.page_size).await?;

@@ -123,7 +123,7 @@ pub fn range_query(range: &RangeArgs, now: u64) -> Result<String, String> {
     Ok(parts.join("&"))
 }
 
-fn time(raw: &str, now: u64) -> Result<Value, String> {
+pub(super) fn time(raw: &str, now: u64) -> Result<Value, String> {
     if let Some(rest) = raw.strip_prefix('+') {
         return Ok(json!(now.saturating_add(duration(rest)?)));
     }

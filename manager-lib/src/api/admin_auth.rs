@@ -7,7 +7,10 @@
 //!   can never become the token.
 //! - **Check**: `Authorization: Bearer <token>`; an empty presented token is
 //!   refused whatever the configured one is; the comparison is of SHA-256
-//!   digests in constant time.
+//!   digests in constant time. A token that is not the bootstrap one is
+//!   looked up as a scoped token ([`crate::domain::token`]): unknown,
+//!   expired or revoked is a failure like a wrong token. The caller's role
+//!   is then checked against the route's (module `audit`).
 //! - **Failures** ([`FailureLimit`]): each refused admin call takes one token
 //!   from the client's budget (the node-list limiter's buckets, keyed the
 //!   same way); with the budget spent, every admin call from that client,
@@ -34,8 +37,10 @@ use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq as _;
 
+use super::audit::{Caller, authorize_and_run};
 use super::error::ApiError;
 use super::ratelimit::{self, ClientKey, Decision, RateLimiter};
+use crate::manager::Manager;
 use crate::metrics::ManagerMetrics;
 
 /// The shortest admin token accepted: 32 characters is 128 bits as hex
@@ -188,6 +193,7 @@ enum Refusal {
 
 /// The admin check of one router: token, failure budget, log and counters.
 pub(crate) struct AdminAuth {
+    manager: Arc<Manager>,
     token: TokenDigest,
     failures: Option<RateLimiter>,
     log: LogBudget,
@@ -196,11 +202,13 @@ pub(crate) struct AdminAuth {
 
 impl AdminAuth {
     pub(crate) fn new(
+        manager: Arc<Manager>,
         token: TokenDigest,
         failures: Option<FailureLimit>,
         metrics: Option<Arc<ManagerMetrics>>,
     ) -> Self {
         Self {
+            manager,
             token,
             failures: failures
                 .map(|l| RateLimiter::refilling_every(l.refill_every, l.failures, l.max_clients)),
@@ -241,8 +249,9 @@ impl std::fmt::Debug for AdminAuth {
 }
 
 /// Axum middleware in front of every admin route: 429 while the client's
-/// failure budget is spent, else the call with the right token, else 401
-/// (which spends one from the budget).
+/// failure budget is spent; 401 (which spends one from the budget) without
+/// the bootstrap token or a usable scoped token; else the role check and
+/// the call, audited when it is a change.
 pub(crate) async fn require_admin(
     State(auth): State<Arc<AdminAuth>>,
     req: Request,
@@ -258,10 +267,22 @@ pub(crate) async fn require_admin(
         auth.refused(Refusal::Throttled, peer, req.uri().path());
         return ratelimit::too_many_requests(retry_after);
     }
-    let why = match presented(req.headers()) {
-        Some(token) if auth.token.matches(token) => return next.run(req).await,
-        Some(_) => Refusal::WrongToken,
-        None => Refusal::NoToken,
+    let found = match presented(req.headers()) {
+        Some(token) if auth.token.matches(token) => Ok(Caller::bootstrap()),
+        Some(token) => match auth.manager.authenticate(token).await {
+            Ok(Some(t)) => Ok(Caller {
+                actor: t.name,
+                role: t.role,
+            }),
+            Ok(None) => Err(Refusal::WrongToken),
+            // The database is down: not the caller's failure.
+            Err(e) => return ApiError::from(e).into_response(),
+        },
+        None => Err(Refusal::NoToken),
+    };
+    let why = match found {
+        Ok(caller) => return authorize_and_run(&auth.manager, caller, req, next).await,
+        Err(why) => why,
     };
     if let Some(failures) = &auth.failures {
         let _ = failures.check(client);

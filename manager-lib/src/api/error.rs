@@ -18,6 +18,8 @@ pub enum ApiError {
     Manager(ManagerError),
     BadRequest(String),
     Unauthorized,
+    /// The caller's token is valid but its role is below the one needed.
+    Forbidden(crate::domain::Role),
     NotFound,
     MethodNotAllowed,
     TooManyRequests,
@@ -46,6 +48,7 @@ impl ApiError {
         match self {
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad request"),
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             Self::NotFound => (StatusCode::NOT_FOUND, "not found"),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
             Self::TooManyRequests => (StatusCode::TOO_MANY_REQUESTS, "too many requests"),
@@ -56,6 +59,9 @@ impl ApiError {
                 S::InvalidMultiplier(_) => (StatusCode::BAD_REQUEST, "invalid multiplier"),
                 S::InvalidProfile(_) => (StatusCode::BAD_REQUEST, "invalid profile"),
                 S::SubscriptionNotFound => (StatusCode::NOT_FOUND, "not found"),
+                S::TokenNotFound => (StatusCode::BAD_REQUEST, "token not exists"),
+                S::TokenNameTaken => (StatusCode::CONFLICT, "token name taken"),
+                S::InvalidToken(_) => (StatusCode::BAD_REQUEST, "invalid token"),
                 S::DeviceNotFound => (StatusCode::BAD_REQUEST, "device not exists"),
                 S::NodeNotFound => (StatusCode::BAD_REQUEST, "node not exists"),
                 S::UserNotFound => (StatusCode::BAD_REQUEST, "user not exists"),
@@ -84,6 +90,8 @@ impl ApiError {
         use ManagerError as S;
         match self {
             Self::BadRequest(m) => Some(m.clone()),
+            Self::Forbidden(role) => Some(format!("this call needs the {role} role")),
+            Self::Manager(S::InvalidToken(e)) => Some(e.to_string()),
             Self::Manager(S::InvalidEndpoint(e)) => Some(e.to_string()),
             Self::Manager(S::InvalidPlan(e)) => Some(e.to_string()),
             Self::Manager(S::InvalidProfile(e)) => Some(e.to_string()),

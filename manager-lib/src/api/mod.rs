@@ -8,7 +8,9 @@
 //! - [`error`]: the one table from errors to status and stable text;
 //! - [`ratelimit`]: per-client token buckets and the one 429 answer (needs
 //!   only [`error`]);
-//! - [`admin_auth`]: the admin bearer token and its failure budget;
+//! - [`admin_auth`]: the admin bearer token and scoped tokens, and the
+//!   failure budget; [`roles`]: the role each admin route needs; `audit`:
+//!   the role check and the audit entry of every change;
 //! - `state`: [`ApiState`], what every route reads; `extract`: the JSON
 //!   body and ids a handler takes;
 //! - `responses`: the error answers many routes share, described once;
@@ -16,11 +18,13 @@
 //!   fields, user details, plan edits) and `usage` (usage reads);
 //!   `subscription` (the user's subscription call and its headers) and
 //!   `profiles` (node details and profiles, subscription URLs) and
-//!   `devices` (a user's devices and device limit);
+//!   `devices` (a user's devices and device limit); `tokens` (scoped
+//!   tokens and the audit log's listing);
 //! - [`openapi`]: the document generated from the handlers, and `/docs`;
 //! - `router`: [`router`], [`serve`], [`serve_with`], [`ROUTES`].
 
 pub mod admin_auth;
+mod audit;
 mod devices;
 pub mod error;
 mod extract;
@@ -30,10 +34,12 @@ mod plans;
 mod profiles;
 pub mod ratelimit;
 mod responses;
+pub mod roles;
 mod router;
 mod schemas;
 mod state;
 mod subscription;
+mod tokens;
 mod usage;
 
 pub use error::{ApiError, ErrorBody};

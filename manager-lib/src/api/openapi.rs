@@ -31,7 +31,7 @@ pub const ADMIN_SCHEME: &str = "admin_token";
 #[openapi(
     info(
         title = "xray-manager",
-        description = "The control plane of a fleet of Xray/V2Ray nodes: nodes, users, and each user's usable node configs.\n\nAdmin calls need `Authorization: Bearer <admin token>`; a client that fails it too often gets 429 `too many requests` on every admin call until its budget refills (`Retry-After`). Every error answer is `{\"error\": \"<stable text>\", \"message\": \"<details, optional>\"}`; a body that is not the expected JSON gets 400 `bad request`."
+        description = "The control plane of a fleet of Xray/V2Ray nodes: nodes, users, and each user's usable node configs.\n\nAdmin calls need `Authorization: Bearer <token>`: the bootstrap admin token, or a scoped token (`POST /token/new`) whose role (`read-only`, `users`, `admin`) allows the call, else 403 `forbidden`; every change is recorded in the audit log (`GET /audit`); a client that fails it too often gets 429 `too many requests` on every admin call until its budget refills (`Retry-After`). Every error answer is `{\"error\": \"<stable text>\", \"message\": \"<details, optional>\"}`; a body that is not the expected JSON gets 400 `bad request`."
     ),
     paths(
         api::node_new,
@@ -57,6 +57,10 @@ pub const ADMIN_SCHEME: &str = "admin_token";
         super::devices::user_device_limit,
         super::profiles::node_get,
         super::profiles::node_profile,
+        super::tokens::token_new,
+        super::tokens::tokens,
+        super::tokens::token_revoke,
+        super::tokens::audit,
         api::user_nodes,
         super::subscription::subscription,
         api::health,
@@ -111,7 +115,8 @@ impl Modify for Operations {
                     "200",
                     text("the metrics", crate::metrics::CONTENT_TYPE),
                 )
-                .response("401", ResponseBuilder::new().description("missing or wrong admin token"))
+                .response("401", ResponseBuilder::new().description("missing, unknown, expired or revoked token"))
+                .response("403", ResponseBuilder::new().description("`forbidden`: the token's role does not allow this call"))
                 .response(
                     "429",
                     ResponseBuilder::new().description(

@@ -35,7 +35,7 @@ impl IntoResponses for ServerError {
     }
 }
 
-/// 401, 429 and 500: what every admin route can answer besides its own.
+/// 401, 403, 429 and 500: what every admin route can answer besides its own.
 pub(super) struct AdminErrors;
 
 impl IntoResponses for AdminErrors {
@@ -43,7 +43,11 @@ impl IntoResponses for AdminErrors {
         let mut answers = ServerError::responses();
         answers.insert(
             "401".to_owned(),
-            error_answer("missing or wrong admin token"),
+            error_answer("missing, unknown, expired or revoked token"),
+        );
+        answers.insert(
+            "403".to_owned(),
+            error_answer("`forbidden`: the token's role does not allow this call"),
         );
         answers.insert(
             "429".to_owned(),

@@ -13,7 +13,7 @@ use super::error::ApiError;
 use super::handlers::*;
 use super::ratelimit;
 use super::state::ApiState;
-use super::{devices, plans, profiles, subscription, usage};
+use super::{devices, plans, profiles, subscription, tokens, usage};
 use crate::metrics;
 
 /// The largest request body the manager reads.
@@ -46,6 +46,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/user/device-limit"),
     ("GET", "/nodes/{id}"),
     ("POST", "/node/profile"),
+    ("POST", "/token/new"),
+    ("GET", "/tokens"),
+    ("POST", "/token/revoke"),
+    ("GET", "/audit"),
     ("GET", "/user/{id_name}/nodes"),
     ("GET", "/sub/{token}"),
     ("GET", "/health"),
@@ -83,7 +87,8 @@ pub fn route_of(path: &str) -> Option<&'static str> {
         .find(|template| matches(template))
 }
 
-/// The manager's router: admin calls behind the bearer token, the user's
+/// The manager's router: admin calls behind a bearer token (the bootstrap
+/// one or a scoped one whose role allows the call; changes are audited), the user's
 /// node-list call, the health check and the API's documentation open.
 pub fn router(state: ApiState) -> Router {
     let mut admin = Router::new()
@@ -112,11 +117,16 @@ pub fn router(state: ApiState) -> Router {
         .route("/user/device/delete", post(devices::user_device_delete))
         .route("/user/device-limit", post(devices::user_device_limit))
         .route("/nodes/{id}", get(profiles::node_get))
-        .route("/node/profile", post(profiles::node_profile));
+        .route("/node/profile", post(profiles::node_profile))
+        .route("/token/new", post(tokens::token_new))
+        .route("/tokens", get(tokens::tokens))
+        .route("/token/revoke", post(tokens::token_revoke))
+        .route("/audit", get(tokens::audit));
     if let Some(m) = &state.metrics {
         admin = admin.route("/metrics", get(metrics::scrape).with_state(m.clone()));
     }
     let auth = AdminAuth::new(
+        state.manager.clone(),
         state.admin_token.clone(),
         state.admin_failures,
         state.metrics.clone(),

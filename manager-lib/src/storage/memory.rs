@@ -2,6 +2,7 @@
 //! unit tests and for embedding the manager without a database. Nothing
 //! survives the process.
 
+mod access;
 mod devices;
 mod usage;
 
@@ -26,6 +27,7 @@ use crate::storage::{Entity, Storage, StorageError, StorageResult, kit};
 #[derive(Debug, Default)]
 pub struct MemoryStorage {
     state: Mutex<State>,
+    access: Mutex<access::AccessState>,
 }
 
 #[derive(Debug, Default)]

@@ -1,0 +1,190 @@
+//! Scoped API tokens and the audit log: single statements on the pool.
+
+use manager_lib::domain::{
+    ApiToken, AuditEntry, AuditQuery, NewAuditEntry, Page, Role, Timestamp, TokenId, TokenVerifier,
+};
+use manager_lib::storage::{Entity, StorageError, StorageResult};
+use sqlx::Row as _;
+use sqlx::postgres::PgRow;
+
+use crate::PgStorage;
+use crate::error::map_err;
+
+const TOKEN_COLUMNS: &str = "id::text AS id, name, role, created, expires, revoked, salt, digest";
+const AUDIT_COLUMNS: &str = "id, at, actor, call, target, result";
+
+fn token_err(e: sqlx::Error) -> StorageError {
+    map_err(Entity::Token, e)
+}
+
+// Audit rows are no entity of their own: a missing one is never asked for.
+fn audit_err(e: sqlx::Error) -> StorageError {
+    map_err(Entity::Token, e)
+}
+
+fn token_from_row(row: &PgRow) -> StorageResult<(ApiToken, TokenVerifier)> {
+    let text = |c: &str| -> StorageResult<String> { row.try_get(c).map_err(token_err) };
+    let corrupt = |what: &str| StorageError::Corrupt(format!("stored token {what}"));
+    let id: TokenId = text("id")?.parse().map_err(|_| corrupt("id"))?;
+    let role: Role = text("role")?.parse().map_err(|_| corrupt("role"))?;
+    let at = |c: &str| -> StorageResult<Option<Timestamp>> {
+        Ok(row
+            .try_get::<Option<i64>, _>(c)
+            .map_err(token_err)?
+            .map(Timestamp))
+    };
+    let salt: Vec<u8> = row.try_get("salt").map_err(token_err)?;
+    let digest: Vec<u8> = row.try_get("digest").map_err(token_err)?;
+    let verifier = TokenVerifier::from_parts(&salt, &digest).ok_or_else(|| corrupt("digest"))?;
+    let token = ApiToken {
+        id,
+        name: text("name")?,
+        role,
+        created: Timestamp(row.try_get("created").map_err(token_err)?),
+        expires: at("expires")?,
+        revoked: at("revoked")?,
+    };
+    Ok((token, verifier))
+}
+
+fn audit_from_row(row: &PgRow) -> StorageResult<AuditEntry> {
+    let result: i16 = row.try_get("result").map_err(audit_err)?;
+    Ok(AuditEntry {
+        id: row.try_get("id").map_err(audit_err)?,
+        at: Timestamp(row.try_get("at").map_err(audit_err)?),
+        actor: row.try_get("actor").map_err(audit_err)?,
+        call: row.try_get("call").map_err(audit_err)?,
+        target: row.try_get("target").map_err(audit_err)?,
+        result: u16::try_from(result)
+            .map_err(|_| StorageError::Corrupt(format!("audit result {result}")))?,
+    })
+}
+
+pub(crate) async fn create_token(
+    s: &PgStorage,
+    token: &ApiToken,
+    verifier: &TokenVerifier,
+) -> StorageResult<()> {
+    sqlx::query(
+        "INSERT INTO api_tokens (id, name, role, created, expires, revoked, salt, digest) \
+         VALUES ($1::uuid, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(token.id.to_string())
+    .bind(&token.name)
+    .bind(token.role.as_str())
+    .bind(token.created.0)
+    .bind(token.expires.map(|t| t.0))
+    .bind(token.revoked.map(|t| t.0))
+    .bind(verifier.salt().as_slice())
+    .bind(verifier.digest_bytes().as_slice())
+    .execute(&s.pool)
+    .await
+    .map_err(token_err)?;
+    Ok(())
+}
+
+pub(crate) async fn get_token(
+    s: &PgStorage,
+    id: TokenId,
+) -> StorageResult<(ApiToken, TokenVerifier)> {
+    let row = sqlx::query(&format!(
+        "SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE id = $1::uuid"
+    ))
+    .bind(id.to_string())
+    .fetch_optional(&s.pool)
+    .await
+    .map_err(token_err)?
+    .ok_or(StorageError::NotFound(Entity::Token))?;
+    token_from_row(&row)
+}
+
+pub(crate) async fn list_tokens(s: &PgStorage) -> StorageResult<Vec<ApiToken>> {
+    let rows = sqlx::query(&format!(
+        "SELECT {TOKEN_COLUMNS} FROM api_tokens ORDER BY created, id"
+    ))
+    .fetch_all(&s.pool)
+    .await
+    .map_err(token_err)?;
+    rows.iter()
+        .map(|r| token_from_row(r).map(|(t, _)| t))
+        .collect()
+}
+
+pub(crate) async fn revoke_token(
+    s: &PgStorage,
+    id: TokenId,
+    now: Timestamp,
+) -> StorageResult<ApiToken> {
+    let row = sqlx::query(&format!(
+        "UPDATE api_tokens SET revoked = coalesce(revoked, $2) WHERE id = $1::uuid \
+         RETURNING {TOKEN_COLUMNS}"
+    ))
+    .bind(id.to_string())
+    .bind(now.0)
+    .fetch_optional(&s.pool)
+    .await
+    .map_err(token_err)?
+    .ok_or(StorageError::NotFound(Entity::Token))?;
+    token_from_row(&row).map(|(t, _)| t)
+}
+
+pub(crate) async fn append_audit(
+    s: &PgStorage,
+    entry: &NewAuditEntry,
+) -> StorageResult<AuditEntry> {
+    let result = i16::try_from(entry.result)
+        .map_err(|_| StorageError::Corrupt(format!("audit result {}", entry.result)))?;
+    let row = sqlx::query(&format!(
+        "INSERT INTO audit_log (at, actor, call, target, result) VALUES ($1, $2, $3, $4, $5) \
+         RETURNING {AUDIT_COLUMNS}"
+    ))
+    .bind(entry.at.0)
+    .bind(&entry.actor)
+    .bind(&entry.call)
+    .bind(entry.target.as_deref())
+    .bind(result)
+    .fetch_one(&s.pool)
+    .await
+    .map_err(audit_err)?;
+    audit_from_row(&row)
+}
+
+pub(crate) async fn list_audit(s: &PgStorage, q: &AuditQuery) -> StorageResult<Page<AuditEntry>> {
+    let limit = q.clamped_limit();
+    let rows = sqlx::query(&format!(
+        "SELECT {AUDIT_COLUMNS} FROM audit_log \
+         WHERE ($1::text IS NULL OR actor = $1) AND ($2::text IS NULL OR call = $2) \
+           AND ($3::text IS NULL OR target = $3) AND ($4::bigint IS NULL OR at >= $4) \
+           AND ($5::bigint IS NULL OR at < $5) AND ($6::bigint IS NULL OR id < $6) \
+         ORDER BY id DESC LIMIT $7"
+    ))
+    .bind(q.actor.as_deref())
+    .bind(q.call.as_deref())
+    .bind(q.target.as_deref())
+    .bind(q.from.map(|t| t.0))
+    .bind(q.to.map(|t| t.0))
+    .bind(q.before)
+    .bind(i64::from(limit) + 1)
+    .fetch_all(&s.pool)
+    .await
+    .map_err(audit_err)?;
+    let mut items = rows
+        .iter()
+        .map(audit_from_row)
+        .collect::<StorageResult<Vec<_>>>()?;
+    let more = items.len() > limit as usize;
+    items.truncate(limit as usize);
+    let next = more
+        .then(|| items.last().map(|e| e.id.to_string()))
+        .flatten();
+    Ok(Page { items, next })
+}
+
+pub(crate) async fn purge_audit(s: &PgStorage, before: Timestamp) -> StorageResult<u64> {
+    let done = sqlx::query("DELETE FROM audit_log WHERE at < $1")
+        .bind(before.0)
+        .execute(&s.pool)
+        .await
+        .map_err(audit_err)?;
+    Ok(done.rows_affected())
+}
