@@ -17,6 +17,7 @@ use crate::service::{
     LaunchctlService, ProcessService, ProcessSettings, ServiceControl, SystemdService,
 };
 use crate::settings::{Backend, Settings, SettingsError};
+use crate::tls::ReloadingCertificate;
 use crate::usage::{Journal, Usage};
 
 /// Why the agent could not start or serve.
@@ -164,11 +165,11 @@ impl Node {
             }
             Some(tls) => {
                 tracing::info!(%address, "node API listening (HTTPS)");
-                Some(listener::tls_acceptor(
-                    &tls.cert,
-                    &tls.key,
-                    settings.http.http2,
-                )?)
+                let certificate = ReloadingCertificate::load(&tls.cert, &tls.key)?;
+                if let Some(every) = tls.reload_interval() {
+                    tokio::spawn(certificate.clone().watch(every, background.clone()));
+                }
+                Some(certificate.acceptor(settings.http.http2))
             }
         };
         let served = listener::serve(listener, app, &settings.http, tls, shutdown).await;
