@@ -6,8 +6,10 @@
 //!
 //! Where each part lives (imports run down this list, never back up):
 //! - [`error`]: the one table from errors to status and stable text;
+//! - [`client_addr`]: who a request comes from (the peer, or what trusted
+//!   proxies forwarded);
 //! - [`ratelimit`]: per-client token buckets and the one 429 answer (needs
-//!   only [`error`]);
+//!   only [`error`] and [`client_addr`]);
 //! - [`admin_auth`]: the admin bearer token and its failure budget;
 //! - `state`: [`ApiState`], what every route reads; `extract`: the JSON
 //!   body and ids a handler takes;
@@ -21,6 +23,7 @@
 //! - `router`: [`router`], [`serve`], [`serve_with`], [`ROUTES`].
 
 pub mod admin_auth;
+pub mod client_addr;
 mod devices;
 pub mod error;
 mod extract;
