@@ -20,6 +20,10 @@ use crate::settings::{Backend, Settings, SettingsError};
 use crate::tls::ReloadingCertificate;
 use crate::usage::{Journal, Usage};
 
+/// The name of the supervised core's pid file in the state directory (the
+/// `process` backend; see [`crate::service::orphan`]).
+pub const CORE_PID_FILE: &str = "core.pid";
+
 /// Why the agent could not start or serve.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -94,6 +98,7 @@ impl Node {
                     ProcessSettings::new(&settings.core.binary, settings.core_args()?);
                 process_settings.stop_timeout =
                     Duration::from_secs(settings.core.stop_timeout_secs);
+                process_settings.pid_file = Some(settings.state_dir.join(CORE_PID_FILE));
                 let service = Arc::new(
                     ProcessService::new(process_settings)
                         .with_readiness(Arc::new(CoreApiProbe(core.clone()))),
@@ -151,6 +156,12 @@ impl Node {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
+        if let Some(process) = &self.process {
+            // Before anything starts a core: the orphan may hold its ports.
+            if let Err(e) = process.stop_orphan().await {
+                tracing::error!(error = %e, "cannot stop the core a killed agent left running");
+            }
+        }
         let background = CancellationToken::new();
         let tasks = self.agent.spawn_background(background.clone());
         let collector = settings
