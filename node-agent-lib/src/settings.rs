@@ -108,7 +108,7 @@ pub struct Settings {
     /// header bytes (`[http]`, `XNA_HTTP_*`; see [`ListenerSettings`]).
     pub http: ListenerSettings,
     /// Where the agent keeps state that must outlive it: the usage journal
-    /// (`XNA_STATE_DIR`).
+    /// and the core's pid file (`XNA_STATE_DIR`).
     pub state_dir: PathBuf,
     /// How often the agent reads (and zeroes) the core's per-user traffic
     /// counters into the usage journal, s; 0: no accounting
