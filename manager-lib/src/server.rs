@@ -22,10 +22,12 @@ use std::sync::Arc;
 
 use axum::Router;
 use node_agent_lib::listener::ListenerSettings;
+use node_agent_lib::tls::{ReloadingCertificate, TlsAcceptor, TlsSettings};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::admin_auth::FailureLimit;
+use crate::api::client_addr::TrustedProxies;
 use crate::api::ratelimit::RateLimit;
 use crate::api::{self, ApiState};
 use crate::cache::{Cache, CachedStorage, CachedStorageSettings};
@@ -47,6 +49,8 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
+    #[error("TLS certificate: {0}")]
+    Tls(#[source] std::io::Error),
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
@@ -97,6 +101,11 @@ pub struct ServerSettings {
     pub metrics_listen: Option<SocketAddr>,
     /// Limits of the API and metrics listeners.
     pub http: ListenerSettings,
+    /// HTTPS on the API listener (the metrics listener stays plain: keep it
+    /// private); `None`: plain HTTP.
+    pub tls: Option<TlsSettings>,
+    /// The reverse proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: TrustedProxies,
     /// Subscriptions: titles, links, the User-Agent rule table.
     pub subscription: Subscriptions,
 }
@@ -115,6 +124,8 @@ impl ServerSettings {
             node_list_limit: Some(RateLimit::default()),
             metrics_listen: None,
             http: ListenerSettings::default(),
+            tls: None,
+            trusted_proxies: TrustedProxies::default(),
             subscription: Subscriptions::default(),
         }
     }
@@ -157,6 +168,8 @@ impl ServerSettings {
             node_list_limit: cfg.node_list_limit(),
             metrics_listen: cfg.metrics_listen,
             http: cfg.http.clone(),
+            tls: cfg.tls.clone(),
+            trusted_proxies: cfg.trusted_proxies.clone(),
             subscription: Subscriptions::new(cfg.subscription.clone())?,
         })
     }
@@ -174,6 +187,7 @@ pub struct Server {
     pub router: Router,
     metrics_listen: Option<SocketAddr>,
     http: ListenerSettings,
+    tls: Option<TlsSettings>,
 }
 
 impl Server {
@@ -207,6 +221,7 @@ impl Server {
             .with_admin_failure_limit(settings.admin_failure_limit)
             .with_rate_limit(settings.node_list_limit)
             .with_subscription(settings.subscription)
+            .with_trusted_proxies(settings.trusted_proxies)
             .with_metrics(metrics.clone());
         Self {
             manager,
@@ -215,22 +230,36 @@ impl Server {
             router: api::router(state).layer(request_trace_layer()),
             metrics_listen: settings.metrics_listen,
             http: settings.http,
+            tls: settings.tls,
         }
     }
 
     /// Runs the heartbeat, the optional metrics listener and the API on
-    /// `listener` until `shutdown` resolves; then gives up this replica's
-    /// node leases.
+    /// `listener` (HTTPS with [`ServerSettings::tls`], its certificate
+    /// re-read from disk every `reload_interval_secs`) until `shutdown`
+    /// resolves; then gives up this replica's node leases. A certificate
+    /// that does not load is an error before anything runs.
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
         let stop = CancellationToken::new();
+        let tls = match &self.tls {
+            None => None,
+            Some(tls) => {
+                let certificate =
+                    ReloadingCertificate::load(&tls.cert, &tls.key).map_err(ServeError::Tls)?;
+                if let Some(every) = tls.reload_interval() {
+                    tokio::spawn(certificate.clone().watch(every, stop.clone()));
+                }
+                Some(certificate.acceptor(self.http.http2))
+            }
+        };
         let heartbeat = tokio::spawn(self.reconciler.clone().run(stop.clone().cancelled_owned()));
         let router = self.router.clone();
         let served = self
-            .serve_api(listener, router, stop.clone(), shutdown)
+            .serve_api(listener, router, tls, stop.clone(), shutdown)
             .await;
         stop.cancel();
         let _ = heartbeat.await;
@@ -241,6 +270,7 @@ impl Server {
         &self,
         listener: TcpListener,
         router: Router,
+        tls: Option<TlsAcceptor>,
         stop: CancellationToken,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
@@ -265,7 +295,9 @@ impl Server {
             }
             stop.cancel();
         };
-        Ok(api::serve_with(listener, router, &self.http, shutdown).await?)
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        tracing::info!(address = %listener.local_addr()?, scheme, "API listening");
+        Ok(node_agent_lib::listener::serve(listener, router, &self.http, tls, shutdown).await?)
     }
 }
 

@@ -7,9 +7,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use node_agent_lib::listener::ListenerSettings;
+use node_agent_lib::tls::TlsSettings;
 use serde::Deserialize;
 
 use crate::api::admin_auth::{self, FailureLimit};
+use crate::api::client_addr::TrustedProxies;
 use crate::subscription::SubscriptionSettings;
 
 /// A secret setting; `Debug` never shows it (the agent's settings use the
@@ -68,12 +70,21 @@ pub struct ManagerConfig {
     /// token: keep it private. Unset (the default): metrics are on the API
     /// address, behind the token. Env: `XM_METRICS_LISTEN`.
     pub metrics_listen: Option<SocketAddr>,
+    /// The reverse proxies (addresses or networks) whose `X-Forwarded-For`
+    /// names the client for the per-client limits and the logs; empty (the
+    /// default): the peer's address always. Env: `XM_TRUSTED_PROXIES`
+    /// (comma-separated).
+    pub trusted_proxies: TrustedProxies,
     /// Limits of the API and metrics listeners: header-read and idle
     /// timeouts, connection cap, header bytes, HTTP/2 streams (`[http]`;
     /// env `XM_HTTP_HEADER_READ_TIMEOUT_MS`, `XM_HTTP_IDLE_TIMEOUT_MS`,
     /// `XM_HTTP_MAX_CONNECTIONS`, `XM_HTTP_MAX_HEADER_BYTES`, `XM_HTTP_HTTP2`,
     /// `XM_HTTP_HTTP2_MAX_STREAMS`, `XM_HTTP_SHUTDOWN_GRACE_MS`).
     pub http: ListenerSettings,
+    /// HTTPS on the API address (`[tls]`: `cert`, `key`,
+    /// `reload_interval_secs`; env `XM_TLS_CERT`, `XM_TLS_KEY`,
+    /// `XM_TLS_RELOAD_INTERVAL_SECS`); absent (the default): plain HTTP.
+    pub tls: Option<TlsSettings>,
     /// Subscriptions (`[subscription]`; env `XM_SUBSCRIPTION_*`): see
     /// [`SubscriptionSettings`].
     pub subscription: SubscriptionSettings,
@@ -99,7 +110,9 @@ impl Default for ManagerConfig {
             node_list_rate: 20,
             node_list_burst: 40,
             metrics_listen: None,
+            trusted_proxies: TrustedProxies::default(),
             http: ListenerSettings::default(),
+            tls: None,
             subscription: SubscriptionSettings::default(),
         }
     }
@@ -151,6 +164,9 @@ impl ManagerConfig {
             );
         }
         self.http.validate()?;
+        if let Some(tls) = &self.tls {
+            tls.validate()?;
+        }
         self.subscription.validate()?;
         Ok(())
     }
@@ -209,6 +225,15 @@ impl ManagerConfig {
                 "" => None,
                 v => Some(parse("XM_METRICS_LISTEN", v.to_owned())?),
             };
+        }
+        if let Some(v) = var("XM_TRUSTED_PROXIES") {
+            self.trusted_proxies =
+                TrustedProxies::parse_list(&v).map_err(|e| format!("XM_TRUSTED_PROXIES: {e}"))?;
+        }
+        for key in TlsSettings::KEYS {
+            if let Some(v) = var(&format!("XM_{key}")) {
+                TlsSettings::set(&mut self.tls, key, &v).map_err(|e| format!("XM_{e}"))?;
+            }
         }
         for key in ListenerSettings::KEYS {
             if let Some(v) = var(&format!("XM_HTTP_{key}")) {
@@ -443,6 +468,32 @@ mod tests {
         let bad = cfg.apply_env(|k| (k == "XM_HTTP_IDLE_TIMEOUT_MS").then(|| "soon".to_owned()));
         assert!(bad.unwrap_err().contains("XM_HTTP_IDLE_TIMEOUT_MS"));
         assert!(toml::from_str::<ManagerConfig>("[http]\nnope = 1").is_err());
+    }
+
+    #[test]
+    fn tls_and_trusted_proxies_come_from_the_file_then_the_env() {
+        let cfg = from_env(&[]).unwrap();
+        assert!(cfg.tls.is_none() && cfg.trusted_proxies.is_empty());
+        let mut cfg: ManagerConfig = toml::from_str(
+            "trusted_proxies = [\"10.0.0.0/8\"]\n[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"",
+        )
+        .unwrap();
+        assert!(cfg.trusted_proxies.contains("10.2.3.4".parse().unwrap()));
+        assert_eq!(cfg.tls.as_ref().unwrap().reload_interval_secs, 10);
+        cfg.apply_env(|k| match k {
+            "XM_TRUSTED_PROXIES" => Some("192.0.2.1, ::1".to_owned()),
+            "XM_TLS_RELOAD_INTERVAL_SECS" => Some("60".to_owned()),
+            _ => None,
+        })
+        .unwrap();
+        assert!(!cfg.trusted_proxies.contains("10.2.3.4".parse().unwrap()));
+        assert!(cfg.trusted_proxies.contains("::1".parse().unwrap()));
+        assert_eq!(cfg.tls.as_ref().unwrap().reload_interval_secs, 60);
+        let bad = from_env(&[("XM_TRUSTED_PROXIES", "10.0.0.0/8, proxy.local")]);
+        assert!(bad.unwrap_err().contains("proxy.local"));
+        let half = from_env(&[("XM_TLS_CERT", "/etc/xm/cert.pem")]);
+        assert!(half.unwrap_err().contains("tls.key"));
+        assert!(toml::from_str::<ManagerConfig>("trusted_proxies = [\"x\"]").is_err());
     }
 
     #[test]

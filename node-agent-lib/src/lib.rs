@@ -20,7 +20,9 @@
 //! - `agent` (default): the agent itself (the core client, the service
 //!   backends, the node API, settings, metrics). Without it the crate is
 //!   what the manager links: [`wire`], [`envelope`], [`client`],
-//!   [`listener`], [`openapi`] (serving a document) and [`secret`].
+//!   [`listener`], [`tls`], [`openapi`] (serving a document) and [`secret`].
+//! - `testing`: `tls::testing`, a throwaway certificate authority for
+//!   tests (made with the `openssl` tool).
 //! - `mocks`: mockall's `MockCoreApi` and `MockServiceControl`, for tests
 //!   (enabled from dev-dependencies, never in a release build).
 //!
@@ -126,6 +128,7 @@ pub mod server;
 pub mod service;
 #[cfg(feature = "agent")]
 pub mod settings;
+pub mod tls;
 #[cfg(feature = "agent")]
 pub mod usage;
 pub mod wire;

@@ -38,7 +38,6 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,7 +53,6 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
-use tokio_rustls::rustls;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
@@ -209,37 +207,9 @@ impl ListenerSettings {
     }
 }
 
-/// A TLS configuration from PEM files (a certificate chain and its key),
-/// offering HTTP/1.1 and, when `http2`, HTTP/2 by ALPN.
-pub fn tls_acceptor(cert: &Path, key: &Path, http2: bool) -> std::io::Result<TlsAcceptor> {
-    use rustls::pki_types::pem::PemObject as _;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let invalid = |what: &Path, e: &dyn std::fmt::Display| {
-        std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("{}: {e}", what.display()),
-        )
-    };
-    let certs = CertificateDer::pem_file_iter(cert)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| invalid(cert, &e))?;
-    // The key's parse error names the file only: never its content.
-    let private = PrivateKeyDer::from_pem_file(key).map_err(|e| invalid(key, &e))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .and_then(|b| b.with_no_client_auth().with_single_cert(certs, private))
-        .map_err(|e| invalid(cert, &e))?;
-    config.alpn_protocols = if http2 {
-        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
-    } else {
-        vec![b"http/1.1".to_vec()]
-    };
-    Ok(TlsAcceptor::from(Arc::new(config)))
-}
-
-/// Serves `router` on `listener` (through `tls` when given) with the limits
-/// of `settings` until `shutdown` resolves, then shuts down gracefully.
+/// Serves `router` on `listener` (through `tls` when given, see
+/// [`crate::tls`]) with the limits of `settings` until `shutdown`
+/// resolves, then shuts down gracefully.
 /// Each request carries the peer's address as [`ConnectInfo<SocketAddr>`].
 pub async fn serve(
     listener: TcpListener,

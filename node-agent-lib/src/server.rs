@@ -17,7 +17,12 @@ use crate::service::{
     LaunchctlService, ProcessService, ProcessSettings, ServiceControl, SystemdService,
 };
 use crate::settings::{Backend, Settings, SettingsError};
+use crate::tls::ReloadingCertificate;
 use crate::usage::{Journal, Usage};
+
+/// The name of the supervised core's pid file in the state directory (the
+/// `process` backend; see [`crate::service::orphan`]).
+pub const CORE_PID_FILE: &str = "core.pid";
 
 /// Why the agent could not start or serve.
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +98,7 @@ impl Node {
                     ProcessSettings::new(&settings.core.binary, settings.core_args()?);
                 process_settings.stop_timeout =
                     Duration::from_secs(settings.core.stop_timeout_secs);
+                process_settings.pid_file = Some(settings.state_dir.join(CORE_PID_FILE));
                 let service = Arc::new(
                     ProcessService::new(process_settings)
                         .with_readiness(Arc::new(CoreApiProbe(core.clone()))),
@@ -150,6 +156,12 @@ impl Node {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
+        if let Some(process) = &self.process {
+            // Before anything starts a core: the orphan may hold its ports.
+            if let Err(e) = process.stop_orphan().await {
+                tracing::error!(error = %e, "cannot stop the core a killed agent left running");
+            }
+        }
         let background = CancellationToken::new();
         let tasks = self.agent.spawn_background(background.clone());
         let collector = settings
@@ -164,11 +176,11 @@ impl Node {
             }
             Some(tls) => {
                 tracing::info!(%address, "node API listening (HTTPS)");
-                Some(listener::tls_acceptor(
-                    &tls.cert,
-                    &tls.key,
-                    settings.http.http2,
-                )?)
+                let certificate = ReloadingCertificate::load(&tls.cert, &tls.key)?;
+                if let Some(every) = tls.reload_interval() {
+                    tokio::spawn(certificate.clone().watch(every, background.clone()));
+                }
+                Some(certificate.acceptor(settings.http.http2))
             }
         };
         let served = listener::serve(listener, app, &settings.http, tls, shutdown).await;

@@ -15,6 +15,7 @@ use async_trait::async_trait;
 pub mod conformance;
 mod launchctl;
 pub mod memory;
+pub mod orphan;
 mod process;
 mod systemd;
 

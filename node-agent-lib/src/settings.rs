@@ -28,6 +28,7 @@
 //! [tls]                                              # optional
 //! cert = "/etc/xray-node-agent/cert.pem"
 //! key = "/etc/xray-node-agent/key.pem"
+//! reload_interval_secs = 10                          # re-read for a new certificate
 //! ```
 
 use std::net::SocketAddr;
@@ -40,6 +41,7 @@ use xray_core_client::Flavor;
 use crate::envelope::NodeKey;
 use crate::listener::ListenerSettings;
 pub use crate::secret::Secret;
+pub use crate::tls::TlsSettings;
 
 /// Settings could not be loaded or are inconsistent.
 #[derive(Debug, thiserror::Error)]
@@ -106,7 +108,7 @@ pub struct Settings {
     /// header bytes (`[http]`, `XNA_HTTP_*`; see [`ListenerSettings`]).
     pub http: ListenerSettings,
     /// Where the agent keeps state that must outlive it: the usage journal
-    /// (`XNA_STATE_DIR`).
+    /// and the core's pid file (`XNA_STATE_DIR`).
     pub state_dir: PathBuf,
     /// How often the agent reads (and zeroes) the core's per-user traffic
     /// counters into the usage journal, s; 0: no accounting
@@ -163,13 +165,6 @@ pub struct ServiceSettings {
     pub label: String,
     pub domain: String,
     pub plist: PathBuf,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsSettings {
-    pub cert: PathBuf,
-    pub key: PathBuf,
 }
 
 impl Default for Settings {
@@ -240,6 +235,9 @@ impl Settings {
         };
         settings.apply_env(std::env::vars())?;
         settings.http.validate().map_err(|e| invalid("http", e))?;
+        if let Some(tls) = &settings.tls {
+            tls.validate().map_err(|e| invalid("tls", e))?;
+        }
         settings.validate_usage()?;
         Ok(settings)
     }
@@ -306,16 +304,9 @@ impl Settings {
                 "SERVICE_LABEL" => self.service.label = value,
                 "SERVICE_DOMAIN" => self.service.domain = value,
                 "SERVICE_PLIST" => self.service.plist = value.into(),
-                "TLS_CERT" | "TLS_KEY" => {
-                    let tls = self.tls.get_or_insert_with(|| TlsSettings {
-                        cert: PathBuf::new(),
-                        key: PathBuf::new(),
-                    });
-                    if key == "TLS_CERT" {
-                        tls.cert = value.into();
-                    } else {
-                        tls.key = value.into();
-                    }
+                tls if TlsSettings::KEYS.contains(&tls) => {
+                    TlsSettings::set(&mut self.tls, tls, &value)
+                        .map_err(|e| invalid("XNA_TLS_*", e))?;
                 }
                 "BODY_LIMIT" => {
                     self.body_limit = usize::try_from(number("XNA_BODY_LIMIT", &value)?)

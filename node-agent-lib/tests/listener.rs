@@ -263,7 +263,7 @@ fn certificate(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf
 async fn tls_is_served_with_the_same_limits() {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = certificate(dir.path());
-    let tls = listener::tls_acceptor(&cert, &key, false).unwrap();
+    let tls = node_agent_lib::tls::tls_acceptor(&cert, &key, false).unwrap();
     let server = start(short_header_timeout(), Some(tls)).await;
 
     let client = reqwest::Client::builder()
@@ -286,7 +286,7 @@ fn a_key_file_that_is_not_a_key_is_a_clear_error() {
     let (cert, _) = certificate(dir.path());
     let not_a_key = dir.path().join("nope.pem");
     std::fs::write(&not_a_key, "secret-looking text").unwrap();
-    let Err(error) = listener::tls_acceptor(&cert, &not_a_key, false) else {
+    let Err(error) = node_agent_lib::tls::tls_acceptor(&cert, &not_a_key, false) else {
         panic!("a key file without a key was accepted");
     };
     assert!(error.to_string().contains("nope.pem"), "{error}");

@@ -318,27 +318,39 @@ backend = "process"
     /// at once, as in a crash of the machine. (The core alone would survive
     /// its agent and keep the API port, which the next agent could not bind.)
     pub async fn kill(&mut self) {
+        self.kill_agent_only().await;
+        for pid in self.cores() {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        }
+    }
+
+    /// SIGKILL of the agent alone: its core lives on, orphaned.
+    pub async fn kill_agent_only(&mut self) {
         if let Some(mut child) = self.child.take() {
             signal(&child, Signal::SIGKILL);
             let _ = child.wait().await;
         }
-        // The orphaned core is found by its generated config, unique to this agent.
+    }
+
+    /// Every live core of this agent, its child or an orphan: found in /proc
+    /// by its generated config, unique to this agent.
+    pub fn cores(&self) -> Vec<u32> {
         let generated = self._dir.path().join("core.json");
         let needle = generated.to_string_lossy().into_owned();
-        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-                continue;
-            };
-            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-                continue;
-            };
-            let matches = cmdline
-                .split(|b| *b == 0)
-                .any(|arg| arg == needle.as_bytes());
-            if matches {
-                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-            }
-        }
+        std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|entry| entry.file_name().to_string_lossy().parse::<u32>().ok())
+            .filter(|&pid| is_alive(pid))
+            .filter(|&pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
+                    cmdline
+                        .split(|b| *b == 0)
+                        .any(|arg| arg == needle.as_bytes())
+                })
+            })
+            .collect()
     }
 
     /// The agent's state directory (its usage journal), kept across restarts.

@@ -87,6 +87,9 @@ fn fields_of<T: DeserializeOwned>() -> Vec<&'static str> {
 #[derive(Debug)]
 struct DocumentedKey {
     section: String,
+    /// Under a commented-out header: a section absent by default, whose
+    /// keys' defaults apply only once it is written.
+    optional: bool,
     key: String,
     /// The comment lines above the key, nearest first; other commented keys
     /// and headers in between are skipped (they share one explanation).
@@ -115,10 +118,12 @@ fn header_of(line: &str) -> Option<&str> {
 fn documented_keys(text: &str) -> Vec<DocumentedKey> {
     let lines: Vec<&str> = text.lines().collect();
     let mut section = String::new();
+    let mut optional = false;
     let mut keys = Vec::new();
     for (i, line) in lines.iter().enumerate() {
         if let Some(name) = header_of(line) {
             section = name.to_owned();
+            optional = line.trim().starts_with('#');
             continue;
         }
         let Some((key, _)) = key_of(line) else {
@@ -137,6 +142,7 @@ fn documented_keys(text: &str) -> Vec<DocumentedKey> {
         }
         keys.push(DocumentedKey {
             section: section.clone(),
+            optional,
             key: key.to_owned(),
             doc,
         });
@@ -204,12 +210,13 @@ fn assert_complete(file: &str, keys: &[DocumentedKey], sections: &[(&str, Vec<&'
     );
 }
 
-/// A TOML document holding only the documented defaults.
+/// A TOML document holding only the documented defaults (an optional
+/// section's are left out: its absence is the default).
 fn defaults_document(keys: &[DocumentedKey]) -> String {
     let mut out = String::new();
     let mut section = String::new();
     for key in keys {
-        let Some(value) = key.default_literal() else {
+        let Some(value) = key.default_literal().filter(|_| !key.optional) else {
             continue;
         };
         if key.section != section {
@@ -243,7 +250,7 @@ fn the_manager_example_documents_every_key_with_its_default_and_variable() {
     let keys = documented_keys(&text);
     let top: Vec<_> = fields_of::<ManagerConfig>()
         .into_iter()
-        .filter(|f| !["http", "subscription"].contains(f))
+        .filter(|f| !["http", "tls", "subscription"].contains(f))
         .collect();
     assert_complete(
         MANAGER_EXAMPLE,
@@ -251,6 +258,7 @@ fn the_manager_example_documents_every_key_with_its_default_and_variable() {
         &[
             ("", top),
             ("http", fields_of::<ListenerSettings>()),
+            ("tls", fields_of::<TlsSettings>()),
             ("subscription", fields_of::<SubscriptionSettings>()),
         ],
     );

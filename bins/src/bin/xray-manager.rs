@@ -20,8 +20,13 @@ struct Args {
     /// variable (XM_LISTEN, XM_DATA_DIR, XM_STORAGE_URL, XM_CACHE_URL,
     /// XM_HEARTBEAT_MS, XM_NODE_TIMEOUT_MS, XM_CONCURRENCY, XM_ADMIN_TOKEN,
     /// XM_ADMIN_FAILURE_BURST, XM_ADMIN_FAILURE_REFILL_SECS, XM_LOG_JSON,
-    /// XM_NODE_LIST_RATE, XM_NODE_LIST_BURST, XM_METRICS_LISTEN), which wins
-    /// over the file.
+    /// XM_NODE_LIST_RATE, XM_NODE_LIST_BURST, XM_METRICS_LISTEN,
+    /// XM_TRUSTED_PROXIES), which wins over the file.
+    ///
+    /// HTTPS ([tls]): XM_TLS_CERT and XM_TLS_KEY (PEM files; unset: plain
+    /// HTTP), re-read every XM_TLS_RELOAD_INTERVAL_SECS (10, 0 = never).
+    /// XM_TRUSTED_PROXIES: comma-separated addresses or networks of reverse
+    /// proxies whose X-Forwarded-For names the client (default none).
     ///
     /// XM_ADMIN_TOKEN: at least 32 visible ASCII characters, 8 of them
     /// distinct (e.g. `openssl rand -hex 32`); empty or weaker is refused at

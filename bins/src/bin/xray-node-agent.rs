@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 /// XNA_BASE_CONFIG, XNA_GENERATED_CONFIG, XNA_API_ADDRESS,
 /// XNA_START_TIMEOUT_SECS, XNA_STOP_TIMEOUT_SECS, XNA_API_TIMEOUT_MS);
 /// [service] backend "process"|"systemd"|"launchctl", unit, label, domain,
-/// plist (XNA_SERVICE_*); [tls] cert, key (XNA_TLS_CERT, XNA_TLS_KEY);
+/// plist (XNA_SERVICE_*); [tls] cert, key, reload_interval_secs (XNA_TLS_*);
 /// metrics_listen, a private address for Prometheus metrics, off by
 /// default (XNA_METRICS_LISTEN); verify_period_secs, how long one background
 /// check of every user in the core takes, default 25, 0 = off (XNA_VERIFY_PERIOD_SECS);

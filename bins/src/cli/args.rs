@@ -22,7 +22,7 @@ Exit codes:
   6  `user import` finished, but some rows failed
 
 Settings come from flags, then XMCTL_* variables, then the config file
-(`url = \"…\"`, `token = \"…\"`), then defaults.";
+(`url = \"…\"`, `token = \"…\"`, `ca_file = \"…\"`), then defaults.";
 
 /// Administer an xray-manager: nodes, users, bulk imports and health.
 #[derive(Debug, Parser)]
@@ -61,6 +61,10 @@ pub struct GlobalArgs {
     /// Seconds to wait for each answer from the manager [default: 30]
     #[arg(long, global = true, value_name = "SECONDS")]
     pub timeout: Option<f64>,
+    /// PEM file of the CA that signed an https:// manager's certificate
+    /// (e.g. a private CA); trusted instead of the built-in web roots
+    #[arg(long, env = "XMCTL_CA_FILE", global = true, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
 }
 
 fn parse_token(raw: &str) -> Result<Token, String> {

@@ -129,6 +129,18 @@ struct ErrorBody {
     message: Option<String>,
 }
 
+/// The certificates of a PEM file (`--ca-file`): at least one.
+fn read_ca_file(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, CliError> {
+    let bad = |why: String| CliError::Usage(format!("CA file {}: {why}", path.display()));
+    let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|_| bad("not a PEM certificate file".into()))?;
+    if certificates.is_empty() {
+        return Err(bad("no PEM certificate in it".into()));
+    }
+    Ok(certificates)
+}
+
 /// The manager's API over HTTP. Cheap to clone; clones share connections.
 #[derive(Clone)]
 pub struct Client {
@@ -174,10 +186,17 @@ impl Client {
             let path = format!("{}/", base.path());
             base.set_path(&path);
         }
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .timeout(settings.timeout)
             .connect_timeout(settings.timeout.min(Duration::from_secs(10)))
-            .user_agent(concat!("xmctl/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("xmctl/", env!("CARGO_PKG_VERSION")));
+        if let Some(path) = &settings.ca_file {
+            http = http.tls_built_in_root_certs(false);
+            for ca in read_ca_file(path)? {
+                http = http.add_root_certificate(ca);
+            }
+        }
+        let http = http
             .build()
             .map_err(|e| CliError::Usage(format!("cannot build the HTTP client: {e}")))?;
         Ok(Self {
@@ -510,6 +529,7 @@ mod tests {
             url: url.into(),
             token: Some(Token::new("secret-token")),
             timeout: Duration::from_secs(1),
+            ca_file: None,
         })
     }
 

@@ -1,5 +1,6 @@
-//! Where `xmctl` finds the manager and its token: flag, then environment
-//! (clap merges those two), then the config file, then the default URL.
+//! Where `xmctl` finds the manager, its token and the CA it trusts for an
+//! `https://` manager: flag, then environment (clap merges those two), then
+//! the config file, then the defaults.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -35,12 +36,14 @@ impl fmt::Debug for Token {
     }
 }
 
-/// The config file: `url = "…"` and `token = "…"`, both optional.
+/// The config file: `url = "…"`, `token = "…"` and `ca_file = "…"`, all
+/// optional.
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigFile {
     pub url: Option<String>,
     pub token: Option<String>,
+    pub ca_file: Option<PathBuf>,
 }
 
 impl fmt::Debug for ConfigFile {
@@ -48,6 +51,7 @@ impl fmt::Debug for ConfigFile {
         f.debug_struct("ConfigFile")
             .field("url", &self.url)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }
@@ -88,16 +92,21 @@ pub struct Settings {
     pub url: String,
     pub token: Option<Token>,
     pub timeout: Duration,
+    /// PEM certificates of the CA(s) an `https://` manager's certificate
+    /// must chain to, trusted instead of the built-in web roots.
+    pub ca_file: Option<PathBuf>,
 }
 
-/// Merges the sources: `url` and `token` are the flag-or-environment values
-/// clap found; the file fills what they leave out. An explicit `config` must
+/// Merges the sources: `url`, `token` and `ca_file` are the
+/// flag-or-environment values clap found; the file fills what they leave
+/// out. An explicit `config` must
 /// exist; the default file is read only if present.
 pub fn resolve(
     url: Option<String>,
     token: Option<String>,
     config: Option<&Path>,
     timeout_secs: Option<f64>,
+    ca_file: Option<PathBuf>,
 ) -> Result<Settings, CliError> {
     let file = match config {
         Some(path) => ConfigFile::load(path)?,
@@ -119,10 +128,14 @@ pub fn resolve(
                 "--timeout must be a positive number of seconds, not {secs}"
             ))
         })?;
+    let ca_file = ca_file
+        .filter(|p| !p.as_os_str().is_empty())
+        .or(file.ca_file);
     Ok(Settings {
         url,
         token,
         timeout,
+        ca_file,
     })
 }
 
@@ -148,6 +161,7 @@ mod tests {
             Some("flag-token".into()),
             Some(f.path()),
             None,
+            None,
         )
         .expect("resolves");
         assert_eq!(s.url, "http://flag:2");
@@ -157,7 +171,7 @@ mod tests {
     #[test]
     fn the_file_fills_what_flags_leave_out() {
         let f = file("url = \"http://file:1\"\ntoken = \"file-token\"\n");
-        let s = resolve(None, None, Some(f.path()), Some(2.5)).expect("resolves");
+        let s = resolve(None, None, Some(f.path()), Some(2.5), None).expect("resolves");
         assert_eq!(s.url, "http://file:1");
         assert_eq!(s.token, Some(Token::new("file-token")));
         assert_eq!(s.timeout, Duration::from_millis(2500));
@@ -166,7 +180,7 @@ mod tests {
     #[test]
     fn a_bad_file_names_the_line_but_not_its_content() {
         let f = file("url = \"http://x\"\ntoken = \"s3cret-value\" junk\n");
-        let err = resolve(None, None, Some(f.path()), None).expect_err("invalid TOML");
+        let err = resolve(None, None, Some(f.path()), None, None).expect_err("invalid TOML");
         let text = err.to_string();
         assert!(text.contains("line 2"), "{text}");
         assert!(!text.contains("s3cret-value"), "{text}");
@@ -176,14 +190,20 @@ mod tests {
     #[test]
     fn an_unknown_key_is_a_usage_error() {
         let f = file("tokn = \"x\"\n");
-        let err = resolve(None, None, Some(f.path()), None).expect_err("unknown key");
+        let err = resolve(None, None, Some(f.path()), None, None).expect_err("unknown key");
         assert!(err.to_string().contains("tokn"), "{err}");
     }
 
     #[test]
     fn a_missing_explicit_file_is_a_usage_error() {
-        let err = resolve(None, None, Some(Path::new("/nonexistent/xmctl.toml")), None)
-            .expect_err("missing file");
+        let err = resolve(
+            None,
+            None,
+            Some(Path::new("/nonexistent/xmctl.toml")),
+            None,
+            None,
+        )
+        .expect_err("missing file");
         assert_eq!(err.exit_code(), 1);
     }
 
@@ -192,7 +212,7 @@ mod tests {
         let f = file("");
         for bad in [0.0, -1.0, f64::NAN] {
             assert!(
-                resolve(None, None, Some(f.path()), Some(bad)).is_err(),
+                resolve(None, None, Some(f.path()), Some(bad), None).is_err(),
                 "{bad}"
             );
         }
@@ -205,6 +225,7 @@ mod tests {
         let c = ConfigFile {
             url: None,
             token: Some("hunter2".into()),
+            ca_file: None,
         };
         assert!(!format!("{c:?}").contains("hunter2"));
     }

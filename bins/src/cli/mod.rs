@@ -65,6 +65,7 @@ async fn execute(cli: Cli) -> Result<u8, CliError> {
         g.token.map(|t| t.expose().to_owned()),
         g.config.as_deref(),
         g.timeout,
+        g.ca_file,
     )?;
     let client = Client::new(&settings)?;
     let json = g.json;

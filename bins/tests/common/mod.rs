@@ -69,6 +69,7 @@ pub async fn start_manager_custom(
     // Usage reaches the totals at the heartbeat: keep it quick.
     settings.reconciler.interval = Duration::from_millis(100);
     configure(&mut settings);
+    let tls = settings.tls.is_some();
     let mut server = Server::build(
         Backends::new(Arc::new(MemoryStorage::new()), fleet.clone()),
         settings,
@@ -80,7 +81,12 @@ pub async fn start_manager_custom(
     let addr = listener.local_addr().expect("local addr");
     tokio::spawn(server.serve(listener, std::future::pending()));
     Harness {
-        url: format!("http://{addr}"),
+        // The test certificates name localhost.
+        url: if tls {
+            format!("https://localhost:{}", addr.port())
+        } else {
+            format!("http://{addr}")
+        },
         fleet,
         home: tempfile::tempdir().expect("temp home"),
     }

@@ -25,7 +25,7 @@
 //! assert!(check_strength("2f5c0b1e9d8a7f6e5d4c3b2a19081726").is_ok());
 //! ```
 
-use std::net::SocketAddr;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -217,7 +217,7 @@ impl AdminAuth {
         }
     }
 
-    fn refused(&self, why: Refusal, peer: Option<SocketAddr>, path: &str) {
+    fn refused(&self, why: Refusal, client: Option<IpAddr>, path: &str) {
         if let Some(m) = &self.metrics {
             match why {
                 Refusal::Throttled => m.record_admin_auth_throttled(),
@@ -229,7 +229,7 @@ impl AdminAuth {
         };
         // The address, not the presented value: it is a near miss of the
         // token at best, and a password typed in the wrong field at worst.
-        let client = peer.map_or_else(|| "unknown".to_owned(), |p| p.ip().to_string());
+        let client = client.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
         let reason = match why {
             Refusal::NoToken => "no bearer token",
             Refusal::WrongToken => "wrong token",
@@ -257,14 +257,14 @@ pub(crate) async fn require_admin(
     req: Request,
     next: Next,
 ) -> Response {
-    let peer = ratelimit::peer_of(&req);
-    let client = ClientKey::from_peer(peer);
+    let address = ratelimit::client_of(&req);
+    let client = ClientKey::from_client(address);
     // Peek, then charge only failures: concurrent guesses that all passed
     // the peek overshoot the budget by at most the number of worker threads
     // (nothing awaits between the peek and the charge).
     if let Some(Decision::Limited { retry_after }) = auth.failures.as_ref().map(|f| f.peek(client))
     {
-        auth.refused(Refusal::Throttled, peer, req.uri().path());
+        auth.refused(Refusal::Throttled, address, req.uri().path());
         return ratelimit::too_many_requests(retry_after);
     }
     let found = match presented(req.headers()) {
@@ -287,7 +287,7 @@ pub(crate) async fn require_admin(
     if let Some(failures) = &auth.failures {
         let _ = failures.check(client);
     }
-    auth.refused(why, peer, req.uri().path());
+    auth.refused(why, address, req.uri().path());
     ApiError::Unauthorized.into_response()
 }
 

@@ -6,8 +6,10 @@
 //!
 //! Where each part lives (imports run down this list, never back up):
 //! - [`error`]: the one table from errors to status and stable text;
+//! - [`client_addr`]: who a request comes from (the peer, or what trusted
+//!   proxies forwarded);
 //! - [`ratelimit`]: per-client token buckets and the one 429 answer (needs
-//!   only [`error`]);
+//!   only [`error`] and [`client_addr`]);
 //! - [`admin_auth`]: the admin bearer token and scoped tokens, and the
 //!   failure budget; [`roles`]: the role each admin route needs; `audit`:
 //!   the role check and the audit entry of every change;
@@ -25,6 +27,7 @@
 
 pub mod admin_auth;
 mod audit;
+pub mod client_addr;
 mod devices;
 pub mod error;
 mod extract;

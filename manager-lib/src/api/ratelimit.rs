@@ -6,10 +6,12 @@
 //! gets [`RateLimit::per_second`] calls a second with bursts of
 //! [`RateLimit::burst`], then `429 {"error":"too many requests"}`.
 //!
-//! Clients are told apart by address: IPv4 by the whole address, IPv6 by its
-//! /64 (one host usually owns a whole /64, so per-address buckets would be
-//! free for it to multiply). Requests without a known peer address (a router
-//! called in-process, or served without connect info) share one bucket.
+//! Clients are told apart by address ([`client_of`]: the peer's, or the
+//! one trusted proxies forwarded, see [`super::client_addr`]): IPv4 by the
+//! whole address, IPv6 by its /64 (one host usually owns a whole /64, so
+//! per-address buckets would be free for it to multiply). Requests without a
+//! known address (a router called in-process, or served without connect
+//! info) share one bucket.
 //!
 //! The same buckets, refilling slower ([`RateLimiter::refilling_every`]) and
 //! charged only for failures ([`RateLimiter::peek`], then
@@ -34,11 +36,11 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasher, RandomState};
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -46,6 +48,7 @@ use axum::response::{IntoResponse, Response};
 // outside a paused test runtime it is the system's monotonic clock.
 use tokio::time::Instant;
 
+pub use super::client_addr::client_of;
 use super::error::ApiError;
 
 /// Shards of the bucket map: a lock per shard keeps concurrent clients from
@@ -97,8 +100,9 @@ impl ClientKey {
         Self::Ip(ip)
     }
 
-    pub fn from_peer(peer: Option<SocketAddr>) -> Self {
-        peer.map_or(Self::Unknown, |a| Self::from_ip(a.ip()))
+    /// The key of a client address, [`ClientKey::Unknown`] without one.
+    pub fn from_client(client: Option<IpAddr>) -> Self {
+        client.map_or(Self::Unknown, Self::from_ip)
     }
 }
 
@@ -262,26 +266,18 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Axum middleware: counts the request against its peer address (from
-/// `ConnectInfo<SocketAddr>`, present when served by [`crate::api::serve`]);
-/// over the limit it answers 429 with a `Retry-After` in whole seconds.
+/// Axum middleware: counts the request against its client's address
+/// ([`client_of`]); over the limit it answers 429 with a `Retry-After` in
+/// whole seconds.
 pub async fn limit_by_client(
     State(limiter): State<Arc<RateLimiter>>,
     req: Request,
     next: Next,
 ) -> Response {
-    let peer = peer_of(&req);
-    match limiter.check(ClientKey::from_peer(peer)) {
+    match limiter.check(ClientKey::from_client(client_of(&req))) {
         Decision::Allowed => next.run(req).await,
         Decision::Limited { retry_after } => too_many_requests(retry_after),
     }
-}
-
-/// The peer address axum's `ConnectInfo` gives, when served with it.
-pub fn peer_of(req: &Request) -> Option<SocketAddr> {
-    req.extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| *addr)
 }
 
 /// The limiters' one answer: 429 `too many requests` in the API's error

@@ -11,8 +11,8 @@ use axum::routing::{get, post};
 use super::admin_auth::{self, AdminAuth};
 use super::error::ApiError;
 use super::handlers::*;
-use super::ratelimit;
 use super::state::ApiState;
+use super::{client_addr, ratelimit};
 use super::{devices, plans, profiles, subscription, tokens, usage};
 use crate::metrics;
 
@@ -163,7 +163,12 @@ pub fn router(state: ApiState) -> Router {
             metrics::track_requests,
         ));
     }
-    app.with_state(state)
+    // Outermost: every layer and route within sees the client's address.
+    app.layer(middleware::from_fn_with_state(
+        state.trusted_proxies.clone(),
+        client_addr::resolve_client,
+    ))
+    .with_state(state)
 }
 
 /// Serves the router on `listener` until `shutdown` resolves, with each

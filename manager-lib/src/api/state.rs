@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use super::admin_auth::{FailureLimit, TokenDigest};
+use super::client_addr::TrustedProxies;
 use super::ratelimit::{RateLimit, RateLimiter};
 use crate::manager::Manager;
 use crate::metrics::ManagerMetrics;
@@ -17,6 +18,7 @@ pub struct ApiState {
     pub(super) rate_limiter: Option<Arc<RateLimiter>>,
     pub(super) metrics: Option<Arc<ManagerMetrics>>,
     pub(super) subscription: Arc<Subscriptions>,
+    pub(super) trusted_proxies: Arc<TrustedProxies>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -27,6 +29,7 @@ impl std::fmt::Debug for ApiState {
             .field("admin_failures", &self.admin_failures)
             .field("rate_limited", &self.rate_limiter.is_some())
             .field("metrics", &self.metrics.is_some())
+            .field("trusted_proxies", &self.trusted_proxies)
             .finish_non_exhaustive()
     }
 }
@@ -45,6 +48,7 @@ impl ApiState {
             rate_limiter: Some(Arc::new(RateLimiter::new(RateLimit::default()))),
             metrics: None,
             subscription: Arc::new(Subscriptions::default()),
+            trusted_proxies: Arc::new(TrustedProxies::default()),
         }
     }
 
@@ -74,6 +78,13 @@ impl ApiState {
     /// from that client answer 429); `None` turns it off.
     pub fn with_admin_failure_limit(mut self, limit: Option<FailureLimit>) -> Self {
         self.admin_failures = limit;
+        self
+    }
+
+    /// The reverse proxies whose `X-Forwarded-For` names the client (for
+    /// the per-client limits and the logs); none by default.
+    pub fn with_trusted_proxies(mut self, proxies: TrustedProxies) -> Self {
+        self.trusted_proxies = Arc::new(proxies);
         self
     }
 }

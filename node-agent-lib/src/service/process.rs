@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
+use super::orphan::CorePidFile;
 use super::{CoreInstance, ServiceControl, ServiceError, ServiceStatus};
 
 /// Tells whether the freshly started core serves (e.g. its API answers).
@@ -41,6 +42,10 @@ pub struct ProcessSettings {
     pub backoff_max: Duration,
     /// A core that ran this long before dying is restarted after `backoff_min` again.
     pub stable_after: Duration,
+    /// Where each spawned core is recorded, so a core that outlived a
+    /// killed agent is found and stopped by the next one
+    /// ([`ProcessService::stop_orphan`]); `None`: not recorded.
+    pub pid_file: Option<PathBuf>,
 }
 
 impl ProcessSettings {
@@ -52,6 +57,7 @@ impl ProcessSettings {
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
             stable_after: Duration::from_secs(10),
+            pid_file: None,
         }
     }
 }
@@ -61,9 +67,10 @@ impl ProcessSettings {
 /// and reports `Initializing` until the readiness probe says it serves.
 ///
 /// The child is spawned with `kill_on_drop`, and dropping the service stops
-/// the supervisor, so the core does not outlive the agent's runtime. (If the
-/// agent itself is SIGKILLed the core survives it; the next `start` then fails
-/// to bind the API port until the operator kills it, which the error shows.)
+/// the supervisor, so the core does not outlive the agent's runtime. If the
+/// agent itself is SIGKILLed the core survives it: with
+/// [`ProcessSettings::pid_file`], the next agent stops it
+/// ([`ProcessService::stop_orphan`], see [`super::orphan`]).
 #[derive(Debug)]
 pub struct ProcessService {
     shared: Arc<Shared>,
@@ -114,6 +121,18 @@ impl ProcessService {
         self.shared.restarts.load(Ordering::Relaxed)
     }
 
+    /// Stops a core a previous agent left running (recorded in
+    /// [`ProcessSettings::pid_file`] and still the very same process), before
+    /// this one starts any; its pid, if there was one. Call it once, at start.
+    pub async fn stop_orphan(&self) -> Result<Option<u32>, ServiceError> {
+        let Some(file) = self.shared.pid_file() else {
+            return Ok(None);
+        };
+        file.stop_orphan(self.shared.settings.stop_timeout)
+            .await
+            .map_err(|e| ServiceError::Process(format!("orphaned core: {e}")))
+    }
+
     /// The running core's pid, if one runs now.
     pub fn pid(&self) -> Option<u32> {
         match self.shared.pid.load(Ordering::Relaxed) {
@@ -150,6 +169,10 @@ impl ProcessService {
 }
 
 impl Shared {
+    fn pid_file(&self) -> Option<CorePidFile> {
+        self.settings.pid_file.as_ref().map(CorePidFile::new)
+    }
+
     fn spawn(&self) -> Result<Child, ServiceError> {
         let settings = &self.settings;
         let mut command = Command::new(&settings.binary);
@@ -182,6 +205,11 @@ impl Shared {
         self.spawns.fetch_add(1, Ordering::SeqCst);
         self.pid.store(pid, Ordering::SeqCst);
         tracing::info!(pid, binary = %settings.binary.display(), "core started");
+        if let Some(file) = self.pid_file() {
+            if let Err(e) = file.record(pid) {
+                tracing::warn!(pid, path = %file.path().display(), error = %e, "cannot record the core's pid");
+            }
+        }
         Ok(child)
     }
 }
@@ -204,6 +232,9 @@ async fn supervise(shared: Arc<Shared>, mut child: Child, cancel: CancellationTo
             () = cancel.cancelled() => {
                 terminate(&mut child, settings.stop_timeout).await;
                 shared.pid.store(0, Ordering::Relaxed);
+                if let Some(file) = shared.pid_file() {
+                    file.clear();
+                }
                 return;
             }
             status = child.wait() => {
