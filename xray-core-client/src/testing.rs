@@ -26,6 +26,7 @@ use tokio::task::JoinHandle;
 use crate::{Account, CoreClient, CoreUser, Flavor};
 
 mod exchange;
+pub mod ssmanager;
 pub use exchange::{serve_exchange, vless_exchange};
 
 /// Tag of the VLESS inbound in [`server_config`].
