@@ -375,13 +375,13 @@ impl CoreConfig {
 }
 
 #[cfg(unix)]
-pub(crate) fn set_private(path: &Path) -> io::Result<()> {
+fn set_private(path: &Path) -> io::Result<()> {
     use std::os::unix::fs::PermissionsExt as _;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
 }
 
 #[cfg(not(unix))]
-pub(crate) fn set_private(_path: &Path) -> io::Result<()> {
+fn set_private(_path: &Path) -> io::Result<()> {
     Ok(())
 }
 

@@ -172,11 +172,13 @@ impl Node {
     }
 }
 
-/// The generated config, the core's API and its traffic reader for the
-/// kind of core the settings name; logs the config's warnings.
-fn core_of(
-    settings: &Settings,
-) -> Result<(CoreConfig, Arc<dyn CoreApi>, Arc<dyn TrafficReader>), ServeError> {
+/// What the agent drives a core through: the generated config, the core's
+/// API and its traffic reader.
+type CoreParts = (CoreConfig, Arc<dyn CoreApi>, Arc<dyn TrafficReader>);
+
+/// The [`CoreParts`] of the kind of core the settings name; logs the
+/// config's warnings.
+fn core_of(settings: &Settings) -> Result<CoreParts, ServeError> {
     let timeout = Duration::from_millis(settings.core.api_timeout_ms);
     let (config, warnings, core, reader): (_, _, Arc<dyn CoreApi>, Arc<dyn TrafficReader>) =
         match settings.core_kind()? {

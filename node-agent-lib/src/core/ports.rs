@@ -291,7 +291,12 @@ impl PortMap {
             .prefix(".ss-ports-")
             .tempfile_in(dir)
             .map_err(|e| file_error(e.to_string()))?;
-        crate::config::set_private(tmp.path()).map_err(|e| file_error(e.to_string()))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| file_error(e.to_string()))?;
+        }
         std::fs::write(tmp.path(), &bytes).map_err(|e| file_error(e.to_string()))?;
         tmp.as_file()
             .sync_all()
