@@ -39,7 +39,10 @@ pub(crate) use xray::user_traffic_counter;
 /// - `take_user_traffic` reads and zeroes every per-user traffic counter in
 ///   one step and answers `(email, uplink, downlink)` bytes since the last
 ///   take, one entry per email, zero entries left out. What it answered is
-///   gone from the core: the caller must keep it.
+///   gone from the core: the caller must keep it. A core that counts both
+///   directions as one number (`ss-manager`) answers it as downlink.
+/// - A core without inbounds of its own (`ss-manager`: one port per user)
+///   has one tag ([`SS_MANAGER_TAG`]); any other is `InboundNotFound`.
 #[cfg_attr(feature = "mocks", mockall::automock)]
 #[async_trait]
 pub trait CoreApi: Debug + Send + Sync {

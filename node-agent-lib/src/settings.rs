@@ -3,7 +3,7 @@
 //! ```toml
 //! listen = "0.0.0.0:8443"
 //! node_key_file = "/etc/xray-node-agent/node.key"   # or node_key = "…", or XNA_NODE_KEY
-//! flavor = "xray"                                    # or "v2ray"
+//! flavor = "xray"                                    # or "v2ray", "ss-manager" ([ss_manager])
 //! user_config_template = "vless://{{.UserID}}@vpn.example.com:443?security=tls#{{.UserName}}"
 //! state_dir = "/var/lib/xray-node-agent"             # the usage journal lives here
 //! stats_interval_secs = 5                            # 0: no traffic accounting

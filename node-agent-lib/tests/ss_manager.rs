@@ -244,9 +244,10 @@ async fn an_ss_manager_node_serves_each_user_on_their_port_and_counts_their_byte
             .is_ok_and(|s| s.core_restarts >= 1 && s.users == 1)
     })
     .await;
-    // Counted once: bob fetched 3 times before the kill (the last one's
-    // count may die with the kill, as any core's unread counters) and 2
-    // times since.
+    // Counted once: bob fetched 3 times before the kill and 2 times since.
+    // The last one before may die with the kill (as any core's unread
+    // counters), and so may the first one after: the killed ss-manager's
+    // servers serve until the new one stops them, reporting to nobody.
     let before = node.usage()[&bob.id];
     assert!(fetches(&bob_local, &url).await);
     let after = journaled(&node, &bob, before + BYTES as u64).await;
@@ -255,8 +256,9 @@ async fn an_ss_manager_node_serves_each_user_on_their_port_and_counts_their_byte
         "bob after the kill: {after} bytes journaled for 5 fetches ({fetches_total} payload)"
     );
     assert!(
-        after >= fetches_total - BYTES as u64 && after <= fetches_total + 5 * OVERHEAD_PER_FETCH,
-        "bob: {after} bytes journaled for 5 fetches of {BYTES} (one may be lost to the kill)"
+        after >= fetches_total - 2 * BYTES as u64
+            && after <= fetches_total + 5 * OVERHEAD_PER_FETCH,
+        "bob: {after} bytes journaled for 5 fetches of {BYTES} (two may be lost to the kill)"
     );
 
     // Alice comes back on the port she had.
@@ -282,6 +284,11 @@ async fn an_ss_manager_node_serves_each_user_on_their_port_and_counts_their_byte
         .unwrap();
     assert_eq!(node.port_of(&alice), alice_port);
     assert_eq!(node.port_of(&bob), bob_port);
-    assert!(fetches(&bob_local, &url).await);
+    // (ss-manager answers `ok` once it spawned the server, which binds a
+    // moment later.)
+    eventually("bob fetches through the new agent's core", || async {
+        fetches(&bob_local, &url).await
+    })
+    .await;
     node.shut_down().await;
 }

@@ -37,6 +37,12 @@ const FULL_DATAGRAM: usize = 60_000;
 /// How long to wait for the next datagram of a long answer.
 const NEXT_DATAGRAM: Duration = Duration::from_millis(100);
 
+/// ss-manager's answer when a port's server cannot bind.
+const BUSY: &str = "port is not available";
+/// How often an add of a busy port is tried again, and the pause between.
+const BUSY_RETRIES: u32 = 10;
+const BUSY_PAUSE: Duration = Duration::from_millis(200);
+
 /// The `ss-manager` method of a cipher.
 pub fn method_of(cipher: ShadowsocksCipher) -> &'static str {
     match cipher {
@@ -229,11 +235,24 @@ impl CoreApi for SsManagerClient {
                 email: user.email.clone(),
             });
         }
-        let command = json!({
-            "server_port": port, "password": password, "method": method_of(*cipher),
-        });
-        self.command_ok(&format!("add: {command}"), &format!("port {port}"))
-            .await?;
+        let command = format!(
+            "add: {}",
+            json!({ "server_port": port, "password": password, "method": method_of(*cipher) })
+        );
+        // A server of a core that just stopped may still hold the port for
+        // a moment (seen when an agent restarts): ss-manager then answers
+        // `port is not available` and forgets the port, so asking again is safe.
+        let mut attempts = 0;
+        loop {
+            match self.command_ok(&command, &format!("port {port}")).await {
+                Ok(()) => break,
+                Err(CoreError::Other(why)) if why.ends_with(BUSY) && attempts < BUSY_RETRIES => {
+                    attempts += 1;
+                    tokio::time::sleep(BUSY_PAUSE).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
         traffic.baseline.insert(port, 0);
         Ok(())
     }
