@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Makes sure what the tests need is on this machine: PostgreSQL and Redis
-# running on 127.0.0.1, and Debian's v2ray (the real proxy core the tests drive).
+# running on 127.0.0.1, Debian's v2ray (the real proxy core the tests drive)
+# and shadowsocks-libev (ss-manager, ss-local).
 set -euo pipefail
 
 if command -v pg_isready >/dev/null 2>&1 && ! pg_isready -h 127.0.0.1 -p 5432 -q; then
@@ -14,6 +15,12 @@ fi
 if ! command -v v2ray >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq v2ray
+fi
+# shadowsocks-libev: ss-manager (the second kind of core the agent runs) and
+# ss-local (the real Shadowsocks client the tests fetch through).
+if ! command -v ss-manager >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends shadowsocks-libev
 fi
 
 # The client apps whose subscription formats the tests check (the tests crate's

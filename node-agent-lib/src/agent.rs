@@ -343,6 +343,13 @@ impl Agent {
             .instance()
             .await
             .map_err(AgentError::ServiceStatus)?;
+        if !self.config.restores_users() {
+            // The core started empty (ss-manager): every user goes in
+            // through its API before the start counts as done.
+            for user in state.users.values() {
+                self.add_everywhere(user).await?;
+            }
+        }
         tracing::info!(
             users = state.users.len(),
             config_ms = u64::try_from(written.as_millis()).unwrap_or(u64::MAX),

@@ -6,6 +6,9 @@
 
 mod accounting;
 mod describe;
+mod ssmanager;
+
+pub use ssmanager::SsManagerConfig;
 
 use std::io::{self, BufWriter, Write};
 use std::path::Path;
@@ -130,13 +133,17 @@ pub struct CoreConfig {
     /// How clients dial the managed inbounds that could be described, in
     /// config order.
     descriptions: Vec<InboundDescription>,
+    /// Whether the generated config holds the users (Xray, V2Ray), so a
+    /// core started from it has them; else (`ss-manager`) it is `pieces[0]`
+    /// whole and the agent adds every user through the API after a start.
+    users_in_file: bool,
 }
 
 fn placeholder(i: usize) -> String {
     format!("@@xray-node-agent:clients:{i}@@")
 }
 
-fn ss_cipher(method: &str) -> Option<ShadowsocksCipher> {
+pub(crate) fn ss_cipher(method: &str) -> Option<ShadowsocksCipher> {
     match method.to_ascii_lowercase().as_str() {
         "aes-128-gcm" => Some(ShadowsocksCipher::Aes128Gcm),
         "aes-256-gcm" => Some(ShadowsocksCipher::Aes256Gcm),
@@ -276,6 +283,7 @@ impl CoreConfig {
                 pieces,
                 inbounds: managed,
                 descriptions,
+                users_in_file: true,
             },
             warnings,
         ))
@@ -283,6 +291,13 @@ impl CoreConfig {
 
     pub fn inbounds(&self) -> &[ManagedInbound] {
         &self.inbounds
+    }
+
+    /// Whether a core started from the generated config already has the
+    /// users written in it; when not, whoever starts it adds them through
+    /// the core's API.
+    pub fn restores_users(&self) -> bool {
+        self.users_in_file
     }
 
     /// How clients dial each managed inbound, in config order; an inbound
@@ -303,6 +318,10 @@ impl CoreConfig {
     where
         I: IntoIterator<Item = &'a WireUser> + Clone,
     {
+        if !self.users_in_file {
+            out.write_all(self.pieces[0].as_bytes())?;
+            return out.write_all(b"\n");
+        }
         for (i, inbound) in self.inbounds.iter().enumerate() {
             out.write_all(self.pieces[i].as_bytes())?;
             out.write_all(b"[")?;

@@ -1,7 +1,15 @@
-//! The `CoreApi` port: what the agent needs from the core's gRPC API, with
-//! its adapter over [`xray_core_client::CoreClient`].
+//! The `CoreApi` port: what the agent needs from the core's API, and its
+//! backends: [`CoreClient`] over Xray's and V2Ray's gRPC API (module
+//! `xray`) and [`SsManagerClient`] over shadowsocks-libev's `ss-manager`
+//! (module `ssmanager`, its users' ports in [`ports`]). `conformance`
+//! (feature `conformance`) checks a backend against the contract.
 
-use std::collections::HashMap;
+#[cfg(feature = "conformance")]
+pub mod conformance;
+pub mod ports;
+mod ssmanager;
+mod xray;
+
 use std::fmt::Debug;
 use std::sync::Arc;
 
@@ -11,6 +19,9 @@ pub use xray_core_client::{
 };
 
 use crate::service::ReadinessProbe;
+pub use ssmanager::{SS_MANAGER_TAG, SsManagerClient, method_of, parse_stat};
+pub use xray::sum_user_traffic;
+pub(crate) use xray::user_traffic_counter;
 
 /// The running core's user management and health.
 ///
@@ -28,7 +39,10 @@ use crate::service::ReadinessProbe;
 /// - `take_user_traffic` reads and zeroes every per-user traffic counter in
 ///   one step and answers `(email, uplink, downlink)` bytes since the last
 ///   take, one entry per email, zero entries left out. What it answered is
-///   gone from the core: the caller must keep it.
+///   gone from the core: the caller must keep it. A core that counts both
+///   directions as one number (`ss-manager`) answers it as downlink.
+/// - A core without inbounds of its own (`ss-manager`: one port per user)
+///   has one tag ([`SS_MANAGER_TAG`]); any other is `InboundNotFound`.
 #[cfg_attr(feature = "mocks", mockall::automock)]
 #[async_trait]
 pub trait CoreApi: Debug + Send + Sync {
@@ -39,79 +53,6 @@ pub trait CoreApi: Debug + Send + Sync {
     async fn take_user_traffic(&self) -> Result<Vec<(String, u64, u64)>, CoreError>;
 }
 
-#[async_trait]
-impl CoreApi for CoreClient {
-    async fn add_user(&self, inbound_tag: &str, user: &CoreUser) -> Result<(), CoreError> {
-        CoreClient::add_user(self, inbound_tag, user).await
-    }
-
-    async fn remove_user(&self, inbound_tag: &str, email: &str) -> Result<(), CoreError> {
-        CoreClient::remove_user(self, inbound_tag, email).await
-    }
-
-    async fn users_count(&self, inbound_tag: &str) -> Result<Option<u64>, CoreError> {
-        if self.flavor() == Flavor::V2ray {
-            return Ok(None);
-        }
-        match self.inbound_users_count(inbound_tag).await {
-            Ok(n) => Ok(Some(n)),
-            Err(CoreError::Unsupported(_)) => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    async fn uptime_secs(&self) -> Result<u32, CoreError> {
-        Ok(self.sys_stats().await?.uptime_secs)
-    }
-
-    async fn take_user_traffic(&self) -> Result<Vec<(String, u64, u64)>, CoreError> {
-        Ok(sum_user_traffic(self.query_stats("user>>>", true).await?))
-    }
-}
-
-/// Per-user `(email, uplink, downlink)` from `user>>>EMAIL>>>traffic>>>uplink`
-/// and `…>>>downlink` counters; other counters and zero totals are left out.
-/// The email is everything between the first `user>>>` and the last
-/// `>>>traffic>>>`, so an email holding `>>>` still parses.
-pub fn sum_user_traffic(stats: Vec<Stat>) -> Vec<(String, u64, u64)> {
-    let mut sums: HashMap<String, (u64, u64)> = HashMap::with_capacity(stats.len() / 2);
-    for Stat { name, value } in stats {
-        let Some((email, uplink)) = user_traffic_counter(&name) else {
-            continue;
-        };
-        // The core's counters are signed; a negative one is not traffic.
-        let value = u64::try_from(value).unwrap_or(0);
-        if value == 0 {
-            continue;
-        }
-        let entry = sums.entry(email.to_owned()).or_default();
-        if uplink {
-            entry.0 = entry.0.saturating_add(value);
-        } else {
-            entry.1 = entry.1.saturating_add(value);
-        }
-    }
-    sums.into_iter()
-        .map(|(email, (up, down))| (email, up, down))
-        .collect()
-}
-
-/// `(email, is uplink)` of a `user>>>EMAIL>>>traffic>>>uplink|downlink`
-/// counter: the email is everything between the first `user>>>` and the
-/// last `>>>traffic>>>`, so an email holding `>>>` still parses.
-pub(crate) fn user_traffic_counter(name: &str) -> Option<(&str, bool)> {
-    const PREFIX: &str = "user>>>";
-    const TRAFFIC: &str = ">>>traffic>>>";
-    let rest = name.strip_prefix(PREFIX)?;
-    let at = rest.rfind(TRAFFIC)?;
-    let uplink = match &rest[at + TRAFFIC.len()..] {
-        "uplink" => true,
-        "downlink" => false,
-        _ => return None,
-    };
-    Some((&rest[..at], uplink))
-}
-
 /// A readiness probe that asks the core's API for its uptime.
 #[derive(Debug, Clone)]
 pub struct CoreApiProbe(pub Arc<dyn CoreApi>);
@@ -120,40 +61,5 @@ pub struct CoreApiProbe(pub Arc<dyn CoreApi>);
 impl ReadinessProbe for CoreApiProbe {
     async fn ready(&self) -> bool {
         self.0.uptime_secs().await.is_ok()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn stat(name: &str, value: i64) -> Stat {
-        Stat {
-            name: name.into(),
-            value,
-        }
-    }
-
-    #[test]
-    fn user_counters_are_summed_per_email_and_others_ignored() {
-        let mut got = sum_user_traffic(vec![
-            stat("user>>>a>>>traffic>>>uplink", 10),
-            stat("user>>>a>>>traffic>>>downlink", 20),
-            stat("user>>>b>>>traffic>>>downlink", 5),
-            stat("user>>>c>>>traffic>>>uplink", 0),
-            stat("user>>>d>>>traffic>>>uplink", -3),
-            stat("user>>>e>>>online", 7),
-            stat("inbound>>>vless-in>>>traffic>>>uplink", 99),
-            stat("user>>>x>>>y>>>traffic>>>uplink", 1),
-        ]);
-        got.sort();
-        assert_eq!(
-            got,
-            vec![
-                ("a".to_owned(), 10, 20),
-                ("b".to_owned(), 0, 5),
-                ("x>>>y".to_owned(), 1, 0),
-            ]
-        );
     }
 }

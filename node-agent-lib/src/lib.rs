@@ -35,6 +35,9 @@
 //!   config plus every user in every managed inbound, written atomically with
 //!   mode 0600), restarts the core through the service backend so it runs
 //!   exactly those users, and answers once the core's API answers.
+//!   A core that does not read its users from its config (`ss-manager`,
+//!   one port per user: [`core::SsManagerClient`]) starts empty and gets
+//!   every user through its API before `/start` answers.
 //!   Its answer carries the operator's `user_config_template` and
 //!   `inbounds`: how clients dial each managed inbound (protocol, port,
 //!   transport, TLS or REALITY with the public key computed from the

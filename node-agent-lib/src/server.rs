@@ -11,14 +11,15 @@ use xray_core_client::CoreClient;
 use crate::agent::{Agent, AgentOptions};
 use crate::api::{AppState, router};
 use crate::config::{ConfigError, CoreConfig};
-use crate::core::{CoreApi, CoreApiProbe};
+use crate::core::ports::{PortError, PortMap};
+use crate::core::{CoreApi, CoreApiProbe, SsManagerClient};
 use crate::listener;
 use crate::service::{
     LaunchctlService, ProcessService, ProcessSettings, ServiceControl, SystemdService,
 };
-use crate::settings::{Backend, Settings, SettingsError};
+use crate::settings::{Backend, CoreKind, Settings, SettingsError};
 use crate::tls::ReloadingCertificate;
-use crate::usage::{Journal, Usage};
+use crate::usage::{CoreApiTraffic, Journal, TrafficReader, Usage};
 
 /// The name of the supervised core's pid file in the state directory (the
 /// `process` backend; see [`crate::service::orphan`]).
@@ -40,6 +41,8 @@ pub enum ServeError {
     Journal(#[from] crate::usage::JournalError),
     #[error("core API client: {0}")]
     Core(#[from] xray_core_client::CoreError),
+    #[error("users' ports: {0}")]
+    Ports(#[from] PortError),
     #[error("serving: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -61,18 +64,7 @@ impl Node {
     /// builds the core client, the service backend and the agent. Logs (without secrets) which inbounds it manages.
     pub fn build(settings: &Settings) -> Result<Self, ServeError> {
         let key = settings.node_key()?;
-        let flavor = settings.flavor()?;
-        let base_path = &settings.core.base_config;
-        let base_error = |source| ServeError::BaseConfig {
-            path: base_path.display().to_string(),
-            source,
-        };
-        let base = std::fs::read_to_string(base_path).map_err(|e| base_error(e.into()))?;
-        let (config, warnings) =
-            CoreConfig::parse(&base, flavor, &settings.vless_flow).map_err(base_error)?;
-        for warning in warnings {
-            tracing::warn!("{warning}");
-        }
+        let (config, core, reader) = core_of(settings)?;
         for inbound in config.inbounds() {
             tracing::info!(tag = %inbound.tag, protocol = ?inbound.protocol, "managed inbound");
         }
@@ -85,12 +77,6 @@ impl Node {
                 "inbound described to the manager"
             );
         }
-        let client = CoreClient::new(
-            &settings.core.api_address,
-            flavor,
-            Duration::from_millis(settings.core.api_timeout_ms),
-        )?;
-        let core: Arc<dyn CoreApi> = Arc::new(client.clone());
         let mut process = None;
         let service: Arc<dyn ServiceControl> = match settings.service.backend {
             Backend::Process => {
@@ -127,9 +113,7 @@ impl Node {
             bytes = journal.bytes(),
             "usage journal open"
         );
-        // The client itself reads the counters: one answer summed as it
-        // decodes, never held whole (see `TrafficReader for CoreClient`).
-        let mut usage = Usage::with_reader(Arc::new(client), journal);
+        let mut usage = Usage::with_reader(reader, journal);
         if settings.stats_interval().is_none() {
             tracing::info!("traffic accounting off (stats_interval_secs = 0)");
             usage = usage.without_reads();
@@ -198,6 +182,68 @@ impl Node {
         served?;
         Ok(())
     }
+}
+
+/// What the agent drives a core through: the generated config, the core's
+/// API and its traffic reader.
+type CoreParts = (CoreConfig, Arc<dyn CoreApi>, Arc<dyn TrafficReader>);
+
+/// The [`CoreParts`] of the kind of core the settings name; logs the
+/// config's warnings.
+fn core_of(settings: &Settings) -> Result<CoreParts, ServeError> {
+    let timeout = Duration::from_millis(settings.core.api_timeout_ms);
+    let (config, warnings, core, reader): (_, _, Arc<dyn CoreApi>, Arc<dyn TrafficReader>) =
+        match settings.core_kind()? {
+            CoreKind::Xray(flavor) => {
+                let base_path = &settings.core.base_config;
+                let base_error = |source| ServeError::BaseConfig {
+                    path: base_path.display().to_string(),
+                    source,
+                };
+                let base = std::fs::read_to_string(base_path).map_err(|e| base_error(e.into()))?;
+                let (config, warnings) =
+                    CoreConfig::parse(&base, flavor, &settings.vless_flow).map_err(base_error)?;
+                let client = CoreClient::new(&settings.core.api_address, flavor, timeout)?;
+                // The client itself reads the counters: one answer summed as
+                // it decodes, never held whole (see `TrafficReader for CoreClient`).
+                (config, warnings, Arc::new(client.clone()), Arc::new(client))
+            }
+            CoreKind::SsManager => {
+                let (config, warnings) = CoreConfig::ss_manager(&settings.ss_manager_config())
+                    .map_err(|source| ServeError::BaseConfig {
+                        path: "[ss_manager]".into(),
+                        source,
+                    })?;
+                let ports = Arc::new(PortMap::open(settings.ss_ports()?, &settings.state_dir)?);
+                tracing::info!(range = %ports.range(), "ss-manager: one port per user");
+                // Its servers' config files hold their passwords.
+                let work = settings.ss_manager_work_dir();
+                std::fs::create_dir_all(&work)?;
+                private_dir(&work)?;
+                let client = Arc::new(SsManagerClient::new(
+                    &settings.core.api_address,
+                    timeout,
+                    ports,
+                ));
+                let reader = Arc::new(CoreApiTraffic(client.clone()));
+                (config, warnings, client, reader)
+            }
+        };
+    for warning in warnings {
+        tracing::warn!("{warning}");
+    }
+    Ok((config, core, reader))
+}
+
+#[cfg(unix)]
+fn private_dir(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+}
+
+#[cfg(not(unix))]
+fn private_dir(_path: &std::path::Path) -> std::io::Result<()> {
+    Ok(())
 }
 
 /// Builds the agent from `settings` and serves it on `listener` until

@@ -3,7 +3,7 @@
 //! ```toml
 //! listen = "0.0.0.0:8443"
 //! node_key_file = "/etc/xray-node-agent/node.key"   # or node_key = "…", or XNA_NODE_KEY
-//! flavor = "xray"                                    # or "v2ray"
+//! flavor = "xray"                                    # or "v2ray", "ss-manager" ([ss_manager])
 //! user_config_template = "vless://{{.UserID}}@vpn.example.com:443?security=tls#{{.UserName}}"
 //! state_dir = "/var/lib/xray-node-agent"             # the usage journal lives here
 //! stats_interval_secs = 5                            # 0: no traffic accounting
@@ -43,6 +43,9 @@ use crate::listener::ListenerSettings;
 pub use crate::secret::Secret;
 pub use crate::tls::TlsSettings;
 
+mod ssmanager;
+pub use ssmanager::{CoreKind, SS_MANAGER_FLAVOR, SsManagerSettings};
+
 /// Settings could not be loaded or are inconsistent.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -76,13 +79,15 @@ pub struct Settings {
     pub node_key: Option<Secret>,
     /// A file holding the node key (`XNA_NODE_KEY_FILE`).
     pub node_key_file: Option<PathBuf>,
-    /// `xray` or `v2ray` (`XNA_FLAVOR`).
+    /// `xray`, `v2ray` or `ss-manager` (`XNA_FLAVOR`).
     pub flavor: String,
     /// Returned by `/start` (`XNA_USER_CONFIG_TEMPLATE`).
     pub user_config_template: String,
     /// VLESS flow given to every user, e.g. `xtls-rprx-vision` (`XNA_VLESS_FLOW`).
     pub vless_flow: String,
     pub core: CoreSettings,
+    /// The `ss-manager` core's settings (`[ss_manager]`, `XNA_SS_*`).
+    pub ss_manager: SsManagerSettings,
     pub service: ServiceSettings,
     pub tls: Option<TlsSettings>,
     /// Largest accepted request body in bytes (`XNA_BODY_LIMIT`).
@@ -127,14 +132,17 @@ pub struct CoreSettings {
     /// The core binary, for the `process` backend (`XNA_CORE_BINARY`).
     pub binary: PathBuf,
     /// Its arguments; `{config}` stands for `generated_config`. Empty: the
-    /// flavor's usual `run -c {config}` / `-config {config}` (`XNA_CORE_ARGS`,
+    /// flavor's usual `run -c {config}` / `-config {config}` / (ss-manager)
+    /// `-c {config} -D <state_dir>/ss-manager` (`XNA_CORE_ARGS`,
     /// space-separated).
     pub args: Vec<String>,
-    /// The operator's base config (`XNA_BASE_CONFIG`).
+    /// The operator's base config; not read for ss-manager
+    /// (`XNA_BASE_CONFIG`).
     pub base_config: PathBuf,
     /// Where the agent writes the config the core runs (`XNA_GENERATED_CONFIG`).
     pub generated_config: PathBuf,
-    /// The core's gRPC API (`XNA_API_ADDRESS`).
+    /// The core's gRPC API; ss-manager: its UDP manager address
+    /// (`XNA_API_ADDRESS`).
     pub api_address: String,
     /// How long `/start` waits for the core's API, s (`XNA_START_TIMEOUT_SECS`).
     pub start_timeout_secs: u64,
@@ -177,6 +185,7 @@ impl Default for Settings {
             user_config_template: String::new(),
             vless_flow: String::new(),
             core: CoreSettings::default(),
+            ss_manager: SsManagerSettings::default(),
             service: ServiceSettings::default(),
             tls: None,
             body_limit: crate::api::DEFAULT_BODY_LIMIT,
@@ -345,6 +354,11 @@ impl Settings {
                 }
                 // Read by the binary's flag parser.
                 "CONFIG" => {}
+                ss if ss.starts_with("SS_") => {
+                    if !self.ss_manager.set(&ss["SS_".len()..], value)? {
+                        tracing::warn!(variable = %name, "unknown XNA_ variable ignored");
+                    }
+                }
                 http if http.starts_with("HTTP_") => {
                     if !self
                         .http
@@ -392,9 +406,15 @@ impl Settings {
     pub fn core_args(&self) -> Result<Vec<String>, SettingsError> {
         let config = self.core.generated_config.display().to_string();
         let args: Vec<String> = if self.core.args.is_empty() {
-            match self.flavor()? {
-                Flavor::V2ray => vec!["-config".into(), "{config}".into()],
-                _ => vec!["run".into(), "-c".into(), "{config}".into()],
+            match self.core_kind()? {
+                CoreKind::Xray(Flavor::V2ray) => vec!["-config".into(), "{config}".into()],
+                CoreKind::Xray(_) => vec!["run".into(), "-c".into(), "{config}".into()],
+                CoreKind::SsManager => vec![
+                    "-c".into(),
+                    "{config}".into(),
+                    "-D".into(),
+                    self.ss_manager_work_dir().display().to_string(),
+                ],
             }
         } else {
             self.core.args.clone()

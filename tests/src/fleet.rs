@@ -285,6 +285,59 @@ backend = "process"
         agent
     }
 
+    /// An agent running shadowsocks-libev's `ss-manager` (`ss_manager`, the
+    /// binary) on 127.0.0.1 with the users' ports in `range`; `ports.api` is
+    /// ss-manager's manager port (UDP). Its template is the user's secret
+    /// alone (`ss-secret:{{.Secret}}`), so a test learns it from the links.
+    pub async fn start_ss_manager(key: &str, ss_manager: &Path, listen: u16, range: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ports = ServerPorts {
+            api: free_port(),
+            vless: 0,
+            vmess: 0,
+        };
+        let config = dir.path().join("agent.toml");
+        let settings = format!(
+            r#"listen = "127.0.0.1:{listen}"
+flavor = "ss-manager"
+user_config_template = "ss-secret:{{{{.Secret}}}}"
+config_flush_ms = 50
+monitor_interval_secs = 1
+state_dir = "{state}"
+stats_interval_secs = 1
+
+[core]
+binary = "{binary}"
+generated_config = "{generated}"
+api_address = "127.0.0.1:{api}"
+start_timeout_secs = 20
+
+[ss_manager]
+ports = "{range}"
+server = "127.0.0.1"
+
+[service]
+backend = "process"
+"#,
+            binary = ss_manager.display(),
+            // `kill` finds an orphaned core by this path.
+            generated = dir.path().join("core.json").display(),
+            state = dir.path().join("state").display(),
+            api = ports.api,
+        );
+        std::fs::write(&config, settings).unwrap();
+        let mut agent = Self {
+            key: key.to_owned(),
+            child: None,
+            endpoint: format!("http://127.0.0.1:{listen}"),
+            ports,
+            config,
+            _dir: dir,
+        };
+        agent.restart().await;
+        agent
+    }
+
     /// Starts the agent process again (same settings, ports and key).
     pub async fn restart(&mut self) {
         let child = Command::new(workspace_binary("xray-node-agent"))

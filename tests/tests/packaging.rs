@@ -12,7 +12,9 @@ use manager_lib::settings::ManagerConfig;
 use manager_lib::subscription::SubscriptionSettings;
 use node_agent_lib::Settings;
 use node_agent_lib::listener::ListenerSettings;
-use node_agent_lib::settings::{CoreSettings, ServiceSettings, TlsSettings};
+use node_agent_lib::settings::{
+    CoreKind, CoreSettings, ServiceSettings, SsManagerSettings, TlsSettings,
+};
 use serde::de::{self, DeserializeOwned, Deserializer, Visitor};
 
 fn repo_file(relative: &str) -> PathBuf {
@@ -293,7 +295,7 @@ fn the_manager_example_documents_every_key_with_its_default_and_variable() {
 const AGENT_EXAMPLE: &str = "packaging/examples/agent.toml";
 
 fn agent_sections() -> Vec<(&'static str, Vec<&'static str>)> {
-    let sections = ["core", "service", "tls", "http"];
+    let sections = ["core", "ss_manager", "service", "tls", "http"];
     let top: Vec<_> = fields_of::<Settings>()
         .into_iter()
         .filter(|f| !sections.contains(f))
@@ -301,6 +303,7 @@ fn agent_sections() -> Vec<(&'static str, Vec<&'static str>)> {
     vec![
         ("", top),
         ("core", fields_of::<CoreSettings>()),
+        ("ss_manager", fields_of::<SsManagerSettings>()),
         ("service", fields_of::<ServiceSettings>()),
         ("tls", fields_of::<TlsSettings>()),
         ("http", fields_of::<ListenerSettings>()),
@@ -316,6 +319,31 @@ fn the_agent_example_loads_with_the_real_settings() {
         ["run", "-c", "/var/lib/xray-node-agent/core.json"]
     );
     assert!(settings.user_config_template.contains("{{.UserID}}"));
+}
+
+/// The example of an ss-manager node.
+const SS_AGENT_EXAMPLE: &str = "packaging/examples/agent-ss-manager.toml";
+
+#[test]
+fn the_ss_manager_agent_example_loads_with_the_real_settings() {
+    let settings =
+        Settings::load(Some(&repo_file(SS_AGENT_EXAMPLE))).expect("agent-ss-manager.toml loads");
+    assert_eq!(settings.core_kind().unwrap(), CoreKind::SsManager);
+    assert_eq!(
+        settings.core_args().unwrap(),
+        [
+            "-c",
+            "/var/lib/xray-node-agent/ss-manager.json",
+            "-D",
+            "/var/lib/xray-node-agent/ss-manager"
+        ]
+    );
+    let range = settings.ss_ports().expect("a port range");
+    assert!(range.size() >= 1000, "{range}");
+    let (config, _) = node_agent_lib::config::CoreConfig::ss_manager(&settings.ss_manager_config())
+        .expect("a method ss-manager users can share");
+    assert!(!config.restores_users());
+    assert!(settings.user_config_template.starts_with("ss://"));
 }
 
 #[test]
@@ -358,7 +386,7 @@ fn every_variable_the_agent_example_names_is_one_the_agent_reads() {
     assert!(names.len() >= 20, "found only {names:?}");
     let before = format!("{:?}", Settings::default());
     for name in names {
-        let recognised = ["7", "127.0.0.1:9", "systemd", "/x", "true"]
+        let recognised = ["7", "127.0.0.1:9", "systemd", "/x", "true", "false"]
             .iter()
             .any(|value| {
                 let mut s = Settings::default();

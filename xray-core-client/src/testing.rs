@@ -3,7 +3,8 @@
 //! [`TestCore`] starts a v2ray/xray server with the API, stats, a VLESS and a
 //! VMess inbound; [`TestClientCore`] starts a second one as a client (socks
 //! in, VLESS/VMess out) so tests can push real traffic through a user with
-//! [`fetch_via_socks`] from a local [`serve_bytes`] server.
+//! [`fetch_via_socks`] from a local [`serve_bytes`] server. [`ssmanager`]
+//! does the same for shadowsocks-libev: a real `ss-manager` and `ss-local`.
 //!
 //! ```no_run
 //! # async fn demo() {
@@ -26,6 +27,7 @@ use tokio::task::JoinHandle;
 use crate::{Account, CoreClient, CoreUser, Flavor};
 
 mod exchange;
+pub mod ssmanager;
 pub use exchange::{serve_exchange, vless_exchange};
 
 /// Tag of the VLESS inbound in [`server_config`].

@@ -1,0 +1,317 @@
+//! One port per user for cores whose Shadowsocks servers hold one user
+//! each (`ss-manager`): which port each user id has, kept in a file in the
+//! agent's state directory so a user keeps its port across agent and core
+//! restarts.
+//!
+//! # How a port is chosen
+//!
+//! A user's *home* port is `start + H mod size`, where `H` is the first
+//! eight bytes (big-endian) of SHA-256 of the user id and `start..=end` the
+//! range of the settings (`size` ports). The user gets the first port,
+//! from home upwards (wrapping at `end` to `start`), that no other user
+//! holds. A held port never moves while it is held, so a collision costs
+//! the *later* user the next free port, and nobody else changes.
+//!
+//! A user removed from the node keeps its port (*released*), so a
+//! disabled user comes back to the same port; a released port is given to
+//! someone else only when the range has no port that was never held, the
+//! longest-released first. Two nodes with the same range give a user the
+//! same port unless a collision was resolved differently on one of them
+//! (it depends on the order users arrived). Changing the range drops the
+//! assignments outside it; those users get new ports.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// The name of the assignments' file in the state directory.
+pub const FILE_NAME: &str = "ss-ports.json";
+
+/// An inclusive range of ports, written `START-END` (e.g. `20000-29999`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortRange {
+    pub start: u16,
+    pub end: u16,
+}
+
+impl PortRange {
+    pub fn new(start: u16, end: u16) -> Result<Self, PortError> {
+        if start == 0 || start > end {
+            return Err(PortError::Range(format!(
+                "{start}-{end}: want START-END with 0 < START <= END"
+            )));
+        }
+        Ok(Self { start, end })
+    }
+
+    pub fn size(self) -> u32 {
+        u32::from(self.end) - u32::from(self.start) + 1
+    }
+
+    pub fn contains(self, port: u16) -> bool {
+        (self.start..=self.end).contains(&port)
+    }
+
+    /// The first port a user id is offered (see the module's doc).
+    pub fn home(self, user_id: &str) -> u16 {
+        let digest = Sha256::digest(user_id.as_bytes());
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&digest[..8]);
+        let offset = u64::from_be_bytes(first) % u64::from(self.size());
+        self.start + u16::try_from(offset).expect("offset < size <= 65535")
+    }
+}
+
+impl FromStr for PortRange {
+    type Err = PortError;
+
+    fn from_str(s: &str) -> Result<Self, PortError> {
+        let bad = || PortError::Range(format!("{s:?}: want START-END, e.g. 20000-29999"));
+        let (start, end) = s.trim().split_once('-').ok_or_else(bad)?;
+        let start = start.trim().parse().map_err(|_| bad())?;
+        let end = end.trim().parse().map_err(|_| bad())?;
+        Self::new(start, end)
+    }
+}
+
+impl std::fmt::Display for PortRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.start, self.end)
+    }
+}
+
+/// Why a port could not be given or kept.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PortError {
+    #[error("port range {0}")]
+    Range(String),
+    /// Every port of the range is held by a user on this node.
+    #[error("every port of {0} is held by a user: widen the range")]
+    Full(PortRange),
+    #[error("port assignments {path}: {reason}")]
+    File { path: PathBuf, reason: String },
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    port: u16,
+    /// When the user was removed (an order number), if it was.
+    released: Option<u64>,
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    by_user: HashMap<String, Held>,
+    by_port: HashMap<u16, String>,
+    releases: u64,
+}
+
+/// The file's content.
+#[derive(Debug, Serialize, Deserialize)]
+struct Saved {
+    range: String,
+    ports: Vec<SavedPort>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct SavedPort {
+    id: String,
+    port: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    released: Option<u64>,
+}
+
+/// The users' ports on this node.
+#[derive(Debug)]
+pub struct PortMap {
+    range: PortRange,
+    /// Where the assignments are kept; `None`: in memory only (tests).
+    path: Option<PathBuf>,
+    table: Mutex<Table>,
+}
+
+impl PortMap {
+    /// Assignments kept in memory only.
+    pub fn in_memory(range: PortRange) -> Self {
+        Self {
+            range,
+            path: None,
+            table: Mutex::new(Table::default()),
+        }
+    }
+
+    /// Assignments kept in `state_dir`/[`FILE_NAME`], read now if the file
+    /// exists (those outside `range` are dropped).
+    pub fn open(range: PortRange, state_dir: &Path) -> Result<Self, PortError> {
+        let path = state_dir.join(FILE_NAME);
+        let file_error = |reason: String| PortError::File {
+            path: path.clone(),
+            reason,
+        };
+        let mut table = Table::default();
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                let saved: Saved =
+                    serde_json::from_slice(&bytes).map_err(|e| file_error(e.to_string()))?;
+                for p in saved.ports {
+                    if !range.contains(p.port) || table.by_port.contains_key(&p.port) {
+                        continue;
+                    }
+                    table.releases = table.releases.max(p.released.unwrap_or(0));
+                    table.by_port.insert(p.port, p.id.clone());
+                    table.by_user.insert(
+                        p.id,
+                        Held {
+                            port: p.port,
+                            released: p.released,
+                        },
+                    );
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(file_error(e.to_string())),
+        }
+        Ok(Self {
+            range,
+            path: Some(path),
+            table: Mutex::new(table),
+        })
+    }
+
+    pub fn range(&self) -> PortRange {
+        self.range
+    }
+
+    /// The port `user_id` holds (or held, if released), if any.
+    pub fn get(&self, user_id: &str) -> Option<u16> {
+        self.lock().by_user.get(user_id).map(|h| h.port)
+    }
+
+    /// Who holds (or held) `port`.
+    pub fn owner(&self, port: u16) -> Option<String> {
+        self.lock().by_port.get(&port).cloned()
+    }
+
+    /// `user_id`'s port, assigned now (and saved) if it has none; taking
+    /// it back from release if it was released.
+    pub fn assign(&self, user_id: &str) -> Result<u16, PortError> {
+        let mut table = self.lock();
+        if let Some(held) = table.by_user.get_mut(user_id) {
+            let port = held.port;
+            if held.released.take().is_some() {
+                self.save(&table)?;
+            }
+            return Ok(port);
+        }
+        let port = self.free_port(&table, user_id)?;
+        if let Some(previous) = table.by_port.insert(port, user_id.to_owned()) {
+            table.by_user.remove(&previous);
+        }
+        table.by_user.insert(
+            user_id.to_owned(),
+            Held {
+                port,
+                released: None,
+            },
+        );
+        self.save(&table)?;
+        Ok(port)
+    }
+
+    /// Marks `user_id`'s port released: kept for the user, given away only
+    /// when the range has no never-held port left.
+    pub fn release(&self, user_id: &str) -> Result<(), PortError> {
+        let mut table = self.lock();
+        table.releases += 1;
+        let order = table.releases;
+        let Some(held) = table.by_user.get_mut(user_id) else {
+            return Ok(());
+        };
+        if held.released.is_some() {
+            return Ok(());
+        }
+        held.released = Some(order);
+        self.save(&table)
+    }
+
+    /// The first never-held port from the user's home upwards, else the
+    /// longest-released one.
+    fn free_port(&self, table: &Table, user_id: &str) -> Result<u16, PortError> {
+        let range = self.range;
+        let home = u32::from(range.home(user_id) - range.start);
+        for i in 0..range.size() {
+            let offset = (home + i) % range.size();
+            let port = range.start + u16::try_from(offset).expect("offset < size");
+            if !table.by_port.contains_key(&port) {
+                return Ok(port);
+            }
+        }
+        table
+            .by_user
+            .values()
+            .filter_map(|h| h.released.map(|order| (order, h.port)))
+            .min()
+            .map(|(_, port)| port)
+            .ok_or(PortError::Full(range))
+    }
+
+    /// Writes the assignments atomically (0600: user ids are half of what
+    /// opens a user's node list).
+    fn save(&self, table: &Table) -> Result<(), PortError> {
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
+        let file_error = |reason: String| PortError::File {
+            path: path.clone(),
+            reason,
+        };
+        let mut ports: Vec<SavedPort> = table
+            .by_user
+            .iter()
+            .map(|(id, h)| SavedPort {
+                id: id.clone(),
+                port: h.port,
+                released: h.released,
+            })
+            .collect();
+        ports.sort_by_key(|p| p.port);
+        let saved = Saved {
+            range: self.range.to_string(),
+            ports,
+        };
+        let bytes = serde_json::to_vec(&saved).map_err(|e| file_error(e.to_string()))?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(|e| file_error(e.to_string()))?;
+        let tmp = tempfile::Builder::new()
+            .prefix(".ss-ports-")
+            .tempfile_in(dir)
+            .map_err(|e| file_error(e.to_string()))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| file_error(e.to_string()))?;
+        }
+        std::fs::write(tmp.path(), &bytes).map_err(|e| file_error(e.to_string()))?;
+        tmp.as_file()
+            .sync_all()
+            .map_err(|e| file_error(e.to_string()))?;
+        tmp.persist(path).map_err(|e| file_error(e.to_string()))?;
+        Ok(())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.table
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+#[path = "ports_tests.rs"]
+mod tests;

@@ -1,0 +1,113 @@
+use super::*;
+
+fn range(start: u16, end: u16) -> PortRange {
+    PortRange::new(start, end).unwrap()
+}
+
+#[test]
+fn a_range_is_parsed_and_bad_ones_refused() {
+    assert_eq!(
+        "20000-29999".parse::<PortRange>().unwrap(),
+        range(20000, 29999)
+    );
+    assert_eq!(" 5 - 5 ".parse::<PortRange>().unwrap().size(), 1);
+    for bad in ["", "20000", "3-2", "0-10", "a-b", "1-70000"] {
+        assert!(bad.parse::<PortRange>().is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn a_users_port_is_its_home_when_free_and_never_moves() {
+    let r = range(30000, 30999);
+    let map = PortMap::in_memory(r);
+    let port = map.assign("alice").unwrap();
+    assert_eq!(port, r.home("alice"));
+    assert!(r.contains(port));
+    assert_eq!(map.assign("alice").unwrap(), port);
+    assert_eq!(map.get("alice"), Some(port));
+    assert_eq!(map.owner(port).as_deref(), Some("alice"));
+}
+
+#[test]
+fn a_collision_gives_the_later_user_the_next_free_port_upwards_wrapping() {
+    let r = range(100, 102);
+    let map = PortMap::in_memory(r);
+    let ids: Vec<String> = (0..3).map(|i| format!("user-{i}")).collect();
+    let ports: Vec<u16> = ids.iter().map(|id| map.assign(id).unwrap()).collect();
+    let mut sorted = ports.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, [100, 101, 102], "three users, three ports");
+    // The first user always gets its home; each later one the first free
+    // port from its home upwards, wrapping.
+    assert_eq!(ports[0], r.home(&ids[0]));
+    for (i, id) in ids.iter().enumerate().skip(1) {
+        let mut expected = r.home(id);
+        while ports[..i].contains(&expected) {
+            expected = if expected == r.end {
+                r.start
+            } else {
+                expected + 1
+            };
+        }
+        assert_eq!(ports[i], expected, "{id}");
+    }
+    assert!(matches!(
+        map.assign("one-too-many"),
+        Err(PortError::Full(_))
+    ));
+}
+
+#[test]
+fn a_released_port_is_kept_for_its_user_and_given_away_only_when_full() {
+    let map = PortMap::in_memory(range(200, 201));
+    let a = map.assign("a").unwrap();
+    let b = map.assign("b").unwrap();
+    map.release("a").unwrap();
+    assert_eq!(map.assign("a").unwrap(), a, "a comes back to its port");
+    map.release("b").unwrap();
+    map.release("a").unwrap();
+    // Full of released ports: the longest-released (b) goes first.
+    assert_eq!(map.assign("c").unwrap(), b);
+    assert_eq!(map.get("b"), None, "b lost its port");
+    assert_eq!(map.assign("a").unwrap(), a);
+}
+
+#[test]
+fn assignments_survive_a_reopen_and_those_outside_a_new_range_are_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = range(40000, 40999);
+    let (a, b) = {
+        let map = PortMap::open(r, dir.path()).unwrap();
+        let a = map.assign("a").unwrap();
+        let b = map.assign("b").unwrap();
+        map.release("b").unwrap();
+        (a, b)
+    };
+    let again = PortMap::open(r, dir.path()).unwrap();
+    assert_eq!(again.get("a"), Some(a));
+    assert_eq!(again.get("b"), Some(b));
+    let narrowed = PortMap::open(range(a, a), dir.path()).unwrap();
+    assert_eq!(narrowed.get("a"), Some(a));
+    if b != a {
+        assert_eq!(narrowed.get("b"), None);
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(dir.path().join(FILE_NAME))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}
+
+#[test]
+fn a_damaged_file_is_an_error_not_a_silent_reset() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(FILE_NAME), b"{not json").unwrap();
+    assert!(matches!(
+        PortMap::open(range(1000, 2000), dir.path()),
+        Err(PortError::File { .. })
+    ));
+}
