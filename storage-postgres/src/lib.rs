@@ -294,6 +294,15 @@ impl Storage for PgStorage {
         users::user_nodes(self, id).await
     }
 
+    /// Read now: the totals are as counted.
+    async fn user_nodes_with_usage(
+        &self,
+        id: UserId,
+        _max_age: Duration,
+    ) -> StorageResult<UserNodes> {
+        users::user_nodes(self, id).await
+    }
+
     async fn pending_operations(&self, id: NodeId, limit: u32) -> StorageResult<PendingBatch> {
         changes::pending_operations(self, id, limit).await
     }
