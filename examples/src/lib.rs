@@ -118,6 +118,13 @@ impl Storage for CountingStorage {
     async fn user_nodes(&self, id: UserId) -> StorageResult<UserNodes> {
         self.read().user_nodes(id).await
     }
+    async fn user_nodes_with_usage(
+        &self,
+        id: UserId,
+        max_age: std::time::Duration,
+    ) -> StorageResult<UserNodes> {
+        self.read().user_nodes_with_usage(id, max_age).await
+    }
     async fn pending_operations(&self, id: NodeId, limit: u32) -> StorageResult<PendingBatch> {
         self.read().pending_operations(id, limit).await
     }

@@ -555,6 +555,15 @@ impl Storage for CountingStorage {
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.inner.user_nodes(id).await
     }
+    async fn user_nodes_with_usage(
+        &self,
+        id: UserId,
+        max_age: std::time::Duration,
+    ) -> StorageResult<UserNodes> {
+        self.user_reads
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.user_nodes_with_usage(id, max_age).await
+    }
     async fn pending_operations(&self, id: NodeId, l: u32) -> StorageResult<PendingBatch> {
         self.inner.pending_operations(id, l).await
     }

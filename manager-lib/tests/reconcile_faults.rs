@@ -191,6 +191,13 @@ impl Storage for FaultyStorage {
     async fn user_nodes(&self, id: UserId) -> StorageResult<UserNodes> {
         self.inner.user_nodes(id).await
     }
+    async fn user_nodes_with_usage(
+        &self,
+        id: UserId,
+        max_age: std::time::Duration,
+    ) -> StorageResult<UserNodes> {
+        self.inner.user_nodes_with_usage(id, max_age).await
+    }
     async fn pending_operations(&self, id: NodeId, l: u32) -> StorageResult<PendingBatch> {
         self.inner.pending_operations(id, l).await
     }
