@@ -247,7 +247,10 @@ fn private_dir(_path: &std::path::Path) -> std::io::Result<()> {
 }
 
 /// Builds the agent from `settings` and serves it on `listener` until
-/// `shutdown` resolves.
+/// `shutdown` resolves. Requests issued before the agent is built are
+/// refused (its replay cache starts empty): a caller that must not lose
+/// the first requests builds with [`Node::build`] before it binds, then
+/// calls [`Node::serve`].
 pub async fn serve(
     settings: Settings,
     listener: TcpListener,

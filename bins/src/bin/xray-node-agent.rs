@@ -70,8 +70,11 @@ async fn main() -> ExitCode {
 
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let settings = Settings::load(args.config.as_deref())?;
-    let listener = tokio::net::TcpListener::bind(settings.listen).await?;
+    // Built before the port is bound: the node refuses requests issued
+    // before it was built (its replay cache starts empty), so a client that
+    // saw the port open and sealed a request at once must not be refused.
     let node = Node::build(&settings)?;
+    let listener = tokio::net::TcpListener::bind(settings.listen).await?;
     let shutdown = CancellationToken::new();
     tokio::spawn(bins::cancel_on_signal(shutdown.clone()));
     if let Some(at) = settings.metrics_listen {
