@@ -1,8 +1,9 @@
 //! Scoped API tokens and the audit log: single statements on the pool.
 
 use manager_lib::domain::{
-    ApiToken, AuditEntry, AuditQuery, NewAuditEntry, Page, Role, Timestamp, TokenId, TokenVerifier,
+    ApiToken, AuditEntry, AuditQuery, NewAuditEntry, Page, Timestamp, TokenId, TokenVerifier,
 };
+use manager_lib::storage::kit::access::{StoredToken, audit_page, audit_result};
 use manager_lib::storage::{Entity, StorageError, StorageResult};
 use sqlx::Row as _;
 use sqlx::postgres::PgRow;
@@ -23,28 +24,17 @@ fn audit_err(e: sqlx::Error) -> StorageError {
 }
 
 fn token_from_row(row: &PgRow) -> StorageResult<(ApiToken, TokenVerifier)> {
-    let text = |c: &str| -> StorageResult<String> { row.try_get(c).map_err(token_err) };
-    let corrupt = |what: &str| StorageError::Corrupt(format!("stored token {what}"));
-    let id: TokenId = text("id")?.parse().map_err(|_| corrupt("id"))?;
-    let role: Role = text("role")?.parse().map_err(|_| corrupt("role"))?;
-    let at = |c: &str| -> StorageResult<Option<Timestamp>> {
-        Ok(row
-            .try_get::<Option<i64>, _>(c)
-            .map_err(token_err)?
-            .map(Timestamp))
-    };
-    let salt: Vec<u8> = row.try_get("salt").map_err(token_err)?;
-    let digest: Vec<u8> = row.try_get("digest").map_err(token_err)?;
-    let verifier = TokenVerifier::from_parts(&salt, &digest).ok_or_else(|| corrupt("digest"))?;
-    let token = ApiToken {
-        id,
-        name: text("name")?,
-        role,
-        created: Timestamp(row.try_get("created").map_err(token_err)?),
-        expires: at("expires")?,
-        revoked: at("revoked")?,
-    };
-    Ok((token, verifier))
+    StoredToken {
+        id: row.try_get("id").map_err(token_err)?,
+        name: row.try_get("name").map_err(token_err)?,
+        role: row.try_get("role").map_err(token_err)?,
+        created: row.try_get("created").map_err(token_err)?,
+        expires: row.try_get("expires").map_err(token_err)?,
+        revoked: row.try_get("revoked").map_err(token_err)?,
+        salt: row.try_get("salt").map_err(token_err)?,
+        digest: row.try_get("digest").map_err(token_err)?,
+    }
+    .into_token()
 }
 
 fn audit_from_row(row: &PgRow) -> StorageResult<AuditEntry> {
@@ -55,8 +45,7 @@ fn audit_from_row(row: &PgRow) -> StorageResult<AuditEntry> {
         actor: row.try_get("actor").map_err(audit_err)?,
         call: row.try_get("call").map_err(audit_err)?,
         target: row.try_get("target").map_err(audit_err)?,
-        result: u16::try_from(result)
-            .map_err(|_| StorageError::Corrupt(format!("audit result {result}")))?,
+        result: audit_result(result.into())?,
     })
 }
 
@@ -168,16 +157,11 @@ pub(crate) async fn list_audit(s: &PgStorage, q: &AuditQuery) -> StorageResult<P
     .fetch_all(&s.pool)
     .await
     .map_err(audit_err)?;
-    let mut items = rows
+    let items = rows
         .iter()
         .map(audit_from_row)
         .collect::<StorageResult<Vec<_>>>()?;
-    let more = items.len() > limit as usize;
-    items.truncate(limit as usize);
-    let next = more
-        .then(|| items.last().map(|e| e.id.to_string()))
-        .flatten();
-    Ok(Page { items, next })
+    Ok(audit_page(items, limit))
 }
 
 pub(crate) async fn purge_audit(s: &PgStorage, before: Timestamp) -> StorageResult<u64> {

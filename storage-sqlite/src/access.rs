@@ -2,8 +2,9 @@
 //! writer, reads from the readers' pool.
 
 use manager_lib::domain::{
-    ApiToken, AuditEntry, AuditQuery, NewAuditEntry, Page, Role, Timestamp, TokenId, TokenVerifier,
+    ApiToken, AuditEntry, AuditQuery, NewAuditEntry, Page, Timestamp, TokenId, TokenVerifier,
 };
+use manager_lib::storage::kit::access::{StoredToken, audit_page, audit_result};
 use manager_lib::storage::{Entity, StorageError, StorageResult};
 use sqlx::Row as _;
 use sqlx::sqlite::SqliteRow;
@@ -21,28 +22,17 @@ fn token_err(e: sqlx::Error) -> StorageError {
 }
 
 fn token_from_row(row: &SqliteRow) -> StorageResult<(ApiToken, TokenVerifier)> {
-    let text = |c: &str| -> StorageResult<String> { row.try_get(c).map_err(token_err) };
-    let corrupt = |what: &str| StorageError::Corrupt(format!("stored token {what}"));
-    let id: TokenId = text("id")?.parse().map_err(|_| corrupt("id"))?;
-    let role: Role = text("role")?.parse().map_err(|_| corrupt("role"))?;
-    let at = |c: &str| -> StorageResult<Option<Timestamp>> {
-        Ok(row
-            .try_get::<Option<i64>, _>(c)
-            .map_err(token_err)?
-            .map(Timestamp))
-    };
-    let salt: Vec<u8> = row.try_get("salt").map_err(token_err)?;
-    let digest: Vec<u8> = row.try_get("digest").map_err(token_err)?;
-    let verifier = TokenVerifier::from_parts(&salt, &digest).ok_or_else(|| corrupt("digest"))?;
-    let token = ApiToken {
-        id,
-        name: text("name")?,
-        role,
-        created: Timestamp(row.try_get("created").map_err(token_err)?),
-        expires: at("expires")?,
-        revoked: at("revoked")?,
-    };
-    Ok((token, verifier))
+    StoredToken {
+        id: row.try_get("id").map_err(token_err)?,
+        name: row.try_get("name").map_err(token_err)?,
+        role: row.try_get("role").map_err(token_err)?,
+        created: row.try_get("created").map_err(token_err)?,
+        expires: row.try_get("expires").map_err(token_err)?,
+        revoked: row.try_get("revoked").map_err(token_err)?,
+        salt: row.try_get("salt").map_err(token_err)?,
+        digest: row.try_get("digest").map_err(token_err)?,
+    }
+    .into_token()
 }
 
 fn audit_from_row(row: &SqliteRow) -> StorageResult<AuditEntry> {
@@ -54,8 +44,7 @@ fn audit_from_row(row: &SqliteRow) -> StorageResult<AuditEntry> {
         actor: row.try_get("actor").map_err(get)?,
         call: row.try_get("call").map_err(get)?,
         target: row.try_get("target").map_err(get)?,
-        result: u16::try_from(result)
-            .map_err(|_| StorageError::Corrupt(format!("audit result {result}")))?,
+        result: audit_result(result)?,
     })
 }
 
@@ -166,16 +155,11 @@ pub(crate) async fn list_audit(
     .fetch_all(&s.reader)
     .await
     .map_err(|e| db_error(e, None))?;
-    let mut items = rows
+    let items = rows
         .iter()
         .map(audit_from_row)
         .collect::<StorageResult<Vec<_>>>()?;
-    let more = items.len() > limit as usize;
-    items.truncate(limit as usize);
-    let next = more
-        .then(|| items.last().map(|e| e.id.to_string()))
-        .flatten();
-    Ok(Page { items, next })
+    Ok(audit_page(items, limit))
 }
 
 pub(crate) async fn purge_audit(s: &SqliteStorage, before: Timestamp) -> StorageResult<u64> {

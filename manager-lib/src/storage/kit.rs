@@ -3,6 +3,7 @@
 //! backends cannot drift apart. Grouped point reads are in
 //! [`super::grouped`].
 
+pub mod access;
 pub mod profile;
 pub mod usage;
 
