@@ -19,11 +19,13 @@ use crate::storage::{Entity, Storage, StorageError};
 mod access;
 mod devices;
 pub mod ingest_bench;
+mod outbox;
 mod plans;
 mod subscriptions;
 mod usage;
 pub use access::*;
 pub use devices::*;
+pub use outbox::*;
 pub use plans::*;
 pub use subscriptions::*;
 pub use usage::*;
@@ -101,6 +103,12 @@ macro_rules! storage_conformance_tests {
             audit_pages_visit_every_entry_once,
             audit_purge_drops_only_older_entries,
             concurrent_audit_appends_all_land_with_distinct_ids,
+            outbox_enqueues_each_event_and_endpoint_once,
+            outbox_claims_are_exclusive_until_the_lease_expires,
+            outbox_delivered_entries_are_never_claimed_again,
+            outbox_retries_wait_for_their_time_and_count_attempts,
+            outbox_prune_drops_only_old_delivered_entries,
+            concurrent_claims_never_share_a_delivery,
         );
     };
     (@each $fresh:expr; $($name:ident),+ $(,)?) => {

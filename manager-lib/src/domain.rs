@@ -17,6 +17,7 @@ pub mod profile;
 pub mod subscription;
 pub mod token;
 pub mod usage;
+pub mod webhook;
 
 pub use audit::{AuditEntry, AuditQuery, NewAuditEntry};
 pub use device::{Device, DevicePolicy, DeviceSighting, DeviceVerdict};
@@ -29,6 +30,7 @@ pub use profile::{
 pub use subscription::{SubscriptionKey, SubscriptionToken};
 pub use token::{ApiToken, IssuedToken, NewToken, PresentedToken, Role, TokenVerifier};
 pub use usage::UsageCursor;
+pub use webhook::{Delivery, EventKind, NewDelivery, WebhookEvent};
 
 /// Milliseconds since the Unix epoch. Stored as an integer by every backend so
 /// that SQLite and PostgreSQL agree to the millisecond.

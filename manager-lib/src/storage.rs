@@ -56,6 +56,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 pub use access::AccessStore;
+pub use outbox::WebhookStore;
 
 use crate::domain::usage::{
     EnforceOutcome, IngestOutcome, NodeUsage, UsageCursor, UsageGrouping, UsagePage, UsageRow,
@@ -127,13 +128,14 @@ impl StorageError {
 pub type StorageResult<T> = Result<T, StorageError>;
 
 /// Where the manager keeps its state. Object safe; used as `Arc<dyn Storage>`.
-/// Tokens and the audit log are its [`AccessStore`] part.
+/// Tokens and the audit log are its [`AccessStore`] part; the webhook outbox
+/// its [`WebhookStore`] part.
 ///
 /// Every method is one transaction: it either happens whole or not at all.
 /// Methods that take an id answer [`StorageError::NotFound`] when no such
 /// record exists; deleted users are not found.
 #[async_trait]
-pub trait Storage: AccessStore + Debug + Send + Sync {
+pub trait Storage: AccessStore + WebhookStore + Debug + Send + Sync {
     /// Stores a new node with `actual_status = Stopped`, `required_status =
     /// Stopped`, no template, `state_up_to_date = true` and its cursor at the
     /// current newest change (a stopped node has nothing to apply; its start
@@ -555,3 +557,4 @@ pub mod access;
 pub mod grouped;
 pub mod kit;
 pub mod memory;
+pub mod outbox;

@@ -47,6 +47,8 @@ use manager_lib::domain::{
 use manager_lib::domain::{
     ApiToken, AuditEntry, AuditQuery, NewAuditEntry, TokenId, TokenVerifier,
 };
+use manager_lib::domain::{Delivery, NewDelivery};
+use manager_lib::storage::WebhookStore;
 use manager_lib::storage::{AccessStore, Entity, Storage, StorageResult};
 // For the docs' links only.
 #[cfg(doc)]
@@ -61,6 +63,7 @@ mod error;
 mod grouped;
 mod leases;
 mod nodes;
+mod outbox;
 mod plans;
 mod rows;
 #[cfg(feature = "testing")]
@@ -174,6 +177,41 @@ impl PgStorage {
     /// Closes every connection; later calls answer [`StorageError::Unavailable`].
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+#[async_trait]
+#[deny(clippy::missing_trait_methods)]
+impl WebhookStore for PgStorage {
+    async fn enqueue_deliveries(&self, deliveries: &[NewDelivery]) -> StorageResult<()> {
+        outbox::enqueue(self, deliveries).await
+    }
+    async fn claim_deliveries(
+        &self,
+        owner: &str,
+        now: Timestamp,
+        lease: Duration,
+        limit: u32,
+    ) -> StorageResult<Vec<Delivery>> {
+        outbox::claim(self, owner, now, lease, limit).await
+    }
+    async fn mark_delivered(&self, id: i64, now: Timestamp) -> StorageResult<bool> {
+        outbox::mark_delivered(self, id, now).await
+    }
+    async fn schedule_retry(
+        &self,
+        id: i64,
+        owner: &str,
+        next_at: Timestamp,
+        error: &str,
+    ) -> StorageResult<bool> {
+        outbox::schedule_retry(self, id, owner, next_at, error).await
+    }
+    async fn prune_deliveries(&self, before: Timestamp) -> StorageResult<u64> {
+        outbox::prune(self, before).await
+    }
+    async fn undelivered_count(&self) -> StorageResult<u64> {
+        outbox::undelivered(self).await
     }
 }
 

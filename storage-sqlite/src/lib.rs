@@ -47,6 +47,7 @@ mod devices;
 mod error;
 mod leases;
 mod nodes;
+mod outbox;
 mod plans;
 mod point_reads;
 mod private_file;
@@ -72,6 +73,8 @@ use manager_lib::domain::{
 use manager_lib::domain::{
     ApiToken, AuditEntry, AuditQuery, NewAuditEntry, TokenId, TokenVerifier,
 };
+use manager_lib::domain::{Delivery, NewDelivery};
+use manager_lib::storage::WebhookStore;
 use manager_lib::storage::{AccessStore, Storage, StorageResult};
 // For the docs' links only.
 #[cfg(doc)]
@@ -236,6 +239,41 @@ impl SqliteStorage {
             + 'static,
     {
         self.writes.write(work).await
+    }
+}
+
+#[async_trait]
+#[deny(clippy::missing_trait_methods)]
+impl WebhookStore for SqliteStorage {
+    async fn enqueue_deliveries(&self, deliveries: &[NewDelivery]) -> StorageResult<()> {
+        outbox::enqueue(self, deliveries).await
+    }
+    async fn claim_deliveries(
+        &self,
+        owner: &str,
+        now: Timestamp,
+        lease: Duration,
+        limit: u32,
+    ) -> StorageResult<Vec<Delivery>> {
+        outbox::claim(self, owner, now, lease, limit).await
+    }
+    async fn mark_delivered(&self, id: i64, now: Timestamp) -> StorageResult<bool> {
+        outbox::mark_delivered(self, id, now).await
+    }
+    async fn schedule_retry(
+        &self,
+        id: i64,
+        owner: &str,
+        next_at: Timestamp,
+        error: &str,
+    ) -> StorageResult<bool> {
+        outbox::schedule_retry(self, id, owner, next_at, error).await
+    }
+    async fn prune_deliveries(&self, before: Timestamp) -> StorageResult<u64> {
+        outbox::prune(self, before).await
+    }
+    async fn undelivered_count(&self) -> StorageResult<u64> {
+        outbox::undelivered(self).await
     }
 }
 

@@ -4,6 +4,7 @@
 
 mod access;
 mod devices;
+mod outbox;
 mod usage;
 
 use std::collections::{BTreeMap, HashMap};
@@ -28,6 +29,7 @@ use crate::storage::{Entity, Storage, StorageError, StorageResult, kit};
 pub struct MemoryStorage {
     state: Mutex<State>,
     access: Mutex<access::AccessState>,
+    outbox: Mutex<outbox::OutboxState>,
 }
 
 #[derive(Debug, Default)]
