@@ -42,6 +42,8 @@
 //!   no I/O);
 //! - [`settings`]: typed settings (defaults, TOML file, `XM_*` environment);
 //! - [`metrics`]: Prometheus metrics;
+//! - [`webhook`]: signed webhooks: event routes, signatures, the delivery
+//!   worker over the storage's outbox;
 //! - `conformance` (feature `conformance`): the `Storage` suite every backend
 //!   runs (`Cache`'s and `NodeTransport`'s sit beside their ports).
 
@@ -57,6 +59,7 @@ pub mod settings;
 pub mod storage;
 pub mod subscription;
 pub mod transport;
+pub mod webhook;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;

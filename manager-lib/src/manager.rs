@@ -23,6 +23,8 @@ use crate::transport::{NodeTransport, TransportError};
 
 /// Scoped API tokens and the audit log.
 mod access;
+/// Webhook events, enqueued right after the change that caused them.
+mod events;
 /// The heartbeat's step over many nodes: check each, then one fleet-wide push.
 mod heartbeat;
 /// Plans on users and the usage reads.
@@ -128,6 +130,11 @@ pub struct ManagerSettings {
     pub subscription_usage_max_age: Duration,
     /// Days of audit entries kept.
     pub audit_days_kept: u32,
+    /// Which webhook endpoint gets which event; empty (the default): no
+    /// event is enqueued.
+    pub webhooks: crate::webhook::Routes,
+    /// Days before a user's expiry that `user.expiring` is enqueued; 0: never.
+    pub expiring_within_days: u32,
 }
 
 impl Default for ManagerSettings {
@@ -142,6 +149,8 @@ impl Default for ManagerSettings {
             usage_node_hours_kept: 24 * 90,
             subscription_usage_max_age: Duration::from_secs(60),
             audit_days_kept: 365,
+            webhooks: crate::webhook::Routes::default(),
+            expiring_within_days: 3,
         }
     }
 }

@@ -179,7 +179,8 @@ impl Reconciler {
         report
     }
 
-    /// Old usage history and audit entries go once an hour (a delete over an index; no
+    /// Old usage history and audit entries go once an hour, and expiring
+    /// users are noticed for the webhooks (a delete over an index; no
     /// need to run it every beat).
     async fn purge_usage_history_hourly(&self) {
         let due = {
@@ -203,6 +204,11 @@ impl Reconciler {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(rows = n, "old audit entries purged"),
                 Err(e) => tracing::warn!(error = %e, "purge of old audit entries failed"),
+            }
+            // Hourly is plenty for a notice days ahead; ids derived from
+            // the expiry make a repeated scan send nothing twice.
+            if let Err(e) = self.manager.notice_expiring_users().await {
+                tracing::warn!(error = %e, "webhooks: cannot scan for expiring users");
             }
         }
     }

@@ -38,6 +38,7 @@ use crate::settings::{ManagerConfig, Secret};
 use crate::storage::Storage;
 use crate::subscription::Subscriptions;
 use crate::transport::NodeTransport;
+use crate::webhook::{Deliverer, DeliverySettings, Endpoint, Routes};
 
 /// Why the manager could not serve.
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +109,12 @@ pub struct ServerSettings {
     pub trusted_proxies: TrustedProxies,
     /// Subscriptions: titles, links, the User-Agent rule table.
     pub subscription: Subscriptions,
+    /// Webhook endpoints (secrets read); none: no webhook is sent. Their
+    /// routes must also be in `manager.webhooks` for events to be enqueued
+    /// ([`ServerSettings::with_webhooks`] sets both).
+    pub webhooks: Vec<Endpoint>,
+    /// The webhook delivery worker's tuning.
+    pub webhook_delivery: DeliverySettings,
 }
 
 impl ServerSettings {
@@ -127,7 +134,17 @@ impl ServerSettings {
             tls: None,
             trusted_proxies: TrustedProxies::default(),
             subscription: Subscriptions::default(),
+            webhooks: Vec::new(),
+            webhook_delivery: DeliverySettings::default(),
         }
+    }
+
+    /// Sends events to `endpoints`: their routes go to the manager, the
+    /// endpoints themselves to the delivery worker.
+    pub fn with_webhooks(mut self, endpoints: Vec<Endpoint>) -> Self {
+        self.manager.webhooks = Routes::of(&endpoints);
+        self.webhooks = endpoints;
+        self
     }
 
     /// The settings of `cfg`. Without a configured admin token, one is
@@ -143,13 +160,15 @@ impl ServerSettings {
                 cfg.admin_token_file().display()
             );
         }
-        Ok(Self {
+        let webhooks = cfg.webhooks.endpoints(&|k| std::env::var(k).ok())?;
+        let mut settings = Self {
             admin_token,
             manager: ManagerSettings {
                 concurrency: cfg.concurrency,
                 usage_days_kept: cfg.usage_days_kept,
                 audit_days_kept: cfg.audit_days_kept,
                 usage_node_hours_kept: cfg.usage_node_hours_kept,
+                expiring_within_days: cfg.webhooks.expiring_within_days,
                 ..ManagerSettings::default()
             },
             reconciler: ReconcilerSettings {
@@ -171,7 +190,12 @@ impl ServerSettings {
             tls: cfg.tls.clone(),
             trusted_proxies: cfg.trusted_proxies.clone(),
             subscription: Subscriptions::new(cfg.subscription.clone())?,
-        })
+            webhooks: Vec::new(),
+            webhook_delivery: cfg.webhooks.delivery(),
+        };
+        // One name per replica in both kinds of lease.
+        settings.webhook_delivery.owner = settings.reconciler.owner.clone();
+        Ok(settings.with_webhooks(webhooks))
     }
 }
 
@@ -185,6 +209,8 @@ pub struct Server {
     /// The API, each request in a span ([`request_trace_layer`]); what
     /// [`Server::serve`] serves (nest it or add layers before serving).
     pub router: Router,
+    /// The webhook delivery worker; `None` without endpoints.
+    pub deliverer: Option<Arc<Deliverer>>,
     metrics_listen: Option<SocketAddr>,
     http: ListenerSettings,
     tls: Option<TlsSettings>,
@@ -205,6 +231,13 @@ impl Server {
             Some(cached) => cached.clone(),
             None => backends.storage,
         };
+        let deliverer = (!settings.webhooks.is_empty()).then(|| {
+            Arc::new(Deliverer::new(
+                storage.clone(),
+                settings.webhooks,
+                settings.webhook_delivery,
+            ))
+        });
         let manager = if settings.push_on_change {
             Manager::spawn(storage, backends.transport, settings.manager)
         } else {
@@ -228,6 +261,7 @@ impl Server {
             reconciler,
             metrics,
             router: api::router(state).layer(request_trace_layer()),
+            deliverer,
             metrics_listen: settings.metrics_listen,
             http: settings.http,
             tls: settings.tls,
@@ -257,12 +291,19 @@ impl Server {
             }
         };
         let heartbeat = tokio::spawn(self.reconciler.clone().run(stop.clone().cancelled_owned()));
+        let webhooks = self
+            .deliverer
+            .clone()
+            .map(|d| tokio::spawn(d.run(stop.clone())));
         let router = self.router.clone();
         let served = self
             .serve_api(listener, router, tls, stop.clone(), shutdown)
             .await;
         stop.cancel();
         let _ = heartbeat.await;
+        if let Some(webhooks) = webhooks {
+            let _ = webhooks.await;
+        }
         served
     }
 

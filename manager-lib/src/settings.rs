@@ -13,6 +13,7 @@ use serde::Deserialize;
 use crate::api::admin_auth::{self, FailureLimit};
 use crate::api::client_addr::TrustedProxies;
 use crate::subscription::SubscriptionSettings;
+use crate::webhook::WebhookSettings;
 
 /// A secret setting; `Debug` never shows it (the agent's settings use the
 /// same type).
@@ -88,6 +89,9 @@ pub struct ManagerConfig {
     /// Subscriptions (`[subscription]`; env `XM_SUBSCRIPTION_*`): see
     /// [`SubscriptionSettings`].
     pub subscription: SubscriptionSettings,
+    /// Signed webhooks (`[webhooks]`; env `XM_WEBHOOKS_*`): see
+    /// [`WebhookSettings`].
+    pub webhooks: WebhookSettings,
 }
 
 impl Default for ManagerConfig {
@@ -114,6 +118,7 @@ impl Default for ManagerConfig {
             http: ListenerSettings::default(),
             tls: None,
             subscription: SubscriptionSettings::default(),
+            webhooks: WebhookSettings::default(),
         }
     }
 }
@@ -168,6 +173,7 @@ impl ManagerConfig {
             tls.validate()?;
         }
         self.subscription.validate()?;
+        self.webhooks.validate()?;
         Ok(())
     }
 
@@ -241,6 +247,7 @@ impl ManagerConfig {
             }
         }
         self.subscription.apply_env(&var)?;
+        self.webhooks.apply_env(&var)?;
         if let Some(v) = var("XM_LOG_JSON") {
             self.log_json = matches!(v.as_str(), "1" | "true" | "yes");
         }

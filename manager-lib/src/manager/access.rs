@@ -4,7 +4,7 @@
 
 use super::{Manager, ManagerError, ManagerResult};
 use crate::domain::{
-    ApiToken, AuditEntry, AuditQuery, IssuedToken, NewAuditEntry, NewToken, Page, ParseError,
+    ApiToken, AuditEntry, EventKind, AuditQuery, IssuedToken, NewAuditEntry, NewToken, Page, ParseError,
     PresentedToken, Timestamp, TokenId,
 };
 use crate::storage::StorageError;
@@ -28,6 +28,8 @@ impl Manager {
         self.storage
             .create_token(&issued.token, &issued.verifier)
             .await?;
+        self.emit_token_event(EventKind::TokenCreated, &issued.token)
+            .await;
         Ok(issued)
     }
 
@@ -38,7 +40,13 @@ impl Manager {
 
     /// Revokes a token: refused from now on. Idempotent.
     pub async fn revoke_token(&self, id: TokenId) -> ManagerResult<ApiToken> {
-        Ok(self.storage.revoke_token(id, Timestamp::now()).await?)
+        let now = Timestamp::now();
+        let token = self.storage.revoke_token(id, now).await?;
+        // Only the first revocation is news (the call is idempotent).
+        if token.revoked == Some(now) {
+            self.emit_token_event(EventKind::TokenRevoked, &token).await;
+        }
+        Ok(token)
     }
 
     /// The token `text` is, when it is one and may be used now; `None` when

@@ -13,7 +13,7 @@ use futures::StreamExt as _;
 use tracing::Instrument as _;
 
 use super::{Manager, ManagerError, ManagerResult, NodeOutcome};
-use crate::domain::{ActualStatus, Node, NodeId, RequiredStatus};
+use crate::domain::{ActualStatus, EventKind, Node, NodeId, RequiredStatus};
 use crate::transport::{JournalReport, TransportError};
 
 impl Manager {
@@ -141,6 +141,9 @@ impl Manager {
                 self.storage
                     .record_observation(node.id, ActualStatus::Error)
                     .await?;
+                if node.actual_status != ActualStatus::Error {
+                    self.emit_node_event(EventKind::NodeDown, &node).await;
+                }
                 return Err(e.into());
             }
         };
@@ -149,6 +152,11 @@ impl Manager {
         } else {
             ActualStatus::Stopped
         };
+        if node.actual_status == ActualStatus::Error {
+            // Answering well again; the observation below (or the start or
+            // stop it leads to) records it.
+            self.emit_node_event(EventKind::NodeRecovered, &node).await;
+        }
         match (node.required_status, actual) {
             (RequiredStatus::Running, ActualStatus::Stopped) => {
                 self.storage.record_observation(node.id, actual).await?;
@@ -187,6 +195,7 @@ impl Manager {
                 "node's core lost users; sending every user again"
             );
             self.start_locked(node.id).await?;
+            self.emit_node_event(EventKind::NodeResynced, &node).await;
             return Ok(NodeOutcome::Resynced);
         }
         Ok(NodeOutcome::InSync)

@@ -10,7 +10,7 @@
 
 use super::{Manager, ManagerResult};
 use crate::domain::usage::EnforceOutcome;
-use crate::domain::{Node, Timestamp};
+use crate::domain::{EventKind, Node, Timestamp};
 
 /// What one node's pull stored.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -49,6 +49,8 @@ impl Manager {
             pulled.pages += 1;
             pulled.user_deltas += outcome.user_deltas;
             pulled.newly_blocked += outcome.newly_blocked.len() as u64;
+            self.emit_user_events(EventKind::UserLimited, &outcome.newly_blocked)
+                .await;
             cursor = outcome.cursor;
             if !page.more {
                 break;
@@ -84,6 +86,8 @@ impl Manager {
     /// replica may run it on every heartbeat.
     pub async fn enforce_plans(&self) -> ManagerResult<EnforceOutcome> {
         let outcome = self.storage.enforce_time(Timestamp::now()).await?;
+        self.emit_user_events(EventKind::UserExpired, &outcome.expired)
+            .await;
         if !outcome.expired.is_empty() || !outcome.reset.is_empty() {
             self.trigger.pull();
         }
