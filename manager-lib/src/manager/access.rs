@@ -4,8 +4,8 @@
 
 use super::{Manager, ManagerError, ManagerResult};
 use crate::domain::{
-    ApiToken, AuditEntry, EventKind, AuditQuery, IssuedToken, NewAuditEntry, NewToken, Page, ParseError,
-    PresentedToken, Timestamp, TokenId,
+    ApiToken, AuditEntry, AuditQuery, EventKind, IssuedToken, NewAuditEntry, NewToken, Page,
+    ParseError, PresentedToken, Timestamp, TokenId,
 };
 use crate::storage::StorageError;
 

@@ -74,14 +74,23 @@ impl Manager {
             .await;
     }
 
+    /// A token's creation and revocation happen once each: the event id
+    /// is derived from the token, so two revocations racing (the call is
+    /// idempotent) enqueue one event.
     pub(crate) async fn emit_token_event(&self, kind: EventKind, token: &ApiToken) {
         let data = json!({
             "token_id": token.id.to_string(),
             "name": token.name,
             "role": token.role.as_str(),
         });
-        self.emit(vec![WebhookEvent::new(kind, token.id.to_string(), data)])
-            .await;
+        let id = format!("{kind}:{}", token.id);
+        self.emit(vec![WebhookEvent::with_id(
+            id,
+            kind,
+            token.id.to_string(),
+            data,
+        )])
+        .await;
     }
 
     /// Enqueues `user.expiring` for each enabled, unblocked user whose

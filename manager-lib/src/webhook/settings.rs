@@ -104,14 +104,14 @@ impl WebhookSettings {
             }
         }
         if self.retry_initial_secs == 0 || self.retry_max_secs < self.retry_initial_secs {
-            return Err("webhooks: retry_initial_secs must be above 0 and at most retry_max_secs"
-                .into());
+            return Err(
+                "webhooks: retry_initial_secs must be above 0 and at most retry_max_secs".into(),
+            );
         }
         if self.timeout_ms == 0 || self.poll_ms == 0 {
             return Err("webhooks: timeout_ms and poll_ms must be above 0".into());
         }
-        if self.delivered_days_kept == 0 || self.delivered_days_kept <= self.expiring_within_days
-        {
+        if self.delivered_days_kept == 0 || self.delivered_days_kept <= self.expiring_within_days {
             return Err(
                 "webhooks: delivered_days_kept must be above 0 and above expiring_within_days"
                     .into(),

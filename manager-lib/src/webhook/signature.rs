@@ -89,11 +89,26 @@ mod tests {
         let bad = |ts: &str, body: &[u8], sig: &str, secret: &[u8]| {
             verify(secret, ts, body, sig, 1_700_000_010, 300).unwrap_err()
         };
-        assert_eq!(bad("1700000000", b"{\"a\":2}", &sig, secret), SignatureError::Mismatch);
-        assert_eq!(bad("1700000001", b"{\"a\":1}", &sig, secret), SignatureError::Mismatch);
-        assert_eq!(bad("1700000000", b"{\"a\":1}", &sig, b"another secret"), SignatureError::Mismatch);
-        assert_eq!(bad("1700000000", b"{\"a\":1}", "deadbeef", secret), SignatureError::Malformed);
-        assert_eq!(bad("soon", b"{\"a\":1}", &sig, secret), SignatureError::BadTimestamp);
+        assert_eq!(
+            bad("1700000000", b"{\"a\":2}", &sig, secret),
+            SignatureError::Mismatch
+        );
+        assert_eq!(
+            bad("1700000001", b"{\"a\":1}", &sig, secret),
+            SignatureError::Mismatch
+        );
+        assert_eq!(
+            bad("1700000000", b"{\"a\":1}", &sig, b"another secret"),
+            SignatureError::Mismatch
+        );
+        assert_eq!(
+            bad("1700000000", b"{\"a\":1}", "deadbeef", secret),
+            SignatureError::Malformed
+        );
+        assert_eq!(
+            bad("soon", b"{\"a\":1}", &sig, secret),
+            SignatureError::BadTimestamp
+        );
         assert_eq!(
             verify(secret, "1700000000", b"{\"a\":1}", &sig, 1_700_000_400, 300).unwrap_err(),
             SignatureError::Stale
@@ -112,5 +127,6 @@ mod tests {
         assert_eq!(sig, format!("v1={}", OPENSSL_EXAMPLE));
     }
 
-    const OPENSSL_EXAMPLE: &str = "ad678df2cedaca278b12ea17dc52b20a2186f2eed305ed42cc12e9d63fbc992c";
+    const OPENSSL_EXAMPLE: &str =
+        "ad678df2cedaca278b12ea17dc52b20a2186f2eed305ed42cc12e9d63fbc992c";
 }
