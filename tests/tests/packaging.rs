@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use manager_lib::settings::ManagerConfig;
 use manager_lib::subscription::SubscriptionSettings;
+use manager_lib::webhook::WebhookSettings;
 use node_agent_lib::Settings;
 use node_agent_lib::listener::ListenerSettings;
 use node_agent_lib::settings::{
@@ -252,7 +253,7 @@ fn the_manager_example_documents_every_key_with_its_default_and_variable() {
     let keys = documented_keys(&text);
     let top: Vec<_> = fields_of::<ManagerConfig>()
         .into_iter()
-        .filter(|f| !["http", "tls", "subscription"].contains(f))
+        .filter(|f| !["http", "tls", "subscription", "webhooks"].contains(f))
         .collect();
     assert_complete(
         MANAGER_EXAMPLE,
@@ -262,6 +263,7 @@ fn the_manager_example_documents_every_key_with_its_default_and_variable() {
             ("http", fields_of::<ListenerSettings>()),
             ("tls", fields_of::<TlsSettings>()),
             ("subscription", fields_of::<SubscriptionSettings>()),
+            ("webhooks", fields_of::<WebhookSettings>()),
         ],
     );
     for key in &keys {

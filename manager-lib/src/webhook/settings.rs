@@ -218,3 +218,7 @@ impl WebhookSettings {
         )
     }
 }
+
+#[cfg(test)]
+#[path = "settings_tests.rs"]
+mod tests;
