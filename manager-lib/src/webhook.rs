@@ -16,7 +16,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::domain::{EventKind, NewDelivery, WebhookEvent};
-use crate::settings::Secret;
+// The one secret wrapper (re-exported as `settings::Secret`), from its
+// home crate so that `settings` and `webhook` do not import each other.
+use node_agent_lib::secret::Secret;
 
 pub mod settings;
 pub mod signature;

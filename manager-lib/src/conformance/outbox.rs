@@ -27,7 +27,9 @@ pub async fn outbox_enqueues_each_event_and_endpoint_once(s: &dyn Storage) {
     let a = delivery(1, "crm", 100);
     let b = delivery(1, "pager", 100);
     s.enqueue_deliveries(&[a.clone(), b.clone()]).await.unwrap();
-    s.enqueue_deliveries(std::slice::from_ref(&a)).await.unwrap();
+    s.enqueue_deliveries(std::slice::from_ref(&a))
+        .await
+        .unwrap();
     assert_eq!(s.undelivered_count().await.unwrap(), 2);
     let got = s
         .claim_deliveries("r1", Timestamp(100), LEASE, 10)

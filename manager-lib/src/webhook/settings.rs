@@ -10,7 +10,9 @@ use serde::Deserialize;
 
 use super::{Endpoint, Routes};
 use crate::domain::EventKind;
-use crate::settings::Secret;
+// The one secret wrapper (re-exported as `settings::Secret`), from its
+// home crate so that `settings` and `webhook` do not import each other.
+use node_agent_lib::secret::Secret;
 
 /// The fewest characters a webhook secret may have.
 pub const MIN_SECRET_CHARS: usize = 24;
