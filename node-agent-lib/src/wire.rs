@@ -8,8 +8,10 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 mod inbound;
+mod ports;
 
 pub use inbound::{InboundDescription, InboundProtocol, Network, Security};
+pub use ports::{PortRange, PortRangeError};
 
 /// One user as the manager sends it to a node.
 ///

@@ -202,6 +202,8 @@ fn the_plaintext_schemas_match_the_wire_types() {
         tag: text("t"),
         protocol: InboundProtocol::Vless,
         port: 443,
+        port_range: Some("443-450".parse().unwrap()),
+        user_ports: [(text("u"), 444)].into_iter().collect(),
         flow: text("xtls-rprx-vision"),
         method: text("aes-256-gcm"),
         network: Network::Grpc,

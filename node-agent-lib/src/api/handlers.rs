@@ -54,7 +54,7 @@ pub(super) async fn start(
         s.agent.start(users).await?;
         to_json(&StartResponse {
             user_config_template: s.agent.user_config_template().to_owned(),
-            inbounds: s.agent.inbounds().to_vec(),
+            inbounds: s.agent.inbounds(),
         })
     }
     .await;
