@@ -7,7 +7,7 @@ mod verify;
 mod watch;
 mod writer;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -93,7 +93,8 @@ pub struct AgentOptions {
     /// no background verification (re-applying after a restart still runs).
     pub verify_period: Duration,
     /// A core with a port per user (`ss-manager`): the users' ports, whose
-    /// exceptions (users away from their home port) `/start` reports.
+    /// exceptions (users away from their home port) `/start` reports, and
+    /// the ports of the users it added `/users/edit`.
     pub user_ports: Option<Arc<PortMap>>,
 }
 
@@ -256,6 +257,17 @@ impl Agent {
             }
         }
         inbounds
+    }
+
+    /// The ports of the users among `ids` (a core with a port per user;
+    /// empty otherwise): what `/users/edit` answers for the users it added.
+    pub fn user_ports<'a>(&self, ids: impl IntoIterator<Item = &'a str>) -> BTreeMap<String, u16> {
+        let Some(ports) = &self.options.user_ports else {
+            return BTreeMap::new();
+        };
+        ids.into_iter()
+            .filter_map(|id| Some((id.to_owned(), ports.get(id)?)))
+            .collect()
     }
 
     /// How many times the agent saw the core start without being told to.

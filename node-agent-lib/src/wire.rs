@@ -113,6 +113,22 @@ pub struct UsersEditRequest {
     pub del_users: Vec<String>,
 }
 
+/// The answer to `POST /users/edit`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UsersEditResponse {
+    /// A core with a port per user (`ss-manager`): the port of every user
+    /// the edit added (by id), so the manager learns the ones away from
+    /// their home port. Empty for other cores, and from agents older than
+    /// this field (which answered nothing).
+    #[serde(
+        default,
+        alias = "user_ports",
+        skip_serializing_if = "std::collections::BTreeMap::is_empty"
+    )]
+    pub user_ports: std::collections::BTreeMap<String, u16>,
+}
+
 /// `POST /usage`: the usage batches after the manager's cursor. Naming the
 /// agent's journal and `after = N` also confirms that the manager stored
 /// every batch up to `N`, so the agent may forget them.

@@ -17,7 +17,7 @@ use node_agent_lib::metrics::{self, AgentMetrics};
 use node_agent_lib::service::{CoreInstance, MockServiceControl, ServiceError, ServiceStatus};
 use node_agent_lib::wire::{
     ErrorBody, InboundDescription, InboundProtocol, JournalMark, Network, NodeStatus, Security,
-    StartRequest, StartResponse, StatusResponse, UsersEditRequest, WireUser,
+    StartRequest, StartResponse, StatusResponse, UsersEditRequest, UsersEditResponse, WireUser,
 };
 use serde_json::{Value, json};
 
@@ -267,6 +267,12 @@ fn the_plaintext_schemas_match_the_wire_types() {
             field_names(&UsersEditRequest {
                 add_users: vec![user],
                 del_users: vec!["x".into()],
+            }),
+        ),
+        (
+            "UsersEditResponse",
+            field_names(&UsersEditResponse {
+                user_ports: [(text("u"), 444)].into_iter().collect(),
             }),
         ),
         (

@@ -179,6 +179,13 @@ pub(super) fn wire_schemas() -> Vec<(&'static str, RefOr<Schema>)> {
                 .into(),
         ),
         (
+            "UsersEditResponse",
+            ObjectBuilder::new()
+                .description(Some("The answer to `POST /users/edit` (older agents answer nothing: read it as `{}`)."))
+                .property("userPorts", ObjectBuilder::new().additional_properties(Some(integer("The user's port."))).description(Some("A core with a port per user (`ss-manager`): the port of every user the edit added, by id. Absent for other cores.")))
+                .into(),
+        ),
+        (
             "UsageRequest",
             ObjectBuilder::new()
                 .description(Some("`POST /usage`: the batches after the manager's cursor; naming this node's journal confirms `after` (`max_batches` is accepted too)."))

@@ -234,6 +234,23 @@ impl InboundDescription {
         }
     }
 
+    /// Records where users now are (by id): on an inbound with a port per
+    /// user, a user at its home port loses any exception, any other gets
+    /// one; other inbounds are unchanged. Ports outside the range are
+    /// ignored (a stale answer from before a change of range).
+    pub fn note_user_ports(&mut self, ports: &BTreeMap<String, u16>) {
+        let Some(range) = self.port_range else {
+            return;
+        };
+        for (id, &port) in ports.iter().filter(|(_, p)| range.contains(**p)) {
+            if range.home(id) == port {
+                self.user_ports.remove(id);
+            } else {
+                self.user_ports.insert(id.clone(), port);
+            }
+        }
+    }
+
     /// The inbound as the user with this id dials it: `port` is the user's
     /// own ([`Self::port_for`]), with no range and no other user's port
     /// (which are no business of one user's subscription, and would cost a
@@ -244,10 +261,10 @@ impl InboundDescription {
             port_range: None,
             user_ports: BTreeMap::new(),
             tag: self.tag.clone(),
-            protocol: self.protocol.clone(),
+            protocol: self.protocol,
             flow: self.flow.clone(),
             method: self.method.clone(),
-            network: self.network.clone(),
+            network: self.network,
             header_type: self.header_type.clone(),
             path: self.path.clone(),
             host: self.host.clone(),
@@ -255,7 +272,7 @@ impl InboundDescription {
             mode: self.mode.clone(),
             authority: self.authority.clone(),
             seed: self.seed.clone(),
-            security: self.security.clone(),
+            security: self.security,
             sni: self.sni.clone(),
             alpn: self.alpn.clone(),
             fingerprint: self.fingerprint.clone(),
@@ -263,7 +280,7 @@ impl InboundDescription {
             short_ids: self.short_ids.clone(),
             public_key: self.public_key.clone(),
             spider_x: self.spider_x.clone(),
-            allow_insecure: self.allow_insecure.clone(),
+            allow_insecure: self.allow_insecure,
         }
     }
 }
@@ -297,6 +314,33 @@ mod tests {
         let mut rest = per_user.clone();
         (rest.port, rest.port_range, rest.user_ports) = (30001, None, BTreeMap::new());
         assert_eq!(bobs, rest, "every other field kept");
+    }
+
+    #[test]
+    fn noted_ports_become_exceptions_only_away_from_home_and_in_range() {
+        let range = PortRange::new(100, 102).unwrap();
+        let mut d = InboundDescription::new("ss", InboundProtocol::Shadowsocks, 100);
+        let unchanged = d.clone();
+        let away = |id: &str| {
+            if range.home(id) == 102 {
+                100
+            } else {
+                range.home(id) + 1
+            }
+        };
+        let noted: BTreeMap<String, u16> = [("a".to_owned(), away("a"))].into();
+        d.note_user_ports(&noted);
+        assert_eq!(d, unchanged, "no range: nothing to note");
+
+        d.port_range = Some(range);
+        d.note_user_ports(&noted);
+        assert_eq!(d.port_for("a"), away("a"));
+        d.note_user_ports(&[("a".to_owned(), range.home("a")), ("b".to_owned(), 7)].into());
+        assert!(
+            d.user_ports.is_empty(),
+            "a back home, b's port out of range"
+        );
+        assert_eq!(d.port_for("a"), range.home("a"));
     }
 
     #[test]
