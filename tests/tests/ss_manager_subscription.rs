@@ -5,7 +5,9 @@
 //! reports that exception on `/start`). Each user's base64 subscription,
 //! fetched over HTTP, lists the node with that user's own port; a real
 //! `ss-local` configured from nothing but the `ss://` link fetches bytes
-//! through it. A disabled user's subscription lists nothing.
+//! through it. A third user enabled while the node runs, whose home port is
+//! held, gets the free port through `/users/edit`, whose answer tells the
+//! manager. A disabled user's subscription lists nothing.
 
 use std::time::Duration;
 
@@ -147,6 +149,52 @@ async fn each_user_dials_their_own_port_from_their_subscription_even_after_a_col
         .await;
         paths.push(path);
     }
+
+    // A third user, enabled while the node runs, whose home port is held:
+    // the edit gives them the one port never held, and its answer tells
+    // the manager.
+    let free = (range.start..=range.end)
+        .find(|p| !ports.contains(p))
+        .unwrap();
+    let third = loop {
+        let (status, body) = manager
+            .post("/user/new", json!({ "userName": "late" }))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let id = body["user"]["id"].as_str().unwrap().to_owned();
+        if range.home(&id) != free {
+            break id;
+        }
+    };
+    let (status, body) = manager
+        .post("/user/enable", json!({ "userID": third }))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, sub) = manager.get(&format!("/users/{third}/subscription")).await;
+    assert_eq!(status, 200, "{sub}");
+    let path = sub["subscription"]["url"].as_str().unwrap().to_owned();
+    let links = wait_for("the late user in the subscription", LONG, || async {
+        Some(subscription(&manager, &path).await).filter(|l| l.len() == 1)
+    })
+    .await;
+    let link = parse_ss(&links[0]);
+    assert_eq!(link.port, free, "home {} held", range.home(&third));
+    assert_eq!(
+        PortMap::open(range, &agent.state_dir())
+            .unwrap()
+            .get(&third),
+        Some(free)
+    );
+    let local = TestSsLocal::start(link.port, &link.password, &link.method)
+        .await
+        .expect("ss-local");
+    wait_for("a fetch as the late user", LONG, || async {
+        fetch_via_socks(local.socks_port(), &url)
+            .await
+            .ok()
+            .filter(|b| b.len() == BYTES)
+    })
+    .await;
 
     // The user away from home disabled: their subscription lists nothing.
     let moved = if ports[0] == home { &second } else { &first };
