@@ -251,10 +251,7 @@ impl Agent {
     pub fn inbounds(&self) -> Vec<InboundDescription> {
         let mut inbounds = self.config.descriptions().to_vec();
         if let Some(ports) = &self.options.user_ports {
-            let exceptions = ports.exceptions();
-            for inbound in inbounds.iter_mut().filter(|i| i.port_range.is_some()) {
-                inbound.user_ports = exceptions.clone();
-            }
+            ports.describe(&mut inbounds);
         }
         inbounds
     }
@@ -262,12 +259,8 @@ impl Agent {
     /// The ports of the users among `ids` (a core with a port per user;
     /// empty otherwise): what `/users/edit` answers for the users it added.
     pub fn user_ports<'a>(&self, ids: impl IntoIterator<Item = &'a str>) -> BTreeMap<String, u16> {
-        let Some(ports) = &self.options.user_ports else {
-            return BTreeMap::new();
-        };
-        ids.into_iter()
-            .filter_map(|id| Some((id.to_owned(), ports.get(id)?)))
-            .collect()
+        let ports = self.options.user_ports.as_ref();
+        ports.map_or_else(BTreeMap::new, |p| p.ports_of(ids))
     }
 
     /// How many times the agent saw the core start without being told to.

@@ -157,6 +157,22 @@ impl PortMap {
             .collect()
     }
 
+    /// Sets, on every description with a port range, the users away from
+    /// their home port ([`PortMap::exceptions`]).
+    pub fn describe(&self, inbounds: &mut [crate::wire::InboundDescription]) {
+        let exceptions = self.exceptions();
+        for inbound in inbounds.iter_mut().filter(|i| i.port_range.is_some()) {
+            inbound.user_ports = exceptions.clone();
+        }
+    }
+
+    /// The ports of the users among `ids` that have one.
+    pub fn ports_of<'a>(&self, ids: impl IntoIterator<Item = &'a str>) -> BTreeMap<String, u16> {
+        ids.into_iter()
+            .filter_map(|id| Some((id.to_owned(), self.get(id)?)))
+            .collect()
+    }
+
     /// `user_id`'s port, assigned now (and saved) if it has none; taking
     /// it back from release if it was released.
     pub fn assign(&self, user_id: &str) -> Result<u16, PortError> {

@@ -122,3 +122,28 @@ fn the_exceptions_are_exactly_the_users_away_from_their_home_port() {
     map.release(&second).unwrap();
     assert_eq!(map.exceptions().get(&second), Some(&moved));
 }
+
+#[test]
+fn descriptions_with_a_range_get_the_exceptions_and_ports_of_skips_the_unknown() {
+    use crate::wire::{InboundDescription, InboundProtocol};
+    let r = range(100, 101);
+    let map = PortMap::in_memory(r);
+    let first = "user-0".to_owned();
+    let second = (1..)
+        .map(|i| format!("user-{i}"))
+        .find(|id| r.home(id) == r.home(&first))
+        .unwrap();
+    let (home, moved) = (map.assign(&first).unwrap(), map.assign(&second).unwrap());
+    let mut per_user = InboundDescription::new("ss", InboundProtocol::Shadowsocks, 100);
+    per_user.port_range = Some(r);
+    let shared = InboundDescription::new("v", InboundProtocol::Vless, 443);
+    let mut inbounds = [per_user, shared.clone()];
+    map.describe(&mut inbounds);
+    assert_eq!(inbounds[0].port_for(&first), home);
+    assert_eq!(inbounds[0].port_for(&second), moved);
+    assert_eq!(inbounds[1], shared);
+    assert_eq!(
+        map.ports_of([first.as_str(), "nobody", second.as_str()]),
+        BTreeMap::from([(first.clone(), home), (second.clone(), moved)])
+    );
+}
