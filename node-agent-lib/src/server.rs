@@ -200,7 +200,6 @@ type CoreParts = (
 /// config's warnings.
 fn core_of(settings: &Settings) -> Result<CoreParts, ServeError> {
     let timeout = Duration::from_millis(settings.core.api_timeout_ms);
-    #[allow(clippy::type_complexity)]
     let (config, warnings, core, reader, ports): (
         _,
         _,
