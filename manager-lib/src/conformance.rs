@@ -86,6 +86,7 @@ macro_rules! storage_conformance_tests {
             blocked_users_stay_off_starts_and_counts,
             concurrent_ingests_store_a_page_once_and_block_once,
             started_nodes_keep_their_described_inbounds,
+            noted_user_ports_land_on_port_per_user_inbounds_only,
             node_profiles_round_trip_and_survive_starts,
             invalid_profiles_are_refused_and_change_nothing,
             user_nodes_serve_each_inbound_with_the_profile_applied,

@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use crate::domain::{User, UserId, UserNodes};
+use crate::domain::{NodeEntry, User, UserId, UserNodes};
 
 /// Splits `<uuid>-<name>`; `None` when the first 36 characters are not a user
 /// id followed by a dash.
@@ -30,10 +30,17 @@ impl NodeLinks {
 impl NodeLinks {
     /// One filled template per node, in node order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = Filled<'_>> {
-        self.0
+        let user = &self.0.user;
+        // Only a node with a port per user needs the id as text.
+        let id = self
+            .0
             .nodes
             .iter()
-            .map(|n| Filled::new(&n.user_config_template, &self.0.user))
+            .any(|n| n.served.iter().any(|s| s.inbound.port_range.is_some()))
+            .then(|| user.id.to_string());
+        self.0.nodes.iter().map(move |n| {
+            Filled::new(&n.user_config_template, user).with_port(user_port(n, id.as_deref()))
+        })
     }
 
     /// The filled templates as strings.
@@ -48,9 +55,27 @@ impl serde::Serialize for NodeLinks {
     }
 }
 
+/// The port `{{.Port}}` stands for on a node: the user's own port on its
+/// first listed inbound with a port per user (`ss-manager`), else the first
+/// listed inbound's port; `None` when the node lists none. `id` is the
+/// user's id as text, given when some node has a port per user.
+fn user_port(node: &NodeEntry, id: Option<&str>) -> Option<u16> {
+    let per_user = node
+        .served
+        .iter()
+        .find(|s| s.inbound.port_range.is_some())
+        .zip(id);
+    match per_user {
+        Some((s, id)) => Some(s.inbound.port_for(id)),
+        None => node.served.first().map(|s| s.inbound.port),
+    }
+}
+
 /// Fills a node's template for one user: `{{.UserID}}` (also the VLESS/VMess
-/// id), `{{.UserName}}` (percent-encoded, for links), `{{.UserNameRaw}}`, and
-/// `{{.Secret}}` (the Trojan/Shadowsocks password).
+/// id), `{{.UserName}}` (percent-encoded, for links), `{{.UserNameRaw}}`,
+/// `{{.Secret}}` (the Trojan/Shadowsocks password) and `{{.Port}}` (the
+/// user's port on the node, see [`Filled::with_port`]; without one the
+/// placeholder is kept as it is).
 pub fn fill_template(template: &str, user: &User) -> String {
     Filled::new(template, user).to_string()
 }
@@ -64,22 +89,34 @@ pub fn fill_template(template: &str, user: &User) -> String {
 pub struct Filled<'a> {
     template: &'a str,
     user: &'a User,
+    port: Option<u16>,
 }
 
 impl<'a> Filled<'a> {
-    /// `template` as filled for `user`.
+    /// `template` as filled for `user`, `{{.Port}}` kept as it is.
     pub fn new(template: &'a str, user: &'a User) -> Self {
-        Self { template, user }
+        Self {
+            template,
+            user,
+            port: None,
+        }
+    }
+
+    /// `{{.Port}}` filled with `port` (the user's port on the node: its own
+    /// on an `ss-manager` node, else the node's first listed inbound's).
+    pub fn with_port(self, port: Option<u16>) -> Self {
+        Self { port, ..self }
     }
 }
 
 impl fmt::Display for Filled<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const PLACEHOLDERS: [&str; 4] = [
+        const PLACEHOLDERS: [&str; 5] = [
             "{{.UserID}}",
             "{{.UserNameRaw}}",
             "{{.UserName}}",
             "{{.Secret}}",
+            "{{.Port}}",
         ];
         let template = self.template;
         // `template[..written]` is out; the next placeholder is looked for
@@ -88,7 +125,11 @@ impl fmt::Display for Filled<'_> {
         while let Some(found) = template[from..].find('{') {
             let at = from + found;
             let rest = &template[at..];
-            let Some(which) = PLACEHOLDERS.iter().position(|p| rest.starts_with(p)) else {
+            let Some(which) = PLACEHOLDERS
+                .iter()
+                .position(|p| rest.starts_with(p))
+                .filter(|&w| w != 4 || self.port.is_some())
+            else {
                 from = at + 1;
                 continue;
             };
@@ -100,7 +141,8 @@ impl fmt::Display for Filled<'_> {
                 }
                 1 => f.write_str(&self.user.name)?,
                 2 => write_name_encoded(f, &self.user.name)?,
-                _ => f.write_str(self.user.secret.expose())?,
+                3 => f.write_str(self.user.secret.expose())?,
+                _ => write!(f, "{}", self.port.unwrap_or_default())?,
             }
             written = at + PLACEHOLDERS[which].len();
             from = written;
@@ -188,6 +230,55 @@ mod tests {
                 user.id
             )
         );
+    }
+
+    fn node(template: &str, inbounds: &[node_agent_lib::wire::InboundDescription]) -> NodeEntry {
+        NodeEntry::new(
+            crate::domain::NodeId::random(),
+            "https://10.0.0.1:8443",
+            template,
+            inbounds,
+            &crate::domain::NodeProfile::default(),
+        )
+    }
+
+    #[test]
+    fn the_port_placeholder_is_the_users_own_port_on_a_node_with_a_port_per_user() {
+        use node_agent_lib::wire::{InboundDescription, InboundProtocol, PortRange};
+        let user = enabled_user_named("bob");
+        let id = user.id.to_string();
+        let range = PortRange::new(30000, 30999).unwrap();
+        let mut ss = InboundDescription::new("ss-manager", InboundProtocol::Shadowsocks, 30000);
+        ss.port_range = Some(range);
+        let moved = ss.clone();
+        let mut moved_ss = moved;
+        let away = if range.home(&id) == 30999 {
+            30000
+        } else {
+            range.home(&id) + 1
+        };
+        moved_ss.user_ports.insert(id.clone(), away);
+        let vless = InboundDescription::new("v", InboundProtocol::Vless, 443);
+        let links = NodeLinks::new(UserNodes {
+            user: user.clone(),
+            nodes: vec![
+                node("ss://{{.Secret}}@h:{{.Port}}", &[ss]),
+                node("p={{.Port}}", &[moved_ss]),
+                node("p={{.Port}}", &[vless]),
+                node("p={{.Port}}", &[]),
+            ],
+        });
+        assert_eq!(
+            links.to_strings(),
+            [
+                format!("ss://s3cret@h:{}", range.home(&id)),
+                format!("p={away}"),
+                "p=443".to_owned(),
+                "p={{.Port}}".to_owned(),
+            ]
+        );
+        // Without a node, nothing to say: kept as it is.
+        assert_eq!(fill_template("{{.Port}}", &user), "{{.Port}}");
     }
 
     #[test]

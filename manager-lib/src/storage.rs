@@ -203,6 +203,20 @@ pub trait Storage: AccessStore + WebhookStore + Debug + Send + Sync {
         inbounds: &[InboundDescription],
     ) -> StorageResult<()>;
 
+    /// Records the ports users now hold on the node (by user id, as a
+    /// `/users/edit` answer reports them) on each of its inbounds with a
+    /// port per user ([`InboundDescription::note_user_ports`]).
+    ///
+    /// # Contract
+    /// - [`StorageError::NotFound`] for an unknown node.
+    /// - Nothing else of the node changes; a node without such an inbound
+    ///   is unchanged. The serving-node set shows it.
+    async fn note_user_ports(
+        &self,
+        id: NodeId,
+        ports: &std::collections::BTreeMap<String, u16>,
+    ) -> StorageResult<()>;
+
     /// Sets the operator's subscription settings for the node.
     ///
     /// # Contract

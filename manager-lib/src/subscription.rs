@@ -88,30 +88,44 @@ impl Format {
 #[derive(Clone, Debug)]
 pub struct Listing<'a> {
     pub user: &'a User,
-    pub entries: Vec<&'a ServedInbound>,
+    /// As the user dials them: an inbound with a port per user
+    /// (`ss-manager`) is a copy with the user's own port.
+    pub entries: Vec<Cow<'a, ServedInbound>>,
 }
 
 impl<'a> Listing<'a> {
     pub fn new(user: &'a User, entries: impl IntoIterator<Item = &'a ServedInbound>) -> Self {
-        Self {
-            user,
-            entries: entries.into_iter().collect(),
-        }
+        let mut id = None;
+        let entries = entries
+            .into_iter()
+            .map(|e| match e.inbound.port_range {
+                None => Cow::Borrowed(e),
+                Some(_) => {
+                    let id = id.get_or_insert_with(|| user.id.to_string());
+                    Cow::Owned(ServedInbound {
+                        remark: e.remark.clone(),
+                        address: e.address.clone(),
+                        inbound: e.inbound.for_user(id),
+                    })
+                }
+            })
+            .collect();
+        Self { user, entries }
     }
 
     /// One name per entry, in order, unique in the listing: a remark that
     /// appeared before gets ` (2)`, ` (3)`, … (Clash refuses two proxies
     /// of one name; sing-box two outbounds of one tag).
-    pub fn unique_names(&self) -> Vec<Cow<'a, str>> {
+    pub fn unique_names(&self) -> Vec<Cow<'_, str>> {
         let mut seen: HashMap<&str, usize> = HashMap::with_capacity(self.entries.len());
-        let mut taken: std::collections::HashSet<Cow<'a, str>> =
+        let mut taken: std::collections::HashSet<Cow<'_, str>> =
             std::collections::HashSet::with_capacity(self.entries.len());
         let mut names = Vec::with_capacity(self.entries.len());
         for e in &self.entries {
             let count = seen.entry(e.remark.as_str()).or_insert(0);
             *count += 1;
             let mut n = *count;
-            let mut name: Cow<'a, str> = if n == 1 {
+            let mut name: Cow<'_, str> = if n == 1 {
                 Cow::Borrowed(e.remark.as_str())
             } else {
                 Cow::Owned(format!("{} ({n})", e.remark))
@@ -151,5 +165,61 @@ mod tests {
         entries[2].remark = "same (2)".into();
         let listing = Listing::new(&user, &entries);
         assert_eq!(listing.unique_names(), ["same", "same (2)", "same (2) (2)"]);
+    }
+
+    /// An `ss-manager` node's entry: Shadowsocks with a port per user in
+    /// 30000-30999, `moved` away from its home port.
+    fn per_user_entry(moved: &User, port: u16) -> ServedInbound {
+        use crate::domain::InboundProtocol;
+        use node_agent_lib::wire::PortRange;
+        let mut i = testing::inbound("ss-manager", InboundProtocol::Shadowsocks, 30000);
+        i.method = "chacha20-ietf-poly1305".into();
+        i.port_range = Some(PortRange::new(30000, 30999).unwrap());
+        i.user_ports.insert(moved.id.to_string(), port);
+        ServedInbound {
+            remark: "ss node".into(),
+            address: "203.0.113.7".into(),
+            inbound: i,
+        }
+    }
+
+    #[test]
+    fn every_format_lists_a_port_per_user_inbound_with_the_users_own_port() {
+        let (alice, bob) = (testing::user("alice"), testing::user("bob"));
+        let home = |u: &User| {
+            node_agent_lib::wire::PortRange::new(30000, 30999)
+                .unwrap()
+                .home(&u.id.to_string())
+        };
+        // Bob's port: any port but his home (another user held it first).
+        let bobs = if home(&bob) == 30999 {
+            30000
+        } else {
+            home(&bob) + 1
+        };
+        let entries = [per_user_entry(&bob, bobs)];
+        for (user, port) in [(&alice, home(&alice)), (&bob, bobs)] {
+            let listing = Listing::new(user, &entries);
+            let listed = &listing.entries[0].inbound;
+            assert_eq!(listed.port, port);
+            assert!(listed.port_range.is_none() && listed.user_ports.is_empty());
+            for format in Format::ALL {
+                let body = render(format, &listing, &html::PageOptions::default()).body;
+                let text = match format {
+                    Format::Base64 => String::from_utf8(
+                        base64_simd::STANDARD
+                            .decode_to_vec(body.as_bytes())
+                            .unwrap(),
+                    )
+                    .unwrap(),
+                    _ => body,
+                };
+                let want = match format {
+                    Format::Base64 | Format::Links => format!("@203.0.113.7:{port}#"),
+                    _ => port.to_string(),
+                };
+                assert!(text.contains(&want), "{format:?}: {text}");
+            }
+        }
     }
 }

@@ -4,12 +4,16 @@
 //! for tests and benchmarks. `conformance` (feature `conformance`) checks a
 //! transport against the contract.
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 
 use async_trait::async_trait;
 
 use crate::domain::usage::{UsageCursor, UsagePage};
 use crate::domain::{Node, UserCredentials, UserId};
+
+/// Users' ports on a node with a port per user, by user id (as text).
+pub type UserPorts = BTreeMap<String, u16>;
 
 /// What a node answers to `/start`: its template and the inbounds it
 /// describes (the agent's own wire type).
@@ -106,13 +110,15 @@ pub trait NodeTransport: Debug + Send + Sync {
     async fn status(&self, node: &Node) -> Result<NodeReport, TransportError>;
 
     /// `POST /users/edit`: adds `add`, removes `del`; adding a present user or
-    /// removing a missing one is success.
+    /// removing a missing one is success. Answers the ports of the added
+    /// users (by id) on a node with a port per user (`ss-manager`), else
+    /// nothing.
     async fn edit_users(
         &self,
         node: &Node,
         add: &[UserCredentials],
         del: &[UserId],
-    ) -> Result<(), TransportError>;
+    ) -> Result<UserPorts, TransportError>;
 
     /// `POST /usage`: the node's usage batches after `cursor`, at most
     /// `max_batches` (the node caps it at 256), in sequence order, with the

@@ -613,6 +613,13 @@ impl Storage for CountingStorage {
     ) -> StorageResult<manager_lib::domain::usage::EnforceOutcome> {
         self.inner.enforce_time(now).await
     }
+    async fn note_user_ports(
+        &self,
+        id: manager_lib::domain::NodeId,
+        ports: &std::collections::BTreeMap<String, u16>,
+    ) -> StorageResult<()> {
+        self.inner.note_user_ports(id, ports).await
+    }
     async fn set_node_profile(
         &self,
         id: manager_lib::domain::NodeId,

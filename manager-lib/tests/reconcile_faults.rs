@@ -93,7 +93,7 @@ impl NodeTransport for FaultyFleet {
         node: &Node,
         add: &[UserCredentials],
         del: &[UserId],
-    ) -> Result<(), TransportError> {
+    ) -> Result<manager_lib::transport::UserPorts, TransportError> {
         if self.faults.hit(Step::Edit) {
             return Err(node_down());
         }
@@ -249,6 +249,13 @@ impl Storage for FaultyStorage {
         now: manager_lib::domain::Timestamp,
     ) -> StorageResult<manager_lib::domain::usage::EnforceOutcome> {
         self.inner.enforce_time(now).await
+    }
+    async fn note_user_ports(
+        &self,
+        id: manager_lib::domain::NodeId,
+        ports: &std::collections::BTreeMap<String, u16>,
+    ) -> StorageResult<()> {
+        self.inner.note_user_ports(id, ports).await
     }
     async fn set_node_profile(
         &self,

@@ -383,7 +383,7 @@ impl NodeTransport for IgnoresRemovals {
         node: &Node,
         add: &[UserCredentials],
         _del: &[UserId],
-    ) -> Result<(), TransportError> {
+    ) -> Result<manager_lib::transport::UserPorts, TransportError> {
         self.0.edit_users(node, add, &[]).await
     }
     async fn usage(
@@ -431,7 +431,7 @@ impl NodeTransport for IgnoresCursor {
         node: &Node,
         add: &[UserCredentials],
         del: &[UserId],
-    ) -> Result<(), TransportError> {
+    ) -> Result<manager_lib::transport::UserPorts, TransportError> {
         self.0.edit_users(node, add, del).await
     }
 

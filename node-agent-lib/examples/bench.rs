@@ -73,7 +73,9 @@ async fn main() {
             async move { client.edit_users(&edit(users_n + edits_n + i)).await }
         })
         .buffer_unordered(32)
-        .for_each(|r| async move { r.expect("edit") })
+        .for_each(|r| async move {
+            r.expect("edit");
+        })
         .await;
     let concurrent = edits_n as f64 / t.elapsed().as_secs_f64();
     let status = client.status().await.expect("status");

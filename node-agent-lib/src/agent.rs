@@ -7,7 +7,7 @@ mod verify;
 mod watch;
 mod writer;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ConfigError, CoreConfig};
+use crate::core::ports::PortMap;
 use crate::core::{CoreApi, CoreError};
 use crate::service::{CoreInstance, ServiceControl, ServiceError, ServiceStatus};
 use crate::usage::Usage;
@@ -91,6 +92,10 @@ pub struct AgentOptions {
     /// (paced evenly); a divergence is repaired within two of these. Zero:
     /// no background verification (re-applying after a restart still runs).
     pub verify_period: Duration,
+    /// A core with a port per user (`ss-manager`): the users' ports, whose
+    /// exceptions (users away from their home port) `/start` reports, and
+    /// the ports of the users it added `/users/edit`.
+    pub user_ports: Option<Arc<PortMap>>,
 }
 
 impl AgentOptions {
@@ -102,6 +107,7 @@ impl AgentOptions {
             flush_delay: Duration::from_millis(500),
             monitor_interval: Duration::from_secs(5),
             verify_period: Duration::from_secs(DEFAULT_VERIFY_PERIOD_SECS),
+            user_ports: None,
         }
     }
 }
@@ -239,9 +245,22 @@ impl Agent {
     }
 
     /// How clients dial each managed inbound, returned by `/start`: derived
-    /// from the base config when it was parsed ([`CoreConfig::descriptions`]).
-    pub fn inbounds(&self) -> &[InboundDescription] {
-        self.config.descriptions()
+    /// from the base config when it was parsed ([`CoreConfig::descriptions`]);
+    /// an inbound with a port per user carries the users away from their
+    /// home port as they are now.
+    pub fn inbounds(&self) -> Vec<InboundDescription> {
+        let mut inbounds = self.config.descriptions().to_vec();
+        if let Some(ports) = &self.options.user_ports {
+            ports.describe(&mut inbounds);
+        }
+        inbounds
+    }
+
+    /// The ports of the users among `ids` (a core with a port per user;
+    /// empty otherwise): what `/users/edit` answers for the users it added.
+    pub fn user_ports<'a>(&self, ids: impl IntoIterator<Item = &'a str>) -> BTreeMap<String, u16> {
+        let ports = self.options.user_ports.as_ref();
+        ports.map_or_else(BTreeMap::new, |p| p.ports_of(ids))
     }
 
     /// How many times the agent saw the core start without being told to.

@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use crate::envelope::{self, AUTH_SCHEME, InvalidKey, NodeKey};
 use crate::wire::{
     ErrorBody, StartRequest, StartResponse, StatusResponse, UsageRequest, UsageResponse,
-    UsersEditRequest, WireUser,
+    UsersEditRequest, UsersEditResponse, WireUser,
 };
 
 /// Why a node call failed.
@@ -157,9 +157,18 @@ impl NodeClient {
     }
 
     /// `POST /users/edit`: add and remove users on the running core.
-    pub async fn edit_users(&self, edit: &UsersEditRequest) -> Result<(), ClientError> {
+    /// An agent older than [`UsersEditResponse`] answers nothing: read as
+    /// the empty answer.
+    pub async fn edit_users(
+        &self,
+        edit: &UsersEditRequest,
+    ) -> Result<UsersEditResponse, ClientError> {
         let body = serde_json::to_vec(edit).map_err(|e| ClientError::Protocol(e.to_string()))?;
-        self.call("POST", "/users/edit", &body).await.map(drop)
+        let answer = self.call("POST", "/users/edit", &body).await?;
+        if answer.is_empty() {
+            return Ok(UsersEditResponse::default());
+        }
+        parse(&answer)
     }
 
     /// `POST /usage`: the node's usage batches after `request`'s cursor;

@@ -44,9 +44,12 @@
 //!   config's private key), derived once from the base config when it is
 //!   parsed ([`config::CoreConfig::descriptions`]); an inbound that cannot be
 //!   described exactly is left out with a warning, its users still managed.
+//!   An `ss-manager` core is one Shadowsocks inbound with `portRange` and
+//!   `userPorts`: the users away from their home port
+//!   ([`wire::PortRange::home`], the function the manager uses too).
 //! - **`/users/edit`** applies removals, then additions, through the core's
 //!   gRPC API (an existing user added or a missing one removed counts as
-//!   success) and marks the generated config dirty. A background writer
+//!   success; an `ss-manager` node answers each added user's port) and marks the generated config dirty. A background writer
 //!   rewrites it at most once per `flush_delay` (default 500 ms), so a burst
 //!   of edits costs one rewrite of a 100,000-user file, not one per edit.
 //!   The file lags the edits the core acknowledged: a core that restarts

@@ -64,7 +64,7 @@ impl Node {
     /// builds the core client, the service backend and the agent. Logs (without secrets) which inbounds it manages.
     pub fn build(settings: &Settings) -> Result<Self, ServeError> {
         let key = settings.node_key()?;
-        let (config, core, reader) = core_of(settings)?;
+        let (config, core, reader, user_ports) = core_of(settings)?;
         for inbound in config.inbounds() {
             tracing::info!(tag = %inbound.tag, protocol = ?inbound.protocol, "managed inbound");
         }
@@ -105,6 +105,7 @@ impl Node {
         options.flush_delay = Duration::from_millis(settings.config_flush_ms);
         options.monitor_interval = Duration::from_secs(settings.monitor_interval_secs.max(1));
         options.verify_period = Duration::from_secs(settings.verify_period_secs);
+        options.user_ports = user_ports;
         let max_batches = usize::try_from(settings.usage_journal_max_batches).unwrap_or(usize::MAX);
         let journal = Journal::open(&settings.state_dir, max_batches)?;
         tracing::info!(
@@ -186,53 +187,71 @@ impl Node {
 
 /// What the agent drives a core through: the generated config, the core's
 /// API and its traffic reader.
-type CoreParts = (CoreConfig, Arc<dyn CoreApi>, Arc<dyn TrafficReader>);
+/// The config, the core's client, its traffic reader, and (a core with a
+/// port per user) the users' ports.
+type CoreParts = (
+    CoreConfig,
+    Arc<dyn CoreApi>,
+    Arc<dyn TrafficReader>,
+    Option<Arc<PortMap>>,
+);
 
 /// The [`CoreParts`] of the kind of core the settings name; logs the
 /// config's warnings.
 fn core_of(settings: &Settings) -> Result<CoreParts, ServeError> {
     let timeout = Duration::from_millis(settings.core.api_timeout_ms);
-    let (config, warnings, core, reader): (_, _, Arc<dyn CoreApi>, Arc<dyn TrafficReader>) =
-        match settings.core_kind()? {
-            CoreKind::Xray(flavor) => {
-                let base_path = &settings.core.base_config;
-                let base_error = |source| ServeError::BaseConfig {
-                    path: base_path.display().to_string(),
+    let (config, warnings, core, reader, ports): (
+        _,
+        _,
+        Arc<dyn CoreApi>,
+        Arc<dyn TrafficReader>,
+        _,
+    ) = match settings.core_kind()? {
+        CoreKind::Xray(flavor) => {
+            let base_path = &settings.core.base_config;
+            let base_error = |source| ServeError::BaseConfig {
+                path: base_path.display().to_string(),
+                source,
+            };
+            let base = std::fs::read_to_string(base_path).map_err(|e| base_error(e.into()))?;
+            let (config, warnings) =
+                CoreConfig::parse(&base, flavor, &settings.vless_flow).map_err(base_error)?;
+            let client = CoreClient::new(&settings.core.api_address, flavor, timeout)?;
+            // The client itself reads the counters: one answer summed as
+            // it decodes, never held whole (see `TrafficReader for CoreClient`).
+            (
+                config,
+                warnings,
+                Arc::new(client.clone()),
+                Arc::new(client),
+                None,
+            )
+        }
+        CoreKind::SsManager => {
+            let (config, warnings) = CoreConfig::ss_manager(&settings.ss_manager_config()?)
+                .map_err(|source| ServeError::BaseConfig {
+                    path: "[ss_manager]".into(),
                     source,
-                };
-                let base = std::fs::read_to_string(base_path).map_err(|e| base_error(e.into()))?;
-                let (config, warnings) =
-                    CoreConfig::parse(&base, flavor, &settings.vless_flow).map_err(base_error)?;
-                let client = CoreClient::new(&settings.core.api_address, flavor, timeout)?;
-                // The client itself reads the counters: one answer summed as
-                // it decodes, never held whole (see `TrafficReader for CoreClient`).
-                (config, warnings, Arc::new(client.clone()), Arc::new(client))
-            }
-            CoreKind::SsManager => {
-                let (config, warnings) = CoreConfig::ss_manager(&settings.ss_manager_config())
-                    .map_err(|source| ServeError::BaseConfig {
-                        path: "[ss_manager]".into(),
-                        source,
-                    })?;
-                let ports = Arc::new(PortMap::open(settings.ss_ports()?, &settings.state_dir)?);
-                tracing::info!(range = %ports.range(), "ss-manager: one port per user");
-                // Its servers' config files hold their passwords.
-                let work = settings.ss_manager_work_dir();
-                std::fs::create_dir_all(&work)?;
-                private_dir(&work)?;
-                let client = Arc::new(SsManagerClient::new(
-                    &settings.core.api_address,
-                    timeout,
-                    ports,
-                ));
-                let reader = Arc::new(CoreApiTraffic(client.clone()));
-                (config, warnings, client, reader)
-            }
-        };
+                })?;
+            let ports = Arc::new(PortMap::open(settings.ss_ports()?, &settings.state_dir)?);
+            tracing::info!(range = %ports.range(), "ss-manager: one port per user");
+            // Its servers' config files hold their passwords.
+            let work = settings.ss_manager_work_dir();
+            std::fs::create_dir_all(&work)?;
+            private_dir(&work)?;
+            let client = Arc::new(SsManagerClient::new(
+                &settings.core.api_address,
+                timeout,
+                ports.clone(),
+            ));
+            let reader = Arc::new(CoreApiTraffic(client.clone()));
+            (config, warnings, client, reader, Some(ports))
+        }
+    };
     for warning in warnings {
         tracing::warn!("{warning}");
     }
-    Ok((config, core, reader))
+    Ok((config, core, reader, ports))
 }
 
 #[cfg(unix)]

@@ -8,8 +8,10 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 mod inbound;
+mod ports;
 
 pub use inbound::{InboundDescription, InboundProtocol, Network, Security};
+pub use ports::{PortRange, PortRangeError};
 
 /// One user as the manager sends it to a node.
 ///
@@ -109,6 +111,22 @@ pub struct UsersEditRequest {
     /// The ids of the users to remove.
     #[serde(default, alias = "del_users")]
     pub del_users: Vec<String>,
+}
+
+/// The answer to `POST /users/edit`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UsersEditResponse {
+    /// A core with a port per user (`ss-manager`): the port of every user
+    /// the edit added (by id), so the manager learns the ones away from
+    /// their home port. Empty for other cores, and from agents older than
+    /// this field (which answered nothing).
+    #[serde(
+        default,
+        alias = "user_ports",
+        skip_serializing_if = "std::collections::BTreeMap::is_empty"
+    )]
+    pub user_ports: std::collections::BTreeMap<String, u16>,
 }
 
 /// `POST /usage`: the usage batches after the manager's cursor. Naming the

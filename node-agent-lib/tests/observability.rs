@@ -17,7 +17,7 @@ use node_agent_lib::metrics::{self, AgentMetrics};
 use node_agent_lib::service::{CoreInstance, MockServiceControl, ServiceError, ServiceStatus};
 use node_agent_lib::wire::{
     ErrorBody, InboundDescription, InboundProtocol, JournalMark, Network, NodeStatus, Security,
-    StartRequest, StartResponse, StatusResponse, UsersEditRequest, WireUser,
+    StartRequest, StartResponse, StatusResponse, UsersEditRequest, UsersEditResponse, WireUser,
 };
 use serde_json::{Value, json};
 
@@ -202,6 +202,8 @@ fn the_plaintext_schemas_match_the_wire_types() {
         tag: text("t"),
         protocol: InboundProtocol::Vless,
         port: 443,
+        port_range: Some("443-450".parse().unwrap()),
+        user_ports: [(text("u"), 444)].into_iter().collect(),
         flow: text("xtls-rprx-vision"),
         method: text("aes-256-gcm"),
         network: Network::Grpc,
@@ -265,6 +267,12 @@ fn the_plaintext_schemas_match_the_wire_types() {
             field_names(&UsersEditRequest {
                 add_users: vec![user],
                 del_users: vec!["x".into()],
+            }),
+        ),
+        (
+            "UsersEditResponse",
+            field_names(&UsersEditResponse {
+                user_ports: [(text("u"), 444)].into_iter().collect(),
             }),
         ),
         (

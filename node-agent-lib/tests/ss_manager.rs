@@ -16,7 +16,7 @@ use node_agent_lib::core::ports::{PortMap, PortRange};
 use node_agent_lib::service::ProcessService;
 use node_agent_lib::settings::{Backend, SS_MANAGER_FLAVOR, Secret, Settings};
 use node_agent_lib::usage::read_lifetime_totals;
-use node_agent_lib::wire::{NodeStatus, UsersEditRequest, WireUser};
+use node_agent_lib::wire::{InboundProtocol, NodeStatus, UsersEditRequest, WireUser};
 use node_agent_lib::{Node, NodeClient, NodeKey};
 use tokio::time::Instant;
 use xray_core_client::testing::ssmanager::{TEST_METHOD, TestSsLocal, ss_manager_binary};
@@ -181,13 +181,21 @@ async fn an_ss_manager_node_serves_each_user_on_their_port_and_counts_their_byte
         .await
         .unwrap();
     assert!(started.user_config_template.starts_with("ss://"));
-    assert!(started.inbounds.is_empty(), "one node-wide port would lie");
     let status = node.client.status().await.unwrap();
     assert_eq!(status.node_status, NodeStatus::Running);
     assert_eq!(status.users, 2, "ss-manager counts its ports");
     let (alice_port, bob_port) = (node.port_of(&alice), node.port_of(&bob));
     assert_ne!(alice_port, bob_port);
     assert!(port_range().contains(alice_port) && port_range().contains(bob_port));
+    // One Shadowsocks inbound with the range: each user's port follows from
+    // it and the exceptions it lists, exactly as the agent assigned them.
+    let [described] = &started.inbounds[..] else {
+        panic!("one inbound: {:?}", started.inbounds);
+    };
+    assert_eq!(described.protocol, InboundProtocol::Shadowsocks);
+    assert_eq!(described.port_range, Some(port_range()));
+    assert_eq!(described.port_for(&alice.id), alice_port);
+    assert_eq!(described.port_for(&bob.id), bob_port);
 
     // Each fetches through their own port with a real ss-local.
     let alice_local = local_for(&node, &alice).await;
@@ -210,11 +218,34 @@ async fn an_ss_manager_node_serves_each_user_on_their_port_and_counts_their_byte
         "{bob_bytes}"
     );
 
-    // Alice is removed: her port refuses, bob still fetches.
-    node.client
+    // Alice is removed: her port refuses, bob still fetches. A removal
+    // reports no port; an addition (carol) reports hers.
+    let answer = node
+        .client
         .edit_users(&UsersEditRequest {
             add_users: vec![],
             del_users: vec![alice.id.clone()],
+        })
+        .await
+        .unwrap();
+    assert!(answer.user_ports.is_empty());
+    let carol = wire_user("carol");
+    let answer = node
+        .client
+        .edit_users(&UsersEditRequest {
+            add_users: vec![carol.clone()],
+            del_users: vec![],
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        answer.user_ports.into_iter().collect::<Vec<_>>(),
+        [(carol.id.clone(), node.port_of(&carol))]
+    );
+    node.client
+        .edit_users(&UsersEditRequest {
+            add_users: vec![],
+            del_users: vec![carol.id.clone()],
         })
         .await
         .unwrap();

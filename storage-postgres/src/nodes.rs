@@ -178,6 +178,43 @@ pub(crate) async fn finish_start(
     Ok(())
 }
 
+/// Read, then compare-and-set on the text read (as the SQLite backend): a
+/// start storing new inbounds meanwhile wins.
+pub(crate) async fn note_user_ports(
+    s: &PgStorage,
+    id: NodeId,
+    ports: &std::collections::BTreeMap<String, u16>,
+) -> StorageResult<()> {
+    for _ in 0..kit::profile::NOTE_TRIES {
+        let stored: String = sqlx::query_scalar("SELECT inbounds FROM nodes WHERE id = $1::uuid")
+            .bind(id.to_string())
+            .fetch_optional(&s.pool)
+            .await
+            .map_err(node_err)?
+            .ok_or(StorageError::NotFound(Entity::Node))?;
+        let Some(noted) = kit::profile::inbounds_with_user_ports(&stored, ports)? else {
+            return Ok(());
+        };
+        let done = sqlx::query(
+            "UPDATE nodes SET inbounds = $3, updated_at = $4 \
+             WHERE id = $1::uuid AND inbounds = $2",
+        )
+        .bind(id.to_string())
+        .bind(stored)
+        .bind(noted)
+        .bind(now_ms())
+        .execute(&s.pool)
+        .await
+        .map_err(node_err)?;
+        if done.rows_affected() == 1 {
+            return Ok(());
+        }
+    }
+    Err(StorageError::Other(
+        "the node's inbounds kept changing while users' ports were noted".into(),
+    ))
+}
+
 pub(crate) async fn set_node_profile(
     s: &PgStorage,
     id: NodeId,

@@ -353,6 +353,14 @@ impl Storage for SqliteStorage {
         nodes::finish_start(self, id, seq, template, inbounds).await
     }
 
+    async fn note_user_ports(
+        &self,
+        id: NodeId,
+        ports: &std::collections::BTreeMap<String, u16>,
+    ) -> StorageResult<()> {
+        nodes::note_user_ports(self, id, ports).await
+    }
+
     async fn set_node_profile(&self, id: NodeId, profile: &NodeProfile) -> StorageResult<Node> {
         nodes::set_node_profile(self, id, profile).await
     }

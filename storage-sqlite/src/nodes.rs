@@ -169,6 +169,42 @@ pub(crate) async fn finish_start(
         .await
 }
 
+/// Read, then compare-and-set on the text read: no transaction spans the
+/// writer's queue, and a start storing new inbounds meanwhile wins.
+pub(crate) async fn note_user_ports(
+    s: &SqliteStorage,
+    id: NodeId,
+    ports: &std::collections::BTreeMap<String, u16>,
+) -> StorageResult<()> {
+    for _ in 0..kit::profile::NOTE_TRIES {
+        let stored: String = sqlx::query_scalar("SELECT inbounds FROM nodes WHERE id = ?1")
+            .bind(id.to_string())
+            .fetch_one(&s.reader)
+            .await
+            .map_err(|e| db_error(e, Some(Entity::Node)))?;
+        let Some(noted) = kit::profile::inbounds_with_user_ports(&stored, ports)? else {
+            return Ok(());
+        };
+        let sql = "UPDATE nodes SET inbounds = ?3, updated_at = ?4 \
+                   WHERE id = ?1 AND inbounds = ?2 RETURNING 1"
+            .to_owned();
+        let args = Args::default()
+            .bind(id.to_string())
+            .bind(stored)
+            .bind(noted)
+            .bind(Timestamp::now().0);
+        if s.writes
+            .statement(sql, args, Some(Entity::Node), |row| Ok(row.is_some()))
+            .await?
+        {
+            return Ok(());
+        }
+    }
+    Err(manager_lib::storage::StorageError::Other(
+        "the node's inbounds kept changing while users' ports were noted".into(),
+    ))
+}
+
 pub(crate) async fn set_node_profile(
     s: &SqliteStorage,
     id: NodeId,

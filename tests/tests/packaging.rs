@@ -342,8 +342,10 @@ fn the_ss_manager_agent_example_loads_with_the_real_settings() {
     );
     let range = settings.ss_ports().expect("a port range");
     assert!(range.size() >= 1000, "{range}");
-    let (config, _) = node_agent_lib::config::CoreConfig::ss_manager(&settings.ss_manager_config())
-        .expect("a method ss-manager users can share");
+    let (config, _) = node_agent_lib::config::CoreConfig::ss_manager(
+        &settings.ss_manager_config().expect("ss-manager settings"),
+    )
+    .expect("a method ss-manager users can share");
     assert!(!config.restores_users());
     assert!(settings.user_config_template.starts_with("ss://"));
 }

@@ -76,7 +76,7 @@ impl NodeTransport for Tagged {
         node: &Node,
         add: &[UserCredentials],
         del: &[UserId],
-    ) -> Result<(), TransportError> {
+    ) -> Result<manager_lib::transport::UserPorts, TransportError> {
         self.note(node);
         self.fleet.edit_users(node, add, del).await
     }

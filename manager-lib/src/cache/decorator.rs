@@ -390,6 +390,16 @@ impl Storage for CachedStorage {
         r
     }
 
+    async fn note_user_ports(
+        &self,
+        id: NodeId,
+        ports: &std::collections::BTreeMap<String, u16>,
+    ) -> StorageResult<()> {
+        let r = self.inner.note_user_ports(id, ports).await;
+        self.nodes.invalidate();
+        r
+    }
+
     async fn set_node_profile(&self, id: NodeId, profile: &NodeProfile) -> StorageResult<Node> {
         let r = self.inner.set_node_profile(id, profile).await;
         self.nodes.invalidate();

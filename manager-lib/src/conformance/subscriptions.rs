@@ -2,7 +2,9 @@
 //! node described on its start, the operator's profile of a node, what the
 //! serving set lists from both, and the users' subscription keys.
 
-use crate::domain::{InboundOverride, NewUser, NodeProfile, SubscriptionKey, UserStatus};
+use crate::domain::{
+    InboundOverride, InboundProtocol, NewUser, NodeProfile, SubscriptionKey, UserStatus,
+};
 use crate::storage::{Entity, Storage, StorageError};
 use crate::subscription::testing;
 
@@ -46,6 +48,54 @@ pub async fn started_nodes_keep_their_described_inbounds(s: &dyn Storage) {
     let plan = s.begin_start(n.id).await.unwrap();
     s.finish_start(n.id, plan.seq, "t", &fewer).await.unwrap();
     assert_eq!(s.get_node(n.id).await.unwrap().inbounds, fewer);
+}
+
+pub async fn noted_user_ports_land_on_port_per_user_inbounds_only(s: &dyn Storage) {
+    use std::collections::BTreeMap;
+    let n = node(s, "http://10.11.0.9:1").await;
+    let range = node_agent_lib::wire::PortRange::new(30000, 30009).unwrap();
+    let mut per_user = testing::inbound("ss-manager", InboundProtocol::Shadowsocks, 30000);
+    per_user.port_range = Some(range);
+    let away = |id: &str| range.start + (range.home(id) - range.start + 1) % 10;
+    per_user.user_ports.insert("old".into(), away("old"));
+    let shared = testing::inbound("vless", InboundProtocol::Vless, 443);
+    let plan = s.begin_start(n.id).await.unwrap();
+    let started = vec![shared.clone(), per_user.clone()];
+    s.finish_start(n.id, plan.seq, "t", &started).await.unwrap();
+    let before = s.get_node(n.id).await.unwrap();
+
+    // `new` away from home, `old` back home: one exception replaces the other.
+    let ports: BTreeMap<String, u16> = [
+        ("new".to_owned(), away("new")),
+        ("old".to_owned(), range.home("old")),
+    ]
+    .into();
+    s.note_user_ports(n.id, &ports).await.unwrap();
+    let after = s.get_node(n.id).await.unwrap();
+    assert_eq!(
+        after.inbounds[0], shared,
+        "an inbound without a range is kept"
+    );
+    let noted = &after.inbounds[1];
+    assert_eq!(
+        noted.user_ports,
+        BTreeMap::from([("new".to_owned(), away("new"))])
+    );
+    assert_eq!(noted.port_for("new"), away("new"));
+    assert_eq!(noted.port_for("old"), range.home("old"));
+    assert_eq!(
+        (&after.endpoint, after.applied_seq, &after.profile),
+        (&before.endpoint, before.applied_seq, &before.profile),
+        "nothing else changes"
+    );
+    // Noting the same again changes nothing; an unknown node is not found.
+    s.note_user_ports(n.id, &ports).await.unwrap();
+    assert_eq!(s.get_node(n.id).await.unwrap().inbounds, after.inbounds);
+    assert_not_found(
+        s.note_user_ports(crate::domain::NodeId::random(), &ports)
+            .await,
+        Entity::Node,
+    );
 }
 
 pub async fn node_profiles_round_trip_and_survive_starts(s: &dyn Storage) {

@@ -12,6 +12,7 @@ use crate::domain::{
     UserCredentials, UserId,
 };
 use crate::storage::StorageError;
+use crate::transport::UserPorts;
 
 impl Manager {
     /// Pushes a running node's pending operations now (the fast path after a
@@ -151,7 +152,8 @@ impl Manager {
         while from < log.seqs.len() {
             let to = (from + self.settings.edit_batch.max(1) as usize).min(log.seqs.len());
             let (add, del) = log.slices(log.seqs[from], log.seqs[to - 1]);
-            self.transport.edit_users(&node, add, del).await?;
+            let ports = self.transport.edit_users(&node, add, del).await?;
+            self.note_user_ports(&node, &ports).await?;
             // Every change up to this number is in the log up to `to`.
             let up_to = log.seqs[to - 1];
             if to == log.seqs.len() {
@@ -165,6 +167,16 @@ impl Manager {
             from = to;
         }
         Ok(applied)
+    }
+
+    /// Stores the ports a `/users/edit` answer reported (a node with a port
+    /// per user), before the edit is acknowledged: a failure here sends the
+    /// edit again, and its answer again.
+    async fn note_user_ports(&self, node: &Node, ports: &UserPorts) -> ManagerResult<()> {
+        if !ports.is_empty() {
+            self.storage.note_user_ports(node.id, ports).await?;
+        }
+        Ok(())
     }
 
     async fn push_locked(&self, node: &Node) -> ManagerResult<usize> {
@@ -185,7 +197,8 @@ impl Manager {
                     Operation::Delete => del.push(op.user.id),
                 }
             }
-            self.transport.edit_users(node, &add, &del).await?;
+            let ports = self.transport.edit_users(node, &add, &del).await?;
+            self.note_user_ports(node, &ports).await?;
             self.storage
                 .ack_operations(node.id, batch.up_to_seq)
                 .await?;

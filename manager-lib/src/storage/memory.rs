@@ -473,6 +473,19 @@ impl Storage for MemoryStorage {
         Ok(self.lock().enforce_time(now))
     }
 
+    async fn note_user_ports(
+        &self,
+        id: NodeId,
+        ports: &std::collections::BTreeMap<String, u16>,
+    ) -> StorageResult<()> {
+        let mut st = self.lock();
+        let node = st.node_mut(id)?;
+        node.inbounds
+            .iter_mut()
+            .for_each(|i| i.note_user_ports(ports));
+        Ok(())
+    }
+
     async fn set_node_profile(&self, id: NodeId, profile: &NodeProfile) -> StorageResult<Node> {
         profile.validate()?;
         let mut st = self.lock();

@@ -53,7 +53,7 @@ pub fn render(listing: &Listing<'_>) -> String {
         .iter()
         .zip(&names)
         .filter(|(e, _)| carries(&e.inbound))
-        .map(|(e, n)| (*e, n.as_ref()))
+        .map(|(e, n)| (&**e, n.as_ref()))
         .collect();
     let renamed = renamed_from_built_ins(kept.iter().map(|(_, n)| *n).collect());
     let proxy_names: Vec<&str> = renamed.iter().map(AsRef::as_ref).collect();

@@ -42,7 +42,7 @@ pub fn render(listing: &Listing<'_>) -> String {
         .iter()
         .zip(&names)
         .filter(|(e, _)| carries(&e.inbound))
-        .map(|(e, n)| (*e, n.as_ref()))
+        .map(|(e, n)| (&**e, n.as_ref()))
         .collect();
     let tags: Vec<&str> = kept.iter().map(|(_, n)| *n).collect();
     let direct = free_name("direct", &tags);

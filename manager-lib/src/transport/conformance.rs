@@ -123,7 +123,7 @@ async fn every_call(f: &dyn FleetFixture, node: &Node) -> Vec<(&'static str, Tra
     let one = users(1);
     let outcomes = [
         ("start", t.start(node, &one).await.map(drop)),
-        ("edit_users", t.edit_users(node, &one, &[]).await),
+        ("edit_users", t.edit_users(node, &one, &[]).await.map(drop)),
         ("status", t.status(node).await.map(drop)),
         ("stop", t.stop(node).await),
         (

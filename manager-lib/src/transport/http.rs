@@ -10,7 +10,7 @@ use node_agent_lib::wire::{
     self, NodeStatus, StartResponse, UsageRequest, UsersEditRequest, WireUser,
 };
 
-use super::{JournalReport, NodeReport, NodeTransport, TransportError};
+use super::{JournalReport, NodeReport, NodeTransport, TransportError, UserPorts};
 use crate::domain::usage::{UsageBatch, UsageCursor, UsagePage, UserUsage};
 use crate::domain::{Node, Timestamp, UserCredentials, UserId};
 
@@ -154,7 +154,7 @@ impl NodeTransport for HttpTransport {
         node: &Node,
         add: &[UserCredentials],
         del: &[UserId],
-    ) -> Result<(), TransportError> {
+    ) -> Result<UserPorts, TransportError> {
         let edit = UsersEditRequest {
             add_users: add.iter().map(wire_user).collect(),
             del_users: del.iter().map(|id| id.to_string()).collect(),
@@ -162,6 +162,7 @@ impl NodeTransport for HttpTransport {
         self.client(node, start_timeout(self.timeout, add.len() + del.len()))?
             .edit_users(&edit)
             .await
+            .map(|answer| answer.user_ports)
             .map_err(map_error)
     }
 

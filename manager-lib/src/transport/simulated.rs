@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{JournalReport, NodeReport, NodeTransport, StartResponse, TransportError};
+use super::{JournalReport, NodeReport, NodeTransport, StartResponse, TransportError, UserPorts};
 use crate::domain::usage::{UsageBatch, UsageCursor, UsagePage, UserUsage};
 use crate::domain::{
     InboundDescription, InboundProtocol, Node, NodeKey, Timestamp, UserCredentials, UserId,
@@ -316,7 +316,7 @@ impl NodeTransport for SimulatedFleet {
         node: &Node,
         add: &[UserCredentials],
         del: &[UserId],
-    ) -> Result<(), TransportError> {
+    ) -> Result<UserPorts, TransportError> {
         self.call(node, |n| {
             if !n.running {
                 return Err(TransportError::Node {
@@ -329,7 +329,7 @@ impl NodeTransport for SimulatedFleet {
             for id in del {
                 n.users.remove(id);
             }
-            Ok(())
+            Ok(UserPorts::new())
         })
         .await
     }

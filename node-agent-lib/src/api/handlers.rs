@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use super::responses::{HeaderToken, Initializing, Refused};
 use super::state::AppState;
 use crate::agent::AgentError;
-use crate::wire::{StartRequest, StartResponse, UsageRequest, UsersEditRequest};
+use crate::wire::{StartRequest, StartResponse, UsageRequest, UsersEditRequest, UsersEditResponse};
 
 fn parse<T: DeserializeOwned>(payload: &[u8]) -> Result<T, AgentError> {
     serde_json::from_slice(payload).map_err(|e| AgentError::BadRequest(e.to_string()))
@@ -54,7 +54,7 @@ pub(super) async fn start(
         s.agent.start(users).await?;
         to_json(&StartResponse {
             user_config_template: s.agent.user_config_template().to_owned(),
-            inbounds: s.agent.inbounds().to_vec(),
+            inbounds: s.agent.inbounds(),
         })
     }
     .await;
@@ -127,7 +127,7 @@ pub(super) async fn status(
     params(HeaderToken),
     request_body(content = String, content_type = "application/jose", description = "The payload sealed on its own: a compact JWE (`dir`, `A256GCM`) whose plaintext is a `UsersEditRequest`, sent with `Content-Length` equal to the header token's `bln`."),
     responses(
-        (status = 200, description = "Sealed: a compact JWE whose plaintext is empty.", content_type = "application/jose", body = String),
+        (status = 200, description = "Sealed: a compact JWE whose plaintext is a `UsersEditResponse`.", content_type = "application/jose", body = String),
         (status = 400, description = "Sealed: a compact JWE whose plaintext is an `ErrorBody`: `bad request` (not the expected JSON, or a body that is not the one the header token announced: length, digest, too slow, too large).", content_type = "application/jose", body = String),
         (status = 500, description = "Sealed: a compact JWE whose plaintext is an `ErrorBody`: `xray service unavailable` (the core's API does not answer) or `xray service error`.", content_type = "application/jose", body = String),
         Refused,
@@ -148,7 +148,11 @@ pub(super) async fn edit_users(
     };
     let result = async {
         let edit: UsersEditRequest = parse(&payload)?;
-        s.agent.edit_users(edit).await.map(|()| Vec::new())
+        let added: Vec<String> = edit.add_users.iter().map(|u| u.id.clone()).collect();
+        s.agent.edit_users(edit).await?;
+        to_json(&UsersEditResponse {
+            user_ports: s.agent.user_ports(added.iter().map(String::as_str)),
+        })
     }
     .await;
     s.seal(&request, "/users/edit", result)

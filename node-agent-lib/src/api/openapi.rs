@@ -13,7 +13,7 @@
 //! described by a component schema (`StartRequest`, `UsersEditRequest`,
 //! `UsageRequest`). Answers other than the
 //! bare 401 are sealed the same way around `StartResponse`,
-//! `StatusResponse`, `UsageResponse` or `ErrorBody`. Each operation names its plaintext
+//! `StatusResponse`, `UsersEditResponse`, `UsageResponse` or `ErrorBody`. Each operation names its plaintext
 //! schemas in the `x-jwe-request` and `x-jwe-response` extensions.
 //!
 //! ```
@@ -94,7 +94,7 @@ impl Modify for Envelope {
                 "/users/edit",
                 HttpMethod::Post,
                 Some("UsersEditRequest"),
-                None,
+                Some("UsersEditResponse"),
             ),
             (
                 "/usage",

@@ -62,8 +62,10 @@ fn inbound_description() -> RefOr<Schema> {
         .required("tag")
         .property("protocol", one_of(&["vless", "vmess", "trojan", "shadowsocks"], "The inbound's protocol."))
         .required("protocol")
-        .property("port", integer("The port it listens on (the first of a range)."))
+        .property("port", integer("The port it listens on (the first of a range). With `portRange`: the range's start."))
         .required("port")
+        .property("portRange", string("A core with a port per user (`ss-manager`): the range `START-END` users' ports are taken from. A user's port is its home port, `START + (the first 8 bytes of SHA-256 of the user id, big-endian) mod (END - START + 1)`, unless `userPorts` names it."))
+        .property("userPorts", ObjectBuilder::new().additional_properties(Some(integer("The user's port."))).description(Some("With `portRange`: the users (by id) whose port is not their home port (another user held it first).")))
         .property("flow", string("VLESS: the flow every user gets (`xtls-rprx-vision`)."))
         .property("method", string("Shadowsocks: the cipher."))
         .property("network", one_of(&["tcp", "ws", "httpupgrade", "grpc", "xhttp", "kcp"], "The transport (`raw` is `tcp`)."))
@@ -174,6 +176,13 @@ pub(super) fn wire_schemas() -> Vec<(&'static str, RefOr<Schema>)> {
                 .description(Some("`POST /users/edit`: removals, then additions, on the running core (`add_users`/`del_users` are accepted too)."))
                 .property("addUsers", array_of(reference("WireUser"), "Users to add (adding one the core has is success)."))
                 .property("delUsers", array_of(string("A user id."), "Ids of users to remove (removing a missing one is success)."))
+                .into(),
+        ),
+        (
+            "UsersEditResponse",
+            ObjectBuilder::new()
+                .description(Some("The answer to `POST /users/edit` (older agents answer nothing: read it as `{}`)."))
+                .property("userPorts", ObjectBuilder::new().additional_properties(Some(integer("The user's port."))).description(Some("A core with a port per user (`ss-manager`): the port of every user the edit added, by id. Absent for other cores.")))
                 .into(),
         ),
         (

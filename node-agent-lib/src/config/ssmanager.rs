@@ -10,11 +10,13 @@ use serde_json::json;
 
 use super::{ConfigError, CoreConfig, ManagedInbound, ss_cipher};
 use crate::core::{SS_MANAGER_TAG, method_of};
-use crate::wire::InboundProtocol;
+use crate::wire::{InboundDescription, InboundProtocol, PortRange};
 
 /// What the agent's settings say about an `ss-manager` core.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SsManagerConfig {
+    /// The range users' ports are taken from.
+    pub ports: PortRange,
     /// The address every user's `ss-server` binds (`-s`).
     pub server: String,
     /// The Shadowsocks method every port uses.
@@ -30,9 +32,10 @@ pub struct SsManagerConfig {
 impl CoreConfig {
     /// The config of an `ss-manager` core: one managed "inbound"
     /// ([`SS_MANAGER_TAG`]) of Shadowsocks with `method`; users are not in
-    /// the file ([`CoreConfig::restores_users`] is false). No inbound
-    /// description: each user has a port of their own, which one node-wide
-    /// description cannot say (the warning says so).
+    /// the file ([`CoreConfig::restores_users`] is false). Described as
+    /// plain Shadowsocks with the range (`port_range`): each user's port is
+    /// its home port there unless the agent's port map says otherwise,
+    /// which the agent adds to the description as it answers `/start`.
     pub fn ss_manager(settings: &SsManagerConfig) -> Result<(Self, Vec<String>), ConfigError> {
         let cipher = ss_cipher(&settings.method).ok_or_else(|| {
             ConfigError::Invalid(format!(
@@ -62,19 +65,21 @@ impl CoreConfig {
             cipher: Some(cipher),
             static_clients: Vec::new(),
         };
-        let warnings = vec![
-            "ss-manager: every user has a port of their own, so /start describes no \
-             inbound; give clients their port with the user's link (see the operator guide)"
-                .to_owned(),
-        ];
+        let mut description = InboundDescription::new(
+            SS_MANAGER_TAG,
+            InboundProtocol::Shadowsocks,
+            settings.ports.start,
+        );
+        description.method = method.to_owned();
+        description.port_range = Some(settings.ports);
         Ok((
             Self {
                 pieces: vec![serde_json::to_string_pretty(&file)?],
                 inbounds: vec![inbound],
-                descriptions: Vec::new(),
+                descriptions: vec![description],
                 users_in_file: false,
             },
-            warnings,
+            Vec::new(),
         ))
     }
 }
@@ -86,6 +91,7 @@ mod tests {
 
     fn settings(method: &str) -> SsManagerConfig {
         SsManagerConfig {
+            ports: PortRange::new(30000, 30999).unwrap(),
             server: "0.0.0.0".into(),
             method: method.into(),
             manager_address: "127.0.0.1:6001".into(),
@@ -98,7 +104,15 @@ mod tests {
     fn the_generated_config_names_the_method_and_address_and_no_user() {
         let (config, _) = CoreConfig::ss_manager(&settings("chacha20-poly1305")).unwrap();
         assert!(!config.restores_users());
-        assert!(config.descriptions().is_empty());
+        let described = &config.descriptions()[0];
+        assert_eq!(described.tag, SS_MANAGER_TAG);
+        assert_eq!(described.protocol, InboundProtocol::Shadowsocks);
+        assert_eq!(described.method, "chacha20-ietf-poly1305");
+        assert_eq!(
+            described.port_range,
+            Some(PortRange::new(30000, 30999).unwrap())
+        );
+        assert!(described.user_ports.is_empty());
         let user = WireUser {
             id: "u".into(),
             name: "n".into(),

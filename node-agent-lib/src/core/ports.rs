@@ -5,9 +5,9 @@
 //!
 //! # How a port is chosen
 //!
-//! A user's *home* port is `start + H mod size`, where `H` is the first
-//! eight bytes (big-endian) of SHA-256 of the user id and `start..=end` the
-//! range of the settings (`size` ports). The user gets the first port,
+//! A user's *home* port is [`PortRange::home`] (in the `wire` module, as the
+//! manager computes it too: start + the first eight bytes of SHA-256 of the
+//! user id modulo the range's size). The user gets the first port,
 //! from home upwards (wrapping at `end` to `start`), that no other user
 //! holds. A held port never moves while it is held, so a collision costs
 //! the *later* user the next free port, and nobody else changes.
@@ -20,76 +20,23 @@
 //! (it depends on the order users arrived). Changing the range drops the
 //! assignments outside it; those users get new ports.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+
+pub use crate::wire::{PortRange, PortRangeError};
 
 /// The name of the assignments' file in the state directory.
 pub const FILE_NAME: &str = "ss-ports.json";
-
-/// An inclusive range of ports, written `START-END` (e.g. `20000-29999`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PortRange {
-    pub start: u16,
-    pub end: u16,
-}
-
-impl PortRange {
-    pub fn new(start: u16, end: u16) -> Result<Self, PortError> {
-        if start == 0 || start > end {
-            return Err(PortError::Range(format!(
-                "{start}-{end}: want START-END with 0 < START <= END"
-            )));
-        }
-        Ok(Self { start, end })
-    }
-
-    pub fn size(self) -> u32 {
-        u32::from(self.end) - u32::from(self.start) + 1
-    }
-
-    pub fn contains(self, port: u16) -> bool {
-        (self.start..=self.end).contains(&port)
-    }
-
-    /// The first port a user id is offered (see the module's doc).
-    pub fn home(self, user_id: &str) -> u16 {
-        let digest = Sha256::digest(user_id.as_bytes());
-        let mut first = [0u8; 8];
-        first.copy_from_slice(&digest[..8]);
-        let offset = u64::from_be_bytes(first) % u64::from(self.size());
-        self.start + u16::try_from(offset).expect("offset < size <= 65535")
-    }
-}
-
-impl FromStr for PortRange {
-    type Err = PortError;
-
-    fn from_str(s: &str) -> Result<Self, PortError> {
-        let bad = || PortError::Range(format!("{s:?}: want START-END, e.g. 20000-29999"));
-        let (start, end) = s.trim().split_once('-').ok_or_else(bad)?;
-        let start = start.trim().parse().map_err(|_| bad())?;
-        let end = end.trim().parse().map_err(|_| bad())?;
-        Self::new(start, end)
-    }
-}
-
-impl std::fmt::Display for PortRange {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}-{}", self.start, self.end)
-    }
-}
 
 /// Why a port could not be given or kept.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PortError {
-    #[error("port range {0}")]
-    Range(String),
+    #[error(transparent)]
+    Range(#[from] PortRangeError),
     /// Every port of the range is held by a user on this node.
     #[error("every port of {0} is held by a user: widen the range")]
     Full(PortRange),
@@ -195,6 +142,35 @@ impl PortMap {
     /// Who holds (or held) `port`.
     pub fn owner(&self, port: u16) -> Option<String> {
         self.lock().by_port.get(&port).cloned()
+    }
+
+    /// The users (enabled or released) whose port is not their home port:
+    /// what the manager cannot compute itself. Few unless the range is
+    /// crowded.
+    pub fn exceptions(&self) -> BTreeMap<String, u16> {
+        let range = self.range;
+        self.lock()
+            .by_user
+            .iter()
+            .filter(|(id, h)| range.home(id) != h.port)
+            .map(|(id, h)| (id.clone(), h.port))
+            .collect()
+    }
+
+    /// Sets, on every description with a port range, the users away from
+    /// their home port ([`PortMap::exceptions`]).
+    pub fn describe(&self, inbounds: &mut [crate::wire::InboundDescription]) {
+        let exceptions = self.exceptions();
+        for inbound in inbounds.iter_mut().filter(|i| i.port_range.is_some()) {
+            inbound.user_ports = exceptions.clone();
+        }
+    }
+
+    /// The ports of the users among `ids` that have one.
+    pub fn ports_of<'a>(&self, ids: impl IntoIterator<Item = &'a str>) -> BTreeMap<String, u16> {
+        ids.into_iter()
+            .filter_map(|id| Some((id.to_owned(), self.get(id)?)))
+            .collect()
     }
 
     /// `user_id`'s port, assigned now (and saved) if it has none; taking

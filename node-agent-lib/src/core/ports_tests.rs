@@ -5,18 +5,6 @@ fn range(start: u16, end: u16) -> PortRange {
 }
 
 #[test]
-fn a_range_is_parsed_and_bad_ones_refused() {
-    assert_eq!(
-        "20000-29999".parse::<PortRange>().unwrap(),
-        range(20000, 29999)
-    );
-    assert_eq!(" 5 - 5 ".parse::<PortRange>().unwrap().size(), 1);
-    for bad in ["", "20000", "3-2", "0-10", "a-b", "1-70000"] {
-        assert!(bad.parse::<PortRange>().is_err(), "{bad}");
-    }
-}
-
-#[test]
 fn a_users_port_is_its_home_when_free_and_never_moves() {
     let r = range(30000, 30999);
     let map = PortMap::in_memory(r);
@@ -110,4 +98,52 @@ fn a_damaged_file_is_an_error_not_a_silent_reset() {
         PortMap::open(range(1000, 2000), dir.path()),
         Err(PortError::File { .. })
     ));
+}
+
+#[test]
+fn the_exceptions_are_exactly_the_users_away_from_their_home_port() {
+    let r = range(100, 101);
+    let map = PortMap::in_memory(r);
+    assert!(map.exceptions().is_empty());
+    // Find two ids with the same home: the later one is an exception.
+    let first = "user-0".to_owned();
+    let second = (1..)
+        .map(|i| format!("user-{i}"))
+        .find(|id| r.home(id) == r.home(&first))
+        .unwrap();
+    let home = map.assign(&first).unwrap();
+    let moved = map.assign(&second).unwrap();
+    assert_ne!(home, moved);
+    assert_eq!(
+        map.exceptions().into_iter().collect::<Vec<_>>(),
+        [(second.clone(), moved)]
+    );
+    // A released user keeps its port, so it stays an exception.
+    map.release(&second).unwrap();
+    assert_eq!(map.exceptions().get(&second), Some(&moved));
+}
+
+#[test]
+fn descriptions_with_a_range_get_the_exceptions_and_ports_of_skips_the_unknown() {
+    use crate::wire::{InboundDescription, InboundProtocol};
+    let r = range(100, 101);
+    let map = PortMap::in_memory(r);
+    let first = "user-0".to_owned();
+    let second = (1..)
+        .map(|i| format!("user-{i}"))
+        .find(|id| r.home(id) == r.home(&first))
+        .unwrap();
+    let (home, moved) = (map.assign(&first).unwrap(), map.assign(&second).unwrap());
+    let mut per_user = InboundDescription::new("ss", InboundProtocol::Shadowsocks, 100);
+    per_user.port_range = Some(r);
+    let shared = InboundDescription::new("v", InboundProtocol::Vless, 443);
+    let mut inbounds = [per_user, shared.clone()];
+    map.describe(&mut inbounds);
+    assert_eq!(inbounds[0].port_for(&first), home);
+    assert_eq!(inbounds[0].port_for(&second), moved);
+    assert_eq!(inbounds[1], shared);
+    assert_eq!(
+        map.ports_of([first.as_str(), "nobody", second.as_str()]),
+        BTreeMap::from([(first.clone(), home), (second.clone(), moved)])
+    );
 }

@@ -91,18 +91,19 @@ impl Settings {
         self.ss_manager
             .ports
             .parse()
-            .map_err(|e: crate::core::ports::PortError| invalid("ss_manager.ports", e.to_string()))
+            .map_err(|e: crate::wire::PortRangeError| invalid("ss_manager.ports", e.to_string()))
     }
 
     /// What the generated config of an `ss-manager` core is made from.
-    pub fn ss_manager_config(&self) -> SsManagerConfig {
-        SsManagerConfig {
+    pub fn ss_manager_config(&self) -> Result<SsManagerConfig, SettingsError> {
+        Ok(SsManagerConfig {
+            ports: self.ss_ports()?,
             server: self.ss_manager.server.clone(),
             method: self.ss_manager.method.clone(),
             manager_address: self.core.api_address.clone(),
             udp: self.ss_manager.udp,
             timeout_secs: self.ss_manager.timeout_secs,
-        }
+        })
     }
 
     /// `ss-manager`'s working directory (its servers' pid and config
@@ -132,7 +133,8 @@ mod tests {
             s.core_args().unwrap(),
             ["-c", "/srv/xna/ss.json", "-D", "/srv/xna/ss-manager"]
         );
-        let c = s.ss_manager_config();
+        let c = s.ss_manager_config().unwrap();
+        assert_eq!(c.ports, PortRange::new(30000, 30999).unwrap());
         assert_eq!(c.manager_address, "127.0.0.1:6001");
         assert!(c.udp);
         s.apply_env([
@@ -142,7 +144,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(s.ss_ports().unwrap().size(), 11);
-        assert!(!s.ss_manager_config().udp);
+        assert!(!s.ss_manager_config().unwrap().udp);
         assert_eq!(s.ss_manager.method, "aes-128-gcm");
         assert!(
             s.apply_env([("XNA_SS_UDP".to_owned(), "maybe".to_owned())])

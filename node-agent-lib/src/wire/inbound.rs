@@ -8,7 +8,11 @@
 //! (`security` with its keys). Text fields are empty when the core config
 //! does not set them; lists are empty likewise.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
+
+use super::PortRange;
 
 /// The protocol of a managed inbound (lower-case on the wire).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -108,8 +112,19 @@ pub struct InboundDescription {
     /// The inbound's tag in the core config: what operators name it by.
     pub tag: String,
     pub protocol: InboundProtocol,
-    /// The port the inbound listens on (the first of a range).
+    /// The port the inbound listens on (the first of a range). With
+    /// `port_range`, the range's start: each user's own port is
+    /// [`InboundDescription::port_for`].
     pub port: u16,
+    /// A core with a port per user (`ss-manager`): the range users' ports
+    /// are taken from. A user's port is its home port in the range
+    /// ([`PortRange::home`]) unless `user_ports` says otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_range: Option<PortRange>,
+    /// With `port_range`: the users (by id) whose port is not their home
+    /// port, because another user held it first.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub user_ports: BTreeMap<String, u16>,
     /// VLESS: the flow every user gets (`xtls-rprx-vision`), or empty.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub flow: String,
@@ -182,6 +197,8 @@ impl InboundDescription {
             tag: tag.into(),
             protocol,
             port,
+            port_range: None,
+            user_ports: BTreeMap::new(),
             flow: String::new(),
             method: String::new(),
             network: Network::Tcp,
@@ -202,5 +219,140 @@ impl InboundDescription {
             spider_x: String::new(),
             allow_insecure: false,
         }
+    }
+
+    /// The port the user with this id (its text on the wire) dials: its own
+    /// port when the inbound has a port per user, else [`Self::port`].
+    pub fn port_for(&self, user_id: &str) -> u16 {
+        match self.port_range {
+            None => self.port,
+            Some(range) => self
+                .user_ports
+                .get(user_id)
+                .copied()
+                .unwrap_or_else(|| range.home(user_id)),
+        }
+    }
+
+    /// Records where users now are (by id): on an inbound with a port per
+    /// user, a user at its home port loses any exception, any other gets
+    /// one; other inbounds are unchanged. Ports outside the range are
+    /// ignored (a stale answer from before a change of range).
+    pub fn note_user_ports(&mut self, ports: &BTreeMap<String, u16>) {
+        let Some(range) = self.port_range else {
+            return;
+        };
+        for (id, &port) in ports.iter().filter(|(_, p)| range.contains(**p)) {
+            if range.home(id) == port {
+                self.user_ports.remove(id);
+            } else {
+                self.user_ports.insert(id.clone(), port);
+            }
+        }
+    }
+
+    /// The inbound as the user with this id dials it: `port` is the user's
+    /// own ([`Self::port_for`]), with no range and no other user's port
+    /// (which are no business of one user's subscription, and would cost a
+    /// copy per request).
+    pub fn for_user(&self, user_id: &str) -> Self {
+        Self {
+            port: self.port_for(user_id),
+            port_range: None,
+            user_ports: BTreeMap::new(),
+            tag: self.tag.clone(),
+            protocol: self.protocol,
+            flow: self.flow.clone(),
+            method: self.method.clone(),
+            network: self.network,
+            header_type: self.header_type.clone(),
+            path: self.path.clone(),
+            host: self.host.clone(),
+            service_name: self.service_name.clone(),
+            mode: self.mode.clone(),
+            authority: self.authority.clone(),
+            seed: self.seed.clone(),
+            security: self.security,
+            sni: self.sni.clone(),
+            alpn: self.alpn.clone(),
+            fingerprint: self.fingerprint.clone(),
+            server_names: self.server_names.clone(),
+            short_ids: self.short_ids.clone(),
+            public_key: self.public_key.clone(),
+            spider_x: self.spider_x.clone(),
+            allow_insecure: self.allow_insecure,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_user_dials_its_home_port_unless_listed_and_a_shared_inbound_its_port() {
+        let mut shared = InboundDescription::new("a", InboundProtocol::Shadowsocks, 8388);
+        assert_eq!(shared.port_for("alice"), 8388);
+        shared.user_ports.insert("alice".into(), 1);
+        assert_eq!(
+            shared.port_for("alice"),
+            8388,
+            "no range: exceptions unused"
+        );
+
+        let range = PortRange::new(30000, 30999).unwrap();
+        let mut per_user = InboundDescription::new("ss", InboundProtocol::Shadowsocks, 30000);
+        per_user.port_range = Some(range);
+        assert_eq!(per_user.port_for("alice"), range.home("alice"));
+        per_user.user_ports.insert("bob".into(), 30001);
+        assert_eq!(per_user.port_for("bob"), 30001);
+        assert_eq!(per_user.port_for("alice"), range.home("alice"));
+
+        let bobs = per_user.for_user("bob");
+        assert_eq!(bobs.port, 30001);
+        assert_eq!((bobs.port_range, bobs.user_ports.len()), (None, 0));
+        let mut rest = per_user.clone();
+        (rest.port, rest.port_range, rest.user_ports) = (30001, None, BTreeMap::new());
+        assert_eq!(bobs, rest, "every other field kept");
+    }
+
+    #[test]
+    fn noted_ports_become_exceptions_only_away_from_home_and_in_range() {
+        let range = PortRange::new(100, 102).unwrap();
+        let mut d = InboundDescription::new("ss", InboundProtocol::Shadowsocks, 100);
+        let unchanged = d.clone();
+        let away = |id: &str| {
+            if range.home(id) == 102 {
+                100
+            } else {
+                range.home(id) + 1
+            }
+        };
+        let noted: BTreeMap<String, u16> = [("a".to_owned(), away("a"))].into();
+        d.note_user_ports(&noted);
+        assert_eq!(d, unchanged, "no range: nothing to note");
+
+        d.port_range = Some(range);
+        d.note_user_ports(&noted);
+        assert_eq!(d.port_for("a"), away("a"));
+        d.note_user_ports(&[("a".to_owned(), range.home("a")), ("b".to_owned(), 7)].into());
+        assert!(
+            d.user_ports.is_empty(),
+            "a back home, b's port out of range"
+        );
+        assert_eq!(d.port_for("a"), range.home("a"));
+    }
+
+    #[test]
+    fn the_range_and_exceptions_travel_in_camel_case_and_are_absent_when_unused() {
+        let mut d = InboundDescription::new("ss", InboundProtocol::Shadowsocks, 30000);
+        let plain = serde_json::to_value(&d).unwrap();
+        assert!(plain.get("portRange").is_none() && plain.get("userPorts").is_none());
+        d.port_range = Some(PortRange::new(30000, 30009).unwrap());
+        d.user_ports.insert("bob".into(), 30004);
+        let v = serde_json::to_value(&d).unwrap();
+        assert_eq!(v["portRange"], "30000-30009");
+        assert_eq!(v["userPorts"]["bob"], 30004);
+        assert_eq!(serde_json::from_value::<InboundDescription>(v).unwrap(), d);
     }
 }

@@ -20,6 +20,22 @@ pub fn inbounds_from_json(text: &str) -> StorageResult<Vec<InboundDescription>> 
     serde_json::from_str(text).map_err(|e| StorageError::Corrupt(format!("stored inbounds: {e}")))
 }
 
+/// The stored inbounds `text` with `ports` noted
+/// ([`InboundDescription::note_user_ports`]); `None` when nothing changes.
+pub fn inbounds_with_user_ports(
+    text: &str,
+    ports: &std::collections::BTreeMap<String, u16>,
+) -> StorageResult<Option<String>> {
+    let before = inbounds_from_json(text)?;
+    let mut after = before.clone();
+    after.iter_mut().for_each(|i| i.note_user_ports(ports));
+    Ok((after != before).then(|| inbounds_to_json(&after)))
+}
+
+/// How often a backend reads and compares-and-sets a node's inbounds
+/// before it gives up (another writer changed them each time).
+pub const NOTE_TRIES: u32 = 8;
+
 pub fn profile_to_json(profile: &NodeProfile) -> String {
     serde_json::to_string(profile).expect("profiles serialise")
 }
