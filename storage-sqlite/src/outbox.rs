@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use manager_lib::domain::{Delivery, EventKind, NewDelivery, Timestamp};
+use manager_lib::domain::{Delivery, NewDelivery, Timestamp};
+use manager_lib::storage::kit::outbox::StoredDelivery;
 use manager_lib::storage::outbox::lease_until;
 use manager_lib::storage::{StorageError, StorageResult};
 use sqlx::Row as _;
@@ -20,20 +21,17 @@ fn err(e: sqlx::Error) -> StorageError {
 }
 
 fn delivery_from_row(row: &SqliteRow) -> StorageResult<Delivery> {
-    let event: String = row.try_get("event").map_err(err)?;
-    let attempts: i64 = row.try_get("attempts").map_err(err)?;
-    Ok(Delivery {
+    StoredDelivery {
         id: row.try_get("id").map_err(err)?,
         event_id: row.try_get("event_id").map_err(err)?,
         endpoint: row.try_get("endpoint").map_err(err)?,
-        event: event
-            .parse::<EventKind>()
-            .map_err(|_| StorageError::Corrupt(format!("webhook event {event:?}")))?,
+        event: row.try_get("event").map_err(err)?,
         body: row.try_get("body").map_err(err)?,
-        created: Timestamp(row.try_get("created").map_err(err)?),
-        attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
-        next_at: Timestamp(row.try_get("next_at").map_err(err)?),
-    })
+        created: row.try_get("created").map_err(err)?,
+        attempts: row.try_get("attempts").map_err(err)?,
+        next_at: row.try_get("next_at").map_err(err)?,
+    }
+    .into_delivery()
 }
 
 pub(crate) async fn enqueue(s: &SqliteStorage, deliveries: &[NewDelivery]) -> StorageResult<()> {
