@@ -244,7 +244,6 @@ impl AgentProcess {
         let mut base_config = server_config(&ports, &[]);
         edit(&mut base_config);
         std::fs::write(&base, base_config.to_string()).unwrap();
-        let config = dir.path().join("agent.toml");
         let flavor = xray_core_client::testing::binary_flavor(core);
         let settings = format!(
             r#"listen = "127.0.0.1:{listen}"
@@ -272,17 +271,7 @@ backend = "process"
             state = dir.path().join("state").display(),
             api = ports.api,
         );
-        std::fs::write(&config, settings).unwrap();
-        let mut agent = Self {
-            key: key.to_owned(),
-            child: None,
-            endpoint: format!("http://127.0.0.1:{listen}"),
-            ports,
-            config,
-            _dir: dir,
-        };
-        agent.restart().await;
-        agent
+        Self::launch(key, listen, ports, dir, &settings).await
     }
 
     /// An agent running shadowsocks-libev's `ss-manager` (`ss_manager`, the
@@ -296,7 +285,6 @@ backend = "process"
             vless: 0,
             vmess: 0,
         };
-        let config = dir.path().join("agent.toml");
         let settings = format!(
             r#"listen = "127.0.0.1:{listen}"
 flavor = "ss-manager"
@@ -325,6 +313,18 @@ backend = "process"
             state = dir.path().join("state").display(),
             api = ports.api,
         );
+        Self::launch(key, listen, ports, dir, &settings).await
+    }
+
+    /// Writes `settings` as the agent's file in `dir` and starts the agent.
+    async fn launch(
+        key: &str,
+        listen: u16,
+        ports: ServerPorts,
+        dir: tempfile::TempDir,
+        settings: &str,
+    ) -> Self {
+        let config = dir.path().join("agent.toml");
         std::fs::write(&config, settings).unwrap();
         let mut agent = Self {
             key: key.to_owned(),
