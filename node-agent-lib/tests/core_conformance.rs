@@ -15,7 +15,7 @@ use node_agent_lib::core::{
 };
 use xray_core_client::testing::ssmanager::{TestSsLocal, TestSsManager};
 use xray_core_client::testing::{
-    TestClientCore, TestCore, VLESS_TAG, fetch_via_socks, free_port, vless_user_with_id,
+    TestClientCore, TestCore, VLESS_TAG, fetch_via_socks, free_ports, vless_user_with_id,
 };
 
 struct V2ray(TestCore);
@@ -49,11 +49,10 @@ struct SsManager {
 
 async fn ss_manager() -> Option<SsManager> {
     let core = TestSsManager::start().await?;
-    // A range of its own per fixture: tests run in parallel.
-    let low = free_port();
-    let ports = Arc::new(PortMap::in_memory(
-        PortRange::new(low, low.saturating_add(40)).unwrap(),
-    ));
+    // A block of its own per fixture, that no other port of the test (an
+    // `ss-local`'s socks port) is taken from: tests run in parallel.
+    let low = free_ports(41);
+    let ports = Arc::new(PortMap::in_memory(PortRange::new(low, low + 40).unwrap()));
     let client = SsManagerClient::new(core.manager_address(), Duration::from_secs(2), ports);
     Some(SsManager {
         client,

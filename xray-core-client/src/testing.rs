@@ -49,12 +49,26 @@ const POLL_INTERVAL: Duration = Duration::from_millis(50);
 /// each process starts at its own offset, so parallel test binaries rarely
 /// meet. Falls back to `bind(0)` when the range is exhausted.
 pub fn free_port() -> u16 {
+    free_ports(1)
+}
+
+/// The first of `len` consecutive ports that were all free a moment ago on
+/// 127.0.0.1, none of them handed out before by this process nor handed
+/// out later by [`free_port`]: for a server that binds ports of a range
+/// over time (ss-manager's one port per user), from the same pool as
+/// [`free_port`]. Falls back to `bind(0)` for `len == 1` only.
+///
+/// # Panics
+/// If `len` is 0 or no such block is left in the pool.
+pub fn free_ports(len: u16) -> u16 {
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicU32, Ordering};
     const LOW: u32 = 20_000;
     const SPAN: u32 = 12_000;
     static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
     static HANDED_OUT: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    assert!(len > 0, "a block of no ports");
+    let len32 = u32::from(len);
     let _ = NEXT.compare_exchange(
         u32::MAX,
         (std::process::id().wrapping_mul(2_654_435_761)) % SPAN,
@@ -62,16 +76,25 @@ pub fn free_port() -> u16 {
         Ordering::SeqCst,
     );
     for _ in 0..SPAN {
-        let port = (LOW + NEXT.fetch_add(1, Ordering::SeqCst) % SPAN) as u16;
+        let offset = NEXT.fetch_add(len32, Ordering::SeqCst) % SPAN;
+        if offset + len32 > SPAN {
+            continue; // a block does not wrap around the pool's end
+        }
+        let first = (LOW + offset) as u16;
+        let block = first..=first + (len - 1);
         let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
-        if handed_out.contains(&port) {
+        if block.clone().any(|port| handed_out.contains(&port)) {
             continue;
         }
-        if StdTcpListener::bind(("127.0.0.1", port)).is_ok() {
-            handed_out.push(port);
-            return port;
+        if block
+            .clone()
+            .all(|port| StdTcpListener::bind(("127.0.0.1", port)).is_ok())
+        {
+            handed_out.extend(block);
+            return first;
         }
     }
+    assert_eq!(len, 1, "no block of {len} free ports left");
     StdTcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
