@@ -323,3 +323,47 @@ async fn an_ss_manager_node_serves_each_user_on_their_port_and_counts_their_byte
     .await;
     node.shut_down().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_whose_port_another_process_holds_is_served_on_the_next_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = NodeKey::random();
+    let Some(node) = SsNode::start(dir.path(), &key).await else {
+        return;
+    };
+    let (http, _server) = serve_bytes(BYTES).await;
+    let url = format!("http://{http}/file");
+    node.client.start(&[]).await.unwrap();
+    let dave = wire_user("dave");
+    let home = port_range().home(&dave.id);
+    // Another process's listener on dave's home port: ss-manager cannot
+    // bind it (neither TCP nor, with it held, the add as a whole).
+    let squatter = std::net::TcpListener::bind(("127.0.0.1", home)).unwrap();
+
+    let answer = node
+        .client
+        .edit_users(&UsersEditRequest {
+            add_users: vec![dave.clone()],
+            del_users: vec![],
+        })
+        .await
+        .unwrap();
+    let port = node.port_of(&dave);
+    assert_ne!(port, home, "dave moved off the held port");
+    assert!(port_range().contains(port));
+    assert_eq!(
+        answer.user_ports.into_iter().collect::<Vec<_>>(),
+        [(dave.id.clone(), port)],
+        "the manager is told where dave is"
+    );
+    let local = local_for(&node, &dave).await;
+    eventually("dave fetches on the port he moved to", || async {
+        fetches(&local, &url).await
+    })
+    .await;
+    // What /start describes carries dave's exception too.
+    let started = node.client.start(&[dave.clone()]).await.unwrap();
+    assert_eq!(started.inbounds[0].port_for(&dave.id), port);
+    drop(squatter);
+    node.shut_down().await;
+}

@@ -19,8 +19,13 @@
 //! same port unless a collision was resolved differently on one of them
 //! (it depends on the order users arrived). Changing the range drops the
 //! assignments outside it; those users get new ports.
+//!
+//! A port another process holds (the core cannot bind it) is *blocked*:
+//! [`PortMap::move_away`] gives its user the next port as above and no one
+//! gets the blocked port again until the agent restarts (blocks are not
+//! saved: the other process may be gone by then).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -37,8 +42,9 @@ pub const FILE_NAME: &str = "ss-ports.json";
 pub enum PortError {
     #[error(transparent)]
     Range(#[from] PortRangeError),
-    /// Every port of the range is held by a user on this node.
-    #[error("every port of {0} is held by a user: widen the range")]
+    /// Every port of the range is held by a user on this node (or by
+    /// another process).
+    #[error("every port of {0} is held by a user or another process: widen the range")]
     Full(PortRange),
     #[error("port assignments {path}: {reason}")]
     File { path: PathBuf, reason: String },
@@ -56,6 +62,8 @@ struct Table {
     by_user: HashMap<String, Held>,
     by_port: HashMap<u16, String>,
     releases: u64,
+    /// Ports another process held when the core tried them.
+    blocked: HashSet<u16>,
 }
 
 /// The file's content.
@@ -184,7 +192,33 @@ impl PortMap {
             }
             return Ok(port);
         }
-        let port = self.free_port(&table, user_id)?;
+        let port = self.take_free_port(&mut table, user_id)?;
+        self.save(&table)?;
+        Ok(port)
+    }
+
+    /// Blocks `user_id`'s port (another process holds it: the core could
+    /// not bind it) and gives the user the next free one, saved: what
+    /// [`PortMap::exceptions`] reports from then on. A user without a
+    /// port gets one as with [`PortMap::assign`].
+    ///
+    /// # Errors
+    /// [`PortError::Full`] when no unblocked port is left.
+    pub fn move_away(&self, user_id: &str) -> Result<u16, PortError> {
+        let mut table = self.lock();
+        if let Some(held) = table.by_user.remove(user_id) {
+            table.by_port.remove(&held.port);
+            table.blocked.insert(held.port);
+        }
+        let port = self.take_free_port(&mut table, user_id)?;
+        self.save(&table)?;
+        Ok(port)
+    }
+
+    /// Gives `user_id` (who holds no port) [`PortMap::free_port`], taking it
+    /// from the released user who held it, if one did.
+    fn take_free_port(&self, table: &mut Table, user_id: &str) -> Result<u16, PortError> {
+        let port = self.free_port(table, user_id)?;
         if let Some(previous) = table.by_port.insert(port, user_id.to_owned()) {
             table.by_user.remove(&previous);
         }
@@ -195,7 +229,6 @@ impl PortMap {
                 released: None,
             },
         );
-        self.save(&table)?;
         Ok(port)
     }
 
@@ -215,21 +248,22 @@ impl PortMap {
         self.save(&table)
     }
 
-    /// The first never-held port from the user's home upwards, else the
-    /// longest-released one.
+    /// The first never-held unblocked port from the user's home upwards,
+    /// else the longest-released unblocked one.
     fn free_port(&self, table: &Table, user_id: &str) -> Result<u16, PortError> {
         let range = self.range;
         let home = u32::from(range.home(user_id) - range.start);
         for i in 0..range.size() {
             let offset = (home + i) % range.size();
             let port = range.start + u16::try_from(offset).expect("offset < size");
-            if !table.by_port.contains_key(&port) {
+            if !table.by_port.contains_key(&port) && !table.blocked.contains(&port) {
                 return Ok(port);
             }
         }
         table
             .by_user
             .values()
+            .filter(|h| !table.blocked.contains(&h.port))
             .filter_map(|h| h.released.map(|order| (order, h.port)))
             .min()
             .map(|(_, port)| port)

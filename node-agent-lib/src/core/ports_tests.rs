@@ -147,3 +147,49 @@ fn descriptions_with_a_range_get_the_exceptions_and_ports_of_skips_the_unknown()
         BTreeMap::from([(first.clone(), home), (second.clone(), moved)])
     );
 }
+
+#[test]
+fn a_user_moved_off_a_blocked_port_gets_the_next_and_no_one_gets_the_blocked_one() {
+    let r = range(300, 302);
+    let map = PortMap::in_memory(r);
+    let home = map.assign("a").unwrap();
+    let moved = map.move_away("a").unwrap();
+    assert_ne!(moved, home);
+    assert_eq!(map.get("a"), Some(moved));
+    assert_eq!(map.owner(home), None, "nobody holds the blocked port");
+    assert_eq!(
+        map.exceptions().get("a"),
+        Some(&moved),
+        "reported away from home"
+    );
+    // The other ports go to others; the blocked one never, even when the
+    // range is otherwise full.
+    let b = map.assign("b").unwrap();
+    assert!(b != home && b != moved);
+    assert!(matches!(map.assign("c"), Err(PortError::Full(_))));
+    map.release("b").unwrap();
+    assert_eq!(
+        map.assign("c").unwrap(),
+        b,
+        "a released port, not the blocked one"
+    );
+    // Moving again with every other port taken: no port left.
+    assert!(matches!(map.move_away("a"), Err(PortError::Full(_))));
+}
+
+#[test]
+fn a_move_is_saved_and_blocks_are_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = range(400, 401);
+    let map = PortMap::open(r, dir.path()).unwrap();
+    let home = map.assign("a").unwrap();
+    let moved = map.move_away("a").unwrap();
+    drop(map);
+    let map = PortMap::open(r, dir.path()).unwrap();
+    assert_eq!(map.get("a"), Some(moved), "the move outlives a restart");
+    assert_eq!(
+        map.assign("b").unwrap(),
+        home,
+        "after a restart the once-blocked port is free again"
+    );
+}

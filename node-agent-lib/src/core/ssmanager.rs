@@ -42,6 +42,8 @@ const BUSY: &str = "port is not available";
 /// How often an add of a busy port is tried again, and the pause between.
 const BUSY_RETRIES: u32 = 10;
 const BUSY_PAUSE: Duration = Duration::from_millis(200);
+/// How many busy ports one add moves a user past before it gives up.
+const MAX_MOVES: u32 = 8;
 
 /// The `ss-manager` method of a cipher.
 pub fn method_of(cipher: ShadowsocksCipher) -> &'static str {
@@ -223,7 +225,7 @@ impl CoreApi for SsManagerClient {
                 "ss-manager holds Shadowsocks users only",
             ));
         };
-        let port = self
+        let mut port = self
             .ports
             .assign(&user.email)
             .map_err(|e| CoreError::Other(e.to_string()))?;
@@ -235,20 +237,37 @@ impl CoreApi for SsManagerClient {
                 email: user.email.clone(),
             });
         }
-        let command = format!(
-            "add: {}",
-            json!({ "server_port": port, "password": password, "method": method_of(*cipher) })
-        );
         // A server of a core that just stopped may still hold the port for
         // a moment (seen when an agent restarts): ss-manager then answers
-        // `port is not available` and forgets the port, so asking again is safe.
-        let mut attempts = 0;
+        // `port is not available` and forgets the port, so asking again is
+        // safe. A port still busy after that, or any busy port the user
+        // moved to, is another process's: the user moves to the next port.
+        let mut patience = BUSY_RETRIES;
+        let mut moves = 0;
         loop {
+            let command = format!(
+                "add: {}",
+                json!({ "server_port": port, "password": password, "method": method_of(*cipher) })
+            );
             match self.command_ok(&command, &format!("port {port}")).await {
                 Ok(()) => break,
-                Err(CoreError::Other(why)) if why.ends_with(BUSY) && attempts < BUSY_RETRIES => {
-                    attempts += 1;
+                Err(CoreError::Other(why)) if why.ends_with(BUSY) && patience > 0 => {
+                    patience -= 1;
                     tokio::time::sleep(BUSY_PAUSE).await;
+                }
+                Err(CoreError::Other(why)) if why.ends_with(BUSY) && moves < MAX_MOVES => {
+                    patience = 0;
+                    moves += 1;
+                    let busy = port;
+                    port = self
+                        .ports
+                        .move_away(&user.email)
+                        .map_err(|e| CoreError::Other(e.to_string()))?;
+                    tracing::warn!(
+                        busy,
+                        port,
+                        "another process holds a user's port: the user moves to the next one"
+                    );
                 }
                 Err(e) => return Err(e),
             }
