@@ -214,4 +214,24 @@ async fn each_user_dials_their_own_port_from_their_subscription_even_after_a_col
             .then_some(())
     })
     .await;
+
+    // One port for everyone cannot be set on the inbound: each user has
+    // their own. Refused, and the profile stays as it was.
+    let (status, body) = manager
+        .post(
+            "/node/profile",
+            json!({ "nodeID": node, "inbounds": { "ss-manager": { "port": 8388 } } }),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"], "invalid profile");
+    assert!(body["message"].to_string().contains("own port"), "{body}");
+    let (status, details) = manager.get(&format!("/nodes/{node}")).await;
+    assert_eq!(status, 200, "{details}");
+    assert!(
+        details["node"]["profile"]["inbounds"]
+            .get("ss-manager")
+            .is_none(),
+        "{details}"
+    );
 }

@@ -176,6 +176,24 @@ impl NodeProfile {
         Ok(())
     }
 
+    /// Checks the overrides against the inbounds the node described: a
+    /// port override on an inbound with a port per user (`ss-manager`) is
+    /// refused, since each user is served on their own port there.
+    pub fn validate_for(&self, inbounds: &[InboundDescription]) -> Result<(), ParseError> {
+        for description in inbounds.iter().filter(|i| i.port_range.is_some()) {
+            if let Some(port) = self.inbounds.get(&description.tag).and_then(|o| o.port) {
+                return Err(ParseError {
+                    what: "port",
+                    value: format!(
+                        "{port} (inbound {} gives each user their own port)",
+                        description.tag
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// What a subscription lists for this node: every inbound not hidden,
     /// once per address, with the overrides applied, in the agent's order.
     /// `endpoint_host` is the host of the node's endpoint (the address when
@@ -382,5 +400,38 @@ mod tests {
             .validate()
             .is_ok()
         );
+    }
+
+    #[test]
+    fn a_port_override_on_an_inbound_with_a_port_per_user_is_refused() {
+        let mut ss = described("ss-manager", InboundProtocol::Shadowsocks);
+        ss.port_range = Some("20000-20099".parse().unwrap());
+        let plain = described("vless-in", InboundProtocol::Vless);
+        let inbounds = [ss, plain];
+        let with_port = |tag: &str| NodeProfile {
+            inbounds: BTreeMap::from([(
+                tag.to_owned(),
+                InboundOverride {
+                    port: Some(8443),
+                    ..InboundOverride::default()
+                },
+            )]),
+            ..NodeProfile::default()
+        };
+        let refused = with_port("ss-manager").validate_for(&inbounds).unwrap_err();
+        assert_eq!(refused.what, "port");
+        assert!(refused.value.contains("ss-manager"), "{}", refused.value);
+        with_port("vless-in").validate_for(&inbounds).unwrap();
+        let hidden = NodeProfile {
+            inbounds: BTreeMap::from([(
+                "ss-manager".to_owned(),
+                InboundOverride {
+                    hidden: true,
+                    ..InboundOverride::default()
+                },
+            )]),
+            ..NodeProfile::default()
+        };
+        hidden.validate_for(&inbounds).unwrap();
     }
 }

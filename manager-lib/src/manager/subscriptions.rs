@@ -88,10 +88,15 @@ impl Manager {
     }
 
     /// Sets what subscriptions show of a node (its address, name and
-    /// per-inbound overrides); [`ManagerError::InvalidProfile`] changes
+    /// per-inbound overrides); [`ManagerError::InvalidProfile`] (also for
+    /// an override the node's described inbounds cannot take) changes
     /// nothing.
     pub async fn set_node_profile(&self, id: NodeId, profile: NodeProfile) -> ManagerResult<Node> {
         profile.validate().map_err(ManagerError::InvalidProfile)?;
+        let node = self.storage.get_node(id).await?;
+        profile
+            .validate_for(&node.inbounds)
+            .map_err(ManagerError::InvalidProfile)?;
         Ok(self.storage.set_node_profile(id, &profile).await?)
     }
 }
