@@ -2,6 +2,7 @@
 //! invalidation keeps every answer exact), two replicas sharing one cache,
 //! and a failing cache.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -121,6 +122,64 @@ async fn a_node_change_through_one_replica_shows_on_another_within_nodes_ttl() {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the other replica never saw the node leave"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The port `u` dials on the one inbound of the node `u`'s list holds,
+/// through `s`.
+async fn port_of(s: &dyn Storage, u: UserId) -> u16 {
+    let got = s.user_nodes(u).await.unwrap();
+    let [node] = &got.nodes[..] else {
+        panic!("one node: {:?}", got.nodes);
+    };
+    node.served[0].inbound.port_for(&u.to_string())
+}
+
+#[tokio::test]
+async fn a_users_port_noted_through_one_replica_shows_on_another_within_nodes_ttl() {
+    use manager_lib::domain::profile::{InboundDescription, InboundProtocol};
+    let (a, b) = replicas(CachedStorageSettings {
+        user_ttl: Duration::from_secs(600),
+        nodes_ttl: Duration::from_millis(200),
+    });
+    // An ss-manager node: one inbound, a port per user.
+    let n = a
+        .create_node(NewNode::new("http://10.0.0.1:80").unwrap())
+        .await
+        .unwrap();
+    a.set_required_status(n.id, RequiredStatus::Running)
+        .await
+        .unwrap();
+    let mut ss = InboundDescription::new("ss-manager", InboundProtocol::Shadowsocks, 20000);
+    ss.port_range = Some("20000-20009".parse().unwrap());
+    let plan = a.begin_start(n.id).await.unwrap();
+    a.finish_start(n.id, plan.seq, "ss://{{.Secret}}@host", &[ss.clone()])
+        .await
+        .unwrap();
+    let u = a
+        .create_user(NewUser::new("alice").unwrap())
+        .await
+        .unwrap()
+        .id;
+    let enabled = a.set_user_status(u, UserStatus::Enabled).await.unwrap();
+    a.ack_operations(n.id, enabled.change_seq).await.unwrap();
+    let home = port_of(b.as_ref(), u).await;
+    assert_eq!(home, ss.port_for(&u.to_string()));
+
+    // The agent moved the user (a collision, a port held by another
+    // process); replica a learns it from the agent's answer.
+    let moved = if home == 20009 { 20000 } else { home + 1 };
+    a.note_user_ports(n.id, &BTreeMap::from([(u.to_string(), moved)]))
+        .await
+        .unwrap();
+    assert_eq!(port_of(a.as_ref(), u).await, moved, "at once where noted");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while port_of(b.as_ref(), u).await != moved {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the other replica never showed the user's new port"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
