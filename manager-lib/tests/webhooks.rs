@@ -16,7 +16,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use manager_lib::domain::{
-    EventKind, NewToken, NewUser, Plan, Role, Timestamp, UserStatus, WebhookEvent,
+    EventKind, FieldEdit, NewToken, NewUser, Plan, PlanEdit, ResetEdit, ResetStrategy, Role,
+    Timestamp, UserStatus, WebhookEvent,
 };
 use manager_lib::manager::{Manager, ManagerSettings};
 use manager_lib::settings::Secret;
@@ -427,4 +428,87 @@ async fn an_endpoint_gets_only_the_events_its_filter_lists() {
     stop.cancel();
     let kinds: Vec<String> = rx.accepted().into_iter().map(|h| h.event).collect();
     assert_eq!(kinds, ["token.revoked"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_that_lifts_a_limit_and_a_resync_are_announced() {
+    let (rx, url) = receiver().await;
+    rx.up.store(true, Ordering::SeqCst);
+    let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+    let fleet = Arc::new(SimulatedFleet::new());
+    fleet.add_node(NODE);
+    let m = manager(storage.clone(), fleet.clone(), &url);
+    let node = m.new_node(NODE).await.unwrap();
+    m.start_node(node.id).await.unwrap();
+    let user = storage
+        .create_user(NewUser::new("bea").unwrap())
+        .await
+        .unwrap();
+    storage
+        .set_user_status(user.id, UserStatus::Enabled)
+        .await
+        .unwrap();
+    let limit = PlanEdit {
+        data_limit: FieldEdit::Set(100),
+        ..PlanEdit::default()
+    };
+    m.edit_user_plan(user.id, limit).await.unwrap();
+    let beat = || async {
+        m.heartbeat_step(vec![storage.get_node(node.id).await.unwrap()], |_, _, _| {})
+            .await
+    };
+    beat().await;
+    fleet.record_usage(NODE, &[(user.id, 60, 60)]);
+    beat().await;
+    assert!(storage.get_user(user.id).await.unwrap().blocked.is_some());
+    // A daily reset, set as of two days ago: its first reset is due now.
+    let two_days_ago = Timestamp(Timestamp::now().0 - 2 * 24 * 3600 * 1000);
+    let daily = PlanEdit {
+        reset: ResetEdit::Set(ResetStrategy::Day),
+        ..PlanEdit::default()
+    };
+    storage
+        .edit_user_plan(user.id, daily, two_days_ago)
+        .await
+        .unwrap();
+
+    let outcome = m.enforce_plans().await.unwrap();
+    assert_eq!(outcome.unblocked, [user.id]);
+    assert!(m.enforce_plans().await.unwrap().unblocked.is_empty());
+    beat().await; // the user goes back on the node
+    assert!(fleet.users(NODE).contains(&user.id));
+    // The core loses its users: the next beat sends them all again.
+    fleet.crash_core(NODE);
+    beat().await;
+    assert!(fleet.users(NODE).contains(&user.id));
+
+    let stop = start(&storage, &url, "replica-1");
+    wait_until_delivered(&storage).await;
+    stop.cancel();
+    let events: Vec<(String, WebhookEvent)> = rx
+        .accepted()
+        .into_iter()
+        .map(|h| (h.event.clone(), serde_json::from_slice(&h.body).unwrap()))
+        .collect();
+    let of = |kind: &str| -> Vec<&WebhookEvent> {
+        events
+            .iter()
+            .filter(|(k, _)| k == kind)
+            .map(|(_, e)| e)
+            .collect()
+    };
+    let [limited] = of("user.limited")[..] else {
+        panic!("one user.limited: {events:?}");
+    };
+    assert_eq!(limited.subject, user.id.to_string());
+    let [back] = of("user.re_enabled")[..] else {
+        panic!("one user.re_enabled: {events:?}");
+    };
+    assert_eq!(back.subject, user.id.to_string());
+    assert_eq!(back.data["name"], "bea");
+    assert!(back.data["blocked"].is_null(), "{}", back.data);
+    let [resynced] = of("node.resynced")[..] else {
+        panic!("one node.resynced: {events:?}");
+    };
+    assert_eq!(resynced.subject, node.id.to_string());
 }

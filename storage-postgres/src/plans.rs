@@ -180,6 +180,7 @@ pub(crate) async fn enforce_time(s: &PgStorage, now: Timestamp) -> StorageResult
     let mut reset = Vec::with_capacity(due.len());
     let mut next = Vec::with_capacity(due.len());
     let mut limited = Vec::new();
+    let mut unblocked = Vec::new();
     for row in &due {
         let id: UserId = rows::parse(rows::col::<&str>(row, "id")?)?;
         let strategy = ResetStrategy::from_parts(
@@ -207,8 +208,12 @@ pub(crate) async fn enforce_time(s: &PgStorage, now: Timestamp) -> StorageResult
         .execute(&mut *tx)
         .await
         .map_err(user_err)?;
-        set_blocked(&mut tx, &limited, None).await?;
+        unblocked = set_blocked(&mut tx, &limited, None).await?;
     }
     tx.commit().await.map_err(user_err)?;
-    Ok(EnforceOutcome { expired, reset })
+    Ok(EnforceOutcome {
+        expired,
+        reset,
+        unblocked,
+    })
 }

@@ -154,6 +154,7 @@ pub(crate) async fn enforce_time(
             .await
             .map_err(user_err)?;
             let mut reset_ids = Vec::with_capacity(rows.len());
+            let mut unblocked = Vec::new();
             for row in &rows {
                 let id: UserId = parse(row.try_get::<&str, _>("id").map_err(user_err)?)?;
                 let strategy = ResetStrategy::from_parts(
@@ -170,14 +171,19 @@ pub(crate) async fn enforce_time(
                 let after = block_after_reset(blocked);
                 if after != blocked {
                     set_blocked(conn, id, after).await?;
+                    if after.is_none() {
+                        unblocked.push(id);
+                    }
                 }
                 reset_ids.push(id);
             }
             expired.sort();
             reset_ids.sort();
+            unblocked.sort();
             Ok(EnforceOutcome {
                 expired,
                 reset: reset_ids,
+                unblocked,
             })
         })
     })

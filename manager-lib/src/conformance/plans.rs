@@ -218,6 +218,14 @@ pub async fn resets_happen_at_period_boundaries(s: &dyn Storage) {
     }
     let none = enabled_user(s, "never").await;
     assert_eq!(plan(s, none, limit(10), now).await.next_reset_at, None);
+    // Reset daily but under its limit: reset, never unblocked.
+    let under = enabled_user(s, "under").await;
+    let daily = Plan {
+        data_limit: Some(1000),
+        reset: ResetStrategy::Day,
+        ..Plan::default()
+    };
+    plan(s, under, daily, now).await;
     // Everyone crosses the limit.
     let entries: Vec<_> = users.iter().chain([&none]).map(|u| (*u, 20, 0)).collect();
     let p = page("j", vec![batch(1, now, &entries)]);
@@ -234,12 +242,20 @@ pub async fn resets_happen_at_period_boundaries(s: &dyn Storage) {
         );
         let out = s.enforce_time(*first).await.unwrap();
         assert!(out.reset.contains(u), "{reset:?}");
+        assert!(
+            out.unblocked.contains(u),
+            "{reset:?}: its limit no longer blocks it"
+        );
+        if *reset == ResetStrategy::Day {
+            assert!(out.reset.contains(&under) && !out.unblocked.contains(&under));
+        }
         let after = s.get_user(*u).await.unwrap();
         assert_eq!((after.used_up, after.used_down), (0, 0), "{reset:?}");
         assert_eq!(after.blocked, None, "{reset:?}");
         assert_eq!(after.last_reset_at, Some(*first));
         assert_eq!(after.next_reset_at, Some(*second), "{reset:?}");
-        assert!(!s.enforce_time(*first).await.unwrap().reset.contains(u));
+        let again = s.enforce_time(*first).await.unwrap();
+        assert!(!again.reset.contains(u) && !again.unblocked.contains(u));
     }
     // No strategy: still limited, never reset.
     let never = s.get_user(none).await.unwrap();

@@ -94,6 +94,8 @@ pub struct EnforceOutcome {
     pub expired: Vec<UserId>,
     /// Users whose reset came: used bytes back to zero.
     pub reset: Vec<UserId>,
+    /// Those of `reset` whose limit had blocked them: back on the nodes.
+    pub unblocked: Vec<UserId>,
 }
 
 /// How a user's usage history is summed.

@@ -88,6 +88,8 @@ impl Manager {
         let outcome = self.storage.enforce_time(Timestamp::now()).await?;
         self.emit_user_events(EventKind::UserExpired, &outcome.expired)
             .await;
+        self.emit_user_events(EventKind::UserReEnabled, &outcome.unblocked)
+            .await;
         if !outcome.expired.is_empty() || !outcome.reset.is_empty() {
             self.trigger.pull();
         }

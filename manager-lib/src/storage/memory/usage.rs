@@ -86,6 +86,11 @@ impl State {
                 .expect("a live user");
         }
         let reset = live(self, &|u| u.next_reset_at.is_some_and(|at| at <= now));
+        let unblocked = live(self, &|u| {
+            u.next_reset_at.is_some_and(|at| at <= now)
+                && u.blocked.is_some()
+                && block_after_reset(u.blocked).is_none()
+        });
         for id in &reset {
             self.change_user(*id, |u| {
                 u.used_up = 0;
@@ -96,7 +101,11 @@ impl State {
             })
             .expect("a live user");
         }
-        EnforceOutcome { expired, reset }
+        EnforceOutcome {
+            expired,
+            reset,
+            unblocked,
+        }
     }
 
     pub(super) fn user_usage(
