@@ -362,7 +362,11 @@ async fn a_user_whose_port_another_process_holds_is_served_on_the_next_port() {
     })
     .await;
     // What /start describes carries dave's exception too.
-    let started = node.client.start(&[dave.clone()]).await.unwrap();
+    let started = node
+        .client
+        .start(std::slice::from_ref(&dave))
+        .await
+        .unwrap();
     assert_eq!(started.inbounds[0].port_for(&dave.id), port);
     drop(squatter);
     node.shut_down().await;
