@@ -96,7 +96,7 @@ async fn run(args: Args) -> Result<(), String> {
         Command::Serve => bins::manager::serve(cfg, url).await,
         Command::Backup { to } => {
             sqlite_only()?;
-            let inv = storage_sqlite::backup::backup(&url, &to)
+            let inv = storage_sqlite::backup::backup(&url, &to, &backup_sealer(&cfg)?)
                 .await
                 .map_err(|e| e.to_string())?;
             println!(
@@ -109,7 +109,7 @@ async fn run(args: Args) -> Result<(), String> {
         }
         Command::Restore { from } => {
             sqlite_only()?;
-            let inv = storage_sqlite::backup::restore(&from, &url)
+            let inv = storage_sqlite::backup::restore(&from, &url, &backup_sealer(&cfg)?)
                 .await
                 .map_err(|e| e.to_string())?;
             println!(
@@ -121,4 +121,10 @@ async fn run(args: Args) -> Result<(), String> {
             Ok(())
         }
     }
+}
+
+/// The sealer a backup is checked with: the configured master key (never a
+/// generated one: a backup is readable only with the key it was sealed under).
+fn backup_sealer(cfg: &ManagerConfig) -> Result<manager_lib::seal::Sealer, String> {
+    Ok(cfg.secrets.sealer(&cfg.data_dir, false)?.0)
 }
