@@ -1,7 +1,8 @@
 //! The start-up step that seals what is not sealed under the current master
 //! key: clear values of a database from before sealing, and values under a
 //! previous key during a rotation. Idempotent: rows already sealed under
-//! the current key are not selected.
+//! the current key are not selected. After re-sealing, the file is rewritten
+//! (`VACUUM`) so the replaced values are not left in free pages.
 
 use manager_lib::seal::{Column, Resealed, SEALED_PREFIX};
 use manager_lib::storage::{Entity, StorageResult};
@@ -72,6 +73,17 @@ pub(crate) async fn reseal(s: &SqliteStorage) -> StorageResult<u64> {
                     })
                 })
                 .await?;
+        }
+    }
+    if resealed > 0 {
+        // The replaced values stay in freed pages and WAL frames until they
+        // are reused: rewrite the file and empty the WAL so that no copy of
+        // it holds them.
+        for pragma in ["VACUUM", "PRAGMA wal_checkpoint(TRUNCATE)"] {
+            sqlx::query(pragma)
+                .execute(&s.writer)
+                .await
+                .map_err(|e| db_error(e, None))?;
         }
     }
     Ok(resealed)
