@@ -36,6 +36,11 @@ struct Args {
     /// XM_ADMIN_FAILURE_REFILL_SECS (default 60); past that, admin calls from
     /// that address answer 429.
     ///
+    /// Secrets at rest ([secrets]): XM_MASTER_KEY (32 bytes as base64) or
+    /// XM_SECRETS_MASTER_KEY_FILE; unset: <data_dir>/master-key, generated
+    /// (0600) on the first start of the SQLite storage. During a rotation,
+    /// XM_SECRETS_PREVIOUS_MASTER_KEY_FILES (comma-separated) still open.
+    ///
     /// Listener limits ([http]): XM_HTTP_HEADER_READ_TIMEOUT_MS
     /// (10000), XM_HTTP_IDLE_TIMEOUT_MS (60000), XM_HTTP_MAX_CONNECTIONS (1024;
     /// past it the listener stops accepting), XM_HTTP_MAX_HEADER_BYTES

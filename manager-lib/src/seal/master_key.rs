@@ -13,7 +13,7 @@ use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 
 use super::Sealer;
-use crate::settings::Secret;
+use node_agent_lib::secret::Secret;
 
 /// The name of the generated master key's file in the data directory.
 pub const MASTER_KEY_FILE: &str = "master-key";
