@@ -57,6 +57,7 @@ pub mod links;
 pub mod manager;
 pub mod metrics;
 pub mod reconcile;
+pub mod seal;
 pub mod server;
 pub mod settings;
 pub mod storage;

@@ -35,6 +35,7 @@ use crate::dashboard;
 use crate::manager::{Manager, ManagerSettings};
 use crate::metrics::{self, ManagerMetrics};
 use crate::reconcile::{Reconciler, ReconcilerSettings};
+use crate::seal::Sealer;
 use crate::settings::{ManagerConfig, Secret};
 use crate::storage::Storage;
 use crate::subscription::Subscriptions;
@@ -66,6 +67,9 @@ pub struct Backends {
     /// counters are in the metrics).
     pub cache: Option<Arc<dyn Cache>>,
     pub transport: Arc<dyn NodeTransport>,
+    /// Seals the user secrets in the cache (the storage seals its own);
+    /// give it the storage's sealer.
+    pub seal: Sealer,
 }
 
 impl Backends {
@@ -75,7 +79,14 @@ impl Backends {
             storage,
             cache: None,
             transport,
+            seal: Sealer::clear(),
         }
+    }
+
+    /// Seals what the cache holds with `seal`.
+    pub fn with_sealer(mut self, seal: Sealer) -> Self {
+        self.seal = seal;
+        self
     }
 
     pub fn with_cache(mut self, cache: Arc<dyn Cache>) -> Self {
@@ -222,11 +233,10 @@ impl Server {
     /// runtime (the manager's push task starts here).
     pub fn build(backends: Backends, settings: ServerSettings) -> Self {
         let cached = backends.cache.map(|cache| {
-            Arc::new(CachedStorage::new(
-                backends.storage.clone(),
-                cache,
-                settings.cache,
-            ))
+            Arc::new(
+                CachedStorage::new(backends.storage.clone(), cache, settings.cache)
+                    .with_sealer(backends.seal.clone()),
+            )
         });
         let storage: Arc<dyn Storage> = match &cached {
             Some(cached) => cached.clone(),

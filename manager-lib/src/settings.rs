@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use crate::api::admin_auth::{self, FailureLimit};
 use crate::api::client_addr::TrustedProxies;
+use crate::seal::{KeySource, Sealer, SecretsSettings};
 use crate::subscription::SubscriptionSettings;
 use crate::webhook::WebhookSettings;
 
@@ -92,6 +93,10 @@ pub struct ManagerConfig {
     /// Signed webhooks (`[webhooks]`; env `XM_WEBHOOKS_*`): see
     /// [`WebhookSettings`].
     pub webhooks: WebhookSettings,
+    /// The master key sealing node keys and user secrets at rest
+    /// (`[secrets]`; env `XM_MASTER_KEY`, `XM_SECRETS_*`): see
+    /// [`SecretsSettings`].
+    pub secrets: SecretsSettings,
 }
 
 impl Default for ManagerConfig {
@@ -119,6 +124,7 @@ impl Default for ManagerConfig {
             tls: None,
             subscription: SubscriptionSettings::default(),
             webhooks: WebhookSettings::default(),
+            secrets: SecretsSettings::default(),
         }
     }
 }
@@ -174,6 +180,7 @@ impl ManagerConfig {
         }
         self.subscription.validate()?;
         self.webhooks.validate()?;
+        self.secrets.validate()?;
         Ok(())
     }
 
@@ -248,6 +255,7 @@ impl ManagerConfig {
         }
         self.subscription.apply_env(&var)?;
         self.webhooks.apply_env(&var)?;
+        self.secrets.apply_env(&var)?;
         if let Some(v) = var("XM_LOG_JSON") {
             self.log_json = matches!(v.as_str(), "1" | "true" | "yes");
         }
@@ -286,6 +294,13 @@ impl ManagerConfig {
             Some(url) => url.expose().to_owned(),
             None => format!("sqlite://{}", self.data_dir.join("manager.db").display()),
         }
+    }
+
+    /// The sealer of the secret columns (see [`SecretsSettings::sealer`]):
+    /// a key file is generated only for the embedded SQLite storage.
+    pub fn sealer(&self) -> Result<(Sealer, KeySource), String> {
+        let embedded = self.storage_url().starts_with("sqlite://");
+        self.secrets.sealer(&self.data_dir, embedded)
     }
 
     /// Where a generated admin token is kept.

@@ -3,6 +3,7 @@
 //! applied.
 
 use manager_lib::domain::{FleetState, NodeId, PendingBatch, PendingOperation, Seq, UserStatus};
+use manager_lib::seal::Sealer;
 use manager_lib::storage::{Entity, StorageError, StorageResult, kit};
 use sqlx::postgres::PgRow;
 
@@ -81,7 +82,7 @@ pub(crate) async fn pending_operations(
     .map_err(node_err)?;
     let first = rows.first().ok_or(StorageError::NotFound(Entity::Node))?;
     let cursor: Seq = rows::col(first, "applied_seq")?;
-    batch_from_rows(&rows, cursor, horizon, limit)
+    batch_from_rows(&rows, cursor, horizon, limit, &s.seal)
 }
 
 pub(crate) async fn changes_after(
@@ -101,7 +102,7 @@ pub(crate) async fn changes_after(
     .fetch_all(&s.pool)
     .await
     .map_err(user_err)?;
-    batch_from_rows(&rows, after, horizon, limit)
+    batch_from_rows(&rows, after, horizon, limit, &s.seal)
 }
 
 pub(crate) async fn ack_operations(s: &PgStorage, id: NodeId, up_to_seq: Seq) -> StorageResult<()> {
@@ -181,6 +182,7 @@ fn batch_from_rows(
     cursor: Seq,
     horizon: Seq,
     limit: usize,
+    seal: &Sealer,
 ) -> StorageResult<PendingBatch> {
     let mut operations = Vec::with_capacity(rows.len().min(limit));
     let mut past_horizon = false;
@@ -196,7 +198,7 @@ fn batch_from_rows(
         let status: UserStatus = rows::parse(rows::col::<&str>(row, "status")?)?;
         let blocked = rows::col::<Option<&str>>(row, "blocked")?.is_some();
         operations.push(PendingOperation {
-            user: rows::credentials(row)?,
+            user: rows::credentials(row, seal)?,
             operation: kit::intent(status, blocked, deleted),
             seq,
         });

@@ -33,7 +33,7 @@ pub(crate) async fn set_device_limit(
     .await
     .map_err(user_err)?
     .ok_or(StorageError::NotFound(Entity::User))?;
-    rows::user(&row)
+    rows::user(&row, &s.seal)
 }
 
 pub(crate) async fn record_device(

@@ -19,6 +19,7 @@ use std::collections::{HashMap, HashSet};
 
 use manager_lib::domain::usage::storable;
 use manager_lib::domain::{NewUser, Node, NodeId, Timestamp, User, UserId, UserStatus};
+use manager_lib::seal::Sealer;
 use manager_lib::storage::grouped::{Grouped, GroupedReads, copy_of, stopped};
 use manager_lib::storage::{Entity, StorageError, StorageResult, kit};
 use sqlx::postgres::PgPool;
@@ -39,6 +40,13 @@ const MAX_WRITE_GROUP: usize = 128;
 
 type Answers = Vec<StorageResult<User>>;
 
+/// What the grouped calls read and write with.
+#[derive(Clone)]
+struct Db {
+    pool: PgPool,
+    seal: Sealer,
+}
+
 /// The grouped calls of one pool; started on first use.
 #[derive(Debug)]
 pub(crate) struct Calls {
@@ -50,8 +58,12 @@ pub(crate) struct Calls {
 
 impl Calls {
     /// Starts the tasks on the current Tokio runtime.
-    pub(crate) fn spawn(pool: &PgPool) -> Self {
-        let (p1, p2, p3, p4) = (pool.clone(), pool.clone(), pool.clone(), pool.clone());
+    pub(crate) fn spawn(pool: &PgPool, seal: &Sealer) -> Self {
+        let db = Db {
+            pool: pool.clone(),
+            seal: seal.clone(),
+        };
+        let (p1, p2, p3, p4) = (db.clone(), db.clone(), db.clone(), db);
         Self {
             user_reads: GroupedReads::spawn(CONCURRENT_READS, move |ids| {
                 read_users(p1.clone(), ids)
@@ -92,7 +104,7 @@ impl Calls {
 /// reads each node's cursor under that node's lock, up to the reconciler's
 /// concurrency at once: one statement per node was a thousand statements
 /// per push on a fleet of a thousand, run next to the changes being pushed.
-async fn read_nodes(pool: PgPool, ids: Vec<NodeId>) -> StorageResult<Vec<Node>> {
+async fn read_nodes(db: Db, ids: Vec<NodeId>) -> StorageResult<Vec<Node>> {
     let ids: Vec<String> = ids.iter().map(NodeId::to_string).collect();
     let rows = sqlx::query(concat!(
         "SELECT ",
@@ -100,14 +112,14 @@ async fn read_nodes(pool: PgPool, ids: Vec<NodeId>) -> StorageResult<Vec<Node>> 
         " FROM nodes WHERE id = ANY($1::text[]::uuid[])"
     ))
     .bind(ids)
-    .fetch_all(&pool)
+    .fetch_all(&db.pool)
     .await
     .map_err(node_err)?;
-    rows.iter().map(rows::node).collect()
+    rows.iter().map(|r| rows::node(r, &db.seal)).collect()
 }
 
 /// Reads the live users among `ids` in one statement.
-async fn read_users(pool: PgPool, ids: Vec<UserId>) -> StorageResult<Vec<User>> {
+async fn read_users(db: Db, ids: Vec<UserId>) -> StorageResult<Vec<User>> {
     let ids: Vec<String> = ids.iter().map(UserId::to_string).collect();
     let rows = sqlx::query(concat!(
         "SELECT ",
@@ -115,10 +127,10 @@ async fn read_users(pool: PgPool, ids: Vec<UserId>) -> StorageResult<Vec<User>> 
         " FROM users WHERE id = ANY($1::text[]::uuid[]) AND NOT deleted"
     ))
     .bind(ids)
-    .fetch_all(&pool)
+    .fetch_all(&db.pool)
     .await
     .map_err(user_err)?;
-    rows.iter().map(rows::user).collect()
+    rows.iter().map(|r| rows::user(r, &db.seal)).collect()
 }
 
 /// Serves `asked` with `serve`, which takes requests for distinct users and
@@ -126,14 +138,14 @@ async fn read_users(pool: PgPool, ids: Vec<UserId>) -> StorageResult<Vec<User>> 
 /// the answer gets `missing()`): a user asked twice in one group (two
 /// callers at once) is served in a later round, in the order asked.
 async fn in_rounds<T, F, Fut>(
-    pool: PgPool,
+    db: Db,
     asked: Vec<T>,
     user: impl Fn(&T) -> UserId,
     missing: impl Fn() -> StorageError,
     serve: F,
 ) -> Answers
 where
-    F: Fn(PgPool, Vec<T>) -> Fut,
+    F: Fn(Db, Vec<T>) -> Fut,
     Fut: Future<Output = StorageResult<Vec<User>>>,
 {
     let ids: Vec<UserId> = asked.iter().map(&user).collect();
@@ -145,7 +157,7 @@ where
             rest.into_iter().partition(|(_, t)| seen.insert(user(t)));
         rest = later;
         let (at, requests): (Vec<usize>, Vec<T>) = round.into_iter().unzip();
-        match serve(pool.clone(), requests).await {
+        match serve(db.clone(), requests).await {
             Ok(users) => {
                 let mut users: HashMap<UserId, User> =
                     users.into_iter().map(|u| (u.id, u)).collect();
@@ -171,11 +183,14 @@ where
 ///
 /// A user whose plan has already expired is created blocked, without a
 /// change (it is disabled and on no node).
-async fn create_users(pool: PgPool, new: Vec<NewUser>) -> StorageResult<Vec<User>> {
+async fn create_users(db: Db, new: Vec<NewUser>) -> StorageResult<Vec<User>> {
     let now = Timestamp::now();
     let ids: Vec<String> = new.iter().map(|u| u.id.to_string()).collect();
     let names: Vec<&str> = new.iter().map(|u| u.name.as_str()).collect();
-    let secrets: Vec<&str> = new.iter().map(|u| u.secret.expose()).collect();
+    let secrets: Vec<String> = new
+        .iter()
+        .map(|u| db.seal.seal_user_secret(u.id, &u.secret))
+        .collect();
     let keys: Vec<String> = new.iter().map(|u| u.subscription_key.to_hex()).collect();
     let plans: Vec<_> = new.iter().map(|u| u.plan).collect();
     let limits: Vec<Option<i64>> = plans.iter().map(|p| p.data_limit.map(storable)).collect();
@@ -218,10 +233,10 @@ async fn create_users(pool: PgPool, new: Vec<NewUser>) -> StorageResult<Vec<User
     .bind(blocked)
     .bind(resets)
     .bind(keys)
-    .fetch_all(&pool)
+    .fetch_all(&db.pool)
     .await
     .map_err(user_err)
-    .and_then(|rows| rows.iter().map(rows::user).collect())
+    .and_then(|rows| rows.iter().map(|r| rows::user(r, &db.seal)).collect())
 }
 
 /// The status change statement, with `$source` giving the users to change
@@ -285,7 +300,7 @@ macro_rules! set_statuses_sql {
 /// a plan cached on the connection: a generic plan made while `users` was
 /// small joins by scanning the whole table, and stays on that connection as
 /// the table grows (seen: half the throughput on a fresh database).
-async fn set_statuses(pool: PgPool, asked: Vec<(UserId, UserStatus)>) -> StorageResult<Vec<User>> {
+async fn set_statuses(db: Db, asked: Vec<(UserId, UserStatus)>) -> StorageResult<Vec<User>> {
     let query = if let [(id, status)] = asked.as_slice() {
         sqlx::query(set_statuses_sql!(
             "(SELECT $1::uuid AS id, $2::text AS want) AS i"
@@ -303,8 +318,8 @@ async fn set_statuses(pool: PgPool, asked: Vec<(UserId, UserStatus)>) -> Storage
         .persistent(false)
     };
     query
-        .fetch_all(&pool)
+        .fetch_all(&db.pool)
         .await
         .map_err(user_err)
-        .and_then(|rows| rows.iter().map(rows::user).collect())
+        .and_then(|rows| rows.iter().map(|r| rows::user(r, &db.seal)).collect())
 }

@@ -41,7 +41,7 @@ pub(crate) async fn claim_nodes(
     .fetch_all(&s.pool)
     .await
     .map_err(node_err)?;
-    rows.iter().map(rows::node).collect()
+    rows.iter().map(|r| rows::node(r, &s.seal)).collect()
 }
 
 pub(crate) async fn release_nodes(s: &PgStorage, owner: &str) -> StorageResult<()> {

@@ -48,6 +48,7 @@ use manager_lib::domain::{
     ApiToken, AuditEntry, AuditQuery, NewAuditEntry, TokenId, TokenVerifier,
 };
 use manager_lib::domain::{Delivery, NewDelivery};
+use manager_lib::seal::Sealer;
 use manager_lib::storage::WebhookStore;
 use manager_lib::storage::{AccessStore, Entity, Storage, StorageResult};
 // For the docs' links only.
@@ -67,6 +68,7 @@ mod nodes;
 mod outbox;
 mod plans;
 mod rows;
+mod seal;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod usage;
@@ -103,6 +105,8 @@ pub struct PgStorage {
     calls: Arc<std::sync::OnceLock<Calls>>,
     /// Usage pages stored at once (see `usage`).
     ingest_slots: Arc<tokio::sync::Semaphore>,
+    /// Seals the secret columns on write, opens them on read.
+    seal: Sealer,
 }
 
 impl fmt::Debug for PgStorage {
@@ -133,13 +137,24 @@ impl PgStorage {
     ///
     /// A malformed URL is [`StorageError::Other`]; an unreachable database is
     /// [`StorageError::Unavailable`] after at most [`ACQUIRE_TIMEOUT`].
+    ///
+    /// Secrets are stored in clear: the manager opens its storage with
+    /// [`PgStorage::connect_sealed`].
     pub async fn connect(url: &str) -> StorageResult<Self> {
+        Self::connect_sealed(url, Sealer::clear()).await
+    }
+
+    /// [`PgStorage::connect`], with node keys and user secrets sealed by
+    /// `seal` on write and opened on read. Values stored in clear or under a
+    /// previous master key still read; [`PgStorage::reseal`] seals them
+    /// under the current one.
+    pub async fn connect_sealed(url: &str, seal: Sealer) -> StorageResult<Self> {
         let options: PgConnectOptions = url.parse().map_err(|e| map_err(Entity::Node, e))?;
         let pool = Self::pool_options()
             .connect_with(options)
             .await
             .map_err(|e| map_err(Entity::Node, e))?;
-        let storage = Self::from_pool(pool);
+        let storage = Self::from_pool(pool).with_sealer(seal);
         storage.migrate().await?;
         let options = storage.pool.connect_options();
         tracing::info!(
@@ -158,11 +173,34 @@ impl PgStorage {
             pool,
             calls: Arc::default(),
             ingest_slots: Arc::new(tokio::sync::Semaphore::new(usage::CONCURRENT_INGESTS)),
+            seal: Sealer::clear(),
         }
     }
 
+    /// Seals the secret columns with `seal` (the default stores them in
+    /// clear); set it before the first call.
+    pub fn with_sealer(self, seal: Sealer) -> Self {
+        Self {
+            seal,
+            calls: Arc::default(),
+            ..self
+        }
+    }
+
+    /// Seals every node key and user secret not yet sealed under the
+    /// current master key (clear ones, ones under a previous key) and
+    /// answers how many it re-sealed; the manager runs it at start. A value
+    /// under an unknown master key fails the whole step, naming the key, so
+    /// a wrong master key stops the start instead of reading garbage. Rows
+    /// already sealed under the current key are not read: running it again
+    /// is cheap.
+    pub async fn reseal(&self) -> StorageResult<u64> {
+        seal::reseal(self).await
+    }
+
     pub(crate) fn calls(&self) -> &Calls {
-        self.calls.get_or_init(|| Calls::spawn(&self.pool))
+        self.calls
+            .get_or_init(|| Calls::spawn(&self.pool, &self.seal))
     }
 
     /// Brings the schema up to date (idempotent; safe to run concurrently).

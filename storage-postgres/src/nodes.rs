@@ -27,13 +27,13 @@ pub(crate) async fn create_node(s: &PgStorage, new: NewNode) -> StorageResult<No
     ))
     .bind(new.id.to_string())
     .bind(&new.endpoint)
-    .bind(new.key.expose_base64url())
+    .bind(s.seal.seal_node_key(new.id, &new.key))
     .bind(now_ms())
     .bind(settled.last_seq)
     .fetch_one(&s.pool)
     .await
     .map_err(node_err)?;
-    rows::node(&row)
+    rows::node(&row, &s.seal)
 }
 
 pub(crate) async fn get_node(s: &PgStorage, id: NodeId) -> StorageResult<Node> {
@@ -54,7 +54,7 @@ pub(crate) async fn find_node_by_endpoint(
     .fetch_optional(&s.pool)
     .await
     .map_err(node_err)?;
-    row.as_ref().map(rows::node).transpose()
+    row.as_ref().map(|r| rows::node(r, &s.seal)).transpose()
 }
 
 pub(crate) async fn list_nodes(s: &PgStorage, page: &PageRequest) -> StorageResult<Page<Node>> {
@@ -79,7 +79,12 @@ pub(crate) async fn list_nodes(s: &PgStorage, page: &PageRequest) -> StorageResu
         .fetch_all(&s.pool)
         .await
         .map_err(node_err)?;
-    kit::into_page(&rows, limit, rows::node, |n| n.id.to_string())
+    kit::into_page(
+        &rows,
+        limit,
+        |r| rows::node(r, &s.seal),
+        |n| n.id.to_string(),
+    )
 }
 
 pub(crate) async fn delete_node(s: &PgStorage, id: NodeId) -> StorageResult<()> {
@@ -113,7 +118,7 @@ pub(crate) async fn set_required_status(
     .fetch_one(&s.pool)
     .await
     .map_err(node_err)?;
-    rows::node(&row)
+    rows::node(&row, &s.seal)
 }
 
 pub(crate) async fn begin_start(s: &PgStorage, id: NodeId) -> StorageResult<StartPlan> {
@@ -137,7 +142,7 @@ pub(crate) async fn begin_start(s: &PgStorage, id: NodeId) -> StorageResult<Star
     .fetch_one(&s.pool)
     .await
     .map_err(node_err)?;
-    let node = rows::node(&row)?;
+    let node = rows::node(&row, &s.seal)?;
     let seq = s.settled_state().await?.last_seq;
     let users = sqlx::query(
         "SELECT id::text AS id, name, secret FROM users \
@@ -147,7 +152,7 @@ pub(crate) async fn begin_start(s: &PgStorage, id: NodeId) -> StorageResult<Star
     .await
     .map_err(user_err)?
     .iter()
-    .map(rows::credentials)
+    .map(|r| rows::credentials(r, &s.seal))
     .collect::<StorageResult<Vec<_>>>()?;
     Ok(StartPlan { node, users, seq })
 }
@@ -232,7 +237,7 @@ pub(crate) async fn set_node_profile(
     .await
     .map_err(node_err)?
     .ok_or(StorageError::NotFound(Entity::Node))?;
-    rows::node(&row)
+    rows::node(&row, &s.seal)
 }
 
 pub(crate) async fn begin_stop(s: &PgStorage, id: NodeId) -> StorageResult<Node> {
@@ -246,7 +251,7 @@ pub(crate) async fn begin_stop(s: &PgStorage, id: NodeId) -> StorageResult<Node>
     .fetch_one(&s.pool)
     .await
     .map_err(node_err)?;
-    rows::node(&row)
+    rows::node(&row, &s.seal)
 }
 
 pub(crate) async fn finish_stop(s: &PgStorage, id: NodeId) -> StorageResult<()> {

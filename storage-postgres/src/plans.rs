@@ -9,6 +9,7 @@
 
 use manager_lib::domain::usage::{EnforceOutcome, storable};
 use manager_lib::domain::{BlockReason, PlanEdit, ResetStrategy, Timestamp, User, UserId};
+use manager_lib::seal::Sealer;
 use manager_lib::storage::kit::usage::{block_after_reset, plan_block};
 use manager_lib::storage::{Entity, StorageError, StorageResult};
 use sqlx::PgConnection;
@@ -70,7 +71,7 @@ pub(crate) async fn change_lock(conn: &mut PgConnection) -> StorageResult<()> {
     Ok(())
 }
 
-async fn locked_user(conn: &mut PgConnection, id: UserId) -> StorageResult<User> {
+async fn locked_user(conn: &mut PgConnection, id: UserId, seal: &Sealer) -> StorageResult<User> {
     let row = sqlx::query(concat!(
         "SELECT ",
         user_columns!(),
@@ -80,7 +81,7 @@ async fn locked_user(conn: &mut PgConnection, id: UserId) -> StorageResult<User>
     .fetch_optional(&mut *conn)
     .await
     .map_err(user_err)?;
-    rows::user(&row.ok_or(StorageError::NotFound(Entity::User))?)
+    rows::user(&row.ok_or(StorageError::NotFound(Entity::User))?, seal)
 }
 
 /// The edit is applied to the plan of the row locked FOR UPDATE (under the
@@ -94,7 +95,7 @@ pub(crate) async fn edit_user_plan(
 ) -> StorageResult<User> {
     let mut tx = s.pool.begin().await.map_err(user_err)?;
     change_lock(&mut tx).await?;
-    let user = locked_user(&mut tx, id).await?;
+    let user = locked_user(&mut tx, id, &s.seal).await?;
     let plan = edit.apply(user.plan)?;
     sqlx::query(
         "UPDATE users SET data_limit = $2, expire_at = $3, reset_period = $4, reset_day = $5, \
@@ -112,7 +113,7 @@ pub(crate) async fn edit_user_plan(
     .await
     .map_err(user_err)?;
     set_blocked(&mut tx, &[id], plan_block(&plan, user.used(), now)).await?;
-    let user = locked_user(&mut tx, id).await?;
+    let user = locked_user(&mut tx, id, &s.seal).await?;
     tx.commit().await.map_err(user_err)?;
     Ok(user)
 }
@@ -124,7 +125,7 @@ pub(crate) async fn reset_user_usage(
 ) -> StorageResult<User> {
     let mut tx = s.pool.begin().await.map_err(user_err)?;
     change_lock(&mut tx).await?;
-    let user = locked_user(&mut tx, id).await?;
+    let user = locked_user(&mut tx, id, &s.seal).await?;
     sqlx::query(
         "UPDATE users SET used_up = 0, used_down = 0, last_reset_at = $2 WHERE id = $1::uuid",
     )
@@ -134,7 +135,7 @@ pub(crate) async fn reset_user_usage(
     .await
     .map_err(user_err)?;
     set_blocked(&mut tx, &[id], block_after_reset(user.blocked)).await?;
-    let user = locked_user(&mut tx, id).await?;
+    let user = locked_user(&mut tx, id, &s.seal).await?;
     tx.commit().await.map_err(user_err)?;
     Ok(user)
 }

@@ -5,8 +5,9 @@ use std::str::FromStr;
 
 use manager_lib::domain::{
     Node, NodeEntry, Plan, ResetStrategy, SubscriptionKey, Timestamp, UsageCursor, User,
-    UserCredentials, UserSecret,
+    UserCredentials,
 };
+use manager_lib::seal::Sealer;
 use manager_lib::storage::{Entity, StorageError, StorageResult, kit};
 use sqlx::postgres::PgRow;
 use sqlx::{Decode, Postgres, Row, Type};
@@ -85,11 +86,13 @@ where
     parse(col::<&str>(row, name)?)
 }
 
-pub(crate) fn node(row: &PgRow) -> StorageResult<Node> {
+/// A node from its row; its key opened by `seal`.
+pub(crate) fn node(row: &PgRow, seal: &Sealer) -> StorageResult<Node> {
+    let id: &str = col(row, "id")?;
     Ok(Node {
-        id: parse_col(row, "id")?,
+        id: parse(id)?,
         endpoint: col(row, "endpoint")?,
-        key: parse_col(row, "node_key")?,
+        key: seal.open_node_key(id, col(row, "node_key")?)?,
         actual_status: parse_col(row, "actual_status")?,
         required_status: parse_col(row, "required_status")?,
         user_config_template: col(row, "user_config_template")?,
@@ -110,12 +113,14 @@ pub(crate) fn node(row: &PgRow) -> StorageResult<Node> {
     })
 }
 
-pub(crate) fn user(row: &PgRow) -> StorageResult<User> {
+/// A user from its row; its secret opened by `seal`.
+pub(crate) fn user(row: &PgRow, seal: &Sealer) -> StorageResult<User> {
+    let id: &str = col(row, "id")?;
     Ok(User {
-        id: parse_col(row, "id")?,
+        id: parse(id)?,
         name: col(row, "name")?,
         status: parse_col(row, "status")?,
-        secret: UserSecret::from_stored(col(row, "secret")?),
+        secret: seal.open_user_secret(id, col(row, "secret")?)?,
         subscription_key: SubscriptionKey::from_hex(col(row, "subscription_key")?)
             .map_err(|e| StorageError::Corrupt(e.to_string()))?,
         device_limit: col::<Option<i32>>(row, "device_limit")?
@@ -152,11 +157,12 @@ pub(crate) fn count(v: i64) -> StorageResult<u64> {
     u64::try_from(v).map_err(|_| StorageError::Corrupt(format!("negative count {v}")))
 }
 
-pub(crate) fn credentials(row: &PgRow) -> StorageResult<UserCredentials> {
+pub(crate) fn credentials(row: &PgRow, seal: &Sealer) -> StorageResult<UserCredentials> {
+    let id: &str = col(row, "id")?;
     Ok(UserCredentials {
-        id: parse_col(row, "id")?,
+        id: parse(id)?,
         name: col(row, "name")?,
-        secret: UserSecret::from_stored(col(row, "secret")?),
+        secret: seal.open_user_secret(id, col(row, "secret")?)?,
     })
 }
 

@@ -231,7 +231,7 @@ pub(crate) async fn set_node_multiplier(
     .await
     .map_err(node_err)?
     .ok_or(StorageError::NotFound(Entity::Node))?;
-    rows::node(&row)
+    rows::node(&row, &s.seal)
 }
 
 pub(crate) async fn user_usage(

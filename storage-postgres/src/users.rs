@@ -39,7 +39,12 @@ pub(crate) async fn list_users(s: &PgStorage, page: &PageRequest) -> StorageResu
         .fetch_all(&s.pool)
         .await
         .map_err(user_err)?;
-    kit::into_page(&rows, limit, rows::user, |u| u.id.to_string())
+    kit::into_page(
+        &rows,
+        limit,
+        |r| rows::user(r, &s.seal),
+        |u| u.id.to_string(),
+    )
 }
 
 pub(crate) async fn set_user_status(
@@ -68,7 +73,7 @@ pub(crate) async fn set_subscription_key(
     .await
     .map_err(user_err)?
     .ok_or(StorageError::NotFound(Entity::User))?;
-    rows::user(&row)
+    rows::user(&row, &s.seal)
 }
 
 pub(crate) async fn delete_user(s: &PgStorage, id: UserId) -> StorageResult<()> {
@@ -126,7 +131,7 @@ pub(crate) async fn user_nodes(s: &PgStorage, id: UserId) -> StorageResult<UserN
     .await
     .map_err(user_err)?;
     let first = rows.first().ok_or(StorageError::NotFound(Entity::User))?;
-    let user = rows::user(first)?;
+    let user = rows::user(first, &s.seal)?;
     let mut nodes = Vec::with_capacity(rows.len());
     for row in &rows {
         nodes.extend(rows::node_entry(row)?);

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use manager_lib::domain::{Page, PageRequest};
+use manager_lib::seal::Sealer;
 use manager_lib::storage::{Storage, StorageError, StorageResult};
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Connection as _, SqliteConnection};
@@ -37,7 +38,7 @@ pub fn database_path(url: &str) -> StorageResult<PathBuf> {
 
 /// Writes a consistent copy of the database at `url` to `to`, which must not
 /// exist yet. Safe while the manager runs.
-pub async fn backup(url: &str, to: &Path) -> StorageResult<Inventory> {
+pub async fn backup(url: &str, to: &Path, seal: &Sealer) -> StorageResult<Inventory> {
     if to.exists() {
         return Err(other(format!("{} exists already", to.display())));
     }
@@ -59,13 +60,16 @@ pub async fn backup(url: &str, to: &Path) -> StorageResult<Inventory> {
     conn.close().await.map_err(|e| db_error(e, None))?;
     // The copy holds node keys and user secrets: only its owner may read it.
     private_file::restrict_to_owner(to).map_err(|e| StorageError::Other(e.into()))?;
-    inventory_of(to).await
+    inventory_of(to, seal).await
 }
 
 /// Counts what a database file holds, through the `Storage` reads (which
-/// also proves it is a manager database of a known schema).
-pub async fn inventory_of(path: &Path) -> StorageResult<Inventory> {
-    let storage = SqliteStorage::connect(&format!("sqlite://{}", path.display())).await?;
+/// also proves it is a manager database of a known schema whose secrets
+/// `seal` opens).
+pub async fn inventory_of(path: &Path, seal: &Sealer) -> StorageResult<Inventory> {
+    let storage =
+        SqliteStorage::connect_sealed(&format!("sqlite://{}", path.display()), seal.clone())
+            .await?;
     let s = &storage;
     let count = async {
         Ok::<_, StorageError>(Inventory {
@@ -99,10 +103,10 @@ where
 /// Replaces the database at `url` with the backup `from`. The manager must
 /// be stopped. An existing database is renamed to `<file>.before-restore`
 /// (refused when that name is taken, so no copy is ever overwritten).
-pub async fn restore(from: &Path, url: &str) -> StorageResult<Inventory> {
+pub async fn restore(from: &Path, url: &str, seal: &Sealer) -> StorageResult<Inventory> {
     // Check the backup before touching anything: a copy of it, opened through
     // the storage, must read back.
-    let checked = inventory_of_copy(from).await?;
+    let checked = inventory_of_copy(from, seal).await?;
     let target = database_path(url)?;
     if target.exists() {
         let aside = target.with_extension("db.before-restore");
@@ -125,7 +129,7 @@ pub async fn restore(from: &Path, url: &str) -> StorageResult<Inventory> {
     std::fs::copy(from, &target).map_err(|e| StorageError::Other(e.into()))?;
     // `copy` gives the backup's mode; the database is the owner's alone.
     private_file::restrict_to_owner(&target).map_err(|e| StorageError::Other(e.into()))?;
-    let restored = inventory_of(&target).await?;
+    let restored = inventory_of(&target, seal).await?;
     if restored != checked {
         return Err(other(format!(
             "restored database holds {restored:?}, the backup {checked:?}"
@@ -136,7 +140,7 @@ pub async fn restore(from: &Path, url: &str) -> StorageResult<Inventory> {
 
 /// Inventory of a backup without writing to it (opening runs migrations, so
 /// work on a temporary copy).
-async fn inventory_of_copy(from: &Path) -> StorageResult<Inventory> {
+async fn inventory_of_copy(from: &Path, seal: &Sealer) -> StorageResult<Inventory> {
     if !from.is_file() {
         return Err(other(format!("no backup file at {}", from.display())));
     }
@@ -146,7 +150,7 @@ async fn inventory_of_copy(from: &Path) -> StorageResult<Inventory> {
     private_file::create_private_dir(&dir).map_err(|e| other(format!("{}: {e}", dir.display())))?;
     let copy = dir.join("check.db");
     std::fs::copy(from, &copy).map_err(|e| StorageError::Other(e.into()))?;
-    let inv = inventory_of(&copy).await;
+    let inv = inventory_of(&copy, seal).await;
     let _ = std::fs::remove_dir_all(&dir);
     inv
 }

@@ -2,6 +2,7 @@
 //! fleet's newest change, and purging tombstones every node applied.
 
 use manager_lib::domain::{FleetState, NodeId, PendingBatch, PendingOperation, Seq};
+use manager_lib::seal::Sealer;
 use manager_lib::storage::{Entity, StorageError, StorageResult, kit};
 use sqlx::Row as _;
 use sqlx::sqlite::SqliteRow;
@@ -35,7 +36,7 @@ pub(crate) async fn pending_operations(
     let cursor: Seq = first
         .try_get("cursor")
         .map_err(|e| db_error(e, Some(Entity::Node)))?;
-    batch_from_rows(&rows, cursor, limit)
+    batch_from_rows(&rows, cursor, limit, &s.seal)
 }
 
 pub(crate) async fn changes_after(
@@ -53,7 +54,7 @@ pub(crate) async fn changes_after(
     .fetch_all(&s.reader)
     .await
     .map_err(|e| db_error(e, Some(Entity::User)))?;
-    batch_from_rows(&rows, after, limit)
+    batch_from_rows(&rows, after, limit, &s.seal)
 }
 
 pub(crate) async fn ack_operations(
@@ -65,7 +66,7 @@ pub(crate) async fn ack_operations(
         "UPDATE nodes SET applied_seq = MAX(applied_seq, ?2) WHERE id = ?1 RETURNING 1".to_owned();
     let args = Args::default().bind(id.to_string()).bind(up_to_seq);
     s.writes
-        .statement(sql, args, Some(Entity::Node), |row| {
+        .statement(sql, args, Some(Entity::Node), move |row| {
             found(row, Entity::Node).map(drop)
         })
         .await
@@ -130,7 +131,12 @@ pub(crate) async fn purge_tombstones(s: &SqliteStorage) -> StorageResult<u64> {
 
 /// A batch from rows of users in change order (a row with NULL user columns
 /// ends it), for a cursor at `cursor`; `rows` may hold one row past `limit`.
-fn batch_from_rows(rows: &[SqliteRow], cursor: Seq, limit: usize) -> StorageResult<PendingBatch> {
+fn batch_from_rows(
+    rows: &[SqliteRow],
+    cursor: Seq,
+    limit: usize,
+    seal: &Sealer,
+) -> StorageResult<PendingBatch> {
     let get = |e| db_error(e, Some(Entity::User));
     let more = rows.len() > limit;
     let mut operations = Vec::with_capacity(rows.len().min(limit));
@@ -138,7 +144,7 @@ fn batch_from_rows(rows: &[SqliteRow], cursor: Seq, limit: usize) -> StorageResu
         if row.try_get::<Option<&str>, _>("id").map_err(get)?.is_none() {
             break;
         }
-        let user = user_from_row(row)?;
+        let user = user_from_row(row, seal)?;
         let deleted: bool = row.try_get("deleted").map_err(get)?;
         operations.push(PendingOperation {
             seq: user.change_seq,

@@ -19,6 +19,7 @@ pub(crate) async fn set_device_limit(
     id: UserId,
     limit: Option<u32>,
 ) -> StorageResult<User> {
+    let seal = s.seal.clone();
     let sql = format!(
         "UPDATE users SET device_limit = ?2 WHERE id = ?1 AND deleted = 0 RETURNING {USER_COLUMNS}"
     );
@@ -26,8 +27,8 @@ pub(crate) async fn set_device_limit(
         .bind(id.to_string())
         .bind(limit.map(i64::from));
     s.writes
-        .statement(sql, args, Some(Entity::User), |row| {
-            user_from_row(&found(row, Entity::User)?)
+        .statement(sql, args, Some(Entity::User), move |row| {
+            user_from_row(&found(row, Entity::User)?, &seal)
         })
         .await
 }
@@ -75,7 +76,7 @@ pub(crate) async fn record_device(
         .bind(i64::from(limit));
     let recorded = s
         .writes
-        .statement(sql, args, Some(Entity::User), |row| Ok(row.is_some()))
+        .statement(sql, args, Some(Entity::User), move |row| Ok(row.is_some()))
         .await?;
     if recorded {
         return Ok(DeviceVerdict::Allowed);
@@ -116,7 +117,12 @@ pub(crate) async fn delete_device(s: &SqliteStorage, id: UserId, hwid: &str) -> 
     let args = Args::default().bind(id.to_string()).bind(hwid.to_owned());
     let deleted = s
         .writes
-        .statement(sql, args, Some(Entity::Device), |row| Ok(row.is_some()))
+        .statement(
+            sql,
+            args,
+            Some(Entity::Device),
+            move |row| Ok(row.is_some()),
+        )
         .await?;
     if deleted {
         Ok(())

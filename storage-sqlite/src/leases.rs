@@ -17,6 +17,7 @@ pub(crate) async fn claim_nodes(
     ttl: Duration,
     limit: u32,
 ) -> StorageResult<Vec<Node>> {
+    let seal = s.seal.clone();
     let owner = owner.to_owned();
     s.write(move |conn| {
         Box::pin(async move {
@@ -50,7 +51,7 @@ pub(crate) async fn claim_nodes(
             .fetch_all(&mut *conn)
             .await
             .map_err(|e| db_error(e, Some(Entity::Node)))?;
-            rows.iter().map(node_from_row).collect()
+            rows.iter().map(|r| node_from_row(r, &seal)).collect()
         })
     })
     .await

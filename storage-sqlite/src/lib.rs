@@ -53,6 +53,7 @@ mod plans;
 mod point_reads;
 mod private_file;
 mod rows;
+mod seal;
 mod usage;
 mod users;
 mod writer;
@@ -75,6 +76,7 @@ use manager_lib::domain::{
     ApiToken, AuditEntry, AuditQuery, NewAuditEntry, TokenId, TokenVerifier,
 };
 use manager_lib::domain::{Delivery, NewDelivery};
+use manager_lib::seal::Sealer;
 use manager_lib::storage::WebhookStore;
 use manager_lib::storage::{AccessStore, Storage, StorageResult};
 // For the docs' links only.
@@ -112,6 +114,8 @@ pub struct SqliteStorage {
     /// [`SqliteStorage::from_pool`] or for an in-memory database.
     reader: SqlitePool,
     filename: PathBuf,
+    /// Seals the secret columns on write, opens them on read.
+    seal: Sealer,
 }
 
 impl fmt::Debug for SqliteStorage {
@@ -134,7 +138,18 @@ impl SqliteStorage {
     /// A file that cannot be opened or created gives
     /// [`StorageError::Unavailable`]; a file that is not a database,
     /// [`StorageError::Corrupt`].
+    ///
+    /// Secrets are stored in clear: the manager opens its storage with
+    /// [`SqliteStorage::connect_sealed`].
     pub async fn connect(url: &str) -> StorageResult<Self> {
+        Self::connect_sealed(url, Sealer::clear()).await
+    }
+
+    /// [`SqliteStorage::connect`], with node keys and user secrets sealed by
+    /// `seal` on write and opened on read. Values stored in clear or under a
+    /// previous master key still read; [`SqliteStorage::reseal`] seals them
+    /// under the current one.
+    pub async fn connect_sealed(url: &str, seal: Sealer) -> StorageResult<Self> {
         let options = SqliteConnectOptions::from_str(url)
             .map_err(|e| db_error(e, None))?
             .create_if_missing(true)
@@ -160,7 +175,7 @@ impl SqliteStorage {
                 .connect_with(options)
                 .await
                 .map_err(|e| db_error(e, None))?;
-            return Self::from_pool(pool).await;
+            return Self::from_pool_sealed(pool, seal).await;
         }
 
         // Owner-only before SQLite creates it with the umask's mode (0644
@@ -195,9 +210,10 @@ impl SqliteStorage {
         Ok(Self {
             filename: writer.connect_options().get_filename().to_path_buf(),
             writes: Writer::spawn(writer.clone(), Some(Checkpoints::spawn(reader.clone()))),
-            user_reads: point_reads::spawn(reader.clone()),
+            user_reads: point_reads::spawn(reader.clone(), seal.clone()),
             writer,
             reader,
+            seal,
         })
     }
 
@@ -208,14 +224,31 @@ impl SqliteStorage {
     /// Like [`SqliteStorage::connect`], this starts the writer task on the
     /// current Tokio runtime: the storage serves writes while that runtime runs.
     pub async fn from_pool(pool: SqlitePool) -> StorageResult<Self> {
+        Self::from_pool_sealed(pool, Sealer::clear()).await
+    }
+
+    /// [`SqliteStorage::from_pool`] with secrets sealed by `seal`.
+    pub async fn from_pool_sealed(pool: SqlitePool, seal: Sealer) -> StorageResult<Self> {
         MIGRATOR.run(&pool).await.map_err(migrate_error)?;
         Ok(Self {
             filename: pool.connect_options().get_filename().to_path_buf(),
             writes: Writer::spawn(pool.clone(), None),
-            user_reads: point_reads::spawn(pool.clone()),
+            user_reads: point_reads::spawn(pool.clone(), seal.clone()),
             writer: pool.clone(),
             reader: pool,
+            seal,
         })
+    }
+
+    /// Seals every node key and user secret not yet sealed under the
+    /// current master key (clear ones, ones under a previous key) and
+    /// answers how many it re-sealed; the manager runs it at start. A value
+    /// under an unknown master key fails the whole step, naming the key, so
+    /// a wrong master key stops the start instead of reading garbage. Rows
+    /// already sealed under the current key are not read: running it again
+    /// is cheap.
+    pub async fn reseal(&self) -> StorageResult<u64> {
+        seal::reseal(self).await
     }
 
     /// What the group-commit writer did so far: how many transactions it

@@ -14,6 +14,7 @@ use crate::rows::{NODE_COLUMNS, USER_COLUMNS, found, node_from_row, parse, user_
 use crate::writer::Args;
 
 pub(crate) async fn create_node(s: &SqliteStorage, new: NewNode) -> StorageResult<Node> {
+    let seal = s.seal.clone();
     let sql = format!(
         "INSERT INTO nodes (id, endpoint, key, actual_status, required_status, \
              user_config_template, state_up_to_date, applied_seq, last_seen, \
@@ -25,28 +26,30 @@ pub(crate) async fn create_node(s: &SqliteStorage, new: NewNode) -> StorageResul
     let args = Args::default()
         .bind(new.id.to_string())
         .bind(new.endpoint)
-        .bind(new.key.expose_base64url())
+        .bind(seal.seal_node_key(new.id, &new.key))
         .bind(Timestamp::now().0);
     s.writes
-        .statement(sql, args, Some(Entity::Node), |row| {
-            node_from_row(&found(row, Entity::Node)?)
+        .statement(sql, args, Some(Entity::Node), move |row| {
+            node_from_row(&found(row, Entity::Node)?, &seal)
         })
         .await
 }
 
 pub(crate) async fn get_node(s: &SqliteStorage, id: NodeId) -> StorageResult<Node> {
+    let seal = s.seal.clone();
     let row = sqlx::query(&format!("SELECT {NODE_COLUMNS} FROM nodes WHERE id = ?1"))
         .bind(id.to_string())
         .fetch_one(&s.reader)
         .await
         .map_err(|e| db_error(e, Some(Entity::Node)))?;
-    node_from_row(&row)
+    node_from_row(&row, &seal)
 }
 
 pub(crate) async fn find_node_by_endpoint(
     s: &SqliteStorage,
     endpoint: &str,
 ) -> StorageResult<Option<Node>> {
+    let seal = s.seal.clone();
     let row = sqlx::query(&format!(
         "SELECT {NODE_COLUMNS} FROM nodes WHERE endpoint = ?1"
     ))
@@ -54,7 +57,7 @@ pub(crate) async fn find_node_by_endpoint(
     .fetch_optional(&s.reader)
     .await
     .map_err(|e| db_error(e, Some(Entity::Node)))?;
-    row.as_ref().map(node_from_row).transpose()
+    row.as_ref().map(|r| node_from_row(r, &seal)).transpose()
 }
 
 pub(crate) async fn list_nodes(s: &SqliteStorage, page: &PageRequest) -> StorageResult<Page<Node>> {
@@ -72,16 +75,19 @@ pub(crate) async fn list_nodes(s: &SqliteStorage, page: &PageRequest) -> Storage
     .fetch_all(&s.reader)
     .await
     .map_err(|e| db_error(e, Some(Entity::Node)))?;
-    kit::into_page(&rows, limit as usize, node_from_row, |n: &Node| {
-        n.id.to_string()
-    })
+    kit::into_page(
+        &rows,
+        limit as usize,
+        |r| node_from_row(r, &s.seal),
+        |n: &Node| n.id.to_string(),
+    )
 }
 
 pub(crate) async fn delete_node(s: &SqliteStorage, id: NodeId) -> StorageResult<()> {
     let sql = "DELETE FROM nodes WHERE id = ?1 RETURNING 1".to_owned();
     let args = Args::default().bind(id.to_string());
     s.writes
-        .statement(sql, args, Some(Entity::Node), |row| {
+        .statement(sql, args, Some(Entity::Node), move |row| {
             found(row, Entity::Node).map(drop)
         })
         .await
@@ -92,6 +98,7 @@ pub(crate) async fn set_required_status(
     id: NodeId,
     status: RequiredStatus,
 ) -> StorageResult<Node> {
+    let seal = s.seal.clone();
     let sql = format!(
         "UPDATE nodes SET \
              updated_at = CASE WHEN required_status = ?2 THEN updated_at ELSE ?3 END, \
@@ -103,13 +110,14 @@ pub(crate) async fn set_required_status(
         .bind(status.as_str())
         .bind(Timestamp::now().0);
     s.writes
-        .statement(sql, args, Some(Entity::Node), |row| {
-            node_from_row(&found(row, Entity::Node)?)
+        .statement(sql, args, Some(Entity::Node), move |row| {
+            node_from_row(&found(row, Entity::Node)?, &seal)
         })
         .await
 }
 
 pub(crate) async fn begin_start(s: &SqliteStorage, id: NodeId) -> StorageResult<StartPlan> {
+    let seal = s.seal.clone();
     s.write(move |conn| {
         Box::pin(async move {
             let row = sqlx::query(&format!(
@@ -121,7 +129,7 @@ pub(crate) async fn begin_start(s: &SqliteStorage, id: NodeId) -> StorageResult<
             .fetch_one(&mut *conn)
             .await
             .map_err(|e| db_error(e, Some(Entity::Node)))?;
-            let node = node_from_row(&row)?;
+            let node = node_from_row(&row, &seal)?;
             let seq: Seq = sqlx::query_scalar("SELECT last_seq FROM meta WHERE id = 1")
                 .fetch_one(&mut *conn)
                 .await
@@ -136,7 +144,7 @@ pub(crate) async fn begin_start(s: &SqliteStorage, id: NodeId) -> StorageResult<
             .map_err(|e| db_error(e, Some(Entity::User)))?;
             let users = rows
                 .iter()
-                .map(|r| user_from_row(r).map(|u| u.credentials()))
+                .map(|r| user_from_row(r, &seal).map(|u| u.credentials()))
                 .collect::<StorageResult<_>>()?;
             Ok(StartPlan { node, users, seq })
         })
@@ -163,7 +171,7 @@ pub(crate) async fn finish_start(
         .bind(Timestamp::now().0)
         .bind(kit::profile::inbounds_to_json(inbounds));
     s.writes
-        .statement(sql, args, Some(Entity::Node), |row| {
+        .statement(sql, args, Some(Entity::Node), move |row| {
             found(row, Entity::Node).map(drop)
         })
         .await
@@ -194,7 +202,7 @@ pub(crate) async fn note_user_ports(
             .bind(noted)
             .bind(Timestamp::now().0);
         if s.writes
-            .statement(sql, args, Some(Entity::Node), |row| Ok(row.is_some()))
+            .statement(sql, args, Some(Entity::Node), move |row| Ok(row.is_some()))
             .await?
         {
             return Ok(());
@@ -210,6 +218,7 @@ pub(crate) async fn set_node_profile(
     id: NodeId,
     profile: &NodeProfile,
 ) -> StorageResult<Node> {
+    let seal = s.seal.clone();
     profile.validate()?;
     let sql = format!(
         "UPDATE nodes SET profile = ?2, updated_at = ?3 WHERE id = ?1 RETURNING {NODE_COLUMNS}"
@@ -219,13 +228,14 @@ pub(crate) async fn set_node_profile(
         .bind(kit::profile::profile_to_json(profile))
         .bind(Timestamp::now().0);
     s.writes
-        .statement(sql, args, Some(Entity::Node), |row| {
-            node_from_row(&found(row, Entity::Node)?)
+        .statement(sql, args, Some(Entity::Node), move |row| {
+            node_from_row(&found(row, Entity::Node)?, &seal)
         })
         .await
 }
 
 pub(crate) async fn begin_stop(s: &SqliteStorage, id: NodeId) -> StorageResult<Node> {
+    let seal = s.seal.clone();
     let sql = format!(
         "UPDATE nodes SET state_up_to_date = 0, updated_at = ?2 \
          WHERE id = ?1 RETURNING {NODE_COLUMNS}"
@@ -234,8 +244,8 @@ pub(crate) async fn begin_stop(s: &SqliteStorage, id: NodeId) -> StorageResult<N
         .bind(id.to_string())
         .bind(Timestamp::now().0);
     s.writes
-        .statement(sql, args, Some(Entity::Node), |row| {
-            node_from_row(&found(row, Entity::Node)?)
+        .statement(sql, args, Some(Entity::Node), move |row| {
+            node_from_row(&found(row, Entity::Node)?, &seal)
         })
         .await
 }
@@ -249,7 +259,7 @@ pub(crate) async fn finish_stop(s: &SqliteStorage, id: NodeId) -> StorageResult<
         .bind(id.to_string())
         .bind(Timestamp::now().0);
     s.writes
-        .statement(sql, args, Some(Entity::Node), |row| {
+        .statement(sql, args, Some(Entity::Node), move |row| {
             found(row, Entity::Node).map(drop)
         })
         .await
@@ -271,7 +281,7 @@ pub(crate) async fn record_observation(
         .bind(actual.as_str())
         .bind(Timestamp::now().0);
     s.writes
-        .statement(sql, args, Some(Entity::Node), |row| {
+        .statement(sql, args, Some(Entity::Node), move |row| {
             found(row, Entity::Node).map(drop)
         })
         .await

@@ -7,6 +7,7 @@
 
 use manager_lib::domain::usage::{EnforceOutcome, storable};
 use manager_lib::domain::{BlockReason, PlanEdit, ResetStrategy, Timestamp, User, UserId};
+use manager_lib::seal::Sealer;
 use manager_lib::storage::kit::usage::{block_after_reset, plan_block};
 use manager_lib::storage::{Entity, StorageError, StorageResult};
 use sqlx::{Row as _, SqliteConnection};
@@ -35,7 +36,7 @@ pub(crate) async fn set_blocked(
     Ok(())
 }
 
-async fn live_user(conn: &mut SqliteConnection, id: UserId) -> StorageResult<User> {
+async fn live_user(conn: &mut SqliteConnection, id: UserId, seal: &Sealer) -> StorageResult<User> {
     let row = sqlx::query(&format!(
         "SELECT {USER_COLUMNS} FROM users WHERE id = ?1 AND deleted = 0"
     ))
@@ -43,7 +44,7 @@ async fn live_user(conn: &mut SqliteConnection, id: UserId) -> StorageResult<Use
     .fetch_optional(&mut *conn)
     .await
     .map_err(user_err)?;
-    user_from_row(&found(row, Entity::User)?)
+    user_from_row(&found(row, Entity::User)?, seal)
 }
 
 /// The edit is applied to the plan read inside the write transaction, so
@@ -54,9 +55,10 @@ pub(crate) async fn edit_user_plan(
     edit: PlanEdit,
     now: Timestamp,
 ) -> StorageResult<User> {
+    let seal = s.seal.clone();
     s.write(move |conn| {
         Box::pin(async move {
-            let user = live_user(conn, id).await?;
+            let user = live_user(conn, id, &seal).await?;
             let plan = edit.apply(user.plan)?;
             sqlx::query(
                 "UPDATE users SET data_limit = ?2, expire_at = ?3, reset_period = ?4, \
@@ -77,7 +79,7 @@ pub(crate) async fn edit_user_plan(
             if blocked != user.blocked {
                 set_blocked(conn, id, blocked).await?;
             }
-            live_user(conn, id).await
+            live_user(conn, id, &seal).await
         })
     })
     .await
@@ -88,15 +90,16 @@ pub(crate) async fn reset_user_usage(
     id: UserId,
     now: Timestamp,
 ) -> StorageResult<User> {
+    let seal = s.seal.clone();
     s.write(move |conn| {
         Box::pin(async move {
-            let user = live_user(conn, id).await?;
+            let user = live_user(conn, id, &seal).await?;
             reset(conn, id, now, user.next_reset_at).await?;
             let blocked = block_after_reset(user.blocked);
             if blocked != user.blocked {
                 set_blocked(conn, id, blocked).await?;
             }
-            live_user(conn, id).await
+            live_user(conn, id, &seal).await
         })
     })
     .await

@@ -2,6 +2,7 @@
 //! are busy goes in one statement (see `manager_lib::storage::grouped`).
 
 use manager_lib::domain::{User, UserId};
+use manager_lib::seal::Sealer;
 use manager_lib::storage::grouped::GroupedReads;
 use manager_lib::storage::{Entity, StorageResult};
 use sqlx::SqlitePool;
@@ -12,11 +13,11 @@ use crate::rows::{USER_COLUMNS, user_from_row};
 /// Statements in flight at once (each holds a reader connection).
 const CONCURRENT: usize = 4;
 
-pub(crate) fn spawn(pool: SqlitePool) -> GroupedReads {
-    GroupedReads::spawn(CONCURRENT, move |ids| read(pool.clone(), ids))
+pub(crate) fn spawn(pool: SqlitePool, seal: Sealer) -> GroupedReads {
+    GroupedReads::spawn(CONCURRENT, move |ids| read(pool.clone(), seal.clone(), ids))
 }
 
-async fn read(pool: SqlitePool, ids: Vec<UserId>) -> StorageResult<Vec<User>> {
+async fn read(pool: SqlitePool, seal: Sealer, ids: Vec<UserId>) -> StorageResult<Vec<User>> {
     let rows = if let [id] = ids.as_slice() {
         sqlx::query(&format!(
             "SELECT {USER_COLUMNS} FROM users WHERE id = ?1 AND deleted = 0"
@@ -36,5 +37,5 @@ async fn read(pool: SqlitePool, ids: Vec<UserId>) -> StorageResult<Vec<User>> {
         .await
     }
     .map_err(|e| db_error(e, Some(Entity::User)))?;
-    rows.iter().map(user_from_row).collect()
+    rows.iter().map(|r| user_from_row(r, &seal)).collect()
 }

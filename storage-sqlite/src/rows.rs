@@ -4,8 +4,9 @@
 use std::str::FromStr;
 
 use manager_lib::domain::{
-    Node, Plan, ResetStrategy, SubscriptionKey, Timestamp, UsageCursor, User, UserSecret,
+    Node, Plan, ResetStrategy, SubscriptionKey, Timestamp, UsageCursor, User,
 };
+use manager_lib::seal::Sealer;
 use manager_lib::storage::{Entity, StorageError, StorageResult, kit};
 use sqlx::Row as _;
 use sqlx::sqlite::SqliteRow;
@@ -48,14 +49,15 @@ where
     row.try_get(column).map_err(|e| db_error(e, Some(entity)))
 }
 
-pub(crate) fn node_from_row(row: &SqliteRow) -> StorageResult<Node> {
+/// A node from its row; its key opened by `seal`.
+pub(crate) fn node_from_row(row: &SqliteRow, seal: &Sealer) -> StorageResult<Node> {
     let e = Entity::Node;
-    let key: String = get(row, "key", e)?;
+    let id: &str = get(row, "id", e)?;
     Ok(Node {
-        id: parse(get(row, "id", e)?)?,
+        id: parse(id)?,
         endpoint: get(row, "endpoint", e)?,
         // The key is never echoed into the error: NodeKey's parse error is redacted.
-        key: parse(&key)?,
+        key: seal.open_node_key(id, get(row, "key", e)?)?,
         actual_status: parse(get(row, "actual_status", e)?)?,
         required_status: parse(get(row, "required_status", e)?)?,
         user_config_template: get(row, "user_config_template", e)?,
@@ -76,13 +78,15 @@ pub(crate) fn node_from_row(row: &SqliteRow) -> StorageResult<Node> {
     })
 }
 
-pub(crate) fn user_from_row(row: &SqliteRow) -> StorageResult<User> {
+/// A user from its row; its secret opened by `seal`.
+pub(crate) fn user_from_row(row: &SqliteRow, seal: &Sealer) -> StorageResult<User> {
     let e = Entity::User;
+    let id: &str = get(row, "id", e)?;
     Ok(User {
-        id: parse(get(row, "id", e)?)?,
+        id: parse(id)?,
         name: get(row, "name", e)?,
         status: parse(get(row, "status", e)?)?,
-        secret: UserSecret::from_stored(get(row, "secret", e)?),
+        secret: seal.open_user_secret(id, get(row, "secret", e)?)?,
         subscription_key: SubscriptionKey::from_hex(get(row, "subscription_key", e)?)
             .map_err(|e| StorageError::Corrupt(e.to_string()))?,
         device_limit: get::<Option<i64>>(row, "device_limit", e)?

@@ -220,6 +220,7 @@ pub(crate) async fn set_node_multiplier(
     id: NodeId,
     multiplier: f64,
 ) -> StorageResult<Node> {
+    let seal = s.seal.clone();
     let multiplier = check_multiplier(multiplier)?;
     let sql = format!(
         "UPDATE nodes SET traffic_multiplier = ?2, updated_at = ?3 \
@@ -230,8 +231,8 @@ pub(crate) async fn set_node_multiplier(
         .bind(multiplier)
         .bind(Timestamp::now().0);
     s.writes
-        .statement(sql, args, Some(Entity::Node), |row| {
-            node_from_row(&found(row, Entity::Node)?)
+        .statement(sql, args, Some(Entity::Node), move |row| {
+            node_from_row(&found(row, Entity::Node)?, &seal)
         })
         .await
 }

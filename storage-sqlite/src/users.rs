@@ -14,6 +14,7 @@ use crate::rows::{USER_COLUMNS, USER_COLUMNS_U, found, parse, user_from_row};
 use crate::writer::Args;
 
 pub(crate) async fn create_user(s: &SqliteStorage, new: NewUser) -> StorageResult<User> {
+    let seal = s.seal.clone();
     new.plan.validate()?;
     let now = Timestamp::now();
     let plan = new.plan;
@@ -29,7 +30,7 @@ pub(crate) async fn create_user(s: &SqliteStorage, new: NewUser) -> StorageResul
     let args = Args::default()
         .bind(new.id.to_string())
         .bind(new.name)
-        .bind(new.secret.expose().to_owned())
+        .bind(seal.seal_user_secret(new.id, &new.secret))
         .bind(now.0)
         .bind(plan.data_limit.map(storable))
         .bind(plan.expire_at.map(|t| t.0))
@@ -40,8 +41,8 @@ pub(crate) async fn create_user(s: &SqliteStorage, new: NewUser) -> StorageResul
         .bind(plan.reset.next_reset_after(now).map(|t| t.0))
         .bind(new.subscription_key.to_hex());
     s.writes
-        .statement(sql, args, Some(Entity::User), |row| {
-            user_from_row(&found(row, Entity::User)?)
+        .statement(sql, args, Some(Entity::User), move |row| {
+            user_from_row(&found(row, Entity::User)?, &seal)
         })
         .await
 }
@@ -65,9 +66,12 @@ pub(crate) async fn list_users(s: &SqliteStorage, page: &PageRequest) -> Storage
     .fetch_all(&s.reader)
     .await
     .map_err(|e| db_error(e, Some(Entity::User)))?;
-    kit::into_page(&rows, limit as usize, user_from_row, |u: &User| {
-        u.id.to_string()
-    })
+    kit::into_page(
+        &rows,
+        limit as usize,
+        |r| user_from_row(r, &s.seal),
+        |u: &User| u.id.to_string(),
+    )
 }
 
 pub(crate) async fn set_user_status(
@@ -75,6 +79,7 @@ pub(crate) async fn set_user_status(
     id: UserId,
     status: UserStatus,
 ) -> StorageResult<User> {
+    let seal = s.seal.clone();
     // One statement: the trigger users_change hands out the sequence
     // number named here and counts the enabled users, atomically.
     let sql = format!(
@@ -86,8 +91,8 @@ pub(crate) async fn set_user_status(
     let args = Args::default().bind(id.to_string()).bind(status.as_str());
     let changed = s
         .writes
-        .statement(sql, args, Some(Entity::User), |row| {
-            row.as_ref().map(user_from_row).transpose()
+        .statement(sql, args, Some(Entity::User), move |row| {
+            row.as_ref().map(|r| user_from_row(r, &seal)).transpose()
         })
         .await?;
     match changed {
@@ -103,14 +108,15 @@ pub(crate) async fn set_subscription_key(
     id: UserId,
     key: SubscriptionKey,
 ) -> StorageResult<User> {
+    let seal = s.seal.clone();
     let sql = format!(
         "UPDATE users SET subscription_key = ?2 WHERE id = ?1 AND deleted = 0 \
          RETURNING {USER_COLUMNS}"
     );
     let args = Args::default().bind(id.to_string()).bind(key.to_hex());
     s.writes
-        .statement(sql, args, Some(Entity::User), |row| {
-            user_from_row(&found(row, Entity::User)?)
+        .statement(sql, args, Some(Entity::User), move |row| {
+            user_from_row(&found(row, Entity::User)?, &seal)
         })
         .await
 }
@@ -123,7 +129,7 @@ pub(crate) async fn delete_user(s: &SqliteStorage, id: UserId) -> StorageResult<
         .to_owned();
     let args = Args::default().bind(id.to_string());
     s.writes
-        .statement(sql, args, Some(Entity::User), |row| {
+        .statement(sql, args, Some(Entity::User), move |row| {
             found(row, Entity::User).map(drop)
         })
         .await
@@ -148,7 +154,7 @@ pub(crate) async fn user_nodes(s: &SqliteStorage, id: UserId) -> StorageResult<U
     .await
     .map_err(|e| db_error(e, Some(Entity::User)))?;
     let first = rows.first().ok_or(StorageError::NotFound(Entity::User))?;
-    let user = user_from_row(first)?;
+    let user = user_from_row(first, &s.seal)?;
     let get = |e| db_error(e, Some(Entity::Node));
     let mut nodes = Vec::with_capacity(rows.len());
     for row in &rows {

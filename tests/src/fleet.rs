@@ -159,6 +159,18 @@ impl ManagerProcess {
     }
 }
 
+/// A random master key (base64), the same for every manager this test
+/// process starts.
+pub fn shared_master_key() -> &'static str {
+    static KEY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| {
+        use base64::Engine as _;
+        let mut bytes = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    })
+}
+
 /// Spawns `xray-manager` and waits for the address it listens on.
 async fn spawn_manager(
     data: &Path,
@@ -176,6 +188,17 @@ async fn spawn_manager(
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(true);
+    // Managers on one shared database need one master key (a key file is
+    // generated only for the embedded SQLite storage): this test process's.
+    let shared_db = env
+        .iter()
+        .any(|(k, v)| k == "XM_STORAGE_URL" && v.starts_with("postgres"));
+    let keyed = env
+        .iter()
+        .any(|(k, _)| k == "XM_MASTER_KEY" || k == "XM_SECRETS_MASTER_KEY_FILE");
+    if shared_db && !keyed {
+        cmd.env("XM_MASTER_KEY", shared_master_key());
+    }
     for (k, v) in env {
         cmd.env(k, v);
     }

@@ -71,6 +71,22 @@ async fn a_restored_backup_holds_every_node_and_user() {
     manager.kill().await;
 
     let fresh = tempfile::tempdir().unwrap();
+    // The backup's secrets are sealed under the master key, which is not in
+    // it: without the key the restore is refused and writes nothing.
+    let keyless = manager_command(
+        fresh.path(),
+        &["restore", "--from", backup.to_str().unwrap()],
+    );
+    assert!(!keyless.status.success());
+    let err = String::from_utf8_lossy(&keyless.stderr);
+    assert!(err.contains("no master key"), "{err}");
+    assert!(!fresh.path().join("manager.db").exists());
+    // The operator keeps the key apart from the backups and brings it back.
+    std::fs::copy(
+        data.path().join("master-key"),
+        fresh.path().join("master-key"),
+    )
+    .unwrap();
     let out = manager_command(
         fresh.path(),
         &["restore", "--from", backup.to_str().unwrap()],

@@ -36,6 +36,11 @@ struct Args {
     /// XM_ADMIN_FAILURE_REFILL_SECS (default 60); past that, admin calls from
     /// that address answer 429.
     ///
+    /// Secrets at rest ([secrets]): XM_MASTER_KEY (32 bytes as base64) or
+    /// XM_SECRETS_MASTER_KEY_FILE; unset: <data_dir>/master-key, generated
+    /// (0600) on the first start of the SQLite storage. During a rotation,
+    /// XM_SECRETS_PREVIOUS_MASTER_KEY_FILES (comma-separated) still open.
+    ///
     /// Listener limits ([http]): XM_HTTP_HEADER_READ_TIMEOUT_MS
     /// (10000), XM_HTTP_IDLE_TIMEOUT_MS (60000), XM_HTTP_MAX_CONNECTIONS (1024;
     /// past it the listener stops accepting), XM_HTTP_MAX_HEADER_BYTES
@@ -96,7 +101,7 @@ async fn run(args: Args) -> Result<(), String> {
         Command::Serve => bins::manager::serve(cfg, url).await,
         Command::Backup { to } => {
             sqlite_only()?;
-            let inv = storage_sqlite::backup::backup(&url, &to)
+            let inv = storage_sqlite::backup::backup(&url, &to, &backup_sealer(&cfg)?)
                 .await
                 .map_err(|e| e.to_string())?;
             println!(
@@ -109,7 +114,7 @@ async fn run(args: Args) -> Result<(), String> {
         }
         Command::Restore { from } => {
             sqlite_only()?;
-            let inv = storage_sqlite::backup::restore(&from, &url)
+            let inv = storage_sqlite::backup::restore(&from, &url, &backup_sealer(&cfg)?)
                 .await
                 .map_err(|e| e.to_string())?;
             println!(
@@ -121,4 +126,10 @@ async fn run(args: Args) -> Result<(), String> {
             Ok(())
         }
     }
+}
+
+/// The sealer a backup is checked with: the configured master key (never a
+/// generated one: a backup is readable only with the key it was sealed under).
+fn backup_sealer(cfg: &ManagerConfig) -> Result<manager_lib::seal::Sealer, String> {
+    Ok(cfg.secrets.sealer(&cfg.data_dir, false)?.0)
 }

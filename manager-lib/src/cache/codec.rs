@@ -2,9 +2,9 @@
 //! cache: the key of a user row, the row itself, and the absence of one.
 
 use crate::domain::{
-    BlockReason, Plan, ResetStrategy, Seq, SubscriptionKey, Timestamp, User, UserId, UserSecret,
-    UserStatus,
+    BlockReason, Plan, ResetStrategy, Seq, SubscriptionKey, Timestamp, User, UserId, UserStatus,
 };
+use crate::seal::Sealer;
 
 pub(super) fn user_key(generation: u64, id: UserId) -> String {
     format!("u:{generation:x}:{id}")
@@ -19,27 +19,33 @@ pub(super) const USER_ROW_V1: u8 = 1;
 pub(super) const ABSENT_ROW: &[u8] = &[0];
 
 /// The format of a user row with its plan, usage (issue 16), subscription
-/// key and device limit (issue 17), and when it was read from the storage
-/// (the age of its usage totals). Replicas that only know an older format
-/// (1: no plan; 2: no subscription key; 3: no read time) treat it as
-/// absent, and this one theirs.
-pub(super) const USER_ROW_V4: u8 = 4;
+/// key and device limit (issue 17), when it was read from the storage (the
+/// age of its usage totals), and its secret sealed (issue 19). Replicas that
+/// only know an older format (1: no plan; 2: no subscription key; 3: no read
+/// time; 4: the secret in clear, which a version-4 reader would hand out
+/// sealed) treat it as absent, and this one theirs.
+pub(super) const USER_ROW_V5: u8 = 5;
 
 /// A compact binary row: version, status, change_seq, created_at, blocked,
 /// used up and down, the plan (limit, expiry, hold: each a presence byte and
 /// 8 bytes; reset period and day), next and last reset, the subscription
 /// key, the device limit (a presence byte and 8 bytes), when the row was
-/// read from the storage (8 bytes), secret (length-prefixed), name (the
-/// rest). The id is the key's.
-pub(super) fn encode_user(user: &User, read_at: Timestamp) -> Vec<u8> {
+/// read from the storage (8 bytes), secret sealed by `seal` as in the
+/// database (length-prefixed), name (the rest). The id is the key's.
+///
+/// The secret is sealed because the cache is a dump too (Redis RDB and AOF
+/// files, a replica's copy); opening it costs a microsecond or two per
+/// node-list call.
+pub(super) fn encode_user(user: &User, read_at: Timestamp, seal: &Sealer) -> Vec<u8> {
     fn opt(out: &mut Vec<u8>, v: Option<i64>) {
         out.push(u8::from(v.is_some()));
         out.extend_from_slice(&v.unwrap_or_default().to_le_bytes());
     }
-    let secret = user.secret.expose().as_bytes();
+    let secret = seal.seal_user_secret(user.id, &user.secret);
+    let secret = secret.as_bytes();
     let secret_len = u16::try_from(secret.len()).expect("a user secret is short");
     let mut out = Vec::with_capacity(100 + secret.len() + user.name.len());
-    out.push(USER_ROW_V4);
+    out.push(USER_ROW_V5);
     out.push(match user.status {
         UserStatus::Enabled => 1,
         UserStatus::Disabled => 0,
@@ -77,8 +83,8 @@ pub(super) fn encode_user(user: &User, read_at: Timestamp) -> Vec<u8> {
 }
 
 /// A row [`encode_user`] wrote: the user, and when it was read from the
-/// storage.
-pub(super) fn decode_user(id: UserId, bytes: &[u8]) -> Option<(User, Timestamp)> {
+/// storage. A secret `seal` cannot open makes the row unreadable.
+pub(super) fn decode_user(id: UserId, bytes: &[u8], seal: &Sealer) -> Option<(User, Timestamp)> {
     fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
         let (head, tail) = bytes.split_at_checked(n)?;
         *bytes = tail;
@@ -103,7 +109,7 @@ pub(super) fn decode_user(id: UserId, bytes: &[u8]) -> Option<(User, Timestamp)>
         }
     }
     let mut rest = bytes;
-    if byte(&mut rest)? != USER_ROW_V4 {
+    if byte(&mut rest)? != USER_ROW_V5 {
         return None;
     }
     let status = match byte(&mut rest)? {
@@ -148,7 +154,7 @@ pub(super) fn decode_user(id: UserId, bytes: &[u8]) -> Option<(User, Timestamp)>
         id,
         name: name.to_owned(),
         status,
-        secret: UserSecret::from_stored(secret.to_owned()),
+        secret: seal.open_user_secret(&id.to_string(), secret).ok()?,
         subscription_key,
         device_limit,
         change_seq,
@@ -171,6 +177,8 @@ pub(super) fn decode_user(id: UserId, bytes: &[u8]) -> Option<(User, Timestamp)>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::UserSecret;
+    use crate::seal::MasterKey;
 
     fn sample(name: &str, status: UserStatus) -> User {
         User {
@@ -204,35 +212,54 @@ mod tests {
             sample(&"я🚀".repeat(200), UserStatus::Enabled),
         ] {
             let read_at = Timestamp(1_800_000_000_123);
+            let clear = Sealer::clear();
             assert_eq!(
-                decode_user(user.id, &encode_user(&user, read_at)),
+                decode_user(user.id, &encode_user(&user, read_at, &clear), &clear),
                 Some((user, read_at))
             );
         }
     }
 
     #[test]
+    fn a_cached_secret_is_sealed_and_opens_only_under_its_key_and_id() {
+        let seal = Sealer::new(MasterKey::random(), Vec::new());
+        let user = sample("alice", UserStatus::Enabled);
+        let read_at = Timestamp(7);
+        let bytes = encode_user(&user, read_at, &seal);
+        let clear = user.secret.expose().as_bytes();
+        assert!(!bytes.windows(clear.len()).any(|w| w == clear));
+        assert_eq!(
+            decode_user(user.id, &bytes, &seal),
+            Some((user.clone(), read_at))
+        );
+        let other = Sealer::new(MasterKey::random(), Vec::new());
+        assert_eq!(decode_user(user.id, &bytes, &other), None);
+        assert_eq!(decode_user(UserId::random(), &bytes, &seal), None);
+    }
+
+    #[test]
     fn damaged_user_rows_are_not_read() {
         let user = sample("alice", UserStatus::Enabled);
-        let bytes = encode_user(&user, Timestamp(42));
-        assert_eq!(decode_user(user.id, &[]), None);
-        assert_eq!(decode_user(user.id, &bytes[..10]), None);
+        let seal = Sealer::clear();
+        let bytes = encode_user(&user, Timestamp(42), &seal);
+        assert_eq!(decode_user(user.id, &[], &seal), None);
+        assert_eq!(decode_user(user.id, &bytes[..10], &seal), None);
         let mut other_version = bytes.clone();
-        for older in [USER_ROW_V1, 2, 3] {
+        for older in [USER_ROW_V1, 2, 3, 4] {
             other_version[0] = older;
-            assert_eq!(decode_user(user.id, &other_version), None);
+            assert_eq!(decode_user(user.id, &other_version, &seal), None);
         }
         let mut bad_status = bytes.clone();
         bad_status[1] = 7;
-        assert_eq!(decode_user(user.id, &bad_status), None);
+        assert_eq!(decode_user(user.id, &bad_status, &seal), None);
         // A secret length running past the end.
         let at = bytes.len() - user.name.len() - user.secret.expose().len() - 2;
         let mut long_secret = bytes.clone();
         long_secret[at] = 0xff;
         long_secret[at + 1] = 0xff;
-        assert_eq!(decode_user(user.id, &long_secret), None);
+        assert_eq!(decode_user(user.id, &long_secret, &seal), None);
         let mut bad_block = bytes;
         bad_block[18] = 3;
-        assert_eq!(decode_user(user.id, &bad_block), None);
+        assert_eq!(decode_user(user.id, &bad_block, &seal), None);
     }
 }

@@ -23,6 +23,7 @@ use crate::domain::{
     NewUser, Node, NodeId, NodeProfile, Page, PageRequest, PendingBatch, PlanEdit, RequiredStatus,
     Seq, ServingNode, StartPlan, SubscriptionKey, Timestamp, User, UserId, UserNodes, UserStatus,
 };
+use crate::seal::Sealer;
 use crate::storage::{Storage, StorageError, StorageResult};
 
 /// How long [`CachedStorage`] trusts what it cached.
@@ -75,6 +76,8 @@ pub struct CachedStorage {
     nodes: NodeSet,
     feed: ChangeFeed,
     counters: Arc<Counters>,
+    /// Seals the user secrets the cache holds.
+    seal: Sealer,
 }
 
 impl CachedStorage {
@@ -97,7 +100,14 @@ impl CachedStorage {
             nodes: NodeSet::default(),
             feed,
             counters,
+            seal: Sealer::clear(),
         }
+    }
+
+    /// Seals the user secrets it puts in the cache with `seal` (the default
+    /// caches them in clear), as the storage seals them in the database.
+    pub fn with_sealer(self, seal: Sealer) -> Self {
+        Self { seal, ..self }
     }
 
     /// The counters so far.

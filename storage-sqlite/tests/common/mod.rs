@@ -41,3 +41,18 @@ pub async fn fresh_storage() -> Fixture {
         dir,
     }
 }
+
+/// [`fresh_storage`] with node keys and user secrets sealed under a random
+/// master key.
+pub async fn fresh_sealed_storage() -> Fixture {
+    use manager_lib::seal::{MasterKey, Sealer};
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let seal = Sealer::new(MasterKey::random(), Vec::new());
+    let storage = SqliteStorage::connect_sealed(&url_in(&dir), seal)
+        .await
+        .expect("open a new database");
+    Fixture {
+        storage: Arc::new(storage),
+        dir,
+    }
+}

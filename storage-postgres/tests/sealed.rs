@@ -1,0 +1,184 @@
+//! Secrets sealed at rest on PostgreSQL: a `pg_dump` of the database holds
+//! no node key or user secret in any form, a value moved to another row does
+//! not open, and a wrong master key is refused at start.
+//! Run with:
+//! `TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres cargo nextest run -p storage-postgres --test sealed`
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use manager_lib::domain::{NewNode, NewUser, Node, User, UserStatus};
+use manager_lib::seal::{MasterKey, Sealer};
+use manager_lib::storage::{Storage, StorageError};
+use storage_postgres::PgStorage;
+use storage_postgres::testing::TestDatabase;
+
+fn sealer(key: &MasterKey) -> Sealer {
+    Sealer::new(key.clone(), Vec::new())
+}
+
+/// Every way a secret given as base64url could be written: as is, as
+/// standard base64 and as hex of its bytes.
+fn forms(base64url: &str) -> Vec<String> {
+    let bytes = URL_SAFE_NO_PAD.decode(base64url).expect("base64url");
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    vec![
+        base64url.to_owned(),
+        STANDARD.encode(&bytes).trim_end_matches('=').to_owned(),
+        hex,
+    ]
+}
+
+async fn fill(s: &dyn Storage) -> (Vec<Node>, Vec<User>) {
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        let node = NewNode::new(format!("http://10.9.0.{i}:8443")).unwrap();
+        nodes.push(s.create_node(node).await.unwrap());
+    }
+    let mut users = Vec::new();
+    for i in 0..12 {
+        let user = s
+            .create_user(NewUser::new(format!("user-{i}")).unwrap())
+            .await
+            .unwrap();
+        let user = if i % 2 == 0 {
+            s.set_user_status(user.id, UserStatus::Enabled)
+                .await
+                .unwrap()
+        } else {
+            user
+        };
+        users.push(user);
+    }
+    (nodes, users)
+}
+
+fn pg_dump(db: &TestDatabase) -> String {
+    let out = std::process::Command::new("pg_dump")
+        .arg(db.url())
+        .output()
+        .expect("pg_dump runs (install the PostgreSQL client tools)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn a_pg_dump_holds_no_node_key_or_user_secret_in_any_form() {
+    let db = TestDatabase::new().await;
+    let key = MasterKey::random();
+    let s = PgStorage::connect_sealed(db.url(), sealer(&key))
+        .await
+        .unwrap();
+    let (nodes, users) = fill(&s).await;
+    let dump = pg_dump(&db);
+    assert!(dump.contains("user-11"), "the dump holds the users' rows");
+    let prefix = sealer(&key).current_prefix().unwrap();
+    assert!(
+        dump.matches(&prefix).count() >= nodes.len() + users.len(),
+        "the dump holds the sealed values"
+    );
+    let keys = nodes.iter().map(|n| n.key.expose_base64url());
+    let secrets = users.iter().map(|u| u.secret.expose().to_owned());
+    for secret in keys.chain(secrets) {
+        for form in forms(&secret) {
+            assert!(!dump.contains(&form), "a key or secret is in the dump");
+        }
+    }
+    // And they read back, through every path that reads them.
+    for node in &nodes {
+        assert_eq!(s.get_node(node.id).await.unwrap().key, node.key);
+    }
+    for user in &users {
+        assert_eq!(s.get_user(user.id).await.unwrap().secret, user.secret);
+    }
+    let pending = s.pending_operations(nodes[0].id, 100).await.unwrap();
+    assert_eq!(pending.operations.len(), 6);
+    for op in &pending.operations {
+        let user = users.iter().find(|u| u.id == op.user.id).unwrap();
+        assert_eq!(op.user.secret, user.secret);
+    }
+}
+
+#[tokio::test]
+async fn a_sealed_value_moved_to_another_row_does_not_open() {
+    let db = TestDatabase::new().await;
+    let s = PgStorage::connect_sealed(db.url(), sealer(&MasterKey::random()))
+        .await
+        .unwrap();
+    let (nodes, users) = fill(&s).await;
+    for (table, column, from, to) in [
+        (
+            "nodes",
+            "node_key",
+            nodes[0].id.to_string(),
+            nodes[1].id.to_string(),
+        ),
+        (
+            "users",
+            "secret",
+            users[0].id.to_string(),
+            users[1].id.to_string(),
+        ),
+    ] {
+        sqlx::query(&format!(
+            "UPDATE {table} SET {column} = (SELECT {column} FROM {table} WHERE id = $1::uuid) \
+             WHERE id = $2::uuid"
+        ))
+        .bind(from)
+        .bind(to)
+        .execute(s.pool())
+        .await
+        .unwrap();
+    }
+    let node = s.get_node(nodes[1].id).await.unwrap_err();
+    assert!(
+        matches!(&node, StorageError::Corrupt(m) if m.contains("another row")),
+        "{node}"
+    );
+    assert!(matches!(
+        s.get_user(users[1].id).await,
+        Err(StorageError::Corrupt(_))
+    ));
+    assert_eq!(s.get_node(nodes[0].id).await.unwrap().key, nodes[0].key);
+}
+
+#[tokio::test]
+async fn a_wrong_master_key_is_refused_and_a_rotation_reseals_everything() {
+    let db = TestDatabase::new().await;
+    let old = MasterKey::random();
+    let s = PgStorage::connect_sealed(db.url(), sealer(&old))
+        .await
+        .unwrap();
+    let (nodes, users) = fill(&s).await;
+    s.close().await;
+
+    let new = MasterKey::random();
+    let wrong = PgStorage::connect_sealed(db.url(), sealer(&new))
+        .await
+        .unwrap();
+    let err = wrong.reseal().await.unwrap_err().to_string();
+    assert!(err.contains(old.id()) && err.contains(new.id()), "{err}");
+    wrong.close().await;
+
+    let rotating = PgStorage::connect_sealed(db.url(), Sealer::new(new.clone(), vec![old]))
+        .await
+        .unwrap();
+    assert_eq!(
+        rotating.reseal().await.unwrap(),
+        (nodes.len() + users.len()) as u64
+    );
+    assert_eq!(rotating.reseal().await.unwrap(), 0, "idempotent");
+    rotating.close().await;
+
+    let s = PgStorage::connect_sealed(db.url(), sealer(&new))
+        .await
+        .unwrap();
+    assert_eq!(s.reseal().await.unwrap(), 0);
+    for user in &users {
+        assert_eq!(s.get_user(user.id).await.unwrap().secret, user.secret);
+    }
+    assert_eq!(s.get_node(nodes[2].id).await.unwrap().key, nodes[2].key);
+}

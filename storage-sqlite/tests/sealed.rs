@@ -1,0 +1,270 @@
+//! Secrets sealed at rest on SQLite: the database file holds no node key or
+//! user secret in any form, a sealed value opens only in its own row and
+//! under its master key, clear values of an older database are sealed at
+//! start, and a master key rotation leaves nothing under the old key.
+
+mod common;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use common::url_in;
+use manager_lib::domain::{NewNode, NewUser, Node, User, UserStatus};
+use manager_lib::seal::{MasterKey, Sealer};
+use manager_lib::storage::{Storage, StorageError};
+use storage_sqlite::SqliteStorage;
+use tempfile::TempDir;
+
+fn sealer(key: &MasterKey) -> Sealer {
+    Sealer::new(key.clone(), Vec::new())
+}
+
+/// Every way a secret given as base64url could be written: as is, as
+/// standard base64 and as hex of its bytes.
+fn forms(base64url: &str) -> Vec<String> {
+    let bytes = URL_SAFE_NO_PAD.decode(base64url).expect("base64url");
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    vec![
+        base64url.to_owned(),
+        STANDARD.encode(&bytes).trim_end_matches('=').to_owned(),
+        hex,
+    ]
+}
+
+/// Nodes and users (some enabled, so the change log has them too).
+async fn fill(s: &dyn Storage) -> (Vec<Node>, Vec<User>) {
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        let node = NewNode::new(format!("http://10.9.0.{i}:8443")).unwrap();
+        nodes.push(s.create_node(node).await.unwrap());
+    }
+    let mut users = Vec::new();
+    for i in 0..12 {
+        let user = s
+            .create_user(NewUser::new(format!("user-{i}")).unwrap())
+            .await
+            .unwrap();
+        let user = if i % 2 == 0 {
+            s.set_user_status(user.id, UserStatus::Enabled)
+                .await
+                .unwrap()
+        } else {
+            user
+        };
+        users.push(user);
+    }
+    (nodes, users)
+}
+
+/// The bytes of the database file and its WAL.
+fn file_bytes(dir: &TempDir) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for name in ["manager.db", "manager.db-wal"] {
+        if let Ok(b) = std::fs::read(dir.path().join(name)) {
+            bytes.extend(b);
+        }
+    }
+    bytes
+}
+
+fn assert_no_secret_in(bytes: &[u8], nodes: &[Node], users: &[User]) {
+    let keys = nodes.iter().map(|n| n.key.expose_base64url());
+    let secrets = users.iter().map(|u| u.secret.expose().to_owned());
+    let mut checked = 0;
+    for secret in keys.chain(secrets) {
+        for form in forms(&secret) {
+            assert!(
+                !bytes.windows(form.len()).any(|w| w == form.as_bytes()),
+                "a key or secret is in the database file in clear"
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 3 * (nodes.len() + users.len()));
+}
+
+async fn assert_reads_back(s: &dyn Storage, nodes: &[Node], users: &[User]) {
+    for node in nodes {
+        assert_eq!(s.get_node(node.id).await.unwrap().key, node.key);
+    }
+    for user in users {
+        assert_eq!(s.get_user(user.id).await.unwrap().secret, user.secret);
+    }
+}
+
+#[tokio::test]
+async fn the_database_file_and_its_wal_hold_no_key_or_secret_in_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = MasterKey::random();
+    let s = SqliteStorage::connect_sealed(&url_in(&dir), sealer(&key))
+        .await
+        .unwrap();
+    let (nodes, users) = fill(&s).await;
+    // While open: the pages are in the WAL.
+    let open = file_bytes(&dir);
+    let prefix = sealer(&key).current_prefix().unwrap();
+    assert!(
+        open.windows(prefix.len()).any(|w| w == prefix.as_bytes()),
+        "the file holds the sealed values"
+    );
+    assert_no_secret_in(&open, &nodes, &users);
+    assert_reads_back(&s, &nodes, &users).await;
+    let pending = s.pending_operations(nodes[0].id, 100).await.unwrap();
+    assert_eq!(pending.operations.len(), 6);
+    for op in &pending.operations {
+        let user = users.iter().find(|u| u.id == op.user.id).unwrap();
+        assert_eq!(op.user.secret, user.secret);
+    }
+    s.close().await;
+    assert_no_secret_in(&file_bytes(&dir), &nodes, &users);
+}
+
+#[tokio::test]
+async fn a_sealed_value_moved_to_another_row_does_not_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStorage::connect_sealed(&url_in(&dir), sealer(&MasterKey::random()))
+        .await
+        .unwrap();
+    let (nodes, users) = fill(&s).await;
+    let raw = sqlx::SqlitePool::connect(&url_in(&dir)).await.unwrap();
+    for (table, column, from, to) in [
+        (
+            "nodes",
+            "key",
+            nodes[0].id.to_string(),
+            nodes[1].id.to_string(),
+        ),
+        (
+            "users",
+            "secret",
+            users[0].id.to_string(),
+            users[1].id.to_string(),
+        ),
+    ] {
+        sqlx::query(&format!(
+            "UPDATE {table} SET {column} = (SELECT {column} FROM {table} WHERE id = ?1) \
+             WHERE id = ?2"
+        ))
+        .bind(from)
+        .bind(to)
+        .execute(&raw)
+        .await
+        .unwrap();
+    }
+    raw.close().await;
+    let node = s.get_node(nodes[1].id).await.unwrap_err();
+    assert!(
+        matches!(&node, StorageError::Corrupt(m) if m.contains("another row")),
+        "{node}"
+    );
+    let user = s.get_user(users[1].id).await.unwrap_err();
+    assert!(matches!(user, StorageError::Corrupt(_)), "{user}");
+    // The rows the values came from still open.
+    assert_eq!(s.get_node(nodes[0].id).await.unwrap().key, nodes[0].key);
+    assert_eq!(
+        s.get_user(users[0].id).await.unwrap().secret,
+        users[0].secret
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_master_key_is_refused_with_both_key_ids_and_no_key_at_all_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let right = MasterKey::random();
+    let s = SqliteStorage::connect_sealed(&url_in(&dir), sealer(&right))
+        .await
+        .unwrap();
+    let (nodes, _) = fill(&s).await;
+    s.close().await;
+
+    let wrong = MasterKey::random();
+    let s = SqliteStorage::connect_sealed(&url_in(&dir), sealer(&wrong))
+        .await
+        .unwrap();
+    let err = s.reseal().await.unwrap_err().to_string();
+    assert!(
+        err.contains(right.id()) && err.contains(wrong.id()),
+        "the error names both keys: {err}"
+    );
+    assert!(err.contains("master_key_file"), "{err}");
+    // Reads refuse too: never a garbage key.
+    assert!(s.get_node(nodes[0].id).await.is_err());
+    s.close().await;
+
+    let clear = SqliteStorage::connect(&url_in(&dir)).await.unwrap();
+    let err = clear.reseal().await.unwrap_err().to_string();
+    assert!(err.contains("no master key was given"), "{err}");
+    clear.close().await;
+
+    // Nothing was changed by the refused starts.
+    let s = SqliteStorage::connect_sealed(&url_in(&dir), sealer(&right))
+        .await
+        .unwrap();
+    assert_eq!(s.reseal().await.unwrap(), 0);
+    assert_eq!(s.get_node(nodes[0].id).await.unwrap().key, nodes[0].key);
+}
+
+#[tokio::test]
+async fn clear_values_of_an_older_database_are_sealed_at_start_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let before = SqliteStorage::connect(&url_in(&dir)).await.unwrap();
+    let (nodes, users) = fill(&before).await;
+    before.close().await;
+    let clear = file_bytes(&dir);
+    let first = nodes[0].key.expose_base64url();
+    assert!(
+        clear.windows(first.len()).any(|w| w == first.as_bytes()),
+        "without a master key the file holds the key in clear"
+    );
+
+    let key = MasterKey::random();
+    let s = SqliteStorage::connect_sealed(&url_in(&dir), sealer(&key))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.reseal().await.unwrap(),
+        (nodes.len() + users.len()) as u64
+    );
+    assert_eq!(s.reseal().await.unwrap(), 0, "idempotent");
+    assert_reads_back(&s, &nodes, &users).await;
+    // No copy left in freed pages or the WAL, even while open.
+    assert_no_secret_in(&file_bytes(&dir), &nodes, &users);
+    s.close().await;
+    assert_no_secret_in(&file_bytes(&dir), &nodes, &users);
+}
+
+#[tokio::test]
+async fn a_master_key_rotation_reseals_everything_and_the_old_key_is_then_not_needed() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = MasterKey::random();
+    let s = SqliteStorage::connect_sealed(&url_in(&dir), sealer(&old))
+        .await
+        .unwrap();
+    let (nodes, users) = fill(&s).await;
+    s.close().await;
+
+    let new = MasterKey::random();
+    let rotating = Sealer::new(new.clone(), vec![old.clone()]);
+    let s = SqliteStorage::connect_sealed(&url_in(&dir), rotating)
+        .await
+        .unwrap();
+    // Readable before the re-seal (previous keys open), then all moved.
+    assert_reads_back(&s, &nodes, &users).await;
+    assert_eq!(
+        s.reseal().await.unwrap(),
+        (nodes.len() + users.len()) as u64
+    );
+    s.close().await;
+
+    let s = SqliteStorage::connect_sealed(&url_in(&dir), sealer(&new))
+        .await
+        .unwrap();
+    assert_eq!(s.reseal().await.unwrap(), 0);
+    assert_reads_back(&s, &nodes, &users).await;
+    s.close().await;
+
+    let s = SqliteStorage::connect_sealed(&url_in(&dir), sealer(&old))
+        .await
+        .unwrap();
+    let err = s.reseal().await.unwrap_err().to_string();
+    assert!(err.contains(new.id()), "{err}");
+}
