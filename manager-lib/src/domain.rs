@@ -10,6 +10,7 @@ use rand::RngCore as _;
 use serde::{Deserialize, Serialize};
 
 pub mod audit;
+pub mod containment;
 pub mod device;
 pub mod endpoint;
 pub mod plan;
@@ -20,6 +21,7 @@ pub mod usage;
 pub mod webhook;
 
 pub use audit::{AuditEntry, AuditQuery, NewAuditEntry};
+pub use containment::{CredentialScope, NodeCredential, NodeUser};
 pub use device::{Device, DevicePolicy, DeviceSighting, DeviceVerdict};
 pub use endpoint::{endpoint_host, normalize_endpoint};
 pub use plan::{BlockReason, FieldEdit, Plan, PlanEdit, ResetEdit, ResetStrategy, UserState};

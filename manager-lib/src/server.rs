@@ -169,6 +169,8 @@ impl ServerSettings {
                 audit_days_kept: cfg.audit_days_kept,
                 usage_node_hours_kept: cfg.usage_node_hours_kept,
                 expiring_within_days: cfg.webhooks.expiring_within_days,
+                credentials: cfg.containment.credentials(),
+                id_name_node_list: cfg.containment.id_name_node_list,
                 ..ManagerSettings::default()
             },
             reconciler: ReconcilerSettings {

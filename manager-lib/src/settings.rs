@@ -15,6 +15,10 @@ use crate::api::client_addr::TrustedProxies;
 use crate::subscription::SubscriptionSettings;
 use crate::webhook::WebhookSettings;
 
+mod containment;
+
+pub use containment::ContainmentSettings;
+
 /// A secret setting; `Debug` never shows it (the agent's settings use the
 /// same type).
 pub use node_agent_lib::secret::Secret;
@@ -92,6 +96,9 @@ pub struct ManagerConfig {
     /// Signed webhooks (`[webhooks]`; env `XM_WEBHOOKS_*`): see
     /// [`WebhookSettings`].
     pub webhooks: WebhookSettings,
+    /// What a compromised node can reach beyond itself (`[containment]`;
+    /// env `XM_CONTAINMENT_*`): see [`ContainmentSettings`].
+    pub containment: ContainmentSettings,
 }
 
 impl Default for ManagerConfig {
@@ -119,6 +126,7 @@ impl Default for ManagerConfig {
             tls: None,
             subscription: SubscriptionSettings::default(),
             webhooks: WebhookSettings::default(),
+            containment: ContainmentSettings::default(),
         }
     }
 }
@@ -248,6 +256,7 @@ impl ManagerConfig {
         }
         self.subscription.apply_env(&var)?;
         self.webhooks.apply_env(&var)?;
+        self.containment.apply_env(&var)?;
         if let Some(v) = var("XM_LOG_JSON") {
             self.log_json = matches!(v.as_str(), "1" | "true" | "yes");
         }

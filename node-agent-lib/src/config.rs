@@ -44,11 +44,11 @@ impl ManagedInbound {
     pub fn core_user(&self, user: &WireUser) -> CoreUser {
         let account = match self.protocol {
             InboundProtocol::Vless => Account::Vless {
-                id: user.id.clone(),
+                id: user.vless_id().to_owned(),
                 flow: self.flow.clone(),
             },
             InboundProtocol::Vmess => Account::Vmess {
-                id: user.id.clone(),
+                id: user.vless_id().to_owned(),
             },
             InboundProtocol::Trojan => Account::Trojan {
                 password: user.secret.clone(),
@@ -93,11 +93,11 @@ impl ManagedInbound {
         };
         match self.protocol {
             InboundProtocol::Vless => {
-                client.id = Some(&user.id);
+                client.id = Some(user.vless_id());
                 client.flow = Some(self.flow.as_str()).filter(|f| !f.is_empty());
             }
             InboundProtocol::Vmess => {
-                client.id = Some(&user.id);
+                client.id = Some(user.vless_id());
                 client.alter_id = Some(0);
             }
             InboundProtocol::Trojan => client.password = Some(&user.secret),
@@ -407,6 +407,7 @@ mod tests {
             id: id.into(),
             name: format!("name-{id}"),
             secret: format!("secret-{id}"),
+            proxy_id: None,
         }
     }
 

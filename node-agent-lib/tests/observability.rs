@@ -195,6 +195,7 @@ fn the_plaintext_schemas_match_the_wire_types() {
         id: "u".into(),
         name: "n".into(),
         secret: "s".into(),
+        proxy_id: None,
     };
     // Every field set, so none is left out of the JSON.
     let text = |s: &str| s.to_owned();

@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use manager_lib::settings::ContainmentSettings;
 use manager_lib::settings::ManagerConfig;
 use manager_lib::subscription::SubscriptionSettings;
 use manager_lib::webhook::WebhookSettings;
@@ -253,7 +254,7 @@ fn the_manager_example_documents_every_key_with_its_default_and_variable() {
     let keys = documented_keys(&text);
     let top: Vec<_> = fields_of::<ManagerConfig>()
         .into_iter()
-        .filter(|f| !["http", "tls", "subscription", "webhooks"].contains(f))
+        .filter(|f| !["http", "tls", "subscription", "webhooks", "containment"].contains(f))
         .collect();
     assert_complete(
         MANAGER_EXAMPLE,
@@ -264,6 +265,7 @@ fn the_manager_example_documents_every_key_with_its_default_and_variable() {
             ("tls", fields_of::<TlsSettings>()),
             ("subscription", fields_of::<SubscriptionSettings>()),
             ("webhooks", fields_of::<WebhookSettings>()),
+            ("containment", fields_of::<ContainmentSettings>()),
         ],
     );
     for key in &keys {
