@@ -66,8 +66,8 @@ pub struct StartRequest {
 #[serde(rename_all = "camelCase")]
 pub struct StartResponse {
     /// The node's share-link pattern for one user (`{{.UserID}}`,
-    /// `{{.UserName}}`, `{{.UserNameRaw}}`, `{{.Secret}}`), filled by the
-    /// manager.
+    /// `{{.NodeUserID}}`, `{{.UserName}}`, `{{.UserNameRaw}}`,
+    /// `{{.Secret}}`), filled by the manager.
     #[serde(alias = "user_config_template")]
     pub user_config_template: String,
     /// How clients dial each inbound whose users the agent manages, in
