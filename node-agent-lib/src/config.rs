@@ -446,6 +446,34 @@ mod tests {
         assert_eq!(v["outbounds"][0]["protocol"], "freedom");
     }
 
+    #[test]
+    fn a_per_node_proxy_id_is_the_vless_and_vmess_id_and_the_user_id_stays_the_key() {
+        let (cfg, _) = CoreConfig::parse(BASE, Flavor::Xray, "").unwrap();
+        let mut u = user("a");
+        u.proxy_id = Some("p".into());
+        let mut out = Vec::new();
+        cfg.render(&mut out, [&u]).unwrap();
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        // The VMess inbound's static client comes first.
+        for (inbound, at) in [(1, 0), (2, 1)] {
+            let client = &v["inbounds"][inbound]["settings"]["clients"][at];
+            assert_eq!(
+                (&client["id"], &client["email"]),
+                (&"p".into(), &"a".into())
+            );
+        }
+        for inbound in cfg.inbounds() {
+            let core = inbound.core_user(&u);
+            assert_eq!(core.email, "a");
+            match core.account {
+                Account::Vless { id, .. } | Account::Vmess { id } => assert_eq!(id, "p"),
+                Account::Trojan { password } | Account::Shadowsocks { password, .. } => {
+                    assert_eq!(password, "secret-a")
+                }
+            }
+        }
+    }
+
     fn rendered(base: &str, flavor: Flavor) -> (Value, Vec<String>) {
         let (cfg, warnings) = CoreConfig::parse(base, flavor, "").unwrap();
         let mut out = Vec::new();
