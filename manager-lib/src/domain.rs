@@ -10,6 +10,7 @@ use rand::RngCore as _;
 use serde::{Deserialize, Serialize};
 
 pub mod audit;
+pub mod containment;
 pub mod device;
 pub mod directory;
 pub mod endpoint;
@@ -21,6 +22,7 @@ pub mod usage;
 pub mod webhook;
 
 pub use audit::{AuditEntry, AuditQuery, NewAuditEntry};
+pub use containment::{CredentialScope, NodeCredential, NodeUser};
 pub use device::{Device, DevicePolicy, DeviceSighting, DeviceVerdict};
 pub use directory::{UserQuery, UserSort};
 pub use endpoint::{endpoint_host, normalize_endpoint};

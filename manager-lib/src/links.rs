@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use crate::domain::{NodeEntry, User, UserId, UserNodes};
+use crate::domain::{CredentialScope, NodeCredential, NodeEntry, User, UserId, UserNodes};
 
 /// Splits `<uuid>-<name>`; `None` when the first 36 characters are not a user
 /// id followed by a dash.
@@ -18,12 +18,13 @@ pub fn split_id_name(id_name: &str) -> Option<(UserId, &str)> {
 /// fills them as they are written, and serialised it is a JSON array of the
 /// filled templates, written into the output with no string per node.
 #[derive(Clone, Debug)]
-pub struct NodeLinks(UserNodes);
+pub struct NodeLinks(UserNodes, CredentialScope);
 
 impl NodeLinks {
-    /// The node list found for a user whose id and name matched.
-    pub(crate) fn new(found: UserNodes) -> Self {
-        Self(found)
+    /// The node list found for a user whose id and name matched, each
+    /// node's template filled with the user's credentials for that node.
+    pub(crate) fn new(found: UserNodes, scope: CredentialScope) -> Self {
+        Self(found, scope)
     }
 }
 
@@ -38,8 +39,16 @@ impl NodeLinks {
             .iter()
             .any(|n| n.served.iter().any(|s| s.inbound.port_range.is_some()))
             .then(|| user.id.to_string());
+        let scope = self.1;
         self.0.nodes.iter().map(move |n| {
-            Filled::new(&n.user_config_template, user).with_port(user_port(n, id.as_deref()))
+            let filled =
+                Filled::new(&n.user_config_template, user).with_port(user_port(n, id.as_deref()));
+            match scope {
+                CredentialScope::Shared => filled,
+                CredentialScope::PerNode => {
+                    filled.with_credential(scope.credential(user.id, &user.secret, n.id))
+                }
+            }
         })
     }
 
@@ -71,11 +80,13 @@ fn user_port(node: &NodeEntry, id: Option<&str>) -> Option<u16> {
     }
 }
 
-/// Fills a node's template for one user: `{{.UserID}}` (also the VLESS/VMess
-/// id), `{{.UserName}}` (percent-encoded, for links), `{{.UserNameRaw}}`,
-/// `{{.Secret}}` (the Trojan/Shadowsocks password) and `{{.Port}}` (the
-/// user's port on the node, see [`Filled::with_port`]; without one the
-/// placeholder is kept as it is).
+/// Fills a node's template for one user: `{{.UserID}}` (the user's id: the
+/// VLESS/VMess id too unless each node has its own credentials),
+/// `{{.NodeUserID}}` (the VLESS/VMess id on this node, see
+/// [`Filled::with_credential`]), `{{.UserName}}` (percent-encoded, for
+/// links), `{{.UserNameRaw}}`, `{{.Secret}}` (the Trojan/Shadowsocks
+/// password on this node) and `{{.Port}}` (the user's port on the node, see
+/// [`Filled::with_port`]; without one the placeholder is kept as it is).
 pub fn fill_template(template: &str, user: &User) -> String {
     Filled::new(template, user).to_string()
 }
@@ -85,11 +96,14 @@ pub fn fill_template(template: &str, user: &User) -> String {
 /// with is never scanned again, so a user named `{{.Secret}}` stays named
 /// so. Unknown `{{…}}` text is kept as it is. Serialised, it is a string,
 /// escaped on its way into the serialiser's output.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub struct Filled<'a> {
     template: &'a str,
     user: &'a User,
     port: Option<u16>,
+    /// The user's credentials on the node when they are not the user's
+    /// own id and secret.
+    credential: Option<NodeCredential>,
 }
 
 impl<'a> Filled<'a> {
@@ -99,6 +113,16 @@ impl<'a> Filled<'a> {
             template,
             user,
             port: None,
+            credential: None,
+        }
+    }
+
+    /// `{{.NodeUserID}}` and `{{.Secret}}` filled with `credential` (the
+    /// user's own on one node) instead of the user's id and secret.
+    pub fn with_credential(self, credential: NodeCredential) -> Self {
+        Self {
+            credential: Some(credential),
+            ..self
         }
     }
 
@@ -111,12 +135,13 @@ impl<'a> Filled<'a> {
 
 impl fmt::Display for Filled<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const PLACEHOLDERS: [&str; 5] = [
+        const PLACEHOLDERS: [&str; 6] = [
             "{{.UserID}}",
             "{{.UserNameRaw}}",
             "{{.UserName}}",
             "{{.Secret}}",
             "{{.Port}}",
+            "{{.NodeUserID}}",
         ];
         let template = self.template;
         // `template[..written]` is out; the next placeholder is looked for
@@ -134,15 +159,23 @@ impl fmt::Display for Filled<'_> {
                 continue;
             };
             f.write_str(&template[written..at])?;
+            let mut id = uuid::Uuid::encode_buffer();
             match which {
-                0 => {
-                    let mut id = uuid::Uuid::encode_buffer();
-                    f.write_str(self.user.id.as_uuid().hyphenated().encode_lower(&mut id))?;
-                }
+                0 => f.write_str(self.user.id.as_uuid().hyphenated().encode_lower(&mut id))?,
                 1 => f.write_str(&self.user.name)?,
                 2 => write_name_encoded(f, &self.user.name)?,
-                3 => f.write_str(self.user.secret.expose())?,
-                _ => write!(f, "{}", self.port.unwrap_or_default())?,
+                3 => f.write_str(match &self.credential {
+                    Some(c) => c.secret.expose(),
+                    None => self.user.secret.expose(),
+                })?,
+                4 => write!(f, "{}", self.port.unwrap_or_default())?,
+                _ => {
+                    let proxy_id = match &self.credential {
+                        Some(c) => c.id,
+                        None => self.user.id.as_uuid(),
+                    };
+                    f.write_str(proxy_id.hyphenated().encode_lower(&mut id))?
+                }
             }
             written = at + PLACEHOLDERS[which].len();
             from = written;
@@ -259,15 +292,18 @@ mod tests {
         };
         moved_ss.user_ports.insert(id.clone(), away);
         let vless = InboundDescription::new("v", InboundProtocol::Vless, 443);
-        let links = NodeLinks::new(UserNodes {
-            user: user.clone(),
-            nodes: vec![
-                node("ss://{{.Secret}}@h:{{.Port}}", &[ss]),
-                node("p={{.Port}}", &[moved_ss]),
-                node("p={{.Port}}", &[vless]),
-                node("p={{.Port}}", &[]),
-            ],
-        });
+        let links = NodeLinks::new(
+            UserNodes {
+                user: user.clone(),
+                nodes: vec![
+                    node("ss://{{.Secret}}@h:{{.Port}}", &[ss]),
+                    node("p={{.Port}}", &[moved_ss]),
+                    node("p={{.Port}}", &[vless]),
+                    node("p={{.Port}}", &[]),
+                ],
+            },
+            CredentialScope::Shared,
+        );
         assert_eq!(
             links.to_strings(),
             [
@@ -279,6 +315,32 @@ mod tests {
         );
         // Without a node, nothing to say: kept as it is.
         assert_eq!(fill_template("{{.Port}}", &user), "{{.Port}}");
+    }
+
+    #[test]
+    fn per_node_credentials_fill_each_nodes_own_and_never_the_secret() {
+        let user = enabled_user_named("bob");
+        let template = "vless://{{.NodeUserID}}@h#{{.UserName}}|{{.Secret}}|{{.UserID}}";
+        let (a, b) = (node(template, &[]), node(template, &[]));
+        let found = UserNodes {
+            user: user.clone(),
+            nodes: vec![a.clone(), b.clone()],
+        };
+        let per_node = NodeLinks::new(found.clone(), CredentialScope::PerNode).to_strings();
+        for (entry, filled) in [&a, &b].into_iter().zip(&per_node) {
+            let c = CredentialScope::PerNode.credential(user.id, &user.secret, entry.id);
+            assert_eq!(
+                filled,
+                &format!("vless://{}@h#bob|{}|{}", c.id, c.secret.expose(), user.id)
+            );
+            assert!(!filled.contains("s3cret"));
+        }
+        assert_ne!(per_node[0], per_node[1]);
+        // Shared: the SPEC's filling, `{{.NodeUserID}}` being the user's id.
+        assert_eq!(
+            NodeLinks::new(found, CredentialScope::Shared).to_strings()[0],
+            format!("vless://{}@h#bob|s3cret|{}", user.id, user.id)
+        );
     }
 
     #[test]
@@ -310,6 +372,7 @@ mod tests {
                     .replace('+', "%20"),
             ),
             ("{{.Secret}}", user.secret.expose().to_owned()),
+            ("{{.NodeUserID}}", user.id.to_string()),
         ];
         let mut out = String::new();
         let mut rest = template;
@@ -339,6 +402,7 @@ mod tests {
                 Just("{{.UserName}}".to_owned()),
                 Just("{{.UserNameRaw}}".to_owned()),
                 Just("{{.Secret}}".to_owned()),
+                Just("{{.NodeUserID}}".to_owned()),
                 Just("{{.".to_owned()),
                 Just("{".to_owned()),
                 "[\"\\\\\\x00-\\x1f\\x7f]{1,3}",
@@ -371,7 +435,7 @@ mod tests {
                     )
                 })
                 .collect();
-            let links = NodeLinks(UserNodes { user: user.clone(), nodes });
+            let links = NodeLinks(UserNodes { user: user.clone(), nodes }, CredentialScope::Shared);
             let filled: Vec<String> = templates.iter().map(|t| reference_fill(t, &user)).collect();
             proptest::prop_assert_eq!(&links.to_strings(), &filled);
             proptest::prop_assert_eq!(

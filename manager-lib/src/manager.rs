@@ -14,8 +14,8 @@ use std::time::Duration;
 use push_trigger::PushTrigger;
 
 use crate::domain::{
-    ActualStatus, FleetState, NewNode, NewUser, Node, NodeId, Page, PageRequest, ParseError,
-    RequiredStatus, User, UserId, UserStatus, normalize_endpoint,
+    ActualStatus, CredentialScope, FleetState, NewNode, NewUser, Node, NodeId, Page, PageRequest,
+    ParseError, RequiredStatus, User, UserId, UserStatus, normalize_endpoint,
 };
 use crate::links::{NodeLinks, split_id_name};
 use crate::storage::{Entity, Storage, StorageError};
@@ -62,6 +62,9 @@ pub enum ManagerError {
     /// The user-node-list call with an id and a name that do not belong together.
     #[error("user id and name do not match")]
     UserMismatch,
+    /// The user-node-list call while the settings turn it off.
+    #[error("the id-name node list is turned off")]
+    NodeListOff,
     /// A user has no device with this hardware id.
     #[error("device not exists")]
     DeviceNotFound,
@@ -135,6 +138,12 @@ pub struct ManagerSettings {
     pub webhooks: crate::webhook::Routes,
     /// Days before a user's expiry that `user.expiring` is enqueued; 0: never.
     pub expiring_within_days: u32,
+    /// What users present on each node: the same credentials everywhere
+    /// (the default, as the SPEC's templates assume) or per-node ones.
+    pub credentials: CredentialScope,
+    /// Whether the SPEC's `GET /user/{id}-{name}/nodes` answers (the
+    /// default); off, it is [`ManagerError::NodeListOff`].
+    pub id_name_node_list: bool,
 }
 
 impl Default for ManagerSettings {
@@ -151,6 +160,8 @@ impl Default for ManagerSettings {
             audit_days_kept: 365,
             webhooks: crate::webhook::Routes::default(),
             expiring_within_days: 3,
+            credentials: CredentialScope::Shared,
+            id_name_node_list: true,
         }
     }
 }
@@ -313,7 +324,8 @@ impl Manager {
 
     async fn start_locked(&self, id: NodeId) -> ManagerResult<()> {
         let plan = self.storage.begin_start(id).await?;
-        let started = self.transport.start(&plan.node, &plan.users).await?;
+        let users = self.settings.credentials.node_users(id, &plan.users);
+        let started = self.transport.start(&plan.node, &users).await?;
         self.storage
             .finish_start(
                 id,
@@ -389,6 +401,9 @@ impl Manager {
     /// answer serialises as the same JSON array of strings, each template
     /// filled and escaped straight into the output (the HTTP API's path).
     pub async fn user_node_links(&self, id_name: &str) -> ManagerResult<NodeLinks> {
+        if !self.settings.id_name_node_list {
+            return Err(ManagerError::NodeListOff);
+        }
         let (id, name) = split_id_name(id_name).ok_or(ManagerError::UserMismatch)?;
         let found = match self.storage.user_nodes(id).await {
             Ok(found) => found,
@@ -398,7 +413,7 @@ impl Manager {
         if found.user.name != name {
             return Err(ManagerError::UserMismatch);
         }
-        Ok(NodeLinks::new(found))
+        Ok(NodeLinks::new(found, self.settings.credentials))
     }
 
     /// The fleet counters (for status pages and metrics).

@@ -172,6 +172,14 @@ impl ServerSettings {
                 cfg.admin_token_file().display()
             );
         }
+        if cfg.containment.per_node_credentials && cfg.containment.id_name_node_list {
+            // Nodes are not told names, but names are often guessable.
+            tracing::warn!(
+                "per-node credentials are on while the id-name node list answers: a compromised \
+                 node that guesses a user's name reads that user's credentials for every node; \
+                 set [containment] id_name_node_list = false to close it"
+            );
+        }
         let webhooks = cfg.webhooks.endpoints(&|k| std::env::var(k).ok())?;
         let mut settings = Self {
             admin_token,
@@ -181,6 +189,8 @@ impl ServerSettings {
                 audit_days_kept: cfg.audit_days_kept,
                 usage_node_hours_kept: cfg.usage_node_hours_kept,
                 expiring_within_days: cfg.webhooks.expiring_within_days,
+                credentials: cfg.containment.credentials(),
+                id_name_node_list: cfg.containment.id_name_node_list,
                 ..ManagerSettings::default()
             },
             reconciler: ReconcilerSettings {

@@ -16,6 +16,10 @@ use crate::seal::{KeySource, Sealer, SecretsSettings};
 use crate::subscription::SubscriptionSettings;
 use crate::webhook::WebhookSettings;
 
+mod containment;
+
+pub use containment::ContainmentSettings;
+
 /// A secret setting; `Debug` never shows it (the agent's settings use the
 /// same type).
 pub use node_agent_lib::secret::Secret;
@@ -97,6 +101,9 @@ pub struct ManagerConfig {
     /// (`[secrets]`; env `XM_MASTER_KEY`, `XM_SECRETS_*`): see
     /// [`SecretsSettings`].
     pub secrets: SecretsSettings,
+    /// What a compromised node can reach beyond itself (`[containment]`;
+    /// env `XM_CONTAINMENT_*`): see [`ContainmentSettings`].
+    pub containment: ContainmentSettings,
 }
 
 impl Default for ManagerConfig {
@@ -125,6 +132,7 @@ impl Default for ManagerConfig {
             subscription: SubscriptionSettings::default(),
             webhooks: WebhookSettings::default(),
             secrets: SecretsSettings::default(),
+            containment: ContainmentSettings::default(),
         }
     }
 }
@@ -256,6 +264,7 @@ impl ManagerConfig {
         self.subscription.apply_env(&var)?;
         self.webhooks.apply_env(&var)?;
         self.secrets.apply_env(&var)?;
+        self.containment.apply_env(&var)?;
         if let Some(v) = var("XM_LOG_JSON") {
             self.log_json = matches!(v.as_str(), "1" | "true" | "yes");
         }

@@ -15,7 +15,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-use crate::domain::{ServedInbound, User};
+use crate::domain::{CredentialScope, NodeCredential, NodeEntry, ServedInbound, User, UserSecret};
 
 pub mod clash;
 pub mod html;
@@ -84,33 +84,103 @@ impl Format {
 }
 
 /// What one subscription lists: whose it is, and every entry of every node
-/// serving the user now, in node order.
+/// serving the user now, in node order, with what the user presents there.
 #[derive(Clone, Debug)]
 pub struct Listing<'a> {
     pub user: &'a User,
     /// As the user dials them: an inbound with a port per user
     /// (`ss-manager`) is a copy with the user's own port.
     pub entries: Vec<Cow<'a, ServedInbound>>,
+    /// The user's credentials for each entry (same length and order).
+    pub credentials: Vec<EntryCredential>,
+}
+
+/// What the user presents to one entry's inbound, as the formats write it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EntryCredential {
+    /// The VLESS/VMess id, hyphenated lower case.
+    pub uuid: String,
+    /// The Trojan/Shadowsocks password.
+    pub password: UserSecret,
+}
+
+impl From<NodeCredential> for EntryCredential {
+    fn from(c: NodeCredential) -> Self {
+        Self {
+            uuid: c.id.hyphenated().to_string(),
+            password: c.secret,
+        }
+    }
+}
+
+impl EntryCredential {
+    /// The user's own id and secret (the SPEC's credentials, on every node).
+    pub fn shared(user: &User) -> Self {
+        Self {
+            uuid: user.id.to_string(),
+            password: user.secret.clone(),
+        }
+    }
+}
+
+impl std::fmt::Debug for EntryCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EntryCredential(<redacted>)")
+    }
 }
 
 impl<'a> Listing<'a> {
+    /// `entries` with the user's own id and secret for each (the SPEC's
+    /// shared credentials).
     pub fn new(user: &'a User, entries: impl IntoIterator<Item = &'a ServedInbound>) -> Self {
+        let shared = EntryCredential::shared(user);
+        Self::with_credentials(user, entries.into_iter().map(|e| (e, shared.clone())))
+    }
+
+    /// Every entry of `nodes`, each with the user's credentials for its node
+    /// under `scope`.
+    pub fn of_nodes(user: &'a User, nodes: &'a [NodeEntry], scope: CredentialScope) -> Self {
+        let per_node = nodes.iter().flat_map(|n| {
+            let c = EntryCredential::from(scope.credential(user.id, &user.secret, n.id));
+            n.served.iter().map(move |e| (e, c.clone()))
+        });
+        Self::with_credentials(user, per_node)
+    }
+
+    fn with_credentials(
+        user: &'a User,
+        entries: impl IntoIterator<Item = (&'a ServedInbound, EntryCredential)>,
+    ) -> Self {
         let mut id = None;
-        let entries = entries
+        let (entries, credentials) = entries
             .into_iter()
-            .map(|e| match e.inbound.port_range {
-                None => Cow::Borrowed(e),
-                Some(_) => {
-                    let id = id.get_or_insert_with(|| user.id.to_string());
-                    Cow::Owned(ServedInbound {
-                        remark: e.remark.clone(),
-                        address: e.address.clone(),
-                        inbound: e.inbound.for_user(id),
-                    })
-                }
-            })
-            .collect();
-        Self { user, entries }
+            .map(|(e, c)| (Self::as_dialed(user, &mut id, e), c))
+            .unzip();
+        Self {
+            user,
+            entries,
+            credentials,
+        }
+    }
+
+    /// `e` as the user dials it: an inbound with a port per user
+    /// (`ss-manager`) copied with the user's own port.
+    fn as_dialed(
+        user: &User,
+        id: &mut Option<String>,
+        e: &'a ServedInbound,
+    ) -> Cow<'a, ServedInbound> {
+        match e.inbound.port_range {
+            None => Cow::Borrowed(e),
+            Some(_) => {
+                let id = id.get_or_insert_with(|| user.id.to_string());
+                Cow::Owned(ServedInbound {
+                    remark: e.remark.clone(),
+                    address: e.address.clone(),
+                    inbound: e.inbound.for_user(id),
+                })
+            }
+        }
     }
 
     /// One name per entry, in order, unique in the listing: a remark that

@@ -10,7 +10,7 @@ use std::fmt::Debug;
 use async_trait::async_trait;
 
 use crate::domain::usage::{UsageCursor, UsagePage};
-use crate::domain::{Node, UserCredentials, UserId};
+use crate::domain::{Node, NodeUser, UserId};
 
 /// Users' ports on a node with a port per user, by user id (as text).
 pub type UserPorts = BTreeMap<String, u16>;
@@ -97,11 +97,8 @@ pub enum TransportError {
 pub trait NodeTransport: Debug + Send + Sync {
     /// `POST /start`: the node runs its core with exactly `users`; answers the
     /// node's user config template and the inbounds it describes.
-    async fn start(
-        &self,
-        node: &Node,
-        users: &[UserCredentials],
-    ) -> Result<StartResponse, TransportError>;
+    async fn start(&self, node: &Node, users: &[NodeUser])
+    -> Result<StartResponse, TransportError>;
 
     /// `POST /stop`.
     async fn stop(&self, node: &Node) -> Result<(), TransportError>;
@@ -116,7 +113,7 @@ pub trait NodeTransport: Debug + Send + Sync {
     async fn edit_users(
         &self,
         node: &Node,
-        add: &[UserCredentials],
+        add: &[NodeUser],
         del: &[UserId],
     ) -> Result<UserPorts, TransportError>;
 

@@ -69,7 +69,7 @@ impl NodeTransport for FaultyFleet {
     async fn start(
         &self,
         node: &Node,
-        users: &[UserCredentials],
+        users: &[NodeUser],
     ) -> Result<manager_lib::transport::StartResponse, TransportError> {
         if self.faults.hit(Step::Start) {
             return Err(node_down());
@@ -91,7 +91,7 @@ impl NodeTransport for FaultyFleet {
     async fn edit_users(
         &self,
         node: &Node,
-        add: &[UserCredentials],
+        add: &[NodeUser],
         del: &[UserId],
     ) -> Result<manager_lib::transport::UserPorts, TransportError> {
         if self.faults.hit(Step::Edit) {

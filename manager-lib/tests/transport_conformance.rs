@@ -15,7 +15,7 @@ use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use manager_lib::domain::usage::{UsageCursor, UsagePage};
-use manager_lib::domain::{NewNode, Node, UserCredentials, UserId};
+use manager_lib::domain::{NewNode, Node, NodeUser, UserId};
 use manager_lib::storage::Storage;
 use manager_lib::storage::memory::MemoryStorage;
 use manager_lib::transport::conformance::{self, FleetFixture};
@@ -365,7 +365,7 @@ impl NodeTransport for IgnoresRemovals {
     async fn start(
         &self,
         node: &Node,
-        users: &[UserCredentials],
+        users: &[NodeUser],
     ) -> Result<manager_lib::transport::StartResponse, TransportError> {
         self.0.start(node, users).await
     }
@@ -381,7 +381,7 @@ impl NodeTransport for IgnoresRemovals {
     async fn edit_users(
         &self,
         node: &Node,
-        add: &[UserCredentials],
+        add: &[NodeUser],
         _del: &[UserId],
     ) -> Result<manager_lib::transport::UserPorts, TransportError> {
         self.0.edit_users(node, add, &[]).await
@@ -413,7 +413,7 @@ impl NodeTransport for IgnoresCursor {
     async fn start(
         &self,
         node: &Node,
-        users: &[UserCredentials],
+        users: &[NodeUser],
     ) -> Result<manager_lib::transport::StartResponse, TransportError> {
         self.0.start(node, users).await
     }
@@ -429,7 +429,7 @@ impl NodeTransport for IgnoresCursor {
     async fn edit_users(
         &self,
         node: &Node,
-        add: &[UserCredentials],
+        add: &[NodeUser],
         del: &[UserId],
     ) -> Result<manager_lib::transport::UserPorts, TransportError> {
         self.0.edit_users(node, add, del).await

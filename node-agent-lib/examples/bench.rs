@@ -27,6 +27,7 @@ fn user(i: usize) -> WireUser {
         id: uuid::Uuid::from_u128(0x5eed_0000_0000 + i as u128).to_string(),
         name: format!("user-{i}"),
         secret: format!("secret-{i:08}-abcdefghijklmnopqrstuv"),
+        proxy_id: None,
     }
 }
 

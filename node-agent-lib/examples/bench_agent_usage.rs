@@ -42,6 +42,7 @@ fn user(i: usize) -> WireUser {
         id: uuid::Uuid::from_u128(spread).to_string(),
         name: format!("user-{i}"),
         secret: format!("secret-{i:08}-abcdefghijklmnopqrstuv"),
+        proxy_id: None,
     }
 }
 

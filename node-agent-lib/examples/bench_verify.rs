@@ -82,6 +82,7 @@ async fn main() {
             id: format!("00000000-0000-4000-8000-{i:012x}"),
             name: format!("user{i}"),
             secret: format!("secret-{i}"),
+            proxy_id: None,
         })
         .collect();
     client.start(&wire).await.unwrap();

@@ -306,7 +306,7 @@ impl Agent {
         let uuid = self.config.needs_uuid_ids();
         let mut seen = HashSet::with_capacity(users.len());
         for user in users {
-            if user.id.is_empty() || (uuid && uuid::Uuid::parse_str(&user.id).is_err()) {
+            if user.id.is_empty() || (uuid && uuid::Uuid::parse_str(user.vless_id()).is_err()) {
                 return Err(AgentError::BadRequest(
                     "every user id must be a UUID".into(),
                 ));

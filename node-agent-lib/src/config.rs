@@ -44,11 +44,11 @@ impl ManagedInbound {
     pub fn core_user(&self, user: &WireUser) -> CoreUser {
         let account = match self.protocol {
             InboundProtocol::Vless => Account::Vless {
-                id: user.id.clone(),
+                id: user.vless_id().to_owned(),
                 flow: self.flow.clone(),
             },
             InboundProtocol::Vmess => Account::Vmess {
-                id: user.id.clone(),
+                id: user.vless_id().to_owned(),
             },
             InboundProtocol::Trojan => Account::Trojan {
                 password: user.secret.clone(),
@@ -93,11 +93,11 @@ impl ManagedInbound {
         };
         match self.protocol {
             InboundProtocol::Vless => {
-                client.id = Some(&user.id);
+                client.id = Some(user.vless_id());
                 client.flow = Some(self.flow.as_str()).filter(|f| !f.is_empty());
             }
             InboundProtocol::Vmess => {
-                client.id = Some(&user.id);
+                client.id = Some(user.vless_id());
                 client.alter_id = Some(0);
             }
             InboundProtocol::Trojan => client.password = Some(&user.secret),
@@ -407,6 +407,7 @@ mod tests {
             id: id.into(),
             name: format!("name-{id}"),
             secret: format!("secret-{id}"),
+            proxy_id: None,
         }
     }
 
@@ -443,6 +444,34 @@ mod tests {
         assert_eq!(clients(4)[1]["method"], "aes-256-gcm");
         assert!(v["inbounds"][5]["settings"].get("clients").is_none());
         assert_eq!(v["outbounds"][0]["protocol"], "freedom");
+    }
+
+    #[test]
+    fn a_per_node_proxy_id_is_the_vless_and_vmess_id_and_the_user_id_stays_the_key() {
+        let (cfg, _) = CoreConfig::parse(BASE, Flavor::Xray, "").unwrap();
+        let mut u = user("a");
+        u.proxy_id = Some("p".into());
+        let mut out = Vec::new();
+        cfg.render(&mut out, [&u]).unwrap();
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        // The VMess inbound's static client comes first.
+        for (inbound, at) in [(1, 0), (2, 1)] {
+            let client = &v["inbounds"][inbound]["settings"]["clients"][at];
+            assert_eq!(
+                (&client["id"], &client["email"]),
+                (&"p".into(), &"a".into())
+            );
+        }
+        for inbound in cfg.inbounds() {
+            let core = inbound.core_user(&u);
+            assert_eq!(core.email, "a");
+            match core.account {
+                Account::Vless { id, .. } | Account::Vmess { id } => assert_eq!(id, "p"),
+                Account::Trojan { password } | Account::Shadowsocks { password, .. } => {
+                    assert_eq!(password, "secret-a")
+                }
+            }
+        }
     }
 
     fn rendered(base: &str, flavor: Flavor) -> (Value, Vec<String>) {

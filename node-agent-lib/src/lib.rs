@@ -9,7 +9,7 @@
 //!
 //! let key: NodeKey = "<node key, base64url>".parse()?;
 //! let node = NodeClient::new("https://node1.example.com:8443", key, Duration::from_secs(30))?;
-//! let users = vec![WireUser { id: "5f0c…".into(), name: "alice".into(), secret: "…".into() }];
+//! let users = vec![WireUser { id: "5f0c…".into(), name: "alice".into(), secret: "…".into(), proxy_id: None }];
 //! let template = node.start(&users).await?.user_config_template;
 //! let status = node.status().await?;
 //! # Ok(()) }

@@ -15,8 +15,11 @@ pub use ports::{PortRange, PortRangeError};
 
 /// One user as the manager sends it to a node.
 ///
-/// `id` is the user's VLESS/VMess id and the core's key (`email`) for the
-/// user; `secret` is the Trojan/Shadowsocks password. `Debug` hides `secret`.
+/// `id` is the core's key (`email`) for the user and, unless `proxy_id` is
+/// given, the user's VLESS/VMess id; `secret` is the Trojan/Shadowsocks
+/// password. A manager that gives each node its own credentials sends
+/// `proxyId` (and may send an empty name). `Debug` hides `secret` and
+/// `proxy_id`.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WireUser {
     #[serde(alias = "userID", alias = "user_id")]
@@ -24,6 +27,21 @@ pub struct WireUser {
     #[serde(alias = "userName", alias = "user_name")]
     pub name: String,
     pub secret: String,
+    /// The VLESS/VMess id on this node when it is not `id`.
+    #[serde(
+        default,
+        rename = "proxyId",
+        alias = "proxy_id",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub proxy_id: Option<String>,
+}
+
+impl WireUser {
+    /// The VLESS/VMess id the user presents on this node.
+    pub fn vless_id(&self) -> &str {
+        self.proxy_id.as_deref().unwrap_or(&self.id)
+    }
 }
 
 impl fmt::Debug for WireUser {
@@ -32,6 +50,7 @@ impl fmt::Debug for WireUser {
             .field("id", &self.id)
             .field("name", &self.name)
             .field("secret", &"<redacted>")
+            .field("proxy_id", &self.proxy_id.as_ref().map(|_| "<redacted>"))
             .finish()
     }
 }
@@ -47,8 +66,8 @@ pub struct StartRequest {
 #[serde(rename_all = "camelCase")]
 pub struct StartResponse {
     /// The node's share-link pattern for one user (`{{.UserID}}`,
-    /// `{{.UserName}}`, `{{.UserNameRaw}}`, `{{.Secret}}`), filled by the
-    /// manager.
+    /// `{{.NodeUserID}}`, `{{.UserName}}`, `{{.UserNameRaw}}`,
+    /// `{{.Secret}}`), filled by the manager.
     #[serde(alias = "user_config_template")]
     pub user_config_template: String,
     /// How clients dial each inbound whose users the agent manages, in

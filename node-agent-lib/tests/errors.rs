@@ -70,6 +70,23 @@ async fn user_id_that_is_not_a_uuid_is_bad_request() {
         400,
         "bad request",
     );
+    // A per-node VLESS/VMess id is checked the same way.
+    let id = user(1).id;
+    for proxy_id in ["alice", ""] {
+        let users = json!({"users": [{"id": id, "name": "", "secret": "s", "proxyId": proxy_id}]});
+        assert_error(
+            &call(&node, "POST", "/start", &users).await,
+            400,
+            "bad request",
+        );
+        let edit =
+            json!({"addUsers": [{"id": id, "name": "", "secret": "s", "proxyId": proxy_id}]});
+        assert_error(
+            &call(&node, "POST", "/users/edit", &edit).await,
+            400,
+            "bad request",
+        );
+    }
 }
 
 #[tokio::test]

@@ -191,12 +191,13 @@ fn field_names(value: &impl serde::Serialize) -> BTreeSet<String> {
 #[test]
 fn the_plaintext_schemas_match_the_wire_types() {
     let doc = serde_json::to_value(node_agent_lib::api::openapi::document()).unwrap();
+    // Every field set, so none is left out of the JSON.
     let user = WireUser {
         id: "u".into(),
         name: "n".into(),
         secret: "s".into(),
+        proxy_id: Some("p".into()),
     };
-    // Every field set, so none is left out of the JSON.
     let text = |s: &str| s.to_owned();
     let inbound = InboundDescription {
         tag: text("t"),

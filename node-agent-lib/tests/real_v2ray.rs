@@ -32,6 +32,7 @@ fn wire_user(name: &str) -> WireUser {
         id: uuid::Uuid::new_v4().to_string(),
         name: name.to_owned(),
         secret: format!("{name}-secret"),
+        proxy_id: None,
     }
 }
 

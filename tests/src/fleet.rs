@@ -429,6 +429,12 @@ backend = "process"
             .collect()
     }
 
+    /// Everything the node keeps on disk: its settings, the base and the
+    /// generated core config, its state directory (journal, pid file).
+    pub fn dir(&self) -> &Path {
+        self._dir.path()
+    }
+
     /// The agent's state directory (its usage journal), kept across restarts.
     pub fn state_dir(&self) -> PathBuf {
         self._dir.path().join("state")

@@ -36,6 +36,7 @@ async fn a_core_orphaned_by_a_killed_agent_is_stopped_when_the_agent_starts_agai
         id: "0e5f3c1a-7b2d-4e8f-9a6c-1d2e3f4a5b6c".into(),
         name: "alice".into(),
         secret: "alice-secret".into(),
+        proxy_id: None,
     }];
     start(&client, &users).await;
     let first = agent.cores();

@@ -37,6 +37,7 @@ async fn the_core_does_not_inherit_the_node_key() {
         id: "5f0c6a35-1d2b-4c6e-9a1f-0b7d3e2c4a11".into(),
         name: "alice".into(),
         secret: "alice-secret".into(),
+        proxy_id: None,
     };
     client.start(&[user]).await.unwrap();
 

@@ -9,6 +9,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use manager_lib::seal::SecretsSettings;
+use manager_lib::settings::ContainmentSettings;
 use manager_lib::settings::ManagerConfig;
 use manager_lib::subscription::SubscriptionSettings;
 use manager_lib::webhook::WebhookSettings;
@@ -254,7 +255,17 @@ fn the_manager_example_documents_every_key_with_its_default_and_variable() {
     let keys = documented_keys(&text);
     let top: Vec<_> = fields_of::<ManagerConfig>()
         .into_iter()
-        .filter(|f| !["http", "tls", "subscription", "webhooks", "secrets"].contains(f))
+        .filter(|f| {
+            ![
+                "http",
+                "tls",
+                "subscription",
+                "webhooks",
+                "secrets",
+                "containment",
+            ]
+            .contains(f)
+        })
         .collect();
     assert_complete(
         MANAGER_EXAMPLE,
@@ -266,6 +277,7 @@ fn the_manager_example_documents_every_key_with_its_default_and_variable() {
             ("subscription", fields_of::<SubscriptionSettings>()),
             ("webhooks", fields_of::<WebhookSettings>()),
             ("secrets", fields_of::<SecretsSettings>()),
+            ("containment", fields_of::<ContainmentSettings>()),
         ],
     );
     for key in &keys {

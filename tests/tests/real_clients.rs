@@ -176,6 +176,7 @@ async fn real_clients_fetch_through_vless_vmess_and_trojan_until_the_user_is_rem
         id: uuid::Uuid::new_v4().to_string(),
         name: "alice".into(),
         secret: uuid::Uuid::new_v4().simple().to_string(),
+        proxy_id: None,
     };
     let started = agent
         .start(std::slice::from_ref(&user))

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use manager_lib::domain::usage::{UsageCursor, UsagePage};
-use manager_lib::domain::{Node, NodeId, UserCredentials, UserId};
+use manager_lib::domain::{Node, NodeId, NodeUser, UserId};
 use manager_lib::manager::Manager;
 use manager_lib::reconcile::{Reconciler, ReconcilerSettings};
 use manager_lib::server::{Backends, Server, ServerSettings};
@@ -58,7 +58,7 @@ impl NodeTransport for Tagged {
     async fn start(
         &self,
         node: &Node,
-        users: &[UserCredentials],
+        users: &[NodeUser],
     ) -> Result<manager_lib::transport::StartResponse, TransportError> {
         self.note(node);
         self.fleet.start(node, users).await
@@ -74,7 +74,7 @@ impl NodeTransport for Tagged {
     async fn edit_users(
         &self,
         node: &Node,
-        add: &[UserCredentials],
+        add: &[NodeUser],
         del: &[UserId],
     ) -> Result<manager_lib::transport::UserPorts, TransportError> {
         self.note(node);

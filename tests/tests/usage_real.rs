@@ -81,6 +81,7 @@ async fn bytes_through_a_real_core_are_journaled_and_survive_a_sigkill() {
         id: alice.clone(),
         name: "alice".into(),
         secret: "alice-secret".into(),
+        proxy_id: None,
     }])
     .await
     .expect("start");

@@ -402,10 +402,11 @@ pub(super) async fn users(
     path = "/user/{id_name}/nodes",
     tag = "user",
     summary = "The user's filled configs for the nodes usable now",
-    description = "Authorised by knowing the user's id and name; rate-limited per client address.",
+    description = "Authorised by knowing the user's id and name; rate-limited per client address. The settings can turn it off (`[containment] id_name_node_list = false`): it is then 404 for every caller, and users take their nodes from their subscription.",
     params(("id_name" = String, Path, description = "`<userID>-<userName>` (the id may itself contain `-`)")),
     responses(
         (status = 200, description = "one filled template per node the user can use now", body = Vec<String>),
+        (status = 404, description = "`not found`: the call is turned off in the settings", body = ErrorBody),
         (status = 422, description = "`user id and name do not match`", body = ErrorBody),
         (status = 429, description = "`too many requests`", body = ErrorBody),
         ServerError,

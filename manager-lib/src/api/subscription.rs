@@ -141,10 +141,7 @@ pub(super) async fn subscription(
     let refused = verdict == DeviceVerdict::OverLimit;
     let title = settings.title_for(&found.user.name);
     let listing = match refused {
-        false => Listing::new(
-            &found.user,
-            found.nodes.iter().flat_map(|n| n.served.iter()),
-        ),
+        false => Listing::of_nodes(&found.user, &found.nodes, st.manager.settings().credentials),
         true => Listing::new(&found.user, []),
     };
     // Only the page shows its own URL (with its QR code).

@@ -152,7 +152,8 @@ impl Manager {
         while from < log.seqs.len() {
             let to = (from + self.settings.edit_batch.max(1) as usize).min(log.seqs.len());
             let (add, del) = log.slices(log.seqs[from], log.seqs[to - 1]);
-            let ports = self.transport.edit_users(&node, add, del).await?;
+            let add = self.settings.credentials.node_users(node.id, add);
+            let ports = self.transport.edit_users(&node, &add, del).await?;
             self.note_user_ports(&node, &ports).await?;
             // Every change up to this number is in the log up to `to`.
             let up_to = log.seqs[to - 1];
@@ -193,7 +194,9 @@ impl Manager {
             let mut del = Vec::new();
             for op in &batch.operations {
                 match op.operation {
-                    Operation::Add => add.push(op.user.clone()),
+                    Operation::Add => {
+                        add.push(self.settings.credentials.node_user(node.id, &op.user))
+                    }
                     Operation::Delete => del.push(op.user.id),
                 }
             }

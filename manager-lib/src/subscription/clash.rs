@@ -22,8 +22,8 @@ use std::io;
 use serde::Serialize;
 use serde_json::ser::Formatter;
 
-use super::Listing;
 use super::singbox::{alpn_for, fingerprint_for, flow_for, free_name, split_early_data};
+use super::{EntryCredential, Listing};
 use crate::domain::{InboundDescription, InboundProtocol, Network, Security, ServedInbound};
 
 /// Where the imported profile listens for apps (Clash's usual port).
@@ -46,16 +46,15 @@ pub fn carries(inbound: &InboundDescription) -> bool {
 /// The Clash Meta config for `listing` (entries Mihomo cannot dial left out).
 pub fn render(listing: &Listing<'_>) -> String {
     let names = listing.unique_names();
-    let uuid = listing.user.id.to_string();
-    let password = listing.user.secret.expose();
-    let kept: Vec<(&ServedInbound, &str)> = listing
+    let kept: Vec<(&ServedInbound, &str, &EntryCredential)> = listing
         .entries
         .iter()
         .zip(&names)
-        .filter(|(e, _)| carries(&e.inbound))
-        .map(|(e, n)| (&**e, n.as_ref()))
+        .zip(&listing.credentials)
+        .filter(|((e, _), _)| carries(&e.inbound))
+        .map(|((e, n), c)| (&**e, n.as_ref(), c))
         .collect();
-    let renamed = renamed_from_built_ins(kept.iter().map(|(_, n)| *n).collect());
+    let renamed = renamed_from_built_ins(kept.iter().map(|(_, n, _)| *n).collect());
     let proxy_names: Vec<&str> = renamed.iter().map(AsRef::as_ref).collect();
     let mut taken = proxy_names.clone();
     taken.extend(BUILT_IN);
@@ -73,8 +72,8 @@ pub fn render(listing: &Listing<'_>) -> String {
         // An empty `proxies:` reads as null; clients want a list.
         out.extend_from_slice(b"  []\n");
     }
-    for ((e, _), name) in kept.iter().zip(&proxy_names) {
-        item(&mut out, &proxy(e, name, &uuid, password));
+    for ((e, _, c), name) in kept.iter().zip(&proxy_names) {
+        item(&mut out, &proxy(e, name, &c.uuid, c.password.expose()));
     }
     out.extend_from_slice(b"proxy-groups:\n");
     let mut choices = Vec::with_capacity(proxy_names.len() + 1);

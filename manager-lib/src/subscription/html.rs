@@ -76,10 +76,10 @@ pub fn render_page(listing: &Listing<'_>, now: Timestamp, options: &PageOptions<
                              or ask the operator if it lasts."
                         }
                     } @else {
-                        @for entry in &listing.entries {
+                        @for (entry, credential) in listing.entries.iter().zip(&listing.credentials) {
                             section.entry {
                                 h2 { (entry.remark) }
-                                (copyable(&links::link(user, entry), &entry.remark))
+                                (copyable(&links::credential_link(credential, entry), &entry.remark))
                             }
                         }
                     }

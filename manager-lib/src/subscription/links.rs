@@ -25,7 +25,7 @@ use std::fmt::{self, Write as _};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Serialize;
 
-use super::Listing;
+use super::{EntryCredential, Listing};
 use crate::domain::{InboundDescription, InboundProtocol, Network, Security, ServedInbound, User};
 
 /// What stays literal in an encoded value: RFC 3986's unreserved
@@ -54,7 +54,7 @@ pub fn write_links(listing: &Listing<'_>, out: &mut String) {
         if i > 0 {
             out.push('\n');
         }
-        write_into(listing.user, entry, out, &mut scratch);
+        write_into(&listing.credentials[i], entry, out, &mut scratch);
     }
 }
 
@@ -94,33 +94,39 @@ thread_local! {
 /// 200 links).
 const KEPT_TEXT_BYTES: usize = 64 * 1024;
 
-/// One entry's share link for `user`.
+/// One entry's share link for `user`, with the user's own id and secret.
 pub fn link(user: &User, entry: &ServedInbound) -> String {
+    credential_link(&EntryCredential::shared(user), entry)
+}
+
+/// One entry's share link with `credential`.
+pub fn credential_link(credential: &EntryCredential, entry: &ServedInbound) -> String {
     let mut out = String::with_capacity(LINK_CAPACITY);
-    write_link(user, entry, &mut out);
+    write_into(credential, entry, &mut out, &mut Vec::new());
     out
 }
 
-/// Appends one entry's share link for `user` to `out` (no newline).
+/// Appends one entry's share link for `user` to `out` (no newline), with
+/// the user's own id and secret.
 pub fn write_link(user: &User, entry: &ServedInbound, out: &mut String) {
-    write_into(user, entry, out, &mut Vec::new());
+    write_into(&EntryCredential::shared(user), entry, out, &mut Vec::new());
 }
 
 /// About the length of a REALITY link with a short remark: one
 /// reservation per link covers most links.
 const LINK_CAPACITY: usize = 320;
 
-fn write_into(user: &User, entry: &ServedInbound, out: &mut String, scratch: &mut Vec<u8>) {
+fn write_into(
+    credential: &EntryCredential,
+    entry: &ServedInbound,
+    out: &mut String,
+    scratch: &mut Vec<u8>,
+) {
     let ib = &entry.inbound;
     match ib.protocol {
         InboundProtocol::Vless => {
             out.push_str("vless://");
-            out.push_str(
-                user.id
-                    .as_uuid()
-                    .hyphenated()
-                    .encode_lower(&mut uuid::Uuid::encode_buffer()),
-            );
+            out.push_str(&credential.uuid);
             out.push('@');
             write_authority(out, &entry.address, ib.port);
             out.push('?');
@@ -132,7 +138,7 @@ fn write_into(user: &User, entry: &ServedInbound, out: &mut String, scratch: &mu
         }
         InboundProtocol::Trojan => {
             out.push_str("trojan://");
-            write_encoded(out, user.secret.expose());
+            write_encoded(out, credential.password.expose());
             out.push('@');
             write_authority(out, &entry.address, ib.port);
             out.push('?');
@@ -153,7 +159,7 @@ fn write_into(user: &User, entry: &ServedInbound, out: &mut String, scratch: &mu
             scratch.clear();
             scratch.extend_from_slice(method.as_bytes());
             scratch.push(b':');
-            scratch.extend_from_slice(user.secret.expose().as_bytes());
+            scratch.extend_from_slice(credential.password.expose().as_bytes());
             base64_simd::URL_SAFE_NO_PAD.encode_append(&*scratch, out);
             out.push('@');
             write_authority(out, &entry.address, ib.port);
@@ -162,7 +168,7 @@ fn write_into(user: &User, entry: &ServedInbound, out: &mut String, scratch: &mu
             // v2rayN's format has no fragment: the remark is `ps` inside.
             out.push_str("vmess://");
             scratch.clear();
-            serde_json::to_writer(&mut *scratch, &VmessJson::new(user, entry))
+            serde_json::to_writer(&mut *scratch, &VmessJson::new(credential, entry))
                 .expect("serialising borrowed strings into a Vec cannot fail");
             base64_simd::STANDARD.encode_append(&*scratch, out);
             return;
@@ -324,8 +330,7 @@ struct VmessJson<'a> {
     add: &'a str,
     #[serde(serialize_with = "as_text")]
     port: u16,
-    #[serde(serialize_with = "as_text")]
-    id: &'a crate::domain::UserId,
+    id: &'a str,
     aid: &'static str,
     scy: &'static str,
     net: &'static str,
@@ -344,7 +349,7 @@ struct VmessJson<'a> {
 }
 
 impl<'a> VmessJson<'a> {
-    fn new(user: &'a User, entry: &'a ServedInbound) -> Self {
+    fn new(credential: &'a EntryCredential, entry: &'a ServedInbound) -> Self {
         let ib = &entry.inbound;
         let (kind, host, path) = match ib.network {
             Network::Tcp | Network::Kcp => (ib.header_type.as_str(), &ib.host, &ib.path),
@@ -367,7 +372,7 @@ impl<'a> VmessJson<'a> {
             ps: &entry.remark,
             add: &entry.address,
             port: ib.port,
-            id: &user.id,
+            id: &credential.uuid,
             aid: "0",
             scy: "auto",
             net: ib.network.as_str(),

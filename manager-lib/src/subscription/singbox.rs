@@ -11,7 +11,7 @@ use std::borrow::Cow;
 
 use serde::Serialize;
 
-use super::Listing;
+use super::{EntryCredential, Listing};
 use crate::domain::{InboundDescription, InboundProtocol, Network, Security, ServedInbound};
 
 /// Where the imported profile listens for apps (the port SFA and the
@@ -35,23 +35,22 @@ pub fn carries(inbound: &InboundDescription) -> bool {
 /// The sing-box config for `listing` (entries sing-box cannot dial left out).
 pub fn render(listing: &Listing<'_>) -> String {
     let names = listing.unique_names();
-    let uuid = listing.user.id.to_string();
-    let password = listing.user.secret.expose();
-    let kept: Vec<(&ServedInbound, &str)> = listing
+    let kept: Vec<(&ServedInbound, &str, &EntryCredential)> = listing
         .entries
         .iter()
         .zip(&names)
-        .filter(|(e, _)| carries(&e.inbound))
-        .map(|(e, n)| (&**e, n.as_ref()))
+        .zip(&listing.credentials)
+        .filter(|((e, _), _)| carries(&e.inbound))
+        .map(|((e, n), c)| (&**e, n.as_ref(), c))
         .collect();
-    let tags: Vec<&str> = kept.iter().map(|(_, n)| *n).collect();
+    let tags: Vec<&str> = kept.iter().map(|(_, n, _)| *n).collect();
     let direct = free_name("direct", &tags);
     let select = free_name("select", &tags);
     let auto = free_name("auto", &tags);
 
     let proxies = kept
         .iter()
-        .map(|(e, tag)| proxy(e, tag, &uuid, password))
+        .map(|(e, tag, c)| proxy(e, tag, &c.uuid, c.password.expose()))
         .collect();
     let mut groups = Vec::with_capacity(2);
     let route_final: &str = if tags.is_empty() {

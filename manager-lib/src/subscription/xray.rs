@@ -34,13 +34,12 @@ const PRIVATE: [&str; 9] = [
 /// The Xray JSON for `listing`: a JSON array, one config per entry.
 pub fn render(listing: &Listing<'_>) -> String {
     let names = listing.unique_names();
-    let uuid = listing.user.id.to_string();
-    let password = listing.user.secret.expose();
     let configs: Vec<Config<'_>> = listing
         .entries
         .iter()
         .zip(&names)
-        .map(|(e, name)| config(e, name, &uuid, password))
+        .zip(&listing.credentials)
+        .map(|((e, name), c)| config(e, name, &c.uuid, c.password.expose()))
         .collect();
     serde_json::to_string(&configs).expect("plain structs with string keys always serialize")
 }

@@ -15,7 +15,7 @@ use async_trait::async_trait;
 
 use super::{NodeReport, NodeTransport, TransportError};
 use crate::domain::usage::{UsageCursor, UsagePage};
-use crate::domain::{Node, NodeKey, UserCredentials, UserId, UserSecret};
+use crate::domain::{Node, NodeKey, NodeUser, UserId, UserSecret};
 
 /// A transport under test and the agents it talks to.
 #[async_trait]
@@ -89,17 +89,21 @@ macro_rules! transport_conformance_tests {
 /// How long a call may take before the suite calls it unbounded.
 const PATIENCE: Duration = Duration::from_secs(20);
 
-fn users(n: usize) -> Vec<UserCredentials> {
+fn users(n: usize) -> Vec<NodeUser> {
     (0..n)
-        .map(|i| UserCredentials {
-            id: UserId::random(),
-            name: format!("user {i} ✓"),
-            secret: UserSecret::random(),
+        .map(|i| {
+            let id = UserId::random();
+            NodeUser {
+                id,
+                name: format!("user {i} ✓"),
+                proxy_id: id.as_uuid(),
+                secret: UserSecret::random(),
+            }
         })
         .collect()
 }
 
-fn ids(users: &[UserCredentials]) -> Vec<UserId> {
+fn ids(users: &[NodeUser]) -> Vec<UserId> {
     users.iter().map(|u| u.id).collect()
 }
 

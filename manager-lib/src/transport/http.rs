@@ -12,7 +12,7 @@ use node_agent_lib::wire::{
 
 use super::{JournalReport, NodeReport, NodeTransport, TransportError, UserPorts};
 use crate::domain::usage::{UsageBatch, UsageCursor, UsagePage, UserUsage};
-use crate::domain::{Node, Timestamp, UserCredentials, UserId};
+use crate::domain::{Node, NodeUser, Timestamp, UserId};
 
 #[derive(Clone, Debug)]
 pub struct HttpTransport {
@@ -39,11 +39,14 @@ impl HttpTransport {
     }
 }
 
-fn wire_user(u: &UserCredentials) -> WireUser {
+/// `proxyId` only when it is not the id, so a manager sharing credentials
+/// across nodes sends what agents older than the field read.
+fn wire_user(u: &NodeUser) -> WireUser {
     WireUser {
         id: u.id.to_string(),
         name: u.name.clone(),
         secret: u.secret.expose().to_owned(),
+        proxy_id: u.has_own_proxy_id().then(|| u.proxy_id.to_string()),
     }
 }
 
@@ -116,7 +119,7 @@ impl NodeTransport for HttpTransport {
     async fn start(
         &self,
         node: &Node,
-        users: &[UserCredentials],
+        users: &[NodeUser],
     ) -> Result<StartResponse, TransportError> {
         let wire: Vec<WireUser> = users.iter().map(wire_user).collect();
         let client = self.client(node, start_timeout(self.timeout, users.len()))?;
@@ -152,7 +155,7 @@ impl NodeTransport for HttpTransport {
     async fn edit_users(
         &self,
         node: &Node,
-        add: &[UserCredentials],
+        add: &[NodeUser],
         del: &[UserId],
     ) -> Result<UserPorts, TransportError> {
         let edit = UsersEditRequest {

@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use super::{JournalReport, NodeReport, NodeTransport, StartResponse, TransportError, UserPorts};
 use crate::domain::usage::{UsageBatch, UsageCursor, UsagePage, UserUsage};
 use crate::domain::{
-    InboundDescription, InboundProtocol, Node, NodeKey, Timestamp, UserCredentials, UserId,
+    InboundDescription, InboundProtocol, Node, NodeKey, NodeUser, Timestamp, UserId,
 };
 
 /// The most batches a pull answers, as on a real agent.
@@ -271,7 +271,7 @@ impl NodeTransport for SimulatedFleet {
     async fn start(
         &self,
         node: &Node,
-        users: &[UserCredentials],
+        users: &[NodeUser],
     ) -> Result<StartResponse, TransportError> {
         let answer = StartResponse {
             user_config_template: self.template.clone(),
@@ -314,7 +314,7 @@ impl NodeTransport for SimulatedFleet {
     async fn edit_users(
         &self,
         node: &Node,
-        add: &[UserCredentials],
+        add: &[NodeUser],
         del: &[UserId],
     ) -> Result<UserPorts, TransportError> {
         self.call(node, |n| {

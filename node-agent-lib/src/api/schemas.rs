@@ -109,12 +109,13 @@ pub(super) fn wire_schemas() -> Vec<(&'static str, RefOr<Schema>)> {
             "WireUser",
             ObjectBuilder::new()
                 .description(Some("One user as the manager sends it (`userID`/`user_id` and `userName`/`user_name` are accepted too)."))
-                .property("id", string("The VLESS/VMess id (a UUID when such an inbound is managed) and the core's key for the user."))
+                .property("id", string("The core's key for the user and, without `proxyId`, the VLESS/VMess id (a UUID when such an inbound is managed)."))
                 .required("id")
-                .property("name", string("The user's name."))
+                .property("name", string("The user's name (empty when the manager does not tell nodes names)."))
                 .required("name")
                 .property("secret", string("The Trojan/Shadowsocks password; never logged."))
                 .required("secret")
+                .property("proxyId", string("The VLESS/VMess id on this node when it is not `id` (a manager giving each node its own credentials); `proxy_id` is accepted too. Never logged."))
                 .into(),
         ),
         (

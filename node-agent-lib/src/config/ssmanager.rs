@@ -117,6 +117,7 @@ mod tests {
             id: "u".into(),
             name: "n".into(),
             secret: "the-secret".into(),
+            proxy_id: None,
         };
         let mut out = Vec::new();
         config.render(&mut out, [&user]).unwrap();

@@ -140,6 +140,7 @@ pub fn user(n: u32) -> WireUser {
         id: uuid::Uuid::from_u128(0x1000 + u128::from(n)).to_string(),
         name: format!("user {n}"),
         secret: format!("secret-{n}"),
+        proxy_id: None,
     }
 }
 
