@@ -36,6 +36,8 @@
 //!   the manager's heartbeat step);
 //! - [`api`]: the HTTP face (router, handlers, error table, OpenAPI, rate
 //!   limit, admin auth);
+//! - [`dashboard`]: the web dashboard under `/ui/` (server-rendered HTML
+//!   over the manager, behind the API's admin check);
 //! - [`server`]: the composition root (backends, settings, a listener and a
 //!   shutdown in; a running manager out);
 //! - [`subscription`]: a user's subscription in each client format (pure,
@@ -49,6 +51,7 @@
 
 pub mod api;
 pub mod cache;
+pub mod dashboard;
 pub mod domain;
 pub mod links;
 pub mod manager;

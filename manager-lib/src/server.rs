@@ -31,6 +31,7 @@ use crate::api::client_addr::TrustedProxies;
 use crate::api::ratelimit::RateLimit;
 use crate::api::{self, ApiState};
 use crate::cache::{Cache, CachedStorage, CachedStorageSettings};
+use crate::dashboard;
 use crate::manager::{Manager, ManagerSettings};
 use crate::metrics::{self, ManagerMetrics};
 use crate::reconcile::{Reconciler, ReconcilerSettings};
@@ -256,11 +257,14 @@ impl Server {
             .with_subscription(settings.subscription)
             .with_trusted_proxies(settings.trusted_proxies)
             .with_metrics(metrics.clone());
+        let secure = settings.tls.is_some();
+        let pages = state.clone();
+        let router = api::router_with(state, |auth| dashboard::router(&pages, auth, secure));
         Self {
             manager,
             reconciler,
             metrics,
-            router: api::router(state).layer(request_trace_layer()),
+            router: router.layer(request_trace_layer()),
             deliverer,
             metrics_listen: settings.metrics_listen,
             http: settings.http,
@@ -360,7 +364,9 @@ pub async fn serve(
 /// (they authorise the node-list call) even when malformed (`…/nodes/`,
 /// `//user/…`), and which anyone can fill with text of their choice.
 pub fn loggable_path(path: &str) -> &'static str {
-    api::route_of(path).unwrap_or(metrics::UNMATCHED_ROUTE)
+    api::route_of(path)
+        .or_else(|| dashboard::route_of(path))
+        .unwrap_or(metrics::UNMATCHED_ROUTE)
 }
 
 /// A span per HTTP request (method, route with secrets left out, status and

@@ -248,6 +248,63 @@ impl std::fmt::Debug for AdminAuth {
     }
 }
 
+/// Why a presented token was not taken.
+#[derive(Debug)]
+pub(crate) enum Rejected {
+    /// The client's failure budget is spent: 429, try after this long.
+    Throttled(Duration),
+    /// No token, or neither the bootstrap one nor a usable scoped one (one
+    /// failure was charged to the client).
+    Wrong,
+    /// The token could not be checked now (the database is down): not the
+    /// caller's failure, nothing charged.
+    Unavailable(ApiError),
+}
+
+impl AdminAuth {
+    /// Who presents `token` (`None`: nothing presented) from `address`,
+    /// for `path`: the one check of the admin API and the dashboard's
+    /// login and session. Refusals are charged, logged and counted.
+    pub(crate) async fn identify(
+        &self,
+        token: Option<&str>,
+        address: Option<IpAddr>,
+        path: &str,
+    ) -> Result<Caller, Rejected> {
+        let client = ClientKey::from_client(address);
+        // Peek, then charge only failures: concurrent guesses that all passed
+        // the peek overshoot the budget by at most the number of worker threads
+        // (nothing awaits between the peek and the charge).
+        if let Some(Decision::Limited { retry_after }) =
+            self.failures.as_ref().map(|f| f.peek(client))
+        {
+            self.refused(Refusal::Throttled, address, path);
+            return Err(Rejected::Throttled(retry_after));
+        }
+        let token = token.map(str::trim).filter(|t| !t.is_empty());
+        let why = match token {
+            Some(token) if self.token.matches(token) => return Ok(Caller::bootstrap()),
+            Some(token) => match self.manager.authenticate(token).await {
+                Ok(Some(t)) => {
+                    return Ok(Caller {
+                        actor: t.name,
+                        role: t.role,
+                    });
+                }
+                Ok(None) => Refusal::WrongToken,
+                // The database is down: not the caller's failure.
+                Err(e) => return Err(Rejected::Unavailable(ApiError::from(e))),
+            },
+            None => Refusal::NoToken,
+        };
+        if let Some(failures) = &self.failures {
+            let _ = failures.check(client);
+        }
+        self.refused(why, address, path);
+        Err(Rejected::Wrong)
+    }
+}
+
 /// Axum middleware in front of every admin route: 429 while the client's
 /// failure budget is spent; 401 (which spends one from the budget) without
 /// the bootstrap token or a usable scoped token; else the role check and
@@ -258,37 +315,15 @@ pub(crate) async fn require_admin(
     next: Next,
 ) -> Response {
     let address = ratelimit::client_of(&req);
-    let client = ClientKey::from_client(address);
-    // Peek, then charge only failures: concurrent guesses that all passed
-    // the peek overshoot the budget by at most the number of worker threads
-    // (nothing awaits between the peek and the charge).
-    if let Some(Decision::Limited { retry_after }) = auth.failures.as_ref().map(|f| f.peek(client))
-    {
-        auth.refused(Refusal::Throttled, address, req.uri().path());
-        return ratelimit::too_many_requests(retry_after);
+    let found = auth
+        .identify(presented(req.headers()), address, req.uri().path())
+        .await;
+    match found {
+        Ok(caller) => authorize_and_run(&auth.manager, caller, req, next).await,
+        Err(Rejected::Throttled(retry_after)) => ratelimit::too_many_requests(retry_after),
+        Err(Rejected::Wrong) => ApiError::Unauthorized.into_response(),
+        Err(Rejected::Unavailable(e)) => e.into_response(),
     }
-    let found = match presented(req.headers()) {
-        Some(token) if auth.token.matches(token) => Ok(Caller::bootstrap()),
-        Some(token) => match auth.manager.authenticate(token).await {
-            Ok(Some(t)) => Ok(Caller {
-                actor: t.name,
-                role: t.role,
-            }),
-            Ok(None) => Err(Refusal::WrongToken),
-            // The database is down: not the caller's failure.
-            Err(e) => return ApiError::from(e).into_response(),
-        },
-        None => Err(Refusal::NoToken),
-    };
-    let why = match found {
-        Ok(caller) => return authorize_and_run(&auth.manager, caller, req, next).await,
-        Err(why) => why,
-    };
-    if let Some(failures) = &auth.failures {
-        let _ = failures.check(client);
-    }
-    auth.refused(why, address, req.uri().path());
-    ApiError::Unauthorized.into_response()
 }
 
 #[cfg(test)]

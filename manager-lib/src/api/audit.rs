@@ -62,7 +62,9 @@ fn target_in(json: &[u8]) -> Option<String> {
         })
 }
 
-async fn record(
+/// Stores one audit entry: `caller` made `call` on `target`, answered
+/// `status`; a storage failure is logged, never the caller's problem.
+pub(crate) async fn record(
     manager: &Manager,
     caller: &Caller,
     call: String,

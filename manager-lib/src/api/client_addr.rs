@@ -151,7 +151,11 @@ pub async fn resolve_client(
 /// The client of `req`: its [`ClientAddr`], else its peer's address, else
 /// `None` (a router called in-process without connect info).
 pub fn client_of(req: &Request) -> Option<IpAddr> {
-    let extensions = req.extensions();
+    client_in(req.extensions())
+}
+
+/// [`client_of`] from a request's extensions (for a handler's parts).
+pub fn client_in(extensions: &axum::http::Extensions) -> Option<IpAddr> {
     extensions.get::<ClientAddr>().map(|c| c.0).or_else(|| {
         extensions
             .get::<ConnectInfo<SocketAddr>>()

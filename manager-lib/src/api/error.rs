@@ -86,7 +86,7 @@ impl ApiError {
     }
 
     /// Details safe to show the caller; internal errors only go to the log.
-    fn message(&self) -> Option<String> {
+    pub(crate) fn message(&self) -> Option<String> {
         use ManagerError as S;
         match self {
             Self::BadRequest(m) => Some(m.clone()),

@@ -26,7 +26,7 @@
 //! - `router`: [`router`], [`serve`], [`serve_with`], [`ROUTES`].
 
 pub mod admin_auth;
-mod audit;
+pub(crate) mod audit;
 pub mod client_addr;
 mod devices;
 pub mod error;
@@ -48,5 +48,6 @@ mod usage;
 pub use error::{ApiError, ErrorBody};
 pub use extract::JsonBody;
 pub use handlers::DEFAULT_PAGE;
+pub(crate) use router::router_with;
 pub use router::{MAX_BODY_BYTES, ROUTES, route_of, router, serve, serve_with};
 pub use state::ApiState;

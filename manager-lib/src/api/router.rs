@@ -87,10 +87,21 @@ pub fn route_of(path: &str) -> Option<&'static str> {
         .find(|template| matches(template))
 }
 
+/// The manager's router, without the dashboard's pages (the server adds them).
+pub fn router(state: ApiState) -> Router {
+    router_with(state, |_| Router::new())
+}
+
 /// The manager's router: admin calls behind a bearer token (the bootstrap
 /// one or a scoped one whose role allows the call; changes are audited), the user's
-/// node-list call, the health check and the API's documentation open.
-pub fn router(state: ApiState) -> Router {
+/// node-list call, the health check and the API's documentation open;
+/// plus the routes `pages` makes with the router's admin check (the
+/// dashboard: it shares the failure budget, the client address, the
+/// metrics and the fallbacks).
+pub(crate) fn router_with(
+    state: ApiState,
+    pages: impl FnOnce(Arc<AdminAuth>) -> Router<ApiState>,
+) -> Router {
     let mut admin = Router::new()
         .route("/node/new", post(node_new))
         .route("/node/start", post(node_start))
@@ -125,14 +136,9 @@ pub fn router(state: ApiState) -> Router {
     if let Some(m) = &state.metrics {
         admin = admin.route("/metrics", get(metrics::scrape).with_state(m.clone()));
     }
-    let auth = AdminAuth::new(
-        state.manager.clone(),
-        state.admin_token.clone(),
-        state.admin_failures,
-        state.metrics.clone(),
-    );
+    let auth = Arc::new(state.admin_auth());
     let admin = admin.route_layer(middleware::from_fn_with_state(
-        Arc::new(auth),
+        auth.clone(),
         admin_auth::require_admin,
     ));
     // The user calls share one per-client budget.
@@ -150,6 +156,7 @@ pub fn router(state: ApiState) -> Router {
     }
     let mut app = Router::new()
         .merge(admin)
+        .merge(pages(auth))
         .route("/user/{id_name}/nodes", node_list)
         .route("/sub/{token}", sub)
         .route("/health", get(health))

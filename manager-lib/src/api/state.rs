@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::admin_auth::{FailureLimit, TokenDigest};
+use super::admin_auth::{AdminAuth, FailureLimit, TokenDigest};
 use super::client_addr::TrustedProxies;
 use super::ratelimit::{RateLimit, RateLimiter};
 use crate::manager::Manager;
@@ -79,6 +79,17 @@ impl ApiState {
     pub fn with_admin_failure_limit(mut self, limit: Option<FailureLimit>) -> Self {
         self.admin_failures = limit;
         self
+    }
+
+    /// The admin check with this state's token, failure budget and
+    /// metrics: one per router, so the API and the dashboard share it.
+    pub(crate) fn admin_auth(&self) -> AdminAuth {
+        AdminAuth::new(
+            self.manager.clone(),
+            self.admin_token.clone(),
+            self.admin_failures,
+            self.metrics.clone(),
+        )
     }
 
     /// The reverse proxies whose `X-Forwarded-For` names the client (for

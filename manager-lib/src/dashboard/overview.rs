@@ -1,0 +1,224 @@
+//! The fleet overview, the page an operator opens first: nodes by actual
+//! and wanted status, the nodes in error, the users on the nodes, the
+//! traffic of the last 24 hours, and how long ago each node answered. The
+//! numbers sit in a fragment the script fetches again every
+//! [`REFRESH_SECS`] (`/ui/overview/fragment`), without reloading the page.
+
+use std::collections::{BTreeMap, HashMap};
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use maud::{Markup, html};
+
+use super::change::failed;
+use super::session::Session;
+use super::{UiState, format, layout};
+use crate::api::ApiError;
+use crate::domain::usage::{DAY_MS, NodeUsage};
+use crate::domain::{ActualStatus, FleetState, Node, NodeId, RequiredStatus, Timestamp};
+use crate::manager::ManagerError;
+
+/// Seconds between two refreshes of the overview's numbers.
+pub const REFRESH_SECS: u32 = 10;
+
+/// What the overview and the node list show, read once per request.
+pub(super) struct Fleet {
+    pub(super) nodes: Vec<Node>,
+    pub(super) state: FleetState,
+    /// Raw bytes through each node over the last 24 h.
+    pub(super) traffic: HashMap<NodeId, u64>,
+    pub(super) now: Timestamp,
+}
+
+impl Fleet {
+    pub(super) async fn read(st: &UiState) -> Result<Fleet, ManagerError> {
+        let now = Timestamp::now();
+        let nodes = crate::storage::all_nodes(st.manager.storage().as_ref()).await?;
+        let state = st.manager.fleet_state().await?;
+        let usage = st
+            .manager
+            .node_usage(Timestamp(now.0 - DAY_MS), now)
+            .await?;
+        let traffic = usage
+            .into_iter()
+            .map(|NodeUsage { node, up, down }| (node, up.saturating_add(down)))
+            .collect();
+        Ok(Fleet {
+            nodes,
+            state,
+            traffic,
+            now,
+        })
+    }
+
+    /// Bytes through `node` over the last 24 h.
+    pub(super) fn traffic_of(&self, node: NodeId) -> u64 {
+        self.traffic.get(&node).copied().unwrap_or(0)
+    }
+}
+
+/// The name a node is shown by: its remark, else its endpoint.
+pub(super) fn node_name(node: &Node) -> &str {
+    node.profile
+        .remark
+        .as_deref()
+        .filter(|r| !r.trim().is_empty())
+        .unwrap_or(&node.endpoint)
+}
+
+/// The status a node is shown with, as `running (wanted: running)`.
+pub(super) fn status_text(actual: ActualStatus, required: RequiredStatus) -> String {
+    format!(
+        "{} (wanted: {})",
+        actual.as_str().to_lowercase(),
+        required.as_str().to_lowercase()
+    )
+}
+
+fn numbers(fleet: &Fleet) -> Markup {
+    let mut by_status: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+    for n in &fleet.nodes {
+        *by_status
+            .entry((n.actual_status.as_str(), n.required_status.as_str()))
+            .or_default() += 1;
+    }
+    let in_error: Vec<&Node> = fleet
+        .nodes
+        .iter()
+        .filter(|n| n.actual_status == ActualStatus::Error)
+        .collect();
+    let total: u64 = fleet.traffic.values().copied().fold(0, u64::saturating_add);
+    let wanted: Vec<&Node> = fleet
+        .nodes
+        .iter()
+        .filter(|n| n.required_status == RequiredStatus::Running)
+        .collect();
+    let oldest = wanted
+        .iter()
+        .map(|n| n.last_seen)
+        .min_by_key(|seen| seen.map_or(i64::MIN, |t| t.0));
+    html! {
+        div class="cards" {
+            section class="card" aria-labelledby="h-nodes" {
+                h2 id="h-nodes" { "Nodes" }
+                p class="big" { (fleet.nodes.len()) }
+                table {
+                    thead { tr { th scope="col" { "Actual" } th scope="col" { "Wanted" } th scope="col" { "Nodes" } } }
+                    tbody {
+                        @for ((actual, required), count) in &by_status {
+                            tr {
+                                td { (actual.to_lowercase()) }
+                                td { (required.to_lowercase()) }
+                                td class="num" { (count) }
+                            }
+                        }
+                    }
+                }
+            }
+            section class="card" aria-labelledby="h-users" {
+                h2 id="h-users" { "Users" }
+                p class="big" { (fleet.state.enabled_users) }
+                p { "on the nodes (enabled, within their plan)" }
+                p class="muted" { "Changes so far: " (fleet.state.last_seq) }
+            }
+            section class="card" aria-labelledby="h-traffic" {
+                h2 id="h-traffic" { "Traffic, last 24 h" }
+                p class="big" { (format::bytes(total)) }
+                p class="muted" { "through every node, before multipliers" }
+            }
+            section class="card" aria-labelledby="h-heartbeat" {
+                h2 id="h-heartbeat" { "Heartbeat" }
+                @match oldest {
+                    Some(seen) => {
+                        p class="big" { (format::age(seen, fleet.now)) }
+                        p { "the oldest last answer of a node that should run" }
+                    }
+                    None => p { "No node should run." }
+                }
+            }
+        }
+        section aria-labelledby="h-errors" {
+            h2 id="h-errors" { "Nodes in error (" (in_error.len()) ")" }
+            @if in_error.is_empty() {
+                p { "None." }
+            } @else {
+                div class="scroll" {
+                    table {
+                        thead { tr {
+                            th scope="col" { "Node" }
+                            th scope="col" { "In error since" }
+                            th scope="col" { "Last answer" }
+                        } }
+                        tbody {
+                            @for n in &in_error {
+                                tr {
+                                    td { a href=(format!("/ui/nodes/{}", n.id)) { (node_name(n)) } }
+                                    td { (format::when(n.updated_at)) " (" (format::age(Some(n.updated_at), fleet.now)) ")" }
+                                    td { (format::age(n.last_seen, fleet.now)) }
+                                }
+                            }
+                        }
+                    }
+                }
+                p class="muted" { "The manager keeps a node's status, not the text of its last error: the manager's log has it." }
+            }
+        }
+        section aria-labelledby="h-heartbeats" {
+            h2 id="h-heartbeats" { "Last answer of each node" }
+            div class="scroll" {
+                table {
+                    thead { tr {
+                        th scope="col" { "Node" }
+                        th scope="col" { "Status" }
+                        th scope="col" { "Last answer" }
+                        th scope="col" { "Traffic 24 h" }
+                    } }
+                    tbody {
+                        @for n in &fleet.nodes {
+                            tr {
+                                td { a href=(format!("/ui/nodes/{}", n.id)) { (node_name(n)) } }
+                                td { (status_text(n.actual_status, n.required_status)) }
+                                td { (format::age(n.last_seen, fleet.now)) }
+                                td class="num" { (format::bytes(fleet.traffic_of(n.id))) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        p class="muted" { "As of " (format::when(fleet.now)) "." }
+    }
+}
+
+async fn read_or_fail(st: &UiState, session: &Session) -> Result<Fleet, Response> {
+    Fleet::read(st)
+        .await
+        .map_err(|e| failed(&ApiError::from(e), session))
+}
+
+/// `GET /ui/`: the overview.
+pub(super) async fn page(State(st): State<UiState>, session: Session) -> Response {
+    let fleet = match read_or_fail(&st, &session).await {
+        Ok(fleet) => fleet,
+        Err(page) => return page,
+    };
+    let body = html! {
+        div id="overview" data-refresh="/ui/overview/fragment" data-every=(REFRESH_SECS) aria-live="polite" {
+            (numbers(&fleet))
+        }
+    };
+    layout::send(
+        StatusCode::OK,
+        layout::page("Overview", Some(&session.chrome), "Overview", body),
+    )
+}
+
+/// `GET /ui/overview/fragment`: the overview's numbers alone, for the
+/// script to put in place.
+pub(super) async fn fragment(State(st): State<UiState>, session: Session) -> Response {
+    match read_or_fail(&st, &session).await {
+        Ok(fleet) => layout::send(StatusCode::OK, numbers(&fleet)),
+        Err(page) => page,
+    }
+}
