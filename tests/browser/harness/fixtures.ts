@@ -30,6 +30,9 @@ interface Fixtures {
   watch: PageWatch;
   /** Writes a full-page screenshot named `name` now. */
   shot: (name: string) => Promise<void>;
+  /** Opens another page (tab) in the test's browser context, watched and
+   * screenshotted like `page` (its shots in a page-N folder). */
+  anotherPage: () => Promise<{ page: Page; watch: PageWatch }>;
 }
 
 /** A folder name from a test's title. */
@@ -131,6 +134,22 @@ export const test = base.extend<Fixtures>({
     },
     { auto: true },
   ],
+
+  anotherPage: async ({ context }, use, info) => {
+    const opened: Array<{ watch: PageWatch; shots: Shots }> = [];
+    await use(async () => {
+      const page = await context.newPage();
+      const dir = path.join(shotsDir(info), `page-${opened.length + 2}`);
+      const watch = new PageWatch(page);
+      opened.push({ watch, shots: new Shots(page, dir) });
+      return { page, watch };
+    });
+    await Promise.all(opened.map((o) => o.shots.settle()));
+    const problems = opened.flatMap((o, i) => o.watch.finish().map((p) => `page ${i + 2}: ${p}`));
+    if (problems.length > 0) {
+      throw new Error(`a page misbehaved:\n  ${problems.join('\n  ')}`);
+    }
+  },
 });
 
 export { expect } from '@playwright/test';

@@ -31,11 +31,15 @@ export class PageWatch {
     page.on('response', (resp) => this.onResponse(resp));
   }
 
-  /** Answers with `status` to a URL matching `url` are expected (for the
-   * rest of the test), as is the console's "Failed to load resource" line
-   * the browser logs for each. */
-  expectStatus(status: number, url: RegExp) {
-    this.expected.push({ status, url });
+  /** Answers with `status` to a URL matching `url` are expected, as is the
+   * console's "Failed to load resource" line the browser logs for each,
+   * until the returned function is called (or the test ends). */
+  expectStatus(status: number, url: RegExp): () => void {
+    const entry = { status, url };
+    this.expected.push(entry);
+    return () => {
+      this.expected = this.expected.filter((e) => e !== entry);
+    };
   }
 
   private isExpected(status: number, url: string): boolean {
