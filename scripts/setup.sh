@@ -73,3 +73,38 @@ if [ "$(uname -m)" = x86_64 ]; then
     rm -rf "$tmp"
   fi
 fi
+
+# The browser suite (tests/browser, run by scripts/browser-tests.sh):
+# Debian's chromium (Playwright drives it; no browser is downloaded), Node.js
+# 20+ with npm, and the Playwright test runner pinned in
+# tests/browser/package-lock.json (@playwright/test 1.64.1, built against
+# chromium 156: Debian's is 156 too), installed with `npm ci` only when the
+# lock file changed since the last install.
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+fi
+if ! command -v node >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm
+fi
+if ! command -v npm >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm
+fi
+if command -v node >/dev/null 2>&1; then
+  node_major=$(node -p 'process.versions.node.split(".")[0]')
+  if [ "$node_major" -lt 20 ]; then
+    echo "setup: Node.js $(node --version) is too old for the browser tests' Playwright (20 or newer)" >&2
+    exit 1
+  fi
+fi
+browser_dir="$(cd "$(dirname "$0")/.." && pwd)/tests/browser"
+if command -v npm >/dev/null 2>&1; then
+  lock_sum=$(sha256sum "$browser_dir/package-lock.json" | cut -d' ' -f1)
+  stamp="$browser_dir/node_modules/.installed-lock-sha256"
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$lock_sum" ]; then
+    (cd "$browser_dir" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
+    echo "$lock_sum" >"$stamp"
+  fi
+fi
