@@ -32,7 +32,7 @@ pub(crate) async fn find_users(s: &PgStorage, query: &UserQuery) -> StorageResul
     let rows = q.fetch_all(&s.pool).await.map_err(user_err)?;
     let users = rows
         .iter()
-        .map(rows::user)
+        .map(|r| rows::user(r, &s.seal))
         .collect::<StorageResult<Vec<User>>>()?;
     Ok(directory::into_page(query, users))
 }

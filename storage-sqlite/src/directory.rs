@@ -33,7 +33,7 @@ pub(crate) async fn find_users(s: &SqliteStorage, query: &UserQuery) -> StorageR
         .map_err(|e| db_error(e, Some(Entity::User)))?;
     let users = rows
         .iter()
-        .map(user_from_row)
+        .map(|r| user_from_row(r, &s.seal))
         .collect::<StorageResult<Vec<User>>>()?;
     Ok(directory::into_page(query, users))
 }
