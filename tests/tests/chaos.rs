@@ -9,6 +9,7 @@ use std::sync::Arc;
 use manager_lib::domain::PageRequest;
 use manager_lib::domain::Timestamp;
 use manager_lib::domain::usage::UsageGrouping;
+use manager_lib::seal::{MasterKey, Sealer};
 use manager_lib::storage::Storage;
 use manager_lib::storage::StorageError;
 use node_agent_lib::usage::Journal;
@@ -152,7 +153,12 @@ async fn chaos_run_with(settings: ChaosSettings) {
         return;
     };
     let db = TestDatabase::new().await;
-    let direct = db.storage().await; // the schema, and the checker's own connection
+    // The checker's own connection, opening secrets with the master key the
+    // managers this process starts are given.
+    let key = MasterKey::parse(tests::fleet::shared_master_key()).expect("the test's master key");
+    let direct = PgStorage::connect_sealed(db.url(), Sealer::new(key, Vec::new()))
+        .await
+        .expect("the checker's connection");
     let report = chaos::run(settings, core, db.url(), reader(direct), journals()).await;
     assert!(
         report.acked > 0,
