@@ -373,3 +373,63 @@ async fn a_redis_that_goes_away_after_connecting_is_unavailable() {
         assert_unavailable(call.expect("the call outlived its timeout by far"));
     }
 }
+
+/// Redis persists what it holds (RDB, AOF, replicas): the user rows it
+/// caches carry the secret sealed as in the database, and read back whole.
+#[tokio::test]
+async fn cached_user_rows_hold_the_secret_sealed_only() {
+    use manager_lib::seal::{MasterKey, Sealer};
+    let Some(redis) = test_redis().await else {
+        return;
+    };
+    let settings = fresh_settings();
+    let namespace = settings.namespace.clone();
+    let cache = Arc::new(
+        RedisCache::connect_with(&redis.url, settings)
+            .await
+            .unwrap(),
+    );
+    let seal = Sealer::new(MasterKey::random(), Vec::new());
+    let prefix = seal.current_prefix().unwrap();
+    let storage = Arc::new(MemoryStorage::new());
+    let cached = CachedStorage::new(storage.clone(), cache, CachedStorageSettings::default())
+        .with_sealer(seal);
+    let (_, u) = serving_node_with_user(&cached).await;
+    let secret = storage.get_user(u).await.unwrap().secret;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while cached.stats().hits == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the row was never cached"
+        );
+        let got = cached.user_nodes(u).await.unwrap();
+        assert_eq!(got.user.secret, secret, "read back whole");
+    }
+
+    let client = redis::Client::open(redis.url.as_str()).unwrap();
+    let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{namespace}*"))
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let mut sealed = 0;
+    for key in keys {
+        let Ok(Some(value)) = redis::cmd("GET")
+            .arg(&key)
+            .query_async::<Option<Vec<u8>>>(&mut raw)
+            .await
+        else {
+            continue; // not a string value
+        };
+        let clear = secret.expose().as_bytes();
+        assert!(
+            !value.windows(clear.len()).any(|w| w == clear),
+            "{key} holds the user's secret in clear"
+        );
+        if value.windows(prefix.len()).any(|w| w == prefix.as_bytes()) {
+            sealed += 1;
+        }
+    }
+    assert_eq!(sealed, 1, "the user's row is cached, sealed");
+}

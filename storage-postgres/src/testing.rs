@@ -187,6 +187,21 @@ impl PgFixture {
         Self { storage, database }
     }
 
+    /// [`PgFixture::new`] with node keys and user secrets sealed under a
+    /// random master key.
+    pub async fn sealed() -> Self {
+        use manager_lib::seal::{MasterKey, Sealer};
+        let database = TestDatabase::new().await;
+        let seal = Sealer::new(MasterKey::random(), Vec::new());
+        let storage = PgStorage::connect_sealed(database.url(), seal)
+            .await
+            .unwrap_or_else(|e| panic!("test database {}: {e}", database.name()));
+        Self {
+            storage: Arc::new(storage),
+            database,
+        }
+    }
+
     pub fn storage(&self) -> &Arc<PgStorage> {
         &self.storage
     }
