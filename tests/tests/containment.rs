@@ -16,6 +16,10 @@
 //! credential replaced by each one node A holds (ids and Trojan passwords
 //! read from node A's generated core config): refused; the same
 //! replacement in node A's entries works.
+//!
+//! The third does it for Shadowsocks: two `ss-manager` nodes, the
+//! password node A holds (in ss-manager's files on its disk) tried with a
+//! real `ss-local` on node B: refused; the user's own link for B works.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -532,4 +536,102 @@ async fn a_compromised_nodes_trojan_vless_and_vmess_credentials_open_nothing_in_
         .map(|c| (format!("carol's own entry {}", c["remarks"]), c.clone()))
         .collect();
     check_all(&v2ray, theirs, &origin, true).await;
+}
+
+/// What an `ss://` link (SIP002, user info in base64url) says: port,
+/// method and password.
+fn parse_ss(link: &str) -> (u16, String, String) {
+    let rest = link.strip_prefix("ss://").expect("an ss:// link");
+    let authority = rest.split('#').next().unwrap();
+    let (info, address) = authority.rsplit_once('@').expect("user info @ address");
+    let info = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(info)
+        .expect("base64url user info");
+    let (method, password) = std::str::from_utf8(&info)
+        .unwrap()
+        .split_once(':')
+        .expect("method:password");
+    let port = address.rsplit_once(':').unwrap().1.parse().unwrap();
+    (port, method.to_owned(), password.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compromised_ss_manager_nodes_password_opens_nothing_on_another() {
+    use xray_core_client::testing::ssmanager::{TestSsLocal, ss_local_binary, ss_manager_binary};
+    let (Some(ss_manager), Some(_)) = (ss_manager_binary(), ss_local_binary()) else {
+        eprintln!("skipping: no shadowsocks-libev (CI=true fails instead)");
+        return;
+    };
+    // One port per node, below the other ss-manager tests' blocks and above
+    // the ephemeral ports; one pair per test process.
+    let first = 63_800 + u16::try_from(std::process::id() % 100).unwrap() * 2;
+    let manager = contained_manager().await;
+    let mut agents = Vec::new();
+    for port in [first, first + 1] {
+        let listen = free_port();
+        let (id, key) = manager
+            .new_node(&format!("http://127.0.0.1:{listen}"))
+            .await;
+        let range = format!("{port}-{port}");
+        agents.push(AgentProcess::start_ss_manager(&key, &ss_manager, listen, &range).await);
+        let (status, body) = manager.post("/node/start", json!({"nodeID": id})).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (_, created) = manager.post("/user/new", json!({"userName": "dave"})).await;
+    let user = created["user"]["id"].as_str().unwrap().to_owned();
+    let (status, _) = manager.post("/user/enable", json!({"userID": user})).await;
+    assert_eq!(status, 200);
+    let (_, sub) = manager.get(&format!("/users/{user}/subscription")).await;
+    let path = sub["subscription"]["url"].as_str().unwrap().to_owned();
+    let links = wait_for("dave on both nodes", LONG, || async {
+        let text = reqwest::get(format!("{}{path}?format=links", manager.url))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        let links: Vec<_> = text.lines().map(parse_ss).collect();
+        (links.len() == 2).then_some(links)
+    })
+    .await;
+    let on = |port: u16| links.iter().find(|l| l.0 == port).expect("a link per node");
+    let ((_, method, a_password), (_, _, b_password)) = (on(first), on(first + 1));
+    assert_ne!(a_password, b_password);
+
+    // Node A holds its password (ss-manager's files), not node B's.
+    let knowledge = wait_for("node A to hold dave's password", LONG, || async {
+        let text = everything_under(agents[0].dir());
+        text.contains(a_password.as_str()).then_some(text)
+    })
+    .await;
+    assert!(!knowledge.contains(b_password.as_str()));
+    assert!(!knowledge.contains("dave"));
+
+    let (http, _server) = serve_bytes(BYTES).await;
+    let url = format!("http://{http}/file");
+    let fetch_as = |port: u16, password: String| {
+        let (url, method) = (url.clone(), method.clone());
+        async move {
+            let local = TestSsLocal::start(port, &password, &method)
+                .await
+                .expect("ss-local");
+            fetch_via_socks(local.socks_port(), &url)
+                .await
+                .is_ok_and(|b| b.len() == BYTES)
+        }
+    };
+    wait_for("dave through node A with node A's password", LONG, || {
+        let fetch = fetch_as(first, a_password.clone());
+        async move { fetch.await.then_some(()) }
+    })
+    .await;
+    assert!(
+        !fetch_as(first + 1, a_password.clone()).await,
+        "node A's password opened node B"
+    );
+    wait_for("dave through node B with his own link", LONG, || {
+        let fetch = fetch_as(first + 1, b_password.clone());
+        async move { fetch.await.then_some(()) }
+    })
+    .await;
 }
