@@ -14,6 +14,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::domain::{CredentialScope, NodeCredential, NodeEntry, ServedInbound, User, UserSecret};
 
@@ -91,8 +92,9 @@ pub struct Listing<'a> {
     /// As the user dials them: an inbound with a port per user
     /// (`ss-manager`) is a copy with the user's own port.
     pub entries: Vec<Cow<'a, ServedInbound>>,
-    /// The user's credentials for each entry (same length and order).
-    pub credentials: Vec<EntryCredential>,
+    /// The user's credentials for each entry (same length and order),
+    /// shared by the entries of one node.
+    pub credentials: Vec<Arc<EntryCredential>>,
 }
 
 /// What the user presents to one entry's inbound, as the formats write it.
@@ -133,15 +135,20 @@ impl<'a> Listing<'a> {
     /// `entries` with the user's own id and secret for each (the SPEC's
     /// shared credentials).
     pub fn new(user: &'a User, entries: impl IntoIterator<Item = &'a ServedInbound>) -> Self {
-        let shared = EntryCredential::shared(user);
+        let shared = Arc::new(EntryCredential::shared(user));
         Self::with_credentials(user, entries.into_iter().map(|e| (e, shared.clone())))
     }
 
     /// Every entry of `nodes`, each with the user's credentials for its node
     /// under `scope`.
     pub fn of_nodes(user: &'a User, nodes: &'a [NodeEntry], scope: CredentialScope) -> Self {
-        let per_node = nodes.iter().flat_map(|n| {
-            let c = EntryCredential::from(scope.credential(user.id, &user.secret, n.id));
+        let shared =
+            (scope == CredentialScope::Shared).then(|| Arc::new(EntryCredential::shared(user)));
+        let per_node = nodes.iter().flat_map(move |n| {
+            let c = match &shared {
+                Some(shared) => shared.clone(),
+                None => Arc::new(scope.credential(user.id, &user.secret, n.id).into()),
+            };
             n.served.iter().map(move |e| (e, c.clone()))
         });
         Self::with_credentials(user, per_node)
@@ -149,7 +156,7 @@ impl<'a> Listing<'a> {
 
     fn with_credentials(
         user: &'a User,
-        entries: impl IntoIterator<Item = (&'a ServedInbound, EntryCredential)>,
+        entries: impl IntoIterator<Item = (&'a ServedInbound, Arc<EntryCredential>)>,
     ) -> Self {
         let mut id = None;
         let (entries, credentials) = entries
@@ -235,6 +242,56 @@ mod tests {
         entries[2].remark = "same (2)".into();
         let listing = Listing::new(&user, &entries);
         assert_eq!(listing.unique_names(), ["same", "same (2)", "same (2) (2)"]);
+    }
+
+    #[test]
+    fn every_format_gives_each_nodes_own_credentials_per_node() {
+        use crate::domain::{InboundProtocol, NodeId};
+        let user = testing::user("alice");
+        // Not Shadowsocks: its link hides the password in base64, so the
+        // plain-text search below would miss it there.
+        let served: Vec<ServedInbound> = testing::entries()
+            .into_iter()
+            .filter(|e| e.inbound.protocol != InboundProtocol::Shadowsocks)
+            .collect();
+        let node = |_| NodeEntry {
+            id: NodeId::random(),
+            endpoint: "http://203.0.113.7:1".into(),
+            user_config_template: "".into(),
+            served: served.clone().into(),
+        };
+        let nodes: Vec<NodeEntry> = (0..2).map(node).collect();
+        let listing = Listing::of_nodes(&user, &nodes, CredentialScope::PerNode);
+        assert_eq!(listing.credentials.len(), 2 * served.len());
+        for format in Format::ALL {
+            let body = render(format, &listing, &html::PageOptions::default()).body;
+            let text = match format {
+                Format::Base64 => String::from_utf8(
+                    base64_simd::STANDARD
+                        .decode_to_vec(body.as_bytes())
+                        .unwrap(),
+                )
+                .unwrap(),
+                _ => body,
+            };
+            for n in &nodes {
+                let c = CredentialScope::PerNode.credential(user.id, &user.secret, n.id);
+                let uuid = c.id.to_string();
+                assert!(text.contains(&uuid), "{format:?} lacks node {}'s id", n.id);
+                assert!(
+                    text.contains(c.secret.expose()),
+                    "{format:?}: no Trojan password"
+                );
+            }
+            assert!(
+                !text.contains(user.secret.expose()),
+                "{format:?} carries the secret"
+            );
+            assert!(
+                !text.contains(&user.id.to_string()),
+                "{format:?} carries the user id"
+            );
+        }
     }
 
     /// An `ss-manager` node's entry: Shadowsocks with a port per user in

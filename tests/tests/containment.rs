@@ -9,6 +9,17 @@
 //! credentials for B and C work, and the credentials taken from A work on A
 //! (so they were real). Node A holds no user name, no subscription token,
 //! and no credential of another node; the node-list call answers 404.
+//!
+//! The second test does the same with Trojan too: three TLS nodes (VLESS
+//! tcp+TLS, VMess ws, Trojan tcp+TLS), the user's subscription in Xray JSON
+//! run by V2Ray as a client app, each of node B's and C's entries with its
+//! credential replaced by each one node A holds (ids and Trojan passwords
+//! read from node A's generated core config): refused; the same
+//! replacement in node A's entries works.
+//!
+//! The third does it for Shadowsocks: two `ss-manager` nodes, the
+//! password node A holds (in ss-manager's files on its disk) tried with a
+//! real `ss-local` on node B: refused; the user's own link for B works.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -16,10 +27,15 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use serde_json::{Value, json};
+use tests::clients::{
+    ClientApp, assert_all_fetch, assert_all_refused, run_v2ray, v2ray_client_binary,
+};
 use tests::fleet::{AgentProcess, ManagerProcess};
+use tests::origin::Origin;
+use tests::tls_node::{TROJAN_TAG, TlsNode};
 use tests::wait_for;
 use xray_core_client::testing::{
-    TestClientCore, fetch_via_socks, free_port, serve_bytes, v2ray_binary,
+    TestClientCore, VLESS_TAG, fetch_via_socks, free_port, serve_bytes, v2ray_binary,
 };
 use xray_core_client::{Account, CoreUser};
 
@@ -138,14 +154,7 @@ async fn a_compromised_nodes_credentials_open_nothing_on_the_other_nodes() {
         eprintln!("skipping: no v2ray binary (CI=true fails instead)");
         return;
     };
-    let manager = ManagerProcess::start(
-        HEARTBEAT_MS,
-        &[
-            ("XM_CONTAINMENT_PER_NODE_CREDENTIALS", "true"),
-            ("XM_CONTAINMENT_ID_NAME_NODE_LIST", "false"),
-        ],
-    )
-    .await;
+    let manager = contained_manager().await;
 
     let mut agents = Vec::new();
     for _ in 0..3 {
@@ -309,4 +318,320 @@ async fn a_compromised_nodes_credentials_open_nothing_on_the_other_nodes() {
             .await;
         }
     }
+}
+
+/// Starts a manager with per-node credentials on and the id-name node list
+/// off.
+async fn contained_manager() -> ManagerProcess {
+    ManagerProcess::start(
+        HEARTBEAT_MS,
+        &[
+            ("XM_CONTAINMENT_PER_NODE_CREDENTIALS", "true"),
+            ("XM_CONTAINMENT_ID_NAME_NODE_LIST", "false"),
+        ],
+    )
+    .await
+}
+
+/// The server port an Xray JSON client config dials.
+fn dialed_port(config: &Value) -> u16 {
+    let settings = &config["outbounds"][0]["settings"];
+    let port = settings["vnext"][0]["port"]
+        .as_u64()
+        .or_else(|| settings["servers"][0]["port"].as_u64())
+        .expect("a proxy outbound with a port");
+    u16::try_from(port).unwrap()
+}
+
+/// `config` with its credential replaced by `credential`: the id of a
+/// VLESS/VMess outbound, the password of a Trojan one. `None` when the
+/// credential cannot be one of that protocol (a VLESS/VMess id is a UUID).
+fn with_credential(config: &Value, credential: &str) -> Option<Value> {
+    let mut config = config.clone();
+    let outbound = &mut config["outbounds"][0];
+    match outbound["protocol"].as_str() {
+        Some("vless" | "vmess") => {
+            uuid::Uuid::try_parse(credential).ok()?;
+            outbound["settings"]["vnext"][0]["users"][0]["id"] = credential.into();
+        }
+        Some("trojan") => outbound["settings"]["servers"][0]["password"] = credential.into(),
+        other => panic!("unexpected outbound {other:?}"),
+    }
+    Some(config)
+}
+
+/// Every credential in a generated core config: clients' ids, emails and
+/// passwords.
+fn credentials_in_core_config(config: &Value) -> BTreeSet<String> {
+    config["inbounds"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|i| {
+            i["settings"]["clients"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .flat_map(|c| {
+            ["id", "email", "password"]
+                .into_iter()
+                .filter_map(move |k| c[k].as_str().map(str::to_owned))
+        })
+        .collect()
+}
+
+/// Runs each config in V2Ray and asserts all of them fetch (`expect_fetch`)
+/// or all are refused, a few at a time (each app is a process).
+async fn check_all(bin: &Path, configs: Vec<(String, Value)>, origin: &Origin, expect_fetch: bool) {
+    for chunk in configs.chunks(8) {
+        let mut apps: Vec<(String, ClientApp)> = Vec::new();
+        for (name, config) in chunk {
+            apps.push((name.clone(), run_v2ray(bin, config.clone()).await));
+        }
+        if expect_fetch {
+            assert_all_fetch(&apps, origin, LONG).await;
+        } else {
+            assert_all_refused(&apps, origin, LONG).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_compromised_nodes_trojan_vless_and_vmess_credentials_open_nothing_in_client_apps() {
+    let Some(v2ray) = v2ray_client_binary() else {
+        eprintln!("skipping: no v2ray binary (CI=true fails instead)");
+        return;
+    };
+    let manager = contained_manager().await;
+    let mut agents = Vec::new();
+    let mut nodes = Vec::new();
+    for remark in ["A", "B", "C"] {
+        let listen = free_port();
+        let (id, key) = manager
+            .new_node(&format!("http://127.0.0.1:{listen}"))
+            .await;
+        let mut node = TlsNode::new();
+        agents.push(node.start_agent(&key, &v2ray, listen).await);
+        let insecure = json!({"allowInsecure": true});
+        let (status, body) = manager
+            .post(
+                "/node/profile",
+                json!({
+                    "nodeID": id,
+                    "remark": remark,
+                    "inbounds": { VLESS_TAG: insecure, TROJAN_TAG: insecure },
+                }),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let (status, body) = manager.post("/node/start", json!({"nodeID": id})).await;
+        assert_eq!(status, 200, "{body}");
+        nodes.push(node);
+    }
+    let node_of = |port: u16| {
+        nodes
+            .iter()
+            .position(|n| [n.vless, n.vmess_ws, n.trojan].contains(&port))
+            .unwrap()
+    };
+
+    let (_, created) = manager
+        .post("/user/new", json!({"userName": "carol"}))
+        .await;
+    let user = created["user"]["id"].as_str().unwrap().to_owned();
+    let (status, _) = manager.post("/user/enable", json!({"userID": user})).await;
+    assert_eq!(status, 200);
+    let (_, sub) = manager.get(&format!("/users/{user}/subscription")).await;
+    let path = sub["subscription"]["url"].as_str().unwrap().to_owned();
+    let configs: Vec<Value> = wait_for("carol on all three nodes", LONG, || async {
+        let text = reqwest::get(format!("{}{path}?format=xray", manager.url))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        serde_json::from_str::<Vec<Value>>(&text)
+            .ok()
+            .filter(|c| c.len() == 9)
+    })
+    .await;
+
+    // What node A holds: every client credential of its generated core
+    // config (read as it is written, once it has carol in all three
+    // inbounds), and every UUID anywhere on its disk.
+    let a = &agents[0];
+    let held = wait_for("node A's core config to hold carol", LONG, || async {
+        let config: Value =
+            serde_json::from_slice(&std::fs::read(a.dir().join("core.json")).ok()?).ok()?;
+        let held = credentials_in_core_config(&config);
+        // Carol's id (the core's key) plus her VLESS/VMess id and her
+        // Trojan password on node A.
+        (held.len() >= 3).then_some(held)
+    })
+    .await;
+    let held: BTreeSet<String> = held
+        .into_iter()
+        .chain(uuids_in(&everything_under(a.dir())))
+        .collect();
+    assert!(
+        !everything_under(a.dir()).contains("carol"),
+        "node A knows the name"
+    );
+
+    let origin = Origin::start().await;
+    let mut on_a = Vec::new();
+    let mut elsewhere = Vec::new();
+    for config in &configs {
+        let node = node_of(dialed_port(config));
+        let protocol = config["outbounds"][0]["protocol"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        for credential in &held {
+            let Some(swapped) = with_credential(config, credential) else {
+                continue;
+            };
+            let which = held.iter().position(|h| h == credential).unwrap();
+            let name = format!("{protocol} on node {node} as held credential #{which}");
+            if node == 0 {
+                on_a.push((name, swapped));
+            } else {
+                elsewhere.push((name, swapped));
+            }
+        }
+    }
+    // What node A holds is real: among the swapped configs of its own
+    // entries, the one with the credential made for each entry works.
+    let mine: Vec<(String, Value)> = on_a
+        .into_iter()
+        .filter(|(_, config)| {
+            let own = configs
+                .iter()
+                .find(|c| dialed_port(c) == dialed_port(config))
+                .unwrap();
+            own["outbounds"][0]["settings"] == config["outbounds"][0]["settings"]
+        })
+        .collect();
+    assert_eq!(
+        mine.len(),
+        3,
+        "node A holds carol's credential for each of its inbounds"
+    );
+    check_all(&v2ray, mine, &origin, true).await;
+
+    // Every credential node A holds, in every entry of nodes B and C: refused.
+    let attempts = elsewhere.len();
+    assert!(attempts >= 2 * 3, "{attempts} attempts");
+    check_all(&v2ray, elsewhere, &origin, false).await;
+    eprintln!(
+        "{attempts} attempts on nodes B and C with {} credentials node A holds: all refused",
+        held.len()
+    );
+
+    // Carol's own entries for B and C work.
+    let theirs: Vec<(String, Value)> = configs
+        .iter()
+        .filter(|c| node_of(dialed_port(c)) != 0)
+        .map(|c| (format!("carol's own entry {}", c["remarks"]), c.clone()))
+        .collect();
+    check_all(&v2ray, theirs, &origin, true).await;
+}
+
+/// What an `ss://` link (SIP002, user info in base64url) says: port,
+/// method and password.
+fn parse_ss(link: &str) -> (u16, String, String) {
+    let rest = link.strip_prefix("ss://").expect("an ss:// link");
+    let authority = rest.split('#').next().unwrap();
+    let (info, address) = authority.rsplit_once('@').expect("user info @ address");
+    let info = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(info)
+        .expect("base64url user info");
+    let (method, password) = std::str::from_utf8(&info)
+        .unwrap()
+        .split_once(':')
+        .expect("method:password");
+    let port = address.rsplit_once(':').unwrap().1.parse().unwrap();
+    (port, method.to_owned(), password.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compromised_ss_manager_nodes_password_opens_nothing_on_another() {
+    use xray_core_client::testing::ssmanager::{TestSsLocal, ss_local_binary, ss_manager_binary};
+    let (Some(ss_manager), Some(_)) = (ss_manager_binary(), ss_local_binary()) else {
+        eprintln!("skipping: no shadowsocks-libev (CI=true fails instead)");
+        return;
+    };
+    // One port per node, below the other ss-manager tests' blocks and above
+    // the ephemeral ports; one pair per test process.
+    let first = 63_800 + u16::try_from(std::process::id() % 100).unwrap() * 2;
+    let manager = contained_manager().await;
+    let mut agents = Vec::new();
+    for port in [first, first + 1] {
+        let listen = free_port();
+        let (id, key) = manager
+            .new_node(&format!("http://127.0.0.1:{listen}"))
+            .await;
+        let range = format!("{port}-{port}");
+        agents.push(AgentProcess::start_ss_manager(&key, &ss_manager, listen, &range).await);
+        let (status, body) = manager.post("/node/start", json!({"nodeID": id})).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (_, created) = manager.post("/user/new", json!({"userName": "dave"})).await;
+    let user = created["user"]["id"].as_str().unwrap().to_owned();
+    let (status, _) = manager.post("/user/enable", json!({"userID": user})).await;
+    assert_eq!(status, 200);
+    let (_, sub) = manager.get(&format!("/users/{user}/subscription")).await;
+    let path = sub["subscription"]["url"].as_str().unwrap().to_owned();
+    let links = wait_for("dave on both nodes", LONG, || async {
+        let text = reqwest::get(format!("{}{path}?format=links", manager.url))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        let links: Vec<_> = text.lines().map(parse_ss).collect();
+        (links.len() == 2).then_some(links)
+    })
+    .await;
+    let on = |port: u16| links.iter().find(|l| l.0 == port).expect("a link per node");
+    let ((_, method, a_password), (_, _, b_password)) = (on(first), on(first + 1));
+    assert_ne!(a_password, b_password);
+
+    // Node A holds its password (ss-manager's files), not node B's.
+    let knowledge = wait_for("node A to hold dave's password", LONG, || async {
+        let text = everything_under(agents[0].dir());
+        text.contains(a_password.as_str()).then_some(text)
+    })
+    .await;
+    assert!(!knowledge.contains(b_password.as_str()));
+    assert!(!knowledge.contains("dave"));
+
+    let (http, _server) = serve_bytes(BYTES).await;
+    let url = format!("http://{http}/file");
+    let fetch_as = |port: u16, password: String| {
+        let (url, method) = (url.clone(), method.clone());
+        async move {
+            let local = TestSsLocal::start(port, &password, &method)
+                .await
+                .expect("ss-local");
+            fetch_via_socks(local.socks_port(), &url)
+                .await
+                .is_ok_and(|b| b.len() == BYTES)
+        }
+    };
+    wait_for("dave through node A with node A's password", LONG, || {
+        let fetch = fetch_as(first, a_password.clone());
+        async move { fetch.await.then_some(()) }
+    })
+    .await;
+    assert!(
+        !fetch_as(first + 1, a_password.clone()).await,
+        "node A's password opened node B"
+    );
+    wait_for("dave through node B with his own link", LONG, || {
+        let fetch = fetch_as(first + 1, b_password.clone());
+        async move { fetch.await.then_some(()) }
+    })
+    .await;
 }

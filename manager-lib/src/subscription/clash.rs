@@ -52,7 +52,7 @@ pub fn render(listing: &Listing<'_>) -> String {
         .zip(&names)
         .zip(&listing.credentials)
         .filter(|((e, _), _)| carries(&e.inbound))
-        .map(|((e, n), c)| (&**e, n.as_ref(), c))
+        .map(|((e, n), c)| (&**e, n.as_ref(), &**c))
         .collect();
     let renamed = renamed_from_built_ins(kept.iter().map(|(_, n, _)| *n).collect());
     let proxy_names: Vec<&str> = renamed.iter().map(AsRef::as_ref).collect();

@@ -41,7 +41,7 @@ pub fn render(listing: &Listing<'_>) -> String {
         .zip(&names)
         .zip(&listing.credentials)
         .filter(|((e, _), _)| carries(&e.inbound))
-        .map(|((e, n), c)| (&**e, n.as_ref(), c))
+        .map(|((e, n), c)| (&**e, n.as_ref(), &**c))
         .collect();
     let tags: Vec<&str> = kept.iter().map(|(_, n, _)| *n).collect();
     let direct = free_name("direct", &tags);
