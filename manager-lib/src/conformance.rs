@@ -18,6 +18,7 @@ use crate::storage::{Entity, Storage, StorageError};
 
 mod access;
 mod devices;
+mod directory;
 pub mod ingest_bench;
 mod outbox;
 mod plans;
@@ -25,6 +26,7 @@ mod subscriptions;
 mod usage;
 pub use access::*;
 pub use devices::*;
+pub use directory::*;
 pub use outbox::*;
 pub use plans::*;
 pub use subscriptions::*;
@@ -110,6 +112,8 @@ macro_rules! storage_conformance_tests {
             outbox_retries_wait_for_their_time_and_count_attempts,
             outbox_prune_drops_only_old_delivered_entries,
             concurrent_claims_never_share_a_delivery,
+            user_directory_search_filters_orders_and_pages_by_key,
+            user_directory_refuses_a_foreign_cursor,
         );
     };
     (@each $fresh:expr; $($name:ident),+ $(,)?) => {

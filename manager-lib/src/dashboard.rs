@@ -18,7 +18,8 @@
 //!   `Session` every page takes;
 //! - `change`: one dashboard change = the API call's role check and audit;
 //! - `charts`: bar charts as SVG;
-//! - `overview`, `nodes`: the pages.
+//! - `overview`, `nodes`, `users` (the table, bulk actions), `user` (a
+//!   user's page): the pages.
 
 pub mod assets;
 mod change;
@@ -29,6 +30,8 @@ mod layout;
 mod nodes;
 mod overview;
 mod session;
+mod user;
+mod users;
 
 use std::sync::Arc;
 
@@ -56,6 +59,17 @@ pub const UI_ROUTES: &[(&str, &str)] = &[
     ("POST", "/ui/nodes/{id}/stop"),
     ("GET", "/ui/nodes/{id}/delete"),
     ("POST", "/ui/nodes/{id}/delete"),
+    ("GET", "/ui/users"),
+    ("GET", "/ui/users/new"),
+    ("POST", "/ui/users/new"),
+    ("POST", "/ui/users/bulk"),
+    ("GET", "/ui/users/{id}"),
+    ("POST", "/ui/users/{id}/enable"),
+    ("POST", "/ui/users/{id}/disable"),
+    ("GET", "/ui/users/{id}/delete"),
+    ("POST", "/ui/users/{id}/delete"),
+    ("POST", "/ui/users/{id}/rotate"),
+    ("POST", "/ui/users/{id}/plan"),
     ("GET", "/ui/assets/{file}"),
 ];
 
@@ -89,6 +103,7 @@ pub(crate) struct UiState {
     manager: Arc<Manager>,
     auth: Arc<AdminAuth>,
     csrf: Arc<csrf::CsrfKey>,
+    subscriptions: Arc<crate::subscription::Subscriptions>,
     /// The manager serves HTTPS: the session cookie is `Secure`.
     secure: bool,
 }
@@ -109,6 +124,7 @@ pub(crate) fn router(api: &ApiState, auth: Arc<AdminAuth>, secure: bool) -> Rout
         manager: api.manager.clone(),
         auth,
         csrf: Arc::new(csrf::CsrfKey::random()),
+        subscriptions: api.subscriptions(),
         secure,
     };
     Router::new()
@@ -129,6 +145,18 @@ pub(crate) fn router(api: &ApiState, auth: Arc<AdminAuth>, secure: bool) -> Rout
             "/ui/nodes/{id}/delete",
             get(nodes::confirm_delete).post(nodes::delete),
         )
+        .route("/ui/users", get(users::list))
+        .route("/ui/users/new", get(users::new_form).post(users::create))
+        .route("/ui/users/bulk", post(users::bulk))
+        .route("/ui/users/{id}", get(user::page))
+        .route("/ui/users/{id}/enable", post(user::enable))
+        .route("/ui/users/{id}/disable", post(user::disable))
+        .route(
+            "/ui/users/{id}/delete",
+            get(user::confirm_delete).post(user::delete),
+        )
+        .route("/ui/users/{id}/rotate", post(user::rotate))
+        .route("/ui/users/{id}/plan", post(user::plan))
         .route("/ui/assets/{file}", get(assets::serve))
         .with_state(state)
 }

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod audit;
 pub mod device;
+pub mod directory;
 pub mod endpoint;
 pub mod plan;
 pub mod profile;
@@ -21,6 +22,7 @@ pub mod webhook;
 
 pub use audit::{AuditEntry, AuditQuery, NewAuditEntry};
 pub use device::{Device, DevicePolicy, DeviceSighting, DeviceVerdict};
+pub use directory::{UserQuery, UserSort};
 pub use endpoint::{endpoint_host, normalize_endpoint};
 pub use plan::{BlockReason, FieldEdit, Plan, PlanEdit, ResetEdit, ResetStrategy, UserState};
 pub use profile::{

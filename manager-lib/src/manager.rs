@@ -15,7 +15,7 @@ use push_trigger::PushTrigger;
 
 use crate::domain::{
     ActualStatus, FleetState, NewNode, NewUser, Node, NodeId, Page, PageRequest, ParseError,
-    RequiredStatus, User, UserId, UserStatus, normalize_endpoint,
+    RequiredStatus, User, UserId, UserQuery, UserStatus, normalize_endpoint,
 };
 use crate::links::{NodeLinks, split_id_name};
 use crate::storage::{Entity, Storage, StorageError};
@@ -80,6 +80,9 @@ pub enum ManagerError {
     /// A node profile that cannot hold (see `NodeProfile::validate`).
     #[error("invalid profile: {0}")]
     InvalidProfile(ParseError),
+    /// A page cursor that is not one of this listing's.
+    #[error("invalid cursor: {0}")]
+    InvalidCursor(ParseError),
     /// A node call failed; the node's own errors pass through.
     #[error(transparent)]
     Node(#[from] TransportError),
@@ -374,6 +377,15 @@ impl Manager {
 
     pub async fn list_users(&self, page: &PageRequest) -> ManagerResult<Page<User>> {
         Ok(self.storage.list_users(page).await?)
+    }
+
+    /// The user directory: search, filters, order, a page after a cursor
+    /// (a malformed cursor is `InvalidCursor`).
+    pub async fn find_users(&self, query: &UserQuery) -> ManagerResult<Page<User>> {
+        match self.storage.find_users(query).await {
+            Err(StorageError::Invalid(e)) => Err(ManagerError::InvalidCursor(e)),
+            other => Ok(other?),
+        }
     }
 
     /// The user-node-list call: `id_name` is `<user id>-<user name>` (the id

@@ -56,6 +56,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 pub use access::AccessStore;
+pub use directory::UserDirectory;
 pub use outbox::WebhookStore;
 
 use crate::domain::usage::{
@@ -135,7 +136,7 @@ pub type StorageResult<T> = Result<T, StorageError>;
 /// Methods that take an id answer [`StorageError::NotFound`] when no such
 /// record exists; deleted users are not found.
 #[async_trait]
-pub trait Storage: AccessStore + WebhookStore + Debug + Send + Sync {
+pub trait Storage: AccessStore + UserDirectory + WebhookStore + Debug + Send + Sync {
     /// Stores a new node with `actual_status = Stopped`, `required_status =
     /// Stopped`, no template, `state_up_to_date = true` and its cursor at the
     /// current newest change (a stopped node has nothing to apply; its start
@@ -568,6 +569,7 @@ pub async fn all_nodes<S: Storage + ?Sized>(storage: &S) -> StorageResult<Vec<No
 }
 
 pub mod access;
+pub mod directory;
 pub mod grouped;
 pub mod kit;
 pub mod memory;

@@ -43,7 +43,7 @@ async fn scoped(router: &axum::Router, name: &str, role: &str) -> String {
 
 #[tokio::test]
 async fn the_overview_shows_the_fleet_and_refreshes_from_its_fragment() {
-    let (router, fleet) = server(Arc::new(MemoryStorage::new()), false);
+    let (router, fleet, _) = server(Arc::new(MemoryStorage::new()), false);
     let node = running_node(&router, BOOT, &fleet, "http://n1:8443").await;
     new_user(&router, BOOT, "alice").await;
     let cookie = login(&router, BOOT).await;
@@ -64,7 +64,7 @@ async fn the_overview_shows_the_fleet_and_refreshes_from_its_fragment() {
 
 #[tokio::test]
 async fn nodes_start_stop_and_delete_from_the_list_and_each_change_is_audited() {
-    let (router, fleet) = server(Arc::new(MemoryStorage::new()), false);
+    let (router, fleet, _) = server(Arc::new(MemoryStorage::new()), false);
     let id = running_node(&router, BOOT, &fleet, "http://n1:8443").await;
     let (_, ops) = admin(
         &router,
@@ -161,7 +161,7 @@ async fn nodes_start_stop_and_delete_from_the_list_and_each_change_is_audited() 
 
 #[tokio::test]
 async fn a_read_only_or_users_token_sees_no_node_button_and_its_posts_change_nothing() {
-    let (router, fleet) = server(Arc::new(MemoryStorage::new()), false);
+    let (router, fleet, _) = server(Arc::new(MemoryStorage::new()), false);
     let id = running_node(&router, BOOT, &fleet, "http://n1:8443").await;
     for role in ["read-only", "users"] {
         let token = scoped(&router, role, role).await;
@@ -210,7 +210,7 @@ async fn a_read_only_or_users_token_sees_no_node_button_and_its_posts_change_not
 
 #[tokio::test]
 async fn a_hostile_remark_or_endpoint_is_escaped_on_every_page() {
-    let (router, fleet) = server(Arc::new(MemoryStorage::new()), false);
+    let (router, fleet, _) = server(Arc::new(MemoryStorage::new()), false);
     let id = running_node(&router, BOOT, &fleet, "http://n1:8443").await;
     let (status, _) = admin(
         &router,
@@ -254,7 +254,7 @@ async fn a_hostile_remark_or_endpoint_is_escaped_on_every_page() {
 
 #[tokio::test]
 async fn a_node_key_is_shown_once_with_the_agent_settings_and_on_no_other_page() {
-    let (router, _) = server(Arc::new(MemoryStorage::new()), false);
+    let (router, _, _) = server(Arc::new(MemoryStorage::new()), false);
     let cookie = login(&router, BOOT).await;
     let form = get(&router, "/ui/nodes/new", Some(&cookie)).await;
     assert_eq!(form.status, StatusCode::OK);
@@ -322,7 +322,7 @@ async fn a_node_key_is_shown_once_with_the_agent_settings_and_on_no_other_page()
 
 #[tokio::test]
 async fn a_node_page_shows_its_inbounds_and_a_traffic_chart() {
-    let (router, fleet) = server(Arc::new(MemoryStorage::new()), false);
+    let (router, fleet, _) = server(Arc::new(MemoryStorage::new()), false);
     let id = running_node(&router, BOOT, &fleet, "http://n1:8443").await;
     let cookie = login(&router, BOOT).await;
     let page = get(&router, &format!("/ui/nodes/{id}"), Some(&cookie)).await;

@@ -32,7 +32,7 @@ const PAGES: &[&str] = &[
 
 #[tokio::test]
 async fn the_login_form_has_a_token_field_and_a_log_in_button() {
-    let (router, _) = server(Arc::new(MemoryStorage::new()), false);
+    let (router, _, _) = server(Arc::new(MemoryStorage::new()), false);
     let page = get(&router, "/ui/login", None).await;
     assert_eq!(page.status, StatusCode::OK);
     assert!(page.body.contains(r#"<label for="token">Token</label>"#));
@@ -53,7 +53,7 @@ async fn the_login_form_has_a_token_field_and_a_log_in_button() {
 
 #[tokio::test]
 async fn every_page_without_a_session_goes_to_the_login_form() {
-    let (router, _) = server(Arc::new(MemoryStorage::new()), false);
+    let (router, _, _) = server(Arc::new(MemoryStorage::new()), false);
     let (_, node) = admin(
         &router,
         BOOT,
@@ -88,7 +88,7 @@ async fn every_page_without_a_session_goes_to_the_login_form() {
 
 #[tokio::test]
 async fn the_right_token_opens_a_session_in_a_strict_http_only_cookie() {
-    let (router, _) = server(Arc::new(MemoryStorage::new()), false);
+    let (router, _, _) = server(Arc::new(MemoryStorage::new()), false);
     let answer = request(&router, "POST", "/ui/login", None, &[("token", BOOT)], &[]).await;
     assert_eq!(answer.status, StatusCode::SEE_OTHER);
     assert_eq!(answer.location(), Some("/ui/"));
@@ -111,7 +111,7 @@ async fn the_right_token_opens_a_session_in_a_strict_http_only_cookie() {
 
 #[tokio::test]
 async fn the_cookie_is_secure_when_the_manager_serves_https() {
-    let (router, _) = server(Arc::new(MemoryStorage::new()), true);
+    let (router, _, _) = server(Arc::new(MemoryStorage::new()), true);
     let answer = request(&router, "POST", "/ui/login", None, &[("token", BOOT)], &[]).await;
     assert!(answer.set_cookie().unwrap().contains("; Secure"));
 }
@@ -120,7 +120,7 @@ async fn the_cookie_is_secure_when_the_manager_serves_https() {
 async fn a_wrong_token_is_401_and_a_database_that_cannot_check_it_is_503() {
     let storage = Arc::new(OutageStorage::default());
     let down = storage.down.clone();
-    let (router, _) = server(storage, false);
+    let (router, _, _) = server(storage, false);
     let (_, scoped) = admin(
         &router,
         BOOT,
@@ -166,7 +166,7 @@ async fn a_wrong_token_is_401_and_a_database_that_cannot_check_it_is_503() {
 
 #[tokio::test]
 async fn a_revoked_token_ends_its_session() {
-    let (router, _) = server(Arc::new(MemoryStorage::new()), false);
+    let (router, _, _) = server(Arc::new(MemoryStorage::new()), false);
     let (_, scoped) = admin(
         &router,
         BOOT,
@@ -196,7 +196,7 @@ async fn a_revoked_token_ends_its_session() {
 
 #[tokio::test]
 async fn logout_clears_the_cookie_and_needs_the_form_token() {
-    let (router, _) = server(Arc::new(MemoryStorage::new()), false);
+    let (router, _, _) = server(Arc::new(MemoryStorage::new()), false);
     let cookie = login(&router, BOOT).await;
     let csrf = csrf_of(&router, &cookie).await;
     let refused = post(&router, "/ui/logout", &cookie, &[("csrf", "00")]).await;
@@ -214,7 +214,7 @@ async fn logout_clears_the_cookie_and_needs_the_form_token() {
 
 #[tokio::test]
 async fn a_change_without_the_form_token_or_from_another_origin_is_403_and_changes_nothing() {
-    let (router, _) = server(Arc::new(MemoryStorage::new()), false);
+    let (router, _, _) = server(Arc::new(MemoryStorage::new()), false);
     let cookie = login(&router, BOOT).await;
     let csrf = csrf_of(&router, &cookie).await;
     let (_, node) = admin(
@@ -267,7 +267,7 @@ async fn a_change_without_the_form_token_or_from_another_origin_is_403_and_chang
 
 #[tokio::test]
 async fn a_form_token_is_good_only_for_its_own_session() {
-    let (router, _) = server(Arc::new(MemoryStorage::new()), false);
+    let (router, _, _) = server(Arc::new(MemoryStorage::new()), false);
     let (_, scoped) = admin(
         &router,
         BOOT,
@@ -286,7 +286,7 @@ async fn a_form_token_is_good_only_for_its_own_session() {
 
 #[tokio::test]
 async fn the_built_in_files_are_served_under_hashed_names_for_a_year() {
-    let (router, _) = server(Arc::new(MemoryStorage::new()), false);
+    let (router, _, _) = server(Arc::new(MemoryStorage::new()), false);
     let page = get(&router, "/ui/login", None).await;
     let re = regex::Regex::new(r#"(/ui/assets/(?:style|app)\.[0-9a-f]{16}\.(?:css|js))"#).unwrap();
     let urls: Vec<String> = re

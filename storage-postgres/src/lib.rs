@@ -59,6 +59,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 mod access;
 mod changes;
 mod devices;
+mod directory;
 mod error;
 mod grouped;
 mod leases;
@@ -212,6 +213,17 @@ impl WebhookStore for PgStorage {
     }
     async fn undelivered_count(&self) -> StorageResult<u64> {
         outbox::undelivered(self).await
+    }
+}
+
+#[async_trait]
+#[deny(clippy::missing_trait_methods)]
+impl manager_lib::storage::UserDirectory for PgStorage {
+    async fn find_users(
+        &self,
+        query: &manager_lib::domain::UserQuery,
+    ) -> StorageResult<manager_lib::domain::Page<manager_lib::domain::User>> {
+        directory::find_users(self, query).await
     }
 }
 

@@ -44,6 +44,7 @@ pub mod backup;
 mod changes;
 mod checkpoint;
 mod devices;
+mod directory;
 mod error;
 mod leases;
 mod nodes;
@@ -274,6 +275,17 @@ impl WebhookStore for SqliteStorage {
     }
     async fn undelivered_count(&self) -> StorageResult<u64> {
         outbox::undelivered(self).await
+    }
+}
+
+#[async_trait]
+#[deny(clippy::missing_trait_methods)]
+impl manager_lib::storage::UserDirectory for SqliteStorage {
+    async fn find_users(
+        &self,
+        query: &manager_lib::domain::UserQuery,
+    ) -> StorageResult<manager_lib::domain::Page<manager_lib::domain::User>> {
+        directory::find_users(self, query).await
     }
 }
 

@@ -58,6 +58,7 @@ impl ApiError {
                 S::InvalidPlan(_) => (StatusCode::BAD_REQUEST, "invalid plan"),
                 S::InvalidMultiplier(_) => (StatusCode::BAD_REQUEST, "invalid multiplier"),
                 S::InvalidProfile(_) => (StatusCode::BAD_REQUEST, "invalid profile"),
+                S::InvalidCursor(_) => (StatusCode::BAD_REQUEST, "invalid cursor"),
                 S::SubscriptionNotFound => (StatusCode::NOT_FOUND, "not found"),
                 S::TokenNotFound => (StatusCode::BAD_REQUEST, "token not exists"),
                 S::TokenNameTaken => (StatusCode::CONFLICT, "token name taken"),

@@ -92,6 +92,11 @@ impl ApiState {
         )
     }
 
+    /// How subscription URLs are written (the public base URL).
+    pub(crate) fn subscriptions(&self) -> Arc<Subscriptions> {
+        self.subscription.clone()
+    }
+
     /// The reverse proxies whose `X-Forwarded-For` names the client (for
     /// the per-client limits and the logs); none by default.
     pub fn with_trusted_proxies(mut self, proxies: TrustedProxies) -> Self {

@@ -72,17 +72,25 @@ impl<'a> Change<'a> {
     /// Audits the change's `result` on `target`; answers the error page
     /// when it failed.
     pub(super) async fn finish<T>(
-        self,
+        &self,
         result: Result<T, ManagerError>,
         target: Option<String>,
     ) -> Result<T, Response> {
-        let (status, value) = match result {
-            Ok(value) => (StatusCode::OK, Ok(value)),
+        match result {
+            Ok(value) => {
+                self.record(StatusCode::OK, target).await;
+                Ok(value)
+            }
             Err(e) => {
                 let e = ApiError::from(e);
-                (e.status_and_text().0, Err(e))
+                self.record(e.status_and_text().0, target).await;
+                Err(failed(&e, self.session))
             }
-        };
+        }
+    }
+
+    /// Audits one call of the change (a bulk action makes one per user).
+    pub(super) async fn record(&self, status: StatusCode, target: Option<String>) {
         record(
             &self.st.manager,
             &self.session.caller,
@@ -91,7 +99,6 @@ impl<'a> Change<'a> {
             status,
         )
         .await;
-        value.map_err(|e| failed(&e, self.session))
     }
 }
 

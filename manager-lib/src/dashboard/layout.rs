@@ -26,7 +26,11 @@ impl Chrome {
 }
 
 /// The links of the navigation: (label, URL).
-const NAV: &[(&str, &str)] = &[("Overview", "/ui/"), ("Nodes", "/ui/nodes")];
+const NAV: &[(&str, &str)] = &[
+    ("Overview", "/ui/"),
+    ("Nodes", "/ui/nodes"),
+    ("Users", "/ui/users"),
+];
 
 /// `Content-Security-Policy` of every page: our own files only; inline SVG
 /// is markup, not a load, so the charts and QR codes need nothing more.

@@ -4,6 +4,7 @@
 //! [`super::grouped`].
 
 pub mod access;
+pub mod directory;
 pub mod outbox;
 pub mod profile;
 pub mod usage;

@@ -4,6 +4,7 @@
 
 mod access;
 mod devices;
+mod directory;
 mod outbox;
 mod usage;
 

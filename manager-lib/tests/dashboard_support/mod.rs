@@ -10,6 +10,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode, header};
+use manager_lib::manager::Manager;
 use manager_lib::server::{Backends, Server, ServerSettings};
 use manager_lib::storage::Storage;
 use manager_lib::transport::simulated::SimulatedFleet;
@@ -49,7 +50,7 @@ impl Answer {
 }
 
 /// A manager wired as `xray-manager` wires it, with a simulated fleet.
-pub fn server(storage: Arc<dyn Storage>, tls: bool) -> (Router, Arc<SimulatedFleet>) {
+pub fn server(storage: Arc<dyn Storage>, tls: bool) -> (Router, Arc<SimulatedFleet>, Arc<Manager>) {
     let fleet = Arc::new(SimulatedFleet::new());
     let mut settings = ServerSettings {
         admin_failure_limit: None,
@@ -65,7 +66,8 @@ pub fn server(storage: Arc<dyn Storage>, tls: bool) -> (Router, Arc<SimulatedFle
         });
     }
     let backends = Backends::new(storage, fleet.clone());
-    (Server::build(backends, settings).router, fleet)
+    let server = Server::build(backends, settings);
+    (server.router, fleet, server.manager)
 }
 
 /// Sends `method path` with an optional session `cookie` and form `body`

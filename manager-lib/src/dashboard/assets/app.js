@@ -34,6 +34,11 @@ document.addEventListener("DOMContentLoaded", () => {
       if (!window.confirm(form.dataset.confirm)) event.preventDefault();
     });
   });
+  document.querySelectorAll("button[data-confirm]").forEach((button) => {
+    button.addEventListener("click", (event) => {
+      if (!window.confirm(button.dataset.confirm)) event.preventDefault();
+    });
+  });
   document.querySelectorAll("input[data-select-all]").forEach((all) => {
     const boxes = () => document.querySelectorAll("input[name='" + all.dataset.selectAll + "']");
     all.addEventListener("change", () => boxes().forEach((b) => { b.checked = all.checked; }));

@@ -1,0 +1,39 @@
+//! The user directory: the kit's query over the users table, each order
+//! served by its index (migration 0008), paged by key.
+
+use manager_lib::domain::{Page, User, UserQuery};
+use manager_lib::storage::kit::directory::{self, Arg, Dialect};
+use manager_lib::storage::{Entity, StorageResult};
+
+use crate::SqliteStorage;
+use crate::error::db_error;
+use crate::rows::{USER_COLUMNS, user_from_row};
+
+const SQLITE: Dialect = Dialect {
+    param: |n| format!("?{n}"),
+    id_param: |n| format!("?{n}"),
+    name: "name",
+    live: "deleted = 0",
+    id: "id",
+};
+
+pub(crate) async fn find_users(s: &SqliteStorage, query: &UserQuery) -> StorageResult<Page<User>> {
+    let (tail, args) = directory::query_sql(query, &SQLITE)?;
+    let sql = format!("SELECT {USER_COLUMNS} FROM users {tail}");
+    let mut q = sqlx::query(&sql);
+    for arg in args {
+        q = match arg {
+            Arg::Text(t) => q.bind(t),
+            Arg::Int(n) => q.bind(n),
+        };
+    }
+    let rows = q
+        .fetch_all(&s.reader)
+        .await
+        .map_err(|e| db_error(e, Some(Entity::User)))?;
+    let users = rows
+        .iter()
+        .map(user_from_row)
+        .collect::<StorageResult<Vec<User>>>()?;
+    Ok(directory::into_page(query, users))
+}
