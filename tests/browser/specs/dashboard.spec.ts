@@ -9,6 +9,7 @@
 import { Agent, agentPorts } from '../harness/agent';
 import { literal, logIn, openNav } from '../harness/dashboard';
 import { expect, test } from '../harness/fixtures';
+import { readQr } from '../harness/qr';
 import { waitFor } from '../harness/wait';
 
 // Users bulk-000000 … bulk-099999; the even ones below 1,000 enabled.
@@ -146,10 +147,13 @@ test('an operator: log in, add and start a node, a user from creation to disabli
     await test.step('enable it: its QR code and link serve the running node', async () => {
       await page.getByRole('button', { name: 'Enable', exact: true }).click();
       await expect(page.locator('dl.facts dt:text-is("Status") + dd')).toHaveText('enabled');
-      await expect(page.getByRole('img', { name: 'Subscription QR code' })).toBeVisible();
+      const qr = page.getByRole('img', { name: 'Subscription QR code' });
+      await expect(qr).toBeVisible();
       subscription = (await page.locator('#subscription-link').getAttribute('href')) ?? '';
       expect(subscription).toMatch(new RegExp(`^${literal(manager.url)}/sub/\\S+$`));
       expect(await page.locator('#subscription-link').innerText()).toBe(subscription);
+      // What a phone reads off the QR code is that link.
+      expect(await readQr(qr)).toBe(subscription);
       // The link lists the node once the heartbeat has put the user on it.
       const links = await waitFor('the subscription to list the node', 60_000, async () => {
         const answer = await subscriptionLinks(request, subscription);
