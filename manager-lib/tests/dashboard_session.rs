@@ -330,3 +330,47 @@ fn dashboard_routes_are_not_api_routes_and_map_to_their_templates() {
         "/ui/nodes/{id}"
     );
 }
+
+#[tokio::test]
+async fn visits_without_a_cookie_cost_nothing_and_wrong_tokens_spend_the_failure_budget() {
+    use manager_lib::api::admin_auth::FailureLimit;
+    use manager_lib::server::{Backends, Server, ServerSettings};
+    let fleet = Arc::new(manager_lib::transport::simulated::SimulatedFleet::new());
+    let settings = ServerSettings {
+        admin_failure_limit: Some(FailureLimit {
+            failures: 3,
+            refill_every: std::time::Duration::from_secs(3600),
+            max_clients: 100,
+        }),
+        push_on_change: false,
+        ..ServerSettings::new(BOOT)
+    };
+    let router = Server::build(
+        Backends::new(Arc::new(MemoryStorage::new()), fleet),
+        settings,
+    )
+    .router;
+    for _ in 0..10 {
+        let answer = get(&router, "/ui/", None).await;
+        assert_eq!(answer.status, StatusCode::SEE_OTHER);
+    }
+    for _ in 0..3 {
+        let answer = request(
+            &router,
+            "POST",
+            "/ui/login",
+            None,
+            &[("token", "guess")],
+            &[],
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    }
+    let throttled = request(&router, "POST", "/ui/login", None, &[("token", BOOT)], &[]).await;
+    assert_eq!(throttled.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(throttled.headers.contains_key(header::RETRY_AFTER));
+    assert!(throttled.set_cookie().is_none());
+    // The API shares the budget.
+    let (status, _) = admin(&router, BOOT, "GET", "/nodes", json!({})).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+}

@@ -106,16 +106,18 @@ impl FromRequestParts<UiState> for Session {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, st: &UiState) -> Result<Self, Response> {
-        let token = token_in(&parts.headers);
+        // No cookie is someone not logged in yet, not a guess: straight to
+        // the form, without spending the address's failure budget.
+        let Some(token) = token_in(&parts.headers) else {
+            return Err(Redirect::to("/ui/login").into_response());
+        };
         let address = client_in(&parts.extensions);
-        let had_cookie = token.is_some();
         match st
             .auth
-            .identify(token.as_deref(), address, parts.uri.path())
+            .identify(Some(&token), address, parts.uri.path())
             .await
         {
             Ok(caller) => {
-                let token = token.unwrap_or_default();
                 let chrome = Chrome {
                     actor: caller.actor.clone(),
                     role: caller.role,
@@ -127,7 +129,7 @@ impl FromRequestParts<UiState> for Session {
                     chrome,
                 })
             }
-            Err(why) => Err(refused(st, why, had_cookie)),
+            Err(why) => Err(refused(st, why, true)),
         }
     }
 }
