@@ -44,7 +44,8 @@ cargo build --workspace --all-features --bins --examples
 target_dir="${CARGO_TARGET_DIR:-target}"
 case "$target_dir" in /*) ;; *) target_dir="$(pwd)/$target_dir" ;; esac
 mkdir -p "$target_dir/browser"
-rm -f "$target_dir/browser/results.json"
+# Each run's screenshots alone (tests renamed or gone leave none behind).
+rm -rf "$target_dir/browser/results.json" "$target_dir/browser/screenshots"
 cd tests/browser
 # The harness and specs type-check (Playwright itself only strips types).
 node_modules/.bin/tsc -p .

@@ -67,10 +67,16 @@ class Shots {
     });
   }
 
-  async take(name: string): Promise<void> {
+  /** One at a time: two screenshots of a page at once can hang (each
+   * waits for the page's fonts while the other holds the page). */
+  private queue: Promise<unknown> = Promise.resolve();
+
+  take(name: string): Promise<void> {
     this.n += 1;
     const file = path.join(this.dir, `${String(this.n).padStart(2, '0')}-${slug(name)}.png`);
-    await this.page.screenshot({ path: file, fullPage: true });
+    const shot = this.queue.then(() => this.page.screenshot({ path: file, fullPage: true }));
+    this.queue = shot.catch(() => undefined);
+    return shot.then(() => undefined);
   }
 
   async settle(): Promise<void> {

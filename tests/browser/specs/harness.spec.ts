@@ -5,6 +5,7 @@
 
 import { expect, test } from '../harness/fixtures';
 import { freePort } from '../harness/ports';
+import { readQr } from '../harness/qr';
 import { PageWatch } from '../harness/watch';
 
 test('the watch reports a console error', async ({ context }) => {
@@ -65,4 +66,10 @@ test('an answer the test expects is not reported', async ({ page, watch }) => {
   await page.evaluate(() => fetch('/no-such-page'));
   expect((await answered).status()).toBe(404);
   expect(watch.finish()).toEqual([]);
+});
+
+test('readQr finds no QR code on an element without one', async ({ page }) => {
+  // (The dashboard spec reads a real one: a user's subscription link.)
+  await page.goto('/docs/');
+  await expect(readQr(page.getByRole('heading', { level: 2 }).first())).rejects.toThrow('no QR code');
 });
