@@ -1,4 +1,4 @@
-//! Run with: cargo run --release -p tests --example bench_dashboard -- [--users 1000000] [--nodes 1000] [--storage URL] [--samples 200]
+//! Run with: cargo run --release -p tests --example bench_dashboard -- pages [--users 1000000] [--nodes 1000] [--storage URL] [--samples 200]
 //!
 //! The dashboard's server time (figures, not pass/fail): seeds (once, kept
 //! in the storage file/database) `--users` users, one in ten enabled, one
