@@ -47,6 +47,11 @@ mkdir -p "$target_dir/browser"
 # Each run's screenshots alone (tests renamed or gone leave none behind).
 rm -rf "$target_dir/browser/results.json" "$target_dir/browser/screenshots"
 cd tests/browser
+# Which Playwright drives which chromium (a release is built against one
+# chromium; Debian's may move on): printed for when a run breaks.
+pw_version=$(node -p 'require("./node_modules/@playwright/test/package.json").version' || echo unknown)
+pw_chromium=$(node -p 'require("./node_modules/playwright-core/browsers.json").browsers.find((b) => b.name === "chromium").browserVersion' || echo unknown)
+echo "browser tests: Playwright $pw_version (built for chromium $pw_chromium), $("$CHROMIUM_BIN" --version 2>/dev/null || echo "chromium of unknown version")"
 # The harness and specs type-check (Playwright itself only strips types).
 node_modules/.bin/tsc -p .
 status=0

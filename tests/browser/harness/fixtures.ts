@@ -63,7 +63,7 @@ class Shots {
     page.on('load', () => {
       const name = slug(new URL(page.url()).pathname) || 'root';
       // A page left before its shot is taken has nothing to show: ignored.
-      this.pending.push(this.take(`loaded-${name}`).catch(() => undefined));
+      this.pending.push(this.take(`loaded-${name}`, 5_000).catch(() => undefined));
     });
   }
 
@@ -71,10 +71,13 @@ class Shots {
    * waits for the page's fonts while the other holds the page). */
   private queue: Promise<unknown> = Promise.resolve();
 
-  take(name: string): Promise<void> {
+  /** A screenshot named `name`, after the ones asked before it; an
+   * automatic one gives up sooner (`timeoutMs`) than a named one, so a shot
+   * of a page left meanwhile does not hold the next. */
+  take(name: string, timeoutMs?: number): Promise<void> {
     this.n += 1;
     const file = path.join(this.dir, `${String(this.n).padStart(2, '0')}-${slug(name)}.png`);
-    const shot = this.queue.then(() => this.page.screenshot({ path: file, fullPage: true }));
+    const shot = this.queue.then(() => this.page.screenshot({ path: file, fullPage: true, timeout: timeoutMs }));
     this.queue = shot.catch(() => undefined);
     return shot.then(() => undefined);
   }
