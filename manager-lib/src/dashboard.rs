@@ -76,25 +76,7 @@ pub const UI_ROUTES: &[(&str, &str)] = &[
 /// The route template of [`UI_ROUTES`] that `path` names (a placeholder
 /// matches one non-empty segment), or `None`.
 pub fn route_of(path: &str) -> Option<&'static str> {
-    let matches = |template: &str| {
-        let (mut want, mut got) = (template.split('/'), path.split('/'));
-        loop {
-            match (want.next(), got.next()) {
-                (None, None) => return true,
-                (Some(w), Some(g)) if w.starts_with('{') && w.ends_with('}') => {
-                    if g.is_empty() {
-                        return false;
-                    }
-                }
-                (Some(w), Some(g)) if w == g => {}
-                _ => return false,
-            }
-        }
-    };
-    UI_ROUTES
-        .iter()
-        .map(|(_, template)| *template)
-        .find(|template| matches(template))
+    crate::api::template_of(path, UI_ROUTES.iter().map(|(_, template)| *template))
 }
 
 /// What every dashboard handler reads.

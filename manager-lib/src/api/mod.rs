@@ -49,5 +49,5 @@ pub use error::{ApiError, ErrorBody};
 pub use extract::JsonBody;
 pub use handlers::DEFAULT_PAGE;
 pub(crate) use router::router_with;
-pub use router::{MAX_BODY_BYTES, ROUTES, route_of, router, serve, serve_with};
+pub use router::{MAX_BODY_BYTES, ROUTES, route_of, router, serve, serve_with, template_of};
 pub use state::ApiState;

@@ -66,6 +66,15 @@ pub fn route_of(path: &str) -> Option<&'static str> {
     if path.starts_with("/docs/") {
         return Some("/docs");
     }
+    template_of(path, ROUTES.iter().map(|(_, template)| *template))
+}
+
+/// The first of `templates` (paths whose `{placeholder}` segments match
+/// one non-empty segment) that `path` names, or `None`.
+pub fn template_of<'a>(
+    path: &str,
+    templates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     let matches = |template: &str| {
         let (mut want, mut got) = (template.split('/'), path.split('/'));
         loop {
@@ -81,10 +90,7 @@ pub fn route_of(path: &str) -> Option<&'static str> {
             }
         }
     };
-    ROUTES
-        .iter()
-        .map(|(_, template)| *template)
-        .find(|template| matches(template))
+    templates.into_iter().find(|template| matches(template))
 }
 
 /// The manager's router, without the dashboard's pages (the server adds them).

@@ -113,3 +113,30 @@ pub(super) fn error(
     };
     send(status, page(title, chrome, "", body))
 }
+
+/// What a confirmation page says and where its buttons go.
+pub(super) struct Confirm<'a> {
+    pub title: &'a str,
+    /// The navigation entry the page belongs to.
+    pub current: &'a str,
+    pub question: Markup,
+    /// Where the confirming form posts.
+    pub action: String,
+    pub cancel: String,
+}
+
+/// A page that asks before a destructive change: the question, a form
+/// posting to `action` with the session's CSRF field and a "Delete" button,
+/// and a "Cancel" link.
+pub(super) fn confirm(chrome: &Chrome, c: Confirm<'_>) -> Response {
+    let body = html! {
+        p { (c.question) }
+        form method="post" action=(c.action) {
+            (chrome.csrf_field())
+            button type="submit" class="danger" { "Delete" }
+            " "
+            a href=(c.cancel) { "Cancel" }
+        }
+    };
+    send(StatusCode::OK, page(c.title, Some(chrome), c.current, body))
+}

@@ -328,18 +328,17 @@ pub(super) async fn confirm_delete(
         Ok(node) => node,
         Err(page) => return page,
     };
-    let body = html! {
-        p { "Delete " strong { (node_name(&node)) } " (" (node.endpoint) ")? The manager stops it if it can and forgets it." }
-        form method="post" action=(format!("/ui/nodes/{}/delete", node.id)) {
-            (session.chrome.csrf_field())
-            button type="submit" class="danger" { "Delete" }
-            " "
-            a href="/ui/nodes" { "Cancel" }
-        }
-    };
-    layout::send(
-        StatusCode::OK,
-        layout::page("Delete node", Some(&session.chrome), "Nodes", body),
+    layout::confirm(
+        &session.chrome,
+        layout::Confirm {
+            title: "Delete node",
+            current: "Nodes",
+            question: html! {
+                "Delete " strong { (node_name(&node)) } " (" (node.endpoint) ")? The manager stops it if it can and forgets it."
+            },
+            action: format!("/ui/nodes/{}/delete", node.id),
+            cancel: "/ui/nodes".into(),
+        },
     )
 }
 

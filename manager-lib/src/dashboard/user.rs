@@ -343,18 +343,17 @@ pub(super) async fn confirm_delete(
         Ok(user) => user,
         Err(page) => return page,
     };
-    let body = html! {
-        p { "Delete " strong { (user.name) } "? The user leaves every node and cannot be brought back." }
-        form method="post" action=(format!("/ui/users/{}/delete", user.id)) {
-            (session.chrome.csrf_field())
-            button type="submit" class="danger" { "Delete" }
-            " "
-            a href=(format!("/ui/users/{}", user.id)) { "Cancel" }
-        }
-    };
-    layout::send(
-        StatusCode::OK,
-        layout::page("Delete user", Some(&session.chrome), "Users", body),
+    layout::confirm(
+        &session.chrome,
+        layout::Confirm {
+            title: "Delete user",
+            current: "Users",
+            question: html! {
+                "Delete " strong { (user.name) } "? The user leaves every node and cannot be brought back."
+            },
+            action: format!("/ui/users/{}/delete", user.id),
+            cancel: format!("/ui/users/{}", user.id),
+        },
     )
 }
 
