@@ -1,5 +1,5 @@
-//! The dashboard's two files, built into the binary: the style sheet and
-//! the script (auto-refresh, confirm dialogs, bulk selection). Each is
+//! The dashboard's files, built into the binary: the style sheet, the
+//! script (auto-refresh, confirm dialogs, bulk selection) and the icon. Each is
 //! served under a name holding a hash of its content, so it can be cached
 //! for a year: a new build with a changed file has a new name.
 
@@ -14,6 +14,8 @@ use sha2::{Digest, Sha256};
 pub const STYLE: &str = include_str!("assets/style.css");
 /// The script.
 pub const SCRIPT: &str = include_str!("assets/app.js");
+/// The icon (pages name it, so browsers do not ask for `/favicon.ico`).
+pub const ICON: &str = include_str!("assets/icon.svg");
 
 /// A built-in file: its hashed name and its bytes.
 struct Asset {
@@ -27,7 +29,7 @@ fn hashed(stem: &str, ext: &str, body: &str) -> String {
     format!("{stem}.{}.{ext}", &hex::encode(digest)[..16])
 }
 
-static ASSETS: LazyLock<[Asset; 2]> = LazyLock::new(|| {
+static ASSETS: LazyLock<[Asset; 3]> = LazyLock::new(|| {
     [
         Asset {
             name: hashed("style", "css", STYLE),
@@ -38,6 +40,11 @@ static ASSETS: LazyLock<[Asset; 2]> = LazyLock::new(|| {
             name: hashed("app", "js", SCRIPT),
             body: SCRIPT,
             content_type: "text/javascript; charset=utf-8",
+        },
+        Asset {
+            name: hashed("icon", "svg", ICON),
+            body: ICON,
+            content_type: "image/svg+xml",
         },
     ]
 });
@@ -50,6 +57,11 @@ pub fn style_url() -> String {
 /// The URL of the script.
 pub fn script_url() -> String {
     format!("/ui/assets/{}", ASSETS[1].name)
+}
+
+/// The URL of the icon.
+pub fn icon_url() -> String {
+    format!("/ui/assets/{}", ASSETS[2].name)
 }
 
 /// `GET /ui/assets/{file}`: the file of that hashed name, cached for a

@@ -68,6 +68,7 @@ pub(super) fn page(title: &str, chrome: Option<&Chrome>, current: &str, body: Ma
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · xray-manager" }
+                link rel="icon" type="image/svg+xml" href=(assets::icon_url());
                 link rel="stylesheet" href=(assets::style_url());
                 script src=(assets::script_url()) defer {}
             }

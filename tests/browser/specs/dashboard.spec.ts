@@ -35,10 +35,6 @@ test('an operator: log in, add and start a node, a user from creation to disabli
   anotherPage,
 }) => {
   test.setTimeout(300_000);
-  // The dashboard's pages name no icon, so chromium asks for /favicon.ico,
-  // which the manager does not serve (404). Reported to the dashboard's
-  // author; expected here only until its pages link an icon of their own.
-  watch.expectStatus(404, /\/favicon\.ico$/);
   let agent: Agent | undefined;
   try {
     await test.step('without a session every page leads to the login form', async () => {
@@ -107,8 +103,7 @@ test('an operator: log in, add and start a node, a user from creation to disabli
       // A mark that a reload would wipe.
       await page.evaluate(() => ((window as unknown as { xmMark: boolean }).xmMark = true));
 
-      const { page: tab, watch: tabWatch } = await anotherPage();
-      tabWatch.expectStatus(404, /\/favicon\.ico$/);
+      const { page: tab } = await anotherPage();
       await tab.goto('/ui/nodes');
       const row = tab.getByRole('row').filter({ hasText: endpoint });
       await row.getByRole('button', { name: new RegExp(`^Start ${literal(endpoint)}$`) }).click();
