@@ -22,6 +22,7 @@ mod directory;
 pub mod ingest_bench;
 mod outbox;
 mod plans;
+pub mod sealed;
 mod subscriptions;
 mod usage;
 pub use access::*;

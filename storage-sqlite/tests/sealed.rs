@@ -5,57 +5,13 @@
 
 mod common;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use common::url_in;
-use manager_lib::domain::{NewNode, NewUser, Node, User, UserStatus};
+use manager_lib::conformance::sealed::{assert_no_secret_in, assert_reads_back, fill, sealer};
 use manager_lib::seal::{MasterKey, Sealer};
 use manager_lib::storage::{Storage, StorageError};
 use storage_sqlite::SqliteStorage;
 use tempfile::TempDir;
 
-fn sealer(key: &MasterKey) -> Sealer {
-    Sealer::new(key.clone(), Vec::new())
-}
-
-/// Every way a secret given as base64url could be written: as is, as
-/// standard base64 and as hex of its bytes.
-fn forms(base64url: &str) -> Vec<String> {
-    let bytes = URL_SAFE_NO_PAD.decode(base64url).expect("base64url");
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    vec![
-        base64url.to_owned(),
-        STANDARD.encode(&bytes).trim_end_matches('=').to_owned(),
-        hex,
-    ]
-}
-
-/// Nodes and users (some enabled, so the change log has them too).
-async fn fill(s: &dyn Storage) -> (Vec<Node>, Vec<User>) {
-    let mut nodes = Vec::new();
-    for i in 0..3 {
-        let node = NewNode::new(format!("http://10.9.0.{i}:8443")).unwrap();
-        nodes.push(s.create_node(node).await.unwrap());
-    }
-    let mut users = Vec::new();
-    for i in 0..12 {
-        let user = s
-            .create_user(NewUser::new(format!("user-{i}")).unwrap())
-            .await
-            .unwrap();
-        let user = if i % 2 == 0 {
-            s.set_user_status(user.id, UserStatus::Enabled)
-                .await
-                .unwrap()
-        } else {
-            user
-        };
-        users.push(user);
-    }
-    (nodes, users)
-}
-
-/// The bytes of the database file and its WAL.
 fn file_bytes(dir: &TempDir) -> Vec<u8> {
     let mut bytes = Vec::new();
     for name in ["manager.db", "manager.db-wal"] {
@@ -64,31 +20,6 @@ fn file_bytes(dir: &TempDir) -> Vec<u8> {
         }
     }
     bytes
-}
-
-fn assert_no_secret_in(bytes: &[u8], nodes: &[Node], users: &[User]) {
-    let keys = nodes.iter().map(|n| n.key.expose_base64url());
-    let secrets = users.iter().map(|u| u.secret.expose().to_owned());
-    let mut checked = 0;
-    for secret in keys.chain(secrets) {
-        for form in forms(&secret) {
-            assert!(
-                !bytes.windows(form.len()).any(|w| w == form.as_bytes()),
-                "a key or secret is in the database file in clear"
-            );
-            checked += 1;
-        }
-    }
-    assert_eq!(checked, 3 * (nodes.len() + users.len()));
-}
-
-async fn assert_reads_back(s: &dyn Storage, nodes: &[Node], users: &[User]) {
-    for node in nodes {
-        assert_eq!(s.get_node(node.id).await.unwrap().key, node.key);
-    }
-    for user in users {
-        assert_eq!(s.get_user(user.id).await.unwrap().secret, user.secret);
-    }
 }
 
 #[tokio::test]
