@@ -8,8 +8,8 @@ use serde::de::DeserializeOwned;
 
 use crate::envelope::{self, AUTH_SCHEME, InvalidKey, NodeKey};
 use crate::wire::{
-    ErrorBody, StartRequest, StartResponse, StatusResponse, UsageRequest, UsageResponse,
-    UsersEditRequest, UsersEditResponse, WireUser,
+    ErrorBody, KeyRequest, KeyResponse, StartRequest, StartResponse, StatusResponse, UsageRequest,
+    UsageResponse, UsersEditRequest, UsersEditResponse, WireUser,
 };
 
 /// Why a node call failed.
@@ -176,6 +176,24 @@ impl NodeClient {
     pub async fn usage(&self, request: &UsageRequest) -> Result<UsageResponse, ClientError> {
         let body = serde_json::to_vec(request).map_err(|e| ClientError::Protocol(e.to_string()))?;
         let answer = self.call("POST", "/usage", &body).await?;
+        parse(&answer)
+    }
+
+    /// `POST /key`: makes `new` the node's key; the key this client seals
+    /// with stays accepted for `grace`. Delivering the node's current key
+    /// again (sealed under it or under the previous one) changes nothing.
+    pub async fn rotate_key(
+        &self,
+        new: &NodeKey,
+        grace: Duration,
+    ) -> Result<KeyResponse, ClientError> {
+        let request = KeyRequest {
+            key: new.expose_base64url(),
+            grace_secs: grace.as_secs(),
+        };
+        let body =
+            serde_json::to_vec(&request).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let answer = self.call("POST", "/key", &body).await?;
         parse(&answer)
     }
 

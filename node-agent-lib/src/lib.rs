@@ -119,6 +119,8 @@ pub mod config;
 #[cfg(feature = "agent")]
 pub mod core;
 pub mod envelope;
+#[cfg(feature = "agent")]
+pub mod keyring;
 pub mod listener;
 #[cfg(feature = "agent")]
 pub mod metrics;

@@ -13,6 +13,7 @@ use crate::api::{AppState, router};
 use crate::config::{ConfigError, CoreConfig};
 use crate::core::ports::{PortError, PortMap};
 use crate::core::{CoreApi, CoreApiProbe, SsManagerClient};
+use crate::keyring::{KEY_FILE, KeyRing};
 use crate::listener;
 use crate::service::{
     LaunchctlService, ProcessService, ProcessSettings, ServiceControl, SystemdService,
@@ -120,10 +121,21 @@ impl Node {
             usage = usage.without_reads();
         }
         let usage = Arc::new(usage);
+        // After the journal: it made the state directory.
+        let keys = KeyRing::load(&settings.state_dir, key)?;
+        if keys.persisted() {
+            tracing::info!(
+                file = %settings.state_dir.join(KEY_FILE).display(),
+                "node key from a rotation (it takes precedence over the settings' key)"
+            );
+        }
         let agent =
             Arc::new(Agent::new(service.clone(), core, config, options).with_usage(usage.clone()));
-        let state =
-            Arc::new(AppState::new(agent.clone(), key).with_body_limit(settings.body_limit));
+        let state = Arc::new(
+            AppState::new(agent.clone(), keys.current())
+                .with_key_ring(Arc::new(keys))
+                .with_body_limit(settings.body_limit),
+        );
         Ok(Self {
             state,
             agent,

@@ -201,6 +201,39 @@ pub struct UserUsage {
     pub down: u64,
 }
 
+/// `POST /key`: the node's next key, sealed under a key the node accepts.
+/// `Debug` hides the key.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyRequest {
+    /// The new key, base64url without padding (32 bytes).
+    pub key: String,
+    /// How long the key the request was sealed under stays accepted.
+    #[serde(alias = "grace_secs")]
+    pub grace_secs: u64,
+}
+
+impl fmt::Debug for KeyRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyRequest")
+            .field("key", &"<redacted>")
+            .field("grace_secs", &self.grace_secs)
+            .finish()
+    }
+}
+
+/// The answer to `POST /key`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyResponse {
+    /// False when the key was already the node's (a repeated delivery).
+    pub rotated: bool,
+    /// Unix seconds after which the previous key is refused (none: no
+    /// previous key is accepted).
+    #[serde(default, alias = "grace_until")]
+    pub grace_until: Option<u64>,
+}
+
 /// Every error answer: a short stable text, and optional details.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {

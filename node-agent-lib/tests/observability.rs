@@ -109,6 +109,8 @@ async fn the_document_lists_exactly_the_routes_of_the_router() {
         let payload = match *path {
             "/start" => json!({"users": []}),
             "/users/edit" => json!({}),
+            // The node's own key: a repeated delivery, which changes nothing.
+            "/key" => json!({"key": node.key.expose_base64url(), "graceSecs": 0}),
             _ => Value::Null,
         };
         let answer = call(&node, method, path, &payload).await;

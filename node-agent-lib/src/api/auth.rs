@@ -15,30 +15,46 @@ use futures::StreamExt as _;
 use super::error::{error_answer, internal_error, unauthorized};
 use super::state::AppState;
 use crate::agent::AgentError;
-use crate::envelope::{self, BodyCheck, BodyError, OpenedRequest, Rejection};
+use crate::envelope::{self, BodyCheck, BodyError, NodeKey, OpenedRequest, Rejection};
 use crate::wire::ErrorBody;
 
+/// A call whose header token was accepted, and the key it was sealed
+/// under: its body is opened and its answer sealed under that key.
+#[derive(Debug)]
+pub(super) struct Call {
+    pub(super) request: OpenedRequest,
+    pub(super) key: NodeKey,
+}
+
 impl AppState {
-    /// Opens the request's header token and records its `jti`; any failure
-    /// is a bare 401 (the reason goes to the rate-limited log only). Reads
-    /// nothing of the body.
-    fn open(
-        &self,
-        method: &Method,
-        path: &str,
-        headers: &HeaderMap,
-    ) -> Result<OpenedRequest, Rejection> {
+    /// Opens the request's header token under the current key, else (a
+    /// token that does not decrypt) under the previous key while a
+    /// rotation's grace lasts, and records its `jti`; any failure is a bare
+    /// 401 (the reason goes to the rate-limited log only). Reads nothing of
+    /// the body.
+    fn open(&self, method: &Method, path: &str, headers: &HeaderMap) -> Result<Call, Rejection> {
         let now = SystemTime::now();
         let opened = token(headers)
-            .and_then(|token| envelope::open_request(&self.key, token, method.as_str(), path, now))
-            .and_then(|opened| {
+            .and_then(|token| {
+                let mut refused = Rejection::Decrypt;
+                for key in self.keys.accepted(now) {
+                    match envelope::open_request(&key, token, method.as_str(), path, now) {
+                        Ok(request) => return Ok(Call { request, key }),
+                        Err(Rejection::Decrypt) => {}
+                        Err(other) => refused = other,
+                    }
+                }
+                Err(refused)
+            })
+            .and_then(|call| {
+                let opened = &call.request;
                 // Not `<=`: a request sealed in the very millisecond the
                 // agent started was not sent to an earlier process.
                 if opened.iat_ms < self.started_ms {
                     return Err(Rejection::BeforeStart);
                 }
                 self.replay.check_and_insert(&opened.jti, opened.exp, now)?;
-                Ok(opened)
+                Ok(call)
             });
         opened.inspect_err(|reason| self.refusals.record(method.as_str(), path, reason))
     }
@@ -53,13 +69,13 @@ impl AppState {
         path: &str,
         headers: &HeaderMap,
         body: Body,
-    ) -> Result<(OpenedRequest, Vec<u8>), Response> {
-        let request = self
+    ) -> Result<(Call, Vec<u8>), Response> {
+        let call = self
             .open(method, path, headers)
             .map_err(|_| unauthorized())?;
-        match self.read_body(&request, headers, body).await {
-            Ok(payload) => Ok((request, payload)),
-            Err(e) => Err(self.seal(&request, path, Err(AgentError::BadRequest(e.to_string())))),
+        match self.read_body(&call, headers, body).await {
+            Ok(payload) => Ok((call, payload)),
+            Err(e) => Err(self.seal(&call, path, Err(AgentError::BadRequest(e.to_string())))),
         }
     }
 
@@ -68,10 +84,11 @@ impl AppState {
     /// digest as it streams in; decrypts only a body that matches.
     async fn read_body(
         &self,
-        request: &OpenedRequest,
+        call: &Call,
         headers: &HeaderMap,
         body: Body,
     ) -> Result<Vec<u8>, BodyError> {
+        let request = &call.request;
         let declared = match headers.get(CONTENT_LENGTH) {
             None => None,
             Some(v) => Some(
@@ -102,14 +119,14 @@ impl AppState {
         tokio::time::timeout(self.body_timeout, read)
             .await
             .map_err(|_| BodyError::Timeout)??;
-        check.open(&self.key, &bytes)
+        check.open(&call.key, &bytes)
     }
 
-    /// Seals the answer to `request`: the payload on success, else the error
-    /// body from [`error_answer`].
+    /// Seals the answer to `call` under the key it came in: the payload on
+    /// success, else the error body from [`error_answer`].
     pub(super) fn seal(
         &self,
-        request: &OpenedRequest,
+        call: &Call,
         path: &str,
         result: Result<Vec<u8>, AgentError>,
     ) -> Response {
@@ -126,7 +143,7 @@ impl AppState {
                 (status, body)
             }
         };
-        match envelope::seal_response(&self.key, &request.jti, status.as_u16(), &payload) {
+        match envelope::seal_response(&call.key, &call.request.jti, status.as_u16(), &payload) {
             Ok(token) => (
                 status,
                 [

@@ -1,4 +1,4 @@
-//! The five calls of the node API, each inside the JWE envelope: the
+//! The six calls of the node API, each inside the JWE envelope: the
 //! payload is opened by `AppState::receive` (module `auth`), handed to the
 //! agent, and its result sealed by `AppState::seal`.
 
@@ -14,7 +14,12 @@ use serde::de::DeserializeOwned;
 use super::responses::{HeaderToken, Initializing, Refused};
 use super::state::AppState;
 use crate::agent::AgentError;
-use crate::wire::{StartRequest, StartResponse, UsageRequest, UsersEditRequest, UsersEditResponse};
+use crate::envelope::NodeKey;
+use crate::keyring::{RotateError, Rotated};
+use crate::wire::{
+    KeyRequest, KeyResponse, StartRequest, StartResponse, UsageRequest, UsersEditRequest,
+    UsersEditResponse,
+};
 
 fn parse<T: DeserializeOwned>(payload: &[u8]) -> Result<T, AgentError> {
     serde_json::from_slice(payload).map_err(|e| AgentError::BadRequest(e.to_string()))
@@ -193,4 +198,60 @@ pub(super) async fn usage(
     }
     .await;
     s.seal(&request, "/usage", result)
+}
+
+#[utoipa::path(
+    post,
+    path = "/key",
+    summary = "Rotate the node key (the old one stays accepted for a grace period)",
+    description = "Makes `key` the node's key, persisted in the state directory (`node-key`, mode 0600) before it answers; the key this request was sealed under stays accepted for `graceSecs` (at most 30 days), then only the new key opens a call. Every call is answered under the key it came in. Delivering the current key again changes nothing (`rotated` false), so the manager may repeat it under either key.",
+    params(HeaderToken),
+    request_body(content = String, content_type = "application/jose", description = "The payload sealed on its own: a compact JWE (`dir`, `A256GCM`) whose plaintext is a `KeyRequest`, sent with `Content-Length` equal to the header token's `bln`."),
+    responses(
+        (status = 200, description = "Sealed (under the key the request came in): a compact JWE whose plaintext is a `KeyResponse`.", content_type = "application/jose", body = String),
+        (status = 400, description = "Sealed: a compact JWE whose plaintext is an `ErrorBody`: `bad request` (not the expected JSON, not a key, a grace period above 30 days, or a body that is not the one the header token announced). Nothing changed.", content_type = "application/jose", body = String),
+        (status = 500, description = "Sealed: a compact JWE whose plaintext is an `ErrorBody`: `internal server error` (the key could not be written to the state directory; nothing changed).", content_type = "application/jose", body = String),
+        Refused,
+    ),
+    security(("node_jwe" = []))
+)]
+pub(super) async fn rotate_key(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let (call, payload) = match s.receive(&Method::POST, "/key", &headers, body).await {
+        Ok(received) => received,
+        Err(refused) => return refused,
+    };
+    let result = (|| {
+        let request: KeyRequest = parse(&payload)?;
+        let new: NodeKey = request
+            .key
+            .parse()
+            .map_err(|e: crate::envelope::InvalidKey| AgentError::BadRequest(e.to_string()))?;
+        let grace = std::time::Duration::from_secs(request.grace_secs);
+        let rotated = s
+            .keys
+            .rotate(&call.key, new, grace, std::time::SystemTime::now())
+            .map_err(|e| match e {
+                RotateError::Grace => AgentError::BadRequest(e.to_string()),
+                other => AgentError::Internal(other.to_string()),
+            })?;
+        let answer = match rotated {
+            Rotated::Changed { grace_until } => {
+                tracing::info!(grace_until, "node key rotated");
+                KeyResponse {
+                    rotated: true,
+                    grace_until: Some(grace_until),
+                }
+            }
+            Rotated::Unchanged { grace_until } => KeyResponse {
+                rotated: false,
+                grace_until,
+            },
+        };
+        to_json(&answer)
+    })();
+    s.seal(&call, "/key", result)
 }

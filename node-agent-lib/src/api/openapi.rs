@@ -45,7 +45,14 @@ pub const JWE_SCHEME: &str = "node_jwe";
         title = "xray-node-agent",
         description = "The node agent's API, called by the manager. **Every request is sealed with the node's key** (compact JWE, `dir` + `A256GCM`): a header token in `Authorization: JWE <token>` whose authenticated header binds the method, path, time (`iat` in ms), a single-use `jti` and the body's exact length and SHA-256 digest, checked before any body byte is read; the body (content type `application/jose`, `Content-Length` as announced) is a JWE whose plaintext is the JSON described by the schema named in the operation's `x-jwe-request`. Answers are sealed the same way (plaintext schema in `x-jwe-response`, errors as `ErrorBody`), except the bare `401 {\"error\":\"unauthorized\"}` for any refused envelope. Every call is idempotent."
     ),
-    paths(api::start, api::stop, api::status, api::edit_users, api::usage),
+    paths(
+        api::start,
+        api::stop,
+        api::status,
+        api::edit_users,
+        api::usage,
+        api::rotate_key
+    ),
     components(schemas(ErrorBody)),
     modifiers(&Envelope)
 )]
@@ -81,7 +88,7 @@ impl Modify for Envelope {
         for (name, schema) in wire_schemas() {
             components.schemas.insert(name.to_owned(), schema);
         }
-        let links: [(&str, HttpMethod, Option<&str>, Option<&str>); 5] = [
+        let links: [(&str, HttpMethod, Option<&str>, Option<&str>); 6] = [
             (
                 "/start",
                 HttpMethod::Post,
@@ -101,6 +108,12 @@ impl Modify for Envelope {
                 HttpMethod::Post,
                 Some("UsageRequest"),
                 Some("UsageResponse"),
+            ),
+            (
+                "/key",
+                HttpMethod::Post,
+                Some("KeyRequest"),
+                Some("KeyResponse"),
             ),
         ];
         let ref_of = |name: Option<&str>| match name {

@@ -8,7 +8,7 @@ use axum::response::Response;
 use axum::routing::any;
 
 use super::error::unauthorized;
-use super::handlers::{edit_users, start, status, stop, usage};
+use super::handlers::{edit_users, rotate_key, start, status, stop, usage};
 use super::state::AppState;
 
 /// Every route of [`router`] (method, path), in one place: the OpenAPI
@@ -19,6 +19,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/status"),
     ("POST", "/users/edit"),
     ("POST", "/usage"),
+    ("POST", "/key"),
 ];
 
 /// The node API's routes; every call is JWE-only. Whatever else a peer asks
@@ -37,6 +38,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/status", any(refused).get(status))
         .route("/users/edit", any(refused).post(edit_users))
         .route("/usage", any(refused).post(usage))
+        .route("/key", any(refused).post(rotate_key))
         .fallback(refused)
         .with_state(state)
 }

@@ -235,5 +235,24 @@ pub(super) fn wire_schemas() -> Vec<(&'static str, RefOr<Schema>)> {
                 .required("down")
                 .into(),
         ),
-    ]
+        (
+            "KeyRequest",
+            ObjectBuilder::new()
+                .description(Some("`POST /key`: the node's next key (`grace_secs` is accepted too)."))
+                .property("key", string("The new key: 32 bytes, base64url without padding."))
+                .required("key")
+                .property("graceSecs", integer("How long the key this request was sealed under stays accepted (at most 2592000: 30 days)."))
+                .required("graceSecs")
+                .into(),
+        ),
+        (
+            "KeyResponse",
+            ObjectBuilder::new()
+                .description(Some("The answer to `POST /key`."))
+                .property("rotated", ObjectBuilder::new().schema_type(Type::Boolean).description(Some("False when the key was already the node's (a repeated delivery): nothing changed.")))
+                .required("rotated")
+                .property("graceUntil", integer("Unix seconds after which the previous key is refused (absent: none is accepted)."))
+                .into(),
+        ),
+]
 }

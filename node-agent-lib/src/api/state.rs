@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::agent::Agent;
 use crate::envelope::{self, NodeKey};
+use crate::keyring::KeyRing;
 use crate::refusals::Refusals;
 use crate::replay::ReplayCache;
 
@@ -22,7 +23,7 @@ pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
 #[derive(Debug)]
 pub struct AppState {
     pub(super) agent: Arc<Agent>,
-    pub(super) key: NodeKey,
+    pub(super) keys: Arc<KeyRing>,
     pub(super) replay: ReplayCache,
     pub(super) body_limit: usize,
     pub(super) body_timeout: Duration,
@@ -34,16 +35,29 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// The state of an agent holding `key` in memory only (a rotation is
+    /// not persisted: see [`AppState::with_key_ring`]).
     pub fn new(agent: Arc<Agent>, key: NodeKey) -> Self {
         Self {
             agent,
-            key,
+            keys: Arc::new(KeyRing::in_memory(key)),
             replay: ReplayCache::default(),
             body_limit: DEFAULT_BODY_LIMIT,
             body_timeout: DEFAULT_BODY_TIMEOUT,
             started_ms: envelope::unix_millis(SystemTime::now()),
             refusals: Arc::new(Refusals::default()),
         }
+    }
+
+    /// The keys to accept (and where a rotation is persisted).
+    pub fn with_key_ring(mut self, keys: Arc<KeyRing>) -> Self {
+        self.keys = keys;
+        self
+    }
+
+    /// The keys the agent accepts.
+    pub fn key_ring(&self) -> &Arc<KeyRing> {
+        &self.keys
     }
 
     pub fn with_body_limit(mut self, bytes: usize) -> Self {
