@@ -22,6 +22,7 @@ mod directory;
 pub mod ingest_bench;
 mod outbox;
 mod plans;
+mod rotation;
 pub mod sealed;
 mod subscriptions;
 mod usage;
@@ -30,6 +31,7 @@ pub use devices::*;
 pub use directory::*;
 pub use outbox::*;
 pub use plans::*;
+pub use rotation::*;
 pub use subscriptions::*;
 pub use usage::*;
 
@@ -115,6 +117,11 @@ macro_rules! storage_conformance_tests {
             concurrent_claims_never_share_a_delivery,
             user_directory_search_filters_orders_and_pages_by_key,
             user_directory_refuses_a_foreign_cursor,
+            key_rotation_is_pending_until_confirmed,
+            a_second_rotation_while_one_is_pending_is_refused_and_writes_nothing,
+            confirming_another_key_or_twice_changes_nothing,
+            key_rotations_of_missing_nodes_are_not_found_and_go_with_the_node,
+            concurrent_confirmations_switch_the_key_once,
         );
     };
     (@each $fresh:expr; $($name:ident),+ $(,)?) => {

@@ -14,6 +14,7 @@ pub mod containment;
 pub mod device;
 pub mod directory;
 pub mod endpoint;
+pub mod key_rotation;
 pub mod plan;
 pub mod profile;
 pub mod subscription;
@@ -26,6 +27,7 @@ pub use containment::{CredentialScope, NodeCredential, NodeUser};
 pub use device::{Device, DevicePolicy, DeviceSighting, DeviceVerdict};
 pub use directory::{UserQuery, UserSort};
 pub use endpoint::{endpoint_host, normalize_endpoint};
+pub use key_rotation::KeyRotation;
 pub use plan::{BlockReason, FieldEdit, Plan, PlanEdit, ResetEdit, ResetStrategy, UserState};
 pub use profile::{
     InboundDescription, InboundOverride, InboundProtocol, Network, NodeProfile, Security,

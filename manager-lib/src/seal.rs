@@ -42,6 +42,10 @@ pub enum Column {
     NodeKey,
     /// `users.secret`: the user's Trojan/Shadowsocks secret.
     UserSecret,
+    /// A node's key waiting to be delivered by a rotation.
+    PendingNodeKey,
+    /// The node key a confirmed rotation replaced (kept for its grace).
+    PreviousNodeKey,
 }
 
 impl Column {
@@ -49,6 +53,8 @@ impl Column {
         match self {
             Column::NodeKey => "node-key",
             Column::UserSecret => "user-secret",
+            Column::PendingNodeKey => "node-key-pending",
+            Column::PreviousNodeKey => "node-key-previous",
         }
     }
 }
@@ -266,6 +272,24 @@ impl Sealer {
     /// A node's key from its stored form. Errors never echo the key.
     pub fn open_node_key(&self, node: &str, stored: &str) -> Result<NodeKey, StorageError> {
         self.open(Column::NodeKey, node, stored)?
+            .parse()
+            .map_err(|e: node_agent_lib::envelope::InvalidKey| StorageError::Corrupt(e.to_string()))
+    }
+
+    /// A node key as stored in `column` (one of the node-key columns) of
+    /// node `node`'s row.
+    pub fn seal_key_in(&self, column: Column, node: NodeId, key: &NodeKey) -> String {
+        self.seal(column, &node.to_string(), &key.expose_base64url())
+    }
+
+    /// A node key from its stored form in `column`. Errors never echo the key.
+    pub fn open_key_in(
+        &self,
+        column: Column,
+        node: &str,
+        stored: &str,
+    ) -> Result<NodeKey, StorageError> {
+        self.open(column, node, stored)?
             .parse()
             .map_err(|e: node_agent_lib::envelope::InvalidKey| StorageError::Corrupt(e.to_string()))
     }

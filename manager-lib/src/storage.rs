@@ -58,6 +58,7 @@ use async_trait::async_trait;
 pub use access::AccessStore;
 pub use directory::UserDirectory;
 pub use outbox::WebhookStore;
+pub use rotation::KeyRotationStore;
 
 use crate::domain::usage::{
     EnforceOutcome, IngestOutcome, NodeUsage, UsageCursor, UsageGrouping, UsagePage, UsageRow,
@@ -81,6 +82,8 @@ pub enum Entity {
     Device,
     /// A scoped API token.
     Token,
+    /// A node's pending key rotation.
+    KeyRotation,
 }
 
 impl std::fmt::Display for Entity {
@@ -90,6 +93,7 @@ impl std::fmt::Display for Entity {
             Entity::User => "user",
             Entity::Device => "device",
             Entity::Token => "token",
+            Entity::KeyRotation => "key rotation",
         })
     }
 }
@@ -136,7 +140,9 @@ pub type StorageResult<T> = Result<T, StorageError>;
 /// Methods that take an id answer [`StorageError::NotFound`] when no such
 /// record exists; deleted users are not found.
 #[async_trait]
-pub trait Storage: AccessStore + UserDirectory + WebhookStore + Debug + Send + Sync {
+pub trait Storage:
+    AccessStore + UserDirectory + WebhookStore + KeyRotationStore + Debug + Send + Sync
+{
     /// Stores a new node with `actual_status = Stopped`, `required_status =
     /// Stopped`, no template, `state_up_to_date = true` and its cursor at the
     /// current newest change (a stopped node has nothing to apply; its start
@@ -574,3 +580,4 @@ pub mod grouped;
 pub mod kit;
 pub mod memory;
 pub mod outbox;
+pub mod rotation;

@@ -67,6 +67,7 @@ mod leases;
 mod nodes;
 mod outbox;
 mod plans;
+mod rotation;
 mod rows;
 mod seal;
 #[cfg(feature = "testing")]

@@ -13,9 +13,21 @@ use crate::error::map_err;
 const CHUNK: i64 = 500;
 
 /// The secret columns: table, column, entity, what the value is bound to.
-const COLUMNS: [(&str, &str, Entity, Column); 2] = [
+const COLUMNS: [(&str, &str, Entity, Column); 4] = [
     ("nodes", "node_key", Entity::Node, Column::NodeKey),
     ("users", "secret", Entity::User, Column::UserSecret),
+    (
+        "node_key_rotations",
+        "pending_key",
+        Entity::KeyRotation,
+        Column::PendingNodeKey,
+    ),
+    (
+        "node_key_rotations",
+        "previous_key",
+        Entity::KeyRotation,
+        Column::PreviousNodeKey,
+    ),
 ];
 
 pub(crate) async fn reseal(s: &PgStorage) -> StorageResult<u64> {

@@ -4,7 +4,10 @@
 //! Run with:
 //! `TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres cargo nextest run -p storage-postgres --test sealed`
 
-use manager_lib::conformance::sealed::{assert_no_secret_in, assert_reads_back, fill, sealer};
+use manager_lib::conformance::sealed::{
+    assert_no_key_in, assert_no_secret_in, assert_reads_back, assert_rotations_read_back, fill,
+    fill_rotations, sealer,
+};
 use manager_lib::seal::{MasterKey, Sealer};
 use manager_lib::storage::{Storage, StorageError};
 use storage_postgres::PgStorage;
@@ -30,7 +33,8 @@ async fn a_pg_dump_holds_no_node_key_or_user_secret_in_any_form() {
     let s = PgStorage::connect_sealed(db.url(), sealer(&key))
         .await
         .unwrap();
-    let (nodes, users) = fill(&s).await;
+    let (mut nodes, users) = fill(&s).await;
+    let rotation_keys = fill_rotations(&s, &mut nodes).await;
     let dump = pg_dump(&db);
     assert!(dump.contains("user-11"), "the dump holds the users' rows");
     let prefix = sealer(&key).current_prefix().unwrap();
@@ -39,8 +43,10 @@ async fn a_pg_dump_holds_no_node_key_or_user_secret_in_any_form() {
         "the dump holds the sealed values"
     );
     assert_no_secret_in(dump.as_bytes(), &nodes, &users);
+    assert_no_key_in(dump.as_bytes(), &rotation_keys);
     // And they read back, through every path that reads them.
     assert_reads_back(&s, &nodes, &users).await;
+    assert_rotations_read_back(&s, &nodes, &rotation_keys).await;
     let pending = s.pending_operations(nodes[0].id, 100).await.unwrap();
     assert_eq!(pending.operations.len(), 6);
     for op in &pending.operations {
@@ -99,7 +105,8 @@ async fn a_wrong_master_key_is_refused_and_a_rotation_reseals_everything() {
     let s = PgStorage::connect_sealed(db.url(), sealer(&old))
         .await
         .unwrap();
-    let (nodes, users) = fill(&s).await;
+    let (mut nodes, users) = fill(&s).await;
+    let rotation_keys = fill_rotations(&s, &mut nodes).await;
     s.close().await;
 
     let new = MasterKey::random();
@@ -115,7 +122,7 @@ async fn a_wrong_master_key_is_refused_and_a_rotation_reseals_everything() {
         .unwrap();
     assert_eq!(
         rotating.reseal().await.unwrap(),
-        (nodes.len() + users.len()) as u64
+        (nodes.len() + users.len() + rotation_keys.len()) as u64
     );
     assert_eq!(rotating.reseal().await.unwrap(), 0, "idempotent");
     rotating.close().await;
@@ -128,4 +135,5 @@ async fn a_wrong_master_key_is_refused_and_a_rotation_reseals_everything() {
         assert_eq!(s.get_user(user.id).await.unwrap().secret, user.secret);
     }
     assert_eq!(s.get_node(nodes[2].id).await.unwrap().key, nodes[2].key);
+    assert_rotations_read_back(&s, &nodes, &rotation_keys).await;
 }

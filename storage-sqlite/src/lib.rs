@@ -52,6 +52,7 @@ mod outbox;
 mod plans;
 mod point_reads;
 mod private_file;
+mod rotation;
 mod rows;
 mod seal;
 mod usage;

@@ -6,7 +6,10 @@
 mod common;
 
 use common::url_in;
-use manager_lib::conformance::sealed::{assert_no_secret_in, assert_reads_back, fill, sealer};
+use manager_lib::conformance::sealed::{
+    assert_no_key_in, assert_no_secret_in, assert_reads_back, assert_rotations_read_back, fill,
+    fill_rotations, sealer,
+};
 use manager_lib::seal::{MasterKey, Sealer};
 use manager_lib::storage::{Storage, StorageError};
 use storage_sqlite::SqliteStorage;
@@ -29,7 +32,8 @@ async fn the_database_file_and_its_wal_hold_no_key_or_secret_in_clear() {
     let s = SqliteStorage::connect_sealed(&url_in(&dir), sealer(&key))
         .await
         .unwrap();
-    let (nodes, users) = fill(&s).await;
+    let (mut nodes, users) = fill(&s).await;
+    let rotation_keys = fill_rotations(&s, &mut nodes).await;
     // While open: the pages are in the WAL.
     let open = file_bytes(&dir);
     let prefix = sealer(&key).current_prefix().unwrap();
@@ -38,7 +42,9 @@ async fn the_database_file_and_its_wal_hold_no_key_or_secret_in_clear() {
         "the file holds the sealed values"
     );
     assert_no_secret_in(&open, &nodes, &users);
+    assert_no_key_in(&open, &rotation_keys);
     assert_reads_back(&s, &nodes, &users).await;
+    assert_rotations_read_back(&s, &nodes, &rotation_keys).await;
     let pending = s.pending_operations(nodes[0].id, 100).await.unwrap();
     assert_eq!(pending.operations.len(), 6);
     for op in &pending.operations {
@@ -47,6 +53,7 @@ async fn the_database_file_and_its_wal_hold_no_key_or_secret_in_clear() {
     }
     s.close().await;
     assert_no_secret_in(&file_bytes(&dir), &nodes, &users);
+    assert_no_key_in(&file_bytes(&dir), &rotation_keys);
 }
 
 #[tokio::test]
@@ -170,7 +177,8 @@ async fn a_master_key_rotation_reseals_everything_and_the_old_key_is_then_not_ne
     let s = SqliteStorage::connect_sealed(&url_in(&dir), sealer(&old))
         .await
         .unwrap();
-    let (nodes, users) = fill(&s).await;
+    let (mut nodes, users) = fill(&s).await;
+    let rotation_keys = fill_rotations(&s, &mut nodes).await;
     s.close().await;
 
     let new = MasterKey::random();
@@ -182,7 +190,7 @@ async fn a_master_key_rotation_reseals_everything_and_the_old_key_is_then_not_ne
     assert_reads_back(&s, &nodes, &users).await;
     assert_eq!(
         s.reseal().await.unwrap(),
-        (nodes.len() + users.len()) as u64
+        (nodes.len() + users.len() + rotation_keys.len()) as u64
     );
     s.close().await;
 
@@ -191,6 +199,7 @@ async fn a_master_key_rotation_reseals_everything_and_the_old_key_is_then_not_ne
         .unwrap();
     assert_eq!(s.reseal().await.unwrap(), 0);
     assert_reads_back(&s, &nodes, &users).await;
+    assert_rotations_read_back(&s, &nodes, &rotation_keys).await;
     s.close().await;
 
     let s = SqliteStorage::connect_sealed(&url_in(&dir), sealer(&old))

@@ -176,6 +176,8 @@ impl std::fmt::Debug for CachedStorage {
 crate::forward_access_store!(CachedStorage, inner);
 crate::forward_user_directory!(CachedStorage, inner);
 crate::forward_webhook_store!(CachedStorage, inner);
+// No cached value holds a node key (the serving-node set has none).
+crate::forward_key_rotation_store!(CachedStorage, inner);
 
 #[async_trait]
 #[deny(clippy::missing_trait_methods)]

@@ -5,7 +5,7 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 
-use crate::domain::{NewNode, NewUser, Node, User, UserStatus};
+use crate::domain::{NewNode, NewUser, Node, NodeKey, Timestamp, User, UserStatus};
 use crate::seal::{MasterKey, Sealer};
 use crate::storage::Storage;
 
@@ -38,6 +38,58 @@ pub async fn fill(s: &dyn Storage) -> (Vec<Node>, Vec<User>) {
         users.push(user);
     }
     (nodes, users)
+}
+
+/// Key rotations on the first two of `nodes` (at least two): the first
+/// with a key pending, the second confirmed (its old key kept as the
+/// previous one; `nodes` gets its new key) and another pending. Gives the
+/// keys the rotation rows hold.
+pub async fn fill_rotations(s: &dyn Storage, nodes: &mut [Node]) -> Vec<NodeKey> {
+    let grace = std::time::Duration::from_secs(3600);
+    let (a, b, c) = (NodeKey::random(), NodeKey::random(), NodeKey::random());
+    s.request_key_rotation(nodes[0].id, &a, grace, Timestamp::now())
+        .await
+        .unwrap();
+    s.request_key_rotation(nodes[1].id, &b, grace, Timestamp::now())
+        .await
+        .unwrap();
+    nodes[1] = s
+        .confirm_key_rotation(nodes[1].id, &b, Timestamp::now())
+        .await
+        .unwrap()
+        .expect("pending");
+    s.request_key_rotation(nodes[1].id, &c, grace, Timestamp::now())
+        .await
+        .unwrap();
+    let old = s.key_rotation(nodes[1].id).await.unwrap().unwrap().previous;
+    let (old, _) = old.expect("the replaced key is kept");
+    vec![a, old, c]
+}
+
+/// Panics if `bytes` hold any of `keys` (pending or previous node keys) in
+/// any form.
+pub fn assert_no_key_in(bytes: &[u8], keys: &[NodeKey]) {
+    let mut checked = 0;
+    for key in keys {
+        for form in forms(&key.expose_base64url()) {
+            assert!(
+                !bytes.windows(form.len()).any(|w| w == form.as_bytes()),
+                "a rotation's key is in the database's bytes in clear"
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 3 * keys.len());
+}
+
+/// Panics unless the rotations [`fill_rotations`] made read back with
+/// their keys: `keys` as it gave them.
+pub async fn assert_rotations_read_back(s: &dyn Storage, nodes: &[Node], keys: &[NodeKey]) {
+    let first = s.key_rotation(nodes[0].id).await.unwrap().unwrap();
+    assert_eq!(first.pending.as_ref(), Some(&keys[0]));
+    let second = s.key_rotation(nodes[1].id).await.unwrap().unwrap();
+    assert_eq!(second.previous.map(|(key, _)| key).as_ref(), Some(&keys[1]));
+    assert_eq!(second.pending.as_ref(), Some(&keys[2]));
 }
 
 /// Every way a secret given as base64url could be written: as is, as

@@ -6,6 +6,7 @@ mod access;
 mod devices;
 mod directory;
 mod outbox;
+mod rotation;
 mod usage;
 
 use std::collections::{BTreeMap, HashMap};
@@ -49,6 +50,7 @@ struct State {
     node_hours: BTreeMap<(NodeId, Timestamp), Bytes>,
     /// Each user's devices, by hardware id.
     devices: HashMap<UserId, BTreeMap<String, Device>>,
+    rotations: BTreeMap<NodeId, crate::domain::KeyRotation>,
 }
 
 impl MemoryStorage {
@@ -204,6 +206,7 @@ impl Storage for MemoryStorage {
             .remove(&id)
             .ok_or(StorageError::NotFound(Entity::Node))?;
         st.leases.remove(&id);
+        st.rotations.remove(&id);
         Ok(())
     }
 
