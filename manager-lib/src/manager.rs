@@ -27,6 +27,8 @@ mod access;
 mod events;
 /// The heartbeat's step over many nodes: check each, then one fleet-wide push.
 mod heartbeat;
+/// Node key rotation: a pending key delivered to the agent, then confirmed.
+mod key_rotation;
 /// Plans on users and the usage reads.
 mod plans;
 /// The fleet push engine: `push_pending`, `push_pending_many` and their helpers.
@@ -38,6 +40,7 @@ mod subscriptions;
 /// Traffic accounting: usage pulled and stored exactly once; the plans' clock.
 mod usage;
 
+pub use key_rotation::KeyRotated;
 pub use usage::UsagePulled;
 
 /// What a scenario can fail with. The HTTP API maps each to one status and
@@ -86,6 +89,12 @@ pub enum ManagerError {
     /// A page cursor that is not one of this listing's.
     #[error("invalid cursor: {0}")]
     InvalidCursor(ParseError),
+    /// A grace period above the longest (in seconds).
+    #[error("invalid grace period: {0} s")]
+    InvalidGrace(u64),
+    /// A key rotation of the node waits to be delivered.
+    #[error("key rotation pending")]
+    KeyRotationPending,
     /// A node call failed; the node's own errors pass through.
     #[error(transparent)]
     Node(#[from] TransportError),
@@ -101,6 +110,7 @@ impl From<StorageError> for ManagerError {
             StorageError::NotFound(Entity::Device) => Self::DeviceNotFound,
             StorageError::NotFound(Entity::Token) => Self::TokenNotFound,
             StorageError::AlreadyExists(Entity::Token) => Self::TokenNameTaken,
+            StorageError::AlreadyExists(Entity::KeyRotation) => Self::KeyRotationPending,
             // The storage refuses what the scenarios check first (plans,
             // multipliers): a 400 all the same if it ever gets there.
             StorageError::Invalid(e) => Self::InvalidPlan(e),

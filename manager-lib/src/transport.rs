@@ -6,11 +6,12 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
 use crate::domain::usage::{UsageCursor, UsagePage};
-use crate::domain::{Node, NodeUser, UserId};
+use crate::domain::{Node, NodeKey, NodeUser, UserId};
 
 /// Users' ports on a node with a port per user, by user id (as text).
 pub type UserPorts = BTreeMap<String, u16>;
@@ -131,4 +132,17 @@ pub trait NodeTransport: Debug + Send + Sync {
         cursor: &UsageCursor,
         max_batches: u32,
     ) -> Result<UsagePage, TransportError>;
+
+    /// `POST /key`, sealed under `node.key`: the node makes `new` its key
+    /// (persisted before it answers) and keeps accepting `node.key` for
+    /// `grace`. Delivering the node's current key again (under it or under
+    /// the previous key) is success and changes nothing; a node that holds
+    /// neither `node.key` nor (in grace) an older key refuses it as a
+    /// [`TransportError::KeyMismatch`].
+    async fn rotate_key(
+        &self,
+        node: &Node,
+        new: &NodeKey,
+        grace: Duration,
+    ) -> Result<(), TransportError>;
 }

@@ -85,6 +85,15 @@ impl NodeTransport for Recording {
     ) -> Result<UsagePage, TransportError> {
         self.fleet.usage(node, cursor, max_batches).await
     }
+
+    async fn rotate_key(
+        &self,
+        node: &Node,
+        new: &manager_lib::domain::NodeKey,
+        grace: std::time::Duration,
+    ) -> Result<(), TransportError> {
+        self.fleet.rotate_key(node, new, grace).await
+    }
 }
 
 struct Fixture {

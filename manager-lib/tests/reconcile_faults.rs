@@ -107,6 +107,15 @@ impl NodeTransport for FaultyFleet {
     ) -> Result<UsagePage, TransportError> {
         self.fleet.usage(node, cursor, max_batches).await
     }
+
+    async fn rotate_key(
+        &self,
+        node: &Node,
+        new: &manager_lib::domain::NodeKey,
+        grace: std::time::Duration,
+    ) -> Result<(), TransportError> {
+        self.fleet.rotate_key(node, new, grace).await
+    }
 }
 
 /// Memory storage whose chosen writes fail as a lost database would.

@@ -394,6 +394,15 @@ impl NodeTransport for IgnoresRemovals {
     ) -> Result<UsagePage, TransportError> {
         self.0.usage(node, cursor, max_batches).await
     }
+
+    async fn rotate_key(
+        &self,
+        node: &Node,
+        new: &manager_lib::domain::NodeKey,
+        grace: std::time::Duration,
+    ) -> Result<(), TransportError> {
+        self.0.rotate_key(node, new, grace).await
+    }
 }
 
 #[tokio::test]
@@ -444,6 +453,15 @@ impl NodeTransport for IgnoresCursor {
         self.0
             .usage(node, &UsageCursor::default(), max_batches)
             .await
+    }
+
+    async fn rotate_key(
+        &self,
+        node: &Node,
+        new: &manager_lib::domain::NodeKey,
+        grace: std::time::Duration,
+    ) -> Result<(), TransportError> {
+        self.0.rotate_key(node, new, grace).await
     }
 }
 

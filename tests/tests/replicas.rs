@@ -89,6 +89,16 @@ impl NodeTransport for Tagged {
         self.note(node);
         self.fleet.usage(node, cursor, max_batches).await
     }
+
+    async fn rotate_key(
+        &self,
+        node: &Node,
+        new: &manager_lib::domain::NodeKey,
+        grace: std::time::Duration,
+    ) -> Result<(), TransportError> {
+        self.note(node);
+        self.fleet.rotate_key(node, new, grace).await
+    }
 }
 
 fn replica(

@@ -59,6 +59,8 @@ impl ApiError {
                 S::InvalidMultiplier(_) => (StatusCode::BAD_REQUEST, "invalid multiplier"),
                 S::InvalidProfile(_) => (StatusCode::BAD_REQUEST, "invalid profile"),
                 S::InvalidCursor(_) => (StatusCode::BAD_REQUEST, "invalid cursor"),
+                S::InvalidGrace(_) => (StatusCode::BAD_REQUEST, "invalid grace period"),
+                S::KeyRotationPending => (StatusCode::CONFLICT, "key rotation pending"),
                 S::SubscriptionNotFound | S::NodeListOff => (StatusCode::NOT_FOUND, "not found"),
                 S::TokenNotFound => (StatusCode::BAD_REQUEST, "token not exists"),
                 S::TokenNameTaken => (StatusCode::CONFLICT, "token name taken"),
@@ -95,6 +97,13 @@ impl ApiError {
             Self::Manager(S::InvalidToken(e)) => Some(e.to_string()),
             Self::Manager(S::InvalidEndpoint(e)) => Some(e.to_string()),
             Self::Manager(S::InvalidPlan(e)) => Some(e.to_string()),
+            Self::Manager(S::InvalidGrace(_)) => {
+                Some("graceSecs is 0 to 2592000 (30 days)".into())
+            }
+            Self::Manager(S::KeyRotationPending) => Some(
+                "a new key for this node waits to be delivered to its agent; the heartbeat delivers it"
+                    .into(),
+            ),
             Self::Manager(S::InvalidProfile(e)) => Some(e.to_string()),
             Self::Manager(S::InvalidMultiplier(_)) => {
                 Some("a traffic multiplier is a number above 0 and at most 1000".into())

@@ -21,7 +21,7 @@
 //!   `subscription` (the user's subscription call and its headers) and
 //!   `profiles` (node details and profiles, subscription URLs) and
 //!   `devices` (a user's devices and device limit); `tokens` (scoped
-//!   tokens and the audit log's listing);
+//!   tokens and the audit log's listing); `node_keys` (node key rotation);
 //! - [`openapi`]: the document generated from the handlers, and `/docs`;
 //! - `router`: [`router`], [`serve`], [`serve_with`], [`ROUTES`].
 
@@ -32,6 +32,7 @@ mod devices;
 pub mod error;
 mod extract;
 mod handlers;
+mod node_keys;
 pub mod openapi;
 mod plans;
 mod profiles;

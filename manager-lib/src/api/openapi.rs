@@ -38,6 +38,7 @@ pub const ADMIN_SCHEME: &str = "admin_token";
         api::node_start,
         api::node_stop,
         api::node_delete,
+        super::node_keys::node_key_rotate,
         api::nodes,
         super::plans::node_edit,
         super::usage::nodes_usage,

@@ -39,6 +39,7 @@ pub const ADMIN_ROLES: &[(&str, &str, Role)] = &[
     ("POST", "/node/start", Role::Admin),
     ("POST", "/node/stop", Role::Admin),
     ("POST", "/node/delete", Role::Admin),
+    ("POST", "/node/key/rotate", Role::Admin),
     ("POST", "/node/edit", Role::Admin),
     ("POST", "/node/profile", Role::Admin),
     ("GET", "/tokens", Role::Admin),

@@ -13,7 +13,7 @@ use super::error::ApiError;
 use super::handlers::*;
 use super::state::ApiState;
 use super::{client_addr, ratelimit};
-use super::{devices, plans, profiles, subscription, tokens, usage};
+use super::{devices, node_keys, plans, profiles, subscription, tokens, usage};
 use crate::metrics;
 
 /// The largest request body the manager reads.
@@ -27,6 +27,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/node/start"),
     ("POST", "/node/stop"),
     ("POST", "/node/delete"),
+    ("POST", "/node/key/rotate"),
     ("GET", "/nodes"),
     ("POST", "/node/edit"),
     ("GET", "/nodes/usage"),
@@ -113,6 +114,7 @@ pub(crate) fn router_with(
         .route("/node/start", post(node_start))
         .route("/node/stop", post(node_stop))
         .route("/node/delete", post(node_delete))
+        .route("/node/key/rotate", post(node_keys::node_key_rotate))
         .route("/nodes", get(nodes))
         .route("/node/edit", post(plans::node_edit))
         .route("/nodes/usage", get(usage::nodes_usage))

@@ -32,6 +32,8 @@ impl Manager {
         if let Err(e) = self.enforce_plans().await {
             tracing::warn!(error = %e, "heartbeat: cannot apply the plans' expiry and resets");
         }
+        // Before the checks: a node that takes its new key is checked under it.
+        self.deliver_pending_keys(&nodes).await;
         let on_checked = &on_checked;
         let concurrency = self.settings.concurrency.max(1);
         let results: Vec<(NodeId, ManagerResult<NodeOutcome>)> = futures::stream::iter(nodes)
@@ -130,7 +132,13 @@ impl Manager {
         // Read before the status call: with the lock held nothing else changes
         // the node, so the report's user count matches this cursor.
         let fleet = self.storage.fleet_state().await?;
-        let report = match self.transport.status(&node).await {
+        let status = match self.transport.status(&node).await {
+            Err(TransportError::KeyMismatch(_)) if self.redeliver_key(&node).await => {
+                self.transport.status(&node).await
+            }
+            other => other,
+        };
+        let report = match status {
             Ok(report) => {
                 journal.clone_from(&report.journal);
                 report

@@ -65,6 +65,8 @@ macro_rules! transport_conformance_tests {
             a_node_that_went_away_is_unreachable,
             a_node_that_does_not_answer_is_unreachable_in_time,
             a_node_holding_another_key_is_a_key_mismatch,
+            a_rotated_node_takes_the_new_key_and_the_old_one_during_the_grace,
+            a_rotation_without_grace_refuses_the_old_key_at_once,
             usage_of_a_new_node_is_empty,
             a_pull_answers_the_batches_after_the_cursor,
             a_repeated_pull_answers_the_same,
@@ -133,6 +135,11 @@ async fn every_call(f: &dyn FleetFixture, node: &Node) -> Vec<(&'static str, Tra
         (
             "usage",
             t.usage(node, &UsageCursor::default(), 64).await.map(drop),
+        ),
+        (
+            "rotate_key",
+            t.rotate_key(node, &NodeKey::random(), Duration::from_secs(60))
+                .await,
         ),
     ];
     outcomes
@@ -326,6 +333,53 @@ pub async fn a_node_holding_another_key_is_a_key_mismatch(f: &dyn FleetFixture) 
     }
     // The refused calls did nothing.
     assert_node(f, &node, false, 0).await;
+}
+
+// ---- key rotation: POST /key ----
+
+pub async fn a_rotated_node_takes_the_new_key_and_the_old_one_during_the_grace(
+    f: &dyn FleetFixture,
+) {
+    let old = f.node().await;
+    let t = f.transport();
+    let new = Node {
+        key: NodeKey::random(),
+        ..old.clone()
+    };
+    t.rotate_key(&old, &new.key, Duration::from_secs(3600))
+        .await
+        .expect("rotate");
+    t.start(&new, &users(2))
+        .await
+        .expect("start under the new key");
+    assert_node(f, &new, true, 2).await;
+    assert_node(f, &old, true, 2).await;
+    // A repeated delivery, under either key, changes nothing.
+    t.rotate_key(&old, &new.key, Duration::from_secs(3600))
+        .await
+        .expect("again under the old key");
+    t.rotate_key(&new, &new.key, Duration::ZERO)
+        .await
+        .expect("again under the new key");
+    assert_node(f, &old, true, 2).await;
+}
+
+pub async fn a_rotation_without_grace_refuses_the_old_key_at_once(f: &dyn FleetFixture) {
+    let old = f.node().await;
+    let t = f.transport();
+    let new = Node {
+        key: NodeKey::random(),
+        ..old.clone()
+    };
+    t.rotate_key(&old, &new.key, Duration::ZERO)
+        .await
+        .expect("rotate");
+    let refused = t.status(&old).await;
+    assert!(
+        matches!(refused, Err(TransportError::KeyMismatch(_))),
+        "{refused:?}"
+    );
+    assert_node(f, &new, false, 0).await;
 }
 
 // ---- usage: POST /usage ----

@@ -12,7 +12,7 @@ use node_agent_lib::wire::{
 
 use super::{JournalReport, NodeReport, NodeTransport, TransportError, UserPorts};
 use crate::domain::usage::{UsageBatch, UsageCursor, UsagePage, UserUsage};
-use crate::domain::{Node, NodeUser, Timestamp, UserId};
+use crate::domain::{Node, NodeKey, NodeUser, Timestamp, UserId};
 
 #[derive(Clone, Debug)]
 pub struct HttpTransport {
@@ -186,6 +186,19 @@ impl NodeTransport for HttpTransport {
             .await
             .map_err(map_error)?;
         usage_page(answer)
+    }
+
+    async fn rotate_key(
+        &self,
+        node: &Node,
+        new: &NodeKey,
+        grace: Duration,
+    ) -> Result<(), TransportError> {
+        self.client(node, self.timeout)?
+            .rotate_key(new, grace)
+            .await
+            .map(drop)
+            .map_err(map_error)
     }
 }
 

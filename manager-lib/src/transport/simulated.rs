@@ -35,6 +35,8 @@ struct SimNode {
     usage_calls: u64,
     /// The key the agent holds; `None` takes any key.
     key: Option<NodeKey>,
+    /// The key a rotation replaced, accepted until [`SimulatedFleet::end_key_grace`].
+    previous_key: Option<NodeKey>,
     journal: SimJournal,
 }
 
@@ -162,6 +164,26 @@ impl SimulatedFleet {
         self.with(endpoint, |n| n.key = Some(key.clone()));
     }
 
+    /// The key the node's agent holds now (`None`: it takes any key).
+    pub fn key(&self, endpoint: &str) -> Option<NodeKey> {
+        self.with(endpoint, |n| n.key.clone())
+    }
+
+    /// The grace period of the node's last key rotation ends: only its
+    /// current key is accepted from now on.
+    pub fn end_key_grace(&self, endpoint: &str) {
+        self.with(endpoint, |n| n.previous_key = None);
+    }
+
+    /// The node's agent loses a rotation (its state directory wiped): it is
+    /// back to `key` alone, as its settings name it.
+    pub fn reset_key(&self, endpoint: &str, key: &NodeKey) {
+        self.with(endpoint, |n| {
+            n.key = Some(key.clone());
+            n.previous_key = None;
+        });
+    }
+
     /// While unreachable, every call fails as a network error would.
     pub fn set_unreachable(&self, endpoint: &str, unreachable: bool) {
         self.with(endpoint, |n| n.unreachable = unreachable);
@@ -256,7 +278,9 @@ impl SimulatedFleet {
         }
         self.with(&node.endpoint, |n| {
             n.calls += 1;
-            if n.key.as_ref().is_some_and(|key| *key != node.key) {
+            let accepted =
+                |key: &NodeKey| *key == node.key || n.previous_key.as_ref() == Some(&node.key);
+            if n.key.as_ref().is_some_and(|key| !accepted(key)) {
                 return Err(TransportError::KeyMismatch(
                     "node key mismatch: the simulated node holds another key".to_owned(),
                 ));
@@ -343,6 +367,23 @@ impl NodeTransport for SimulatedFleet {
         self.call(node, |n| {
             n.usage_calls += 1;
             Ok(n.journal.pull(cursor, max_batches))
+        })
+        .await
+    }
+
+    async fn rotate_key(
+        &self,
+        node: &Node,
+        new: &NodeKey,
+        grace: Duration,
+    ) -> Result<(), TransportError> {
+        self.call(node, |n| {
+            if n.key.as_ref() == Some(new) {
+                return Ok(());
+            }
+            n.key = Some(new.clone());
+            n.previous_key = (!grace.is_zero()).then(|| node.key.clone());
+            Ok(())
         })
         .await
     }
