@@ -174,6 +174,18 @@ pub enum NodeCommand {
         /// The node's id
         id: String,
     },
+    /// Give the node a new key (printed once); its agent accepts the old
+    /// one for the grace period, then only the new one
+    #[command(after_help = EXIT_CODES_HELP)]
+    RotateKey {
+        /// The node's id
+        id: String,
+        /// Seconds the agent keeps accepting the old key once it has the
+        /// new one: 0 (refused at once, for a key that leaked) to 2592000
+        /// (30 days); default: the manager's (a day)
+        #[arg(long, value_name = "SECS")]
+        grace: Option<u64>,
+    },
     /// List every node with its actual and required status
     #[command(after_help = EXIT_CODES_HELP)]
     List(PageArgs),

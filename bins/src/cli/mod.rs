@@ -1,8 +1,8 @@
 //! `xmctl`, the admin CLI of xray-manager: a typed client over the manager's
 //! HTTP API ([`client`]), its output as tables or JSON ([`output`]), the
 //! bulk user import from CSV ([`import`]), users' subscription URLs
-//! ([`subscription`]), nodes' profiles ([`profile`]), and scoped tokens
-//! and the audit log ([`tokens`]). The binary only
+//! ([`subscription`]), nodes' profiles ([`profile`]) and key rotation
+//! ([`node_keys`]), and scoped tokens and the audit log ([`tokens`]). The binary only
 //! parses flags and calls [`run`].
 //!
 //! ```text
@@ -31,6 +31,7 @@ pub mod config;
 pub mod devices;
 pub mod error;
 pub mod import;
+pub mod node_keys;
 pub mod output;
 pub mod plan;
 pub mod profile;
@@ -87,6 +88,10 @@ async fn execute(cli: Cli) -> Result<u8, CliError> {
             NodeCommand::Delete { id } => {
                 let answer = client.node_delete(&id).await?;
                 show(json, &answer, format!("node {id}: deleted"));
+            }
+            NodeCommand::RotateKey { id, grace } => {
+                let answer = client.node_key_rotate(&id, grace).await?;
+                show(json, &answer, node_keys::rotated(&answer));
             }
             NodeCommand::List(page) => {
                 let nodes = client.all_nodes(page.page_size).await?;
