@@ -95,6 +95,13 @@
 //! unconfirmed batches (`usageJournal`), so the manager pulls only when
 //! there is something to pull.
 //!
+//! # Key rotation
+//!
+//! See [`keyring`]: **`/key`** gives the agent a new node key, persisted in
+//! `state_dir` (`node-key`, 0600, taking precedence over the settings' key)
+//! before it answers; the key the call came under stays accepted for the
+//! grace period it names, and every call is answered under the key it came in.
+//!
 //! # The envelope
 //!
 //! See [`envelope`]: each request's header carries a compact JWE (`dir` +

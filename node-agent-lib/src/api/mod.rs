@@ -1,5 +1,7 @@
 //! The node HTTP API (axum): `POST /start`, `POST /stop`, `GET /status`,
-//! `POST /users/edit`, each inside the JWE envelope of [`crate::envelope`].
+//! `POST /users/edit`, `POST /usage`, `POST /key`, each inside the JWE
+//! envelope of [`crate::envelope`] (opened under the current key, or the
+//! previous one during a rotation's grace: [`crate::keyring`]).
 //!
 //! Where each part lives (imports run down this list, never back up):
 //! - [`error`]: the one table from agent errors to status and stable text,
@@ -7,7 +9,7 @@
 //! - `state`: [`AppState`], what every route reads;
 //! - `auth`: opening each call's envelope (header before body, replay,
 //!   the body as announced) and sealing its answer;
-//! - `handlers`: the four calls;
+//! - `handlers`: the calls;
 //! - `responses` and `schemas`: what the OpenAPI document shares between
 //!   operations, and the JSON bodies' schemas;
 //! - [`openapi`]: the document generated from the handlers, and its
