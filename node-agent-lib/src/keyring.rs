@@ -1,7 +1,10 @@
 //! The agent's node keys: the current one and, for a grace period after a
 //! rotation (`POST /key`), the previous one.
 //!
-//! A request is opened under the current key; one that does not decrypt
+//! Only a request sealed under the current key may change the key; one
+//! under the previous key may only deliver the current key again (a
+//! repeated delivery), so the old key cannot take the node over during the
+//! grace. A request is opened under the current key; one that does not decrypt
 //! under it is tried under the previous key while its grace lasts, and its
 //! answer is sealed under the key it came in. After the grace deadline only
 //! the current key opens anything.
@@ -63,6 +66,10 @@ pub enum Rotated {
 pub enum RotateError {
     #[error("grace period above the maximum of {} s", MAX_GRACE.as_secs())]
     Grace,
+    /// A new key sealed under the previous key: only the current key may
+    /// rotate (the previous one may only deliver the current key again).
+    #[error("a new key must come under the current key")]
+    NotCurrent,
     #[error("cannot persist the node key in {path}: {source}")]
     Persist {
         path: PathBuf,
@@ -187,6 +194,11 @@ impl KeyRing {
                 grace_until: keys.previous.as_ref().map(|(_, until)| *until),
             });
         }
+        // Whoever holds the old key during the grace must not be able to
+        // swap in a key of their own and lock the manager out.
+        if *came_under != keys.current {
+            return Err(RotateError::NotCurrent);
+        }
         let grace_until = unix_secs(now).saturating_add(grace.as_secs());
         if let Some(dir) = &self.dir {
             persist(dir, came_under, grace_until, &new)?;
@@ -270,6 +282,17 @@ mod tests {
                 grace_until: Some(grace_until)
             }
         );
+        assert_eq!(ring.accepted(now), vec![new, old]);
+    }
+
+    #[test]
+    fn the_previous_key_cannot_rotate_to_another_key() {
+        let (old, new) = (NodeKey::random(), NodeKey::random());
+        let ring = KeyRing::in_memory(old.clone());
+        let now = SystemTime::now();
+        ring.rotate(&old, new.clone(), DAY, now).unwrap();
+        let hijack = ring.rotate(&old, NodeKey::random(), DAY, now);
+        assert!(matches!(hijack, Err(RotateError::NotCurrent)), "{hijack:?}");
         assert_eq!(ring.accepted(now), vec![new, old]);
     }
 

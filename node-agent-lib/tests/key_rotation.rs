@@ -199,3 +199,21 @@ async fn a_rotation_sealed_under_an_unknown_key_is_refused() {
     .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn the_old_key_cannot_rotate_to_a_key_of_its_own_during_the_grace() {
+    let (node, state) = persisted_node();
+    let app = router(state);
+    let new = NodeKey::random();
+    let (status, _) = call_under(&app, &node.key, "POST", "/key", &rotate_body(&new, 3600)).await;
+    assert_eq!(status, StatusCode::OK);
+    let theirs = NodeKey::random();
+    let (status, answer) =
+        call_under(&app, &node.key, "POST", "/key", &rotate_body(&theirs, 3600)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(answer.unwrap()["error"], "bad request");
+    let (refused, _) = call_under(&app, &theirs, "GET", "/status", &Value::Null).await;
+    assert_eq!(refused, StatusCode::UNAUTHORIZED);
+    let file = std::fs::read_to_string(node.dir.path().join("state").join(KEY_FILE)).unwrap();
+    assert_eq!(file.trim(), new.expose_base64url());
+}

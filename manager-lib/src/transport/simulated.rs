@@ -381,6 +381,14 @@ impl NodeTransport for SimulatedFleet {
             if n.key.as_ref() == Some(new) {
                 return Ok(());
             }
+            // As on a real agent: only the current key may change the key.
+            if n.key.as_ref().is_some_and(|current| *current != node.key) {
+                return Err(TransportError::Node {
+                    status: 400,
+                    error: "bad request".to_owned(),
+                    message: None,
+                });
+            }
             n.key = Some(new.clone());
             n.previous_key = (!grace.is_zero()).then(|| node.key.clone());
             Ok(())

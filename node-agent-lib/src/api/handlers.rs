@@ -204,7 +204,7 @@ pub(super) async fn usage(
     post,
     path = "/key",
     summary = "Rotate the node key (the old one stays accepted for a grace period)",
-    description = "Makes `key` the node's key, persisted in the state directory (`node-key`, mode 0600) before it answers; the key this request was sealed under stays accepted for `graceSecs` (at most 30 days), then only the new key opens a call. Every call is answered under the key it came in. Delivering the current key again changes nothing (`rotated` false), so the manager may repeat it under either key.",
+    description = "Makes `key` the node's key, persisted in the state directory (`node-key`, mode 0600) before it answers; the key this request was sealed under stays accepted for `graceSecs` (at most 30 days), then only the new key opens a call. Every call is answered under the key it came in. Delivering the current key again changes nothing (`rotated` false), so the manager may repeat it under either key; any other key must come under the current key (under the previous one it is a `bad request`: the old key cannot take the node over during the grace).",
     params(HeaderToken),
     request_body(content = String, content_type = "application/jose", description = "The payload sealed on its own: a compact JWE (`dir`, `A256GCM`) whose plaintext is a `KeyRequest`, sent with `Content-Length` equal to the header token's `bln`."),
     responses(
@@ -235,7 +235,9 @@ pub(super) async fn rotate_key(
             .keys
             .rotate(&call.key, new, grace, std::time::SystemTime::now())
             .map_err(|e| match e {
-                RotateError::Grace => AgentError::BadRequest(e.to_string()),
+                RotateError::Grace | RotateError::NotCurrent => {
+                    AgentError::BadRequest(e.to_string())
+                }
                 other => AgentError::Internal(other.to_string()),
             })?;
         let answer = match rotated {
