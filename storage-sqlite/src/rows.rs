@@ -87,8 +87,7 @@ pub(crate) fn user_from_row(row: &SqliteRow, seal: &Sealer) -> StorageResult<Use
         name: get(row, "name", e)?,
         status: parse(get(row, "status", e)?)?,
         secret: seal.open_user_secret(id, get(row, "secret", e)?)?,
-        subscription_key: SubscriptionKey::from_hex(get(row, "subscription_key", e)?)
-            .map_err(|e| StorageError::Corrupt(e.to_string()))?,
+        subscription_key: seal.open_subscription_key(id, get(row, "subscription_key", e)?)?,
         device_limit: get::<Option<i64>>(row, "device_limit", e)?
             .map(|v| {
                 u32::try_from(v).map_err(|_| StorageError::Corrupt(format!("device limit {v}")))

@@ -14,9 +14,15 @@ use crate::error::db_error;
 const CHUNK: i64 = 500;
 
 /// The secret columns: table, column, entity, what the value is bound to.
-const COLUMNS: [(&str, &str, Entity, Column); 2] = [
+const COLUMNS: [(&str, &str, Entity, Column); 3] = [
     ("nodes", "key", Entity::Node, Column::NodeKey),
     ("users", "secret", Entity::User, Column::UserSecret),
+    (
+        "users",
+        "subscription_key",
+        Entity::User,
+        Column::SubscriptionKey,
+    ),
 ];
 
 pub(crate) async fn reseal(s: &SqliteStorage) -> StorageResult<u64> {
