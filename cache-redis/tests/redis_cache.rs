@@ -375,9 +375,10 @@ async fn a_redis_that_goes_away_after_connecting_is_unavailable() {
 }
 
 /// Redis persists what it holds (RDB, AOF, replicas): the user rows it
-/// caches carry the secret sealed as in the database, and read back whole.
+/// caches carry the secret and the subscription key sealed as in the
+/// database, and read back whole.
 #[tokio::test]
-async fn cached_user_rows_hold_the_secret_sealed_only() {
+async fn cached_user_rows_hold_the_secret_and_subscription_key_sealed_only() {
     use manager_lib::seal::{MasterKey, Sealer};
     let Some(redis) = test_redis().await else {
         return;
@@ -395,7 +396,10 @@ async fn cached_user_rows_hold_the_secret_sealed_only() {
     let cached = CachedStorage::new(storage.clone(), cache, CachedStorageSettings::default())
         .with_sealer(seal);
     let (_, u) = serving_node_with_user(&cached).await;
-    let secret = storage.get_user(u).await.unwrap().secret;
+    let user = storage.get_user(u).await.unwrap();
+    let (secret, sub_key) = (user.secret, user.subscription_key);
+    let key_hex = sub_key.to_hex();
+    let token = sub_key.token(u);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while cached.stats().hits == 0 {
         assert!(
@@ -404,6 +408,7 @@ async fn cached_user_rows_hold_the_secret_sealed_only() {
         );
         let got = cached.user_nodes(u).await.unwrap();
         assert_eq!(got.user.secret, secret, "read back whole");
+        assert!(got.user.subscription_key.matches(&sub_key));
     }
 
     let client = redis::Client::open(redis.url.as_str()).unwrap();
@@ -422,11 +427,17 @@ async fn cached_user_rows_hold_the_secret_sealed_only() {
         else {
             continue; // not a string value
         };
-        let clear = secret.expose().as_bytes();
-        assert!(
-            !value.windows(clear.len()).any(|w| w == clear),
-            "{key} holds the user's secret in clear"
-        );
+        for clear in [
+            secret.expose().as_bytes(),
+            sub_key.as_bytes().as_slice(),
+            key_hex.as_bytes(),
+            token.expose().as_bytes(),
+        ] {
+            assert!(
+                !value.windows(clear.len()).any(|w| w == clear),
+                "{key} holds the user's secret or subscription key in clear"
+            );
+        }
         if value.windows(prefix.len()).any(|w| w == prefix.as_bytes()) {
             sealed += 1;
         }

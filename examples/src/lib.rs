@@ -57,6 +57,7 @@ manager_lib::forward_access_store!(CountingStorage, inner);
 manager_lib::forward_user_directory!(CountingStorage, inner);
 manager_lib::forward_webhook_store!(CountingStorage, inner);
 manager_lib::forward_key_rotation_store!(CountingStorage, inner);
+manager_lib::forward_notifying_store!(CountingStorage, inner);
 
 // Every method forwards, the optimised defaults included: a decorator that
 // left `serving_nodes` or `ack_operations_many` to the trait's defaults would

@@ -20,6 +20,7 @@ mod access;
 mod devices;
 mod directory;
 pub mod ingest_bench;
+mod notify;
 mod outbox;
 mod plans;
 mod rotation;
@@ -29,6 +30,7 @@ mod usage;
 pub use access::*;
 pub use devices::*;
 pub use directory::*;
+pub use notify::*;
 pub use outbox::*;
 pub use plans::*;
 pub use rotation::*;
@@ -115,6 +117,12 @@ macro_rules! storage_conformance_tests {
             outbox_retries_wait_for_their_time_and_count_attempts,
             outbox_prune_drops_only_old_delivered_entries,
             concurrent_claims_never_share_a_delivery,
+            a_usage_page_and_its_limit_events_commit_together,
+            a_refused_limit_event_undoes_its_usage_page,
+            expiry_and_its_event_commit_together_or_not_at_all,
+            a_plan_edit_writes_its_block_event_with_it,
+            node_writes_and_their_events_commit_together,
+            token_writes_and_their_events_commit_together,
             user_directory_search_filters_orders_and_pages_by_key,
             user_directory_refuses_a_foreign_cursor,
             key_rotation_is_pending_until_confirmed,

@@ -336,18 +336,27 @@ impl Manager {
     }
 
     async fn start_locked(&self, id: NodeId) -> ManagerResult<()> {
+        self.start_locked_as(id, false).await
+    }
+
+    /// A start that sends every user again to a running node whose core
+    /// lost some; recorded with `node.resynced`.
+    async fn start_locked_resync(&self, node: &Node) -> ManagerResult<()> {
+        self.start_locked_as(node.id, true).await
+    }
+
+    async fn start_locked_as(&self, id: NodeId, resync: bool) -> ManagerResult<()> {
         let plan = self.storage.begin_start(id).await?;
         let users = self.settings.credentials.node_users(id, &plan.users);
         let started = self.transport.start(&plan.node, &users).await?;
-        self.storage
-            .finish_start(
-                id,
-                plan.seq,
-                &started.user_config_template,
-                &started.inbounds,
-            )
-            .await?;
-        Ok(())
+        self.store_start(
+            &plan.node,
+            plan.seq,
+            &started.user_config_template,
+            &started.inbounds,
+            resync,
+        )
+        .await
     }
 
     async fn stop_locked(&self, id: NodeId) -> ManagerResult<()> {

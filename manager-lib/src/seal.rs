@@ -1,15 +1,17 @@
-//! Secrets sealed at rest: node keys and users' Trojan/Shadowsocks secrets
-//! are written to the database (and the shared cache) encrypted under a
-//! master key, so a dump, a backup or a Redis RDB file alone reveals none of
-//! them.
+//! Secrets sealed at rest: node keys, users' Trojan/Shadowsocks secrets
+//! and users' subscription keys (the half of the `/sub/{token}` link that
+//! is not the user id) are written to the database (and the shared cache)
+//! encrypted under a master key, so a dump, a backup or a Redis RDB file
+//! alone reveals none of them.
 //!
 //! A sealed value is text: `xms1.<key id>.<base64url(nonce ‖ ciphertext)>`,
 //! XChaCha20-Poly1305 with a random 192-bit nonce. The key id (8 hex digits of
 //! a hash of the master key) says which master key sealed it, so a database
 //! sealed under another key is refused by name rather than read as garbage,
 //! and rotation knows what is left to re-seal. The associated data binds the
-//! value to its row (`node-key:<node id>`, `user-secret:<user id>`): a value
-//! copied into another row does not open.
+//! value to its row (`node-key:<node id>`, `user-secret:<user id>`,
+//! `subscription-key:<user id>`): a value copied into another row does not
+//! open.
 //!
 //! Both SQL backends seal on write and open on read through one [`Sealer`];
 //! a value without the prefix is a clear one from before sealing, which the
@@ -25,7 +27,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chacha20poly1305::aead::{Aead, AeadCore, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 
-use crate::domain::{NodeId, NodeKey, UserId, UserSecret};
+use crate::domain::{NodeId, NodeKey, SubscriptionKey, UserId, UserSecret};
 use crate::storage::StorageError;
 
 pub use master_key::{KeySource, MASTER_KEY_FILE, MasterKey, SecretsSettings};
@@ -46,6 +48,9 @@ pub enum Column {
     PendingNodeKey,
     /// The node key a confirmed rotation replaced (kept for its grace).
     PreviousNodeKey,
+    /// `users.subscription_key`: the random half of the user's subscription
+    /// token (the link that lists every node credential of the user).
+    SubscriptionKey,
 }
 
 impl Column {
@@ -55,6 +60,7 @@ impl Column {
             Column::UserSecret => "user-secret",
             Column::PendingNodeKey => "node-key-pending",
             Column::PreviousNodeKey => "node-key-previous",
+            Column::SubscriptionKey => "subscription-key",
         }
     }
 }
@@ -306,6 +312,22 @@ impl Sealer {
             user,
             stored,
         )?))
+    }
+
+    /// A user's subscription key as stored.
+    pub fn seal_subscription_key(&self, user: UserId, key: &SubscriptionKey) -> String {
+        self.seal(Column::SubscriptionKey, &user.to_string(), &key.to_hex())
+    }
+
+    /// A user's subscription key from its stored form (a clear one, from
+    /// before sealing, too). Errors never echo the key.
+    pub fn open_subscription_key(
+        &self,
+        user: &str,
+        stored: &str,
+    ) -> Result<SubscriptionKey, StorageError> {
+        SubscriptionKey::from_hex(&self.open(Column::SubscriptionKey, user, stored)?)
+            .map_err(|e| StorageError::Corrupt(e.to_string()))
     }
 
     fn key(&self, id: &str) -> Result<&MasterKey, SealError> {

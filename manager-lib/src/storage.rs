@@ -57,6 +57,7 @@ use async_trait::async_trait;
 
 pub use access::AccessStore;
 pub use directory::UserDirectory;
+pub use notify::{Notices, NotifyingStore};
 pub use outbox::WebhookStore;
 pub use rotation::KeyRotationStore;
 
@@ -134,14 +135,22 @@ pub type StorageResult<T> = Result<T, StorageError>;
 
 /// Where the manager keeps its state. Object safe; used as `Arc<dyn Storage>`.
 /// Tokens and the audit log are its [`AccessStore`] part; the webhook outbox
-/// its [`WebhookStore`] part.
+/// its [`WebhookStore`] part; changes written with their webhook events its
+/// [`NotifyingStore`] part.
 ///
 /// Every method is one transaction: it either happens whole or not at all.
 /// Methods that take an id answer [`StorageError::NotFound`] when no such
 /// record exists; deleted users are not found.
 #[async_trait]
 pub trait Storage:
-    AccessStore + UserDirectory + WebhookStore + KeyRotationStore + Debug + Send + Sync
+    AccessStore
+    + UserDirectory
+    + WebhookStore
+    + NotifyingStore
+    + KeyRotationStore
+    + Debug
+    + Send
+    + Sync
 {
     /// Stores a new node with `actual_status = Stopped`, `required_status =
     /// Stopped`, no template, `state_up_to_date = true` and its cursor at the
@@ -579,5 +588,6 @@ pub mod directory;
 pub mod grouped;
 pub mod kit;
 pub mod memory;
+pub mod notify;
 pub mod outbox;
 pub mod rotation;

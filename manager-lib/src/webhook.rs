@@ -1,8 +1,9 @@
 //! Signed webhooks from a durable outbox.
 //!
 //! The manager notices an event (a user limited or expired, a node down,
-//! a token made…) and, right after the change that caused it, writes one
-//! delivery per interested endpoint into the storage's outbox
+//! a token made…) and, in the same transaction as the change that caused
+//! it ([`crate::storage::NotifyingStore`]), writes one delivery per
+//! interested endpoint into the storage's outbox
 //! ([`crate::storage::WebhookStore`]); it never waits for the receiver.
 //! The [`Deliverer`] claims due deliveries with a lease (so several
 //! replicas never POST the same delivery at once), POSTs each signed

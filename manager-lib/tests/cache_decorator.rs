@@ -552,6 +552,7 @@ manager_lib::forward_access_store!(CountingStorage, inner);
 manager_lib::forward_user_directory!(CountingStorage, inner);
 manager_lib::forward_webhook_store!(CountingStorage, inner);
 manager_lib::forward_key_rotation_store!(CountingStorage, inner);
+manager_lib::forward_notifying_store!(CountingStorage, inner);
 
 #[async_trait]
 #[deny(clippy::missing_trait_methods)]

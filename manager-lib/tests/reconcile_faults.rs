@@ -138,6 +138,7 @@ manager_lib::forward_access_store!(FaultyStorage, inner);
 manager_lib::forward_user_directory!(FaultyStorage, inner);
 manager_lib::forward_webhook_store!(FaultyStorage, inner);
 manager_lib::forward_key_rotation_store!(FaultyStorage, inner);
+manager_lib::forward_notifying_store!(FaultyStorage, inner);
 
 // Every method forwarded, the optimised ones too: a default would run the
 // fault-free path of `inner` or bypass the injected fault.

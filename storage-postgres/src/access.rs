@@ -12,6 +12,10 @@ use crate::PgStorage;
 use crate::error::map_err;
 
 const TOKEN_COLUMNS: &str = "id::text AS id, name, role, created, expires, revoked, salt, digest";
+/// The same columns, of `api_tokens` named (beside another relation).
+const TOKEN_COLUMNS_T: &str = "api_tokens.id::text AS id, api_tokens.name, api_tokens.role, \
+     api_tokens.created, api_tokens.expires, api_tokens.revoked, api_tokens.salt, \
+     api_tokens.digest";
 const AUDIT_COLUMNS: &str = "id, at, actor, call, target, result";
 
 fn token_err(e: sqlx::Error) -> StorageError {
@@ -49,8 +53,8 @@ fn audit_from_row(row: &PgRow) -> StorageResult<AuditEntry> {
     })
 }
 
-pub(crate) async fn create_token(
-    s: &PgStorage,
+pub(crate) async fn create_token<'e>(
+    exec: impl sqlx::PgExecutor<'e>,
     token: &ApiToken,
     verifier: &TokenVerifier,
 ) -> StorageResult<()> {
@@ -66,7 +70,7 @@ pub(crate) async fn create_token(
     .bind(token.revoked.map(|t| t.0))
     .bind(verifier.salt().as_slice())
     .bind(verifier.digest_bytes().as_slice())
-    .execute(&s.pool)
+    .execute(exec)
     .await
     .map_err(token_err)?;
     Ok(())
@@ -99,22 +103,27 @@ pub(crate) async fn list_tokens(s: &PgStorage) -> StorageResult<Vec<ApiToken>> {
         .collect()
 }
 
-pub(crate) async fn revoke_token(
-    s: &PgStorage,
+/// The token revoked, and whether this call revoked it (it was not
+/// revoked before).
+pub(crate) async fn revoke_token<'e>(
+    exec: impl sqlx::PgExecutor<'e>,
     id: TokenId,
     now: Timestamp,
-) -> StorageResult<ApiToken> {
+) -> StorageResult<(ApiToken, bool)> {
     let row = sqlx::query(&format!(
-        "UPDATE api_tokens SET revoked = coalesce(revoked, $2) WHERE id = $1::uuid \
-         RETURNING {TOKEN_COLUMNS}"
+        "WITH old AS (SELECT revoked FROM api_tokens WHERE id = $1::uuid FOR UPDATE) \
+         UPDATE api_tokens SET revoked = coalesce(api_tokens.revoked, $2) FROM old \
+         WHERE id = $1::uuid \
+         RETURNING {TOKEN_COLUMNS_T}, old.revoked IS NULL AS first"
     ))
     .bind(id.to_string())
     .bind(now.0)
-    .fetch_optional(&s.pool)
+    .fetch_optional(exec)
     .await
     .map_err(token_err)?
     .ok_or(StorageError::NotFound(Entity::Token))?;
-    token_from_row(&row).map(|(t, _)| t)
+    let first: bool = row.try_get("first").map_err(token_err)?;
+    token_from_row(&row).map(|(t, _)| (t, first))
 }
 
 pub(crate) async fn append_audit(

@@ -191,7 +191,10 @@ async fn create_users(db: Db, new: Vec<NewUser>) -> StorageResult<Vec<User>> {
         .iter()
         .map(|u| db.seal.seal_user_secret(u.id, &u.secret))
         .collect();
-    let keys: Vec<String> = new.iter().map(|u| u.subscription_key.to_hex()).collect();
+    let keys: Vec<String> = new
+        .iter()
+        .map(|u| db.seal.seal_subscription_key(u.id, &u.subscription_key))
+        .collect();
     let plans: Vec<_> = new.iter().map(|u| u.plan).collect();
     let limits: Vec<Option<i64>> = plans.iter().map(|p| p.data_limit.map(storable)).collect();
     let expiries: Vec<Option<i64>> = plans.iter().map(|p| p.expire_at.map(|t| t.0)).collect();

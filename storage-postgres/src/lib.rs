@@ -65,6 +65,7 @@ mod error;
 mod grouped;
 mod leases;
 mod nodes;
+mod notify;
 mod outbox;
 mod plans;
 mod rotation;
@@ -270,7 +271,7 @@ impl manager_lib::storage::UserDirectory for PgStorage {
 #[deny(clippy::missing_trait_methods)]
 impl AccessStore for PgStorage {
     async fn create_token(&self, token: &ApiToken, verifier: &TokenVerifier) -> StorageResult<()> {
-        access::create_token(self, token, verifier).await
+        access::create_token(&self.pool, token, verifier).await
     }
 
     async fn get_token(&self, id: TokenId) -> StorageResult<(ApiToken, TokenVerifier)> {
@@ -282,7 +283,7 @@ impl AccessStore for PgStorage {
     }
 
     async fn revoke_token(&self, id: TokenId, now: Timestamp) -> StorageResult<ApiToken> {
-        access::revoke_token(self, id, now).await
+        Ok(access::revoke_token(&self.pool, id, now).await?.0)
     }
 
     async fn append_audit(&self, entry: &NewAuditEntry) -> StorageResult<AuditEntry> {
@@ -340,7 +341,7 @@ impl Storage for PgStorage {
         template: &str,
         inbounds: &[InboundDescription],
     ) -> StorageResult<()> {
-        nodes::finish_start(self, id, seq, template, inbounds).await
+        nodes::finish_start(&self.pool, id, seq, template, inbounds).await
     }
 
     async fn note_user_ports(
@@ -364,7 +365,7 @@ impl Storage for PgStorage {
     }
 
     async fn record_observation(&self, id: NodeId, actual: ActualStatus) -> StorageResult<()> {
-        nodes::record_observation(self, id, actual).await
+        nodes::record_observation(&self.pool, id, actual).await
     }
 
     async fn create_user(&self, new: NewUser) -> StorageResult<User> {
@@ -431,7 +432,7 @@ impl Storage for PgStorage {
         page: &UsagePage,
         now: Timestamp,
     ) -> StorageResult<IngestOutcome> {
-        usage::ingest_usage(self, node, pulled_with, page, now).await
+        usage::ingest_usage(self, node, pulled_with, page, now, None).await
     }
 
     async fn edit_user_plan(
@@ -440,7 +441,7 @@ impl Storage for PgStorage {
         edit: PlanEdit,
         now: Timestamp,
     ) -> StorageResult<User> {
-        plans::edit_user_plan(self, id, edit, now).await
+        plans::edit_user_plan(self, id, edit, now, None).await
     }
 
     async fn set_subscription_key(&self, id: UserId, key: SubscriptionKey) -> StorageResult<User> {
@@ -470,11 +471,11 @@ impl Storage for PgStorage {
     }
 
     async fn reset_user_usage(&self, id: UserId, now: Timestamp) -> StorageResult<User> {
-        plans::reset_user_usage(self, id, now).await
+        plans::reset_user_usage(self, id, now, None).await
     }
 
     async fn enforce_time(&self, now: Timestamp) -> StorageResult<EnforceOutcome> {
-        plans::enforce_time(self, now).await
+        plans::enforce_time(self, now, None).await
     }
 
     async fn set_node_multiplier(&self, id: NodeId, multiplier: f64) -> StorageResult<Node> {

@@ -157,8 +157,8 @@ pub(crate) async fn begin_start(s: &PgStorage, id: NodeId) -> StorageResult<Star
     Ok(StartPlan { node, users, seq })
 }
 
-pub(crate) async fn finish_start(
-    s: &PgStorage,
+pub(crate) async fn finish_start<'e>(
+    exec: impl sqlx::PgExecutor<'e>,
     id: NodeId,
     seq: Seq,
     template: &str,
@@ -174,7 +174,7 @@ pub(crate) async fn finish_start(
     .bind(template)
     .bind(now_ms())
     .bind(kit::profile::inbounds_to_json(inbounds))
-    .execute(&s.pool)
+    .execute(exec)
     .await
     .map_err(node_err)?;
     if done.rows_affected() == 0 {
@@ -270,8 +270,8 @@ pub(crate) async fn finish_stop(s: &PgStorage, id: NodeId) -> StorageResult<()> 
     Ok(())
 }
 
-pub(crate) async fn record_observation(
-    s: &PgStorage,
+pub(crate) async fn record_observation<'e>(
+    exec: impl sqlx::PgExecutor<'e>,
     id: NodeId,
     actual: ActualStatus,
 ) -> StorageResult<()> {
@@ -284,7 +284,7 @@ pub(crate) async fn record_observation(
     .bind(id.to_string())
     .bind(actual.as_str())
     .bind(now_ms())
-    .execute(&s.pool)
+    .execute(exec)
     .await
     .map_err(node_err)?;
     if done.rows_affected() == 0 {

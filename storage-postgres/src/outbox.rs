@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use manager_lib::domain::{Delivery, NewDelivery, Timestamp};
-use manager_lib::storage::kit::outbox::StoredDelivery;
+use manager_lib::storage::kit::outbox::{StoredDelivery, check_delivery};
 use manager_lib::storage::outbox::lease_until;
 use manager_lib::storage::{Entity, StorageError, StorageResult};
 use sqlx::Row as _;
@@ -36,9 +36,19 @@ fn delivery_from_row(row: &PgRow) -> StorageResult<Delivery> {
 }
 
 pub(crate) async fn enqueue(s: &PgStorage, deliveries: &[NewDelivery]) -> StorageResult<()> {
+    insert(&s.pool, deliveries).await
+}
+
+/// Adds the deliveries with `exec` (the pool, or the caller's
+/// transaction), each checked first ([`check_delivery`]).
+pub(crate) async fn insert<'e>(
+    exec: impl sqlx::PgExecutor<'e>,
+    deliveries: &[NewDelivery],
+) -> StorageResult<()> {
     if deliveries.is_empty() {
         return Ok(());
     }
+    deliveries.iter().try_for_each(check_delivery)?;
     let col = |f: fn(&NewDelivery) -> String| deliveries.iter().map(f).collect::<Vec<_>>();
     let created: Vec<i64> = deliveries.iter().map(|d| d.created.0).collect();
     // One statement: the whole batch lands or none of it.
@@ -53,7 +63,7 @@ pub(crate) async fn enqueue(s: &PgStorage, deliveries: &[NewDelivery]) -> Storag
     .bind(col(|d| d.event.as_str().to_owned()))
     .bind(col(|d| d.body.clone()))
     .bind(created)
-    .execute(&s.pool)
+    .execute(exec)
     .await
     .map_err(err)?;
     Ok(())

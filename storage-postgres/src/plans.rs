@@ -8,10 +8,12 @@
 //! change-sequence migration requires of every writer.
 
 use manager_lib::domain::usage::{EnforceOutcome, storable};
-use manager_lib::domain::{BlockReason, PlanEdit, ResetStrategy, Timestamp, User, UserId};
+use manager_lib::domain::{
+    BlockReason, EventKind, PlanEdit, ResetStrategy, Timestamp, User, UserId,
+};
 use manager_lib::seal::Sealer;
 use manager_lib::storage::kit::usage::{block_after_reset, plan_block};
-use manager_lib::storage::{Entity, StorageError, StorageResult};
+use manager_lib::storage::{Entity, Notices, StorageError, StorageResult};
 use sqlx::PgConnection;
 
 use crate::PgStorage;
@@ -71,7 +73,11 @@ pub(crate) async fn change_lock(conn: &mut PgConnection) -> StorageResult<()> {
     Ok(())
 }
 
-async fn locked_user(conn: &mut PgConnection, id: UserId, seal: &Sealer) -> StorageResult<User> {
+pub(crate) async fn locked_user(
+    conn: &mut PgConnection,
+    id: UserId,
+    seal: &Sealer,
+) -> StorageResult<User> {
     let row = sqlx::query(concat!(
         "SELECT ",
         user_columns!(),
@@ -92,6 +98,7 @@ pub(crate) async fn edit_user_plan(
     id: UserId,
     edit: PlanEdit,
     now: Timestamp,
+    notices: Option<&Notices>,
 ) -> StorageResult<User> {
     let mut tx = s.pool.begin().await.map_err(user_err)?;
     change_lock(&mut tx).await?;
@@ -113,15 +120,17 @@ pub(crate) async fn edit_user_plan(
     .await
     .map_err(user_err)?;
     set_blocked(&mut tx, &[id], plan_block(&plan, user.used(), now)).await?;
-    let user = locked_user(&mut tx, id, &s.seal).await?;
+    let after = locked_user(&mut tx, id, &s.seal).await?;
+    crate::notify::plan_change(&mut tx, user.blocked, &after, notices).await?;
     tx.commit().await.map_err(user_err)?;
-    Ok(user)
+    Ok(after)
 }
 
 pub(crate) async fn reset_user_usage(
     s: &PgStorage,
     id: UserId,
     now: Timestamp,
+    notices: Option<&Notices>,
 ) -> StorageResult<User> {
     let mut tx = s.pool.begin().await.map_err(user_err)?;
     change_lock(&mut tx).await?;
@@ -135,12 +144,17 @@ pub(crate) async fn reset_user_usage(
     .await
     .map_err(user_err)?;
     set_blocked(&mut tx, &[id], block_after_reset(user.blocked)).await?;
-    let user = locked_user(&mut tx, id, &s.seal).await?;
+    let after = locked_user(&mut tx, id, &s.seal).await?;
+    crate::notify::plan_change(&mut tx, user.blocked, &after, notices).await?;
     tx.commit().await.map_err(user_err)?;
-    Ok(user)
+    Ok(after)
 }
 
-pub(crate) async fn enforce_time(s: &PgStorage, now: Timestamp) -> StorageResult<EnforceOutcome> {
+pub(crate) async fn enforce_time(
+    s: &PgStorage,
+    now: Timestamp,
+    notices: Option<&Notices>,
+) -> StorageResult<EnforceOutcome> {
     // Read first, without locks (partial indexes users_expire_at_idx and
     // users_next_reset_at_idx): when nothing is due that is all it costs.
     let due_expiry = "SELECT id::text FROM users WHERE expire_at <= $1 AND NOT deleted \
@@ -210,6 +224,15 @@ pub(crate) async fn enforce_time(s: &PgStorage, now: Timestamp) -> StorageResult
         .await
         .map_err(user_err)?;
         unblocked = set_blocked(&mut tx, &limited, None).await?;
+    }
+    if let Some(notices) = notices {
+        for (kind, ids) in [
+            (EventKind::UserExpired, &expired),
+            (EventKind::UserReEnabled, &unblocked),
+        ] {
+            let users = crate::notify::users(&mut tx, ids, &s.seal).await?;
+            crate::outbox::insert(&mut *tx, &notices.deliveries(kind, &users)?).await?;
+        }
     }
     tx.commit().await.map_err(user_err)?;
     Ok(EnforceOutcome {

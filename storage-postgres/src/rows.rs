@@ -4,8 +4,7 @@
 use std::str::FromStr;
 
 use manager_lib::domain::{
-    Node, NodeEntry, Plan, ResetStrategy, SubscriptionKey, Timestamp, UsageCursor, User,
-    UserCredentials,
+    Node, NodeEntry, Plan, ResetStrategy, Timestamp, UsageCursor, User, UserCredentials,
 };
 use manager_lib::seal::Sealer;
 use manager_lib::storage::{Entity, StorageError, StorageResult, kit};
@@ -121,8 +120,7 @@ pub(crate) fn user(row: &PgRow, seal: &Sealer) -> StorageResult<User> {
         name: col(row, "name")?,
         status: parse_col(row, "status")?,
         secret: seal.open_user_secret(id, col(row, "secret")?)?,
-        subscription_key: SubscriptionKey::from_hex(col(row, "subscription_key")?)
-            .map_err(|e| StorageError::Corrupt(e.to_string()))?,
+        subscription_key: seal.open_subscription_key(id, col(row, "subscription_key")?)?,
         device_limit: col::<Option<i32>>(row, "device_limit")?
             .map(|v| {
                 u32::try_from(v).map_err(|_| StorageError::Corrupt(format!("device limit {v}")))

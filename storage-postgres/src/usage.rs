@@ -12,9 +12,9 @@ use manager_lib::domain::usage::{
     IngestOutcome, NodeUsage, UsageCursor, UsageGrouping, UsagePage, UsageRow, check_multiplier,
     storable,
 };
-use manager_lib::domain::{BlockReason, Node, NodeId, Timestamp, UserId};
+use manager_lib::domain::{BlockReason, EventKind, Node, NodeId, Timestamp, UserId};
 use manager_lib::storage::kit::usage::{group_user_rows, sum_page};
-use manager_lib::storage::{Entity, StorageError, StorageResult};
+use manager_lib::storage::{Entity, Notices, StorageError, StorageResult};
 
 use crate::PgStorage;
 use crate::error::{node_err, user_err};
@@ -38,15 +38,16 @@ pub(crate) async fn ingest_usage(
     pulled_with: &UsageCursor,
     page: &UsagePage,
     now: Timestamp,
+    notices: Option<&Notices>,
 ) -> StorageResult<IngestOutcome> {
     let _slot =
         s.ingest_slots.acquire().await.map_err(|_| {
             StorageError::Unavailable("the PostgreSQL storage is shutting down".into())
         })?;
-    if let Some(outcome) = ingest(s, node, pulled_with, page, now, false).await? {
+    if let Some(outcome) = ingest(s, node, pulled_with, page, now, false, notices).await? {
         return Ok(outcome);
     }
-    ingest(s, node, pulled_with, page, now, true)
+    ingest(s, node, pulled_with, page, now, true, notices)
         .await?
         .ok_or_else(|| StorageError::Corrupt("an ingest under the change lock gave up".into()))
 }
@@ -60,6 +61,7 @@ async fn ingest(
     page: &UsagePage,
     now: Timestamp,
     blocking: bool,
+    notices: Option<&Notices>,
 ) -> StorageResult<Option<IngestOutcome>> {
     let mut tx = s.pool.begin().await.map_err(node_err)?;
     // The change lock first when this attempt may block users, then the
@@ -204,6 +206,11 @@ async fn ingest(
     .execute(&mut *tx)
     .await
     .map_err(node_err)?;
+    if let Some(notices) = notices {
+        let limited = crate::notify::users(&mut tx, &newly_blocked, &s.seal).await?;
+        let deliveries = notices.deliveries(EventKind::UserLimited, &limited)?;
+        crate::outbox::insert(&mut *tx, &deliveries).await?;
+    }
     tx.commit().await.map_err(node_err)?;
     Ok(Some(IngestOutcome {
         stored: true,

@@ -68,7 +68,7 @@ pub(crate) async fn set_subscription_key(
         user_columns!()
     ))
     .bind(id.to_string())
-    .bind(key.to_hex())
+    .bind(s.seal.seal_subscription_key(id, &key))
     .fetch_optional(&s.pool)
     .await
     .map_err(user_err)?

@@ -1,6 +1,6 @@
 //! Secrets sealed at rest on PostgreSQL: a `pg_dump` of the database holds
-//! no node key or user secret in any form, a value moved to another row does
-//! not open, and a wrong master key is refused at start.
+//! no node key, user secret or subscription key in any form, a value moved
+//! to another row does not open, and a wrong master key is refused at start.
 //! Run with:
 //! `TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres cargo nextest run -p storage-postgres --test sealed`
 
@@ -39,7 +39,7 @@ async fn a_pg_dump_holds_no_node_key_or_user_secret_in_any_form() {
     assert!(dump.contains("user-11"), "the dump holds the users' rows");
     let prefix = sealer(&key).current_prefix().unwrap();
     assert!(
-        dump.matches(&prefix).count() >= nodes.len() + users.len(),
+        dump.matches(&prefix).count() >= nodes.len() + 2 * users.len(),
         "the dump holds the sealed values"
     );
     assert_no_secret_in(dump.as_bytes(), &nodes, &users);
@@ -75,6 +75,12 @@ async fn a_sealed_value_moved_to_another_row_does_not_open() {
             users[0].id.to_string(),
             users[1].id.to_string(),
         ),
+        (
+            "users",
+            "subscription_key",
+            users[2].id.to_string(),
+            users[3].id.to_string(),
+        ),
     ] {
         sqlx::query(&format!(
             "UPDATE {table} SET {column} = (SELECT {column} FROM {table} WHERE id = $1::uuid) \
@@ -91,10 +97,12 @@ async fn a_sealed_value_moved_to_another_row_does_not_open() {
         matches!(&node, StorageError::Corrupt(m) if m.contains("another row")),
         "{node}"
     );
-    assert!(matches!(
-        s.get_user(users[1].id).await,
-        Err(StorageError::Corrupt(_))
-    ));
+    for moved in [users[1].id, users[3].id] {
+        assert!(matches!(
+            s.get_user(moved).await,
+            Err(StorageError::Corrupt(_))
+        ));
+    }
     assert_eq!(s.get_node(nodes[0].id).await.unwrap().key, nodes[0].key);
 }
 
@@ -122,7 +130,7 @@ async fn a_wrong_master_key_is_refused_and_a_rotation_reseals_everything() {
         .unwrap();
     assert_eq!(
         rotating.reseal().await.unwrap(),
-        (nodes.len() + users.len() + rotation_keys.len()) as u64
+        (nodes.len() + 2 * users.len() + rotation_keys.len()) as u64
     );
     assert_eq!(rotating.reseal().await.unwrap(), 0, "idempotent");
     rotating.close().await;
@@ -131,9 +139,7 @@ async fn a_wrong_master_key_is_refused_and_a_rotation_reseals_everything() {
         .await
         .unwrap();
     assert_eq!(s.reseal().await.unwrap(), 0);
-    for user in &users {
-        assert_eq!(s.get_user(user.id).await.unwrap().secret, user.secret);
-    }
+    assert_reads_back(&s, &nodes, &users).await;
     assert_eq!(s.get_node(nodes[2].id).await.unwrap().key, nodes[2].key);
     assert_rotations_read_back(&s, &nodes, &rotation_keys).await;
 }

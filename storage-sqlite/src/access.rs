@@ -14,14 +14,14 @@ use crate::error::db_error;
 use crate::rows::found;
 use crate::writer::Args;
 
-const TOKEN_COLUMNS: &str = "id, name, role, created, expires, revoked, salt, digest";
+pub(crate) const TOKEN_COLUMNS: &str = "id, name, role, created, expires, revoked, salt, digest";
 const AUDIT_COLUMNS: &str = "id, at, actor, call, target, result";
 
-fn token_err(e: sqlx::Error) -> StorageError {
+pub(crate) fn token_err(e: sqlx::Error) -> StorageError {
     db_error(e, Some(Entity::Token))
 }
 
-fn token_from_row(row: &SqliteRow) -> StorageResult<(ApiToken, TokenVerifier)> {
+pub(crate) fn token_from_row(row: &SqliteRow) -> StorageResult<(ApiToken, TokenVerifier)> {
     StoredToken {
         id: row.try_get("id").map_err(token_err)?,
         name: row.try_get("name").map_err(token_err)?,

@@ -48,6 +48,7 @@ mod directory;
 mod error;
 mod leases;
 mod nodes;
+mod notify;
 mod outbox;
 mod plans;
 mod point_reads;

@@ -152,6 +152,12 @@ pub(crate) async fn begin_start(s: &SqliteStorage, id: NodeId) -> StorageResult<
     .await
 }
 
+/// `?1` node, `?2` seq, `?3` template, `?4` now, `?5` inbounds (JSON).
+pub(crate) const FINISH_START: &str = "UPDATE nodes SET actual_status = 'Running', \
+         user_config_template = ?3, inbounds = ?5, applied_seq = MAX(applied_seq, ?2), \
+         state_up_to_date = 1, last_seen = ?4, updated_at = ?4 \
+     WHERE id = ?1 RETURNING 1";
+
 pub(crate) async fn finish_start(
     s: &SqliteStorage,
     id: NodeId,
@@ -159,11 +165,7 @@ pub(crate) async fn finish_start(
     template: &str,
     inbounds: &[InboundDescription],
 ) -> StorageResult<()> {
-    let sql = "UPDATE nodes SET actual_status = 'Running', user_config_template = ?3, \
-             inbounds = ?5, applied_seq = MAX(applied_seq, ?2), state_up_to_date = 1, \
-             last_seen = ?4, updated_at = ?4 \
-         WHERE id = ?1 RETURNING 1"
-        .to_owned();
+    let sql = FINISH_START.to_owned();
     let args = Args::default()
         .bind(id.to_string())
         .bind(seq)
@@ -265,17 +267,19 @@ pub(crate) async fn finish_stop(s: &SqliteStorage, id: NodeId) -> StorageResult<
         .await
 }
 
+/// `?1` node, `?2` actual status, `?3` now.
+pub(crate) const RECORD_OBSERVATION: &str = "UPDATE nodes SET \
+         last_seen = CASE WHEN ?2 = 'Error' THEN last_seen ELSE ?3 END, \
+         updated_at = CASE WHEN actual_status = ?2 THEN updated_at ELSE ?3 END, \
+         actual_status = ?2 \
+     WHERE id = ?1 RETURNING 1";
+
 pub(crate) async fn record_observation(
     s: &SqliteStorage,
     id: NodeId,
     actual: ActualStatus,
 ) -> StorageResult<()> {
-    let sql = "UPDATE nodes SET \
-             last_seen = CASE WHEN ?2 = 'Error' THEN last_seen ELSE ?3 END, \
-             updated_at = CASE WHEN actual_status = ?2 THEN updated_at ELSE ?3 END, \
-             actual_status = ?2 \
-         WHERE id = ?1 RETURNING 1"
-        .to_owned();
+    let sql = RECORD_OBSERVATION.to_owned();
     let args = Args::default()
         .bind(id.to_string())
         .bind(actual.as_str())

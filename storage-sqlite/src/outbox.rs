@@ -5,11 +5,11 @@
 use std::time::Duration;
 
 use manager_lib::domain::{Delivery, NewDelivery, Timestamp};
-use manager_lib::storage::kit::outbox::StoredDelivery;
+use manager_lib::storage::kit::outbox::{StoredDelivery, check_delivery};
 use manager_lib::storage::outbox::lease_until;
 use manager_lib::storage::{StorageError, StorageResult};
-use sqlx::Row as _;
 use sqlx::sqlite::SqliteRow;
+use sqlx::{Row as _, SqliteConnection};
 
 use crate::SqliteStorage;
 use crate::error::db_error;
@@ -39,9 +39,20 @@ pub(crate) async fn enqueue(s: &SqliteStorage, deliveries: &[NewDelivery]) -> St
         return Ok(());
     }
     let deliveries = deliveries.to_vec();
-    s.write(move |conn| {
-        Box::pin(async move {
-            for d in &deliveries {
+    s.write(move |conn| Box::pin(async move { insert(conn, &deliveries).await }))
+        .await
+}
+
+/// Adds the deliveries on `conn` (in the caller's transaction), each
+/// checked first ([`check_delivery`]).
+pub(crate) async fn insert(
+    conn: &mut SqliteConnection,
+    deliveries: &[NewDelivery],
+) -> StorageResult<()> {
+    {
+        {
+            for d in deliveries {
+                check_delivery(d)?;
                 sqlx::query(
                     "INSERT INTO webhook_outbox \
                      (event_id, endpoint, event, body, created, next_at) \
@@ -58,9 +69,8 @@ pub(crate) async fn enqueue(s: &SqliteStorage, deliveries: &[NewDelivery]) -> St
                 .map_err(err)?;
             }
             Ok(())
-        })
-    })
-    .await
+        }
+    }
 }
 
 pub(crate) async fn claim(

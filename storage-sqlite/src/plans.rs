@@ -36,7 +36,11 @@ pub(crate) async fn set_blocked(
     Ok(())
 }
 
-async fn live_user(conn: &mut SqliteConnection, id: UserId, seal: &Sealer) -> StorageResult<User> {
+pub(crate) async fn live_user(
+    conn: &mut SqliteConnection,
+    id: UserId,
+    seal: &Sealer,
+) -> StorageResult<User> {
     let row = sqlx::query(&format!(
         "SELECT {USER_COLUMNS} FROM users WHERE id = ?1 AND deleted = 0"
     ))
@@ -56,9 +60,21 @@ pub(crate) async fn edit_user_plan(
     now: Timestamp,
 ) -> StorageResult<User> {
     let seal = s.seal.clone();
-    s.write(move |conn| {
-        Box::pin(async move {
-            let user = live_user(conn, id, &seal).await?;
+    s.write(move |conn| Box::pin(async move { Ok(edit_plan(conn, id, edit, now, &seal).await?.1) }))
+        .await
+}
+
+/// The plan edit on `conn`: the user before and after it.
+pub(crate) async fn edit_plan(
+    conn: &mut SqliteConnection,
+    id: UserId,
+    edit: PlanEdit,
+    now: Timestamp,
+    seal: &Sealer,
+) -> StorageResult<(User, User)> {
+    {
+        {
+            let user = live_user(conn, id, seal).await?;
             let plan = edit.apply(user.plan)?;
             sqlx::query(
                 "UPDATE users SET data_limit = ?2, expire_at = ?3, reset_period = ?4, \
@@ -79,10 +95,10 @@ pub(crate) async fn edit_user_plan(
             if blocked != user.blocked {
                 set_blocked(conn, id, blocked).await?;
             }
-            live_user(conn, id, &seal).await
-        })
-    })
-    .await
+            let after = live_user(conn, id, seal).await?;
+            Ok((user, after))
+        }
+    }
 }
 
 pub(crate) async fn reset_user_usage(
@@ -91,18 +107,25 @@ pub(crate) async fn reset_user_usage(
     now: Timestamp,
 ) -> StorageResult<User> {
     let seal = s.seal.clone();
-    s.write(move |conn| {
-        Box::pin(async move {
-            let user = live_user(conn, id, &seal).await?;
-            reset(conn, id, now, user.next_reset_at).await?;
-            let blocked = block_after_reset(user.blocked);
-            if blocked != user.blocked {
-                set_blocked(conn, id, blocked).await?;
-            }
-            live_user(conn, id, &seal).await
-        })
-    })
-    .await
+    s.write(move |conn| Box::pin(async move { Ok(reset_usage(conn, id, now, &seal).await?.1) }))
+        .await
+}
+
+/// The usage reset on `conn`: the user before and after it.
+pub(crate) async fn reset_usage(
+    conn: &mut SqliteConnection,
+    id: UserId,
+    now: Timestamp,
+    seal: &Sealer,
+) -> StorageResult<(User, User)> {
+    let user = live_user(conn, id, seal).await?;
+    reset(conn, id, now, user.next_reset_at).await?;
+    let blocked = block_after_reset(user.blocked);
+    if blocked != user.blocked {
+        set_blocked(conn, id, blocked).await?;
+    }
+    let after = live_user(conn, id, seal).await?;
+    Ok((user, after))
 }
 
 /// Used bytes to zero, the reset recorded, the next one set.
@@ -129,8 +152,16 @@ pub(crate) async fn enforce_time(
     s: &SqliteStorage,
     now: Timestamp,
 ) -> StorageResult<EnforceOutcome> {
-    s.write(move |conn| {
-        Box::pin(async move {
+    s.write(move |conn| Box::pin(enforce(conn, now))).await
+}
+
+/// The time enforcement on `conn`.
+pub(crate) async fn enforce(
+    conn: &mut SqliteConnection,
+    now: Timestamp,
+) -> StorageResult<EnforceOutcome> {
+    {
+        {
             // Both reads use their partial indexes (users_expire_at,
             // users_next_reset_at): nothing due, nothing scanned. No ORDER
             // BY: SQLite would rather walk the primary key to avoid a sort.
@@ -188,7 +219,6 @@ pub(crate) async fn enforce_time(
                 reset: reset_ids,
                 unblocked,
             })
-        })
-    })
-    .await
+        }
+    }
 }

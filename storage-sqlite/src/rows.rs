@@ -3,9 +3,7 @@
 
 use std::str::FromStr;
 
-use manager_lib::domain::{
-    Node, Plan, ResetStrategy, SubscriptionKey, Timestamp, UsageCursor, User,
-};
+use manager_lib::domain::{Node, Plan, ResetStrategy, Timestamp, UsageCursor, User};
 use manager_lib::seal::Sealer;
 use manager_lib::storage::{Entity, StorageError, StorageResult, kit};
 use sqlx::Row as _;
@@ -87,8 +85,7 @@ pub(crate) fn user_from_row(row: &SqliteRow, seal: &Sealer) -> StorageResult<Use
         name: get(row, "name", e)?,
         status: parse(get(row, "status", e)?)?,
         secret: seal.open_user_secret(id, get(row, "secret", e)?)?,
-        subscription_key: SubscriptionKey::from_hex(get(row, "subscription_key", e)?)
-            .map_err(|e| StorageError::Corrupt(e.to_string()))?,
+        subscription_key: seal.open_subscription_key(id, get(row, "subscription_key", e)?)?,
         device_limit: get::<Option<i64>>(row, "device_limit", e)?
             .map(|v| {
                 u32::try_from(v).map_err(|_| StorageError::Corrupt(format!("device limit {v}")))

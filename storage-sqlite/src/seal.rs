@@ -14,7 +14,7 @@ use crate::error::db_error;
 const CHUNK: i64 = 500;
 
 /// The secret columns: table, column, entity, what the value is bound to.
-const COLUMNS: [(&str, &str, Entity, Column); 4] = [
+const COLUMNS: [(&str, &str, Entity, Column); 5] = [
     ("nodes", "key", Entity::Node, Column::NodeKey),
     ("users", "secret", Entity::User, Column::UserSecret),
     (
@@ -28,6 +28,12 @@ const COLUMNS: [(&str, &str, Entity, Column); 4] = [
         "previous_key",
         Entity::KeyRotation,
         Column::PreviousNodeKey,
+    ),
+    (
+        "users",
+        "subscription_key",
+        Entity::User,
+        Column::SubscriptionKey,
     ),
 ];
 

@@ -48,7 +48,7 @@ pub(crate) async fn ingest_usage(
         .await
 }
 
-async fn ingest(
+pub(crate) async fn ingest(
     conn: &mut SqliteConnection,
     node: NodeId,
     pulled_with: UsageCursor,

@@ -39,7 +39,7 @@ pub(crate) async fn create_user(s: &SqliteStorage, new: NewUser) -> StorageResul
         .bind(plan.on_hold.map(storable))
         .bind(kit::usage::plan_block(&plan, 0, now).map(|b| b.as_str()))
         .bind(plan.reset.next_reset_after(now).map(|t| t.0))
-        .bind(new.subscription_key.to_hex());
+        .bind(seal.seal_subscription_key(new.id, &new.subscription_key));
     s.writes
         .statement(sql, args, Some(Entity::User), move |row| {
             user_from_row(&found(row, Entity::User)?, &seal)
@@ -113,7 +113,9 @@ pub(crate) async fn set_subscription_key(
         "UPDATE users SET subscription_key = ?2 WHERE id = ?1 AND deleted = 0 \
          RETURNING {USER_COLUMNS}"
     );
-    let args = Args::default().bind(id.to_string()).bind(key.to_hex());
+    let args = Args::default()
+        .bind(id.to_string())
+        .bind(seal.seal_subscription_key(id, &key));
     s.writes
         .statement(sql, args, Some(Entity::User), move |row| {
             user_from_row(&found(row, Entity::User)?, &seal)

@@ -1,5 +1,5 @@
-//! Secrets sealed at rest on SQLite: the database file holds no node key or
-//! user secret in any form, a sealed value opens only in its own row and
+//! Secrets sealed at rest on SQLite: the database file holds no node key,
+//! user secret or subscription key in any form, a sealed value opens only in its own row and
 //! under its master key, clear values of an older database are sealed at
 //! start, and a master key rotation leaves nothing under the old key.
 
@@ -77,6 +77,12 @@ async fn a_sealed_value_moved_to_another_row_does_not_open() {
             users[0].id.to_string(),
             users[1].id.to_string(),
         ),
+        (
+            "users",
+            "subscription_key",
+            users[2].id.to_string(),
+            users[3].id.to_string(),
+        ),
     ] {
         sqlx::query(&format!(
             "UPDATE {table} SET {column} = (SELECT {column} FROM {table} WHERE id = ?1) \
@@ -94,8 +100,10 @@ async fn a_sealed_value_moved_to_another_row_does_not_open() {
         matches!(&node, StorageError::Corrupt(m) if m.contains("another row")),
         "{node}"
     );
-    let user = s.get_user(users[1].id).await.unwrap_err();
-    assert!(matches!(user, StorageError::Corrupt(_)), "{user}");
+    for moved in [users[1].id, users[3].id] {
+        let user = s.get_user(moved).await.unwrap_err();
+        assert!(matches!(user, StorageError::Corrupt(_)), "{user}");
+    }
     // The rows the values came from still open.
     assert_eq!(s.get_node(nodes[0].id).await.unwrap().key, nodes[0].key);
     assert_eq!(
@@ -160,7 +168,7 @@ async fn clear_values_of_an_older_database_are_sealed_at_start_once() {
         .unwrap();
     assert_eq!(
         s.reseal().await.unwrap(),
-        (nodes.len() + users.len()) as u64
+        (nodes.len() + 2 * users.len()) as u64
     );
     assert_eq!(s.reseal().await.unwrap(), 0, "idempotent");
     assert_reads_back(&s, &nodes, &users).await;
@@ -190,7 +198,7 @@ async fn a_master_key_rotation_reseals_everything_and_the_old_key_is_then_not_ne
     assert_reads_back(&s, &nodes, &users).await;
     assert_eq!(
         s.reseal().await.unwrap(),
-        (nodes.len() + users.len() + rotation_keys.len()) as u64
+        (nodes.len() + 2 * users.len() + rotation_keys.len()) as u64
     );
     s.close().await;
 

@@ -1,9 +1,7 @@
 //! How [`CachedStorage`](super::CachedStorage) lays out what it puts in the
 //! cache: the key of a user row, the row itself, and the absence of one.
 
-use crate::domain::{
-    BlockReason, Plan, ResetStrategy, Seq, SubscriptionKey, Timestamp, User, UserId, UserStatus,
-};
+use crate::domain::{BlockReason, Plan, ResetStrategy, Seq, Timestamp, User, UserId, UserStatus};
 use crate::seal::Sealer;
 
 pub(super) fn user_key(generation: u64, id: UserId) -> String {
@@ -20,20 +18,22 @@ pub(super) const ABSENT_ROW: &[u8] = &[0];
 
 /// The format of a user row with its plan, usage (issue 16), subscription
 /// key and device limit (issue 17), when it was read from the storage (the
-/// age of its usage totals), and its secret sealed (issue 19). Replicas that
-/// only know an older format (1: no plan; 2: no subscription key; 3: no read
-/// time; 4: the secret in clear, which a version-4 reader would hand out
-/// sealed) treat it as absent, and this one theirs.
-pub(super) const USER_ROW_V5: u8 = 5;
+/// age of its usage totals), its secret and its subscription key sealed
+/// (issue 19). Replicas that only know an older format (1: no plan; 2: no
+/// subscription key; 3: no read time; 4: the secret in clear, which a
+/// version-4 reader would hand out sealed; 5: the subscription key in
+/// clear) treat it as absent, and this one theirs.
+pub(super) const USER_ROW_V6: u8 = 6;
 
 /// A compact binary row: version, status, change_seq, created_at, blocked,
 /// used up and down, the plan (limit, expiry, hold: each a presence byte and
 /// 8 bytes; reset period and day), next and last reset, the subscription
-/// key, the device limit (a presence byte and 8 bytes), when the row was
-/// read from the storage (8 bytes), secret sealed by `seal` as in the
-/// database (length-prefixed), name (the rest). The id is the key's.
+/// key sealed by `seal` as in the database (length-prefixed), the device
+/// limit (a presence byte and 8 bytes), when the row was read from the
+/// storage (8 bytes), secret sealed by `seal` as in the database
+/// (length-prefixed), name (the rest). The id is the key's.
 ///
-/// The secret is sealed because the cache is a dump too (Redis RDB and AOF
+/// The secret and the subscription key are sealed because the cache is a dump too (Redis RDB and AOF
 /// files, a replica's copy); opening it costs a microsecond or two per
 /// node-list call.
 pub(super) fn encode_user(user: &User, read_at: Timestamp, seal: &Sealer) -> Vec<u8> {
@@ -44,8 +44,10 @@ pub(super) fn encode_user(user: &User, read_at: Timestamp, seal: &Sealer) -> Vec
     let secret = seal.seal_user_secret(user.id, &user.secret);
     let secret = secret.as_bytes();
     let secret_len = u16::try_from(secret.len()).expect("a user secret is short");
+    let key = seal.seal_subscription_key(user.id, &user.subscription_key);
+    let key_len = u16::try_from(key.len()).expect("a sealed key is short");
     let mut out = Vec::with_capacity(100 + secret.len() + user.name.len());
-    out.push(USER_ROW_V5);
+    out.push(USER_ROW_V6);
     out.push(match user.status {
         UserStatus::Enabled => 1,
         UserStatus::Disabled => 0,
@@ -73,7 +75,8 @@ pub(super) fn encode_user(user: &User, read_at: Timestamp, seal: &Sealer) -> Vec
     out.push(plan.reset.month_day());
     opt(&mut out, user.next_reset_at.map(|t| t.0));
     opt(&mut out, user.last_reset_at.map(|t| t.0));
-    out.extend_from_slice(user.subscription_key.as_bytes());
+    out.extend_from_slice(&key_len.to_le_bytes());
+    out.extend_from_slice(key.as_bytes());
     opt(&mut out, user.device_limit.map(i64::from));
     out.extend_from_slice(&read_at.0.to_le_bytes());
     out.extend_from_slice(&secret_len.to_le_bytes());
@@ -109,7 +112,7 @@ pub(super) fn decode_user(id: UserId, bytes: &[u8], seal: &Sealer) -> Option<(Us
         }
     }
     let mut rest = bytes;
-    if byte(&mut rest)? != USER_ROW_V5 {
+    if byte(&mut rest)? != USER_ROW_V6 {
         return None;
     }
     let status = match byte(&mut rest)? {
@@ -141,7 +144,9 @@ pub(super) fn decode_user(id: UserId, bytes: &[u8], seal: &Sealer) -> Option<(Us
     let reset = ResetStrategy::from_parts(period, byte(&mut rest)?.into()).ok()?;
     let next_reset_at = opt(&mut rest)?.map(Timestamp);
     let last_reset_at = opt(&mut rest)?.map(Timestamp);
-    let subscription_key = SubscriptionKey::from_bytes(take(&mut rest, 16)?.try_into().ok()?);
+    let key_len = u16::from_le_bytes(take(&mut rest, 2)?.try_into().ok()?);
+    let key = std::str::from_utf8(take(&mut rest, key_len.into())?).ok()?;
+    let subscription_key = seal.open_subscription_key(&id.to_string(), key).ok()?;
     let device_limit = match opt(&mut rest)? {
         Some(v) => Some(u32::try_from(v).ok()?),
         None => None,
@@ -177,7 +182,7 @@ pub(super) fn decode_user(id: UserId, bytes: &[u8], seal: &Sealer) -> Option<(Us
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::UserSecret;
+    use crate::domain::{SubscriptionKey, UserSecret};
     use crate::seal::MasterKey;
 
     fn sample(name: &str, status: UserStatus) -> User {
@@ -221,13 +226,19 @@ mod tests {
     }
 
     #[test]
-    fn a_cached_secret_is_sealed_and_opens_only_under_its_key_and_id() {
+    fn a_cached_secret_and_subscription_key_are_sealed_and_open_only_under_their_key_and_id() {
         let seal = Sealer::new(MasterKey::random(), Vec::new());
         let user = sample("alice", UserStatus::Enabled);
         let read_at = Timestamp(7);
         let bytes = encode_user(&user, read_at, &seal);
-        let clear = user.secret.expose().as_bytes();
-        assert!(!bytes.windows(clear.len()).any(|w| w == clear));
+        let key_hex = user.subscription_key.to_hex();
+        for clear in [
+            user.secret.expose().as_bytes(),
+            user.subscription_key.as_bytes().as_slice(),
+            key_hex.as_bytes(),
+        ] {
+            assert!(!bytes.windows(clear.len()).any(|w| w == clear));
+        }
         assert_eq!(
             decode_user(user.id, &bytes, &seal),
             Some((user.clone(), read_at))
@@ -245,7 +256,7 @@ mod tests {
         assert_eq!(decode_user(user.id, &[], &seal), None);
         assert_eq!(decode_user(user.id, &bytes[..10], &seal), None);
         let mut other_version = bytes.clone();
-        for older in [USER_ROW_V1, 2, 3, 4] {
+        for older in [USER_ROW_V1, 2, 3, 4, 5] {
             other_version[0] = older;
             assert_eq!(decode_user(user.id, &other_version, &seal), None);
         }

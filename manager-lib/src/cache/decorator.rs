@@ -13,6 +13,7 @@ use super::Cache;
 use super::feed::ChangeFeed;
 use super::snapshot::{NodeSet, Snapshot};
 
+mod notify;
 mod user_rows;
 use super::stats::{CacheStats, Counters, bump};
 use crate::domain::usage::{

@@ -1,6 +1,7 @@
 //! Helpers for each backend's sealed-at-rest tests (its own database
 //! bytes: a SQLite file, a `pg_dump`): the rows to seal, and the check that
-//! no node key or user secret appears in those bytes in any form.
+//! no node key, user secret or subscription key (nor the user's
+//! subscription token) appears in those bytes in any form.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -104,13 +105,19 @@ fn forms(base64url: &str) -> [String; 3] {
     ]
 }
 
-/// Panics if `bytes` hold any node key or user secret of `nodes` and
-/// `users` in any of its forms.
+/// Panics if `bytes` hold any node key, user secret, subscription key or
+/// subscription token of `nodes` and `users` in any of its forms.
 pub fn assert_no_secret_in(bytes: &[u8], nodes: &[Node], users: &[User]) {
     let keys = nodes.iter().map(|n| n.key.expose_base64url());
     let secrets = users.iter().map(|u| u.secret.expose().to_owned());
+    let sub_keys = users
+        .iter()
+        .map(|u| URL_SAFE_NO_PAD.encode(u.subscription_key.as_bytes()));
+    let tokens = users
+        .iter()
+        .map(|u| u.subscription_key.token(u.id).expose().to_owned());
     let mut checked = 0;
-    for secret in keys.chain(secrets) {
+    for secret in keys.chain(secrets).chain(sub_keys).chain(tokens) {
         for form in forms(&secret) {
             assert!(
                 !bytes.windows(form.len()).any(|w| w == form.as_bytes()),
@@ -119,15 +126,18 @@ pub fn assert_no_secret_in(bytes: &[u8], nodes: &[Node], users: &[User]) {
             checked += 1;
         }
     }
-    assert_eq!(checked, 3 * (nodes.len() + users.len()));
+    assert_eq!(checked, 3 * (nodes.len() + 3 * users.len()));
 }
 
-/// Panics unless every node key and user secret reads back as written.
+/// Panics unless every node key, user secret and subscription key reads
+/// back as written.
 pub async fn assert_reads_back(s: &dyn Storage, nodes: &[Node], users: &[User]) {
     for node in nodes {
         assert_eq!(s.get_node(node.id).await.unwrap().key, node.key);
     }
     for user in users {
-        assert_eq!(s.get_user(user.id).await.unwrap().secret, user.secret);
+        let got = s.get_user(user.id).await.unwrap();
+        assert_eq!(got.secret, user.secret);
+        assert!(got.subscription_key.matches(&user.subscription_key));
     }
 }

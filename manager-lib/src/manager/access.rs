@@ -4,8 +4,8 @@
 
 use super::{Manager, ManagerError, ManagerResult};
 use crate::domain::{
-    ApiToken, AuditEntry, AuditQuery, EventKind, IssuedToken, NewAuditEntry, NewToken, Page,
-    ParseError, PresentedToken, Timestamp, TokenId,
+    ApiToken, AuditEntry, AuditQuery, IssuedToken, NewAuditEntry, NewToken, Page, ParseError,
+    PresentedToken, Timestamp, TokenId,
 };
 use crate::storage::StorageError;
 
@@ -25,11 +25,7 @@ impl Manager {
             }));
         }
         let issued = IssuedToken::issue(new, now);
-        self.storage
-            .create_token(&issued.token, &issued.verifier)
-            .await?;
-        self.emit_token_event(EventKind::TokenCreated, &issued.token)
-            .await;
+        self.store_token(&issued.token, &issued.verifier).await?;
         Ok(issued)
     }
 
@@ -41,12 +37,7 @@ impl Manager {
     /// Revokes a token: refused from now on. Idempotent.
     pub async fn revoke_token(&self, id: TokenId) -> ManagerResult<ApiToken> {
         let now = Timestamp::now();
-        let token = self.storage.revoke_token(id, now).await?;
-        // Only the first revocation is news (the call is idempotent).
-        if token.revoked == Some(now) {
-            self.emit_token_event(EventKind::TokenRevoked, &token).await;
-        }
-        Ok(token)
+        self.store_revocation(id, now).await
     }
 
     /// The token `text` is, when it is one and may be used now; `None` when

@@ -146,12 +146,9 @@ impl Manager {
             Err(e) => {
                 // Unreachable, not authentic, or its core in trouble: not
                 // usable until it answers well again.
-                self.storage
-                    .record_observation(node.id, ActualStatus::Error)
-                    .await?;
-                if node.actual_status != ActualStatus::Error {
-                    self.emit_node_event(EventKind::NodeDown, &node).await;
-                }
+                let down =
+                    (node.actual_status != ActualStatus::Error).then_some(EventKind::NodeDown);
+                self.observe(&node, ActualStatus::Error, down).await?;
                 return Err(e.into());
             }
         };
@@ -161,9 +158,10 @@ impl Manager {
             ActualStatus::Stopped
         };
         if node.actual_status == ActualStatus::Error {
-            // Answering well again; the observation below (or the start or
-            // stop it leads to) records it.
-            self.emit_node_event(EventKind::NodeRecovered, &node).await;
+            // Answering well again: recorded at once with its event (the
+            // observation or the start or stop below records it again).
+            self.observe(&node, actual, Some(EventKind::NodeRecovered))
+                .await?;
         }
         match (node.required_status, actual) {
             (RequiredStatus::Running, ActualStatus::Stopped) => {
@@ -202,8 +200,7 @@ impl Manager {
                 expected = fleet.enabled_users,
                 "node's core lost users; sending every user again"
             );
-            self.start_locked(node.id).await?;
-            self.emit_node_event(EventKind::NodeResynced, &node).await;
+            self.start_locked_resync(&node).await?;
             return Ok(NodeOutcome::Resynced);
         }
         Ok(NodeOutcome::InSync)

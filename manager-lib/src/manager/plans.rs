@@ -23,41 +23,20 @@ impl Manager {
     /// [`Plan::validate`] refuses is [`ManagerError::InvalidPlan`] and
     /// changes nothing. A user whose edited plan no longer blocks them
     /// (limit above the used bytes, expiry in the future) is back on the
-    /// nodes, one it blocks now leaves them, both pushed at once.
+    /// nodes, one it blocks now leaves them, both pushed at once; the event
+    /// that is (`user.re_enabled`, `.limited`, `.expired`) is written with
+    /// the edit.
     pub async fn edit_user_plan(&self, id: UserId, edit: PlanEdit) -> ManagerResult<User> {
-        let before = self.blocked_before(id).await?;
-        let user = self
-            .storage
-            .edit_user_plan(id, edit, Timestamp::now())
-            .await?;
+        let user = self.store_plan_edit(id, edit).await?;
         self.trigger.pull();
-        if let Some(before) = before {
-            self.emit_plan_change(before, &user).await;
-        }
         Ok(user)
     }
 
     /// Zeroes a user's used bytes; a user blocked by the limit comes back.
     pub async fn reset_user_usage(&self, id: UserId) -> ManagerResult<User> {
-        let before = self.blocked_before(id).await?;
-        let user = self.storage.reset_user_usage(id, Timestamp::now()).await?;
+        let user = self.store_usage_reset(id).await?;
         self.trigger.pull();
-        if let Some(before) = before {
-            self.emit_plan_change(before, &user).await;
-        }
         Ok(user)
-    }
-
-    /// What blocked the user before a change, read only when an endpoint
-    /// may want to hear of it (`None` then: no read).
-    async fn blocked_before(
-        &self,
-        id: UserId,
-    ) -> ManagerResult<Option<Option<crate::domain::BlockReason>>> {
-        if self.settings.webhooks.is_empty() {
-            return Ok(None);
-        }
-        Ok(Some(self.storage.get_user(id).await?.blocked))
     }
 
     /// What a byte through `id` counts in users' totals from now on.

@@ -10,7 +10,7 @@
 
 use super::{Manager, ManagerResult};
 use crate::domain::usage::EnforceOutcome;
-use crate::domain::{EventKind, Node, Timestamp};
+use crate::domain::{Node, Timestamp};
 
 /// What one node's pull stored.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -29,7 +29,8 @@ impl Manager {
     /// batches), each page in one transaction with the node's new cursor.
     /// Stops early when another replica stored first (its cursor is then the
     /// truth, and the next pull starts from it). Users who crossed their
-    /// limit are pushed off the nodes at once (the push on change).
+    /// limit are pushed off the nodes at once (the push on change), each
+    /// with its `user.limited` event written with the page.
     pub async fn pull_usage(&self, node: &Node) -> ManagerResult<UsagePulled> {
         let mut cursor = node.usage_cursor.clone();
         let mut pulled = UsagePulled::default();
@@ -38,10 +39,7 @@ impl Manager {
                 .transport
                 .usage(node, &cursor, self.settings.usage_page_batches)
                 .await?;
-            let outcome = self
-                .storage
-                .ingest_usage(node.id, &cursor, &page, Timestamp::now())
-                .await?;
+            let outcome = self.store_usage(node.id, &cursor, &page).await?;
             if !outcome.stored {
                 tracing::debug!(node = %node.id, "usage stored by another replica meanwhile");
                 break;
@@ -49,8 +47,6 @@ impl Manager {
             pulled.pages += 1;
             pulled.user_deltas += outcome.user_deltas;
             pulled.newly_blocked += outcome.newly_blocked.len() as u64;
-            self.emit_user_events(EventKind::UserLimited, &outcome.newly_blocked)
-                .await;
             cursor = outcome.cursor;
             if !page.more {
                 break;
@@ -85,11 +81,7 @@ impl Manager {
     /// come back if their limit had blocked them). Idempotent, so every
     /// replica may run it on every heartbeat.
     pub async fn enforce_plans(&self) -> ManagerResult<EnforceOutcome> {
-        let outcome = self.storage.enforce_time(Timestamp::now()).await?;
-        self.emit_user_events(EventKind::UserExpired, &outcome.expired)
-            .await;
-        self.emit_user_events(EventKind::UserReEnabled, &outcome.unblocked)
-            .await;
+        let outcome = self.apply_time().await?;
         if !outcome.expired.is_empty() || !outcome.reset.is_empty() {
             self.trigger.pull();
         }

@@ -5,6 +5,7 @@
 mod access;
 mod devices;
 mod directory;
+mod notify;
 mod outbox;
 mod rotation;
 mod usage;
@@ -34,7 +35,7 @@ pub struct MemoryStorage {
     outbox: Mutex<outbox::OutboxState>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct State {
     last_seq: Seq,
     enabled: u64,
@@ -243,17 +244,7 @@ impl Storage for MemoryStorage {
         template: &str,
         inbounds: &[InboundDescription],
     ) -> StorageResult<()> {
-        let mut st = self.lock();
-        let node = st.node_mut(id)?;
-        let now = Timestamp::now();
-        node.actual_status = ActualStatus::Running;
-        node.user_config_template = Some(template.to_owned());
-        node.inbounds = inbounds.to_vec();
-        node.applied_seq = node.applied_seq.max(seq);
-        node.state_up_to_date = true;
-        node.last_seen = Some(now);
-        node.updated_at = now;
-        Ok(())
+        self.lock().finish_start(id, seq, template, inbounds)
     }
 
     async fn begin_stop(&self, id: NodeId) -> StorageResult<Node> {
@@ -276,17 +267,7 @@ impl Storage for MemoryStorage {
     }
 
     async fn record_observation(&self, id: NodeId, actual: ActualStatus) -> StorageResult<()> {
-        let mut st = self.lock();
-        let node = st.node_mut(id)?;
-        let now = Timestamp::now();
-        if actual != ActualStatus::Error {
-            node.last_seen = Some(now);
-        }
-        if node.actual_status != actual {
-            node.actual_status = actual;
-            node.updated_at = now;
-        }
-        Ok(())
+        self.lock().observe(id, actual)
     }
 
     async fn create_user(&self, new: NewUser) -> StorageResult<User> {
@@ -455,22 +436,11 @@ impl Storage for MemoryStorage {
         edit: PlanEdit,
         now: Timestamp,
     ) -> StorageResult<User> {
-        let mut st = self.lock();
-        let plan = edit.apply(st.live_user(id)?.plan)?;
-        st.change_user(id, |u| {
-            u.plan = plan;
-            u.next_reset_at = plan.reset.next_reset_after(now);
-            u.blocked = kit::usage::plan_block(&plan, u.used(), now);
-        })
+        self.lock().edit_plan(id, edit, now)
     }
 
     async fn reset_user_usage(&self, id: UserId, now: Timestamp) -> StorageResult<User> {
-        self.lock().change_user(id, |u| {
-            u.used_up = 0;
-            u.used_down = 0;
-            u.last_reset_at = Some(now);
-            u.blocked = kit::usage::block_after_reset(u.blocked);
-        })
+        self.lock().reset_usage(id, now)
     }
 
     async fn enforce_time(&self, now: Timestamp) -> StorageResult<EnforceOutcome> {

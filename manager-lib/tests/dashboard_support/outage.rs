@@ -28,6 +28,7 @@ impl OutageStorage {
 
 manager_lib::forward_webhook_store!(OutageStorage, inner);
 manager_lib::forward_key_rotation_store!(OutageStorage, inner);
+manager_lib::forward_notifying_store!(OutageStorage, inner);
 manager_lib::forward_user_directory!(OutageStorage, inner);
 
 #[async_trait]

@@ -1,8 +1,38 @@
 //! Webhook deliveries as every backend stores them: an outbox row's
 //! columns turned into the domain's [`Delivery`].
 
-use crate::domain::{Delivery, EventKind, Timestamp};
+use crate::domain::{BlockReason, Delivery, EventKind, NewDelivery, ParseError, Timestamp};
 use crate::storage::{StorageError, StorageResult};
+
+/// What every backend refuses to put in the outbox, before writing it (and
+/// after the change it comes with, in the same transaction, so a refusal
+/// undoes the change): a delivery without an event id or an endpoint, which
+/// no worker could dedupe or route.
+pub fn check_delivery(d: &NewDelivery) -> StorageResult<()> {
+    let what = if d.event_id.trim().is_empty() {
+        "webhook event id"
+    } else if d.endpoint.trim().is_empty() {
+        "webhook endpoint"
+    } else {
+        return Ok(());
+    };
+    Err(StorageError::Invalid(ParseError {
+        what,
+        value: String::new(),
+    }))
+}
+
+/// The event a change of what blocks a user is: back on the nodes
+/// (`user.re_enabled`), or blocked now by the limit or the expiry; `None`
+/// when the user was blocked before and still is, or never was.
+pub fn block_event(before: Option<BlockReason>, after: Option<BlockReason>) -> Option<EventKind> {
+    match (before, after) {
+        (Some(_), None) => Some(EventKind::UserReEnabled),
+        (None, Some(BlockReason::Limited)) => Some(EventKind::UserLimited),
+        (None, Some(BlockReason::Expired)) => Some(EventKind::UserExpired),
+        _ => None,
+    }
+}
 
 /// An outbox row as read: what a backend takes from its columns.
 #[derive(Debug)]

@@ -18,8 +18,40 @@ pub(super) struct AccessState {
     last_audit_id: i64,
 }
 
+impl AccessState {
+    pub(super) fn create(
+        &mut self,
+        token: &ApiToken,
+        verifier: &TokenVerifier,
+    ) -> StorageResult<()> {
+        let taken = self.tokens.contains_key(&token.id)
+            || self.tokens.values().any(|(t, _)| t.name == token.name);
+        if taken {
+            return Err(StorageError::AlreadyExists(Entity::Token));
+        }
+        self.tokens
+            .insert(token.id, (token.clone(), verifier.clone()));
+        Ok(())
+    }
+
+    /// The token revoked, and whether this call revoked it.
+    pub(super) fn revoke(
+        &mut self,
+        id: TokenId,
+        now: Timestamp,
+    ) -> StorageResult<(ApiToken, bool)> {
+        let (token, _) = self
+            .tokens
+            .get_mut(&id)
+            .ok_or(StorageError::NotFound(Entity::Token))?;
+        let first = token.revoked.is_none();
+        token.revoked.get_or_insert(now);
+        Ok((token.clone(), first))
+    }
+}
+
 impl MemoryStorage {
-    fn access(&self) -> std::sync::MutexGuard<'_, AccessState> {
+    pub(super) fn access(&self) -> std::sync::MutexGuard<'_, AccessState> {
         // Every method checks before it writes: a panic leaves no half-write.
         self.access.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -28,15 +60,7 @@ impl MemoryStorage {
 #[async_trait]
 impl AccessStore for MemoryStorage {
     async fn create_token(&self, token: &ApiToken, verifier: &TokenVerifier) -> StorageResult<()> {
-        let mut st = self.access();
-        let taken = st.tokens.contains_key(&token.id)
-            || st.tokens.values().any(|(t, _)| t.name == token.name);
-        if taken {
-            return Err(StorageError::AlreadyExists(Entity::Token));
-        }
-        st.tokens
-            .insert(token.id, (token.clone(), verifier.clone()));
-        Ok(())
+        self.access().create(token, verifier)
     }
 
     async fn get_token(&self, id: TokenId) -> StorageResult<(ApiToken, TokenVerifier)> {
@@ -59,13 +83,7 @@ impl AccessStore for MemoryStorage {
     }
 
     async fn revoke_token(&self, id: TokenId, now: Timestamp) -> StorageResult<ApiToken> {
-        let mut st = self.access();
-        let (token, _) = st
-            .tokens
-            .get_mut(&id)
-            .ok_or(StorageError::NotFound(Entity::Token))?;
-        token.revoked.get_or_insert(now);
-        Ok(token.clone())
+        Ok(self.access().revoke(id, now)?.0)
     }
 
     async fn append_audit(&self, entry: &NewAuditEntry) -> StorageResult<AuditEntry> {

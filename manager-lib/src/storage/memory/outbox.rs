@@ -27,23 +27,15 @@ pub(super) struct OutboxState {
     last_id: i64,
 }
 
-impl MemoryStorage {
-    fn outbox(&self) -> std::sync::MutexGuard<'_, OutboxState> {
-        // Every method checks before it writes: a panic leaves no half-write.
-        self.outbox.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-#[async_trait]
-impl WebhookStore for MemoryStorage {
-    async fn enqueue_deliveries(&self, deliveries: &[NewDelivery]) -> StorageResult<()> {
-        let mut st = self.outbox();
+impl OutboxState {
+    /// Adds the deliveries not in the outbox yet (by event id and endpoint).
+    pub(super) fn enqueue(&mut self, deliveries: &[NewDelivery]) {
         for d in deliveries {
-            if !st.keys.insert((d.event_id.clone(), d.endpoint.clone())) {
+            if !self.keys.insert((d.event_id.clone(), d.endpoint.clone())) {
                 continue;
             }
-            st.last_id += 1;
-            let id = st.last_id;
+            self.last_id += 1;
+            let id = self.last_id;
             let delivery = Delivery {
                 id,
                 event_id: d.event_id.clone(),
@@ -54,7 +46,7 @@ impl WebhookStore for MemoryStorage {
                 attempts: 0,
                 next_at: d.created,
             };
-            st.rows.insert(
+            self.rows.insert(
                 id,
                 Row {
                     delivery,
@@ -64,6 +56,20 @@ impl WebhookStore for MemoryStorage {
                 },
             );
         }
+    }
+}
+
+impl MemoryStorage {
+    pub(super) fn outbox(&self) -> std::sync::MutexGuard<'_, OutboxState> {
+        // Every method checks before it writes: a panic leaves no half-write.
+        self.outbox.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[async_trait]
+impl WebhookStore for MemoryStorage {
+    async fn enqueue_deliveries(&self, deliveries: &[NewDelivery]) -> StorageResult<()> {
+        self.outbox().enqueue(deliveries);
         Ok(())
     }
 
