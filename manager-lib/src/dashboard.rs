@@ -140,5 +140,8 @@ pub(crate) fn router(api: &ApiState, auth: Arc<AdminAuth>, secure: bool) -> Rout
         .route("/ui/users/{id}/rotate", post(user::rotate))
         .route("/ui/users/{id}/plan", post(user::plan))
         .route("/ui/assets/{file}", get(assets::serve))
+        // brotli or gzip, as the browser asks: pages shrink about 6 to 10
+        // times (the token in them is masked, see `csrf`).
+        .layer(tower_http::compression::CompressionLayer::new())
         .with_state(state)
 }
