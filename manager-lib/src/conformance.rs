@@ -115,6 +115,7 @@ macro_rules! storage_conformance_tests {
             concurrent_claims_never_share_a_delivery,
             user_directory_search_filters_orders_and_pages_by_key,
             user_directory_refuses_a_foreign_cursor,
+            users_by_state_count_every_live_user_once,
         );
     };
     (@each $fresh:expr; $($name:ident),+ $(,)?) => {

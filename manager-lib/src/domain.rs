@@ -24,7 +24,7 @@ pub mod webhook;
 pub use audit::{AuditEntry, AuditQuery, NewAuditEntry};
 pub use containment::{CredentialScope, NodeCredential, NodeUser};
 pub use device::{Device, DevicePolicy, DeviceSighting, DeviceVerdict};
-pub use directory::{UserQuery, UserSort};
+pub use directory::{StateCounts, UserQuery, UserSort};
 pub use endpoint::{endpoint_host, normalize_endpoint};
 pub use plan::{BlockReason, FieldEdit, Plan, PlanEdit, ResetEdit, ResetStrategy, UserState};
 pub use profile::{

@@ -263,6 +263,10 @@ impl manager_lib::storage::UserDirectory for PgStorage {
     ) -> StorageResult<manager_lib::domain::Page<manager_lib::domain::User>> {
         directory::find_users(self, query).await
     }
+
+    async fn count_users_by_state(&self) -> StorageResult<manager_lib::domain::StateCounts> {
+        directory::count_users_by_state(self).await
+    }
 }
 
 #[async_trait]
