@@ -20,6 +20,7 @@ mod access;
 mod devices;
 mod directory;
 pub mod ingest_bench;
+mod node_events;
 mod outbox;
 mod plans;
 pub mod sealed;
@@ -28,6 +29,7 @@ mod usage;
 pub use access::*;
 pub use devices::*;
 pub use directory::*;
+pub use node_events::*;
 pub use outbox::*;
 pub use plans::*;
 pub use subscriptions::*;
@@ -116,6 +118,8 @@ macro_rules! storage_conformance_tests {
             user_directory_search_filters_orders_and_pages_by_key,
             user_directory_refuses_a_foreign_cursor,
             users_by_state_count_every_live_user_once,
+            node_events_keep_the_newest_in_order_and_go_with_the_node,
+            node_events_of_an_unknown_node_are_not_found_and_not_kept,
         );
     };
     (@each $fresh:expr; $($name:ident),+ $(,)?) => {

@@ -18,6 +18,7 @@
 //!   `Session` every page takes;
 //! - `change`: one dashboard change = the API call's role check and audit;
 //! - `charts`: bar charts as SVG;
+//! - `node_events`: a node's recent heartbeat events as a table;
 //! - `overview`, `nodes`, `users` (the table, bulk actions), `user` (a
 //!   user's page): the pages.
 
@@ -27,6 +28,7 @@ mod charts;
 mod csrf;
 mod format;
 mod layout;
+mod node_events;
 mod nodes;
 mod overview;
 mod session;

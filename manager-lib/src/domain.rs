@@ -14,6 +14,7 @@ pub mod containment;
 pub mod device;
 pub mod directory;
 pub mod endpoint;
+pub mod node_event;
 pub mod plan;
 pub mod profile;
 pub mod subscription;
@@ -26,6 +27,7 @@ pub use containment::{CredentialScope, NodeCredential, NodeUser};
 pub use device::{Device, DevicePolicy, DeviceSighting, DeviceVerdict};
 pub use directory::{StateCounts, UserQuery, UserSort};
 pub use endpoint::{endpoint_host, normalize_endpoint};
+pub use node_event::{NodeEvent, NodeEventKind};
 pub use plan::{BlockReason, FieldEdit, Plan, PlanEdit, ResetEdit, ResetStrategy, UserState};
 pub use profile::{
     InboundDescription, InboundOverride, InboundProtocol, Network, NodeProfile, Security,

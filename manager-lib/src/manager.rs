@@ -27,6 +27,8 @@ mod access;
 mod events;
 /// The heartbeat's step over many nodes: check each, then one fleet-wide push.
 mod heartbeat;
+/// Each node's event log: what the heartbeat found, for the dashboard.
+mod node_log;
 /// Plans on users and the usage reads.
 mod plans;
 /// The fleet push engine: `push_pending`, `push_pending_many` and their helpers.

@@ -57,6 +57,7 @@ use async_trait::async_trait;
 
 pub use access::AccessStore;
 pub use directory::UserDirectory;
+pub use node_events::NodeEventLog;
 pub use outbox::WebhookStore;
 
 use crate::domain::usage::{
@@ -136,7 +137,9 @@ pub type StorageResult<T> = Result<T, StorageError>;
 /// Methods that take an id answer [`StorageError::NotFound`] when no such
 /// record exists; deleted users are not found.
 #[async_trait]
-pub trait Storage: AccessStore + UserDirectory + WebhookStore + Debug + Send + Sync {
+pub trait Storage:
+    AccessStore + UserDirectory + WebhookStore + NodeEventLog + Debug + Send + Sync
+{
     /// Stores a new node with `actual_status = Stopped`, `required_status =
     /// Stopped`, no template, `state_up_to_date = true` and its cursor at the
     /// current newest change (a stopped node has nothing to apply; its start
@@ -573,4 +576,5 @@ pub mod directory;
 pub mod grouped;
 pub mod kit;
 pub mod memory;
+pub mod node_events;
 pub mod outbox;

@@ -1,7 +1,8 @@
 //! The dashboard's overview at fleet scale through the real router: users
 //! by state come from the storage's counters and link to the table's
-//! filter, and the node lists stay short (the longest silent and the
-//! longest in error first) however many nodes there are.
+//! filter, the node lists stay short (the longest silent and the longest
+//! in error first) however many nodes there are, and a node's logged
+//! events show escaped: its last error on the overview, all on its page.
 
 mod common;
 mod dashboard_support;
@@ -9,9 +10,11 @@ mod dashboard_support;
 use std::sync::Arc;
 
 use axum::http::StatusCode;
-use manager_lib::domain::{NewUser, Plan, PlanEdit, Timestamp, UserStatus};
-use manager_lib::storage::Storage;
+use manager_lib::domain::{
+    ActualStatus, NewUser, NodeEvent, NodeEventKind, NodeId, Plan, PlanEdit, Timestamp, UserStatus,
+};
 use manager_lib::storage::memory::MemoryStorage;
+use manager_lib::storage::{NodeEventLog, Storage};
 
 use common::running_node;
 use dashboard_support::{BOOT, get, login, server};
@@ -95,4 +98,51 @@ async fn the_overview_lists_at_most_twenty_nodes_and_links_to_every_node() {
             .contains("The first 20 of 23 nodes that should run")
     );
     assert!(page.body.contains(r#"<a href="/ui/nodes">every node</a>"#));
+}
+
+const HOSTILE: &str = "<script>alert('x')</script>";
+
+#[tokio::test]
+async fn a_node_in_error_shows_its_last_logged_error_escaped_and_its_page_every_event() {
+    let storage = Arc::new(MemoryStorage::new());
+    let (router, fleet, _) = server(storage.clone(), false);
+    let id = running_node(&router, BOOT, &fleet, "http://n1:8443").await;
+    let node: NodeId = id.parse().unwrap();
+    let now = Timestamp::now();
+    let events = [
+        NodeEvent::new(
+            Timestamp(now.0 - 60_000),
+            NodeEventKind::Restarted,
+            "found stopped",
+        ),
+        NodeEvent::new(Timestamp(now.0 - 5_000), NodeEventKind::Failed, HOSTILE),
+    ];
+    for e in &events {
+        storage.record_node_event(node, e, 50).await.unwrap();
+    }
+    storage
+        .record_observation(node, ActualStatus::Error)
+        .await
+        .unwrap();
+    let cookie = login(&router, BOOT).await;
+    let overview = get(&router, "/ui/overview/fragment", Some(&cookie)).await;
+    assert_eq!(overview.status, StatusCode::OK);
+    assert!(overview.body.contains("Nodes in error (1)"));
+    assert!(
+        overview
+            .body
+            .contains("&lt;script&gt;alert('x')&lt;/script&gt; ("),
+        "{}",
+        overview.body
+    );
+    assert!(!overview.body.contains(HOSTILE));
+    let page = get(&router, &format!("/ui/nodes/{id}"), Some(&cookie)).await;
+    assert_eq!(page.status, StatusCode::OK);
+    let events_at = page.body.find("Recent events").expect("an events section");
+    let section = &page.body[events_at..];
+    let failed = section.find("event-failed").unwrap();
+    let restarted = section.find("event-restarted").unwrap();
+    assert!(failed < restarted, "newest first");
+    assert!(section.contains("found stopped"));
+    assert!(!page.body.contains(HOSTILE));
 }

@@ -127,6 +127,7 @@ impl FaultyStorage {
 
 manager_lib::forward_access_store!(FaultyStorage, inner);
 manager_lib::forward_user_directory!(FaultyStorage, inner);
+manager_lib::forward_node_event_log!(FaultyStorage, inner);
 manager_lib::forward_webhook_store!(FaultyStorage, inner);
 
 // Every method forwarded, the optimised ones too: a default would run the

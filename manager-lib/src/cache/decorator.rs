@@ -175,6 +175,7 @@ impl std::fmt::Debug for CachedStorage {
 // Tokens and audit entries are read from the database every time.
 crate::forward_access_store!(CachedStorage, inner);
 crate::forward_user_directory!(CachedStorage, inner);
+crate::forward_node_event_log!(CachedStorage, inner);
 crate::forward_webhook_store!(CachedStorage, inner);
 
 #[async_trait]

@@ -1,9 +1,9 @@
 //! The fleet overview, the page an operator opens first: nodes by actual
-//! and wanted status, the nodes in error, users by state (counters the
-//! storage keeps, not a count of every user), the traffic of the last 24
-//! hours, and the nodes silent longest; lists are cut to [`LISTED_NODES`]
-//! so the page stays small at a thousand nodes. The
-//! numbers sit in a fragment the script fetches again every
+//! and wanted status, the nodes in error with their last logged error,
+//! users by state (counters the storage keeps, not a count of every user),
+//! the traffic of the last 24 hours, and the nodes silent longest; lists
+//! are cut to [`LISTED_NODES`] so the page stays small at a thousand
+//! nodes. The numbers sit in a fragment the script fetches again every
 //! [`REFRESH_SECS`] (`/ui/overview/fragment`), without reloading the page.
 
 use std::collections::{BTreeMap, HashMap};
@@ -16,11 +16,11 @@ use maud::{Markup, html};
 use super::change::failed;
 use super::session::Session;
 use super::users::state_text;
-use super::{UiState, format, layout};
+use super::{UiState, format, layout, node_events};
 use crate::api::ApiError;
 use crate::domain::usage::{DAY_MS, NodeUsage};
 use crate::domain::{
-    ActualStatus, FleetState, Node, NodeId, RequiredStatus, StateCounts, Timestamp,
+    ActualStatus, FleetState, Node, NodeEvent, NodeId, RequiredStatus, StateCounts, Timestamp,
 };
 use crate::manager::ManagerError;
 
@@ -85,10 +85,11 @@ pub(super) fn status_text(actual: ActualStatus, required: RequiredStatus) -> Str
 /// lists them all. Keeps the page small and quick at a thousand nodes.
 pub const LISTED_NODES: usize = 20;
 
-/// What the overview shows besides the [`Fleet`]: users by state.
+/// What the overview shows besides the [`Fleet`]: and the last error of each listed node in error.
 struct Overview {
     fleet: Fleet,
     users: StateCounts,
+    last_errors: HashMap<NodeId, NodeEvent>,
 }
 
 /// The nodes in error, longest in error first, and the nodes that should
@@ -185,6 +186,7 @@ fn numbers(overview: &Overview) -> Markup {
                         thead { tr {
                             th scope="col" { "Node" }
                             th scope="col" { "In error since" }
+                            th scope="col" { "Last error" }
                             th scope="col" { "Last answer" }
                         } }
                         tbody {
@@ -192,6 +194,12 @@ fn numbers(overview: &Overview) -> Markup {
                                 tr {
                                     td { a href=(format!("/ui/nodes/{}", n.id)) { (node_name(n)) } }
                                     td { (format::when(n.updated_at)) " (" (format::age(Some(n.updated_at), fleet.now)) ")" }
+                                    td {
+                                        @match overview.last_errors.get(&n.id) {
+                                            Some(e) => { (e.detail) " (" (format::age(Some(e.at), fleet.now)) ")" }
+                                            None => "not logged",
+                                        }
+                                    }
                                     td { (format::age(n.last_seen, fleet.now)) }
                                 }
                             }
@@ -199,7 +207,6 @@ fn numbers(overview: &Overview) -> Markup {
                     }
                 }
                 (more(errors, "in error, longest first"))
-                p class="muted" { "The manager keeps a node's status, not the text of its last error: the manager's log has it." }
             }
         }
         section aria-labelledby="h-heartbeats" {
@@ -249,8 +256,25 @@ fn more(of: usize, which: &str) -> Markup {
 async fn read_or_fail(st: &UiState, session: &Session) -> Result<Overview, Response> {
     let read = async {
         let fleet = Fleet::read(st).await?;
-        let users = st.manager.storage().count_users_by_state().await?;
-        Ok::<_, ManagerError>(Overview { fleet, users })
+        let storage = st.manager.storage();
+        let users = storage.count_users_by_state().await?;
+        // At most LISTED_NODES reads, at once; a node deleted meanwhile
+        // (or a log that cannot be read) shows no last error.
+        let (in_error, ..) = lists(&fleet);
+        let reads = in_error.iter().map(|n| async {
+            let events = storage.node_events(n.id, 10).await.ok()?;
+            Some((n.id, node_events::last_failure(&events)?.clone()))
+        });
+        let last_errors = futures::future::join_all(reads)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        Ok::<_, ManagerError>(Overview {
+            fleet,
+            users,
+            last_errors,
+        })
     };
     read.await.map_err(|e| failed(&ApiError::from(e), session))
 }

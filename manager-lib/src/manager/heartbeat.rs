@@ -13,7 +13,7 @@ use futures::StreamExt as _;
 use tracing::Instrument as _;
 
 use super::{Manager, ManagerError, ManagerResult, NodeOutcome};
-use crate::domain::{ActualStatus, EventKind, Node, NodeId, RequiredStatus};
+use crate::domain::{ActualStatus, EventKind, Node, NodeEventKind, NodeId, RequiredStatus};
 use crate::transport::{JournalReport, TransportError};
 
 impl Manager {
@@ -144,6 +144,9 @@ impl Manager {
                 if node.actual_status != ActualStatus::Error {
                     self.emit_node_event(EventKind::NodeDown, &node).await;
                 }
+                let in_error = node.actual_status == ActualStatus::Error;
+                self.log_node_failure(node.id, in_error, &e.to_string())
+                    .await;
                 return Err(e.into());
             }
         };
@@ -156,11 +159,19 @@ impl Manager {
             // Answering well again; the observation below (or the start or
             // stop it leads to) records it.
             self.emit_node_event(EventKind::NodeRecovered, &node).await;
+            self.log_node_event(node.id, NodeEventKind::Recovered, "answers well again")
+                .await;
         }
         match (node.required_status, actual) {
             (RequiredStatus::Running, ActualStatus::Stopped) => {
                 self.storage.record_observation(node.id, actual).await?;
                 self.start_locked(node.id).await?;
+                self.log_node_event(
+                    node.id,
+                    NodeEventKind::Restarted,
+                    "found stopped while it should run; started again",
+                )
+                .await;
                 return Ok(NodeOutcome::Started);
             }
             (RequiredStatus::Stopped, ActualStatus::Running) => {
@@ -196,6 +207,12 @@ impl Manager {
             );
             self.start_locked(node.id).await?;
             self.emit_node_event(EventKind::NodeResynced, &node).await;
+            let detail = format!(
+                "its core had {} users, {} expected; every user sent again",
+                report.users, fleet.enabled_users
+            );
+            self.log_node_event(node.id, NodeEventKind::Resynced, &detail)
+                .await;
             return Ok(NodeOutcome::Resynced);
         }
         Ok(NodeOutcome::InSync)

@@ -5,6 +5,7 @@
 mod access;
 mod devices;
 mod directory;
+mod node_events;
 mod outbox;
 mod usage;
 
@@ -31,6 +32,7 @@ pub struct MemoryStorage {
     state: Mutex<State>,
     access: Mutex<access::AccessState>,
     outbox: Mutex<outbox::OutboxState>,
+    events: Mutex<node_events::EventState>,
 }
 
 #[derive(Debug, Default)]

@@ -61,3 +61,15 @@ BEGIN
         WHEN OLD.on_hold IS NOT NULL THEN 'on_hold'
         ELSE 'active' END;
 END;
+
+-- Each node's recent heartbeat events (issue 18), the newest few per node
+-- (manager_lib::storage::NodeEventLog): read newest first by (node_id, id),
+-- gone with the node.
+CREATE TABLE node_events (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    node_id TEXT NOT NULL REFERENCES nodes (id) ON DELETE CASCADE,
+    at      INTEGER NOT NULL,
+    kind    TEXT NOT NULL CHECK (kind IN ('failed', 'recovered', 'restarted', 'resynced')),
+    detail  TEXT NOT NULL
+) STRICT;
+CREATE INDEX node_events_node ON node_events (node_id, id);

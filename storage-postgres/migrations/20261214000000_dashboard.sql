@@ -84,3 +84,15 @@ UPDATE user_state_stripes SET users = counted.n
 FROM (SELECT xm_user_state(status, deleted, blocked, on_hold) AS state, count(*) AS n
       FROM users WHERE NOT deleted GROUP BY 1) AS counted
 WHERE user_state_stripes.state = counted.state AND user_state_stripes.stripe = 0;
+
+-- Each node's recent heartbeat events (issue 18), the newest few per node
+-- (manager_lib::storage::NodeEventLog): read newest first by (node_id, id),
+-- gone with the node.
+CREATE TABLE node_events (
+    id      BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    node_id UUID NOT NULL REFERENCES nodes (id) ON DELETE CASCADE,
+    at      BIGINT NOT NULL,
+    kind    TEXT NOT NULL CHECK (kind IN ('failed', 'recovered', 'restarted', 'resynced')),
+    detail  TEXT NOT NULL
+);
+CREATE INDEX node_events_node_idx ON node_events (node_id, id);
