@@ -94,8 +94,9 @@ async fn the_overview_lists_at_most_twenty_nodes_and_links_to_every_node() {
         .count();
     assert_eq!(listed, 20);
     assert!(
-        page.body
-            .contains("The first 20 of 23 nodes that should run")
+        page.body.contains(
+            "The first 20 of 23 nodes (those that should run first, longest silent first)"
+        )
     );
     assert!(page.body.contains(r#"<a href="/ui/nodes">every node</a>"#));
 }

@@ -1,7 +1,8 @@
 //! The fleet overview, the page an operator opens first: nodes by actual
 //! and wanted status, the nodes in error with their last logged error,
 //! users by state (counters the storage keeps, not a count of every user),
-//! the traffic of the last 24 hours, and the nodes silent longest; lists
+//! the traffic of the last 24 hours, and the nodes silent longest (those
+//! that should run first); lists
 //! are cut to [`LISTED_NODES`] so the page stays small at a thousand
 //! nodes. The numbers sit in a fragment the script fetches again every
 //! [`REFRESH_SECS`] (`/ui/overview/fragment`), without reloading the page.
@@ -92,8 +93,9 @@ struct Overview {
     last_errors: HashMap<NodeId, NodeEvent>,
 }
 
-/// The nodes in error, longest in error first, and the nodes that should
-/// run, longest silent first; each cut to [`LISTED_NODES`].
+/// The nodes in error, longest in error first, and every node, those that
+/// should run first, longest silent first; each cut to [`LISTED_NODES`]
+/// (with the number before the cut).
 fn lists(fleet: &Fleet) -> (Vec<&Node>, usize, Vec<&Node>, usize) {
     let mut in_error: Vec<&Node> = fleet
         .nodes
@@ -103,15 +105,19 @@ fn lists(fleet: &Fleet) -> (Vec<&Node>, usize, Vec<&Node>, usize) {
     in_error.sort_by_key(|n| (n.updated_at.0, n.id.as_uuid()));
     let errors = in_error.len();
     in_error.truncate(LISTED_NODES);
-    let mut wanted: Vec<&Node> = fleet
-        .nodes
-        .iter()
-        .filter(|n| n.required_status == RequiredStatus::Running)
-        .collect();
-    wanted.sort_by_key(|n| (n.last_seen.map_or(i64::MIN, |t| t.0), n.id.as_uuid()));
-    let running = wanted.len();
-    wanted.truncate(LISTED_NODES);
-    (in_error, errors, wanted, running)
+    // Nodes that should run first (their silence matters), longest silent
+    // first; then the others the same way.
+    let mut silent: Vec<&Node> = fleet.nodes.iter().collect();
+    silent.sort_by_key(|n| {
+        (
+            n.required_status != RequiredStatus::Running,
+            n.last_seen.map_or(i64::MIN, |t| t.0),
+            n.id.as_uuid(),
+        )
+    });
+    let all = silent.len();
+    silent.truncate(LISTED_NODES);
+    (in_error, errors, silent, all)
 }
 
 fn numbers(overview: &Overview) -> Markup {
@@ -123,8 +129,11 @@ fn numbers(overview: &Overview) -> Markup {
             .or_default() += 1;
     }
     let total: u64 = fleet.traffic.values().copied().fold(0, u64::saturating_add);
-    let (in_error, errors, stalest, wanted) = lists(fleet);
-    let oldest = stalest.first().map(|n| n.last_seen);
+    let (in_error, errors, stalest, all) = lists(fleet);
+    let oldest = stalest
+        .first()
+        .filter(|n| n.required_status == RequiredStatus::Running)
+        .map(|n| n.last_seen);
     html! {
         div class="cards" {
             section class="card" aria-labelledby="h-nodes" {
@@ -210,7 +219,7 @@ fn numbers(overview: &Overview) -> Markup {
             }
         }
         section aria-labelledby="h-heartbeats" {
-            h2 id="h-heartbeats" { "Longest silent nodes that should run" }
+            h2 id="h-heartbeats" { "Last answer of each node" }
             @if stalest.is_empty() {
                 p { "None." }
             } @else {
@@ -234,7 +243,7 @@ fn numbers(overview: &Overview) -> Markup {
                         }
                     }
                 }
-                (more(wanted, "that should run, longest silent first"))
+                (more(all, "(those that should run first, longest silent first)"))
             }
         }
         p class="muted" { "As of " (format::when(fleet.now)) "." }
