@@ -55,6 +55,7 @@ impl CountingStorage {
 
 manager_lib::forward_access_store!(CountingStorage, inner);
 manager_lib::forward_user_directory!(CountingStorage, inner);
+manager_lib::forward_node_event_log!(CountingStorage, inner);
 manager_lib::forward_webhook_store!(CountingStorage, inner);
 manager_lib::forward_key_rotation_store!(CountingStorage, inner);
 manager_lib::forward_notifying_store!(CountingStorage, inner);

@@ -21,6 +21,7 @@ mod devices;
 mod directory;
 pub mod ingest_bench;
 mod notify;
+mod node_events;
 mod outbox;
 mod plans;
 mod rotation;
@@ -31,6 +32,7 @@ pub use access::*;
 pub use devices::*;
 pub use directory::*;
 pub use notify::*;
+pub use node_events::*;
 pub use outbox::*;
 pub use plans::*;
 pub use rotation::*;
@@ -130,6 +132,9 @@ macro_rules! storage_conformance_tests {
             confirming_another_key_or_twice_changes_nothing,
             key_rotations_of_missing_nodes_are_not_found_and_go_with_the_node,
             concurrent_confirmations_switch_the_key_once,
+            users_by_state_count_every_live_user_once,
+            node_events_keep_the_newest_in_order_and_go_with_the_node,
+            node_events_of_an_unknown_node_are_not_found_and_not_kept,
         );
     };
     (@each $fresh:expr; $($name:ident),+ $(,)?) => {

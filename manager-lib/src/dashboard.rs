@@ -18,6 +18,7 @@
 //!   `Session` every page takes;
 //! - `change`: one dashboard change = the API call's role check and audit;
 //! - `charts`: bar charts as SVG;
+//! - `node_events`: a node's recent heartbeat events as a table;
 //! - `overview`, `nodes`, `users` (the table, bulk actions), `user` (a
 //!   user's page): the pages.
 
@@ -27,6 +28,7 @@ mod charts;
 mod csrf;
 mod format;
 mod layout;
+mod node_events;
 mod nodes;
 mod overview;
 mod session;
@@ -140,5 +142,8 @@ pub(crate) fn router(api: &ApiState, auth: Arc<AdminAuth>, secure: bool) -> Rout
         .route("/ui/users/{id}/rotate", post(user::rotate))
         .route("/ui/users/{id}/plan", post(user::plan))
         .route("/ui/assets/{file}", get(assets::serve))
+        // brotli or gzip, as the browser asks: pages shrink about 6 to 10
+        // times (the token in them is masked, see `csrf`).
+        .layer(tower_http::compression::CompressionLayer::new())
         .with_state(state)
 }

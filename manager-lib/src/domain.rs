@@ -15,6 +15,7 @@ pub mod device;
 pub mod directory;
 pub mod endpoint;
 pub mod key_rotation;
+pub mod node_event;
 pub mod plan;
 pub mod profile;
 pub mod subscription;
@@ -25,9 +26,10 @@ pub mod webhook;
 pub use audit::{AuditEntry, AuditQuery, NewAuditEntry};
 pub use containment::{CredentialScope, NodeCredential, NodeUser};
 pub use device::{Device, DevicePolicy, DeviceSighting, DeviceVerdict};
-pub use directory::{UserQuery, UserSort};
+pub use directory::{StateCounts, UserQuery, UserSort};
 pub use endpoint::{endpoint_host, normalize_endpoint};
 pub use key_rotation::KeyRotation;
+pub use node_event::{NodeEvent, NodeEventKind};
 pub use plan::{BlockReason, FieldEdit, Plan, PlanEdit, ResetEdit, ResetStrategy, UserState};
 pub use profile::{
     InboundDescription, InboundOverride, InboundProtocol, Network, NodeProfile, Security,

@@ -29,6 +29,8 @@ mod events;
 mod heartbeat;
 /// Node key rotation: a pending key delivered to the agent, then confirmed.
 mod key_rotation;
+/// Each node's event log: what the heartbeat found, for the dashboard.
+mod node_log;
 /// Plans on users and the usage reads.
 mod plans;
 /// The fleet push engine: `push_pending`, `push_pending_many` and their helpers.

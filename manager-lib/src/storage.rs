@@ -58,6 +58,7 @@ use async_trait::async_trait;
 pub use access::AccessStore;
 pub use directory::UserDirectory;
 pub use notify::{Notices, NotifyingStore};
+pub use node_events::NodeEventLog;
 pub use outbox::WebhookStore;
 pub use rotation::KeyRotationStore;
 
@@ -148,6 +149,7 @@ pub trait Storage:
     + WebhookStore
     + NotifyingStore
     + KeyRotationStore
+    + NodeEventLog
     + Debug
     + Send
     + Sync
@@ -589,5 +591,6 @@ pub mod grouped;
 pub mod kit;
 pub mod memory;
 pub mod notify;
+pub mod node_events;
 pub mod outbox;
 pub mod rotation;

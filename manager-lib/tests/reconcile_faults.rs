@@ -136,6 +136,7 @@ impl FaultyStorage {
 
 manager_lib::forward_access_store!(FaultyStorage, inner);
 manager_lib::forward_user_directory!(FaultyStorage, inner);
+manager_lib::forward_node_event_log!(FaultyStorage, inner);
 manager_lib::forward_webhook_store!(FaultyStorage, inner);
 manager_lib::forward_key_rotation_store!(FaultyStorage, inner);
 manager_lib::forward_notifying_store!(FaultyStorage, inner);

@@ -1,7 +1,7 @@
 //! The user directory: the kit's query over the users table, each order
 //! served by its index (migration 20261211000000), paged by key.
 
-use manager_lib::domain::{Page, User, UserQuery};
+use manager_lib::domain::{Page, StateCounts, User, UserQuery};
 use manager_lib::storage::StorageResult;
 use manager_lib::storage::kit::directory::{self, Arg, Dialect};
 
@@ -35,4 +35,14 @@ pub(crate) async fn find_users(s: &PgStorage, query: &UserQuery) -> StorageResul
         .map(|r| rows::user(r, &s.seal))
         .collect::<StorageResult<Vec<User>>>()?;
     Ok(directory::into_page(query, users))
+}
+
+/// The striped counters migration 20261214000000's trigger keeps, added up.
+pub(crate) async fn count_users_by_state(s: &PgStorage) -> StorageResult<StateCounts> {
+    let rows: Vec<(String, i64)> =
+        sqlx::query_as("SELECT state, sum(users)::BIGINT FROM user_state_stripes GROUP BY state")
+            .fetch_all(&s.pool)
+            .await
+            .map_err(user_err)?;
+    directory::counts_from(rows)
 }

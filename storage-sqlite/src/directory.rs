@@ -1,7 +1,7 @@
 //! The user directory: the kit's query over the users table, each order
 //! served by its index (migration 0008), paged by key.
 
-use manager_lib::domain::{Page, User, UserQuery};
+use manager_lib::domain::{Page, StateCounts, User, UserQuery};
 use manager_lib::storage::kit::directory::{self, Arg, Dialect};
 use manager_lib::storage::{Entity, StorageResult};
 
@@ -36,4 +36,13 @@ pub(crate) async fn find_users(s: &SqliteStorage, query: &UserQuery) -> StorageR
         .map(|r| user_from_row(r, &s.seal))
         .collect::<StorageResult<Vec<User>>>()?;
     Ok(directory::into_page(query, users))
+}
+
+/// The counters migration 0011's triggers keep.
+pub(crate) async fn count_users_by_state(s: &SqliteStorage) -> StorageResult<StateCounts> {
+    let rows: Vec<(String, i64)> = sqlx::query_as("SELECT state, users FROM user_states")
+        .fetch_all(&s.reader)
+        .await
+        .map_err(|e| db_error(e, None))?;
+    directory::counts_from(rows)
 }

@@ -8,7 +8,10 @@
 //! no network) `--samples` times and prints p50/p99 and the answer's size:
 //! the user table's first, a middle and the last page, a search, filters,
 //! the other orders, and the overview. Then the bytes a first visit
-//! transfers (login page, style, script, overview), uncompressed.
+//! transfers (login page, style, script, icon, overview): the bodies as
+//! sent to a browser that accepts `gzip, deflate, br, zstd` (Chromium's
+//! header; the dashboard answers brotli), and uncompressed. Headers are
+//! not counted (a few hundred bytes per answer).
 //!
 //! `--storage` defaults to an SQLite file under target/; give a
 //! `postgres://…` URL for PostgreSQL.
@@ -104,10 +107,21 @@ async fn seed(
 }
 
 async fn get(router: &axum::Router, path: &str, cookie: &str) -> (StatusCode, usize, Duration) {
+    get_as(router, path, cookie, "identity").await
+}
+
+/// `get` from a browser that accepts `encoding`: the body's size as sent.
+async fn get_as(
+    router: &axum::Router,
+    path: &str,
+    cookie: &str,
+    encoding: &str,
+) -> (StatusCode, usize, Duration) {
     let req = Request::builder()
         .uri(path)
         .header(header::HOST, "127.0.0.1")
         .header(header::COOKIE, cookie)
+        .header(header::ACCEPT_ENCODING, encoding)
         .body(Body::empty())
         .unwrap();
     let started = Instant::now();
@@ -223,13 +237,27 @@ async fn main() -> Result<()> {
             percentile(&times, 0.99)
         );
     }
-    let (_, login_bytes, _) = get(&router, "/ui/login", "").await;
-    let style = manager_lib::dashboard::assets::STYLE.len();
-    let script = manager_lib::dashboard::assets::SCRIPT.len();
-    let (_, overview, _) = get(&router, "/ui/", &cookie).await;
-    println!(
-        "first visit, uncompressed: login {login_bytes} + style {style} + script {script} + overview {overview} = {} bytes",
-        login_bytes + style + script + overview
-    );
+    use manager_lib::dashboard::assets;
+    let visit = [
+        ("login", "/ui/login".to_owned(), ""),
+        ("style", assets::style_url(), ""),
+        ("script", assets::script_url(), ""),
+        ("icon", assets::icon_url(), ""),
+        ("overview", "/ui/".to_owned(), cookie.as_str()),
+    ];
+    for encoding in ["gzip, deflate, br, zstd", "identity"] {
+        let mut parts = Vec::new();
+        let mut total = 0;
+        for (label, path, cookie) in &visit {
+            let (status, bytes, _) = get_as(&router, path, cookie, encoding).await;
+            assert_eq!(status, StatusCode::OK, "{path}");
+            parts.push(format!("{label} {bytes}"));
+            total += bytes;
+        }
+        println!(
+            "first visit, Accept-Encoding {encoding:?}: {} = {total} bytes",
+            parts.join(" + ")
+        );
+    }
     Ok(())
 }

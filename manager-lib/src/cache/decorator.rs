@@ -176,6 +176,7 @@ impl std::fmt::Debug for CachedStorage {
 // Tokens and audit entries are read from the database every time.
 crate::forward_access_store!(CachedStorage, inner);
 crate::forward_user_directory!(CachedStorage, inner);
+crate::forward_node_event_log!(CachedStorage, inner);
 crate::forward_webhook_store!(CachedStorage, inner);
 // No cached value holds a node key (the serving-node set has none).
 crate::forward_key_rotation_store!(CachedStorage, inner);

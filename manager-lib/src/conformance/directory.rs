@@ -2,7 +2,9 @@
 //! search, filter and order, walked a small page at a time, gives exactly
 //! the users the rule gives, in order, each once.
 
-use crate::domain::{Plan, Timestamp, User, UserId, UserQuery, UserSort, UserState, UserStatus};
+use crate::domain::{
+    Plan, StateCounts, Timestamp, User, UserId, UserQuery, UserSort, UserState, UserStatus,
+};
 use crate::storage::{Storage, StorageError};
 
 use super::usage::{batch, limit, page, plan};
@@ -208,4 +210,88 @@ pub async fn user_directory_refuses_a_foreign_cursor(s: &dyn Storage) {
             "{garbage:?}"
         );
     }
+}
+
+/// The counts by state, as the users themselves say.
+async fn counted(s: &dyn Storage, ids: &[UserId]) -> StateCounts {
+    let mut counts = StateCounts::default();
+    for u in everyone(s, ids).await {
+        *counts.of_mut(u.state()) += 1;
+    }
+    counts
+}
+
+pub async fn users_by_state_count_every_live_user_once(s: &dyn Storage) {
+    let now = Timestamp::now();
+    let n = node(s, "http://states-node:1").await;
+    assert_eq!(
+        s.count_users_by_state().await.unwrap(),
+        StateCounts::default()
+    );
+    let mut ids = Vec::new();
+    for i in 0..8 {
+        ids.push(user(s, &format!("state-{i}")).await);
+    }
+    let all_disabled = s.count_users_by_state().await.unwrap();
+    assert_eq!(all_disabled.disabled, 8);
+    assert_eq!(all_disabled.total(), 8);
+    for id in &ids[..6] {
+        s.set_user_status(*id, UserStatus::Enabled).await.unwrap();
+    }
+    plan(s, ids[0], limit(100), now).await;
+    let expired = Plan {
+        expire_at: Some(Timestamp(now.0 - 60_000)),
+        ..Plan::default()
+    };
+    plan(s, ids[1], expired, now).await;
+    let hold = Plan {
+        on_hold: Some(3600),
+        ..Plan::default()
+    };
+    plan(s, ids[2], hold, now).await;
+    plan(s, ids[3], hold, now).await;
+    let want = counted(s, &ids).await;
+    assert_eq!(
+        (
+            want.active,
+            want.limited,
+            want.expired,
+            want.on_hold,
+            want.disabled
+        ),
+        (3, 0, 1, 2, 2),
+        "the fixture's states"
+    );
+    assert_eq!(s.count_users_by_state().await.unwrap(), want);
+    // Usage: one crosses its limit, one on hold starts; bytes that change
+    // no state change no count.
+    let usage = [(ids[0], 150, 0), (ids[2], 1, 0), (ids[4], 5, 5)];
+    s.ingest_usage(
+        n.id,
+        &Default::default(),
+        &page("states", vec![batch(1, now, &usage)]),
+        now,
+    )
+    .await
+    .unwrap();
+    let want = counted(s, &ids).await;
+    assert_eq!((want.limited, want.on_hold, want.active), (1, 1, 3));
+    assert_eq!(s.count_users_by_state().await.unwrap(), want);
+    // Disabling a blocked user, deleting one of each kind.
+    s.set_user_status(ids[0], UserStatus::Disabled)
+        .await
+        .unwrap();
+    s.delete_user(ids[1]).await.unwrap();
+    s.delete_user(ids[7]).await.unwrap();
+    s.delete_user(ids[4]).await.unwrap();
+    let want = counted(s, &ids).await;
+    assert_eq!(want.total(), 5);
+    assert_eq!(s.count_users_by_state().await.unwrap(), want);
+    // A refused change counts nothing.
+    assert!(
+        s.set_user_status(ids[1], UserStatus::Enabled)
+            .await
+            .is_err()
+    );
+    assert_eq!(s.count_users_by_state().await.unwrap(), want);
 }

@@ -4,6 +4,13 @@
 //! sessions), compared in constant time; and a request whose `Origin`
 //! header (when the browser sends one) names another host than `Host` is
 //! refused whatever it carries.
+//!
+//! Pages are compressed, and a page may hold text from the request (a
+//! search): an attacker who can make the browser load pages with guesses
+//! and watch their compressed size could otherwise learn the token a byte
+//! at a time (BREACH). So a page never holds the token as is: each render
+//! shows it XORed with a fresh random pad, pad first (as Rails and Django
+//! do), and the check takes the pad off.
 
 use axum::http::{HeaderMap, header};
 use hmac::{Hmac, Mac};
@@ -29,17 +36,27 @@ impl CsrfKey {
         mac
     }
 
-    /// The form token of the session holding `session`.
+    /// The form token of the session holding `session`, masked with a
+    /// fresh pad: each call gives another text, every one of them valid.
     pub(super) fn token(&self, session: &str) -> String {
-        hex::encode(self.mac(session).finalize().into_bytes())
+        let mac = self.mac(session).finalize().into_bytes();
+        let mut pad = [0u8; 32];
+        rand::rng().fill_bytes(&mut pad);
+        let masked: Vec<u8> = mac.iter().zip(&pad).map(|(m, p)| m ^ p).collect();
+        format!("{}{}", hex::encode(pad), hex::encode(masked))
     }
 
-    /// Whether `presented` is the form token of `session` (constant time).
+    /// Whether `presented` is a form token of `session` (constant time).
     pub(super) fn verify(&self, session: &str, presented: &str) -> bool {
-        match hex::decode(presented) {
-            Ok(bytes) => self.mac(session).verify_slice(&bytes).is_ok(),
-            Err(_) => false,
+        let Ok(bytes) = hex::decode(presented) else {
+            return false;
+        };
+        if bytes.len() != 64 {
+            return false;
         }
+        let (pad, masked) = bytes.split_at(32);
+        let mac: Vec<u8> = masked.iter().zip(pad).map(|(m, p)| m ^ p).collect();
+        self.mac(session).verify_slice(&mac).is_ok()
     }
 }
 
@@ -82,6 +99,21 @@ mod tests {
         assert!(!key.verify("session-a", ""));
         assert!(!key.verify("session-a", "not hex"));
         assert!(!CsrfKey::random().verify("session-a", &token));
+    }
+
+    #[test]
+    fn each_render_masks_the_token_anew() {
+        let key = CsrfKey::random();
+        let (a, b) = (key.token("session-a"), key.token("session-a"));
+        assert_ne!(a, b, "no two pages hold the same text");
+        assert!(key.verify("session-a", &a) && key.verify("session-a", &b));
+        // The unmasked MAC alone (the old form) is not accepted.
+        let unmasked = hex::encode(key.mac("session-a").finalize().into_bytes());
+        assert!(!key.verify("session-a", &unmasked));
+        // A pad changed without the masked half fails.
+        let mut flipped = a.into_bytes();
+        flipped[0] = if flipped[0] == b'0' { b'1' } else { b'0' };
+        assert!(!key.verify("session-a", &String::from_utf8(flipped).unwrap()));
     }
 
     #[test]

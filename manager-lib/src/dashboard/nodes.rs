@@ -2,7 +2,8 @@
 //! start, stop and delete (delete asks first, on a page of its own); the
 //! add-node form, whose answer shows the node's key once with a ready
 //! agent settings file and the command that starts the agent; and a
-//! node's page (its inbounds, profile and traffic by day).
+//! node's page (its inbounds, profile, recent heartbeat events and
+//! traffic by day).
 
 use axum::Form;
 use axum::extract::rejection::FormRejection;
@@ -13,10 +14,10 @@ use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::change::{Change, failed, may};
-use super::charts;
 use super::overview::{Fleet, node_name, status_text};
 use super::session::Session;
 use super::{UiState, format, layout};
+use super::{charts, node_events};
 use crate::api::ApiError;
 use crate::domain::usage::{DAY_MS, bucket};
 use crate::domain::{ActualStatus, Node, NodeId, Timestamp};
@@ -262,6 +263,15 @@ pub(super) async fn page(
         Ok(state) => state.last_seq,
         Err(e) => return failed(&ApiError::from(e), &session),
     };
+    let events = match st
+        .manager
+        .storage()
+        .node_events(node.id, node_events::SHOWN)
+        .await
+    {
+        Ok(events) => events,
+        Err(e) => return failed(&ApiError::from(ManagerError::from(e)), &session),
+    };
     let admin = may(&session, "/node/start");
     let body = html! {
         dl class="facts" {
@@ -306,6 +316,10 @@ pub(super) async fn page(
                     }
                 }
             }
+        }
+        section aria-labelledby="h-events" {
+            h2 id="h-events" { "Recent events" }
+            (node_events::table(&events, now))
         }
         section aria-labelledby="h-chart" {
             h2 id="h-chart" { "Traffic by day" }

@@ -1,7 +1,10 @@
 //! The fleet overview, the page an operator opens first: nodes by actual
-//! and wanted status, the nodes in error, the users on the nodes, the
-//! traffic of the last 24 hours, and how long ago each node answered. The
-//! numbers sit in a fragment the script fetches again every
+//! and wanted status, the nodes in error with their last logged error,
+//! users by state (counters the storage keeps, not a count of every user),
+//! the traffic of the last 24 hours, and the nodes silent longest (those
+//! that should run first); lists
+//! are cut to [`LISTED_NODES`] so the page stays small at a thousand
+//! nodes. The numbers sit in a fragment the script fetches again every
 //! [`REFRESH_SECS`] (`/ui/overview/fragment`), without reloading the page.
 
 use std::collections::{BTreeMap, HashMap};
@@ -13,10 +16,13 @@ use maud::{Markup, html};
 
 use super::change::failed;
 use super::session::Session;
-use super::{UiState, format, layout};
+use super::users::state_text;
+use super::{UiState, format, layout, node_events};
 use crate::api::ApiError;
 use crate::domain::usage::{DAY_MS, NodeUsage};
-use crate::domain::{ActualStatus, FleetState, Node, NodeId, RequiredStatus, Timestamp};
+use crate::domain::{
+    ActualStatus, FleetState, Node, NodeEvent, NodeId, RequiredStatus, StateCounts, Timestamp,
+};
 use crate::manager::ManagerError;
 
 /// Seconds between two refreshes of the overview's numbers.
@@ -76,28 +82,58 @@ pub(super) fn status_text(actual: ActualStatus, required: RequiredStatus) -> Str
     )
 }
 
-fn numbers(fleet: &Fleet) -> Markup {
+/// The most nodes each of the overview's node lists shows; the nodes page
+/// lists them all. Keeps the page small and quick at a thousand nodes.
+pub const LISTED_NODES: usize = 20;
+
+/// What the overview shows besides the [`Fleet`]: and the last error of each listed node in error.
+struct Overview {
+    fleet: Fleet,
+    users: StateCounts,
+    last_errors: HashMap<NodeId, NodeEvent>,
+}
+
+/// The nodes in error, longest in error first, and every node, those that
+/// should run first, longest silent first; each cut to [`LISTED_NODES`]
+/// (with the number before the cut).
+fn lists(fleet: &Fleet) -> (Vec<&Node>, usize, Vec<&Node>, usize) {
+    let mut in_error: Vec<&Node> = fleet
+        .nodes
+        .iter()
+        .filter(|n| n.actual_status == ActualStatus::Error)
+        .collect();
+    in_error.sort_by_key(|n| (n.updated_at.0, n.id.as_uuid()));
+    let errors = in_error.len();
+    in_error.truncate(LISTED_NODES);
+    // Nodes that should run first (their silence matters), longest silent
+    // first; then the others the same way.
+    let mut silent: Vec<&Node> = fleet.nodes.iter().collect();
+    silent.sort_by_key(|n| {
+        (
+            n.required_status != RequiredStatus::Running,
+            n.last_seen.map_or(i64::MIN, |t| t.0),
+            n.id.as_uuid(),
+        )
+    });
+    let all = silent.len();
+    silent.truncate(LISTED_NODES);
+    (in_error, errors, silent, all)
+}
+
+fn numbers(overview: &Overview) -> Markup {
+    let fleet = &overview.fleet;
     let mut by_status: BTreeMap<(&str, &str), usize> = BTreeMap::new();
     for n in &fleet.nodes {
         *by_status
             .entry((n.actual_status.as_str(), n.required_status.as_str()))
             .or_default() += 1;
     }
-    let in_error: Vec<&Node> = fleet
-        .nodes
-        .iter()
-        .filter(|n| n.actual_status == ActualStatus::Error)
-        .collect();
     let total: u64 = fleet.traffic.values().copied().fold(0, u64::saturating_add);
-    let wanted: Vec<&Node> = fleet
-        .nodes
-        .iter()
+    let (in_error, errors, stalest, all) = lists(fleet);
+    let oldest = stalest
+        .first()
         .filter(|n| n.required_status == RequiredStatus::Running)
-        .collect();
-    let oldest = wanted
-        .iter()
-        .map(|n| n.last_seen)
-        .min_by_key(|seen| seen.map_or(i64::MIN, |t| t.0));
+        .map(|n| n.last_seen);
     html! {
         div class="cards" {
             section class="card" aria-labelledby="h-nodes" {
@@ -120,6 +156,17 @@ fn numbers(fleet: &Fleet) -> Markup {
                 h2 id="h-users" { "Users" }
                 p class="big" { (fleet.state.enabled_users) }
                 p { "on the nodes (enabled, within their plan)" }
+                table {
+                    thead { tr { th scope="col" { "State" } th scope="col" { "Users" } } }
+                    tbody {
+                        @for state in StateCounts::STATES {
+                            tr {
+                                td { a href=(format!("/ui/users?state={}", state_text(state))) { (state_text(state)) } }
+                                td class="num" { (overview.users.of(state)) }
+                            }
+                        }
+                    }
+                }
                 p class="muted" { "Changes so far: " (fleet.state.last_seq) }
             }
             section class="card" aria-labelledby="h-traffic" {
@@ -139,7 +186,7 @@ fn numbers(fleet: &Fleet) -> Markup {
             }
         }
         section aria-labelledby="h-errors" {
-            h2 id="h-errors" { "Nodes in error (" (in_error.len()) ")" }
+            h2 id="h-errors" { "Nodes in error (" (errors) ")" }
             @if in_error.is_empty() {
                 p { "None." }
             } @else {
@@ -148,6 +195,7 @@ fn numbers(fleet: &Fleet) -> Markup {
                         thead { tr {
                             th scope="col" { "Node" }
                             th scope="col" { "In error since" }
+                            th scope="col" { "Last error" }
                             th scope="col" { "Last answer" }
                         } }
                         tbody {
@@ -155,57 +203,100 @@ fn numbers(fleet: &Fleet) -> Markup {
                                 tr {
                                     td { a href=(format!("/ui/nodes/{}", n.id)) { (node_name(n)) } }
                                     td { (format::when(n.updated_at)) " (" (format::age(Some(n.updated_at), fleet.now)) ")" }
+                                    td {
+                                        @match overview.last_errors.get(&n.id) {
+                                            Some(e) => { (e.detail) " (" (format::age(Some(e.at), fleet.now)) ")" }
+                                            None => "not logged",
+                                        }
+                                    }
                                     td { (format::age(n.last_seen, fleet.now)) }
                                 }
                             }
                         }
                     }
                 }
-                p class="muted" { "The manager keeps a node's status, not the text of its last error: the manager's log has it." }
+                (more(errors, "in error, longest first"))
             }
         }
         section aria-labelledby="h-heartbeats" {
             h2 id="h-heartbeats" { "Last answer of each node" }
-            div class="scroll" {
-                table {
-                    thead { tr {
-                        th scope="col" { "Node" }
-                        th scope="col" { "Status" }
-                        th scope="col" { "Last answer" }
-                        th scope="col" { "Traffic 24 h" }
-                    } }
-                    tbody {
-                        @for n in &fleet.nodes {
-                            tr {
-                                td { a href=(format!("/ui/nodes/{}", n.id)) { (node_name(n)) } }
-                                td { (status_text(n.actual_status, n.required_status)) }
-                                td { (format::age(n.last_seen, fleet.now)) }
-                                td class="num" { (format::bytes(fleet.traffic_of(n.id))) }
+            @if stalest.is_empty() {
+                p { "None." }
+            } @else {
+                div class="scroll" {
+                    table {
+                        thead { tr {
+                            th scope="col" { "Node" }
+                            th scope="col" { "Status" }
+                            th scope="col" { "Last answer" }
+                            th scope="col" { "Traffic 24 h" }
+                        } }
+                        tbody {
+                            @for n in &stalest {
+                                tr {
+                                    td { a href=(format!("/ui/nodes/{}", n.id)) { (node_name(n)) } }
+                                    td { (status_text(n.actual_status, n.required_status)) }
+                                    td { (format::age(n.last_seen, fleet.now)) }
+                                    td class="num" { (format::bytes(fleet.traffic_of(n.id))) }
+                                }
                             }
                         }
                     }
                 }
+                (more(all, "(those that should run first, longest silent first)"))
             }
         }
         p class="muted" { "As of " (format::when(fleet.now)) "." }
     }
 }
 
-async fn read_or_fail(st: &UiState, session: &Session) -> Result<Fleet, Response> {
-    Fleet::read(st)
-        .await
-        .map_err(|e| failed(&ApiError::from(e), session))
+/// The line under a list cut to [`LISTED_NODES`] of `of` nodes.
+fn more(of: usize, which: &str) -> Markup {
+    html! {
+        @if of > LISTED_NODES {
+            p class="muted" {
+                "The first " (LISTED_NODES) " of " (of) " nodes " (which) "; "
+                a href="/ui/nodes" { "every node" } "."
+            }
+        }
+    }
+}
+
+async fn read_or_fail(st: &UiState, session: &Session) -> Result<Overview, Response> {
+    let read = async {
+        let fleet = Fleet::read(st).await?;
+        let storage = st.manager.storage();
+        let users = storage.count_users_by_state().await?;
+        // At most LISTED_NODES reads, at once; a node deleted meanwhile
+        // (or a log that cannot be read) shows no last error.
+        let (in_error, ..) = lists(&fleet);
+        let reads = in_error.iter().map(|n| async {
+            let events = storage.node_events(n.id, 10).await.ok()?;
+            Some((n.id, node_events::last_failure(&events)?.clone()))
+        });
+        let last_errors = futures::future::join_all(reads)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        Ok::<_, ManagerError>(Overview {
+            fleet,
+            users,
+            last_errors,
+        })
+    };
+    read.await.map_err(|e| failed(&ApiError::from(e), session))
 }
 
 /// `GET /ui/`: the overview.
 pub(super) async fn page(State(st): State<UiState>, session: Session) -> Response {
-    let fleet = match read_or_fail(&st, &session).await {
-        Ok(fleet) => fleet,
+    let overview = match read_or_fail(&st, &session).await {
+        Ok(overview) => overview,
         Err(page) => return page,
     };
     let body = html! {
         div id="overview" data-refresh="/ui/overview/fragment" data-every=(REFRESH_SECS) aria-live="polite" {
-            (numbers(&fleet))
+            (numbers(&overview))
         }
     };
     layout::send(
@@ -218,7 +309,7 @@ pub(super) async fn page(State(st): State<UiState>, session: Session) -> Respons
 /// script to put in place.
 pub(super) async fn fragment(State(st): State<UiState>, session: Session) -> Response {
     match read_or_fail(&st, &session).await {
-        Ok(fleet) => layout::send(StatusCode::OK, numbers(&fleet)),
+        Ok(overview) => layout::send(StatusCode::OK, numbers(&overview)),
         Err(page) => page,
     }
 }

@@ -75,3 +75,66 @@ impl UserQuery {
             && self.state.is_none_or(|st| user.state() == st)
     }
 }
+
+/// How many live users are in each [`UserState`] (the overview's users by
+/// state).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StateCounts {
+    pub active: u64,
+    pub limited: u64,
+    pub expired: u64,
+    pub on_hold: u64,
+    pub disabled: u64,
+}
+
+impl StateCounts {
+    /// Every state, in the order the overview lists them.
+    pub const STATES: [UserState; 5] = [
+        UserState::Active,
+        UserState::OnHold,
+        UserState::Limited,
+        UserState::Expired,
+        UserState::Disabled,
+    ];
+
+    /// The counter of `state`.
+    pub fn of_mut(&mut self, state: UserState) -> &mut u64 {
+        match state {
+            UserState::Active => &mut self.active,
+            UserState::Limited => &mut self.limited,
+            UserState::Expired => &mut self.expired,
+            UserState::OnHold => &mut self.on_hold,
+            UserState::Disabled => &mut self.disabled,
+        }
+    }
+
+    /// How many users are in `state`.
+    pub fn of(&self, state: UserState) -> u64 {
+        let mut copy = *self;
+        *copy.of_mut(state)
+    }
+
+    /// Every live user.
+    pub fn total(&self) -> u64 {
+        Self::STATES
+            .iter()
+            .map(|s| self.of(*s))
+            .fold(0, u64::saturating_add)
+    }
+
+    /// The storage key of `state` (the SQL backends' counter rows).
+    pub fn key(state: UserState) -> &'static str {
+        match state {
+            UserState::Active => "active",
+            UserState::Limited => "limited",
+            UserState::Expired => "expired",
+            UserState::OnHold => "on_hold",
+            UserState::Disabled => "disabled",
+        }
+    }
+
+    /// The state whose storage key is `key`.
+    pub fn state_of_key(key: &str) -> Option<UserState> {
+        Self::STATES.into_iter().find(|s| Self::key(*s) == key)
+    }
+}

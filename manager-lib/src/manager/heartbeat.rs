@@ -13,7 +13,7 @@ use futures::StreamExt as _;
 use tracing::Instrument as _;
 
 use super::{Manager, ManagerError, ManagerResult, NodeOutcome};
-use crate::domain::{ActualStatus, EventKind, Node, NodeId, RequiredStatus};
+use crate::domain::{ActualStatus, EventKind, Node, NodeEventKind, NodeId, RequiredStatus};
 use crate::transport::{JournalReport, TransportError};
 
 impl Manager {
@@ -149,6 +149,9 @@ impl Manager {
                 let down =
                     (node.actual_status != ActualStatus::Error).then_some(EventKind::NodeDown);
                 self.observe(&node, ActualStatus::Error, down).await?;
+                let in_error = node.actual_status == ActualStatus::Error;
+                self.log_node_failure(node.id, in_error, &e.to_string())
+                    .await;
                 return Err(e.into());
             }
         };
@@ -162,11 +165,19 @@ impl Manager {
             // observation or the start or stop below records it again).
             self.observe(&node, actual, Some(EventKind::NodeRecovered))
                 .await?;
+            self.log_node_event(node.id, NodeEventKind::Recovered, "answers well again")
+                .await;
         }
         match (node.required_status, actual) {
             (RequiredStatus::Running, ActualStatus::Stopped) => {
                 self.storage.record_observation(node.id, actual).await?;
                 self.start_locked(node.id).await?;
+                self.log_node_event(
+                    node.id,
+                    NodeEventKind::Restarted,
+                    "found stopped while it should run; started again",
+                )
+                .await;
                 return Ok(NodeOutcome::Started);
             }
             (RequiredStatus::Stopped, ActualStatus::Running) => {
@@ -201,6 +212,12 @@ impl Manager {
                 "node's core lost users; sending every user again"
             );
             self.start_locked_resync(&node).await?;
+            let detail = format!(
+                "its core had {} users, {} expected; every user sent again",
+                report.users, fleet.enabled_users
+            );
+            self.log_node_event(node.id, NodeEventKind::Resynced, &detail)
+                .await;
             return Ok(NodeOutcome::Resynced);
         }
         Ok(NodeOutcome::InSync)

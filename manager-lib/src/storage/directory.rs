@@ -9,7 +9,7 @@ use std::fmt::Debug;
 use async_trait::async_trait;
 
 use super::StorageResult;
-use crate::domain::{Page, User, UserQuery};
+use crate::domain::{Page, StateCounts, User, UserQuery};
 
 /// The user directory. Object safe.
 #[async_trait]
@@ -29,6 +29,17 @@ pub trait UserDirectory: Debug + Send + Sync {
     /// - Cost: an index range per page, whatever the page's position (no
     ///   offset); a backend keeps the indexes this needs.
     async fn find_users(&self, query: &UserQuery) -> StorageResult<Page<User>>;
+
+    /// How many live users are in each state ([`User::state`]).
+    ///
+    /// # Contract
+    /// - Every live user counts once, in its state as [`find_users`]'s
+    ///   state filter sees it; deleted users never count.
+    /// - Cost: independent of the number of users (the SQL backends keep
+    ///   counters in the statement that changes a user's state).
+    ///
+    /// [`find_users`]: UserDirectory::find_users
+    async fn count_users_by_state(&self) -> StorageResult<StateCounts>;
 }
 
 /// Implements [`UserDirectory`] for `$ty` by forwarding to its field
@@ -47,6 +58,13 @@ macro_rules! forward_user_directory {
                 #[allow(unused_imports)] // a trait object finds it without
                 use $crate::storage::UserDirectory as _;
                 self.$inner.find_users(query).await
+            }
+            async fn count_users_by_state(
+                &self,
+            ) -> $crate::storage::StorageResult<$crate::domain::StateCounts> {
+                #[allow(unused_imports)] // a trait object finds it without
+                use $crate::storage::UserDirectory as _;
+                self.$inner.count_users_by_state().await
             }
         }
     };

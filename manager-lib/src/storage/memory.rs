@@ -6,6 +6,7 @@ mod access;
 mod devices;
 mod directory;
 mod notify;
+mod node_events;
 mod outbox;
 mod rotation;
 mod usage;
@@ -33,6 +34,7 @@ pub struct MemoryStorage {
     state: Mutex<State>,
     access: Mutex<access::AccessState>,
     outbox: Mutex<outbox::OutboxState>,
+    events: Mutex<node_events::EventState>,
 }
 
 #[derive(Clone, Debug, Default)]

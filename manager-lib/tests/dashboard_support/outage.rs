@@ -30,6 +30,7 @@ manager_lib::forward_webhook_store!(OutageStorage, inner);
 manager_lib::forward_key_rotation_store!(OutageStorage, inner);
 manager_lib::forward_notifying_store!(OutageStorage, inner);
 manager_lib::forward_user_directory!(OutageStorage, inner);
+manager_lib::forward_node_event_log!(OutageStorage, inner);
 
 #[async_trait]
 #[deny(clippy::missing_trait_methods)]

@@ -8,7 +8,7 @@ use std::cmp::Ordering;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-use crate::domain::{Page, ParseError, User, UserId, UserQuery, UserSort, UserState};
+use crate::domain::{Page, ParseError, StateCounts, User, UserId, UserQuery, UserSort, UserState};
 use crate::storage::{StorageError, StorageResult};
 
 /// SQL for the usage sort key: `used_up + used_down` saturating at
@@ -122,6 +122,28 @@ pub fn id_range(search: &str) -> Option<(UserId, UserId)> {
     };
     let (lo, hi) = (pad('0')?, pad('f')?);
     lo.to_string().starts_with(&search).then_some((lo, hi))
+}
+
+/// Users by state from the SQL backends' counter rows (state key, count):
+/// rows of the same state add up (striped counters); a key no state has,
+/// or a negative sum, is a broken counter: [`StorageError::Corrupt`].
+pub fn counts_from(rows: impl IntoIterator<Item = (String, i64)>) -> StorageResult<StateCounts> {
+    let mut counts = StateCounts::default();
+    let mut sums = [0i64; 5];
+    for (key, n) in rows {
+        let state = StateCounts::state_of_key(&key)
+            .ok_or_else(|| StorageError::Corrupt(format!("unknown user state {key:?}")))?;
+        let i = StateCounts::STATES
+            .iter()
+            .position(|s| *s == state)
+            .unwrap_or(0);
+        sums[i] = sums[i].saturating_add(n);
+    }
+    for (state, sum) in StateCounts::STATES.into_iter().zip(sums) {
+        *counts.of_mut(state) = u64::try_from(sum)
+            .map_err(|_| StorageError::Corrupt(format!("negative count of {state:?} users")))?;
+    }
+    Ok(counts)
 }
 
 /// The SQL (shared by every dialect) of a state filter.

@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 
 use super::MemoryStorage;
-use crate::domain::{Page, User, UserQuery};
+use crate::domain::{Page, StateCounts, User, UserQuery};
 use crate::storage::{StorageResult, UserDirectory, kit};
 
 #[async_trait]
@@ -18,5 +18,14 @@ impl UserDirectory for MemoryStorage {
             .filter(|(_, deleted)| !deleted)
             .map(|(u, _)| u);
         kit::directory::find_in(query, live)
+    }
+
+    async fn count_users_by_state(&self) -> StorageResult<StateCounts> {
+        let st = self.lock();
+        let mut counts = StateCounts::default();
+        for (user, _) in st.users.values().filter(|(_, deleted)| !deleted) {
+            *counts.of_mut(user.state()) += 1;
+        }
+        Ok(counts)
     }
 }

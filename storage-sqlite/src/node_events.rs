@@ -1,0 +1,89 @@
+//! Each node's recent heartbeat events (migration 0011): an append and a
+//! trim to the newest `keep` in one write, reads newest first by the
+//! (node_id, id) index.
+
+use manager_lib::domain::{NodeEvent, NodeId, Timestamp};
+use manager_lib::storage::{Entity, StorageError, StorageResult};
+use sqlx::Row as _;
+
+use crate::SqliteStorage;
+use crate::error::db_error;
+
+fn err(e: sqlx::Error) -> StorageError {
+    db_error(e, Some(Entity::Node))
+}
+
+pub(crate) async fn record(
+    s: &SqliteStorage,
+    id: NodeId,
+    event: &NodeEvent,
+    keep: u32,
+) -> StorageResult<()> {
+    let event = event.clone();
+    s.write(move |conn| {
+        Box::pin(async move {
+            let id = id.to_string();
+            let added = sqlx::query(
+                "INSERT INTO node_events (node_id, at, kind, detail) \
+                 SELECT id, ?2, ?3, ?4 FROM nodes WHERE id = ?1",
+            )
+            .bind(&id)
+            .bind(event.at.0)
+            .bind(event.kind.as_str())
+            .bind(&event.detail)
+            .execute(&mut *conn)
+            .await
+            .map_err(err)?;
+            if added.rows_affected() == 0 {
+                return Err(StorageError::NotFound(Entity::Node));
+            }
+            sqlx::query(
+                "DELETE FROM node_events WHERE node_id = ?1 AND id <= ( \
+                     SELECT id FROM node_events WHERE node_id = ?1 \
+                     ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+            )
+            .bind(&id)
+            .bind(i64::from(keep.max(1)))
+            .execute(&mut *conn)
+            .await
+            .map_err(err)?;
+            Ok(())
+        })
+    })
+    .await
+}
+
+pub(crate) async fn list(
+    s: &SqliteStorage,
+    id: NodeId,
+    limit: u32,
+) -> StorageResult<Vec<NodeEvent>> {
+    let id = id.to_string();
+    let known: Option<i64> = sqlx::query_scalar("SELECT 1 FROM nodes WHERE id = ?1")
+        .bind(&id)
+        .fetch_optional(&s.reader)
+        .await
+        .map_err(err)?;
+    if known.is_none() {
+        return Err(StorageError::NotFound(Entity::Node));
+    }
+    let rows = sqlx::query(
+        "SELECT at, kind, detail FROM node_events WHERE node_id = ?1 \
+         ORDER BY id DESC LIMIT ?2",
+    )
+    .bind(&id)
+    .bind(i64::from(limit))
+    .fetch_all(&s.reader)
+    .await
+    .map_err(err)?;
+    rows.iter()
+        .map(|r| {
+            let kind: String = r.try_get("kind").map_err(err)?;
+            Ok(NodeEvent {
+                at: Timestamp(r.try_get("at").map_err(err)?),
+                kind: kind.parse()?,
+                detail: r.try_get("detail").map_err(err)?,
+            })
+        })
+        .collect()
+}
