@@ -14,7 +14,11 @@
 //!   median over the reads seen while the traffic ran and while idle;
 //! - the agent's VmRSS idle (between reads, after reads have happened):
 //!   median of `BENCH_SAMPLES` (default 5) samples, one half an interval
-//!   after each read; and its peak (VmHWM).
+//!   after each read; and its peak (VmHWM);
+//! - the agent's CPU time (all threads) per read while idle: its CPU time
+//!   over the samples' reads, divided by their number (it includes the
+//!   background verification unless `XNA_VERIFY_PERIOD_SECS=0` is set for
+//!   the agent, which inherits this process's environment).
 //!
 //! `BENCH_USERS` (default 100,000), `BENCH_ROUNDS` (traffic rounds over all
 //! users, default 2) and `BENCH_CONNS` (connections in flight, default 64)
@@ -28,7 +32,7 @@ use node_agent_lib::wire::{UsageRequest, WireUser};
 use xray_core_client::testing::{binary_flavor, free_port, serve_exchange, vless_exchange};
 
 mod common;
-use common::{env_usize, status_mib};
+use common::{cpu_secs, env_usize, status_mib};
 
 /// Bytes each connection sends (the users' uplink) and gets back (downlink).
 const SENT: usize = 64;
@@ -195,6 +199,7 @@ async fn main() {
     }
     let mut rss = Vec::new();
     let mut reads_seen = read_metrics(&http, &metrics_url).await.expect("metrics").0;
+    let (cpu_began, reads_began) = (cpu_secs(pid), reads_seen);
     while rss.len() < samples {
         let deadline = Instant::now() + Duration::from_secs(interval_secs * 4 + 10);
         loop {
@@ -210,6 +215,8 @@ async fn main() {
         rss.push(status_mib(pid, "VmRSS:"));
     }
     let peak = status_mib(pid, "VmHWM:");
+    let cpu_per_read_ms =
+        (cpu_secs(pid) - cpu_began) * 1000.0 / (reads_seen - reads_began).max(1) as f64;
     stop_watch.cancel();
     let per_read = watch.await.expect("the read watcher");
     let ms_of = |from: Instant, to: Instant| {
@@ -271,6 +278,7 @@ async fn main() {
         "ms per read of the core: with traffic median {:.0} (max {:.0}) over {} reads; idle median {:.0} (max {:.0}) over {} reads",
         busy.1, busy.2, busy.0, idle.1, idle.2, idle.0
     );
+    println!("agent CPU per read while idle (all threads): {cpu_per_read_ms:.0} ms");
     println!(
         "agent RSS: before /start {rss_before_start:.1} MiB; after /start {rss_after_start:.1} MiB (peak {peak_after_start:.1})"
     );

@@ -3,11 +3,12 @@
 //! core right lives in the submodules: the config writer, the watch for
 //! starts of the core we did not order, and the verifier.
 
+mod users;
 mod verify;
 mod watch;
 mod writer;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -17,7 +18,7 @@ use tokio::sync::{Mutex, Notify, RwLock};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ConfigError, CoreConfig};
+use crate::config::{ConfigError, CoreConfig, CoreCredentials};
 use crate::core::ports::PortMap;
 use crate::core::{CoreApi, CoreError};
 use crate::service::{CoreInstance, ServiceControl, ServiceError, ServiceStatus};
@@ -25,6 +26,7 @@ use crate::usage::Usage;
 use crate::wire::{
     InboundDescription, NodeStatus, StatusResponse, UsageRequest, UsersEditRequest, WireUser,
 };
+use users::{StoredUser, Users};
 use verify::Gone;
 
 /// Why an agent operation failed; the node API's error table maps each to a
@@ -154,7 +156,7 @@ struct State {
     /// Whether the manager wants the core running with `users` (set by
     /// `/start`, cleared by `/stop`): only then does the agent repair it.
     running: bool,
-    users: HashMap<Arc<str>, Arc<WireUser>>,
+    users: Users,
     /// Ids the core may hold that are not ours: the verifier removes them.
     gone: Gone,
     /// Bumped by every change to `users`.
@@ -303,22 +305,7 @@ impl Agent {
     /// Checks that `users` can be put in the core: ids are UUIDs when a
     /// VLESS/VMess inbound is managed, secrets are non-empty, ids unique.
     pub fn validate(&self, users: &[WireUser]) -> Result<(), AgentError> {
-        let uuid = self.config.needs_uuid_ids();
-        let mut seen = HashSet::with_capacity(users.len());
-        for user in users {
-            if user.id.is_empty() || (uuid && uuid::Uuid::parse_str(user.vless_id()).is_err()) {
-                return Err(AgentError::BadRequest(
-                    "every user id must be a UUID".into(),
-                ));
-            }
-            if user.secret.is_empty() {
-                return Err(AgentError::BadRequest("every user needs a secret".into()));
-            }
-            if !seen.insert(user.id.as_str()) {
-                return Err(AgentError::BadRequest("a user id appears twice".into()));
-            }
-        }
-        Ok(())
+        users::validate(users, self.config.needs_uuid_ids())
     }
 
     /// `/start`: writes the generated config with exactly `users`, (re)starts
@@ -330,19 +317,20 @@ impl Agent {
         };
         let _gate = self.gate.write().await;
         let mut state = self.state.lock().await;
-        let users: HashMap<Arc<str>, Arc<WireUser>> = users
+        // Each request user is freed as soon as it is compacted.
+        let users = users
             .into_iter()
-            .map(|u| (Arc::<str>::from(u.id.as_str()), Arc::new(u)))
-            .collect();
+            .map(|user| StoredUser::new(&user))
+            .collect::<Result<Users, _>>()?;
         let old = std::mem::replace(&mut state.users, users);
-        for id in old.into_keys() {
-            if !state.users.contains_key(&id) {
-                state.gone.insert(id);
+        for user in old {
+            if !state.users.contains(user.id()) {
+                state.gone.insert(Arc::from(user.id()));
             }
         }
         let State { users, gone, .. } = &mut *state;
-        for id in users.keys() {
-            gone.remove(id);
+        for user in users.iter() {
+            gone.remove(user.id());
         }
         state.seq += 1;
         state.running = true;
@@ -365,7 +353,7 @@ impl Agent {
         if !self.config.restores_users() {
             // The core started empty (ss-manager): every user goes in
             // through its API before the start counts as done.
-            for user in state.users.values() {
+            for user in state.users.iter() {
                 self.add_everywhere(user).await?;
             }
         }
@@ -389,8 +377,8 @@ impl Agent {
         self.service.stop().await.map_err(AgentError::Service)?;
         state.running = false;
         let old = std::mem::take(&mut state.users);
-        for id in old.into_keys() {
-            state.gone.insert(id);
+        for user in old {
+            state.gone.insert(Arc::from(user.id()));
         }
         state.seq += 1;
         state.instance = None;
@@ -462,14 +450,15 @@ impl Agent {
         for id in edit.del_users {
             self.remove_everywhere(&id).await?;
             let mut state = self.state.lock().await;
-            if let Some((key, _)) = state.users.remove_entry(id.as_str()) {
+            if state.users.remove(id.as_str()) {
                 state.seq += 1;
-                state.gone.insert(key);
+                state.gone.insert(Arc::from(id));
             }
         }
         for user in edit.add_users {
+            let stored = StoredUser::new(&user)?;
             let old = self.state.lock().await.users.get(user.id.as_str()).cloned();
-            if old.as_deref() == Some(&user) {
+            if old.as_ref().is_some_and(|old| old.is(&user)) {
                 // Already ours: make sure the core has it (idempotent).
                 self.add_everywhere(&user).await?;
                 continue;
@@ -479,17 +468,19 @@ impl Agent {
                 self.remove_everywhere(&user.id).await?;
             }
             self.add_everywhere(&user).await?;
-            let key: Arc<str> = Arc::from(user.id.as_str());
             let mut state = self.state.lock().await;
-            state.gone.remove(&key);
-            state.users.insert(key, Arc::new(user));
+            state.gone.remove(&user.id);
+            state.users.replace(stored);
             state.seq += 1;
         }
         Ok(())
     }
 
     /// Adds `user` to every managed inbound; true when some inbound lacked it.
-    async fn add_everywhere(&self, user: &WireUser) -> Result<bool, AgentError> {
+    async fn add_everywhere(
+        &self,
+        user: &(impl CoreCredentials + Sync + ?Sized),
+    ) -> Result<bool, AgentError> {
         let mut added = false;
         for inbound in self.config.inbounds() {
             match self

@@ -19,6 +19,30 @@ use xray_core_client::{Account, CoreUser, Flavor, ShadowsocksCipher};
 
 use crate::wire::{InboundDescription, InboundProtocol, WireUser};
 
+/// What the core is told of a user: its id (the core's `email`), its secret
+/// and the id it presents to VLESS/VMess. The agent keeps its users
+/// compactly; the API's [`WireUser`] is one too.
+pub trait CoreCredentials {
+    fn id(&self) -> &str;
+    fn secret(&self) -> &str;
+    /// The VLESS/VMess id: the proxy id when there is one, else `id`.
+    fn vless_id(&self) -> &str;
+}
+
+impl CoreCredentials for WireUser {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn secret(&self) -> &str {
+        &self.secret
+    }
+
+    fn vless_id(&self) -> &str {
+        WireUser::vless_id(self)
+    }
+}
+
 /// An inbound of the base config whose users the agent manages.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ManagedInbound {
@@ -41,7 +65,7 @@ impl ManagedInbound {
     }
 
     /// `user` as the core's API wants it for this inbound.
-    pub fn core_user(&self, user: &WireUser) -> CoreUser {
+    pub fn core_user(&self, user: &(impl CoreCredentials + ?Sized)) -> CoreUser {
         let account = match self.protocol {
             InboundProtocol::Vless => Account::Vless {
                 id: user.vless_id().to_owned(),
@@ -51,21 +75,25 @@ impl ManagedInbound {
                 id: user.vless_id().to_owned(),
             },
             InboundProtocol::Trojan => Account::Trojan {
-                password: user.secret.clone(),
+                password: user.secret().to_owned(),
             },
             InboundProtocol::Shadowsocks => Account::Shadowsocks {
-                password: user.secret.clone(),
+                password: user.secret().to_owned(),
                 cipher: self.cipher.unwrap_or(ShadowsocksCipher::Aes256Gcm),
             },
         };
         CoreUser {
-            email: user.id.clone(),
+            email: user.id().to_owned(),
             level: 0,
             account,
         }
     }
 
-    fn write_client(&self, out: &mut impl Write, user: &WireUser) -> io::Result<()> {
+    fn write_client(
+        &self,
+        out: &mut impl Write,
+        user: &(impl CoreCredentials + ?Sized),
+    ) -> io::Result<()> {
         #[derive(Serialize)]
         #[serde(rename_all = "camelCase")]
         struct Client<'a> {
@@ -88,7 +116,7 @@ impl ManagedInbound {
             flow: None,
             password: None,
             method: None,
-            email: &user.id,
+            email: user.id(),
             level: 0,
         };
         match self.protocol {
@@ -100,9 +128,9 @@ impl ManagedInbound {
                 client.id = Some(user.vless_id());
                 client.alter_id = Some(0);
             }
-            InboundProtocol::Trojan => client.password = Some(&user.secret),
+            InboundProtocol::Trojan => client.password = Some(user.secret()),
             InboundProtocol::Shadowsocks => {
-                client.password = Some(&user.secret);
+                client.password = Some(user.secret());
                 client.method = Some(&self.method);
             }
         }
@@ -314,9 +342,10 @@ impl CoreConfig {
 
     /// Writes the generated config: the base config with `users` added to
     /// every managed inbound's clients.
-    pub fn render<'a, I>(&self, out: &mut impl Write, users: I) -> io::Result<()>
+    pub fn render<'a, I, U>(&self, out: &mut impl Write, users: I) -> io::Result<()>
     where
-        I: IntoIterator<Item = &'a WireUser> + Clone,
+        I: IntoIterator<Item = &'a U> + Clone,
+        U: CoreCredentials + 'a,
     {
         if !self.users_in_file {
             out.write_all(self.pieces[0].as_bytes())?;
@@ -351,9 +380,10 @@ impl CoreConfig {
     /// the same directory, made 0600 and synced, then renamed over `path`), so
     /// the core never reads half a file and nobody else reads the users'
     /// credentials.
-    pub fn write_atomic<'a, I>(&self, path: &Path, users: I) -> Result<(), ConfigError>
+    pub fn write_atomic<'a, I, U>(&self, path: &Path, users: I) -> Result<(), ConfigError>
     where
-        I: IntoIterator<Item = &'a WireUser> + Clone,
+        I: IntoIterator<Item = &'a U> + Clone,
+        U: CoreCredentials + 'a,
     {
         let dir = path
             .parent()

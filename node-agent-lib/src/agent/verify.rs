@@ -25,7 +25,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{Agent, AgentError, stripe_of};
+use super::{Agent, AgentError, StoredUser, stripe_of};
 
 /// How many ids no longer ours are remembered for the absence check.
 pub const GONE_MAX: usize = 100_000;
@@ -83,8 +83,23 @@ struct Repairs {
     removed: u64,
 }
 
+/// An id a pass checks: one of our users or one no longer ours.
+enum Checked {
+    Ours(StoredUser),
+    Gone(Arc<str>),
+}
+
+impl Checked {
+    fn id(&self) -> &str {
+        match self {
+            Self::Ours(user) => user.id(),
+            Self::Gone(id) => id,
+        }
+    }
+}
+
 enum Want {
-    Present(Arc<crate::wire::WireUser>),
+    Present(StoredUser),
     Absent,
     /// Neither ours nor remembered (changed since the pass began).
     Unknown,
@@ -171,15 +186,16 @@ impl Agent {
             if !state.running {
                 return Ok(Repairs::default());
             }
-            let mut ids: Vec<Arc<str>> = state
+            let mut ids: Vec<Checked> = state
                 .users
-                .keys()
-                .chain(state.gone.ids.keys())
+                .iter()
                 .cloned()
+                .map(Checked::Ours)
+                .chain(state.gone.ids.keys().cloned().map(Checked::Gone))
                 .collect();
             // A stable order keeps each user near the same point of every
             // pass, which is what bounds the time between two of its checks.
-            ids.sort_unstable();
+            ids.sort_unstable_by(|a, b| a.id().cmp(b.id()));
             (ids, state.epoch)
         };
         let begun = Instant::now();
@@ -197,7 +213,7 @@ impl Agent {
             if self.state.lock().await.epoch != epoch {
                 return Ok(repairs);
             }
-            for id in batch {
+            for id in batch.iter().map(Checked::id) {
                 let _stripe = self.stripes[stripe_of(id)].lock().await;
                 let want = {
                     let state = self.state.lock().await;

@@ -10,23 +10,22 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{Agent, AgentError, State};
-use crate::wire::WireUser;
+use super::{Agent, AgentError, State, StoredUser};
 
 impl Agent {
     /// Writes the generated config for the current users, now.
     pub(super) async fn flush_now(&self, state: &State) -> Result<(), AgentError> {
-        let users: Vec<Arc<WireUser>> = state.users.values().cloned().collect();
+        let users: Vec<StoredUser> = state.users.iter().cloned().collect();
         let mut written = self.written.lock().await;
         self.write(state.seq, users).await?;
         *written = Some(state.seq);
         Ok(())
     }
 
-    async fn write(&self, seq: u64, users: Vec<Arc<WireUser>>) -> Result<(), AgentError> {
+    async fn write(&self, seq: u64, users: Vec<StoredUser>) -> Result<(), AgentError> {
         let config = self.config.clone();
         let path = self.options.generated_config.clone();
-        tokio::task::spawn_blocking(move || config.write_atomic(&path, users.iter().map(|u| &**u)))
+        tokio::task::spawn_blocking(move || config.write_atomic(&path, users.iter()))
             .await
             .map_err(|e| AgentError::Internal(format!("config writer task: {e}")))??;
         tracing::trace!(seq, "generated config written");
@@ -59,7 +58,7 @@ impl Agent {
     pub async fn flush_if_dirty(&self) -> Result<(), AgentError> {
         let (seq, users) = {
             let state = self.state.lock().await;
-            (state.seq, state.users.values().cloned().collect::<Vec<_>>())
+            (state.seq, state.users.iter().cloned().collect::<Vec<_>>())
         };
         let mut written = self.written.lock().await;
         if written.is_some_and(|last| last >= seq) {
