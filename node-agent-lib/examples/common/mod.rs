@@ -32,6 +32,7 @@ pub fn status_mib(pid: u32, field: &str) -> f64 {
 
 /// The CPU time (user + system, all threads) the process `pid` has used,
 /// in seconds (`/proc/PID/stat`, at the kernel's 100 ticks a second).
+#[allow(dead_code, reason = "not every benchmark reads the CPU time")]
 pub fn cpu_secs(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // The fields after the command's closing parenthesis; utime and stime
