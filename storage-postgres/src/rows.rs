@@ -4,8 +4,7 @@
 use std::str::FromStr;
 
 use manager_lib::domain::{
-    Node, NodeEntry, Plan, ResetStrategy, SubscriptionKey, Timestamp, UsageCursor, User,
-    UserCredentials,
+    Node, NodeEntry, Plan, ResetStrategy, Timestamp, UsageCursor, User, UserCredentials,
 };
 use manager_lib::seal::Sealer;
 use manager_lib::storage::{Entity, StorageError, StorageResult, kit};

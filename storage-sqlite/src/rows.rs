@@ -3,9 +3,7 @@
 
 use std::str::FromStr;
 
-use manager_lib::domain::{
-    Node, Plan, ResetStrategy, SubscriptionKey, Timestamp, UsageCursor, User,
-};
+use manager_lib::domain::{Node, Plan, ResetStrategy, Timestamp, UsageCursor, User};
 use manager_lib::seal::Sealer;
 use manager_lib::storage::{Entity, StorageError, StorageResult, kit};
 use sqlx::Row as _;

@@ -30,6 +30,7 @@
 //! `--format-each 1` formats a random user's request for every request.
 //!
 //! Common options: `--storage URL` (default an SQLite file under target/),
+//! `--master-key FILE` (secrets sealed at rest under it, as in production),
 //! `--cache memory|redis://…|none|off` (none: the decorator over a cache that
 //! keeps nothing; off: node-list without the decorator).
 
@@ -73,11 +74,24 @@ async fn main() -> Result<()> {
 async fn open_storage(opts: &Opts, name: &str) -> Result<Arc<dyn Storage>> {
     let default = format!("sqlite://target/bench-{name}.db");
     let url = opts.get("storage", &default);
+    let seal = sealer(opts)?;
     Ok(if url.starts_with("sqlite://") {
-        Arc::new(storage_sqlite::SqliteStorage::connect(&url).await?)
+        Arc::new(storage_sqlite::SqliteStorage::connect_sealed(&url, seal).await?)
     } else {
-        Arc::new(storage_postgres::PgStorage::connect(&url).await?)
+        Arc::new(storage_postgres::PgStorage::connect_sealed(&url, seal).await?)
     })
+}
+
+/// `--master-key FILE` (`openssl rand -base64 32 > FILE`): secrets sealed
+/// at rest under it, in the storage and the cache, as an operator's manager
+/// runs. Without it, nothing is sealed.
+fn sealer(opts: &Opts) -> Result<manager_lib::seal::Sealer> {
+    use manager_lib::seal::{MasterKey, Sealer};
+    let Some(path) = opts.0.get("master-key") else {
+        return Ok(Sealer::clear());
+    };
+    let key = MasterKey::read_file(std::path::Path::new(path))?;
+    Ok(Sealer::new(key, Vec::new()))
 }
 
 /// `--warm 1`: reads every user's list once through the cache, 64 at a time,
@@ -451,7 +465,7 @@ async fn node_list(opts: &Opts) -> Result<()> {
         }
     }
     // `--cache off`: the storage alone, to see what the cache adds.
-    let mut backends = Backends::new(storage, sim);
+    let mut backends = Backends::new(storage, sim).with_sealer(sealer(opts)?);
     if opts.get("cache", "memory") != "off" {
         backends = backends.with_cache(open_cache(opts).await?);
     }

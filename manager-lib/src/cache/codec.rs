@@ -1,9 +1,7 @@
 //! How [`CachedStorage`](super::CachedStorage) lays out what it puts in the
 //! cache: the key of a user row, the row itself, and the absence of one.
 
-use crate::domain::{
-    BlockReason, Plan, ResetStrategy, Seq, SubscriptionKey, Timestamp, User, UserId, UserStatus,
-};
+use crate::domain::{BlockReason, Plan, ResetStrategy, Seq, Timestamp, User, UserId, UserStatus};
 use crate::seal::Sealer;
 
 pub(super) fn user_key(generation: u64, id: UserId) -> String {
@@ -184,7 +182,7 @@ pub(super) fn decode_user(id: UserId, bytes: &[u8], seal: &Sealer) -> Option<(Us
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::UserSecret;
+    use crate::domain::{SubscriptionKey, UserSecret};
     use crate::seal::MasterKey;
 
     fn sample(name: &str, status: UserStatus) -> User {
