@@ -1,9 +1,10 @@
 //! The user directory: the kit's query over the users table, each order
 //! served by its index (migration 0008), paged by key.
 
+use async_trait::async_trait;
 use manager_lib::domain::{Page, StateCounts, User, UserQuery};
 use manager_lib::storage::kit::directory::{self, Arg, Dialect};
-use manager_lib::storage::{Entity, StorageResult};
+use manager_lib::storage::{Entity, StorageResult, UserDirectory};
 
 use crate::SqliteStorage;
 use crate::error::db_error;
@@ -45,4 +46,16 @@ pub(crate) async fn count_users_by_state(s: &SqliteStorage) -> StorageResult<Sta
         .await
         .map_err(|e| db_error(e, None))?;
     directory::counts_from(rows)
+}
+
+#[async_trait]
+#[deny(clippy::missing_trait_methods)]
+impl UserDirectory for SqliteStorage {
+    async fn find_users(&self, query: &UserQuery) -> StorageResult<Page<User>> {
+        crate::directory::find_users(self, query).await
+    }
+
+    async fn count_users_by_state(&self) -> StorageResult<StateCounts> {
+        crate::directory::count_users_by_state(self).await
+    }
 }

@@ -316,42 +316,6 @@ impl WebhookStore for SqliteStorage {
 
 #[async_trait]
 #[deny(clippy::missing_trait_methods)]
-impl manager_lib::storage::UserDirectory for SqliteStorage {
-    async fn find_users(
-        &self,
-        query: &manager_lib::domain::UserQuery,
-    ) -> StorageResult<manager_lib::domain::Page<manager_lib::domain::User>> {
-        directory::find_users(self, query).await
-    }
-
-    async fn count_users_by_state(&self) -> StorageResult<manager_lib::domain::StateCounts> {
-        directory::count_users_by_state(self).await
-    }
-}
-
-#[async_trait]
-#[deny(clippy::missing_trait_methods)]
-impl manager_lib::storage::NodeEventLog for SqliteStorage {
-    async fn record_node_event(
-        &self,
-        id: NodeId,
-        event: &manager_lib::domain::NodeEvent,
-        keep: u32,
-    ) -> StorageResult<()> {
-        node_events::record(self, id, event, keep).await
-    }
-
-    async fn node_events(
-        &self,
-        id: NodeId,
-        limit: u32,
-    ) -> StorageResult<Vec<manager_lib::domain::NodeEvent>> {
-        node_events::list(self, id, limit).await
-    }
-}
-
-#[async_trait]
-#[deny(clippy::missing_trait_methods)]
 impl AccessStore for SqliteStorage {
     async fn create_token(&self, token: &ApiToken, verifier: &TokenVerifier) -> StorageResult<()> {
         access::create_token(self, token, verifier).await

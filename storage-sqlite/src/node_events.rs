@@ -2,8 +2,9 @@
 //! trim to the newest `keep` in one write, reads newest first by the
 //! (node_id, id) index.
 
+use async_trait::async_trait;
 use manager_lib::domain::{NodeEvent, NodeId, Timestamp};
-use manager_lib::storage::{Entity, StorageError, StorageResult};
+use manager_lib::storage::{Entity, NodeEventLog, StorageError, StorageResult};
 use sqlx::Row as _;
 
 use crate::SqliteStorage;
@@ -86,4 +87,21 @@ pub(crate) async fn list(
             })
         })
         .collect()
+}
+
+#[async_trait]
+#[deny(clippy::missing_trait_methods)]
+impl NodeEventLog for SqliteStorage {
+    async fn record_node_event(
+        &self,
+        id: NodeId,
+        event: &NodeEvent,
+        keep: u32,
+    ) -> StorageResult<()> {
+        crate::node_events::record(self, id, event, keep).await
+    }
+
+    async fn node_events(&self, id: NodeId, limit: u32) -> StorageResult<Vec<NodeEvent>> {
+        crate::node_events::list(self, id, limit).await
+    }
 }
