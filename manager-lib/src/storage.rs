@@ -57,8 +57,8 @@ use async_trait::async_trait;
 
 pub use access::AccessStore;
 pub use directory::UserDirectory;
-pub use notify::{Notices, NotifyingStore};
 pub use node_events::NodeEventLog;
+pub use notify::{Notices, NotifyingStore};
 pub use outbox::WebhookStore;
 pub use rotation::KeyRotationStore;
 
@@ -590,7 +590,7 @@ pub mod directory;
 pub mod grouped;
 pub mod kit;
 pub mod memory;
-pub mod notify;
 pub mod node_events;
+pub mod notify;
 pub mod outbox;
 pub mod rotation;

@@ -5,8 +5,8 @@
 mod access;
 mod devices;
 mod directory;
-mod notify;
 mod node_events;
+mod notify;
 mod outbox;
 mod rotation;
 mod usage;
