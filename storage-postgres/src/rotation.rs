@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use manager_lib::domain::key_rotation::grace_until;
 use manager_lib::domain::{KeyRotation, Node, NodeId, NodeKey, Timestamp};
 use manager_lib::seal::{Column, Sealer};
+use manager_lib::storage::kit::rotation::StoredRotation;
 use manager_lib::storage::{Entity, KeyRotationStore, StorageError, StorageResult};
 use sqlx::Row as _;
 use sqlx::postgres::PgRow;
@@ -25,31 +26,15 @@ fn err(e: sqlx::Error) -> StorageError {
 }
 
 fn rotation_from_row(row: &PgRow, seal: &Sealer) -> StorageResult<KeyRotation> {
-    let id: String = row.try_get("id").map_err(err)?;
-    let open = |column, stored: Option<String>| {
-        stored
-            .map(|stored| seal.open_key_in(column, &id, &stored))
-            .transpose()
-    };
-    let pending = open(
-        Column::PendingNodeKey,
-        row.try_get("pending_key").map_err(err)?,
-    )?;
-    let previous = open(
-        Column::PreviousNodeKey,
-        row.try_get("previous_key").map_err(err)?,
-    )?;
-    let previous_until: Option<i64> = row.try_get("previous_until").map_err(err)?;
-    let grace_ms: i64 = row.try_get("grace_ms").map_err(err)?;
-    Ok(KeyRotation {
-        node: id
-            .parse()
-            .map_err(|e: manager_lib::domain::ParseError| StorageError::Corrupt(e.to_string()))?,
-        pending,
-        grace: Duration::from_millis(u64::try_from(grace_ms).unwrap_or(0)),
-        requested_at: Timestamp(row.try_get("requested_at").map_err(err)?),
-        previous: previous.zip(previous_until.map(Timestamp)),
-    })
+    StoredRotation {
+        id: row.try_get("id").map_err(err)?,
+        pending_key: row.try_get("pending_key").map_err(err)?,
+        grace_ms: row.try_get("grace_ms").map_err(err)?,
+        requested_at: row.try_get("requested_at").map_err(err)?,
+        previous_key: row.try_get("previous_key").map_err(err)?,
+        previous_until: row.try_get("previous_until").map_err(err)?,
+    }
+    .open(seal)
 }
 
 #[async_trait]
