@@ -18,6 +18,7 @@
 //! startup step ([`Sealer::reseal`]) seals.
 
 mod master_key;
+pub mod rotation;
 
 use std::fmt;
 use std::sync::Arc;

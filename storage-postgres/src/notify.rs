@@ -5,50 +5,14 @@
 use async_trait::async_trait;
 use manager_lib::domain::usage::{EnforceOutcome, IngestOutcome, UsageCursor, UsagePage};
 use manager_lib::domain::{
-    ActualStatus, ApiToken, BlockReason, InboundDescription, NewDelivery, NodeId, PlanEdit, Seq,
-    Timestamp, TokenId, TokenVerifier, User, UserId,
+    ActualStatus, ApiToken, InboundDescription, NewDelivery, NodeId, PlanEdit, Seq, Timestamp,
+    TokenId, TokenVerifier, User, UserId,
 };
-use manager_lib::seal::Sealer;
-use manager_lib::storage::kit::outbox::block_event;
 use manager_lib::storage::{Entity, Notices, NotifyingStore, StorageResult};
-use sqlx::PgConnection;
 
 use crate::error::map_err;
 use crate::outbox::insert;
-use crate::plans::locked_user;
 use crate::{PgStorage, access, nodes, plans, usage};
-
-/// The users of `ids` (locked by the caller's transaction), as written so
-/// far in it.
-pub(crate) async fn users(
-    conn: &mut PgConnection,
-    ids: &[UserId],
-    seal: &Sealer,
-) -> StorageResult<Vec<User>> {
-    let mut out = Vec::with_capacity(ids.len());
-    for id in ids {
-        out.push(locked_user(conn, *id, seal).await?);
-    }
-    Ok(out)
-}
-
-/// Writes the event of a user's block changing from `before` (when
-/// notices are asked for).
-pub(crate) async fn plan_change(
-    conn: &mut PgConnection,
-    before: Option<BlockReason>,
-    after: &User,
-    notices: Option<&Notices>,
-) -> StorageResult<()> {
-    let Some(notices) = notices else {
-        return Ok(());
-    };
-    if let Some(kind) = block_event(before, after.blocked) {
-        let deliveries = notices.deliveries(kind, std::slice::from_ref(after))?;
-        insert(&mut *conn, &deliveries).await?;
-    }
-    Ok(())
-}
 
 #[async_trait]
 #[deny(clippy::missing_trait_methods)]

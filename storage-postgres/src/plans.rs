@@ -12,12 +12,14 @@ use manager_lib::domain::{
     BlockReason, EventKind, PlanEdit, ResetStrategy, Timestamp, User, UserId,
 };
 use manager_lib::seal::Sealer;
+use manager_lib::storage::kit::outbox::block_event;
 use manager_lib::storage::kit::usage::{block_after_reset, plan_block};
 use manager_lib::storage::{Entity, Notices, StorageError, StorageResult};
 use sqlx::PgConnection;
 
 use crate::PgStorage;
 use crate::error::user_err;
+use crate::outbox::insert;
 use crate::rows::{self, free_stripe, user_columns};
 
 /// Sets `blocked` on the live users among `ids` whose block differs, each
@@ -121,7 +123,7 @@ pub(crate) async fn edit_user_plan(
     .map_err(user_err)?;
     set_blocked(&mut tx, &[id], plan_block(&plan, user.used(), now)).await?;
     let after = locked_user(&mut tx, id, &s.seal).await?;
-    crate::notify::plan_change(&mut tx, user.blocked, &after, notices).await?;
+    plan_change(&mut tx, user.blocked, &after, notices).await?;
     tx.commit().await.map_err(user_err)?;
     Ok(after)
 }
@@ -145,7 +147,7 @@ pub(crate) async fn reset_user_usage(
     .map_err(user_err)?;
     set_blocked(&mut tx, &[id], block_after_reset(user.blocked)).await?;
     let after = locked_user(&mut tx, id, &s.seal).await?;
-    crate::notify::plan_change(&mut tx, user.blocked, &after, notices).await?;
+    plan_change(&mut tx, user.blocked, &after, notices).await?;
     tx.commit().await.map_err(user_err)?;
     Ok(after)
 }
@@ -230,7 +232,7 @@ pub(crate) async fn enforce_time(
             (EventKind::UserExpired, &expired),
             (EventKind::UserReEnabled, &unblocked),
         ] {
-            let users = crate::notify::users(&mut tx, ids, &s.seal).await?;
+            let users = users(&mut tx, ids, &s.seal).await?;
             crate::outbox::insert(&mut *tx, &notices.deliveries(kind, &users)?).await?;
         }
     }
@@ -240,4 +242,36 @@ pub(crate) async fn enforce_time(
         reset,
         unblocked,
     })
+}
+
+/// The users of `ids` (locked by the caller's transaction), as written so
+/// far in it.
+pub(crate) async fn users(
+    conn: &mut PgConnection,
+    ids: &[UserId],
+    seal: &Sealer,
+) -> StorageResult<Vec<User>> {
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        out.push(locked_user(conn, *id, seal).await?);
+    }
+    Ok(out)
+}
+
+/// Writes the event of a user's block changing from `before` (when
+/// notices are asked for).
+pub(crate) async fn plan_change(
+    conn: &mut PgConnection,
+    before: Option<BlockReason>,
+    after: &User,
+    notices: Option<&Notices>,
+) -> StorageResult<()> {
+    let Some(notices) = notices else {
+        return Ok(());
+    };
+    if let Some(kind) = block_event(before, after.blocked) {
+        let deliveries = notices.deliveries(kind, std::slice::from_ref(after))?;
+        insert(&mut *conn, &deliveries).await?;
+    }
+    Ok(())
 }

@@ -207,7 +207,7 @@ async fn ingest(
     .await
     .map_err(node_err)?;
     if let Some(notices) = notices {
-        let limited = crate::notify::users(&mut tx, &newly_blocked, &s.seal).await?;
+        let limited = crate::plans::users(&mut tx, &newly_blocked, &s.seal).await?;
         let deliveries = notices.deliveries(EventKind::UserLimited, &limited)?;
         crate::outbox::insert(&mut *tx, &deliveries).await?;
     }

@@ -7,7 +7,6 @@ pub mod access;
 pub mod directory;
 pub mod outbox;
 pub mod profile;
-pub mod rotation;
 pub mod usage;
 
 use std::collections::BTreeMap;

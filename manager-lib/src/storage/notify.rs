@@ -1,7 +1,7 @@
 //! The part of the `Storage` port that makes a change and writes the
 //! webhook events it causes in the same transaction: both commit or
 //! neither does, so a manager that dies right after a change, or an outbox
-//! write that fails, cannot lose the event ([`crate::webhook`]: delivered
+//! write that fails, cannot lose the event (the webhook worker delivers it
 //! at least once).
 //!
 //! Each method is its plain [`Storage`](super::Storage) /

@@ -1,10 +1,10 @@
-//! A stored node key rotation row as both SQL backends read it: the
+//! A node key rotation row as both SQL backends store it, keys sealed: the
 //! columns as stored, opened into a [`KeyRotation`] in one place.
 
 use std::time::Duration;
 
+use super::{Column, Sealer};
 use crate::domain::{KeyRotation, Timestamp};
-use crate::seal::{Column, Sealer};
 use crate::storage::{StorageError, StorageResult};
 
 /// A `node_key_rotations` row: keys still sealed, times in milliseconds.
