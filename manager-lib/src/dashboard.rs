@@ -72,6 +72,7 @@ pub const UI_ROUTES: &[(&str, &str)] = &[
     ("POST", "/ui/users/{id}/delete"),
     ("POST", "/ui/users/{id}/rotate"),
     ("POST", "/ui/users/{id}/plan"),
+    ("POST", "/ui/users/{id}/devices/forget"),
     ("GET", "/ui/assets/{file}"),
 ];
 
@@ -141,6 +142,7 @@ pub(crate) fn router(api: &ApiState, auth: Arc<AdminAuth>, secure: bool) -> Rout
         )
         .route("/ui/users/{id}/rotate", post(user::rotate))
         .route("/ui/users/{id}/plan", post(user::plan))
+        .route("/ui/users/{id}/devices/forget", post(user::forget_device))
         .route("/ui/assets/{file}", get(assets::serve))
         // brotli or gzip, as the browser asks: pages shrink about 6 to 10
         // times (the token in them is masked, see `csrf`).

@@ -11,7 +11,7 @@ mod dashboard_support;
 use std::sync::Arc;
 
 use axum::http::StatusCode;
-use manager_lib::domain::UserStatus;
+use manager_lib::domain::{DevicePolicy, DeviceSighting, DeviceVerdict, UserStatus};
 use manager_lib::storage::memory::MemoryStorage;
 use serde_json::json;
 
@@ -434,4 +434,110 @@ async fn a_hostile_name_is_escaped_and_no_secret_shows_on_any_page() {
     // The login page of a missing session is reached, not a user page.
     let out = request(&router, "GET", &format!("/ui/users/{id}"), None, &[], &[]).await;
     assert_eq!(out.status, StatusCode::SEE_OTHER);
+}
+
+#[tokio::test]
+async fn a_device_is_forgotten_from_the_users_page_audited_and_only_by_a_role_that_may() {
+    let (router, _, manager) = server(Arc::new(MemoryStorage::new()), false);
+    let user = manager.new_user("erin").await.unwrap();
+    let id = user.id.to_string();
+    for (hwid, model) in [
+        ("hwid-phone-0001", "Pixel <b>9</b>"),
+        ("hwid-laptop-002", "ThinkPad"),
+    ] {
+        let seen = DeviceSighting::new(hwid, "Android", "15", model, "v2rayNG/1.9").unwrap();
+        let verdict = manager
+            .admit_device(&user, Some(&seen), DevicePolicy::default())
+            .await
+            .unwrap();
+        assert_eq!(verdict, DeviceVerdict::Allowed);
+    }
+    let path = format!("/ui/users/{id}");
+    // A read-only token sees the devices, no button, and is refused.
+    let (_, ro) = admin(
+        &router,
+        BOOT,
+        "POST",
+        "/token/new",
+        json!({"name": "viewer", "role": "read-only"}),
+    )
+    .await;
+    let viewer = login(&router, ro["token"].as_str().unwrap()).await;
+    let seen = get(&router, &path, Some(&viewer)).await;
+    assert!(seen.body.contains("Devices (2)"), "{}", seen.body);
+    assert!(seen.body.contains("Pixel &lt;b&gt;9&lt;/b&gt;"), "escaped");
+    assert!(!seen.body.contains(">Forget</button>"));
+    let refused = post(
+        &router,
+        &format!("{path}/devices/forget"),
+        &viewer,
+        &[("csrf", &seen.csrf()), ("hwid", "hwid-phone-0001")],
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    // An admin page has a button per device; a stale form changes nothing.
+    let cookie = login(&router, BOOT).await;
+    let page = get(&router, &path, Some(&cookie)).await;
+    assert_eq!(
+        page.body.matches(">Forget</button>").count(),
+        2,
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains(r#"name="hwid" value="hwid-phone-0001""#));
+    let stale = post(
+        &router,
+        &format!("{path}/devices/forget"),
+        &cookie,
+        &[("csrf", "stale"), ("hwid", "hwid-phone-0001")],
+    )
+    .await;
+    assert_eq!(stale.status, StatusCode::FORBIDDEN);
+    assert_eq!(manager.list_devices(user.id).await.unwrap().len(), 2);
+    let forgot = post(
+        &router,
+        &format!("{path}/devices/forget"),
+        &cookie,
+        &[("csrf", &page.csrf()), ("hwid", "hwid-phone-0001")],
+    )
+    .await;
+    assert_eq!(forgot.status, StatusCode::SEE_OTHER, "{}", forgot.body);
+    assert_eq!(forgot.location(), Some(path.as_str()));
+    let left: Vec<String> = manager
+        .list_devices(user.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.hwid)
+        .collect();
+    assert_eq!(left, ["hwid-laptop-002"]);
+    // Forgetting it again: refused as the API's call is, nothing changed.
+    let again = post(
+        &router,
+        &format!("{path}/devices/forget"),
+        &cookie,
+        &[("csrf", &page.csrf()), ("hwid", "hwid-phone-0001")],
+    )
+    .await;
+    assert_eq!(again.status, StatusCode::BAD_REQUEST, "{}", again.body);
+    assert!(again.body.contains("device not exists"), "{}", again.body);
+    assert_eq!(manager.list_devices(user.id).await.unwrap().len(), 1);
+    let (_, audit) = admin(&router, BOOT, "GET", "/audit", json!({})).await;
+    let forgets: Vec<(&str, i64)> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["call"] == "POST /user/device/delete" && e["target"] == id.as_str())
+        .map(|e| (e["actor"].as_str().unwrap(), e["result"].as_i64().unwrap()))
+        .collect();
+    // Newest first: not found, done, refused to the viewer.
+    assert_eq!(
+        forgets,
+        [("bootstrap", 400), ("bootstrap", 200), ("viewer", 403)],
+        "{audit}"
+    );
+    assert!(
+        !audit.to_string().contains("hwid-phone-0001"),
+        "no hwid in the audit"
+    );
 }

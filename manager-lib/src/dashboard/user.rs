@@ -35,6 +35,14 @@ pub(super) struct CsrfForm {
 }
 
 #[derive(Deserialize)]
+pub(super) struct DeviceForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    hwid: String,
+}
+
+#[derive(Deserialize)]
 pub(super) struct PlanForm {
     #[serde(default)]
     csrf: String,
@@ -148,6 +156,7 @@ pub(super) async fn page(
         .collect();
     let names: HashMap<_, _> = nodes.iter().map(|n| (n.id, node_name(n))).collect();
     let edit = may(&session, "/user/edit");
+    let forget = may(&session, "/user/device/delete");
     let sees_link = session
         .caller
         .role
@@ -246,12 +255,22 @@ pub(super) async fn page(
                         thead { tr {
                             th scope="col" { "Model" } th scope="col" { "System" }
                             th scope="col" { "App" } th scope="col" { "Last seen" }
+                            @if forget { th scope="col" { "Action" } }
                         } }
                         tbody {
                             @for d in &devices {
                                 tr {
                                     td { (d.model) } td { (d.os) " " (d.os_version) }
                                     td { (d.user_agent) } td { (format::age(Some(d.last_seen), now)) }
+                                    @if forget {
+                                        td {
+                                            form method="post" action={ "/ui/users/" (user.id) "/devices/forget" } {
+                                                (session.chrome.csrf_field())
+                                                input type="hidden" name="hwid" value=(d.hwid);
+                                                button type="submit" aria-label={ "Forget the device " (d.model) } { "Forget" }
+                                            }
+                                        }
+                                    }
                                 }
                             }
                         }
@@ -290,27 +309,58 @@ async fn user_change(
         Verb::Delete => "/user/delete",
         Verb::Rotate => "/user/subscription/rotate",
     };
-    let id: Option<UserId> = raw.parse().ok();
-    let target = id.map(|id| id.to_string());
-    let change = match Change::begin(&st, &session, &headers, &csrf, route, target.clone()).await {
-        Ok(change) => change,
-        Err(page) => return page,
-    };
-    let result = match id {
-        None => Err(ManagerError::UserNotFound),
-        Some(id) => match verb {
-            Verb::Enable => st.manager.enable_user(id).await.map(drop),
-            Verb::Disable => st.manager.disable_user(id).await.map(drop),
-            Verb::Delete => st.manager.delete_user(id).await,
-            Verb::Rotate => st.manager.rotate_subscription(id).await.map(drop),
+    let manager = &st.manager;
+    let done = change_user(
+        &st,
+        &session,
+        &headers,
+        &csrf,
+        route,
+        &raw,
+        |id| async move {
+            match verb {
+                Verb::Enable => manager.enable_user(id).await.map(drop),
+                Verb::Disable => manager.disable_user(id).await.map(drop),
+                Verb::Delete => manager.delete_user(id).await,
+                Verb::Rotate => manager.rotate_subscription(id).await.map(drop),
+            }
         },
-    };
-    let back = format!("/ui/users/{}", target.clone().unwrap_or_default());
-    match (change.finish(result, target).await, verb) {
-        (Ok(()), Verb::Delete) => Redirect::to("/ui/users").into_response(),
-        (Ok(()), _) => Redirect::to(&back).into_response(),
+    )
+    .await;
+    match (done, verb) {
+        (Ok(_), Verb::Delete) => Redirect::to("/ui/users").into_response(),
+        (Ok(back), _) => Redirect::to(&back).into_response(),
         (Err(page), _) => page,
     }
+}
+
+/// One audited change on the user `raw` names: the form's token checked
+/// first, then `act` on the user's id (an id that does not parse is not
+/// found) and its result recorded. Answers the user's page to go back to,
+/// or the page that says why nothing changed.
+async fn change_user<F, Fut>(
+    st: &UiState,
+    session: &Session,
+    headers: &HeaderMap,
+    csrf: &str,
+    route: &'static str,
+    raw: &str,
+    act: F,
+) -> Result<String, Response>
+where
+    F: FnOnce(UserId) -> Fut,
+    Fut: std::future::Future<Output = Result<(), ManagerError>>,
+{
+    let id: Option<UserId> = raw.parse().ok();
+    let target = id.map(|id| id.to_string());
+    let change = Change::begin(st, session, headers, csrf, route, target.clone()).await?;
+    let result = match id {
+        None => Err(ManagerError::UserNotFound),
+        Some(id) => act(id).await,
+    };
+    let back = format!("/ui/users/{}", target.clone().unwrap_or_default());
+    change.finish(result, target).await?;
+    Ok(back)
 }
 
 macro_rules! user_verb {
@@ -399,6 +449,29 @@ pub(super) async fn plan(
     let back = format!("/ui/users/{}", target.clone().unwrap_or_default());
     match change.finish(result, target).await {
         Ok(()) => Redirect::to(&back).into_response(),
+        Err(page) => page,
+    }
+}
+
+/// `POST /ui/users/{id}/devices/forget`: forgets one of the user's
+/// devices (its hardware id in the form), which frees its place under the
+/// user's device limit; the device counts as new at its next fetch.
+pub(super) async fn forget_device(
+    State(st): State<UiState>,
+    session: Session,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+    form: Result<Form<DeviceForm>, FormRejection>,
+) -> Response {
+    let Ok(Form(form)) = form else {
+        return failed(&ApiError::BadRequest("no form".into()), &session);
+    };
+    let route = "/user/device/delete";
+    let manager = &st.manager;
+    let hwid = &form.hwid;
+    let act = |id| async move { manager.delete_device(id, hwid).await };
+    match change_user(&st, &session, &headers, &form.csrf, route, &raw, act).await {
+        Ok(back) => Redirect::to(&back).into_response(),
         Err(page) => page,
     }
 }
