@@ -29,7 +29,7 @@ use chacha20poly1305::aead::{Aead, AeadCore, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 
 use crate::domain::{NodeId, NodeKey, SubscriptionKey, UserId, UserSecret};
-use crate::storage::StorageError;
+use crate::storage::{Entity, StorageError};
 
 pub use master_key::{KeySource, MASTER_KEY_FILE, MasterKey, SecretsSettings};
 
@@ -55,6 +55,29 @@ pub enum Column {
 }
 
 impl Column {
+    /// Every sealed column: what the start-up re-seal walks in each backend.
+    pub const ALL: [Column; 5] = [
+        Column::NodeKey,
+        Column::UserSecret,
+        Column::PendingNodeKey,
+        Column::PreviousNodeKey,
+        Column::SubscriptionKey,
+    ];
+
+    /// Where the column lives: its table, its name there (SQLite's nodes
+    /// table names the node key `key`, PostgreSQL's `node_key`: the name a
+    /// backend uses for [`Column::NodeKey`] is its own), and what a row of
+    /// the table is.
+    pub fn place(self) -> (&'static str, &'static str, Entity) {
+        match self {
+            Column::NodeKey => ("nodes", "node_key", Entity::Node),
+            Column::UserSecret => ("users", "secret", Entity::User),
+            Column::PendingNodeKey => ("node_key_rotations", "pending_key", Entity::KeyRotation),
+            Column::PreviousNodeKey => ("node_key_rotations", "previous_key", Entity::KeyRotation),
+            Column::SubscriptionKey => ("users", "subscription_key", Entity::User),
+        }
+    }
+
     fn label(self) -> &'static str {
         match self {
             Column::NodeKey => "node-key",

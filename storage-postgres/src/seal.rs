@@ -4,37 +4,13 @@
 //! the current key are not selected.
 
 use manager_lib::seal::{Column, Resealed, SEALED_PREFIX};
-use manager_lib::storage::{Entity, StorageResult};
+use manager_lib::storage::StorageResult;
 
 use crate::PgStorage;
 use crate::error::map_err;
 
 /// Rows read (and re-sealed in one statement) at a time.
 const CHUNK: i64 = 500;
-
-/// The secret columns: table, column, entity, what the value is bound to.
-const COLUMNS: [(&str, &str, Entity, Column); 5] = [
-    ("nodes", "node_key", Entity::Node, Column::NodeKey),
-    ("users", "secret", Entity::User, Column::UserSecret),
-    (
-        "node_key_rotations",
-        "pending_key",
-        Entity::KeyRotation,
-        Column::PendingNodeKey,
-    ),
-    (
-        "node_key_rotations",
-        "previous_key",
-        Entity::KeyRotation,
-        Column::PreviousNodeKey,
-    ),
-    (
-        "users",
-        "subscription_key",
-        Entity::User,
-        Column::SubscriptionKey,
-    ),
-];
 
 pub(crate) async fn reseal(s: &PgStorage) -> StorageResult<u64> {
     // Sealing: every row not under the current key. Clear: every sealed row,
@@ -44,7 +20,8 @@ pub(crate) async fn reseal(s: &PgStorage) -> StorageResult<u64> {
         None => (SEALED_PREFIX.to_owned(), "="),
     };
     let mut resealed = 0;
-    for (table, column, entity, kind) in COLUMNS {
+    for kind in Column::ALL {
+        let (table, column, entity) = kind.place();
         let select = format!(
             "SELECT id::text, {column} FROM {table} \
              WHERE id > $1::uuid AND left({column}, length($2)) {op} $2 ORDER BY id LIMIT $3"

@@ -5,37 +5,13 @@
 //! (`VACUUM`) so the replaced values are not left in free pages.
 
 use manager_lib::seal::{Column, Resealed, SEALED_PREFIX};
-use manager_lib::storage::{Entity, StorageResult};
+use manager_lib::storage::StorageResult;
 
 use crate::SqliteStorage;
 use crate::error::db_error;
 
 /// Rows read (and re-sealed in one write) at a time.
 const CHUNK: i64 = 500;
-
-/// The secret columns: table, column, entity, what the value is bound to.
-const COLUMNS: [(&str, &str, Entity, Column); 5] = [
-    ("nodes", "key", Entity::Node, Column::NodeKey),
-    ("users", "secret", Entity::User, Column::UserSecret),
-    (
-        "node_key_rotations",
-        "pending_key",
-        Entity::KeyRotation,
-        Column::PendingNodeKey,
-    ),
-    (
-        "node_key_rotations",
-        "previous_key",
-        Entity::KeyRotation,
-        Column::PreviousNodeKey,
-    ),
-    (
-        "users",
-        "subscription_key",
-        Entity::User,
-        Column::SubscriptionKey,
-    ),
-];
 
 pub(crate) async fn reseal(s: &SqliteStorage) -> StorageResult<u64> {
     // Sealing: every row not under the current key. Clear: every sealed row,
@@ -45,7 +21,12 @@ pub(crate) async fn reseal(s: &SqliteStorage) -> StorageResult<u64> {
         None => (SEALED_PREFIX.to_owned(), "="),
     };
     let mut resealed = 0;
-    for (table, column, entity, kind) in COLUMNS {
+    for kind in Column::ALL {
+        let (table, column, entity) = match kind.place() {
+            // This backend's nodes table names the node key `key`.
+            (table, _, entity) if kind == Column::NodeKey => (table, "key", entity),
+            place => place,
+        };
         let select = format!(
             "SELECT id, {column} FROM {table} \
              WHERE id > ?1 AND substr({column}, 1, length(?2)) {op} ?2 ORDER BY id LIMIT ?3"
