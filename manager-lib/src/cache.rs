@@ -60,8 +60,11 @@
 //! replica (a creation included: it marks the key) replaces the absence, and
 //! an absence read before such a write is refused by the write's mark.
 //!
-//! Cached rows hold the user's secret (the cache is trusted like the
-//! database); logs never show keys or values.
+//! Cached rows hold the user's secret and subscription key: sealed as in
+//! the database when the cache's values leave the process (Redis, whose
+//! dumps and replicas are copies), as the process holds them in a
+//! process-local cache ([`MemoryCache`]), where opening them on every hit
+//! would protect nothing. Logs never show keys or values.
 
 use std::fmt::Debug;
 use std::time::Duration;
@@ -130,6 +133,19 @@ pub trait Cache: Debug + Send + Sync {
     /// - Refused silently (still `Ok`) when the key holds a value or a mark
     ///   of `version` or newer: marking never hides a state at least as new.
     async fn mark_changed(&self, key: &str, version: i64, ttl: Duration) -> CacheResult<()>;
+
+    /// Whether every value stays in this process's memory: no other process
+    /// reads it and nothing copies it to a file (a dump, a replica).
+    /// [`CachedStorage`] keeps users' secrets in such a cache as the process
+    /// holds them, so a hit opens nothing; in any other it seals them as the
+    /// database does.
+    ///
+    /// # Contract
+    /// - `false` (the default) unless that holds: a wrong `true` puts
+    ///   secrets in clear wherever the values go.
+    fn is_process_local(&self) -> bool {
+        false
+    }
 }
 
 /// Whether an entry of `version` (a mark when `mark`) wins over a write of

@@ -15,6 +15,7 @@ use manager_lib::domain::{
     RequiredStatus, Seq, ServingNode, StartPlan, SubscriptionKey, User, UserId, UserNodes,
     UserStatus,
 };
+use manager_lib::seal::{MasterKey, Sealer};
 use manager_lib::storage::memory::MemoryStorage;
 use manager_lib::storage::{Entity, Storage, StorageError, StorageResult};
 use tokio::sync::oneshot;
@@ -39,6 +40,24 @@ fn fresh() -> Arc<dyn Storage> {
 mod conformance {
     use super::fresh;
     manager_lib::storage_conformance_tests!(fresh());
+}
+
+/// The decorator sealing what it caches, over a cache that is not
+/// process-local (as Redis): rows are written and read back sealed.
+fn fresh_sealed_shared() -> Arc<dyn Storage> {
+    Arc::new(
+        CachedStorage::new(
+            Arc::new(MemoryStorage::new()),
+            Arc::new(Recording::new(false)),
+            long_ttls(),
+        )
+        .with_sealer(Sealer::new(MasterKey::random(), Vec::new())),
+    )
+}
+
+mod conformance_sealed_in_a_shared_cache {
+    use super::fresh_sealed_shared;
+    manager_lib::storage_conformance_tests!(fresh_sealed_shared());
 }
 
 /// Two replicas over one storage and one shared cache.
@@ -305,6 +324,9 @@ impl Cache for GatedCache {
     async fn mark_changed(&self, key: &str, version: i64, ttl: Duration) -> CacheResult<()> {
         self.inner.mark_changed(key, version, ttl).await
     }
+    fn is_process_local(&self) -> bool {
+        self.inner.is_process_local()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -348,6 +370,116 @@ async fn debug_never_shows_the_user_secret() {
     let got = cached.user_nodes(u).await.unwrap();
     let shown = format!("{cached:?} {got:?}");
     assert!(!shown.contains(got.user.secret.expose()), "{shown}");
+}
+
+/// A [`MemoryCache`] that says whether it is process-local as told, and
+/// keeps a copy of every value put in it.
+#[derive(Debug)]
+struct Recording {
+    inner: MemoryCache,
+    local: bool,
+    values: Mutex<Vec<Vec<u8>>>,
+}
+
+impl Recording {
+    fn new(local: bool) -> Self {
+        Self {
+            inner: MemoryCache::new(),
+            local,
+            values: Mutex::default(),
+        }
+    }
+
+    fn values(&self) -> Vec<Vec<u8>> {
+        self.values.lock().unwrap().clone()
+    }
+}
+
+#[async_trait]
+#[deny(clippy::missing_trait_methods)]
+impl Cache for Recording {
+    async fn get(&self, key: &str) -> CacheResult<Option<Vec<u8>>> {
+        self.inner.get(key).await
+    }
+    async fn put(&self, key: &str, value: Vec<u8>, ttl: Duration) -> CacheResult<()> {
+        self.values.lock().unwrap().push(value.clone());
+        self.inner.put(key, value, ttl).await
+    }
+    async fn invalidate(&self, key: &str) -> CacheResult<()> {
+        self.inner.invalidate(key).await
+    }
+    async fn put_versioned(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        version: i64,
+        ttl: Duration,
+    ) -> CacheResult<()> {
+        self.values.lock().unwrap().push(value.clone());
+        self.inner.put_versioned(key, value, version, ttl).await
+    }
+    async fn mark_changed(&self, key: &str, version: i64, ttl: Duration) -> CacheResult<()> {
+        self.inner.mark_changed(key, version, ttl).await
+    }
+    fn is_process_local(&self) -> bool {
+        self.local
+    }
+}
+
+fn holds(value: &[u8], part: &[u8]) -> bool {
+    value.windows(part.len()).any(|w| w == part)
+}
+
+/// Caches a serving user's row with secrets sealed by a new master key, and
+/// reads it back from the cache: what the cache was given, and the user.
+async fn cache_a_sealed_user(cache: Arc<Recording>) -> (Vec<Vec<u8>>, User, String) {
+    let seal = Sealer::new(MasterKey::random(), Vec::new());
+    let prefix = seal.current_prefix().unwrap();
+    let storage = Arc::new(MemoryStorage::new());
+    let cached = CachedStorage::new(storage.clone(), cache.clone(), long_ttls()).with_sealer(seal);
+    let (_, u) = serving_node_with_user(&cached).await;
+    let user = storage.get_user(u).await.unwrap();
+    for _ in 0..2 {
+        let got = cached.user_nodes(u).await.unwrap();
+        assert_eq!(got.user.secret, user.secret, "read back whole");
+        assert!(got.user.subscription_key.matches(&user.subscription_key));
+    }
+    assert_eq!(cached.stats().hits, 1, "{:?}", cached.stats());
+    (cache.values(), user, prefix)
+}
+
+#[tokio::test]
+async fn a_cache_that_is_not_process_local_gets_secrets_sealed_only() {
+    let (values, user, prefix) = cache_a_sealed_user(Arc::new(Recording::new(false))).await;
+    let key_hex = user.subscription_key.to_hex();
+    let token = user.subscription_key.token(user.id);
+    for value in &values {
+        for clear in [
+            user.secret.expose().as_bytes(),
+            user.subscription_key.as_bytes().as_slice(),
+            key_hex.as_bytes(),
+            token.expose().as_bytes(),
+        ] {
+            assert!(
+                !holds(value, clear),
+                "a cached value holds a secret in clear"
+            );
+        }
+    }
+    let sealed = values.iter().filter(|v| holds(v, prefix.as_bytes()));
+    assert_eq!(sealed.count(), 1, "the user's row is cached, sealed");
+}
+
+#[tokio::test]
+async fn a_process_local_cache_holds_secrets_as_the_process_does() {
+    let (values, user, prefix) = cache_a_sealed_user(Arc::new(Recording::new(true))).await;
+    assert!(values.iter().all(|v| !holds(v, prefix.as_bytes())));
+    let rows: Vec<_> = values
+        .iter()
+        .filter(|v| holds(v, user.secret.expose().as_bytes()))
+        .collect();
+    assert_eq!(rows.len(), 1, "the user's row is cached as it is");
+    assert!(holds(rows[0], user.subscription_key.as_bytes()));
 }
 
 /// Two replicas over one storage and one gated cache (whose next fill a
@@ -459,6 +591,9 @@ impl Cache for LosesWrites {
     }
     async fn mark_changed(&self, _: &str, _: i64, _: Duration) -> CacheResult<()> {
         Err(CacheError::Unavailable("connection reset".into()))
+    }
+    fn is_process_local(&self) -> bool {
+        self.0.is_process_local()
     }
 }
 

@@ -1,8 +1,66 @@
 //! How [`CachedStorage`](super::CachedStorage) lays out what it puts in the
 //! cache: the key of a user row, the row itself, and the absence of one.
 
-use crate::domain::{BlockReason, Plan, ResetStrategy, Seq, Timestamp, User, UserId, UserStatus};
+use crate::domain::{
+    BlockReason, Plan, ResetStrategy, Seq, SubscriptionKey, Timestamp, User, UserId, UserSecret,
+    UserStatus,
+};
 use crate::seal::Sealer;
+
+/// How a cached row holds the user's secret and subscription key.
+#[derive(Clone, Debug)]
+pub(super) enum Secrets {
+    /// Sealed as in the database, for a cache whose values leave the
+    /// process (Redis: its dumps, its replicas). Opening them costs two
+    /// AEAD opens per cache hit.
+    Sealed(Sealer),
+    /// As they are in the process (the subscription key as its 16 bytes), for a
+    /// process-local cache ([`Cache::is_process_local`](super::Cache::is_process_local)):
+    /// the process holds them in clear anyway, and a hit opens nothing.
+    Clear,
+}
+
+impl Secrets {
+    /// The secrets of rows cached in `cache`: `seal` unless the cache is
+    /// process-local.
+    pub(super) fn for_cache(cache: &dyn super::Cache, seal: Sealer) -> Self {
+        match cache.is_process_local() || !seal.is_sealing() {
+            true => Self::Clear,
+            false => Self::Sealed(seal),
+        }
+    }
+
+    fn secret(&self, id: UserId, secret: &UserSecret) -> String {
+        match self {
+            Self::Sealed(seal) => seal.seal_user_secret(id, secret),
+            Self::Clear => secret.expose().to_owned(),
+        }
+    }
+
+    fn key(&self, id: UserId, key: &SubscriptionKey) -> Vec<u8> {
+        match self {
+            Self::Sealed(seal) => seal.seal_subscription_key(id, key).into_bytes(),
+            Self::Clear => key.as_bytes().to_vec(),
+        }
+    }
+
+    fn open_secret(&self, id: UserId, stored: &str) -> Option<UserSecret> {
+        match self {
+            Self::Sealed(seal) => seal.open_user_secret(&id.to_string(), stored).ok(),
+            Self::Clear => Some(UserSecret::from_stored(stored.to_owned())),
+        }
+    }
+
+    fn open_key(&self, id: UserId, stored: &[u8]) -> Option<SubscriptionKey> {
+        match self {
+            Self::Sealed(seal) => {
+                let stored = std::str::from_utf8(stored).ok()?;
+                seal.open_subscription_key(&id.to_string(), stored).ok()
+            }
+            Self::Clear => Some(SubscriptionKey::from_bytes(stored.try_into().ok()?)),
+        }
+    }
+}
 
 pub(super) fn user_key(generation: u64, id: UserId) -> String {
     format!("u:{generation:x}:{id}")
@@ -28,23 +86,23 @@ pub(super) const USER_ROW_V6: u8 = 6;
 /// A compact binary row: version, status, change_seq, created_at, blocked,
 /// used up and down, the plan (limit, expiry, hold: each a presence byte and
 /// 8 bytes; reset period and day), next and last reset, the subscription
-/// key sealed by `seal` as in the database (length-prefixed), the device
-/// limit (a presence byte and 8 bytes), when the row was read from the
-/// storage (8 bytes), secret sealed by `seal` as in the database
-/// (length-prefixed), name (the rest). The id is the key's.
+/// key as `secrets` hold it (length-prefixed), the device limit (a presence
+/// byte and 8 bytes), when the row was read from the storage (8 bytes), the
+/// secret as `secrets` hold it (length-prefixed), name (the rest). The id is
+/// the key's.
 ///
-/// The secret and the subscription key are sealed because the cache is a dump too (Redis RDB and AOF
-/// files, a replica's copy); opening it costs a microsecond or two per
-/// node-list call.
-pub(super) fn encode_user(user: &User, read_at: Timestamp, seal: &Sealer) -> Vec<u8> {
+/// A shared cache is a dump too (Redis RDB and AOF files, a replica's
+/// copy): there the secret and the subscription key are sealed as in the
+/// database ([`Secrets::Sealed`]).
+pub(super) fn encode_user(user: &User, read_at: Timestamp, secrets: &Secrets) -> Vec<u8> {
     fn opt(out: &mut Vec<u8>, v: Option<i64>) {
         out.push(u8::from(v.is_some()));
         out.extend_from_slice(&v.unwrap_or_default().to_le_bytes());
     }
-    let secret = seal.seal_user_secret(user.id, &user.secret);
+    let secret = secrets.secret(user.id, &user.secret);
     let secret = secret.as_bytes();
     let secret_len = u16::try_from(secret.len()).expect("a user secret is short");
-    let key = seal.seal_subscription_key(user.id, &user.subscription_key);
+    let key = secrets.key(user.id, &user.subscription_key);
     let key_len = u16::try_from(key.len()).expect("a sealed key is short");
     let mut out = Vec::with_capacity(100 + secret.len() + user.name.len());
     out.push(USER_ROW_V6);
@@ -76,7 +134,7 @@ pub(super) fn encode_user(user: &User, read_at: Timestamp, seal: &Sealer) -> Vec
     opt(&mut out, user.next_reset_at.map(|t| t.0));
     opt(&mut out, user.last_reset_at.map(|t| t.0));
     out.extend_from_slice(&key_len.to_le_bytes());
-    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(&key);
     opt(&mut out, user.device_limit.map(i64::from));
     out.extend_from_slice(&read_at.0.to_le_bytes());
     out.extend_from_slice(&secret_len.to_le_bytes());
@@ -86,8 +144,12 @@ pub(super) fn encode_user(user: &User, read_at: Timestamp, seal: &Sealer) -> Vec
 }
 
 /// A row [`encode_user`] wrote: the user, and when it was read from the
-/// storage. A secret `seal` cannot open makes the row unreadable.
-pub(super) fn decode_user(id: UserId, bytes: &[u8], seal: &Sealer) -> Option<(User, Timestamp)> {
+/// storage. A secret `secrets` cannot open makes the row unreadable.
+pub(super) fn decode_user(
+    id: UserId,
+    bytes: &[u8],
+    secrets: &Secrets,
+) -> Option<(User, Timestamp)> {
     fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
         let (head, tail) = bytes.split_at_checked(n)?;
         *bytes = tail;
@@ -145,8 +207,7 @@ pub(super) fn decode_user(id: UserId, bytes: &[u8], seal: &Sealer) -> Option<(Us
     let next_reset_at = opt(&mut rest)?.map(Timestamp);
     let last_reset_at = opt(&mut rest)?.map(Timestamp);
     let key_len = u16::from_le_bytes(take(&mut rest, 2)?.try_into().ok()?);
-    let key = std::str::from_utf8(take(&mut rest, key_len.into())?).ok()?;
-    let subscription_key = seal.open_subscription_key(&id.to_string(), key).ok()?;
+    let subscription_key = secrets.open_key(id, take(&mut rest, key_len.into())?)?;
     let device_limit = match opt(&mut rest)? {
         Some(v) => Some(u32::try_from(v).ok()?),
         None => None,
@@ -159,7 +220,7 @@ pub(super) fn decode_user(id: UserId, bytes: &[u8], seal: &Sealer) -> Option<(Us
         id,
         name: name.to_owned(),
         status,
-        secret: seal.open_user_secret(&id.to_string(), secret).ok()?,
+        secret: secrets.open_secret(id, secret)?,
         subscription_key,
         device_limit,
         change_seq,
@@ -182,7 +243,6 @@ pub(super) fn decode_user(id: UserId, bytes: &[u8], seal: &Sealer) -> Option<(Us
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{SubscriptionKey, UserSecret};
     use crate::seal::MasterKey;
 
     fn sample(name: &str, status: UserStatus) -> User {
@@ -209,25 +269,43 @@ mod tests {
         }
     }
 
+    fn sealed() -> Secrets {
+        Secrets::Sealed(Sealer::new(MasterKey::random(), Vec::new()))
+    }
+
     #[test]
-    fn user_rows_round_trip() {
-        for user in [
-            sample("alice", UserStatus::Enabled),
-            sample("", UserStatus::Disabled),
-            sample(&"я🚀".repeat(200), UserStatus::Enabled),
-        ] {
-            let read_at = Timestamp(1_800_000_000_123);
-            let clear = Sealer::clear();
-            assert_eq!(
-                decode_user(user.id, &encode_user(&user, read_at, &clear), &clear),
-                Some((user, read_at))
-            );
+    fn user_rows_round_trip_with_secrets_clear_or_sealed() {
+        for secrets in [Secrets::Clear, sealed()] {
+            for user in [
+                sample("alice", UserStatus::Enabled),
+                sample("", UserStatus::Disabled),
+                sample(&"я🚀".repeat(200), UserStatus::Enabled),
+            ] {
+                let read_at = Timestamp(1_800_000_000_123);
+                assert_eq!(
+                    decode_user(user.id, &encode_user(&user, read_at, &secrets), &secrets),
+                    Some((user, read_at)),
+                    "{secrets:?}"
+                );
+            }
         }
     }
 
     #[test]
+    fn a_clear_secret_that_looks_sealed_still_reads_back() {
+        let mut user = sample("alice", UserStatus::Enabled);
+        user.secret =
+            UserSecret::from_stored(format!("{}00000000.AAAA", crate::seal::SEALED_PREFIX));
+        let bytes = encode_user(&user, Timestamp(1), &Secrets::Clear);
+        assert_eq!(
+            decode_user(user.id, &bytes, &Secrets::Clear),
+            Some((user, Timestamp(1)))
+        );
+    }
+
+    #[test]
     fn a_cached_secret_and_subscription_key_are_sealed_and_open_only_under_their_key_and_id() {
-        let seal = Sealer::new(MasterKey::random(), Vec::new());
+        let seal = sealed();
         let user = sample("alice", UserStatus::Enabled);
         let read_at = Timestamp(7);
         let bytes = encode_user(&user, read_at, &seal);
@@ -243,15 +321,15 @@ mod tests {
             decode_user(user.id, &bytes, &seal),
             Some((user.clone(), read_at))
         );
-        let other = Sealer::new(MasterKey::random(), Vec::new());
-        assert_eq!(decode_user(user.id, &bytes, &other), None);
+        assert_eq!(decode_user(user.id, &bytes, &sealed()), None);
+        assert_eq!(decode_user(user.id, &bytes, &Secrets::Clear), None);
         assert_eq!(decode_user(UserId::random(), &bytes, &seal), None);
     }
 
     #[test]
     fn damaged_user_rows_are_not_read() {
         let user = sample("alice", UserStatus::Enabled);
-        let seal = Sealer::clear();
+        let seal = Secrets::Clear;
         let bytes = encode_user(&user, Timestamp(42), &seal);
         assert_eq!(decode_user(user.id, &[], &seal), None);
         assert_eq!(decode_user(user.id, &bytes[..10], &seal), None);

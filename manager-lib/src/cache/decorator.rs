@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use super::Cache;
+use super::codec::Secrets;
 use super::feed::ChangeFeed;
 use super::snapshot::{NodeSet, Snapshot};
 
@@ -77,8 +78,8 @@ pub struct CachedStorage {
     nodes: NodeSet,
     feed: ChangeFeed,
     counters: Arc<Counters>,
-    /// Seals the user secrets the cache holds.
-    seal: Sealer,
+    /// How the user rows in the cache hold the user's secrets.
+    secrets: Secrets,
 }
 
 impl CachedStorage {
@@ -101,14 +102,18 @@ impl CachedStorage {
             nodes: NodeSet::default(),
             feed,
             counters,
-            seal: Sealer::clear(),
+            secrets: Secrets::Clear,
         }
     }
 
-    /// Seals the user secrets it puts in the cache with `seal` (the default
-    /// caches them in clear), as the storage seals them in the database.
+    /// Seals the user secrets it puts in the cache with `seal`, as the
+    /// storage seals them in the database, unless the cache is
+    /// process-local ([`Cache::is_process_local`]): values that never leave
+    /// the process hold them as the process does, so a cache hit opens
+    /// nothing. Without it they are cached in clear.
     pub fn with_sealer(self, seal: Sealer) -> Self {
-        Self { seal, ..self }
+        let secrets = Secrets::for_cache(self.cache.as_ref(), seal);
+        Self { secrets, ..self }
     }
 
     /// The counters so far.

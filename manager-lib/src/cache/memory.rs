@@ -219,4 +219,9 @@ impl Cache for MemoryCache {
         self.write(key, Arc::from([]), (version, true), ttl, true);
         Ok(())
     }
+
+    /// Entries live in this process's heap only.
+    fn is_process_local(&self) -> bool {
+        true
+    }
 }

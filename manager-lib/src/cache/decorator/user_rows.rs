@@ -54,7 +54,7 @@ impl CachedStorage {
                 bump(&self.counters.hits);
                 return Err(StorageError::NotFound(Entity::User));
             }
-            Ok(Some(bytes)) => match decode_user(id, &bytes, &self.seal) {
+            Ok(Some(bytes)) => match decode_user(id, &bytes, &self.secrets) {
                 Some(row) => {
                     bump(&self.counters.hits);
                     return Ok(row);
@@ -80,7 +80,7 @@ impl CachedStorage {
         let read = self.inner.get_user(id).await;
         let (row, version, ttl) = match &read {
             Ok(user) => (
-                encode_user(user, read_at_wall, &self.seal),
+                encode_user(user, read_at_wall, &self.secrets),
                 user.change_seq,
                 self.settings.user_ttl,
             ),
