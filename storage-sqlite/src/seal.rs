@@ -4,14 +4,18 @@
 //! the current key are not selected. After re-sealing, the file is rewritten
 //! (`VACUUM`) so the replaced values are not left in free pages.
 
-use manager_lib::seal::{Column, Resealed, SEALED_PREFIX};
-use manager_lib::storage::StorageResult;
+use std::time::{Duration, Instant};
 
-use crate::SqliteStorage;
+use manager_lib::seal::{Column, Resealed, SEALED_PREFIX};
+use manager_lib::storage::{StorageError, StorageResult};
+
 use crate::error::db_error;
+use crate::{BUSY_TIMEOUT, SqliteStorage};
 
 /// Rows read (and re-sealed in one write) at a time.
 const CHUNK: i64 = 500;
+/// How long to wait before asking a busy checkpoint again.
+const RETRY: Duration = Duration::from_millis(10);
 
 pub(crate) async fn reseal(s: &SqliteStorage) -> StorageResult<u64> {
     // Sealing: every row not under the current key. Clear: every sealed row,
@@ -78,12 +82,38 @@ pub(crate) async fn reseal(s: &SqliteStorage) -> StorageResult<u64> {
         // The replaced values stay in freed pages and WAL frames until they
         // are reused: rewrite the file and empty the WAL so that no copy of
         // it holds them.
-        for pragma in ["VACUUM", "PRAGMA wal_checkpoint(TRUNCATE)"] {
-            sqlx::query(pragma)
-                .execute(&s.writer)
-                .await
-                .map_err(|e| db_error(e, None))?;
-        }
+        sqlx::query("VACUUM")
+            .execute(&s.writer)
+            .await
+            .map_err(|e| db_error(e, None))?;
+        empty_wal(s).await?;
     }
     Ok(resealed)
+}
+
+/// Copies every WAL frame into the database file and truncates the WAL.
+///
+/// A `TRUNCATE` checkpoint does not fail when it cannot finish: it answers
+/// `busy` in its row, as it does whenever another connection is running a
+/// checkpoint (the checkpoint task's `PASSIVE` one, nudged by the re-seal's
+/// own last commit). The WAL would then still hold the re-seal's frames,
+/// and the file the values the `VACUUM` replaced, until later checkpoints:
+/// so it is asked again until it finishes, for at most [`BUSY_TIMEOUT`].
+async fn empty_wal(s: &SqliteStorage) -> StorageResult<()> {
+    let deadline = Instant::now() + BUSY_TIMEOUT;
+    loop {
+        let (busy, _, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
+            .fetch_one(&s.writer)
+            .await
+            .map_err(|e| db_error(e, None))?;
+        if busy == 0 {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(StorageError::Unavailable(
+                "the WAL stayed busy: re-sealed values may keep old copies in it".into(),
+            ));
+        }
+        tokio::time::sleep(RETRY).await;
+    }
 }
