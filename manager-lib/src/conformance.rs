@@ -135,6 +135,7 @@ macro_rules! storage_conformance_tests {
             users_by_state_count_every_live_user_once,
             node_events_keep_the_newest_in_order_and_go_with_the_node,
             node_events_of_an_unknown_node_are_not_found_and_not_kept,
+            node_summaries_are_every_node_as_listed_without_its_key,
         );
     };
     (@each $fresh:expr; $($name:ident),+ $(,)?) => {

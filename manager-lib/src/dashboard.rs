@@ -19,14 +19,18 @@
 //! - `change`: one dashboard change = the API call's role check and audit;
 //! - `charts`: bar charts as SVG;
 //! - `node_events`: a node's recent heartbeat events as a table;
-//! - `overview`, `nodes`, `users` (the table, bulk actions), `user` (a
-//!   user's page): the pages.
+//! - `jobs`: bulk jobs over a whole filter result, run in the process;
+//! - `overview`, `nodes`, `users` (the table, bulk actions on a
+//!   selection), `bulk_all` (a bulk action on a filter result: its
+//!   confirmation and the job's page), `user` (a user's page): the pages.
 
 pub mod assets;
+mod bulk_all;
 mod change;
 mod charts;
 mod csrf;
 mod format;
+mod jobs;
 mod layout;
 mod node_events;
 mod nodes;
@@ -65,6 +69,11 @@ pub const UI_ROUTES: &[(&str, &str)] = &[
     ("GET", "/ui/users/new"),
     ("POST", "/ui/users/new"),
     ("POST", "/ui/users/bulk"),
+    ("GET", "/ui/users/all"),
+    ("POST", "/ui/users/all"),
+    ("GET", "/ui/jobs/{id}"),
+    ("GET", "/ui/jobs/{id}/fragment"),
+    ("POST", "/ui/jobs/{id}/cancel"),
     ("GET", "/ui/users/{id}"),
     ("POST", "/ui/users/{id}/enable"),
     ("POST", "/ui/users/{id}/disable"),
@@ -89,6 +98,8 @@ pub(crate) struct UiState {
     auth: Arc<AdminAuth>,
     csrf: Arc<csrf::CsrfKey>,
     subscriptions: Arc<crate::subscription::Subscriptions>,
+    /// The bulk jobs over filter results.
+    jobs: Arc<jobs::Jobs>,
     /// The manager serves HTTPS: the session cookie is `Secure`.
     secure: bool,
 }
@@ -110,6 +121,7 @@ pub(crate) fn router(api: &ApiState, auth: Arc<AdminAuth>, secure: bool) -> Rout
         auth,
         csrf: Arc::new(csrf::CsrfKey::random()),
         subscriptions: api.subscriptions(),
+        jobs: Arc::default(),
         secure,
     };
     Router::new()
@@ -133,6 +145,13 @@ pub(crate) fn router(api: &ApiState, auth: Arc<AdminAuth>, secure: bool) -> Rout
         .route("/ui/users", get(users::list))
         .route("/ui/users/new", get(users::new_form).post(users::create))
         .route("/ui/users/bulk", post(users::bulk))
+        .route(
+            "/ui/users/all",
+            get(bulk_all::confirm).post(bulk_all::start),
+        )
+        .route("/ui/jobs/{id}", get(bulk_all::page))
+        .route("/ui/jobs/{id}/fragment", get(bulk_all::fragment))
+        .route("/ui/jobs/{id}/cancel", post(bulk_all::cancel))
         .route("/ui/users/{id}", get(user::page))
         .route("/ui/users/{id}/enable", post(user::enable))
         .route("/ui/users/{id}/disable", post(user::disable))

@@ -16,6 +16,7 @@ pub mod directory;
 pub mod endpoint;
 pub mod key_rotation;
 pub mod node_event;
+pub mod node_summary;
 pub mod plan;
 pub mod profile;
 pub mod subscription;
@@ -30,6 +31,7 @@ pub use directory::{StateCounts, UserQuery, UserSort};
 pub use endpoint::{endpoint_host, normalize_endpoint};
 pub use key_rotation::KeyRotation;
 pub use node_event::{NodeEvent, NodeEventKind};
+pub use node_summary::NodeSummary;
 pub use plan::{BlockReason, FieldEdit, Plan, PlanEdit, ResetEdit, ResetStrategy, UserState};
 pub use profile::{
     InboundDescription, InboundOverride, InboundProtocol, Network, NodeProfile, Security,

@@ -291,6 +291,19 @@ impl manager_lib::storage::NodeEventLog for PgStorage {
     ) -> StorageResult<Vec<manager_lib::domain::NodeEvent>> {
         node_events::list(self, id, limit).await
     }
+
+    async fn node_summaries(&self) -> StorageResult<Vec<manager_lib::domain::NodeSummary>> {
+        node_events::summaries(self).await
+    }
+
+    async fn node_usage_by_day(
+        &self,
+        id: NodeId,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> StorageResult<Vec<manager_lib::domain::usage::UsageRow>> {
+        node_events::usage_by_day(self, id, from, to).await
+    }
 }
 
 #[async_trait]

@@ -1,9 +1,13 @@
 //! Each node's recent heartbeat events (migration 0011): an append and a
 //! trim to the newest `keep` in one write, reads newest first by the
-//! (node_id, id) index.
+//! (node_id, id) index. Also the node pages' other reads: every node's
+//! summary (plain columns and the profile's remark, no key) and a node's
+//! traffic by day (its hours, by the (node_id, hour) key).
 
 use async_trait::async_trait;
-use manager_lib::domain::{NodeEvent, NodeId, Timestamp};
+use manager_lib::domain::usage::UsageRow;
+use manager_lib::domain::{NodeEvent, NodeId, NodeSummary, Timestamp};
+use manager_lib::storage::kit::usage::group_node_days;
 use manager_lib::storage::{Entity, NodeEventLog, StorageError, StorageResult};
 use sqlx::Row as _;
 
@@ -89,6 +93,63 @@ pub(crate) async fn list(
         .collect()
 }
 
+pub(crate) async fn summaries(s: &SqliteStorage) -> StorageResult<Vec<NodeSummary>> {
+    let rows = sqlx::query(
+        "SELECT id, endpoint, json_extract(profile, '$.remark') AS remark, actual_status, \
+         required_status, last_seen, updated_at FROM nodes ORDER BY id",
+    )
+    .fetch_all(&s.reader)
+    .await
+    .map_err(err)?;
+    rows.iter()
+        .map(|r| {
+            Ok(NodeSummary {
+                id: crate::rows::parse(r.try_get::<&str, _>("id").map_err(err)?)?,
+                endpoint: r.try_get("endpoint").map_err(err)?,
+                remark: r.try_get("remark").map_err(err)?,
+                actual_status: crate::rows::parse(
+                    r.try_get::<&str, _>("actual_status").map_err(err)?,
+                )?,
+                required_status: crate::rows::parse(
+                    r.try_get::<&str, _>("required_status").map_err(err)?,
+                )?,
+                last_seen: r
+                    .try_get::<Option<i64>, _>("last_seen")
+                    .map_err(err)?
+                    .map(Timestamp),
+                updated_at: Timestamp(r.try_get("updated_at").map_err(err)?),
+            })
+        })
+        .collect()
+}
+
+pub(crate) async fn usage_by_day(
+    s: &SqliteStorage,
+    id: NodeId,
+    from: Timestamp,
+    to: Timestamp,
+) -> StorageResult<Vec<UsageRow>> {
+    let rows = sqlx::query(
+        "SELECT hour, up, down FROM node_usage_hourly \
+         WHERE node_id = ?1 AND hour >= ?2 AND hour < ?3",
+    )
+    .bind(id.to_string())
+    .bind(from.0)
+    .bind(to.0)
+    .fetch_all(&s.reader)
+    .await
+    .map_err(err)?;
+    let mut hours = Vec::with_capacity(rows.len());
+    for r in &rows {
+        hours.push((
+            Timestamp(r.try_get("hour").map_err(err)?),
+            crate::rows::bytes(r.try_get("up").map_err(err)?)?,
+            crate::rows::bytes(r.try_get("down").map_err(err)?)?,
+        ));
+    }
+    Ok(group_node_days(id, hours))
+}
+
 #[async_trait]
 #[deny(clippy::missing_trait_methods)]
 impl NodeEventLog for SqliteStorage {
@@ -103,5 +164,18 @@ impl NodeEventLog for SqliteStorage {
 
     async fn node_events(&self, id: NodeId, limit: u32) -> StorageResult<Vec<NodeEvent>> {
         crate::node_events::list(self, id, limit).await
+    }
+
+    async fn node_summaries(&self) -> StorageResult<Vec<NodeSummary>> {
+        crate::node_events::summaries(self).await
+    }
+
+    async fn node_usage_by_day(
+        &self,
+        id: NodeId,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> StorageResult<Vec<UsageRow>> {
+        crate::node_events::usage_by_day(self, id, from, to).await
     }
 }

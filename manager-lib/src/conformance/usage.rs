@@ -314,6 +314,33 @@ pub async fn usage_history_by_day_node_and_hour_and_purge(s: &dyn Storage) {
         .unwrap();
     assert_eq!(hour.len(), 1);
     assert_eq!((hour[0].node, hour[0].up), (a.id, 1));
+    // One node's raw bytes per day (its chart), days in order.
+    let days = |rows: Vec<crate::domain::usage::UsageRow>| -> Vec<_> {
+        rows.iter().map(|r| (r.day, r.node, r.up, r.down)).collect()
+    };
+    assert_eq!(
+        days(s.node_usage_by_day(a.id, day1, end).await.unwrap()),
+        [
+            (Some(day1), Some(a.id), 1, 10),
+            (Some(day2), Some(a.id), 2, 20)
+        ]
+    );
+    assert_eq!(
+        days(s.node_usage_by_day(b.id, day1, end).await.unwrap()),
+        [(Some(day2), Some(b.id), 4, 40)],
+        "raw bytes, before the multiplier"
+    );
+    assert_eq!(
+        days(s.node_usage_by_day(a.id, day2, end).await.unwrap()),
+        [(Some(day2), Some(a.id), 2, 20)]
+    );
+    assert_eq!(s.node_usage_by_day(a.id, end, day1).await.unwrap(), []);
+    assert_eq!(
+        s.node_usage_by_day(NodeId::random(), day1, end)
+            .await
+            .unwrap(),
+        []
+    );
     // Purge: user days before day 2 (one row), node hours before day 2 (one).
     assert_eq!(s.purge_usage_history(day2, day2).await.unwrap(), 2);
     assert_eq!(

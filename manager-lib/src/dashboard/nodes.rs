@@ -20,7 +20,7 @@ use super::{UiState, format, layout};
 use super::{charts, node_events};
 use crate::api::ApiError;
 use crate::domain::usage::{DAY_MS, bucket};
-use crate::domain::{ActualStatus, Node, NodeId, Timestamp};
+use crate::domain::{ActualStatus, Node, NodeId, NodeSummary, Timestamp};
 use crate::manager::ManagerError;
 
 /// Days in a node's traffic chart.
@@ -49,7 +49,7 @@ fn parse_id(raw: &str) -> Option<NodeId> {
 }
 
 /// The users a node serves: every user on the nodes while it runs.
-fn users_on(node: &Node, fleet: &Fleet) -> u64 {
+fn users_on(node: &NodeSummary, fleet: &Fleet) -> u64 {
     if node.actual_status == ActualStatus::Running {
         fleet.state.enabled_users
     } else {
@@ -57,11 +57,11 @@ fn users_on(node: &Node, fleet: &Fleet) -> u64 {
     }
 }
 
-fn action(session: &Session, node: &Node, verb: &str, label: &str) -> Markup {
+fn action(session: &Session, (id, name): (NodeId, &str), verb: &str, label: &str) -> Markup {
     html! {
-        form class="inline" method="post" action=(format!("/ui/nodes/{}/{verb}", node.id)) {
+        form class="inline" method="post" action=(format!("/ui/nodes/{id}/{verb}")) {
             (session.chrome.csrf_field())
-            button type="submit" aria-label=(format!("{label} {}", node_name(node))) { (label) }
+            button type="submit" aria-label=(format!("{label} {name}")) { (label) }
         }
     }
 }
@@ -93,7 +93,7 @@ pub(super) async fn list(State(st): State<UiState>, session: Session) -> Respons
                     tbody {
                         @for n in &fleet.nodes {
                             tr {
-                                td { a href=(format!("/ui/nodes/{}", n.id)) { (node_name(n)) } }
+                                td { a href=(format!("/ui/nodes/{}", n.id)) { (n.name()) } }
                                 td class=(format!("status-{}", n.actual_status.as_str().to_lowercase())) {
                                     (status_text(n.actual_status, n.required_status))
                                 }
@@ -102,10 +102,10 @@ pub(super) async fn list(State(st): State<UiState>, session: Session) -> Respons
                                 td { (format::age(n.last_seen, fleet.now)) }
                                 @if admin {
                                     td class="actions" {
-                                        (action(&session, n, "start", "Start"))
-                                        (action(&session, n, "stop", "Stop"))
+                                        (action(&session, (n.id, n.name()), "start", "Start"))
+                                        (action(&session, (n.id, n.name()), "stop", "Stop"))
                                         a class="button danger" href=(format!("/ui/nodes/{}/delete", n.id))
-                                            aria-label=(format!("Delete {}", node_name(n))) { "Delete" }
+                                            aria-label=(format!("Delete {}", n.name())) { "Delete" }
                                     }
                                 }
                             }
@@ -244,21 +244,30 @@ pub(super) async fn page(
         Err(page) => return page,
     };
     let now = Timestamp::now();
-    let today = bucket(now, DAY_MS);
-    let mut days = Vec::new();
-    for back in (0..CHART_DAYS).rev() {
-        let from = Timestamp(today.0 - back * DAY_MS);
-        let to = Timestamp(from.0 + DAY_MS);
-        let bytes = match st.manager.node_usage(from, to).await {
-            Ok(rows) => rows
+    let first = Timestamp(bucket(now, DAY_MS).0 - (CHART_DAYS - 1) * DAY_MS);
+    let end = Timestamp(first.0 + CHART_DAYS * DAY_MS);
+    // One read of the node's hours, summed per day; days without traffic
+    // have no row and show as 0.
+    let rows = match st
+        .manager
+        .storage()
+        .node_usage_by_day(node.id, first, end)
+        .await
+    {
+        Ok(rows) => rows,
+        Err(e) => return failed(&ApiError::from(ManagerError::from(e)), &session),
+    };
+    let days: Vec<(String, u64)> = (0..CHART_DAYS)
+        .map(|i| {
+            let day = Timestamp(first.0 + i * DAY_MS);
+            let bytes = rows
                 .iter()
-                .filter(|u| u.node == node.id)
-                .map(|u| u.up.saturating_add(u.down))
-                .fold(0, u64::saturating_add),
-            Err(e) => return failed(&ApiError::from(e), &session),
-        };
-        days.push((format::day(from), bytes));
-    }
+                .filter(|r| r.day == Some(day))
+                .map(|r| r.up.saturating_add(r.down))
+                .fold(0, u64::saturating_add);
+            (format::day(day), bytes)
+        })
+        .collect();
     let fleet_seq = match st.manager.fleet_state().await {
         Ok(state) => state.last_seq,
         Err(e) => return failed(&ApiError::from(e), &session),
@@ -289,8 +298,8 @@ pub(super) async fn page(
         }
         @if admin {
             p class="actions" {
-                (action(&session, &node, "start", "Start"))
-                (action(&session, &node, "stop", "Stop"))
+                (action(&session, (node.id, node_name(&node)), "start", "Start"))
+                (action(&session, (node.id, node_name(&node)), "stop", "Stop"))
                 a class="button danger" href=(format!("/ui/nodes/{}/delete", node.id)) { "Delete" }
             }
         }

@@ -2,7 +2,8 @@
 //! so its first and its ten-thousandth page cost the same; a search by name
 //! or id prefix, filters by status and state, three orders. Create a user
 //! (with a plan), and enable, disable or delete a selection at once, with a
-//! summary of what failed.
+//! summary of what failed; or offer the same on every user the filter
+//! matches (its confirmation and job are the `bulk_all` module's).
 
 use axum::Form;
 use axum::body::Bytes;
@@ -14,11 +15,11 @@ use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::change::{Change, failed, may};
+use super::jobs::{Bulk, counted};
 use super::session::Session;
 use super::{UiState, format, layout};
 use crate::api::ApiError;
-use crate::domain::{Plan, Timestamp, User, UserId, UserQuery, UserSort, UserState, UserStatus};
-use crate::manager::ManagerError;
+use crate::domain::{Plan, Timestamp, User, UserQuery, UserSort, UserState, UserStatus};
 
 /// Users on a page of the table.
 pub const PAGE: u32 = 50;
@@ -59,7 +60,7 @@ pub(super) fn state_text(state: UserState) -> &'static str {
 }
 
 impl ListParams {
-    fn query(&self) -> Result<UserQuery, String> {
+    pub(super) fn query(&self) -> Result<UserQuery, String> {
         let status = match self.status.as_str() {
             "" => None,
             "enabled" => Some(UserStatus::Enabled),
@@ -96,16 +97,48 @@ impl ListParams {
         })
     }
 
-    /// The table's URL with these parameters, `after` replaced.
-    fn url(&self, after: Option<&str>) -> String {
-        let mut qs = url::form_urlencoded::Serializer::new(String::new());
-        for (k, v) in [
+    /// The filter's fields (name, value), `after` left out.
+    pub(super) fn fields(&self) -> [(&'static str, &str); 5] {
+        [
             ("q", self.q.as_str()),
             ("status", self.status.as_str()),
             ("state", self.state.as_str()),
             ("sort", self.sort.as_str()),
             ("order", self.order.as_str()),
-        ] {
+        ]
+    }
+
+    /// The filter's fields as hidden inputs of a form.
+    pub(super) fn hidden(&self) -> Markup {
+        html! {
+            @for (name, value) in self.fields() {
+                @if !value.is_empty() { input type="hidden" name=(name) value=(value); }
+            }
+        }
+    }
+
+    /// The filter in words, as a confirmation states it.
+    pub(super) fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.q.trim().is_empty() {
+            parts.push(format!("name or id starting with {:?}", self.q.trim()));
+        }
+        if !self.status.is_empty() {
+            parts.push(format!("status {}", self.status));
+        }
+        if !self.state.is_empty() {
+            parts.push(format!("state {}", self.state));
+        }
+        match parts.is_empty() {
+            true => "no filter (every user)".to_owned(),
+            false => parts.join(", "),
+        }
+    }
+
+    /// The table's URL with these parameters, `after` replaced.
+    pub(super) fn url(&self, after: Option<&str>) -> String {
+        let mut qs = url::form_urlencoded::Serializer::new(String::new());
+        for (k, v) in self.fields() {
             if !v.is_empty() {
                 qs.append_pair(k, v);
             }
@@ -162,6 +195,17 @@ pub(super) async fn list(
     };
     let now = Timestamp::now();
     let changes = may(&session, "/user/enable");
+    // The counters say how many match unless there is a search (cheap:
+    // no user is read); the confirmation counts in every case.
+    let matching = match st.manager.storage().count_users_by_state().await {
+        Ok(counts) => counted(&query, &counts),
+        Err(e) => {
+            return failed(
+                &ApiError::from(crate::manager::ManagerError::from(e)),
+                &session,
+            );
+        }
+    };
     let body = html! {
         @if may(&session, "/user/new") {
             p { a class="button" href="/ui/users/new" { "New user" } }
@@ -219,6 +263,26 @@ pub(super) async fn list(
                         }
                     }
                 }
+            }
+        }
+        @if changes && !page.items.is_empty() {
+            form class="filters" method="get" action="/ui/users/all" aria-labelledby="h-all" {
+                h2 id="h-all" class="sr" { "Apply to every matching user" }
+                (params.hidden())
+                div {
+                    label for="all-action" { "Action on every matching user" }
+                    select id="all-action" name="action" {
+                        option value="disable" { "disable" }
+                        option value="enable" { "enable" }
+                        option value="delete" { "delete" }
+                    }
+                }
+                div { button type="submit" name="go" value="all" {
+                    @match matching {
+                        Some(n) => { "Apply to all " (n) " matching…" }
+                        None => "Apply to all matching…",
+                    }
+                } }
             }
         }
         nav class="pager" aria-label="Pages" {
@@ -328,14 +392,6 @@ pub(super) async fn create(
     }
 }
 
-/// The bulk actions.
-#[derive(Clone, Copy)]
-enum Bulk {
-    Enable,
-    Disable,
-    Delete,
-}
-
 /// `POST /ui/users/bulk`: one action on every selected user, each a call
 /// of its own (role, audit); a summary of what was done and what failed.
 pub(super) async fn bulk(
@@ -353,19 +409,13 @@ pub(super) async fn bulk(
             _ => {}
         }
     }
-    let (bulk, route, done_word) = match action.as_str() {
-        "enable" => (Bulk::Enable, "/user/enable", "enabled"),
-        "disable" => (Bulk::Disable, "/user/disable", "disabled"),
-        "delete" => (Bulk::Delete, "/user/delete", "deleted"),
-        _ => {
-            let e = ApiError::BadRequest("choose enable, disable or delete".into());
-            return failed(&e, &session);
-        }
+    let Some(bulk) = Bulk::parse(&action) else {
+        let e = ApiError::BadRequest("choose enable, disable or delete".into());
+        return failed(&e, &session);
     };
-    let change = match Change::begin(&st, &session, &headers, &csrf, route, None).await {
-        Ok(change) => change,
-        Err(page) => return page,
-    };
+    if let Err(page) = Change::begin(&st, &session, &headers, &csrf, bulk.route(), None).await {
+        return page;
+    }
     if ids.len() > MAX_BULK {
         let e = ApiError::BadRequest(format!("at most {MAX_BULK} users at once"));
         return failed(&e, &session);
@@ -373,29 +423,15 @@ pub(super) async fn bulk(
     let mut done = 0usize;
     let mut failures: Vec<(String, String)> = Vec::new();
     for raw in &ids {
-        let id: Option<UserId> = raw.parse().ok();
-        let result = match id {
-            None => Err(ManagerError::UserNotFound),
-            Some(id) => match bulk {
-                Bulk::Enable => st.manager.enable_user(id).await.map(drop),
-                Bulk::Disable => st.manager.disable_user(id).await.map(drop),
-                Bulk::Delete => st.manager.delete_user(id).await,
-            },
-        };
-        let target = id.map(|id| id.to_string());
-        match result {
-            Ok(()) => {
-                change.record(StatusCode::OK, target).await;
-                done += 1;
-            }
-            Err(e) => {
-                let e = ApiError::from(e);
-                let (status, text) = e.status_and_text();
-                change.record(status, target).await;
-                failures.push((raw.chars().take(64).collect(), text.to_owned()));
-            }
+        match bulk
+            .apply(&st.manager, &session.caller, raw.parse().ok())
+            .await
+        {
+            Ok(()) => done += 1,
+            Err(why) => failures.push((raw.chars().take(64).collect(), why)),
         }
     }
+    let done_word = bulk.done_word();
     let body = html! {
         p role="status" { (done) " of " (ids.len()) " selected users " (done_word) "." }
         @if !failures.is_empty() {

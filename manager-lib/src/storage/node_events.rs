@@ -1,6 +1,8 @@
-//! The part of the `Storage` port that keeps each node's recent heartbeat
-//! events ([`NodeEvent`]): a bounded log per node, newest kept, gone with
-//! the node. Every backend implements it next to
+//! The part of the `Storage` port the node pages read: each node's recent
+//! heartbeat events ([`NodeEvent`]: a bounded log per node, newest kept,
+//! gone with the node), every node's [`NodeSummary`] (the overview and the
+//! node list at a thousand nodes) and one node's traffic by day (its
+//! chart). Every backend implements it next to
 //! [`Storage`](super::Storage), which requires it.
 
 use std::fmt::Debug;
@@ -8,9 +10,11 @@ use std::fmt::Debug;
 use async_trait::async_trait;
 
 use super::StorageResult;
-use crate::domain::{NodeEvent, NodeId};
+use crate::domain::usage::UsageRow;
+use crate::domain::{NodeEvent, NodeId, NodeSummary, Timestamp};
 
-/// Each node's recent events. Object safe; every method is one transaction.
+/// Each node's recent events, summaries and daily traffic. Object safe;
+/// every method is one transaction.
 #[async_trait]
 pub trait NodeEventLog: Debug + Send + Sync {
     /// Appends `event` to node `id`'s log and drops its oldest events past
@@ -35,6 +39,30 @@ pub trait NodeEventLog: Debug + Send + Sync {
     ///   [`StorageError::NotFound`](super::StorageError::NotFound); a new
     ///   node has none. Deleting a node deletes its events.
     async fn node_events(&self, id: NodeId, limit: u32) -> StorageResult<Vec<NodeEvent>>;
+
+    /// Every node's summary, in id order.
+    ///
+    /// # Contract
+    /// - The nodes [`Storage::list_nodes`](super::Storage::list_nodes)
+    ///   walks, each equal to [`NodeSummary::of`] the node it reads.
+    /// - Cost: one read of plain columns; no key is opened and no stored
+    ///   profile parsed (a thousand nodes read in about a millisecond).
+    async fn node_summaries(&self) -> StorageResult<Vec<NodeSummary>>;
+
+    /// Raw bytes through node `id` per UTC day, summed over the hours whose
+    /// start is in `from..to` (as [`Storage::node_usage`](super::Storage::node_usage)
+    /// counts them): one row per day with traffic, in day order, `day` and
+    /// `node` set.
+    ///
+    /// # Contract
+    /// - An unknown node, or days without traffic, have no rows.
+    /// - Cost: an index range over the node's hours, one read.
+    async fn node_usage_by_day(
+        &self,
+        id: NodeId,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> StorageResult<Vec<UsageRow>>;
 }
 
 /// Implements [`NodeEventLog`] for `$ty` by forwarding every method to its
@@ -64,6 +92,24 @@ macro_rules! forward_node_event_log {
                 #[allow(unused_imports)] // a trait object finds it without
                 use $crate::storage::NodeEventLog as _;
                 self.$inner.node_events(id, limit).await
+            }
+            async fn node_summaries(
+                &self,
+            ) -> $crate::storage::StorageResult<::std::vec::Vec<$crate::domain::NodeSummary>> {
+                #[allow(unused_imports)] // a trait object finds it without
+                use $crate::storage::NodeEventLog as _;
+                self.$inner.node_summaries().await
+            }
+            async fn node_usage_by_day(
+                &self,
+                id: $crate::domain::NodeId,
+                from: $crate::domain::Timestamp,
+                to: $crate::domain::Timestamp,
+            ) -> $crate::storage::StorageResult<::std::vec::Vec<$crate::domain::usage::UsageRow>>
+            {
+                #[allow(unused_imports)] // a trait object finds it without
+                use $crate::storage::NodeEventLog as _;
+                self.$inner.node_usage_by_day(id, from, to).await
             }
         }
     };

@@ -1,8 +1,10 @@
 //! A storage whose token reads fail while `down` is set, as a lost
 //! database would: the dashboard must tell that apart from a wrong token.
+//! Its user status changes fail for the `refused` users, and wait while
+//! `hold` is set (a bulk job caught running).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -15,6 +17,8 @@ use manager_lib::storage::{AccessStore, Storage, StorageError, StorageResult};
 pub struct OutageStorage {
     inner: MemoryStorage,
     pub down: Arc<AtomicBool>,
+    pub refused: Arc<Mutex<Vec<UserId>>>,
+    pub hold: Arc<AtomicBool>,
 }
 
 impl OutageStorage {
@@ -113,6 +117,12 @@ impl Storage for OutageStorage {
         self.inner.list_users(p).await
     }
     async fn set_user_status(&self, id: UserId, s: UserStatus) -> StorageResult<User> {
+        while self.hold.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        if self.refused.lock().unwrap().contains(&id) {
+            return Err(StorageError::Unavailable("injected failure".into()));
+        }
         self.inner.set_user_status(id, s).await
     }
     async fn delete_user(&self, id: UserId) -> StorageResult<()> {

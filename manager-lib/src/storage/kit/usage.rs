@@ -130,6 +130,26 @@ pub fn group_node_rows(rows: impl IntoIterator<Item = (NodeId, u64, u64)>) -> Ve
         .collect()
 }
 
+/// One node's hour rows (hour, up, down) summed per UTC day, in day order:
+/// [`NodeEventLog::node_usage_by_day`](crate::storage::NodeEventLog::node_usage_by_day)'s rows.
+pub fn group_node_days(
+    node: NodeId,
+    rows: impl IntoIterator<Item = (Timestamp, u64, u64)>,
+) -> Vec<UsageRow> {
+    let mut sums: BTreeMap<Timestamp, Bytes> = BTreeMap::new();
+    for (hour, up, down) in rows {
+        sums.entry(bucket(hour, DAY_MS)).or_default().add(up, down);
+    }
+    sums.into_iter()
+        .map(|(day, b)| UsageRow {
+            day: Some(day),
+            node: Some(node),
+            up: b.up,
+            down: b.down,
+        })
+        .collect()
+}
+
 /// Whether `used` bytes reach the plan's limit.
 pub fn over_limit(plan: &Plan, used: u64) -> bool {
     plan.data_limit.is_some_and(|limit| used >= limit)

@@ -6,7 +6,8 @@ use std::collections::{HashMap, VecDeque};
 use async_trait::async_trait;
 
 use super::MemoryStorage;
-use crate::domain::{NodeEvent, NodeId};
+use crate::domain::usage::UsageRow;
+use crate::domain::{NodeEvent, NodeId, NodeSummary, Timestamp};
 use crate::storage::{Entity, NodeEventLog, StorageError, StorageResult};
 
 #[derive(Debug, Default)]
@@ -24,6 +25,7 @@ impl MemoryStorage {
 }
 
 #[async_trait]
+#[deny(clippy::missing_trait_methods)]
 impl NodeEventLog for MemoryStorage {
     async fn record_node_event(
         &self,
@@ -53,5 +55,18 @@ impl NodeEventLog for MemoryStorage {
             .get(&id)
             .map(|log| log.iter().rev().take(limit as usize).cloned().collect())
             .unwrap_or_default())
+    }
+
+    async fn node_summaries(&self) -> StorageResult<Vec<NodeSummary>> {
+        Ok(self.lock().nodes.values().map(NodeSummary::of).collect())
+    }
+
+    async fn node_usage_by_day(
+        &self,
+        id: NodeId,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> StorageResult<Vec<UsageRow>> {
+        Ok(self.lock().node_days(id, from, to))
     }
 }

@@ -9,7 +9,8 @@ use crate::domain::usage::{
 use crate::domain::{BlockReason, NodeId, Timestamp, UserId};
 use crate::storage::StorageResult;
 use crate::storage::kit::usage::{
-    Bytes, block_after_reset, group_node_rows, group_user_rows, over_limit, start_hold, sum_page,
+    Bytes, block_after_reset, group_node_days, group_node_rows, group_user_rows, over_limit,
+    start_hold, sum_page,
 };
 
 impl State {
@@ -122,6 +123,17 @@ impl State {
             .filter(|((user, day, _), _)| *user == id && *day >= from && *day < to)
             .map(|((_, day, node), b)| (*day, *node, b.up, b.down));
         Ok(group_user_rows(rows, group))
+    }
+
+    pub(super) fn node_days(&self, id: NodeId, from: Timestamp, to: Timestamp) -> Vec<UsageRow> {
+        if from >= to {
+            return Vec::new();
+        }
+        let hours = self
+            .node_hours
+            .range((id, from)..(id, to))
+            .map(|((_, hour), b)| (*hour, b.up, b.down));
+        group_node_days(id, hours)
     }
 
     pub(super) fn node_usage(&self, from: Timestamp, to: Timestamp) -> Vec<NodeUsage> {
