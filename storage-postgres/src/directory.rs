@@ -17,6 +17,7 @@ const POSTGRES: Dialect = Dialect {
     live: "NOT deleted",
     // The select list renames `id` to its text.
     id: "users.id",
+    usage: (directory::USAGE_SQL, "users.id"),
 };
 
 pub(crate) async fn find_users(s: &PgStorage, query: &UserQuery) -> StorageResult<Page<User>> {

@@ -9,7 +9,7 @@ use sqlx::sqlite::SqliteRow;
 
 use crate::SqliteStorage;
 use crate::error::db_error;
-use crate::rows::{USER_COLUMNS_U, found, user_from_row};
+use crate::rows::{USER_COLUMNS_U, USER_TOTALS_T, found, user_from_row};
 use crate::writer::Args;
 
 pub(crate) async fn pending_operations(
@@ -24,7 +24,7 @@ pub(crate) async fn pending_operations(
     // columns when nothing is pending.
     let rows = sqlx::query(&format!(
         "SELECT n.applied_seq AS cursor, {USER_COLUMNS_U}, u.deleted AS deleted \
-         FROM nodes n LEFT JOIN users u ON u.change_seq > n.applied_seq \
+         FROM nodes n LEFT JOIN users u ON u.change_seq > n.applied_seq {USER_TOTALS_T} \
          WHERE n.id = ?1 ORDER BY u.change_seq LIMIT ?2"
     ))
     .bind(id.to_string())
@@ -46,7 +46,7 @@ pub(crate) async fn changes_after(
 ) -> StorageResult<PendingBatch> {
     let limit = kit::batch_limit(limit);
     let rows = sqlx::query(&format!(
-        "SELECT {USER_COLUMNS_U}, u.deleted AS deleted FROM users u \
+        "SELECT {USER_COLUMNS_U}, u.deleted AS deleted FROM users u {USER_TOTALS_T} \
          WHERE u.change_seq > ?1 ORDER BY u.change_seq LIMIT ?2"
     ))
     .bind(after)

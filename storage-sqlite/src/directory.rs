@@ -1,8 +1,9 @@
 //! The user directory: the kit's query over the users table, each order
-//! served by its index (migration 0008), paged by key.
+//! served by its index (migration 0008; the usage order by the totals
+//! table's, migration 0014), paged by key.
 
 use async_trait::async_trait;
-use manager_lib::domain::{Page, StateCounts, User, UserQuery};
+use manager_lib::domain::{Page, StateCounts, User, UserQuery, UserSort};
 use manager_lib::storage::kit::directory::{self, Arg, Dialect};
 use manager_lib::storage::{Entity, StorageResult, UserDirectory};
 
@@ -16,11 +17,24 @@ const SQLITE: Dialect = Dialect {
     name: "name",
     live: "deleted = 0",
     id: "id",
+    // The totals table's index expression (migration 0014), as written
+    // there: `up` and `down` name no column of `users`.
+    usage: (
+        "(CASE WHEN up > 9223372036854775807 - down \
+         THEN 9223372036854775807 ELSE up + down END)",
+        "user_id",
+    ),
 };
 
 pub(crate) async fn find_users(s: &SqliteStorage, query: &UserQuery) -> StorageResult<Page<User>> {
     let (tail, args) = directory::query_sql(query, &SQLITE)?;
-    let sql = format!("SELECT {USER_COLUMNS} FROM users {tail}");
+    // Usage order walks the totals' index and joins each user; the other
+    // orders walk an index of users.
+    let from = match query.sort {
+        UserSort::Usage => "user_totals JOIN users ON users.id = user_totals.user_id",
+        UserSort::Name | UserSort::Created => "users",
+    };
+    let sql = format!("SELECT {USER_COLUMNS} FROM {from} {tail}");
     let mut q = sqlx::query(&sql);
     for arg in args {
         q = match arg {

@@ -99,6 +99,13 @@ pub use crate::writer::{MAX_BATCH, WriteStats};
 pub const READERS: u32 = 8;
 /// How long a statement waits for another connection's lock before failing.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// The write connection's page cache, in KiB (SQLite's default: 2,000).
+/// Ingest rewrites the totals of users spread over the whole totals table
+/// and its usage index; with 2 MB nearly every page was read back from the
+/// file. Filled only as pages are read. Measured with the sqlite3 CLI on
+/// 1,000,000 users, 1,000 user-deltas a page: 1.1 to 1.45x the user-deltas
+/// a second of the default.
+pub const WRITER_CACHE_KIB: u32 = 128 * 1024;
 /// How long a call waits for a free pooled connection.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -200,7 +207,8 @@ impl SqliteStorage {
                     .clone()
                     .journal_mode(SqliteJournalMode::Wal)
                     .pragma("wal_autocheckpoint", checkpoint::BACKSTOP_PAGES.to_string())
-                    .pragma("journal_size_limit", checkpoint::WAL_SIZE_KEPT.to_string()),
+                    .pragma("journal_size_limit", checkpoint::WAL_SIZE_KEPT.to_string())
+                    .pragma("cache_size", format!("-{WRITER_CACHE_KIB}")),
             )
             .await
             .map_err(|e| db_error(e, None))?;

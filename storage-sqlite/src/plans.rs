@@ -135,16 +135,18 @@ async fn reset(
     now: Timestamp,
     next: Option<Timestamp>,
 ) -> StorageResult<()> {
-    sqlx::query(
-        "UPDATE users SET used_up = 0, used_down = 0, last_reset_at = ?2, next_reset_at = ?3 \
-         WHERE id = ?1",
-    )
-    .bind(id.to_string())
-    .bind(now.0)
-    .bind(next.map(|t| t.0))
-    .execute(conn)
-    .await
-    .map_err(user_err)?;
+    sqlx::query("UPDATE users SET last_reset_at = ?2, next_reset_at = ?3 WHERE id = ?1")
+        .bind(id.to_string())
+        .bind(now.0)
+        .bind(next.map(|t| t.0))
+        .execute(&mut *conn)
+        .await
+        .map_err(user_err)?;
+    sqlx::query("UPDATE user_totals SET up = 0, down = 0 WHERE user_id = ?1")
+        .bind(id.to_string())
+        .execute(conn)
+        .await
+        .map_err(user_err)?;
     Ok(())
 }
 

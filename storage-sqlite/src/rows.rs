@@ -16,19 +16,30 @@ pub(crate) const NODE_COLUMNS: &str = "id, endpoint, key, actual_status, require
      user_config_template, state_up_to_date, applied_seq, last_seen, created_at, updated_at, \
      usage_journal, usage_seq, traffic_multiplier, used_up, used_down, inbounds, profile";
 
-/// The columns [`user_from_row`] reads.
+/// The columns [`user_from_row`] reads. The used bytes live in
+/// `user_totals` (migration 0014): read by key beside the row, also in a
+/// `RETURNING` list; `id` there is the users row's (the totals table has
+/// none). No row (a tombstone) reads as zero.
 pub(crate) const USER_COLUMNS: &str = "id, name, status, secret, change_seq, created_at, \
-     data_limit, expire_at, reset_period, reset_day, on_hold, used_up, used_down, blocked, \
-     next_reset_at, last_reset_at, subscription_key, device_limit";
+     data_limit, expire_at, reset_period, reset_day, on_hold, \
+     COALESCE((SELECT t.up FROM user_totals t WHERE t.user_id = id), 0) AS used_up, \
+     COALESCE((SELECT t.down FROM user_totals t WHERE t.user_id = id), 0) AS used_down, \
+     blocked, next_reset_at, last_reset_at, subscription_key, device_limit";
 
-/// [`USER_COLUMNS`] from a `users u` joined with other tables.
+/// [`USER_COLUMNS`] from a `users u` joined with other tables, and with
+/// [`USER_TOTALS_T`] (a user's row repeated per node would otherwise look
+/// its totals up once per repeat).
 pub(crate) const USER_COLUMNS_U: &str = "u.id AS id, u.name AS name, u.status AS status, \
      u.secret AS secret, u.change_seq AS change_seq, u.created_at AS created_at, \
      u.data_limit AS data_limit, u.expire_at AS expire_at, u.reset_period AS reset_period, \
-     u.reset_day AS reset_day, u.on_hold AS on_hold, u.used_up AS used_up, \
-     u.used_down AS used_down, u.blocked AS blocked, u.next_reset_at AS next_reset_at, \
+     u.reset_day AS reset_day, u.on_hold AS on_hold, \
+     COALESCE(t.up, 0) AS used_up, COALESCE(t.down, 0) AS used_down, \
+     u.blocked AS blocked, u.next_reset_at AS next_reset_at, \
      u.last_reset_at AS last_reset_at, u.subscription_key AS subscription_key, \
      u.device_limit AS device_limit";
+
+/// The join [`USER_COLUMNS_U`] reads the used bytes from.
+pub(crate) const USER_TOTALS_T: &str = "LEFT JOIN user_totals t ON t.user_id = u.id";
 
 /// Parses a stored id or status.
 pub(crate) fn parse<T>(s: &str) -> StorageResult<T>

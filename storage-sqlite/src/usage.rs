@@ -81,22 +81,22 @@ pub(crate) async fn ingest(
     let mut newly_blocked = Vec::new();
     if !sums.users.is_empty() {
         // One statement for every user of the page: the deltas travel as
-        // one JSON array, `[id, up, down]` each. It sets the used bytes
-        // only, so no index of `users` is touched, and answers nothing:
-        // every row sent back costs a hop between threads.
+        // one JSON array, `[id, up, down]` each. It writes the narrow totals
+        // table (migration 0014), where only live users have a row, and
+        // answers nothing: every row sent back costs a hop between threads.
         let deltas = json_rows(
             sums.users
                 .iter()
                 .map(|(id, b)| format!("[\"{id}\",{},{}]", storable(b.up), storable(b.down))),
         );
         sqlx::query(concat!(
-            "UPDATE users AS u SET used_up = ",
-            sat_add!("u.used_up", "i.up"),
-            ", used_down = ",
-            sat_add!("u.used_down", "i.down"),
+            "UPDATE user_totals AS t SET up = ",
+            sat_add!("t.up", "i.up"),
+            ", down = ",
+            sat_add!("t.down", "i.down"),
             " FROM (SELECT value ->> 0 AS id, value ->> 1 AS up, value ->> 2 AS down \
                    FROM json_each(?1)) AS i \
-             WHERE u.id = i.id AND u.deleted = 0"
+             WHERE t.user_id = i.id"
         ))
         .bind(&deltas)
         .execute(&mut *conn)
@@ -110,12 +110,13 @@ pub(crate) async fn ingest(
             "SELECT u.id AS id, \
                  u.on_hold IS NOT NULL AND (j.value ->> 1 > 0 OR j.value ->> 2 > 0) AS holds, \
                  u.blocked IS NULL AND u.data_limit IS NOT NULL \
-                     AND u.used_up + u.used_down >= u.data_limit AS crossing \
+                     AND t.up + t.down >= u.data_limit AS crossing \
              FROM json_each(?1) AS j JOIN users AS u ON u.id = j.value ->> 0 \
+                 JOIN user_totals AS t ON t.user_id = u.id \
              WHERE u.deleted = 0 AND ( \
                  (u.on_hold IS NOT NULL AND (j.value ->> 1 > 0 OR j.value ->> 2 > 0)) \
                  OR (u.blocked IS NULL AND u.data_limit IS NOT NULL \
-                     AND u.used_up + u.used_down >= u.data_limit))",
+                     AND t.up + t.down >= u.data_limit))",
         )
         .bind(&deltas)
         .fetch_all(&mut *conn)
@@ -151,7 +152,8 @@ pub(crate) async fn ingest(
         }
     }
     // History of live users only (a deleted or unknown user's bytes are
-    // not kept), in key order within the page's (day, node).
+    // not kept: only live users have totals), in key order within the
+    // page's (day, node).
     let days = json_rows(sums.user_days.iter().map(|((id, day), b)| {
         format!(
             "[\"{id}\",{},{},{}]",
@@ -164,7 +166,7 @@ pub(crate) async fn ingest(
     sqlx::query(concat!(
         "INSERT INTO user_usage_daily (user_id, day, node_id, up, down) \
          SELECT j.value ->> 0, j.value ->> 1, ?2, j.value ->> 2, j.value ->> 3 \
-         FROM json_each(?1) AS j JOIN users AS u ON u.id = j.value ->> 0 AND u.deleted = 0 \
+         FROM json_each(?1) AS j JOIN user_totals AS t ON t.user_id = j.value ->> 0 \
          WHERE true \
          ON CONFLICT (day, node_id, user_id) DO UPDATE SET up = ",
         sat_add!("up", "excluded.up"),

@@ -10,7 +10,7 @@ use sqlx::Row as _;
 
 use crate::SqliteStorage;
 use crate::error::db_error;
-use crate::rows::{USER_COLUMNS, USER_COLUMNS_U, found, parse, user_from_row};
+use crate::rows::{USER_COLUMNS, USER_COLUMNS_U, USER_TOTALS_T, found, parse, user_from_row};
 use crate::writer::Args;
 
 pub(crate) async fn create_user(s: &SqliteStorage, new: NewUser) -> StorageResult<User> {
@@ -144,7 +144,7 @@ pub(crate) async fn user_nodes(s: &SqliteStorage, id: UserId) -> StorageResult<U
         "SELECT {USER_COLUMNS_U}, n.id AS node_id, n.endpoint AS node_endpoint, \
              n.user_config_template AS node_template, n.inbounds AS node_inbounds, \
              n.profile AS node_profile \
-         FROM users u \
+         FROM users u {USER_TOTALS_T} \
          LEFT JOIN nodes n ON u.status = 'Enabled' AND u.blocked IS NULL \
              AND n.actual_status = 'Running' AND n.state_up_to_date = 1 \
              AND n.user_config_template IS NOT NULL AND n.applied_seq >= u.change_seq \

@@ -14,7 +14,10 @@
 //!   every round (users `i * per-node ..`, wrapping around `users`), as a
 //!   fleet whose users stay on their node does; `random`: each node draws
 //!   its users afresh every round (every round then writes new history
-//!   rows: the worst case).
+//!   rows: the worst case); `scattered`: as `fixed`, but a node's users
+//!   are drawn once at random, so their ids are spread over the whole id
+//!   space as a real node's are (with `fixed`, a node's users are
+//!   neighbours in id order, which a table keyed by user id rewards).
 //! - `enforce --nodes 1000 --samples 30 --heartbeat-ms 1000`: a served
 //!   manager with its heartbeat; each sample journals a batch that takes a
 //!   user over a 1,000-byte limit on one node, and measures until the user
@@ -206,10 +209,12 @@ async fn ingest(opts: &Opts) -> Result<()> {
     let serving = opts.num("serving", nodes_n).min(nodes_n);
     let per_node = opts.num("per-node", 1000);
     let users_n = opts.num("users", 1_000_000).max(per_node);
-    let fixed = match opts.get("assign", "fixed").as_str() {
-        "fixed" => true,
-        "random" => false,
-        other => return Err(format!("--assign fixed|random, not {other}").into()),
+    let assign = opts.get("assign", "fixed");
+    let (fixed, scattered) = match assign.as_str() {
+        "fixed" => (true, false),
+        "scattered" => (true, true),
+        "random" => (false, false),
+        other => return Err(format!("--assign fixed|scattered|random, not {other}").into()),
     };
     let rounds = opts.num("rounds", 3);
     let concurrency = opts.num("concurrency", 32);
@@ -293,7 +298,10 @@ async fn ingest(opts: &Opts) -> Result<()> {
     stop.store(true, Ordering::Relaxed);
     let idle = idle.await?;
 
-    let ids: Vec<UserId> = users.iter().map(|(id, _)| *id).collect();
+    let mut ids: Vec<UserId> = users.iter().map(|(id, _)| *id).collect();
+    if scattered {
+        rand::seq::SliceRandom::shuffle(ids.as_mut_slice(), &mut rand::rng());
+    }
     let mut rates = Vec::new();
     let mut during = Vec::new();
     for round in 0..rounds {
@@ -335,7 +343,7 @@ async fn ingest(opts: &Opts) -> Result<()> {
     println!(
         "ingest: median {:.0} user-deltas/s over {rounds} rounds ({nodes_n} nodes x {per_node} of {users_n} users, {} assignment)",
         rates[rates.len() / 2],
-        if fixed { "fixed" } else { "random" }
+        assign
     );
     println!(
         "node-list while ingesting: p50 {:.2?} p99 {:.2?} ({} requests); idle: p50 {:.2?} p99 {:.2?} ({} requests)",

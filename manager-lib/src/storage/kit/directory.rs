@@ -172,6 +172,10 @@ pub struct Dialect {
     /// The id column, as compared and sorted (qualified where the select
     /// list renames it): `id`, `users.id`.
     pub id: &'static str,
+    /// The usage order: its key (the saturating sum of [`USAGE_SQL`], over
+    /// wherever the backend keeps the totals, written as its index is) and
+    /// the id column it ties on.
+    pub usage: (&'static str, &'static str),
 }
 
 /// A parameter's value.
@@ -227,10 +231,10 @@ pub fn query_sql(query: &UserQuery, d: &Dialect) -> StorageResult<(String, Vec<A
     if let Some(state) = query.state {
         conds.push(state_sql(state).to_owned());
     }
-    let key = match query.sort {
-        UserSort::Name => d.name,
-        UserSort::Created => "created_at",
-        UserSort::Usage => USAGE_SQL,
+    let (key, id) = match query.sort {
+        UserSort::Name => (d.name, d.id),
+        UserSort::Created => ("created_at", d.id),
+        UserSort::Usage => d.usage,
     };
     let (op, dir) = if query.descending {
         ("<", "DESC")
@@ -242,14 +246,13 @@ pub fn query_sql(query: &UserQuery, d: &Dialect) -> StorageResult<(String, Vec<A
             Key::Text(t) => push(Arg::Text(t), false),
             Key::Int(n) => push(Arg::Int(n), false),
         };
-        let id = push(Arg::Text(c.id.to_string()), true);
-        conds.push(format!("({key}, {}) {op} ({k}, {id})", d.id));
+        let after = push(Arg::Text(c.id.to_string()), true);
+        conds.push(format!("({key}, {id}) {op} ({k}, {after})"));
     }
     let limit = push(Arg::Int(i64::from(query.clamped_limit()) + 1), false);
     let sql = format!(
-        "WHERE {} ORDER BY {key} {dir}, {} {dir} LIMIT {limit}",
+        "WHERE {} ORDER BY {key} {dir}, {id} {dir} LIMIT {limit}",
         conds.join(" AND "),
-        d.id
     );
     Ok((sql, args))
 }
