@@ -233,9 +233,8 @@ impl AnswerParser {
         }
         let field = self.held.split_to(whole);
         if tag == 1 && wire_type == 2 {
-            let stat =
-                proto::Stat::decode(&field[head_len..]).map_err(|e| invalid(&e.to_string()))?;
-            sink.stat(&stat.name, stat.value);
+            let (name, value) = stat_fields(&field[head_len..])?;
+            sink.stat(name, value);
         }
         Ok(Some(whole as u64))
     }
@@ -250,6 +249,50 @@ impl AnswerParser {
             _ => Err(Status::internal("the core's answer was cut short")),
         }
     }
+}
+
+/// The name and value of an encoded `Stat { string name = 1; int64 value =
+/// 2; }`, read in place (no `String` per counter): as prost decodes it, a
+/// field given twice keeps its last value, unknown fields are skipped, a
+/// name that is not UTF-8 is an error.
+fn stat_fields(mut bytes: &[u8]) -> Result<(&str, i64), Status> {
+    let invalid = |what: &str| Status::internal(format!("invalid QueryStats answer: stat {what}"));
+    let (mut name, mut value): (&[u8], i64) = (&[], 0);
+    while !bytes.is_empty() {
+        let (key, n) = varint(bytes)?.ok_or_else(|| invalid("field key"))?;
+        bytes = &bytes[n..];
+        if matches!((key >> 3, key & 7), (1, 0 | 1 | 5) | (2, 1 | 2 | 5)) {
+            return Err(invalid("field of the wrong type"));
+        }
+        let len = match key & 7 {
+            0 => {
+                let (v, n) = varint(bytes)?.ok_or_else(|| invalid("varint"))?;
+                if key >> 3 == 2 {
+                    // int64 on the wire: the two's complement as a varint.
+                    value = v as i64;
+                }
+                bytes = &bytes[n..];
+                continue;
+            }
+            1 => 8,
+            5 => 4,
+            2 => {
+                let (len, n) = varint(bytes)?.ok_or_else(|| invalid("length"))?;
+                bytes = &bytes[n..];
+                usize::try_from(len).map_err(|_| invalid("length"))?
+            }
+            _ => return Err(invalid("wire type")),
+        };
+        let field = bytes
+            .get(..len)
+            .ok_or_else(|| invalid("field past its end"))?;
+        if key == (1 << 3 | 2) {
+            name = field;
+        }
+        bytes = &bytes[len..];
+    }
+    let name = std::str::from_utf8(name).map_err(|_| invalid("name is not UTF-8"))?;
+    Ok((name, value))
 }
 
 /// A protobuf varint at the start of `bytes` and its length; `None` when

@@ -134,3 +134,43 @@ fn malformed_answers_are_errors() {
     huge.extend_from_slice(&u32::MAX.to_be_bytes());
     assert!(parse_in_chunks(&huge, 64).is_err());
 }
+
+#[test]
+fn a_counter_reads_as_prost_decodes_it() {
+    // Unknown fields around the known ones, each known field twice (the
+    // last counts), a negative value (ten-byte varint).
+    let mut message = vec![0x18, 0x96, 0x01]; // field 3: varint 150
+    message.extend([0x0a, 1, b'x']); // name "x", replaced below
+    message.extend([0x10, 5]); // value 5, replaced below
+    message.extend([0x21, 1, 2, 3, 4, 5, 6, 7, 8]); // field 4: fixed64
+    message.extend([0x2d, 1, 2, 3, 4]); // field 5: fixed32
+    message.extend([0x32, 2, b'z', b'z']); // field 6: bytes
+    message.extend([0x0a, 4, b'n', b'a', b'm', b'e']);
+    message.extend(
+        proto::Stat {
+            name: String::new(),
+            value: -7,
+        }
+        .encode_to_vec(),
+    );
+    let prost = proto::Stat::decode(message.as_slice()).unwrap();
+    assert_eq!((prost.name.as_str(), prost.value), ("name", -7));
+    assert_eq!(stat_fields(&message).unwrap(), ("name", -7));
+    // An empty counter: no fields at all.
+    assert_eq!(stat_fields(&[]).unwrap(), ("", 0));
+}
+
+#[test]
+fn a_malformed_counter_is_an_error() {
+    for (bytes, why) in [
+        (&[0x0a, 5, b'a'][..], "a name past the counter's end"),
+        (&[0x0a, 1, 0xff], "a name that is not UTF-8"),
+        (&[0x08, 1], "a name that is a varint"),
+        (&[0x12, 1, 0], "a value that is bytes"),
+        (&[0x10, 0x80], "a varint cut short"),
+        (&[0x0b], "a group"),
+    ] {
+        assert!(stat_fields(bytes).is_err(), "{why}");
+        assert!(proto::Stat::decode(bytes).is_err(), "prost too: {why}");
+    }
+}
