@@ -13,6 +13,11 @@
 //! header; the dashboard answers brotli), and uncompressed. Headers are
 //! not counted (a few hundred bytes per answer).
 //!
+//! Last, the overview's read of the nodes before and after issue 18's
+//! summary read, interleaved (A B A B…): every whole node
+//! (`storage::all_nodes`: profiles parsed, each sealed key opened) against
+//! `NodeEventLog::node_summaries` (plain columns).
+//!
 //! `--storage` defaults to an SQLite file under target/; give a
 //! `postgres://…` URL for PostgreSQL.
 
@@ -233,6 +238,27 @@ async fn main() -> Result<()> {
         times.sort();
         println!(
             "{label:<36} p50 {:>8.2?}  p99 {:>8.2?}  {size} bytes",
+            percentile(&times, 0.5),
+            percentile(&times, 0.99)
+        );
+    }
+    let (mut whole, mut summaries) = (Vec::new(), Vec::new());
+    for _ in 0..samples {
+        let started = Instant::now();
+        let all = manager_lib::storage::all_nodes(storage.as_ref()).await?;
+        whole.push(started.elapsed());
+        let started = Instant::now();
+        let brief = storage.node_summaries().await?;
+        summaries.push(started.elapsed());
+        assert_eq!(all.len(), brief.len());
+    }
+    for (label, mut times) in [
+        ("nodes read: every whole node (before)", whole),
+        ("nodes read: node_summaries (after)", summaries),
+    ] {
+        times.sort();
+        println!(
+            "{label:<40} p50 {:>8.2?}  p99 {:>8.2?}",
             percentile(&times, 0.5),
             percentile(&times, 0.99)
         );

@@ -144,16 +144,15 @@ pub(super) async fn start(
     }
 }
 
-fn job_or_page(st: &UiState, session: &Session, id: &str) -> Result<std::sync::Arc<Job>, Response> {
-    st.jobs.get(id).ok_or_else(|| {
-        layout::error(
-            StatusCode::NOT_FOUND,
-            "No such job",
-            "This job is unknown: finished more than an hour ago, or the manager restarted \
-             (every user it changed before stays changed).",
-            Some(&session.chrome),
-        )
-    })
+/// The answer for a job that is not (or no longer) kept.
+fn no_job(session: &Session) -> Response {
+    layout::error(
+        StatusCode::NOT_FOUND,
+        "No such job",
+        "This job is unknown: finished more than an hour ago, or the manager restarted \
+         (every user it changed before stays changed).",
+        Some(&session.chrome),
+    )
 }
 
 /// The job's progress and, once it ended, its summary.
@@ -201,9 +200,8 @@ pub(super) async fn page(
     session: Session,
     Path(id): Path<String>,
 ) -> Response {
-    let job = match job_or_page(&st, &session, &id) {
-        Ok(job) => job,
-        Err(page) => return page,
+    let Some(job) = st.jobs.get(&id) else {
+        return no_job(&session);
     };
     let body = html! {
         dl class="facts" {
@@ -228,9 +226,9 @@ pub(super) async fn fragment(
     session: Session,
     Path(id): Path<String>,
 ) -> Response {
-    match job_or_page(&st, &session, &id) {
-        Ok(job) => layout::send(StatusCode::OK, progress(&job, &session)),
-        Err(page) => page,
+    match st.jobs.get(&id) {
+        Some(job) => layout::send(StatusCode::OK, progress(&job, &session)),
+        None => no_job(&session),
     }
 }
 
@@ -250,9 +248,8 @@ pub(super) async fn cancel(
     form: Result<Form<CsrfForm>, FormRejection>,
 ) -> Response {
     let csrf = form.map(|Form(f)| f.csrf).unwrap_or_default();
-    let job = match job_or_page(&st, &session, &id) {
-        Ok(job) => job,
-        Err(page) => return page,
+    let Some(job) = st.jobs.get(&id) else {
+        return no_job(&session);
     };
     if let Err(page) = Change::begin(&st, &session, &headers, &csrf, job.action.route(), None).await
     {

@@ -3,8 +3,8 @@
 // v2ray core: log in (a wrong token first), add a node and start it (the
 // key shown once goes into the agent's settings) while the overview
 // refreshes itself, create and enable a user and open its subscription QR
-// code and link, disable it, search the 100,000 users, bulk-disable a
-// filtered set, log out.
+// code and link, disable it, search the 100,000 users, bulk-disable
+// every user a filter matches (a job with its progress page), log out.
 
 import { Agent, agentPorts } from '../harness/agent';
 import { literal, logIn, openNav } from '../harness/dashboard';
@@ -210,26 +210,29 @@ test('an operator: log in, add and start a node, a user from creation to disabli
       await expect(users.getByRole('link', { name: 'alice-e2e', exact: true })).toBeVisible();
     });
 
-    await test.step('bulk-disable a filtered set', async () => {
-      // bulk-000010 … bulk-000019: the even five are enabled.
-      const enabled = numbered('bulk-', 10, 5, 2);
-      await filter('bulk-00001', 'enabled');
-      await expectNames(enabled);
-      for (const name of enabled) {
-        await page.getByRole('checkbox', { name, exact: true }).check();
-      }
-      await shot('users-bulk-selected');
-      await page.getByRole('button', { name: 'Disable selected' }).click();
-      await expect(page.getByRole('status')).toHaveText('5 of 5 selected users disabled.');
+    await test.step('bulk-disable a filtered set: every matching user, as a job', async () => {
+      // bulk-000000 … bulk-000999: the even 500 are enabled (ten pages of
+      // the table); the action takes the whole filter result, not a page.
+      await filter('bulk-000', 'enabled');
+      await expectNames(numbered('bulk-', 0, 50, 2));
+      await page.getByLabel('Action on every matching user').selectOption('disable');
+      await page.getByRole('button', { name: /^Apply to all .*matching/ }).click();
+      await expect(page).toHaveURL(/\/ui\/users\/all\?/);
+      await expect(page.getByRole('status')).toHaveText('Disable all 500 users matching name or id starting with "bulk-000", status enabled?');
+      await shot('users-bulk-all-confirm');
+      await page.getByRole('button', { name: 'Disable all 500' }).click();
+      await expect(page).toHaveURL(/\/ui\/jobs\/[0-9a-f]{32}$/);
+      await expect(page.getByRole('heading', { level: 1, name: 'Bulk job' })).toBeVisible();
+      // The page refreshes itself until the job has ended.
+      await expect(page.getByRole('status')).toHaveText('500 disabled, 0 failed. The job has ended.', { timeout: 60_000 });
+      const bar = page.getByRole('progressbar', { name: '500 of 500 users handled (finished)' });
+      await expect(bar).toHaveAttribute('value', '500');
       await expect(page.getByRole('heading', { name: /^Failed/ })).toHaveCount(0);
-      await shot('users-bulk-done');
-      await filter('bulk-00001', 'enabled');
+      await shot('users-bulk-all-done');
+      await filter('bulk-000', 'enabled');
       await expect(page.getByText('No user matches.')).toBeVisible();
-      await filter('bulk-00001', 'disabled');
-      await expectNames(numbered('bulk-', 10, 10));
-      // The next ten are untouched.
-      await filter('bulk-00002', 'enabled');
-      await expectNames(numbered('bulk-', 20, 5, 2));
+      await filter('bulk-0000', 'disabled');
+      await expectNames(numbered('bulk-', 0, 50));
       await shot('users-after-bulk');
     });
 
