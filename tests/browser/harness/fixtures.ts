@@ -107,7 +107,7 @@ export const test = base.extend<Fixtures>({
       );
       info.annotations.push({ type: 'seed', description: out.trim() });
     }
-    const manager = await Manager.start({ dataDir });
+    const manager = await Manager.start({ dataDir, startTimeoutMs: seed ? 240_000 : undefined });
     try {
       await use(manager);
     } finally {

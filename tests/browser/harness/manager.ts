@@ -18,6 +18,10 @@ export interface ManagerOptions {
   heartbeatMs?: number;
   /** Extra lines for the settings file (TOML, top-level keys). */
   extraSettings?: string;
+  /** How long the start may take, ms (default 60,000). A pre-seeded
+   * database is sealed under the master key at the first start: a debug
+   * build takes about a minute for 100,000 users on this machine. */
+  startTimeoutMs?: number;
 }
 
 /** The environment of a child, without the caller's XM_* settings (the
@@ -78,7 +82,7 @@ export class Manager {
     const prefix = 'xray-manager listening on ';
     let url: string;
     try {
-      const line = await child.waitForLine((l) => l.startsWith(prefix), 60_000);
+      const line = await child.waitForLine((l) => l.startsWith(prefix), opts.startTimeoutMs ?? 60_000);
       url = `http://${line.slice(prefix.length).trim()}`;
       await waitFor('the manager to answer /health', 30_000, async () => (await fetch(`${url}/health`)).ok);
     } catch (e) {

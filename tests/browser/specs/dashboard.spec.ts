@@ -15,6 +15,9 @@ import { waitFor } from '../harness/wait';
 // Users bulk-000000 … bulk-099999; the even ones below 1,000 enabled.
 const USERS = 100_000;
 test.use({ seed: { users: USERS, enableBelow: 1_000, enableEvery: 2 } });
+// The timeout covers the fixtures too: seeding and the manager's first start
+// (which seals the seeded secrets) take about two minutes in a debug build.
+test.describe.configure({ timeout: 600_000 });
 
 /** The share links a subscription URL serves (`?format=links`: one a line). */
 async function subscriptionLinks(
@@ -34,7 +37,6 @@ test('an operator: log in, add and start a node, a user from creation to disabli
   shot,
   anotherPage,
 }) => {
-  test.setTimeout(300_000);
   let agent: Agent | undefined;
   try {
     await test.step('without a session every page leads to the login form', async () => {
