@@ -24,6 +24,7 @@ use super::session::Session;
 use super::users::ListParams;
 use super::{UiState, format, layout};
 use crate::api::ApiError;
+use crate::domain::UserQuery;
 
 /// Seconds between two refreshes of a running job's page.
 pub const REFRESH_SECS: u32 = 2;
@@ -44,6 +45,13 @@ fn bad(session: &Session, why: &str) -> Response {
     failed(&ApiError::BadRequest(why.to_owned()), session)
 }
 
+/// The table's filter as a query, and how many users it matches now.
+async fn matching(st: &UiState, list: &ListParams) -> Result<(UserQuery, u64), ApiError> {
+    let query = list.query().map_err(ApiError::BadRequest)?;
+    let total = super::jobs::count(&st.manager, &query).await?;
+    Ok((query, total))
+}
+
 /// `GET /ui/users/all`: asks, stating the action, the count and the filter.
 pub(super) async fn confirm(
     State(st): State<UiState>,
@@ -54,13 +62,9 @@ pub(super) async fn confirm(
     let Some(action) = Bulk::parse(&params.action) else {
         return bad(&session, "choose enable, disable or delete");
     };
-    let query = match params.list.query() {
-        Ok(q) => q,
-        Err(e) => return bad(&session, &e),
-    };
-    let total = match super::jobs::count(&st.manager, &query).await {
-        Ok(n) => n,
-        Err(e) => return failed(&ApiError::from(e), &session),
+    let (_, total) = match matching(&st, &params.list).await {
+        Ok(found) => found,
+        Err(e) => return failed(&e, &session),
     };
     let filter = params.list.describe();
     let verb = action.as_str();
@@ -121,13 +125,9 @@ pub(super) async fn start(
     {
         return page;
     }
-    let query = match params.list.query() {
-        Ok(q) => q,
-        Err(e) => return bad(&session, &e),
-    };
-    let total = match super::jobs::count(&st.manager, &query).await {
-        Ok(n) => n,
-        Err(e) => return failed(&ApiError::from(e), &session),
+    let (query, total) = match matching(&st, &params.list).await {
+        Ok(found) => found,
+        Err(e) => return failed(&e, &session),
     };
     let start = Start {
         action,
